@@ -1,0 +1,38 @@
+"""Backbones by name: ``create_backbone("resnet18", last_stride=1, bn_momentum=0.3)``.
+
+Each entry is data (blocks per stage, widths, stem width); there is one code path (ResNet).
+"""
+from __future__ import annotations
+
+from gmsop.backbones.resnet import ResNet, conv1x1, conv3x3
+
+__all__ = ["BACKBONES", "ResNet", "conv1x1", "conv3x3", "create_backbone", "list_backbones", "resolve_backbone"]
+
+#: name -> (blocks per stage, widths, stem width, paper name)
+BACKBONES: dict[str, dict] = {
+    "resnet18": dict(blocks=(2, 2, 2, 2), widths=(16, 32, 64, 128), stem_width=16, paper_name="ResNet-18"),
+    "resnet50": dict(blocks=(6, 6, 6, 6), widths=(16, 32, 64, 128), stem_width=16, paper_name="ResNet-50"),
+    "wrn36_2": dict(blocks=(4, 4, 4, 4), widths=(32, 64, 128, 256), stem_width=16, paper_name="WRN-36-2"),
+}
+
+_ALIASES = {spec["paper_name"].lower(): name for name, spec in BACKBONES.items()}
+
+
+def list_backbones() -> list[str]:
+    return list(BACKBONES)
+
+
+def resolve_backbone(name: str) -> str:
+    """Canonical backbone key for ``name`` (also accepts the paper's spelling, e.g. 'ResNet-18')."""
+    key = str(name).strip().lower().replace("-", "").replace("_", "")
+    for canonical in BACKBONES:
+        if key == canonical.replace("_", ""):
+            return canonical
+    if str(name).strip().lower() in _ALIASES:
+        return _ALIASES[str(name).strip().lower()]
+    raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+
+
+def create_backbone(name: str, last_stride: int = 2, bn_momentum: float = 0.1) -> ResNet:
+    spec = BACKBONES[resolve_backbone(name)]
+    return ResNet(spec["blocks"], spec["widths"], spec["stem_width"], last_stride=last_stride, bn_momentum=bn_momentum)

@@ -1,0 +1,93 @@
+"""The modified ResNets of Table 1 (and WRN-36-2 of Table 3) for 64x64 / 96x96 inputs.
+
+    stem     3x3 conv, stride 1, + BN + ReLU, no max-pool
+    stage 1  basic blocks at widths[0], stride 1
+    stage 2  widths[1], stride 2 in the first block
+    stage 3  widths[2], stride 2
+    stage 4  widths[3] ("conv5_x"), stride ``last_stride``: 2 for first-order heads (8x8 map at
+             64x64); 1 for second-order heads in the released code (16x16, M = 256 positions)
+
+"ResNet-18": 2 blocks per stage, widths 16/32/64/128. "ResNet-50" is NOT a bottleneck net: the
+same basic blocks, 6 per stage (8*6 + 2 = 50 layers). WRN-36-2: 4 blocks per stage, widths
+32/64/128/256 after a 16-wide stem. Blocks are torchvision's post-activation ``BasicBlock``;
+a 1x1 conv + BN projection shortcut is added where width or stride changes.
+Init: He-normal (fan_in) convs, BN weight 1 / bias 0, BN momentum from the protocol.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock
+
+__all__ = ["ResNet", "conv1x1", "conv3x3"]
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution, padding 1, no bias (a BN follows)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution, no bias (a BN follows)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+
+class ResNet(nn.Module):
+    """A basic-block ResNet trunk: (B, 3, H, W) -> (B, widths[-1], H/s, W/s).
+
+    Args:
+        blocks: basic blocks per stage.
+        widths: channel width of each stage.
+        stem_width: channels of the 3x3 stem convolution.
+        last_stride: stride of the last stage (1 or 2; see the module docstring).
+        bn_momentum: BatchNorm momentum in PyTorch's convention.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int],
+        widths: Sequence[int],
+        stem_width: int,
+        last_stride: int = 2,
+        bn_momentum: float = 0.1,
+    ):
+        super().__init__()
+        if len(blocks) != len(widths) or not blocks:
+            raise ValueError(f"blocks {list(blocks)} and widths {list(widths)} must be non-empty and of equal length")
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+        self._norm = partial(nn.BatchNorm2d, momentum=bn_momentum)
+        self.stem = nn.Sequential(conv3x3(3, stem_width), self._norm(stem_width), nn.ReLU(inplace=True))
+        # stride 1 in the first stage, 2 in the middle ones; the last depends on the head
+        strides = [1] + [2] * (len(widths) - 2) + [last_stride] if len(widths) > 1 else [last_stride]
+        stages, c = [], stem_width
+        for n, width, stride in zip(blocks, widths, strides):
+            stages.append(self._make_stage(c, width, n, stride))
+            c = width
+        self.stages = nn.Sequential(*stages)
+        self.num_features = c
+        self.last_stride = last_stride
+        self.reduction = 2 ** (len(widths) - 2) * last_stride if len(widths) > 1 else last_stride
+        self.init_weights()
+
+    def _make_stage(self, in_channels: int, width: int, n: int, stride: int) -> nn.Sequential:
+        shortcut = None
+        if stride != 1 or in_channels != width:  # projection only where the shape changes
+            shortcut = nn.Sequential(conv1x1(in_channels, width, stride), self._norm(width))
+        layers = [BasicBlock(in_channels, width, stride, shortcut, norm_layer=self._norm)]
+        layers += [BasicBlock(width, width, norm_layer=self._norm) for _ in range(n - 1)]
+        return nn.Sequential(*layers)
+
+    def init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)  # (B, 3, H, W) -> (B, stem, H, W)
+        return self.stages(x)  # -> (B, widths[-1], H/reduction, W/reduction)

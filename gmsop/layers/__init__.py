@@ -1,0 +1,21 @@
+"""Layers of GM-SOP, one concept per module (see each module's docstring for the formula)."""
+from gmsop.layers.classifier import ClassifierHead
+from gmsop.layers.experts import LinearExpert
+from gmsop.layers.gap import GAP, ParametricGAP, global_avg_pool
+from gmsop.layers.gating import GateStats, NoisyTopKGate, balance_loss, cv_squared, gating_trunk
+from gmsop.layers.mixture import AverageMixture, GatedMixture
+from gmsop.layers.netvlad import NetVLAD
+from gmsop.layers.sop import SRSOP, ParametricSRSOP, conv_stack
+
+__all__ = [
+    # gap.py
+    "GAP", "ParametricGAP", "global_avg_pool",
+    # sop.py
+    "SRSOP", "ParametricSRSOP", "conv_stack",
+    # gating.py
+    "GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk",
+    # mixture.py
+    "AverageMixture", "GatedMixture",
+    # netvlad.py / experts.py / classifier.py
+    "NetVLAD", "LinearExpert", "ClassifierHead",
+]

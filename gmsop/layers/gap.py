@@ -1,0 +1,57 @@
+"""First-order heads: global average pooling (GAP) and the parametric GAP ("ResNet-18-Xd").
+
+GAP: (B, C, H, W) -> (B, C). Parametric GAP: 1x1 conv C -> X (no bias) -> ReLU -> GAP, a
+single first-order component model (512-d in GM-GAP, 8256-d in "ResNet-18-8256d"). Like the
+second-order heads they split into ``transform`` and a parameter-free ``pool``.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["GAP", "ParametricGAP", "global_avg_pool"]
+
+
+def global_avg_pool(x: Tensor) -> Tensor:
+    return x.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)
+
+
+class GAP(nn.Module):
+    second_order = False
+    batchable_pool = True  # pool() is parameter-free and shared by every instance
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_features = in_channels
+
+    def transform(self, x: Tensor) -> Tensor:
+        return x
+
+    def pool(self, x: Tensor) -> Tensor:
+        return global_avg_pool(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return global_avg_pool(x)
+
+
+class ParametricGAP(nn.Module):
+    second_order = False
+    batchable_pool = True  # pool() is parameter-free and shared by every instance
+
+    def __init__(self, in_channels: int, width: int = 512):
+        super().__init__()
+        if int(width) < 1:
+            raise ValueError(f"width must be >= 1, got {width!r}")
+        self.in_channels = in_channels
+        self.conv = nn.Conv2d(in_channels, int(width), kernel_size=1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.out_features = int(width)
+
+    def transform(self, x: Tensor) -> Tensor:
+        return self.relu(self.conv(x))  # (B, C, H, W) -> (B, X, H, W)
+
+    def pool(self, x: Tensor) -> Tensor:
+        return global_avg_pool(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.transform(x))

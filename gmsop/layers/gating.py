@@ -1,0 +1,113 @@
+"""Sparsity-constrained gating (Eq. 2-3) and the balance loss (Eq. 4).
+
+Given the backbone map X (B, C, H, W):
+
+    f = trunk(X)                                   (B, D): prediction layers + pooling
+    H = f W_g^T + gamma * softplus(f W_n^T)        (B, N) noisy logits, Eq. 2 (training only)
+    w = softmax over the Top-K entries of H        (B, K); the other N-K weights are 0 (Eq. 3)
+
+The trunk has the same form as the components (1x1 conv C->2C + BN + ReLU, 1x1 conv 2C->128
++ BN + ReLU, then SR-SOP for GM-SOP or GAP for GM-GAP), as in the released code.
+W_g and W_n start at the constant 1/D, so the very first Top-K is a tie. gamma ~ N(0, 1):
+one scalar per image shared by the N logits (``noise="per_image"``, released code) or one per
+logit (``"per_logit"``, the paper's Eq. 2 read as in Shazeer et al.). No noise in eval mode,
+so evaluation is deterministic. The same noisy logits select and weigh; unselected logits get
+no gradient because only the K kept values enter the softmax.
+
+Balance loss: importance_i = sum_s w_i(X_s); L_B = alpha * (std(importance) / mean)^2 with the
+unbiased (N-1) std. ``alpha_per_batch`` divides alpha by the batch size (the released code puts
+alpha on a batch-summed cross-entropy).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk"]
+
+
+class GateStats(NamedTuple):
+    """What a gated mixture reports with its output (per forward pass)."""
+
+    balance_loss: Tensor  # scalar, alpha-weighted CV^2: add it to the cross-entropy
+    cv2: Tensor  # scalar, unweighted CV^2 of the importance
+    counts: Tensor  # (N,) float: samples routed to each component in this batch (detached)
+    importance: Tensor  # (N,) float: summed gate weights per component (detached)
+
+
+def cv_squared(importance: Tensor) -> Tensor:
+    """(std / mean)^2 of a vector with the unbiased std; 0 for a single component."""
+    if importance.numel() < 2:
+        return importance.new_zeros(())
+    return importance.float().var(unbiased=True) / (importance.float().mean() ** 2 + 1e-10)
+
+
+def balance_loss(weights: Tensor, alpha: float) -> Tensor:
+    """Eq. 4 on dense gate weights (B, N): alpha * CV^2 of the per-component importance."""
+    return alpha * cv_squared(weights.sum(dim=0))
+
+
+def gating_trunk(in_channels: int, pool: nn.Module, hidden: int | None = None, out: int = 128, bn_momentum: float = 0.1) -> nn.Sequential:
+    """The gate's prediction layers: conv C->hidden+BN+ReLU, conv hidden->out+BN+ReLU, pool."""
+    hidden = hidden or 2 * in_channels
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden, kernel_size=1, bias=False),
+        nn.BatchNorm2d(hidden, momentum=bn_momentum),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, out, kernel_size=1, bias=False),
+        nn.BatchNorm2d(out, momentum=bn_momentum),
+        nn.ReLU(inplace=True),
+        pool,
+    )
+
+
+class NoisyTopKGate(nn.Module):
+    """Noisy Top-K gate over ``num_experts`` components.
+
+    ``forward(x)`` returns (topk_weights (B, K), topk_indices (B, K) int64, dense (B, N)).
+    """
+
+    def __init__(self, trunk: nn.Module, feat_dim: int, num_experts: int, k: int, noise: str = "per_image"):
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"number of components N must be >= 1, got {num_experts!r}")
+        if not 1 <= k <= num_experts:
+            raise ValueError(f"K must satisfy 1 <= K <= N (N={num_experts}), got K={k!r}")
+        if noise not in ("per_image", "per_logit"):
+            raise ValueError(f"noise must be 'per_image' or 'per_logit', got {noise!r}")
+        self.trunk = trunk
+        self.num_experts, self.k, self.noise = num_experts, k, noise
+        self.feat_dim = feat_dim
+        self.w_gate = nn.Parameter(torch.empty(num_experts, feat_dim))
+        self.w_noise = nn.Parameter(torch.empty(num_experts, feat_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.w_gate, 1.0 / self.feat_dim)
+        nn.init.constant_(self.w_noise, 1.0 / self.feat_dim)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Noisy logits H (B, N) in float32: routing must not flip on bf16 rounding."""
+        f = self.trunk(x)  # (B, C, H, W) -> (B, D)
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            f = f.float()
+            clean = F.linear(f, self.w_gate)  # (B, N)
+            if not self.training:
+                return clean
+            scale = F.softplus(F.linear(f, self.w_noise))  # (B, N)
+            shape = (f.shape[0], 1) if self.noise == "per_image" else clean.shape
+            gamma = torch.randn(shape, device=f.device, dtype=f.dtype)
+            return clean + gamma * scale
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.logits(x)  # (B, N)
+        top_vals, top_idx = h.topk(self.k, dim=1)  # (B, K)
+        top_w = torch.softmax(top_vals, dim=1)  # (B, K)
+        dense = torch.zeros_like(h).scatter(1, top_idx, top_w)  # (B, N), zeros off the Top-K
+        return top_w, top_idx, dense
+
+    def extra_repr(self) -> str:
+        return f"feat_dim={self.feat_dim}, num_experts={self.num_experts}, k={self.k}, noise={self.noise!r}"
