@@ -8,12 +8,16 @@ Built-in families and their keyword arguments (defaults in brackets):
     gap        -                                    GAP, C-d
     pgap       width [512]                          1x1 conv -> ReLU -> GAP ("ResNet-18-Xd")
     srsop      -                                    iSQRT-COV, C(C+1)/2-d
-    psrsop     dims [(2C, 128)]                     parametric SR-SOP (J convs, Eq. 6)
+    psrsop     dims [(2C, sop_dim)]                 parametric SR-SOP (J convs, Eq. 6)
     ave_gap    num_experts [16], width [512]        Ave-N of parametric GAPs
-    ave_sop    num_experts [16], dims               Ave-N of parametric SR-SOPs
+    ave_sop    num_experts [16], dims, sop_dim      Ave-N of parametric SR-SOPs
     gm_gap     num_experts [16], k [8], width       GM-GAP-N-K
     gm_sop     num_experts [16], k [8], dims        GM-SOP-N-K
     sg_moe     num_experts [16], k [8], width [512] One-layer SG-MoE (linear experts on GAP)
+
+``sop_dim`` (128) is the width entering every second-order pooling and the gate's trunk
+output; ``width`` (512) the parametric GAP / expert width. ``build_model(width_mult=m)``
+scales both (and the backbone), for CPU-sized experiments.
     netvlad    clusters [64]                        NetVLAD, K*C-d
 
 Protocol values used: ns_iterations, cm_batchnorm, gate_noise, alpha, alpha_per_batch,
@@ -52,16 +56,18 @@ class _Pool(nn.Module):
         return global_avg_pool(x)
 
 
-def _gate(in_channels: int, p: Protocol, num_experts: int, k: int, second_order: bool) -> NoisyTopKGate:
+def _gate(in_channels: int, p: Protocol, num_experts: int, k: int, second_order: bool, out: int = 128) -> NoisyTopKGate:
     if second_order:  # GM-SOP: the gate's prediction layers end in a full SR-SOP (8256-d)
-        pool, feat = SRSOP(128, p.ns_iterations), SRSOP(128).out_features
+        pool = SRSOP(out, p.ns_iterations)
+        feat = pool.out_features
     else:  # GM-GAP / SG-MoE: ... ending in GAP (128-d)
-        pool, feat = _Pool(), 128
-    trunk = gating_trunk(in_channels, pool, hidden=2 * in_channels, out=128, bn_momentum=p.bn_momentum)
+        pool, feat = _Pool(), out
+    trunk = gating_trunk(in_channels, pool, hidden=2 * in_channels, out=out, bn_momentum=p.bn_momentum)
     return NoisyTopKGate(trunk, feat, num_experts, k, noise=p.gate_noise)
 
 
-def _psrsop(c: int, p: Protocol, dims=None) -> ParametricSRSOP:
+def _psrsop(c: int, p: Protocol, dims=None, sop_dim=128) -> ParametricSRSOP:
+    dims = dims if dims is not None else (2 * c, int(sop_dim))
     return ParametricSRSOP(c, dims, batchnorm=p.cm_batchnorm, iterations=p.ns_iterations, bn_momentum=p.bn_momentum)
 
 
@@ -81,22 +87,22 @@ def _ave_gap(c, p, num_experts=16, width=512):
     return AverageMixture([ParametricGAP(c, width) for _ in range(_n(num_experts))])
 
 
-def _ave_sop(c, p, num_experts=16, dims=None):
-    return AverageMixture([_psrsop(c, p, dims) for _ in range(_n(num_experts))])
+def _ave_sop(c, p, num_experts=16, dims=None, sop_dim=128):
+    return AverageMixture([_psrsop(c, p, dims, sop_dim) for _ in range(_n(num_experts))])
 
 
-def _gm_gap(c, p, num_experts=16, k=8, width=512):
-    gate = _gate(c, p, _n(num_experts), k, second_order=False)
+def _gm_gap(c, p, num_experts=16, k=8, width=512, sop_dim=128):
+    gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim)
     return GatedMixture([ParametricGAP(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
 
 
-def _gm_sop(c, p, num_experts=16, k=8, dims=None):
-    gate = _gate(c, p, _n(num_experts), k, second_order=True)
-    return GatedMixture([_psrsop(c, p, dims) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
+def _gm_sop(c, p, num_experts=16, k=8, dims=None, sop_dim=128):
+    gate = _gate(c, p, _n(num_experts), k, second_order=True, out=sop_dim)
+    return GatedMixture([_psrsop(c, p, dims, sop_dim) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
 
 
-def _sg_moe(c, p, num_experts=16, k=8, width=512):
-    gate = _gate(c, p, _n(num_experts), k, second_order=False)
+def _sg_moe(c, p, num_experts=16, k=8, width=512, sop_dim=128):
+    gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim)
     return GatedMixture([LinearExpert(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gmsop.backbones import BACKBONES, create_backbone, list_backbones, resolve_backbone
+from gmsop.backbones import BACKBONES, backbone_widths, create_backbone, list_backbones, resolve_backbone, scaled
 from gmsop.heads import HEADS, create_head, head_kwargs
 from gmsop.model import GMSOPNet
 from gmsop.protocol import Protocol, get_protocol, protocol_fields
@@ -108,19 +108,34 @@ def _check_nk(variant: Variant, kwargs: dict) -> None:
         raise ValueError(f"variant {variant.name!r}: K must satisfy 1 <= K <= N, got N={n if n is not None else 16}, K={k}")
 
 
+def _scale_head_kwargs(head: str, kwargs: dict, width_mult: float) -> dict:
+    """Scale the head's width-like defaults (and widths fixed by the name) by ``width_mult``."""
+    valid = head_kwargs(head)
+    out = dict(kwargs)
+    if "width" in valid:
+        out["width"] = scaled(int(kwargs.get("width", 512)), width_mult)
+    if "sop_dim" in valid:
+        out["sop_dim"] = scaled(int(kwargs.get("sop_dim", 128)), width_mult)
+    if "dims" in valid and kwargs.get("dims") is not None:
+        out["dims"] = [scaled(int(w), width_mult) for w in kwargs["dims"]]
+    return out
+
+
 def build_model(
     name: str,
     backbone: str | None = None,
     num_classes: int = 1000,
     protocol: str | Protocol = "official",
     dropout: float | None = None,
+    width_mult: float = 1.0,
     **overrides,
 ) -> GMSOPNet:
     """Build variant ``name`` on ``backbone`` for ``num_classes`` classes under ``protocol``.
 
     ``overrides`` set protocol switches (see gmsop.protocol) or head arguments (see
     gmsop.heads); None values are ignored. ``dropout`` applies to mixtures only (default 0.2,
-    0.4 for GM-SOP on WRN-36-2 as in the released code).
+    0.4 for GM-SOP on WRN-36-2 as in the released code). ``width_mult`` scales the backbone
+    and the head's widths (sop_dim 128, width 512, and widths from the name) for CPU-sized runs.
     """
     variant = parse_variant(name)
     if backbone is None:
@@ -151,11 +166,15 @@ def build_model(
 
     # The head is built first (its width comes from the backbone's spec) because its
     # second-order flag decides the backbone's last stride.
-    in_channels = BACKBONES[backbone]["widths"][-1]
+    if not width_mult > 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+    in_channels = backbone_widths(backbone, width_mult)[-1]
+    if width_mult != 1.0:
+        kwargs = _scale_head_kwargs(variant.head, kwargs, width_mult)
     head = create_head(variant.head, in_channels, proto, **kwargs)
     second_order = bool(getattr(head, "second_order", False))
     last_stride = proto.sop_stage5_stride if second_order else 2
-    trunk = create_backbone(backbone, last_stride=last_stride, bn_momentum=proto.bn_momentum)
+    trunk = create_backbone(backbone, last_stride=last_stride, bn_momentum=proto.bn_momentum, width_mult=width_mult)
     if dropout is None:
         dropout = 0.4 if (backbone == "wrn36_2" and variant.head == "gm_sop") else 0.2
     info = {
@@ -166,6 +185,7 @@ def build_model(
         "protocol": proto.name,
         "protocol_switches": {f: getattr(proto, f) for f in protocol_fields()},
         "last_stride": last_stride,
+        "width_mult": width_mult,
         "dropout": dropout if getattr(head, "mixture", False) else 0.0,
     }
     model = GMSOPNet(trunk, head, num_classes, dropout=dropout, bn_momentum=proto.bn_momentum, info=info)

@@ -151,3 +151,12 @@ def test_all_zero_image_gives_finite_outputs_and_gradients():
     out = m(x)
     (out.logits.sum() + out.balance_loss).backward()
     assert torch.isfinite(out.logits).all() and torch.isfinite(x.grad).all()
+
+
+def test_width_mult_scales_backbone_and_head():
+    m = gmsop.build_model("GM-SOP-16-8", num_classes=10, width_mult=0.25)
+    assert m.backbone.num_features == 32 and m.rep_dim == 32 * 33 // 2
+    assert m.head.components[0].dims == (64, 32) and m.head.gate.feat_dim == 528
+    assert gmsop.build_model("ResNet-18-512d", num_classes=10, width_mult=0.5).rep_dim == 256
+    with pytest.raises(ValueError, match="width_mult"):
+        gmsop.build_model("SR-SOP", width_mult=0)

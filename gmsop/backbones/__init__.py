@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from gmsop.backbones.resnet import ResNet, conv1x1, conv3x3
 
-__all__ = ["BACKBONES", "ResNet", "conv1x1", "conv3x3", "create_backbone", "list_backbones", "resolve_backbone"]
+__all__ = ["BACKBONES", "ResNet", "backbone_widths", "scaled", "conv1x1", "conv3x3", "create_backbone", "list_backbones", "resolve_backbone"]
 
 #: name -> (blocks per stage, widths, stem width, paper name)
 BACKBONES: dict[str, dict] = {
@@ -33,6 +33,24 @@ def resolve_backbone(name: str) -> str:
     raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
 
 
-def create_backbone(name: str, last_stride: int = 2, bn_momentum: float = 0.1) -> ResNet:
+def scaled(width: int, width_mult: float = 1.0) -> int:
+    """``width * width_mult`` rounded, at least 1 (CPU-sized variants of the paper's nets)."""
+    return max(1, int(round(width * width_mult)))
+
+
+def backbone_widths(name: str, width_mult: float = 1.0) -> tuple[int, ...]:
+    return tuple(scaled(w, width_mult) for w in BACKBONES[resolve_backbone(name)]["widths"])
+
+
+def create_backbone(name: str, last_stride: int = 2, bn_momentum: float = 0.1, width_mult: float = 1.0) -> ResNet:
+    """Backbone ``name``; ``width_mult`` scales every width (1.0 = the paper's net)."""
+    if not width_mult > 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
     spec = BACKBONES[resolve_backbone(name)]
-    return ResNet(spec["blocks"], spec["widths"], spec["stem_width"], last_stride=last_stride, bn_momentum=bn_momentum)
+    return ResNet(
+        spec["blocks"],
+        backbone_widths(name, width_mult),
+        scaled(spec["stem_width"], width_mult),
+        last_stride=last_stride,
+        bn_momentum=bn_momentum,
+    )
