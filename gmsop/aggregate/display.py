@@ -1,0 +1,172 @@
+"""Turn a built table (numbers) into cells for people: one formatting rule set, two dialects.
+
+Markdown and HTML use the ``TEXT`` dialect (Unicode ±, —, ×, Δ); LaTeX uses ``LATEX`` (escaped
+text, ``$\\pm$``, ``--``). Keeping the rules here means every human-readable format shows the same
+digits and the same "missing" marker, and the writers only do layout.
+
+Rules: errors with two decimals, "mean ± std" ("mean" alone for one seed, "—" for none);
+parameter counts in millions with two decimals (the paper prints one); Δ signed; speeds rounded
+to whole images/s; ratios with two decimals and "×". Paper-side columns that are empty for every
+row (Table 2 has no top-5 column; only a few rows have a quoted speed) are left out.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gmsop.aggregate import paper_values as pv
+
+__all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title"]
+
+
+def _latex_escape(text: str) -> str:
+    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+            "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "−": r"$-$", "—": "--", "–": "--",
+            "≈": r"$\approx$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}"}
+    return "".join(repl.get(ch, ch) for ch in text)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The few glyphs that differ between plain Unicode output and LaTeX source."""
+
+    name: str
+    pm: str
+    missing: str
+    times: str
+    minus: str
+    escape: Callable[[str], str]
+
+
+TEXT = Dialect("text", " ± ", "—", "×", "−", lambda s: s)
+LATEX = Dialect("latex", r" $\pm$ ", "--", r"$\times$", "$-$", _latex_escape)
+
+
+def _finite(x) -> bool:
+    try:
+        return x is not None and not pd.isna(x) and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _err(mean, std, n, n_nonfinite, d: Dialect) -> str:
+    if n == 0:
+        return d.missing
+    if n_nonfinite:
+        return f"non-finite in {n_nonfinite} of {n} runs"
+    if not _finite(mean):  # pragma: no cover - n > 0 and all finite implies a finite mean
+        return d.missing
+    return f"{mean:.2f}" + (f"{d.pm}{std:.2f}" if _finite(std) else "")
+
+
+def _signed(x, d: Dialect) -> str:
+    if not _finite(x):
+        return d.missing
+    return (d.minus if x < 0 else "+") + f"{abs(x):.2f}"
+
+
+def _num(x, fmt: str, d: Dialect) -> str:
+    return format(float(x), fmt) if _finite(x) else d.missing
+
+
+def _fps(x, d: Dialect) -> str:
+    if not _finite(x):
+        return d.missing
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def _ratio(x, d: Dialect) -> str:
+    return f"{x:.2f}{d.times}" if _finite(x) else d.missing
+
+
+def best_row(df: pd.DataFrame) -> int | None:
+    """Position of the row with the lowest finite mean top-1 error (the paper sets it in bold)."""
+    ok = df["top1_mean"].where(df["n"] > 0)
+    ok = ok[ok.map(_finite)]
+    return int(df.index.get_loc(ok.idxmin())) if not ok.empty else None
+
+
+def _has(df: pd.DataFrame, col: str) -> bool:
+    return bool(df[col].map(_finite).any())
+
+
+def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
+    """One string cell per (row, shown column); headers are already in the dialect."""
+    d = dialect
+    cols: dict[str, list[str]] = {}
+    cols["Method"] = [d.escape(str(m)) for m in df["method"]]
+    cols["Backbone"] = [d.escape(pv.backbone_name(b)) for b in df["backbone"]]
+    dims = []
+    for ours, paper in zip(df["dim"], df["dim_paper"]):
+        if _finite(ours):
+            dims.append(f"{int(ours)}" + (f" (paper {int(paper)})" if _finite(paper) and paper != ours else ""))
+        else:
+            dims.append(d.missing + (f" (paper {int(paper)})" if _finite(paper) else ""))
+    cols["Dim."] = dims
+    cols["Params (M)"] = [_num(x, ".2f", d) for x in df["params_m"]]
+    if _has(df, "params_paper_m"):
+        marks = [("" if not _finite(x) or src.startswith("Table 3") else "†")
+                 + ("‡" if (v, b) in pv.PARAMS_NOTES else "")
+                 for x, src, v, b in zip(df["params_paper_m"], df["params_paper_source"], df["variant"], df["backbone"])]
+        cols["Paper params (M)"] = [_num(x, ".1f", d) + d.escape(m) for x, m in zip(df["params_paper_m"], marks)]
+    seeds = []
+    for n, u in zip(df["n"], df["n_unfinished"]):
+        seeds.append(f"{n}" + (f" (+{u} unfinished)" if u else ""))
+    cols["n"] = seeds
+    for k, name in (("top1", "Top-1"), ("top5", "Top-5")):
+        cols[f"{name} err. (%)"] = [_err(m, s, n, bad, d) for m, s, n, bad in
+                                    zip(df[f"{k}_mean"], df[f"{k}_std"], df["n"], df["n_nonfinite"])]
+        if _has(df, f"{k}_paper"):
+            cols[f"Paper {name.lower()} (%)"] = [_num(x, ".2f", d) for x in df[f"{k}_paper"]]
+            cols[f"Δ {name.lower()}"] = [_signed(x, d) for x in df[f"{k}_delta"]]
+    cols["Train FPS (img/s)"] = [_fps(x, d) for x in df["fps"]]
+    if df.attrs.get("baseline") is not None:
+        cols["FPS rel."] = [_ratio(x, d) for x in df["fps_rel"]]
+    if _has(df, "fps_paper"):
+        cols["Paper FPS"] = [
+            _fps(x, d) + (f" ({_ratio(r, d)})" if _finite(r) else "") if _finite(x) else d.missing
+            for x, r in zip(df["fps_paper"], df["fps_paper_rel"])]
+    out = pd.DataFrame(cols, index=df.index)
+    out.columns = [d.escape(c) for c in out.columns]
+    return out
+
+
+def table_title(df: pd.DataFrame) -> str:
+    """The table's title (spec title, else a generic one naming the table id)."""
+    return df.attrs.get("title") or f"Reproduction of {df.attrs.get('table_id') or 'table'}"
+
+
+def table_notes(df: pd.DataFrame) -> list[str]:
+    """Footnotes (plain Unicode text) that say what each number is; writers escape them."""
+    notes = []
+    if df.attrs.get("caption"):
+        notes.append(str(df.attrs["caption"]))
+    notes.append("Errors: validation error in %, mean ± sample std over seeds; n = finished runs "
+                 "(seeds); — = no finished run.")
+    paper_table = df.attrs.get("paper_table")
+    if paper_table and (_has(df, "top1_paper") or _has(df, "top5_paper")):
+        notes.append(f"Paper: {pv.TABLE_NAMES.get(paper_table, paper_table)} of Wang et al., NeurIPS 2018; "
+                     "Δ = ours − paper "
+                     "(positive: ours is worse).")
+    devices = sorted({str(x) for x in df["fps_device"].dropna()})
+    on = f" on {', '.join(devices)}" if devices else ""
+    if df.attrs.get("fps_source") == "bench":
+        notes.append(f"Train FPS: training images/s, median over benchmark files{on}.")
+    else:
+        notes.append(f"Train FPS: training images/s, mean over the runs' measured throughput{on}.")
+    if df.attrs.get("baseline") is not None:
+        notes.append(f"FPS rel.: ratio to the {df.attrs['baseline']} row.")
+    if _has(df, "fps_paper"):
+        notes.append("Paper FPS: speed quoted in the paper's text (GTX 1080); compare ratios, not absolute values.")
+    if _has(df, "params_paper_m"):
+        if any(_finite(x) and not s.startswith("Table 3")
+               for x, s in zip(df["params_paper_m"], df["params_paper_source"])):
+            notes.append("† not printed in the paper: the count of the authors' released code.")
+        for v, b in zip(df["variant"], df["backbone"]):
+            if (v, b) in pv.PARAMS_NOTES:
+                notes.append(f"‡ {v} on {pv.backbone_name(b)}: {pv.PARAMS_NOTES[(v, b)]}.")
+    return notes

@@ -1,0 +1,215 @@
+"""The numbers the GM-SOP paper (Wang et al., NeurIPS 2018) publishes, as data.
+
+Every reproduced table is compared with these, so they live in one place, typed, with their
+source. Rules:
+
+* A value is here only if the paper prints it (a table cell or a number in the text). Where the
+  paper gives none (Figure 2 right is a plot without numbers; Table 2 has no top-5 column; the
+  text gives GM-SOP-16-8's speed only as "about 2 times slower" than SR-SOP), there is no entry
+  and lookups return ``None``: never fill a gap with an estimate.
+* Keys are ``(table, variant, backbone, tag)``. ``table`` is one of :data:`TABLES`; ``variant`` is
+  the paper's method name ("GM-SOP-16-8", "Parametric SR-SOP", "SG-MoE", "NetVLAD", "WRN-36-2");
+  ``backbone`` is the harness's backbone id ("resnet18", "resnet50", "wrn36_2", and "wrn36_1" /
+  "wrn36_5" for the WRN rows copied from Chrabaszcz et al.); ``tag`` is "" except for Table 3's
+  starred rows (``tag="star"``: training set doubled with flips, 4-px pad + random crop).
+* Errors are in percent, parameter counts in millions, speeds in training images per second on
+  the authors' GTX 1080 (only ratios between them transfer to other hardware).
+
+Parameter counts: :func:`paper_params` answers per (variant, backbone) whatever table the row sits
+in, from Table 3 first and otherwise from the released code's counts recorded in
+``shared/reference/method-facts.md`` (the two rows Table 3 does not list: ResNet-18 with GAP and
+SR-SOP); each answer carries its source so reports can say which is which.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+#: Table ids with published numbers. "fig3" holds the numbers the text quotes while discussing
+#: Figure 3; "fig2_right" is a known id with no published numbers (the plot has no labels).
+TABLES: tuple[str, ...] = ("table2", "table3", "table4", "fig2_right", "fig3")
+
+#: How reports name each table id.
+TABLE_NAMES: dict[str, str] = {
+    "table2": "Table 2", "table3": "Table 3", "table4": "Table 4",
+    "fig2_right": "Figure 2 (right)", "fig3": "the text on Figure 3",
+}
+
+#: Display names of backbone ids, as the paper writes them.
+BACKBONE_NAMES: dict[str, str] = {
+    "resnet18": "ResNet-18",
+    "resnet50": "ResNet-50",
+    "wrn36_1": "WRN-36-1",
+    "wrn36_2": "WRN-36-2",
+    "wrn36_5": "WRN-36-5",
+}
+
+#: Tag of Table 3's starred rows (flip-doubled training set, 4-px pad + random crop).
+STAR = "star"
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    """One published row. ``None`` means the paper prints no number for that field."""
+
+    table: str
+    variant: str
+    backbone: str
+    tag: str = ""
+    dim: int | None = None
+    params_m: float | None = None
+    top1_err: float | None = None
+    top5_err: float | None = None
+    train_fps: float | None = None
+    label: str = ""  # the row as the paper prints it
+    source: str = ""  # where in the paper, or which reference it copies
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.table, self.variant, self.backbone, self.tag)
+
+
+def _t2(variant: str, dim: int, top1: float) -> PaperValue:
+    label = f"{variant} (Ours)" if variant.startswith("GM-") else variant
+    return PaperValue("table2", variant, "resnet18", dim=dim, top1_err=top1, label=label, source="Table 2")
+
+
+def _t3(variant, backbone, params, dim, top1, top5, label, tag="", source="Table 3") -> PaperValue:
+    return PaperValue("table3", variant, backbone, tag, dim, params, top1, top5, label=label, source=source)
+
+
+def _t4(variant: str, dim: int, top1: float, top5: float) -> PaperValue:
+    return PaperValue("table4", variant, "resnet18", dim=dim, top1_err=top1, top5_err=top5, label=variant,
+                      source="Table 4")
+
+
+_WRN_SRC = "Table 3, copied from Chrabaszcz et al. 2017 [6]"
+
+#: Every published row, in the paper's order within each table.
+PAPER_VALUES: tuple[PaperValue, ...] = (
+    # Table 2: ResNet-18 counterparts, downsampled ImageNet-1K (top-1 only).
+    _t2("ResNet-18", 128, 52.00),
+    _t2("ResNet-18-512d", 512, 49.08),
+    _t2("Ave-GAP-16", 512, 47.44),
+    _t2("GM-GAP-16-8", 512, 42.37),
+    _t2("ResNet-18-8256d", 8256, 47.29),
+    _t2("SR-SOP", 8256, 40.32),
+    _t2("Ave-SOP-16", 8256, 40.28),
+    _t2("Parametric SR-SOP", 8256, 40.01),
+    _t2("GM-SOP-16-8", 8256, 38.21),
+    # Table 3: state of the art, downsampled ImageNet-1K.
+    _t3("WRN-36-1", "wrn36_1", 1.6, 128, 49.79, 24.17, "WRN-36-1* [6]", STAR, _WRN_SRC),
+    _t3("WRN-36-2", "wrn36_2", 6.2, 256, 39.55, 16.57, "WRN-36-2* [6]", STAR, _WRN_SRC),
+    _t3("WRN-36-5", "wrn36_5", 37.6, 640, 32.34, 12.64, "WRN-36-5* [6]", STAR, _WRN_SRC),
+    _t3("ResNet-18-512d", "resnet18", 1.3, 512, 49.08, 24.25, "ResNet-18-512d [13]"),
+    _t3("SG-MoE", "resnet18", 2.3, 512, 46.80, 22.63, "ResNet-18+One-layer-SG-MoE [33]"),
+    _t3("NetVLAD", "resnet18", 8.9, 8192, 45.16, 21.73, "ResNet-18+NetVLAD [1]"),
+    _t3("ResNet-50", "resnet50", 2.4, 128, 43.28, 19.39, "ResNet-50 [13]"),
+    _t3("ResNet-50-512d", "resnet50", 2.8, 512, 41.79, 18.30, "ResNet-50-512d [13]"),
+    _t3("ResNet-50-8256d", "resnet50", 11.6, 8256, 41.42, 18.14, "ResNet-50-8256d [13]"),
+    _t3("GM-GAP-16-8", "resnet18", 2.3, 512, 42.37, 18.82, "GM-GAP-16-8 + ResNet-18 (Ours)"),
+    _t3("GM-GAP-16-8", "resnet18", 2.3, 512, 40.03, 17.91, "GM-GAP-16-8 + ResNet-18* (Ours)", STAR),
+    _t3("GM-GAP-16-8", "wrn36_2", 8.7, 512, 35.97, 14.41, "GM-GAP-16-8 + WRN-36-2 (Ours)"),
+    _t3("GM-SOP-16-8", "resnet18", 10.3, 8256, 38.21, 17.01, "GM-SOP-16-8 + ResNet-18 (Ours)"),
+    _t3("GM-SOP-16-8", "resnet50", 11.9, 8256, 35.73, 14.96, "GM-SOP-16-8 + ResNet-50 (Ours)"),
+    _t3("GM-SOP-16-8", "wrn36_2", 15.7, 8256, 32.33, 12.35, "GM-SOP-16-8 + WRN-36-2 (Ours)"),
+    # Table 4: Places365 at 100x100 (96x96 crops), ResNet-18.
+    _t4("ResNet-18-512d", 512, 49.96, 19.19),
+    _t4("GM-GAP-16-8", 512, 48.07, 17.84),
+    _t4("ResNet-18-8256d", 8256, 49.99, 19.32),
+    _t4("SR-SOP", 8256, 48.11, 18.01),
+    _t4("Parametric SR-SOP", 8256, 47.48, 17.52),
+    _t4("GM-SOP-16-8", 8256, 47.18, 17.02),
+    # Figure 3 (GM-GAP over N and K): only the points the text of Sec. 3.2 quotes.
+    PaperValue("fig3", "GM-GAP-16-8", "resnet18", top1_err=42.37, train_fps=800.0,
+               label="GM-GAP-16-8", source="Sec. 3.2 text on Figure 3: '(42.37%, 800Hz)'"),
+    PaperValue("fig3", "GM-GAP-128-32", "resnet18", top1_err=42.52, label="GM-GAP-128-32",
+               source="Sec. 3.2 text on Figure 3: 'N=128 and K=32 obtains 42.52%'"),
+    PaperValue("fig3", "ResNet-18-512d", "resnet18", top1_err=49.08, train_fps=1470.0,
+               label="baseline with one CM", source="Sec. 3.2 text on Figure 3: '(49.08%, 1470Hz)'"),
+)
+
+#: Training speed quoted in the text (images/s, GTX 1080, ResNet-18, 64x64 inputs).
+TRAIN_FPS: dict[tuple[str, str], tuple[float, str]] = {
+    ("ResNet-18-512d", "resnet18"): (1470.0, "Sec. 3.2: 'baseline (49.08%, 1470Hz)'"),
+    ("GM-GAP-16-8", "resnet18"): (800.0, "Sec. 3.2: 'N=16, K=8 (42.37%, 800Hz)'"),
+    ("SR-SOP", "resnet18"): (670.0, "Sec. 3.2: '680Hz vs. 670Hz'"),
+    ("Parametric SR-SOP", "resnet18"): (680.0, "Sec. 3.2: '680Hz vs. 670Hz'"),
+}
+
+#: Speed claims the text makes without a number: (variant, reference variant, quote). Reports
+#: may show them next to a measured ratio; they are deliberately not turned into numbers.
+SPEED_CLAIMS: tuple[tuple[str, str, str], ...] = (
+    ("GM-SOP-16-8", "SR-SOP", "improves SR-SOP by about 2.11% with about 2 times slower"),
+    ("Ave-SOP-16", "GM-SOP-16-8", "GM-SOP-16-8 outperforms Ave-SOP-16 ... with more than 2 times faster"),
+    ("GM-GAP-16-8", "ResNet-18-512d", "only about 1.8 times slower than baseline"),
+)
+
+#: Parameter counts (millions) for rows Table 3 does not list, as the released code gives them
+#: (shared/reference/method-facts.md). Table 3 counts take precedence in :func:`paper_params`.
+_RELEASED_PARAMS: dict[tuple[str, str], tuple[float, str]] = {
+    ("ResNet-18", "resnet18"): (0.9, "released code per method-facts.md: '0.83M (0.9M)'"),
+    ("SR-SOP", "resnet18"): (9.0, "released code per method-facts.md"),
+}
+
+#: Known mismatches between a published count and what the released configuration builds.
+PARAMS_NOTES: dict[tuple[str, str], str] = {
+    ("GM-SOP-16-8", "wrn36_2"): "published 15.7M; the released configuration counts about 17.8M",
+}
+
+_INDEX: dict[tuple[str, str, str, str], PaperValue] = {}
+for _v in PAPER_VALUES:
+    if _v.table not in TABLES:  # pragma: no cover - guards edits of the data above
+        raise ValueError(f"paper value {_v.key} names unknown table {_v.table!r}")
+    if _v.key in _INDEX:  # pragma: no cover
+        raise ValueError(f"duplicate paper value {_v.key}")
+    _INDEX[_v.key] = _v
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise ValueError(f"unknown paper table {table!r}; choose one of {', '.join(TABLES)}")
+
+
+def paper_value(table: str, variant: str, backbone: str, tag: str = "") -> PaperValue | None:
+    """The published row ``(table, variant, backbone, tag)``, or ``None`` if the paper has none.
+
+    An unknown ``table`` raises ``ValueError`` (a typo must not read as "no published number").
+    """
+    _check_table(table)
+    return _INDEX.get((table, variant, backbone, tag or ""))
+
+
+def paper_rows(table: str) -> list[PaperValue]:
+    """All published rows of one table, in the paper's order (empty for ``fig2_right``)."""
+    _check_table(table)
+    return [v for v in PAPER_VALUES if v.table == table]
+
+
+def paper_params(variant: str, backbone: str) -> tuple[float, str] | None:
+    """Published parameter count in millions and its source, or ``None``.
+
+    Untagged Table 3 rows first (augmentation does not change the count), then the released
+    code's counts for the rows Table 3 leaves out.
+    """
+    for tag in ("", STAR):
+        v = _INDEX.get(("table3", variant, backbone, tag))
+        if v is not None and v.params_m is not None:
+            return v.params_m, v.source
+    return _RELEASED_PARAMS.get((variant, backbone))
+
+
+def paper_train_fps(variant: str, backbone: str = "resnet18") -> tuple[float, str] | None:
+    """Training speed (images/s on a GTX 1080) the text quotes, with the quote, or ``None``."""
+    return TRAIN_FPS.get((variant, backbone))
+
+
+def paper_frame() -> pd.DataFrame:
+    """Every published row as a tidy DataFrame (one row per entry; NaN where the paper is silent)."""
+    return pd.DataFrame([asdict(v) for v in PAPER_VALUES])
+
+
+def backbone_name(backbone: str) -> str:
+    """The paper's spelling of a backbone id ("resnet18" -> "ResNet-18"); unknown ids pass through."""
+    return BACKBONE_NAMES.get(backbone, backbone)

@@ -1,0 +1,159 @@
+"""Write a built table as CSV, Markdown, HTML and LaTeX (booktabs), each file atomically.
+
+* CSV: the numeric table exactly as :func:`tables.build_table` returns it (columns
+  :data:`tables.TABLE_COLUMNS`; ``top1_mean``, ``top1_std``, ``n``... kept apart), for scripts.
+* Markdown: a pipe table with a heading and the footnotes, for READMEs and terminals.
+* HTML: one self-contained page (inline CSS, no scripts, no external files), so a Snakemake report
+  can embed it as is.
+* LaTeX: a ``table`` float with ``\\toprule``/``\\midrule``/``\\bottomrule`` (needs booktabs).
+
+The human formats share the cell rules of :mod:`display`; the best row (lowest mean top-1 error)
+is set in bold as in the paper. ``render_*`` return the text, ``write_*`` write it through
+:func:`_atomic.atomic_write`, so a reader never sees a half-written table.
+"""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from gmsop.aggregate._atomic import atomic_write
+from gmsop.aggregate.display import LATEX, TEXT, best_row, display_table, table_notes, table_title
+
+__all__ = [
+    "render_csv", "render_markdown", "render_html", "render_latex",
+    "write_csv", "write_markdown", "write_html", "write_latex", "write_table", "FORMATS",
+]
+
+#: Format name -> file suffix, in the order :func:`write_table` writes them.
+FORMATS: dict[str, str] = {"csv": ".csv", "md": ".md", "html": ".html", "tex": ".tex"}
+
+_LEFT = {"Method", "Backbone"}  # text columns; every other column is right-aligned
+_BOLD = {"Method", "Top-1 err. (%)"}
+
+
+def render_csv(df: pd.DataFrame) -> str:
+    """The numeric table as CSV (no index); ``pd.read_csv`` gives the same values back."""
+    return df.to_csv(index=False, lineterminator="\n")
+
+
+def render_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table with a heading and a bulleted list of notes."""
+    cells = display_table(df, TEXT)
+    best = best_row(df)
+    esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
+    head = "| " + " | ".join(esc(c) for c in cells.columns) + " |"
+    rule = "|" + "|".join(":--" if c in _LEFT else "--:" for c in cells.columns) + "|"
+    lines = [f"### {table_title(df)}", "", head, rule]
+    for pos, (_, row) in enumerate(cells.iterrows()):
+        vals = [f"**{esc(v)}**" if pos == best and c in _BOLD else esc(v) for c, v in row.items()]
+        lines.append("| " + " | ".join(vals) + " |")
+    lines.append("")
+    lines += [f"- {n}" for n in table_notes(df)]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif;
+       margin: 1.5em; color: #1f2328; background: #fff; }
+table.gmsop { border-collapse: collapse; font-size: 14px; }
+table.gmsop caption { caption-side: top; text-align: left; font-weight: 600; font-size: 15px;
+                      padding-bottom: 0.6em; }
+table.gmsop th, table.gmsop td { padding: 4px 12px; white-space: nowrap; }
+table.gmsop thead th { border-top: 2px solid #1f2328; border-bottom: 1px solid #1f2328;
+                       font-weight: 600; }
+table.gmsop tbody tr:last-child td { border-bottom: 2px solid #1f2328; }
+table.gmsop tbody tr:hover td { background: #f3f6fa; }
+table.gmsop .l { text-align: left; }
+table.gmsop .r { text-align: right; font-variant-numeric: tabular-nums; }
+table.gmsop td.missing { color: #8c959f; }
+table.gmsop td.best { font-weight: 700; }
+ul.notes { font-size: 12px; color: #57606a; max-width: 64em; padding-left: 1.2em; }
+""".strip()
+
+
+def render_html(df: pd.DataFrame) -> str:
+    """A complete, self-contained HTML page holding the table and its notes."""
+    cells = display_table(df, TEXT)
+    best = best_row(df)
+    title = html.escape(table_title(df))
+    table_id = html.escape(str(df.attrs.get("table_id") or "table"), quote=True)
+    align = ["l" if c in _LEFT else "r" for c in cells.columns]
+    out = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>{title}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>",
+        f'<table class="gmsop" id="{table_id}">', f"<caption>{title}</caption>", "<thead><tr>",
+    ]
+    out += [f'<th class="{a}">{html.escape(c)}</th>' for c, a in zip(cells.columns, align)]
+    out += ["</tr></thead>", "<tbody>"]
+    for pos, (_, row) in enumerate(cells.iterrows()):
+        tds = []
+        for (col, val), a in zip(row.items(), align):
+            cls = [a]
+            if val.startswith(TEXT.missing):
+                cls.append("missing")
+            if pos == best and col in _BOLD:
+                cls.append("best")
+            tds.append(f'<td class="{" ".join(cls)}">{html.escape(val)}</td>')
+        out.append("<tr>" + "".join(tds) + "</tr>")
+    out += ["</tbody>", "</table>", '<ul class="notes">']
+    out += [f"<li>{html.escape(n)}</li>" for n in table_notes(df)]
+    out += ["</ul>", "</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def render_latex(df: pd.DataFrame) -> str:
+    """A booktabs ``table`` float; the label is ``tab:<table id>``."""
+    cells = display_table(df, LATEX)
+    best = best_row(df)
+    bold_cols = {LATEX.escape(c) for c in _BOLD}
+    left_cols = {LATEX.escape(c) for c in _LEFT}
+    spec = "".join("l" if c in left_cols else "r" for c in cells.columns)
+    label = str(df.attrs.get("table_id") or "table").replace(" ", "-")
+    lines = [
+        "% Written by gmsop.aggregate.writers; needs \\usepackage{booktabs}.",
+        "\\begin{table}[t]", "\\centering", "\\small",
+        f"\\caption{{{LATEX.escape(table_title(df))}}}", f"\\label{{tab:{label}}}",
+        f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+        " & ".join(cells.columns) + " \\\\", "\\midrule",
+    ]
+    for pos, (_, row) in enumerate(cells.iterrows()):
+        vals = [f"\\textbf{{{v}}}" if pos == best and c in bold_cols else v for c, v in row.items()]
+        lines.append(" & ".join(vals) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "", "\\smallskip", "{\\footnotesize"]
+    lines += [LATEX.escape(n) + "\\par" for n in table_notes(df)]
+    lines += ["}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    return atomic_write(path, render_csv(df))
+
+
+def write_markdown(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    return atomic_write(path, render_markdown(df))
+
+
+def write_html(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    return atomic_write(path, render_html(df))
+
+
+def write_latex(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    return atomic_write(path, render_latex(df))
+
+
+def write_table(df: pd.DataFrame, stem: str | os.PathLike, formats=tuple(FORMATS)) -> dict[str, Path]:
+    """Write ``<stem>.csv/.md/.html/.tex`` (or the ``formats`` asked for); returns format -> path.
+
+    Every output is rendered before the first one is written, so a formatting error leaves no
+    partial set of files behind.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown table format(s) {unknown}; choose from {list(FORMATS)}")
+    stem = Path(stem)
+    render = {"csv": render_csv, "md": render_markdown, "html": render_html, "tex": render_latex}
+    texts = {f: render[f](df) for f in formats}
+    return {f: atomic_write(stem.with_name(stem.name + FORMATS[f]), texts[f]) for f in formats}

@@ -1,0 +1,129 @@
+"""Reading result files: tidy frames from valid files, a named key and file for broken ones."""
+import json
+
+import pytest
+
+from gmsop.aggregate.load import (
+    RUN_COLUMNS, ResultFileError, load_bench, load_metrics, load_routing, load_runs, read_metrics,
+)
+from result_files import make_bench, make_metrics, write_json
+
+
+def _write(tmp_path, name, obj):
+    return write_json(tmp_path / name / "metrics.json", obj)
+
+
+class TestRuns:
+    def test_one_row_per_run_with_flat_hparams(self, tmp_path):
+        _write(tmp_path, "a", make_metrics(seed=0, top1=38.0, hparams={"optim": {"momentum": 0.9}}))
+        _write(tmp_path, "b", make_metrics(seed=1, top1=39.0))
+        runs = load_runs(tmp_path)
+        assert list(runs.columns[: len(RUN_COLUMNS)]) == list(RUN_COLUMNS)
+        assert sorted(runs["seed"]) == [0, 1]
+        assert sorted(runs["top1_err"]) == [38.0, 39.0]
+        assert runs["finished"].all()
+        assert runs["hp.schedule"].iloc[0] == "[[0.1, 3]]"  # lists as JSON text
+        assert runs.loc[runs["seed"] == 0, "hp.optim.momentum"].item() == 0.9
+
+    def test_explicit_file_list_and_empty(self, tmp_path):
+        p = _write(tmp_path, "a", make_metrics())
+        assert len(load_runs([p])) == 1
+        empty = load_runs([])
+        assert empty.empty and list(empty.columns) == list(RUN_COLUMNS)
+
+    def test_missing_source(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="nope"):
+            load_runs([tmp_path / "nope"])
+
+    def test_unfinished_runs(self, tmp_path):
+        _write(tmp_path, "running", make_metrics(finished=False))
+        half = make_metrics(epochs=4)
+        half["final"]["epochs"] = 2  # schedule plans 4
+        _write(tmp_path, "half", half)
+        runs = load_runs(tmp_path)
+        assert not runs["finished"].any()
+        assert runs.set_index("path")["epochs_planned"].tolist() == [4, 3]
+
+    def test_epochs_frame(self, tmp_path):
+        _write(tmp_path, "a", make_metrics(epochs=5, top1=40.0))
+        ep = load_metrics(tmp_path).epochs
+        assert ep["epoch"].tolist() == [1, 2, 3, 4, 5]
+        assert ep["val_top1_err"].iloc[-1] == pytest.approx(40.0)
+
+
+class TestRouting:
+    def test_long_format_last_epoch(self, tmp_path):
+        _write(tmp_path, "gm", make_metrics(variant="GM-GAP-16-4", routing=[30, 10, 0, 60], epochs=3))
+        _write(tmp_path, "plain", make_metrics(variant="SR-SOP"))
+        r = load_routing(tmp_path)
+        assert len(r) == 4 and set(r["epoch"]) == {3}
+        assert r["count"].tolist() == [30, 10, 0, 60]
+        assert r["share"].sum() == pytest.approx(1.0)
+        assert len(load_routing(tmp_path, epoch="all")) == 12
+
+    def test_length_mismatch(self, tmp_path):
+        m = make_metrics(routing=[1, 2, 3])
+        m["epochs"][1]["importance"] = [1.0, 2.0]
+        p = _write(tmp_path, "bad", m)
+        with pytest.raises(ResultFileError, match=r"epochs\[1\]\.routing_counts has 3 entries"):
+            read_metrics(p)
+
+
+class TestValidation:
+    @pytest.mark.parametrize("mutate, message", [
+        (lambda m: m.pop("seed"), "missing required key 'seed'"),
+        (lambda m: m["final"].pop("top1_err"), "missing required key 'final.top1_err'"),
+        (lambda m: m["epochs"][2].pop("val_top1_err"), r"missing required key 'epochs\[2\].val_top1_err'"),
+        (lambda m: m.update(seed="zero"), "key 'seed' must be an integer, got 'zero'"),
+        (lambda m: m.update(seed=True), "key 'seed' must be an integer"),
+        (lambda m: m.update(variant=None), "key 'variant' must be a string, got null"),
+        (lambda m: m["final"].update(top5_err="17%"), "key 'final.top5_err' must be a number"),
+    ])
+    def test_bad_metrics_name_file_and_key(self, tmp_path, mutate, message):
+        m = make_metrics()
+        mutate(m)
+        p = _write(tmp_path, "run", m)
+        with pytest.raises(ResultFileError, match=message) as err:
+            load_runs(tmp_path)
+        assert str(p) in str(err.value)
+
+    def test_not_json(self, tmp_path):
+        p = tmp_path / "metrics.json"
+        p.write_text('{"variant": "GM-SOP-16-8",')
+        with pytest.raises(ResultFileError, match="not valid JSON") as err:
+            read_metrics(p)
+        assert str(p) in str(err.value)
+
+    def test_not_an_object(self, tmp_path):
+        p = tmp_path / "metrics.json"
+        p.write_text(json.dumps([1, 2]))
+        with pytest.raises(ResultFileError, match="expected a JSON object"):
+            read_metrics(p)
+
+    def test_nan_error_is_kept(self, tmp_path):
+        m = make_metrics()
+        m["final"]["top1_err"] = float("nan")  # a diverged run; json writes NaN
+        _write(tmp_path, "run", m)
+        assert load_runs(tmp_path)["top1_err"].isna().all()
+
+
+class TestBench:
+    def test_frame(self, tmp_path):
+        write_json(tmp_path / "a" / "bench.json", make_bench(train_img_s=100.0))
+        write_json(tmp_path / "b" / "bench.json", make_bench("SR-SOP", train_img_s=50.0, input_size=(3, 96, 96)))
+        b = load_bench(tmp_path)
+        assert sorted(b["train_img_s"]) == [50.0, 100.0]
+        assert set(b["input_size"]) == {"3x64x64", "3x96x96"}
+
+    def test_missing_key(self, tmp_path):
+        bad = make_bench()
+        del bad["train_img_s"]
+        p = write_json(tmp_path / "x" / "bench.json", bad)
+        with pytest.raises(ResultFileError, match="missing required key 'train_img_s'") as err:
+            load_bench(tmp_path)
+        assert str(p) in str(err.value)
+
+    def test_bad_input_size(self, tmp_path):
+        p = write_json(tmp_path / "x" / "bench.json", make_bench(input_size=(64, 64)))
+        with pytest.raises(ResultFileError, match=r"input_size' must be \[C, H, W\]"):
+            load_bench([p])
