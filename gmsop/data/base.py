@@ -1,0 +1,265 @@
+"""The dataset interface every gmsop dataset returns: ``Split``, ``AugmentSpec`` and ``Dataset``.
+
+Why this shape: every dataset the paper uses (downsampled ImageNet, Places365 at 100x100) and
+every embedded stand-in fits in one uint8 array of shape (N, 3, H, W), in memory or memory-mapped.
+Keeping images as uint8 until the batch reaches the training device means the loader moves
+1 byte per value, needs no worker processes and holds no Python objects per image; the float
+conversion, flips, crops and normalisation happen on whole batches (``gmsop.data.augment``).
+
+``AugmentSpec`` states the augmentation the paper uses for a dataset, as data, so the engine
+never hard-codes "Places365 gets a 96-pixel crop": it asks the dataset.
+
+Every constructor validates its inputs and raises ``ValueError`` naming the offending value and,
+where there is one, the file it came from (``Split.source``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+__all__ = ["Split", "AugmentSpec", "Dataset", "resolve_augment", "check_labels"]
+
+
+def check_labels(labels: np.ndarray | torch.Tensor, num_classes: int, source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` unless every label is in [0, num_classes)."""
+    arr = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.size == 0:
+        return
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= num_classes:
+        bad = int(np.flatnonzero((arr < 0) | (arr >= num_classes))[0])
+        raise ValueError(
+            f"{source}: label {int(arr[bad])} at index {bad} is outside [0, {num_classes}) "
+            f"(labels span {lo}..{hi})"
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset: uint8 images and int64 labels, row-aligned.
+
+    Attributes:
+        images: uint8 tensor (N, 3, H, W), channels R, G, B. May share memory with a numpy
+            memmap (``torch.from_numpy`` of a copy-on-write map): nothing is read until indexed.
+        labels: int64 tensor (N,), 0-based class indices.
+        source: where the split came from (a file or cache path, or "generated"), used in errors.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        im, lb = self.images, self.labels
+        if not isinstance(im, torch.Tensor) or not isinstance(lb, torch.Tensor):
+            raise ValueError(
+                f"{self.source}: images and labels must be torch tensors, got "
+                f"{type(im).__name__} and {type(lb).__name__}"
+            )
+        if im.dtype != torch.uint8:
+            raise ValueError(f"{self.source}: images must be uint8, got {im.dtype}")
+        if im.dim() != 4 or im.shape[1] != 3:
+            raise ValueError(f"{self.source}: images must have shape (N, 3, H, W), got {tuple(im.shape)}")
+        if im.shape[2] < 1 or im.shape[3] < 1:
+            raise ValueError(f"{self.source}: empty image size {tuple(im.shape[2:])}")
+        if lb.dtype != torch.int64:
+            raise ValueError(f"{self.source}: labels must be int64, got {lb.dtype}")
+        if lb.dim() != 1 or lb.shape[0] != im.shape[0]:
+            raise ValueError(
+                f"{self.source}: labels must have shape ({im.shape[0]},) to match the images, "
+                f"got {tuple(lb.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) as stored, before augmentation."""
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """The augmentation a dataset is trained and evaluated with (see method-facts.md, Training).
+
+    Training applies, in order: mirror copies (``flip_double``, done by the loader), random
+    horizontal flip (``flip``), padding by ``pad`` pixels and a random crop of ``train_crop``
+    (the stored size when None). Evaluation takes a centre crop of ``eval_crop`` (the whole image
+    when None), or, with ``eval_pad_crop``, the same pad + random crop as training.
+
+    Attributes:
+        flip: random horizontal flip with probability 1/2 at training.
+        pad: pixels of padding on each side before the training random crop (0 = none).
+        train_crop: side of the square random training crop; None = the stored size.
+        eval_crop: side of the square centre crop at evaluation; None = whole image.
+        flip_double: the training set is the originals plus their mirror images (Table 3's star
+            rows): an epoch holds 2N samples. ``gmsop.data.loader.BatchLoader`` implements it.
+        eval_pad_crop: evaluation also pads and random-crops (Table 3's star rows say "in both
+            training and prediction stages").
+    """
+
+    flip: bool = False
+    pad: int = 0
+    train_crop: int | None = None
+    eval_crop: int | None = None
+    flip_double: bool = False
+    eval_pad_crop: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("flip", "flip_double", "eval_pad_crop"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"AugmentSpec.{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.pad, int) or isinstance(self.pad, bool) or self.pad < 0:
+            raise ValueError(f"AugmentSpec.pad must be an int >= 0, got {self.pad!r}")
+        for name in ("train_crop", "eval_crop"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"AugmentSpec.{name} must be None or an int >= 1, got {v!r}")
+
+    def output_size(self, image_size: tuple[int, int], train: bool) -> tuple[int, int]:
+        """(H, W) of a batch after this augmentation, for stored images of ``image_size``."""
+        h, w = image_size
+        if train or self.eval_pad_crop:
+            crop = self.train_crop
+            if crop is not None and (crop > h + 2 * self.pad or crop > w + 2 * self.pad):
+                raise ValueError(
+                    f"AugmentSpec: train_crop={crop} does not fit images of {h}x{w} padded by {self.pad}"
+                )
+            return (crop, crop) if crop is not None else (h, w)
+        if self.eval_crop is not None:
+            if self.eval_crop > h or self.eval_crop > w:
+                raise ValueError(f"AugmentSpec: eval_crop={self.eval_crop} is larger than images of {h}x{w}")
+            return self.eval_crop, self.eval_crop
+        return h, w
+
+
+def resolve_augment(
+    value: str | AugmentSpec | Mapping[str, Any] | None,
+    presets: Mapping[str, AugmentSpec],
+    default: str,
+    dataset: str,
+) -> AugmentSpec:
+    """Turn a preset name, an ``AugmentSpec`` or a mapping of overrides into an ``AugmentSpec``.
+
+    A mapping overrides fields of the dataset's default preset, so a config can say
+    ``augment: {pad: 4, train_crop: 64}`` without restating the rest.
+    """
+    if value is None:
+        return presets[default]
+    if isinstance(value, AugmentSpec):
+        return value
+    if isinstance(value, str):
+        if value not in presets:
+            raise ValueError(
+                f"{dataset}: unknown augment preset {value!r}; choose one of: {', '.join(sorted(presets))}"
+            )
+        return presets[value]
+    if isinstance(value, Mapping):
+        fields = {f.name for f in dataclasses.fields(AugmentSpec)}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            raise ValueError(
+                f"{dataset}: unknown augment field(s) {unknown}; valid fields: {', '.join(sorted(fields))}"
+            )
+        return dataclasses.replace(presets[default], **dict(value))
+    raise ValueError(
+        f"{dataset}: augment must be a preset name, an AugmentSpec or a mapping, got {type(value).__name__}"
+    )
+
+
+def _channel_triple(name: str, value: Any) -> tuple[float, float, float]:
+    try:
+        out = tuple(float(v) for v in value)
+    except TypeError:
+        raise ValueError(f"Dataset.{name} must be 3 numbers, got {value!r}") from None
+    if len(out) != 3 or not all(np.isfinite(out)):
+        raise ValueError(f"Dataset.{name} must be 3 finite numbers, got {value!r}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification dataset as the engine consumes it.
+
+    Attributes:
+        name: registry name ("synthetic", "imagenet64", ...).
+        num_classes: number of classes; every label is in [0, num_classes).
+        train, val: the two splits (same image size).
+        mean, std: per-channel mean and standard deviation of the training images on the
+            0-255 scale (R, G, B).
+        augment: the training/evaluation augmentation the paper uses for this data.
+        classes: class names when the source has them, else None.
+        info: free-form provenance (source path, cache path, options, notes such as "subset").
+    """
+
+    name: str
+    num_classes: int
+    train: Split
+    val: Split
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    classes: tuple[str, ...] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2:
+            raise ValueError(f"{self.name}: num_classes must be an int >= 2, got {self.num_classes!r}")
+        for split_name in ("train", "val"):
+            if not isinstance(getattr(self, split_name), Split):
+                raise ValueError(f"{self.name}: {split_name} must be a Split")
+        if self.train.image_size != self.val.image_size:
+            raise ValueError(
+                f"{self.name}: train images are {self.train.image_size} but val images are "
+                f"{self.val.image_size} ({self.train.source} vs {self.val.source})"
+            )
+        object.__setattr__(self, "mean", _channel_triple("mean", self.mean))
+        object.__setattr__(self, "std", _channel_triple("std", self.std))
+        if min(self.std) <= 0:
+            raise ValueError(f"{self.name}: std must be positive, got {self.std}")
+        if not isinstance(self.augment, AugmentSpec):
+            raise ValueError(f"{self.name}: augment must be an AugmentSpec, got {type(self.augment).__name__}")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+            if len(self.classes) != self.num_classes:
+                raise ValueError(
+                    f"{self.name}: {len(self.classes)} class names for num_classes={self.num_classes}"
+                )
+        check_labels(self.train.labels, self.num_classes, self.train.source)
+        check_labels(self.val.labels, self.num_classes, self.val.source)
+        train_size = self.augment.output_size(self.image_size, train=True)
+        eval_size = self.augment.output_size(self.image_size, train=False)
+        if train_size != eval_size:
+            raise ValueError(
+                f"{self.name}: augmentation gives {train_size} at training but {eval_size} at "
+                f"evaluation ({self.augment}); the model must see one input size"
+            )
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) as stored."""
+        return self.train.image_size
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) the model sees after augmentation (the same at training and evaluation)."""
+        return self.augment.output_size(self.image_size, train=True)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly description (what ``gmsop data info`` prints)."""
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "train": {"n": len(self.train), "shape": [3, *self.image_size], "source": self.train.source},
+            "val": {"n": len(self.val), "shape": [3, *self.image_size], "source": self.val.source},
+            "input_size": list(self.input_size),
+            "mean": [round(m, 4) for m in self.mean],
+            "std": [round(s, 4) for s in self.std],
+            "augment": dataclasses.asdict(self.augment),
+            "info": self.info,
+        }

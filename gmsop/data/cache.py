@@ -1,0 +1,201 @@
+"""The one-time conversion cache: uint8 ``.npy`` memory maps written atomically.
+
+Why: the released formats (npz/pickle batches of 1.28M images, 1.8M JPEGs) are slow to parse
+and, held as Python objects, too large to train from. Each file-backed dataset converts its
+source once into
+
+    <cache_dir>/
+        train_images.npy   uint8 (N, 3, H, W)     opened later with mmap_mode="c"
+        train_labels.npy   int64 (N,)
+        val_images.npy, val_labels.npy
+        meta.json          written LAST: format, fingerprint of the sources and options,
+                           per-split shapes, num_classes, mean, std, class names, notes
+
+so training reads pages straight from the file system cache and holds no per-image objects.
+
+Never half-written: every file is written under a temporary name in the same directory and
+moved into place with ``os.replace`` (atomic on POSIX). A rebuild deletes ``meta.json`` first,
+and a cache counts as valid only when ``meta.json`` exists and its fingerprint matches the
+sources and options, so an interrupted conversion is simply redone. Two processes converting at
+once each write their own temporary files and produce the same bytes.
+
+Memory maps are opened copy-on-write (``mmap_mode="c"``): the array is writable as far as numpy
+and torch are concerned (``torch.from_numpy`` warns on read-only arrays), while writes, if any,
+stay private to the process and never reach the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from gmsop.data.base import Split
+
+__all__ = [
+    "CACHE_FORMAT",
+    "default_cache_dir",
+    "fingerprint",
+    "atomic_memmap",
+    "atomic_save_npy",
+    "atomic_write_json",
+    "read_meta",
+    "write_meta",
+    "invalidate",
+    "load_split",
+    "prepare_cache_dir",
+]
+
+#: bump when the layout of a cache changes, so old caches are rebuilt rather than misread
+CACHE_FORMAT = 1
+META_NAME = "meta.json"
+
+
+def default_cache_dir(root: Path, key: str) -> Path:
+    """``<root>/gmsop-cache/<key>``: next to the data, one folder per dataset variant."""
+    return Path(root) / "gmsop-cache" / key
+
+
+def prepare_cache_dir(cache_dir: Path) -> Path:
+    """Create ``cache_dir`` or explain why it cannot be (read-only data folders are common)."""
+    cache_dir = Path(cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot create the cache folder {cache_dir} ({exc.strerror}); pass cache_dir= a writable folder"
+        ) from None
+    if not os.access(cache_dir, os.W_OK):
+        raise ValueError(f"the cache folder {cache_dir} is not writable; pass cache_dir= a writable folder")
+    return cache_dir
+
+
+def fingerprint(files: Iterable[Path | str], options: dict[str, Any], base: Path | None = None) -> str:
+    """sha256 of (path, size, mtime) of every source file plus the conversion options.
+
+    Paths are taken relative to ``base`` when given, so moving a whole data folder keeps its
+    cache valid, while replacing or touching a source file invalidates it.
+    """
+    rows = []
+    for f in files:
+        p = Path(f)
+        st = p.stat()
+        name = str(p.relative_to(base)) if base is not None else str(p)
+        rows.append([name, st.st_size, st.st_mtime_ns])
+    blob = json.dumps({"files": rows, "options": options}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_memmap(path: Path, shape: tuple[int, ...], dtype: Any = np.uint8) -> Iterator[np.memmap]:
+    """Yield a writable ``.npy`` memmap at a temporary name; rename it to ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched. The
+    temporary file's name is ``arr.filename`` (worker processes can open it with ``r+``).
+    """
+    path = Path(path)
+    tmp = _tmp_name(path)
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(int(s) for s in shape))
+    try:
+        yield arr
+        arr.flush()
+    except BaseException:
+        del arr
+        tmp.unlink(missing_ok=True)
+        raise
+    del arr
+    os.replace(tmp, path)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary name, then ``os.replace`` onto ``path``."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to a temporary name, then ``os.replace`` onto ``path``."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_meta(cache_dir: Path, fingerprint_: str) -> dict[str, Any] | None:
+    """The cache's metadata if it is complete and built from these sources/options, else None."""
+    meta_path = Path(cache_dir) / META_NAME
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # unreadable metadata: treat as no cache, it will be rebuilt
+    if meta.get("format") != CACHE_FORMAT or meta.get("fingerprint") != fingerprint_:
+        return None
+    return meta
+
+
+def write_meta(cache_dir: Path, fingerprint_: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``meta.json`` (the commit point of a conversion) and return what was written."""
+    full = {"format": CACHE_FORMAT, "fingerprint": fingerprint_, **meta}
+    atomic_write_json(Path(cache_dir) / META_NAME, full)
+    return full
+
+
+def invalidate(cache_dir: Path) -> None:
+    """Remove ``meta.json`` so a partly replaced cache can never look valid."""
+    (Path(cache_dir) / META_NAME).unlink(missing_ok=True)
+
+
+def images_path(cache_dir: Path, split: str) -> Path:
+    return Path(cache_dir) / f"{split}_images.npy"
+
+
+def labels_path(cache_dir: Path, split: str) -> Path:
+    return Path(cache_dir) / f"{split}_labels.npy"
+
+
+def load_split(cache_dir: Path, split: str, meta: dict[str, Any]) -> Split:
+    """Open one split of a committed cache as a memory-mapped ``Split``, checking it against meta."""
+    ipath, lpath = images_path(cache_dir, split), labels_path(cache_dir, split)
+    expected = tuple(meta["splits"][split]["shape"])  # (N, 3, H, W)
+    try:
+        images = np.load(ipath, mmap_mode="c")
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{ipath}: cannot open the cached images ({exc}); delete {cache_dir} to rebuild it"
+        ) from None
+    if images.dtype != np.uint8 or tuple(images.shape) != expected:
+        raise ValueError(
+            f"{ipath}: cached images are {images.dtype} {tuple(images.shape)}, meta.json says uint8 "
+            f"{expected}; delete {cache_dir} to rebuild it"
+        )
+    try:
+        labels = np.load(lpath)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{lpath}: cannot read the cached labels ({exc}); delete {cache_dir} to rebuild it") from None
+    if labels.dtype != np.int64 or labels.shape != (expected[0],):
+        raise ValueError(
+            f"{lpath}: cached labels are {labels.dtype} {labels.shape}, expected int64 ({expected[0]},); "
+            f"delete {cache_dir} to rebuild it"
+        )
+    return Split(torch.from_numpy(images), torch.from_numpy(labels), source=str(ipath))

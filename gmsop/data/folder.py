@@ -1,0 +1,111 @@
+"""``folder``: your own images in an ImageFolder tree, decoded once into the memmap cache.
+
+Layout:
+
+    <root>/train/<class name>/<image>.jpg|png|...
+    <root>/val/<class name>/<image>...
+
+Classes are the sorted sub-folder names of ``train``; every class needs at least one training
+image, and ``val`` may only use those class names (a class may be absent from ``val``). Files
+with other extensions are ignored (``IMAGE_EXTENSIONS`` in ``gmsop.data.imagefiles``). Images
+are converted to RGB and resized to ``size`` x ``size`` (``fit="crop"``: shorter side to
+``size`` and centre crop, the default; ``fit="stretch"``: both sides). The cache is keyed by the
+names, sizes and modification times of all image files, so adding or replacing an image
+triggers a rebuild.
+
+Augmentation presets: ``flip`` (default: random horizontal flip), ``none``, and ``pad_crop``
+(flip, pad by size // 8 and random crop back to ``size``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gmsop.data import cache
+from gmsop.data._checks import require_choice, require_int, require_root
+from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
+from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, convert_image_files, default_workers
+from gmsop.data.registry import register_dataset
+
+__all__ = ["folder", "scan_tree"]
+
+
+def scan_tree(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.ndarray]]]:
+    """Class names and, per split, (image paths, 0-based labels) of an ImageFolder tree."""
+    root = Path(root)
+    split_dirs = {"train": root / "train", "val": root / "val"}
+    for split, d in split_dirs.items():
+        if not d.is_dir():
+            raise ValueError(f"folder: missing {d}; expected {root}/train/<class>/... and {root}/val/<class>/...")
+    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise ValueError(f"folder: {split_dirs['train']} has {len(classes)} class folder(s); need at least 2")
+    index = {c: i for i, c in enumerate(classes)}
+    out: dict[str, tuple[list[Path], np.ndarray]] = {}
+    for split, d in split_dirs.items():
+        paths: list[Path] = []
+        labels: list[int] = []
+        for cdir in sorted(p for p in d.iterdir() if p.is_dir()):
+            if cdir.name not in index:
+                raise ValueError(f"folder: {cdir} is a class absent from {split_dirs['train']}")
+            files = sorted(p for p in cdir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if split == "train" and not files:
+                raise ValueError(f"folder: class folder {cdir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            paths += files
+            labels += [index[cdir.name]] * len(files)
+        if not paths:
+            raise ValueError(f"folder: {d} holds no images")
+        out[split] = (paths, np.asarray(labels, dtype=np.int64))
+    return classes, out
+
+
+@register_dataset("folder")
+def folder(
+    root: Path | None,
+    size: int = 64,
+    fit: str = "crop",
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    augment: str | AugmentSpec | dict | None = "flip",
+) -> Dataset:
+    """Images under ``root``/train/<class>/ and ``root``/val/<class>/ at ``size`` x ``size``."""
+    name = "folder"
+    root = require_root(name, root, "train/<class>/*.jpg and val/<class>/*.jpg")
+    size = require_int(name, "size", size, 1)
+    fit = require_choice(name, "fit", fit, FITS)
+    workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
+    presets = {
+        "flip": AugmentSpec(flip=True),
+        "none": AugmentSpec(),
+        "pad_crop": AugmentSpec(flip=True, pad=max(1, size // 8)),
+    }
+    augment_spec = resolve_augment(augment, presets, "flip", name)
+    classes, splits = scan_tree(root)
+    all_files = splits["train"][0] + splits["val"][0]
+    cdir = Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"folder-{size}-{fit}")
+    cdir = cache.prepare_cache_dir(cdir)
+    fp = cache.fingerprint(all_files, {"size": size, "fit": fit, "classes": classes}, base=root)
+    meta = cache.read_meta(cdir, fp)
+    if meta is None:
+        cache.invalidate(cdir)
+        stats = convert_image_files(*splits["train"], cdir, "train", size, fit, workers)
+        convert_image_files(*splits["val"], cdir, "val", size, fit, workers)
+        mean, std = stats.result()
+        shapes = {s: {"shape": [len(splits[s][0]), 3, size, size]} for s in ("train", "val")}
+        meta = cache.write_meta(
+            cdir,
+            fp,
+            {"dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": []},
+        )
+    return Dataset(
+        name=name,
+        num_classes=len(classes),
+        train=cache.load_split(cdir, "train", meta),
+        val=cache.load_split(cdir, "val", meta),
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        augment=augment_spec,
+        classes=tuple(classes),
+        info={"source": str(root), "cache": str(cdir), "size": size, "fit": fit, "notes": meta["notes"]},
+    )

@@ -1,0 +1,278 @@
+"""``imagenet64``: downsampled ImageNet (Chrabaszcz, Loshchilov & Hutter 2017) from its release files.
+
+Both packagings of the release are read, file by file:
+
+    <root>/Imagenet64_train_part1_npz/train_data_batch_{1..5}.npz
+    <root>/Imagenet64_train_part2_npz/train_data_batch_{6..10}.npz
+    <root>/Imagenet64_val_npz/val_data.npz
+    (or the pickle packaging: the same names without ``.npz``, pickled dicts)
+
+Files are looked for in ``root`` and its immediate sub-folders; a sub-folder named for another
+resolution (``Imagenet32_...`` when ``size=64``) is skipped, so one root can hold several.
+Each file holds ``data`` uint8 (n, 3 * size * size) stored as whole R, G, B planes, so
+``data.reshape(n, 3, size, size)`` is (N, C, H, W) (``reshape(n, size, size, 3)`` scrambles the
+pixels), ``labels`` 1-based (1..1000) and, for training files, ``mean``. Labels become 0-based.
+
+The first load converts everything once into a uint8 memory-mapped cache (``gmsop.data.cache``,
+default ``<root>/gmsop-cache/imagenet<size>``): two passes over the training files (count, then
+copy), one file in memory at a time, per-channel statistics accumulated while copying. Later
+loads only open the memory maps. The full release has 1,281,167 training and 50,000 validation
+images at every resolution; fewer is accepted as a subset, reported in ``Dataset.info["notes"]``
+and by a ``SubsetWarning`` (``require_full=True`` turns it into an error).
+
+Pickles are read by an unpickler that only resolves the numpy names an array needs, so a
+tampered pickle cannot run code.
+
+Augmentation presets: ``flip`` (default; the paper's Table 2: random horizontal flip, and
+normalisation) and ``star`` (Table 3's starred rows: the training set doubled by mirror images,
+4-pixel padding and random crop at training and prediction), and ``none``.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from gmsop.data import cache
+from gmsop.data._checks import require_int, require_root
+from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
+from gmsop.data.registry import register_dataset
+from gmsop.data.stats import ChannelStats
+
+__all__ = ["imagenet64", "find_release_files", "read_batch", "SubsetWarning", "FULL_TRAIN", "FULL_VAL"]
+
+FULL_TRAIN, FULL_VAL = 1_281_167, 50_000
+NUM_TRAIN_BATCHES = 10
+AUGMENT_PRESETS = {
+    "none": AugmentSpec(),
+    "flip": AugmentSpec(flip=True),
+    "star": AugmentSpec(flip_double=True, pad=4, eval_pad_crop=True),
+}
+_FILE_RE = re.compile(r"^(?:train_data_batch_(\d+)|(val_data))(\.npz)?$")
+_RESOLUTION_DIR_RE = re.compile(r"^imagenet(\d+)_", re.IGNORECASE)
+
+
+class SubsetWarning(UserWarning):
+    """The release files found hold fewer images than the full downsampled ImageNet."""
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the numpy-array whitelist."""
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Resolves only what a pickled dict of numpy arrays needs; anything else is refused."""
+
+    _ALLOWED = {"_reconstruct", "scalar", "_frombuffer", "ndarray", "dtype"}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
+        if module.startswith("numpy.core"):
+            module = "numpy._core" + module[len("numpy.core") :]  # numpy 1.x pickles under numpy 2
+        if module in ("numpy", "numpy._core.multiarray", "numpy._core.numeric") and name in self._ALLOWED:
+            return super().find_class(module, name)
+        if module == "numpy.dtypes" and name.endswith("DType"):
+            return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):  # how protocol 2 stores bytes from Python 3
+            return super().find_class(module, name)
+        raise _RefusedGlobal(f"refusing to unpickle {module}.{name}")
+
+
+def find_release_files(root: Path, size: int) -> tuple[dict[int, Path], Path | None, list[str]]:
+    """Locate ``train_data_batch_k`` and ``val_data`` files under ``root`` (one level deep).
+
+    Returns:
+        {batch index: path}, the validation file (or None) and notes about choices made.
+    """
+    folders = [root]
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "gmsop-cache"):
+        m = _RESOLUTION_DIR_RE.match(d.name)
+        if m is None or int(m.group(1)) == size:
+            folders.append(d)
+    found: dict[object, list[Path]] = {}
+    for folder in folders:
+        for p in sorted(folder.iterdir()):
+            m = _FILE_RE.match(p.name)
+            if m is None or not p.is_file():
+                continue
+            key = "val" if m.group(2) else int(m.group(1))
+            found.setdefault(key, []).append(p)
+    notes: list[str] = []
+    chosen: dict[object, Path] = {}
+    for key, paths in found.items():
+        npz = [p for p in paths if p.suffix == ".npz"]
+        pkl = [p for p in paths if p.suffix != ".npz"]
+        for group in (npz, pkl):
+            if len(group) > 1:
+                raise ValueError(
+                    f"imagenet64: {len(group)} copies of {group[0].name} under {root}: "
+                    f"{', '.join(map(str, group))}; keep one or point root at one release"
+                )
+        chosen[key] = npz[0] if npz else pkl[0]
+        if npz and pkl:
+            notes.append(f"{pkl[0]} ignored in favour of {npz[0]}")
+    train = {k: p for k, p in chosen.items() if k != "val"}
+    bad = sorted(k for k in train if not 1 <= k <= NUM_TRAIN_BATCHES)  # type: ignore[operator]
+    if bad:
+        raise ValueError(f"imagenet64: unexpected training batch number(s) {bad} under {root} (expected 1..10)")
+    return dict(sorted(train.items())), chosen.get("val"), notes  # type: ignore[arg-type]
+
+
+def _load_raw(path: Path, keys: tuple[str, ...]) -> dict[str, object]:
+    """Read ``keys`` from one release file (npz or pickle), naming the file on any failure."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in keys if k not in z.files]
+                if missing:
+                    raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(z.files)}")
+                return {k: z[k] for k in keys}
+        with open(path, "rb") as f:
+            obj = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: cannot read ({exc}); the file may be truncated or corrupt") from None
+    except _RefusedGlobal as exc:
+        raise ValueError(f"{path}: {exc}; a release pickle holds only numpy arrays, lists and numbers") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: cannot read ({type(exc).__name__}: {exc}); the file may be truncated or corrupt"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a pickled dict with 'data' and 'labels', got {type(obj).__name__}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(map(str, obj))}")
+    return {k: obj[k] for k in keys}
+
+
+def _labels_0based(raw: object, n: int | None, num_classes: int, path: Path) -> np.ndarray:
+    labels = np.asarray(raw)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be a 1-D integer sequence, got {labels.dtype} {labels.shape}")
+    if n is not None and len(labels) != n:
+        raise ValueError(f"{path}: {len(labels)} labels for {n} images")
+    if len(labels):
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 1 or hi > num_classes:
+            bad = int(np.flatnonzero((labels < 1) | (labels > num_classes))[0])
+            hint = " (this format's labels are 1-based)" if lo == 0 else ""
+            raise ValueError(
+                f"{path}: label {int(labels[bad])} at index {bad} is outside 1..{num_classes}{hint}"
+            )
+    return labels.astype(np.int64) - 1
+
+
+def read_batch(path: Path, size: int, num_classes: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """One release file as uint8 images (n, 3, size, size) and 0-based int64 labels (n,)."""
+    raw = _load_raw(path, ("data", "labels"))
+    data = raw["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"{path}: 'data' must be a uint8 array (n, 3*{size}*{size}), got {desc}")
+    n, row = data.shape
+    if row != 3 * size * size:
+        side = int(round((row / 3) ** 0.5))
+        hint = f" (rows of {row} values are {side}x{side} images: pass size={side})" if 3 * side * side == row else ""
+        raise ValueError(f"{path}: rows hold {row} values, expected 3*{size}*{size} = {3 * size * size}{hint}")
+    labels = _labels_0based(raw["labels"], n, num_classes, path)
+    return data.reshape(n, 3, size, size), labels  # R, G, B planes: (n, 3*S*S) -> (n, 3, S, S)
+
+
+def _count(path: Path, num_classes: int) -> int:
+    """Images in one file; reads only the labels of an npz (the data stays on disk)."""
+    labels = _load_raw(path, ("labels",))["labels"]
+    return len(_labels_0based(labels, None, num_classes, path))
+
+
+def _convert_split(
+    files: list[Path], cache_dir: Path, split: str, size: int, num_classes: int
+) -> tuple[int, ChannelStats]:
+    """Count, then copy ``files`` into ``<split>_images.npy`` / ``_labels.npy``; one file in memory at a time."""
+    counts = [_count(p, num_classes) for p in files]
+    total = sum(counts)
+    labels = np.empty(total, dtype=np.int64)
+    stats = ChannelStats()
+    with cache.atomic_memmap(cache.images_path(cache_dir, split), (total, 3, size, size)) as out:
+        offset = 0
+        for path, expected in zip(files, counts):
+            x, y = read_batch(path, size, num_classes)  # (n, 3, S, S), (n,)
+            if len(x) != expected:
+                raise ValueError(f"{path}: holds {len(x)} images now but {expected} when counted; did it change?")
+            out[offset : offset + len(x)] = x
+            labels[offset : offset + len(x)] = y
+            stats.update(x)
+            offset += len(x)
+    cache.atomic_save_npy(cache.labels_path(cache_dir, split), labels)
+    return total, stats
+
+
+@register_dataset("imagenet64")
+def imagenet64(
+    root: Path | None,
+    size: int = 64,
+    num_classes: int = 1000,
+    cache_dir: str | Path | None = None,
+    require_full: bool = False,
+    augment: str | AugmentSpec | dict | None = "flip",
+) -> Dataset:
+    """Downsampled ImageNet at ``size`` x ``size`` (64 in the paper; 32, 16, 8 also released)."""
+    name = "imagenet64"
+    root = require_root(name, root, "Imagenet64_train_part1_npz/, ..._part2_npz/ and Imagenet64_val_npz/")
+    size = require_int(name, "size", size, 1)
+    num_classes = require_int(name, "num_classes", num_classes, 2)
+    augment_spec = resolve_augment(augment, AUGMENT_PRESETS, "flip", name)
+    train_files, val_file, notes = find_release_files(root, size)
+    if not train_files:
+        raise ValueError(f"{name}: no train_data_batch_* files under {root} (looked in it and its sub-folders)")
+    if val_file is None:
+        raise ValueError(f"{name}: no val_data or val_data.npz under {root} (looked in it and its sub-folders)")
+    files = [*train_files.values(), val_file]
+    cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"imagenet{size}"))
+    fp = cache.fingerprint(files, {"size": size, "num_classes": num_classes}, base=root)
+    meta = cache.read_meta(cdir, fp)
+    if meta is None:
+        cache.invalidate(cdir)
+        n_train, stats = _convert_split(list(train_files.values()), cdir, "train", size, num_classes)
+        n_val, _ = _convert_split([val_file], cdir, "val", size, num_classes)
+        missing = sorted(set(range(1, NUM_TRAIN_BATCHES + 1)) - set(train_files))
+        if missing:
+            notes.append(f"subset: training batches {missing} are missing")
+        if n_train != FULL_TRAIN:
+            notes.append(f"subset: {n_train:,} of {FULL_TRAIN:,} training images")
+        if n_val != FULL_VAL:
+            notes.append(f"subset: {n_val:,} of {FULL_VAL:,} validation images")
+        mean, std = stats.result()
+        meta = cache.write_meta(
+            cdir,
+            fp,
+            {
+                "dataset": name,
+                "splits": {"train": {"shape": [n_train, 3, size, size]}, "val": {"shape": [n_val, 3, size, size]}},
+                "num_classes": num_classes,
+                "mean": mean,
+                "std": std,
+                "files": [str(p.relative_to(root)) for p in files],
+                "notes": notes,
+            },
+        )
+    subset_notes = [n for n in meta["notes"] if n.startswith("subset")]
+    if subset_notes:
+        if require_full:
+            raise ValueError(f"{name}: require_full=True but {root} holds a subset: {'; '.join(subset_notes)}")
+        warnings.warn(f"{name} at {root}: {'; '.join(subset_notes)}", SubsetWarning, stacklevel=3)
+    return Dataset(
+        name=name,
+        num_classes=num_classes,
+        train=cache.load_split(cdir, "train", meta),
+        val=cache.load_split(cdir, "val", meta),
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        augment=augment_spec,
+        info={"source": str(root), "cache": str(cdir), "size": size, "files": meta["files"], "notes": meta["notes"]},
+    )

@@ -1,0 +1,144 @@
+"""``places365``: Places365-Standard, resized to 100x100 as in the paper, from the release layout.
+
+Expected layout (the one ``torchvision.datasets.Places365`` uses):
+
+    <root>/categories_places365.txt      "/a/airfield 0" per line: class name and index
+    <root>/places365_train_standard.txt  "/a/airfield/00000001.jpg 0" per line
+    <root>/places365_val.txt             "Places365_val_00000001.jpg 165" per line
+    <root>/data_256_standard/ or data_256/ (or data_large_standard/)   training images
+    <root>/val_256/ (or val_large/)                                    validation images
+
+The list files are parsed here (torchvision's class would also demand their md5 sums even with
+``download=False``); class indices must be 0..364 and agree with the categories file. Every
+image is decoded once, converted to RGB and resized to ``size`` x ``size`` (100, bicubic, PIL),
+into the uint8 memmap cache (``gmsop.data.cache``, default ``<root>/gmsop-cache/places365-<size>``)
+by ``workers`` processes. The full release has 1,803,460 training and 36,500 validation images;
+smaller lists are accepted and reported in ``Dataset.info["notes"]``.
+
+Augmentation (preset ``paper``, the default): random ``crop`` x ``crop`` crop (96) and random
+horizontal flip at training, a single centre ``crop`` at evaluation. Preset ``none`` feeds whole
+images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gmsop.data import cache
+from gmsop.data._checks import require_int, require_root
+from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
+from gmsop.data.imagefiles import convert_image_files, default_workers
+from gmsop.data.registry import register_dataset
+
+__all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
+
+FULL_TRAIN, FULL_VAL = 1_803_460, 36_500
+CATEGORIES = "categories_places365.txt"
+TRAIN_LIST = "places365_train_standard.txt"
+VAL_LIST = "places365_val.txt"
+TRAIN_DIRS = ("data_256_standard", "data_256", "data_large_standard")
+VAL_DIRS = ("val_256", "val_large")
+
+
+def _read_pairs(path: Path) -> list[tuple[str, int]]:
+    """Lines "<name> <int>" of a list file, with the line number in any error."""
+    if not path.is_file():
+        raise ValueError(f"places365: missing list file {path}")
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise ValueError(f"{path}:{lineno}: expected '<name> <class index>', got {line!r}")
+            pairs.append((parts[0], int(parts[1])))
+    if not pairs:
+        raise ValueError(f"{path}: the list is empty")
+    return pairs
+
+
+def read_categories(root: Path) -> list[str]:
+    """Class names ordered by index, from ``categories_places365.txt`` (indices 0..K-1, each once)."""
+    path = Path(root) / CATEGORIES
+    pairs = _read_pairs(path)
+    idx = sorted(i for _, i in pairs)
+    if idx != list(range(len(pairs))):
+        raise ValueError(f"{path}: class indices must be 0..{len(pairs) - 1}, each once")
+    return [name for name, _ in sorted(pairs, key=lambda p: p[1])]
+
+
+def read_list(root: Path, split: str, num_classes: int) -> tuple[list[Path], np.ndarray]:
+    """Image paths and 0-based labels of ``split`` ("train" or "val") from its list file."""
+    root = Path(root)
+    list_path = root / (TRAIN_LIST if split == "train" else VAL_LIST)
+    pairs = _read_pairs(list_path)
+    dirs = TRAIN_DIRS if split == "train" else VAL_DIRS
+    image_dir = next((root / d for d in dirs if (root / d).is_dir()), None)
+    if image_dir is None:
+        raise ValueError(f"places365: no {split} image folder under {root}; expected one of {', '.join(dirs)}")
+    labels = np.fromiter((lab for _, lab in pairs), dtype=np.int64, count=len(pairs))
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{list_path}:{i + 1}: class index {int(labels[i])} is outside 0..{num_classes - 1} "
+            f"({CATEGORIES} lists {num_classes} classes)"
+        )
+    paths = [image_dir / name.lstrip("/") for name, _ in pairs]
+    return paths, labels
+
+
+@register_dataset("places365")
+def places365(
+    root: Path | None,
+    size: int = 100,
+    crop: int = 96,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    augment: str | AugmentSpec | dict | None = "paper",
+) -> Dataset:
+    """Places365-Standard at ``size`` x ``size`` (100 in the paper) with ``crop`` training crops."""
+    name = "places365"
+    root = require_root(name, root, f"{CATEGORIES}, {TRAIN_LIST}, {VAL_LIST} and the image folders")
+    size = require_int(name, "size", size, 1)
+    crop = require_int(name, "crop", crop, 1, size)
+    workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
+    presets = {"paper": AugmentSpec(flip=True, train_crop=crop, eval_crop=crop), "none": AugmentSpec()}
+    augment_spec = resolve_augment(augment, presets, "paper", name)
+    classes = read_categories(root)
+    list_files = [root / CATEGORIES, root / TRAIN_LIST, root / VAL_LIST]
+    cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}"))
+    # the list files stand for the images: stat-ing 1.8M files on every load would be slow
+    fp = cache.fingerprint(list_files, {"size": size, "fit": "stretch"}, base=root)
+    meta = cache.read_meta(cdir, fp)
+    if meta is None:
+        cache.invalidate(cdir)
+        shapes, notes = {}, []
+        stats = None
+        for split, full in (("train", FULL_TRAIN), ("val", FULL_VAL)):
+            paths, labels = read_list(root, split, len(classes))
+            s = convert_image_files(paths, labels, cdir, split, size, "stretch", workers)
+            stats = s if split == "train" else stats
+            shapes[split] = {"shape": [len(paths), 3, size, size]}
+            if len(paths) != full:
+                notes.append(f"subset: {len(paths):,} of {full:,} {split} images")
+        mean, std = stats.result()  # type: ignore[union-attr]
+        meta = cache.write_meta(
+            cdir,
+            fp,
+            {"dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": notes},
+        )
+    return Dataset(
+        name=name,
+        num_classes=len(classes),
+        train=cache.load_split(cdir, "train", meta),
+        val=cache.load_split(cdir, "val", meta),
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        augment=augment_spec,
+        classes=tuple(classes),
+        info={"source": str(root), "cache": str(cdir), "size": size, "notes": meta["notes"]},
+    )

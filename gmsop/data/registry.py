@@ -1,0 +1,71 @@
+"""Dataset registry: a dict from name to builder, ``get_dataset`` and ``list_datasets``.
+
+A builder is a plain function ``builder(root, **options) -> Dataset`` registered under its name
+with ``@register_dataset("name")``. ``get_dataset`` checks the options against the builder's
+keyword parameters before calling it, so a misspelt option in a config fails with its name
+instead of being swallowed, and options whose value is None are dropped (an unset CLI or config
+value leaves the builder's default alone).
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+from gmsop.data.base import Dataset
+
+__all__ = ["register_dataset", "get_dataset", "list_datasets", "dataset_options"]
+
+Builder = Callable[..., Dataset]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_dataset(name: str) -> Callable[[Builder], Builder]:
+    """Decorator recording ``fn`` as the builder of dataset ``name``; refuses duplicates."""
+
+    def wrap(fn: Builder) -> Builder:
+        if name in _BUILDERS:
+            raise ValueError(f"dataset {name!r} is already registered by {_BUILDERS[name].__module__}")
+        params = list(inspect.signature(fn).parameters)
+        if not params or params[0] != "root":
+            raise ValueError(f"dataset builder {fn.__name__} must take 'root' as its first parameter")
+        _BUILDERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by ``get_dataset``, sorted."""
+    return sorted(_BUILDERS)
+
+
+def _builder(name: str) -> Builder:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    return _BUILDERS[name]
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The options a dataset accepts with their defaults (``root`` excluded)."""
+    sig = inspect.signature(_builder(name))
+    return {k: p.default for k, p in sig.parameters.items() if k != "root"}
+
+
+def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
+    """Build dataset ``name`` from ``root`` (None for generated/bundled data) with ``options``.
+
+    Raises:
+        ValueError: unknown name (listing valid ones), an unknown option (naming it and listing
+            the valid ones), or anything the builder finds wrong with the data or the options.
+    """
+    builder = _builder(name)
+    valid = dataset_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r} has no option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(valid) or '(none)'}"
+        )
+    options = {k: v for k, v in options.items() if v is not None}
+    return builder(Path(root).expanduser() if root is not None else None, **options)

@@ -1,0 +1,181 @@
+"""Batched augmentation: flips, crops (with fused padding), normalisation, the spec-driven chain."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gmsop.data import AugmentSpec, BatchTransform, epoch_generator
+from gmsop.data.augment import center_crop, crop_at, hflip_where, normalize, pad_fill, random_crop, random_hflip, to_float
+
+
+def _batch(b=16, h=8, w=8):
+    # each pixel encodes (sample, row, column) so any misplaced pixel is detectable
+    n = torch.arange(b).view(b, 1, 1, 1)
+    r = torch.arange(h).view(1, 1, h, 1)
+    c = torch.arange(w).view(1, 1, 1, w)
+    ch = torch.arange(3).view(1, 3, 1, 1)
+    return ((n * 13 + r * 8 + c + ch * 64) % 251 + 1).to(torch.uint8).expand(b, 3, h, w).contiguous()
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+class TestFlip:
+    def test_hflip_where_flips_exactly_the_masked(self):
+        x = _batch(4)
+        mask = torch.tensor([True, False, True, False])
+        out = hflip_where(x, mask)
+        assert torch.equal(out[0], x[0].flip(-1)) and torch.equal(out[2], x[2].flip(-1))
+        assert torch.equal(out[1], x[1]) and torch.equal(out[3], x[3])
+
+    def test_random_hflip_matches_its_mask(self):
+        x = _batch(64)
+        out = random_hflip(x, _gen(3))
+        mask = torch.rand(64, generator=_gen(3)) < 0.5  # the same draw
+        assert 10 < int(mask.sum()) < 54
+        for i in range(64):
+            assert torch.equal(out[i], x[i].flip(-1) if mask[i] else x[i])
+
+    def test_reproducible(self):
+        x = _batch(32)
+        assert torch.equal(random_hflip(x, _gen(1)), random_hflip(x, _gen(1)))
+        assert not torch.equal(random_hflip(x, _gen(1)), random_hflip(x, _gen(2)))
+
+
+class TestCrop:
+    def test_crop_at_matches_slicing(self):
+        x = _batch(3, 10, 12)
+        top, left = torch.tensor([0, 2, 5]), torch.tensor([1, 0, 6])
+        out = crop_at(x, top, left, 5)
+        for i in range(3):
+            t, l = int(top[i]), int(left[i])
+            assert torch.equal(out[i], x[i, :, t : t + 5, l : l + 5])
+
+    def test_crop_outside_takes_fill_per_channel(self):
+        x = _batch(2, 6, 6)
+        # pad 3: padded offsets (1, 2) and (6, 5) are image offsets (-2, -1) and (3, 2)
+        out = crop_at(x, torch.tensor([1, 6]), torch.tensor([2, 5]), 6, pad=3, fill=[10, 20, 30])
+        assert out.shape == (2, 3, 6, 6)
+        assert torch.equal(out[0, :, 2:, 1:], x[0, :, :4, :5])
+        assert (out[0, :, :2] == torch.tensor([10, 20, 30]).view(3, 1, 1)).all()
+        assert (out[0, :, :, 0] == torch.tensor([10, 20, 30]).view(3, 1)).all()
+        assert torch.equal(out[1, :, :3, :4], x[1, :, 3:, 2:])
+        assert (out[1, :, 3:] == torch.tensor([10, 20, 30]).view(3, 1, 1)).all()
+
+    def test_padded_random_crop_stays_inside_padded_image(self):
+        x = _batch(200, 8, 8)
+        pad, size = 4, 8
+        out = random_crop(x, size, _gen(0), pad=pad, fill=0)
+        padded = torch.nn.functional.pad(x, (pad,) * 4)  # (B, 3, 16, 16)
+        offsets = set()
+        for i in range(200):
+            # the crop is some window of the zero-padded image
+            found = [
+                (t, l)
+                for t in range(2 * pad + 1)
+                for l in range(2 * pad + 1)
+                if torch.equal(padded[i, :, t : t + size, l : l + size], out[i])
+            ]
+            assert found, f"sample {i} is not a window of its padded image"
+            offsets.add(found[0])
+        assert len(offsets) > 40  # offsets really vary (81 possible)
+
+    def test_random_crop_without_pad(self):
+        x = _batch(50, 10, 10)
+        out = random_crop(x, (6, 4), _gen(5))
+        assert out.shape == (50, 3, 6, 4)
+        # every value of the crop comes from the sample's own image (no fill)
+        for i in range(50):
+            assert set(out[i].unique().tolist()) <= set(x[i].unique().tolist())
+
+    def test_pad_fill(self):
+        x = _batch(2, 3, 3)
+        out = pad_fill(x, 2, fill=[1, 2, 3])
+        assert out.shape == (2, 3, 7, 7) and torch.equal(out[:, :, 2:5, 2:5], x)
+        assert (out[:, 2, 0] == 3).all() and (out[:, 0, :, -1] == 1).all()
+        assert pad_fill(x, 0) is x
+
+    def test_too_large(self):
+        with pytest.raises(ValueError, match="does not fit"):
+            random_crop(_batch(2, 8, 8), 12, _gen(), pad=1)
+        with pytest.raises(ValueError, match="larger than"):
+            center_crop(_batch(2, 8, 8), 9)
+
+    def test_center_crop(self):
+        x = _batch(2, 100, 100)
+        assert torch.equal(center_crop(x, 96), x[:, :, 2:98, 2:98])
+
+
+class TestNormalize:
+    def test_values(self):
+        x = torch.tensor([[[[0, 255]], [[128, 64]], [[10, 20]]]], dtype=torch.uint8)  # (1, 3, 1, 2)
+        out = normalize(x, (100.0, 128.0, 10.0), (50.0, 64.0, 5.0))
+        assert out.dtype == torch.float32
+        expected = torch.tensor([[[[-2.0, 3.1]], [[0.0, -1.0]], [[0.0, 2.0]]]])
+        assert torch.allclose(out, expected)
+        assert torch.allclose(normalize(x, (100.0, 128.0, 10.0)), to_float(x) - torch.tensor([100.0, 128.0, 10.0]).view(1, 3, 1, 1))
+
+
+class TestBatchTransform:
+    MEAN, STD = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
+
+    def test_eval_centre_crop_is_deterministic(self):
+        tf = BatchTransform(AugmentSpec(flip=True, train_crop=6, eval_crop=6), self.MEAN, self.STD, train=False)
+        x = _batch(4, 8, 8)
+        out = tf(x)
+        assert out.shape == (4, 3, 6, 6)
+        assert torch.allclose(out, normalize(x[:, :, 1:7, 1:7], self.MEAN, self.STD))
+
+    def test_train_flip_and_crop(self):
+        spec = AugmentSpec(flip=True, train_crop=96, eval_crop=96)
+        tf = BatchTransform(spec, self.MEAN, self.STD, train=True)
+        out = tf(_batch(8, 100, 100), _gen(0))
+        assert out.shape == (8, 3, 96, 96) and out.dtype == torch.float32 and out.is_contiguous()
+
+    def test_pad_fill_is_the_mean(self):
+        tf = BatchTransform(AugmentSpec(pad=4), self.MEAN, self.STD, train=True)
+        out = tf(torch.full((64, 3, 8, 8), 255, dtype=torch.uint8), _gen(1))
+        values = torch.unique(out.round(decimals=3))
+        assert out.shape == (64, 3, 8, 8)
+        # padding becomes ~0 after normalisation; image pixels stay (255 - mean) / std
+        assert float(out.abs().min()) < 0.01
+        assert float(out.max()) == pytest.approx((255 - 100) / 40, abs=1e-4) and len(values) <= 6
+
+    def test_mean_only(self):
+        tf = BatchTransform(AugmentSpec(), self.MEAN, self.STD, train=False, divide_std=False)
+        x = _batch(2)
+        assert torch.allclose(tf(x), x.float() - torch.tensor(self.MEAN).view(1, 3, 1, 1))
+
+    def test_star_eval_random_crops_with_generator(self):
+        tf = BatchTransform(AugmentSpec(flip_double=True, pad=4, eval_pad_crop=True), self.MEAN, self.STD, train=False)
+        x = _batch(16)
+        a, b = tf(x, _gen(7)), tf(x, _gen(7))
+        assert torch.equal(a, b) and not torch.equal(a, normalize(x, self.MEAN, self.STD))
+
+    def test_rejects_float_input(self):
+        tf = BatchTransform(AugmentSpec(), self.MEAN, self.STD, train=True)
+        with pytest.raises(ValueError, match="uint8"):
+            tf(torch.zeros(2, 3, 4, 4))
+
+
+def test_epoch_generator_is_pure():
+    a = torch.rand(5, generator=epoch_generator(3, 7))
+    assert torch.equal(a, torch.rand(5, generator=epoch_generator(3, 7)))
+    assert not torch.equal(a, torch.rand(5, generator=epoch_generator(3, 8)))
+    assert not torch.equal(a, torch.rand(5, generator=epoch_generator(4, 7)))
+    assert not torch.equal(a, torch.rand(5, generator=epoch_generator(3, 7, stream=2)))
+
+
+def test_no_python_loop_over_samples():
+    """A 1024-image batch is augmented in about the time of a few numpy ops, not 1024 loops."""
+    import time
+
+    x = torch.randint(0, 256, (1024, 3, 64, 64), dtype=torch.uint8)
+    tf = BatchTransform(AugmentSpec(flip=True, pad=4), (128.0,) * 3, (64.0,) * 3, train=True)
+    tf(x, _gen())
+    start = time.perf_counter()
+    tf(x, _gen())
+    assert time.perf_counter() - start < 2.0
+    np.testing.assert_equal(tf(x, _gen(9)).shape, (1024, 3, 64, 64))

@@ -1,0 +1,91 @@
+"""ImageFolder trees: real PNG/JPEG files, resized and cached."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gmsop.data import get_dataset
+from gmsop.data import imagefiles
+
+
+def make_tree(root, classes=("cat", "dog"), per_class=2, size=(20, 10)):
+    """root/{train,val}/<class>/<i>.png; class k is a solid colour (k*100, 255 - k*100, 7)."""
+    for split in ("train", "val"):
+        for k, c in enumerate(classes):
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.new("RGB", size, (k * 100, 255 - k * 100, 7)).save(d / f"{i}.png")
+    (root / "train" / classes[0] / "notes.txt").write_text("not an image")
+
+
+def test_reads_tree(tmp_path):
+    make_tree(tmp_path)
+    ds = get_dataset("folder", root=tmp_path, size=8, workers=1)
+    assert ds.classes == ("cat", "dog") and ds.num_classes == 2
+    assert ds.train.images.shape == (4, 3, 8, 8)  # notes.txt ignored
+    assert ds.train.labels.tolist() == [0, 0, 1, 1]
+    img = ds.train.images.numpy()
+    assert (img[2, 0] == 100).all() and (img[2, 1] == 155).all() and (img[2, 2] == 7).all()  # PNG: exact
+    assert ds.augment.flip and ds.input_size == (8, 8)
+
+
+def test_fit_crop_keeps_aspect_and_stretch_does_not(tmp_path):
+    make_tree(tmp_path, per_class=1)
+    img = np.zeros((10, 30, 3), np.uint8)
+    img[:, 10:20] = 255  # white centre third of a wide image
+    Image.fromarray(img).save(tmp_path / "train" / "cat" / "0.png")
+    crop = get_dataset("folder", root=tmp_path, size=10, fit="crop", workers=1).train.images[0].numpy()
+    stretch = get_dataset("folder", root=tmp_path, size=10, fit="stretch", workers=1).train.images[0].numpy()
+    assert crop.mean() > 240  # the centre crop is the white part
+    assert 60 < stretch.mean() < 120  # the whole width squeezed in: about a third white
+
+
+def test_val_class_absent_from_train(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "val" / "emu").mkdir()
+    with pytest.raises(ValueError, match="emu is a class absent from"):
+        get_dataset("folder", root=tmp_path, workers=1)
+
+
+def test_empty_class_and_missing_split(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "train" / "eel").mkdir()
+    with pytest.raises(ValueError, match="eel has no images"):
+        get_dataset("folder", root=tmp_path, workers=1)
+    (tmp_path / "train" / "eel").rmdir()
+    import shutil
+
+    shutil.rmtree(tmp_path / "val")
+    with pytest.raises(ValueError, match="missing .*val"):
+        get_dataset("folder", root=tmp_path, workers=1)
+
+
+def test_corrupt_image_named(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "val" / "dog" / "1.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(ValueError, match=r"dog/1\.png: cannot decode"):
+        get_dataset("folder", root=tmp_path, workers=1)
+
+
+def test_cache_reuse_and_invalidation(tmp_path, monkeypatch):
+    make_tree(tmp_path)
+    first = get_dataset("folder", root=tmp_path, size=8, workers=1)
+    real = imagefiles.decode_resize
+
+    def refuse(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(imagefiles, "decode_resize", refuse)
+    assert torch.equal(get_dataset("folder", root=tmp_path, size=8, workers=1).train.images, first.train.images)
+    monkeypatch.setattr(imagefiles, "decode_resize", real)
+    Image.new("RGB", (5, 5), (1, 2, 3)).save(tmp_path / "train" / "dog" / "new.png")  # a new image
+    assert len(get_dataset("folder", root=tmp_path, size=8, workers=1).train) == 5
+
+
+def test_bad_fit(tmp_path):
+    make_tree(tmp_path)
+    with pytest.raises(ValueError, match="option fit"):
+        get_dataset("folder", root=tmp_path, fit="squash")
