@@ -1,0 +1,32 @@
+# gmsop: every table and figure of GM-SOP (NeurIPS 2018) from one command.
+#
+#   results/data/{dataset}.json                   dataset prepared (cache built), its shape
+#   results/runs/{run}/seed{seed}/metrics.json    one training run (resumes from
+#                                                 results/checkpoints/{run}/seed{seed}/, undeclared)
+#   results/bench/{bench}.json                    throughput of one variant (timm protocol)
+#   results/tables/{experiment}.{csv,md,html,tex} a table (mean ± std over seeds, paper values)
+#   results/figures/{name}.{svg,png}              figures 2 and 3, training curves
+#   logs/ mirrors results/; reports/report.html via `snakemake --report reports/report.html`
+from snakemake.utils import min_version
+
+min_version("9.1")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/bench.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

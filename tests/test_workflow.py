@@ -1,0 +1,224 @@
+"""The Snakemake workflow: lint/format, dry-runs of the paper configs, config errors, and one
+tiny end-to-end run (every rule, the report, and both ways of adding a variant)."""
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir, *args, config=None, timeout=600, check=True):
+    """Run snakemake on the repository's Snakefile in ``workdir`` (never the default profile)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--workflow-profile", "none"]
+    if config is not None:
+        cmd += ["--configfile", str(config), "--replace-workflow-config"]
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    lines = dry_run_output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_lint_and_format(tmp_path):
+    """Lint-clean except the one lint README explains: no conda env/container per rule (the
+    rules run in the environment where gmsop is installed)."""
+    proc = snakemake(tmp_path, "--lint", "--configfile", str(ROOT / "config.yaml"), check=False)
+    out = proc.stdout + proc.stderr
+    lints = [line.strip() for line in out.splitlines() if line.strip().startswith("* ")]
+    assert "Lints for rule" in out or proc.returncode == 0, out
+    assert lints and all(line.startswith("* Specify a conda environment or container") for line in lints), out
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], capture_output=True, text=True, cwd=ROOT)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        ("paper-imagenet64.yaml", {"train": 171, "bench": 51, "table": 5, "prepare_data": 1}),
+        ("paper-places365.yaml", {"train": 18, "bench": 6, "table": 1, "prepare_data": 1}),
+    ],
+)
+def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
+    out = snakemake(tmp_path, "-n", "--cores", "16", config=ROOT / "workflow" / "configs" / config).stdout
+    counts = job_counts(out)
+    assert {k: counts.get(k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda c: c["defaults"].update(batch_szie=8), "batch_szie"),
+        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "GM-GAB-4-2"}), "GM-GAB-4-2"),
+        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "GM-SOP-4-5"}), "K must satisfy"),
+    ],
+)
+def test_config_errors_fail_before_any_job(tmp_path, mutate, message):
+    cfg = yaml.safe_load(TINY.read_text())
+    mutate(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--cores", "1", config=path, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+PLUGIN = '''
+"""A user's own head, registered from outside the package."""
+import torch
+from torch import nn
+
+import gmsop
+
+
+class MaxAvgPool(nn.Module):
+    """Concatenated global max and average pooling: 2C-d."""
+
+    def __init__(self, in_channels):
+        super().__init__()
+        self.out_features = 2 * in_channels
+
+    def forward(self, x):
+        return torch.cat([x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1)
+
+
+gmsop.register_head("max_avg", MaxAvgPool, overwrite=True)
+gmsop.register_variant("MaxAvg", "max_avg", overwrite=True)
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny scenario end to end, plus (a) a config-only variant and (b) a plugin head."""
+    work = tmp_path_factory.mktemp("tiny")
+    (work / "my_heads.py").write_text(PLUGIN)
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["plugins"] = ["my_heads.py"]
+    rows = cfg["experiments"]["table2"]["rows"]
+    rows.append({"variant": "GM-GAP-4-1", "label": "GM-GAP-4-1 (alpha 10)", "overrides": {"alpha": 10}, "paper": None})  # (a)
+    rows.append({"variant": "MaxAvg", "paper": None})  # (b)
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    t0 = time.time()
+    run = snakemake(work, "--cores", "2", config=path)
+    (work / "reports").mkdir(exist_ok=True)
+    report = snakemake(work, "--report", "reports/report.html", config=path)
+    return work, time.time() - t0, run, report
+
+
+def test_tiny_end_to_end_writes_every_table_and_figure(tiny_run):
+    work, seconds, _, _ = tiny_run
+    print(f"tiny workflow: {seconds:.0f} s")
+    for exp in ("table2", "figure2", "figure3", "protocols"):
+        for ext in ("csv", "md", "html", "tex"):
+            assert (work / "results" / "tables" / f"{exp}.{ext}").stat().st_size > 0
+        assert (work / "results" / "figures" / f"curves_{exp}.svg").stat().st_size > 0
+    for fig in ("figure2_counts", "figure2_error", "figure3_grid"):
+        for ext in ("svg", "png"):
+            assert (work / "results" / "figures" / f"{fig}.{ext}").stat().st_size > 0
+    assert (work / "reports" / "report.html").stat().st_size > 0
+    # no checkpoint is a declared output, and every finished run left its metrics
+    metrics = list((work / "results" / "runs").glob("*/seed*/metrics.json"))
+    assert len(metrics) == len(list((work / "results" / "checkpoints").glob("*/seed*")))
+
+
+def test_tables_show_every_row_with_numbers_from_runs(tiny_run):
+    work = tiny_run[0]
+    table = pd.read_csv(work / "results" / "tables" / "table2.csv")
+    assert "ResNet-18-512d" in set(table.iloc[:, 0]) or "ResNet-18-512d" in table.to_string()
+    text = table.to_string()
+    assert "GM-GAP-4-1 (alpha 10)" in text and "MaxAvg" in text  # both added variants are rows
+    assert (table["n"] >= 1).all()
+    runs = [json.loads(p.read_text()) for p in (work / "results" / "runs").glob("*/seed*/metrics.json")]
+    assert {r["variant"] for r in runs} >= {"MaxAvg", "GM-GAP-4-1", "GM-SOP-4-2", "ResNet-18-512d"}
+    maxavg = next(r for r in runs if r["variant"] == "MaxAvg")
+    assert maxavg["rep_dim"] == 2 * 16  # width_mult 0.125: 128 -> 16 channels, max + avg
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_report_renders_tables_and_figures_in_a_browser(tiny_run):
+    """The report, opened in headless Chromium, shows the tables and figures (CI installs it)."""
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run) to check the report")
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    work = tiny_run[0]
+    report = work / "reports" / "report.html"
+    profile = work / "chromium-profile"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", report.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert "table2" in dom and "figure3_grid" in dom
+    assert "Tables" in dom and "Figures" in dom
+
+
+def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
+    """SIGINT during a multi-epoch run, then rerun: the finished run is not redone and the
+    interrupted one continues from its checkpoint."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["schedules"] = {"short": [[0.05, 1]], "long": [[0.05, 6]]}
+    cfg["experiments"] = {
+        "table2": {"kind": "table", "seeds": [0], "rows": [{"variant": "ResNet-18-512d"}, {"variant": "SR-SOP", "schedule": "long"}]}
+    }
+    cfg["bench"] = {"enabled": False}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--workflow-profile", "none", "--configfile", str(path), "--replace-workflow-config", "--cores", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    progress = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "results" / "checkpoints").glob("sr-sop*/seed0/progress.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            progress = found[0]
+            break
+        time.sleep(0.5)
+    assert progress is not None, "the long run never reached epoch 2"
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    finished = list((tmp_path / "results" / "runs").glob("resnet-18-512d*/seed0/metrics.json"))
+    assert finished, "the short run should have finished before the long one"
+    mtime = finished[0].stat().st_mtime
+    done_before = len(progress.read_text().splitlines())
+    assert not list((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json"))
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert finished[0].stat().st_mtime == mtime  # not retrained
+    log = next((tmp_path / "logs" / "train").glob("sr-sop*/seed0.log")).read_text()
+    assert "resum" in log.lower()
+    metrics = json.loads(next((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json")).read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 7))
+    assert done_before >= 2

@@ -1,0 +1,28 @@
+# One training run per (run, seed). Resumes from results/checkpoints/{run}/seed{seed}/, which
+# is deliberately NOT an output: Snakemake deletes outputs of interrupted jobs, and an
+# interrupted run must keep its last epoch. metrics.json is written last, atomically.
+
+
+rule train:
+    input:
+        dataset_of_run,
+    output:
+        "results/runs/{run}/seed{seed}/metrics.json",
+    log:
+        "logs/train/{run}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{run}/seed{seed}.tsv"
+    retries: 1
+    threads: config["threads_per_job"]
+    resources:
+        gpu=config["gpus_per_job"],
+        runtime=lambda wildcards, attempt: config["train_runtime_min"] * attempt,
+        mem_mb=lambda wildcards, attempt: config["train_mem_mb"] * attempt,
+    params:
+        spec=lambda wildcards: PLAN.runs[wildcards.run],
+        dataset=lambda wildcards: PLAN.datasets[PLAN.runs[wildcards.run]["dataset"]],
+        ckpt_dir=lambda wildcards: f"results/checkpoints/{wildcards.run}/seed{wildcards.seed}",
+        device=config["device"],
+        plugins=config["plugins"],
+    script:
+        "../scripts/train.py"

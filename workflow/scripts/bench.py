@@ -1,0 +1,17 @@
+"""Measure one variant's training/inference throughput at its dataset's input shape."""
+from _log import to_log
+
+to_log(snakemake)  # noqa: F821 (injected by Snakemake)
+
+from gmsop.pipeline import run_bench  # noqa: E402
+from gmsop.plugins import load_plugins  # noqa: E402
+
+load_plugins(snakemake.params.plugins)  # noqa: F821
+run_bench(
+    snakemake.params.spec,  # noqa: F821
+    snakemake.params.bench,  # noqa: F821
+    dataset_info=snakemake.input[0],  # noqa: F821
+    out=snakemake.output[0],  # noqa: F821
+    device=snakemake.params.device,  # noqa: F821
+    threads=snakemake.threads,  # noqa: F821
+)

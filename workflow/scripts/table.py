@@ -1,0 +1,12 @@
+"""One experiment's table: results/tables/{experiment}.{csv,md,html,tex}."""
+from _log import to_log
+
+to_log(snakemake)  # noqa: F821 (injected by Snakemake)
+
+from pathlib import Path  # noqa: E402
+
+from gmsop.pipeline import make_table  # noqa: E402
+
+experiment = dict(snakemake.params.experiment, name=snakemake.wildcards.experiment)  # noqa: F821
+stem = Path(snakemake.output.csv).with_suffix("")  # noqa: F821
+make_table(experiment, list(snakemake.input.runs), list(snakemake.input.benches), stem)  # noqa: F821
