@@ -1,0 +1,290 @@
+"""The training configuration: one typed, validated dataclass with visible defaults.
+
+Every knob of a run is a field here; the CLI (``gmsop train``), a ``--config run.json|yaml``
+file and the Python API all end in a ``TrainConfig``, and ``__post_init__`` validates it, so a
+bad value fails before any data is loaded, with a message naming the field and the value.
+
+Defaults follow the authors' released code (method-facts.md, "Training"): SGD with momentum
+0.9, batch 256, weight decay from the protocol (1e-4 official, 5e-4 paper), and a step
+schedule per head family when none is given (``default_schedule``).
+
+``fingerprint()`` is the subset of fields that changes the numbers a run produces; a checkpoint
+stores it and a resume refuses a checkpoint whose fingerprint differs (paths, the tag, the
+progress display and ``compile`` may change between a run and its resume; the data may move).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "parse_schedule", "format_schedule", "default_schedule", "parse_key_value", "DEFAULT_SCHEDULES"]
+
+#: Released schedules, lr x epochs (method-facts.md). GAP baselines and GM-GAP, SR-SOP, GM-SOP
+#: are stated there; the other families take the schedule of the closest stated family
+#: (first-order -> GAP's, second-order and NetVLAD -> SR-SOP's); pass ``schedule`` to change it.
+DEFAULT_SCHEDULES: dict[str, list[tuple[float, int]]] = {
+    "gap": [(0.075, 50), (0.0075, 15), (0.00075, 10)],
+    "srsop": [(0.15, 40), (0.015, 10), (0.0015, 5), (0.00015, 5)],
+    "gm_sop": [(0.1, 40), (0.01, 10), (0.001, 5), (0.0001, 5)],
+}
+_FAMILY_SCHEDULE = {
+    "gap": "gap", "pgap": "gap", "ave_gap": "gap", "gm_gap": "gap", "sg_moe": "gap",
+    "srsop": "srsop", "psrsop": "srsop", "ave_sop": "srsop", "netvlad": "srsop",
+    "gm_sop": "gm_sop",
+}
+
+#: Fields that do not change what a run computes (excluded from the resume fingerprint).
+_NOT_FINGERPRINTED = ("out", "ckpt_dir", "data_root", "compile", "progress", "tag")
+
+
+def parse_schedule(value: Any) -> list[tuple[float, int]]:
+    """``"0.1:40,0.01:10"`` or ``[[0.1, 40], [0.01, 10]]`` -> [(0.1, 40), (0.01, 10)], validated."""
+    if isinstance(value, str):
+        pairs = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            m = re.fullmatch(r"([^:x]+)\s*[:x]\s*([^:x]+)", part)
+            if not m:
+                raise ValueError(f"schedule entry {part!r} is not LR:EPOCHS (e.g. 0.1:40,0.01:10)")
+            try:
+                pairs.append((float(m[1]), _as_int(m[2])))
+            except ValueError:
+                raise ValueError(f"schedule entry {part!r} is not LR:EPOCHS (e.g. 0.1:40,0.01:10)") from None
+    elif isinstance(value, (list, tuple)):
+        pairs = []
+        for entry in value:
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                raise ValueError(f"schedule entry {entry!r} must be a pair [lr, epochs]")
+            lr, ep = entry
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+                raise ValueError(f"schedule entry {list(entry)!r}: lr must be a number, got {lr!r}")
+            if isinstance(ep, bool) or not isinstance(ep, (int, float)) or not math.isfinite(ep) or float(ep) != int(ep):
+                raise ValueError(f"schedule entry {list(entry)!r}: epochs must be an integer, got {ep!r}")
+            pairs.append((float(lr), int(ep)))
+    else:
+        raise ValueError(f"schedule must be 'LR:EPOCHS,...' or a list of [lr, epochs] pairs, got {value!r}")
+    if not pairs:
+        raise ValueError(f"schedule is empty ({value!r}); give at least one LR:EPOCHS pair")
+    for lr, ep in pairs:
+        if not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"schedule: learning rate must be a positive finite number, got {lr!r}")
+        if ep <= 0:
+            raise ValueError(f"schedule: epochs must be >= 1, got {ep!r} (for lr {lr})")
+    return pairs
+
+
+def _as_int(text: str) -> int:
+    v = float(text)
+    if not math.isfinite(v) or v != int(v):
+        raise ValueError(text)
+    return int(v)
+
+
+def format_schedule(schedule: list[tuple[float, int]]) -> str:
+    return ",".join(f"{lr:g}:{ep}" for lr, ep in schedule)
+
+
+def default_schedule(variant: str) -> list[tuple[float, int]]:
+    """The released code's schedule for ``variant``'s head family (ValueError if unknown)."""
+    from gmsop.registry import parse_variant
+
+    head = parse_variant(variant).head
+    return list(DEFAULT_SCHEDULES[_FAMILY_SCHEDULE.get(head, "gm_sop")])
+
+
+def parse_key_value(text: str, what: str = "option") -> tuple[str, Any]:
+    """``"k=v"`` -> (k, v) with v parsed as JSON when it is JSON (5, 1e-4, true, [256, 64]), else a string."""
+    if "=" not in text:
+        raise ValueError(f"{what} {text!r} must be KEY=VALUE")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ValueError(f"{what} {text!r} has an empty key")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Every field has a default; ``None`` means "derive it" as commented."""
+
+    variant: str = "GM-SOP-16-8"  # a name from gmsop.list_variants() (N, K, X may vary)
+    backbone: str | None = None  # None: the backbone the variant names, else resnet18
+    dataset: str = "synthetic"  # a name from gmsop.data.list_datasets()
+    data_root: str | None = None  # folder of a file-backed dataset (None for generated data)
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # get_dataset(**options)
+    protocol: str = "official"  # "official" (released code) or "paper" (the text)
+    overrides: dict[str, Any] = field(default_factory=dict)  # protocol switches or head options
+    dropout: float | None = None  # mixtures only; None: 0.2 (0.4 GM-SOP on WRN-36-2)
+    batch_size: int = 256  # released code: 256
+    schedule: list[tuple[float, int]] | None = None  # (lr, epochs) steps; None: default_schedule
+    momentum: float = 0.9
+    weight_decay: float | None = None  # None: the protocol's (1e-4 official, 5e-4 paper)
+    input_norm: str = "mean"  # released code: subtract the per-channel mean only; "mean_std" also divides by std
+    seed: int = 0  # model init, augmentation, gate noise, dropout, batch order
+    deterministic: bool = False  # bit-reproducible kernels (slower on CUDA: no cuDNN autotune)
+    device: str = "auto"  # auto: CUDA if available, else CPU
+    compile: bool = False  # torch.compile the model (CUDA only; ignored on CPU)
+    amp: bool = True  # bf16 autocast of the forward on CUDA (SOP layers stay float32); CPU: fp32
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    max_train_batches: int | None = None  # cap on training batches per epoch (smoke tests)
+    out: str | None = None  # final metrics.json (written atomically, only at the very end)
+    ckpt_dir: str | None = None  # last.pt + progress.jsonl; None: <dir of out>/ckpt, or none
+    tag: str | None = None  # free label copied into metrics.json (ablation name, ...)
+    progress: str = "auto"  # auto: a tqdm bar on a terminal, one line per epoch otherwise; bar|lines|none
+
+    def __post_init__(self) -> None:
+        self.variant = _require_str("variant", self.variant)
+        self.dataset = _require_str("dataset", self.dataset)
+        self.protocol = _require_str("protocol", self.protocol)
+        for name in ("backbone", "data_root", "out", "ckpt_dir", "tag"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, Path):
+                    value = str(value)
+                setattr(self, name, _require_str(name, value))
+        for name in ("dataset_options", "overrides"):
+            value = getattr(self, name)
+            if value is None:
+                value = {}
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{name} must be a mapping of names to values, got {value!r}")
+            setattr(self, name, dict(value))
+        self.batch_size = _require_int("batch_size", self.batch_size, 1)
+        self.seed = _require_int("seed", self.seed, 0)
+        self.eval_every = _require_int("eval_every", self.eval_every, 1)
+        if self.max_train_batches is not None:
+            self.max_train_batches = _require_int("max_train_batches", self.max_train_batches, 1)
+        if self.schedule is not None:
+            self.schedule = parse_schedule(self.schedule)
+        self.momentum = _require_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        if self.weight_decay is not None:
+            self.weight_decay = _require_float("weight_decay", self.weight_decay, 0.0, math.inf)
+        if self.dropout is not None:
+            self.dropout = _require_float("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        for name in ("deterministic", "compile", "amp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self.device = _require_str("device", self.device).lower()
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:<index>")
+        if self.input_norm not in ("mean", "mean_std"):
+            raise ValueError(f"input_norm must be 'mean' or 'mean_std', got {self.input_norm!r}")
+        if self.progress not in ("auto", "bar", "lines", "none"):
+            raise ValueError(f"progress must be auto, bar, lines or none, got {self.progress!r}")
+        wd_over = self.overrides.get("weight_decay")
+        if wd_over is not None and self.weight_decay is not None and float(wd_over) != self.weight_decay:
+            raise ValueError(
+                f"weight decay given twice with different values: weight_decay={self.weight_decay} and "
+                f"override weight_decay={wd_over}; give one"
+            )
+
+    # ---- derived values -------------------------------------------------------------------
+    def resolved_schedule(self) -> list[tuple[float, int]]:
+        return list(self.schedule) if self.schedule is not None else default_schedule(self.variant)
+
+    @property
+    def epochs(self) -> int:
+        return sum(ep for _, ep in self.resolved_schedule())
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 1-based ``epoch`` under the step schedule."""
+        end = 0
+        for lr, ep in self.resolved_schedule():
+            end += ep
+            if epoch <= end:
+                return lr
+        raise ValueError(f"epoch {epoch} is past the end of the schedule ({end} epochs)")
+
+    def resolved_ckpt_dir(self) -> Path | None:
+        """Where last.pt and progress.jsonl live: ``ckpt_dir``, else ``<dir of out>/ckpt``."""
+        if self.ckpt_dir is not None:
+            return Path(self.ckpt_dir)
+        if self.out is not None:
+            return Path(self.out).parent / "ckpt"
+        return None
+
+    # ---- (de)serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["schedule"] = [list(p) for p in self.schedule] if self.schedule is not None else None
+        return d
+
+    def fingerprint(self, device_type: str) -> dict[str, Any]:
+        """The fields that determine the numbers, with the schedule resolved and the device type."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
+        d["schedule"] = [list(p) for p in self.resolved_schedule()]
+        d["device"] = device_type
+        return json.loads(json.dumps(d))  # canonical primitives (tuples -> lists)
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build from a mapping; keys may use '-' or '_'; an unknown key is an error naming it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a training config must be a mapping, got {type(data).__name__}")
+        norm = {str(k).replace("-", "_"): v for k, v in data.items()}
+        unknown = sorted(set(norm) - set(cls.fields()))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(cls.fields())}")
+        return cls(**norm)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(load_config_file(path))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or YAML mapping from ``path`` (by suffix; YAML also accepts JSON)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
+        raise ValueError(f"config file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _require_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _require_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or float(value) != int(value):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _require_float(name: str, value: Any, lo: float, hi: float, hi_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    value = float(value)
+    if value < lo or value > hi or (hi_open and value >= hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}{')' if hi_open else ']'}, got {value!r}")
+    return value

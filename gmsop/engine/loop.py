@@ -1,0 +1,188 @@
+"""One training epoch and one evaluation pass, each returning a dict of averaged metrics.
+
+Shaped like ConvNeXt's ``engine.py``: the epoch loop, data and checkpoints live in
+``trainer.py``; these two functions only step through batches. What a step does:
+
+    logits, balance, gate = model(x)              # bf16 autocast on CUDA when enabled
+    loss = cross_entropy(logits, y) + balance     # mean CE; balance is already alpha-weighted
+    SGD step
+
+Why the metric sums stay on the device: reading a scalar (``.item()``) waits for the GPU, so
+per-batch sums are accumulated as tensors and read once per epoch. The non-finite-loss check
+needs a read, so on CUDA it runs every ``check_every`` steps on the recorded losses and still
+names the first bad step; on the CPU there is nothing to overlap and every step is checked.
+A non-finite loss raises :class:`NonFiniteLossError` naming the epoch and step.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gmsop.engine.env import synchronize
+
+__all__ = ["Runtime", "NonFiniteLossError", "train_one_epoch", "evaluate"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run cannot continue meaningfully."""
+
+    def __init__(self, epoch: int, step: int, steps: int | None, value: float, detail: str = ""):
+        self.epoch, self.step, self.value = epoch, step, value
+        of = f" of {steps}" if steps else ""
+        super().__init__(f"non-finite training loss ({value}) at epoch {epoch}, step {step}{of}{detail}")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How tensors are placed and computed on the device (chosen once per run)."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # torch.bfloat16 on CUDA with amp; None = float32
+    channels_last: bool = False  # NHWC inputs (CUDA convolutions are faster)
+    check_every: int = 1  # steps between non-finite checks (1 on CPU)
+
+    @classmethod
+    def for_device(cls, device: torch.device, amp: bool = True) -> "Runtime":
+        cuda = device.type == "cuda"
+        return cls(device, torch.bfloat16 if (cuda and amp) else None, channels_last=cuda, check_every=20 if cuda else 1)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def place(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+def _first_nonfinite(losses: list[Tensor]) -> tuple[int, float] | None:
+    """(index, value) of the first non-finite loss in ``losses``, or None (one device read)."""
+    stacked = torch.stack(losses)
+    bad = ~torch.isfinite(stacked)
+    if not bool(bad.any()):
+        return None
+    i = int(bad.nonzero()[0, 0])
+    return i, float(stacked[i])
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    optimizer: torch.optim.Optimizer,
+    rt: Runtime,
+    *,
+    epoch: int,
+    steps: int | None = None,
+    num_experts: int | None = None,
+    progress=None,
+) -> dict:
+    """Train for one pass over ``batches`` ((x, y) on the device, x normalised float).
+
+    Returns sample-weighted means: ``train_ce``, ``train_balance``, ``train_loss``,
+    ``train_top1_err`` (percent), plus ``train_samples``, ``train_steps``, ``train_time_s``
+    (synchronised), ``train_img_s`` and, for a gated mixture (``num_experts`` set), the
+    per-component ``routing_counts`` and ``importance`` summed over the epoch's samples.
+    """
+    model.train()
+    dev = rt.device
+    sums = torch.zeros(4, dtype=torch.float64, device=dev)  # ce*n, balance*n, loss*n, correct
+    counts = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
+    importance = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
+    pending: list[Tensor] = []  # losses since the last finiteness check
+    checked = 0  # steps already checked
+    samples = 0
+    synchronize(dev)
+    t0 = time.perf_counter()
+    step = 0
+    for step, (x, y) in enumerate(batches, start=1):
+        x = rt.place(x)
+        with rt.autocast():
+            out = model(x)
+        ce = F.cross_entropy(out.logits.float(), y)
+        balance = out.balance_loss.float()
+        loss = ce + balance
+        pending.append(loss.detach())
+        if step % rt.check_every == 0:
+            _check(pending, checked, epoch, steps)
+            checked, pending = step, []
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        n = y.shape[0]
+        samples += n
+        with torch.no_grad():
+            correct = (out.logits.argmax(dim=1) == y).sum()
+            sums += torch.stack([ce.detach() * n, balance.detach() * n, loss.detach() * n, correct]).double()
+            if counts is not None and out.gate is not None:
+                counts += out.gate.counts.double()
+                importance += out.gate.importance.double()
+        if progress is not None:
+            progress.step(float(loss.detach()) if rt.device.type == "cpu" else None)
+    if pending:
+        _check(pending, checked, epoch, steps)
+    synchronize(dev)
+    elapsed = time.perf_counter() - t0
+    if samples == 0:
+        raise ValueError(f"epoch {epoch}: the training loader produced no batches")
+    ce_sum, bal_sum, loss_sum, correct = sums.tolist()
+    stats = {
+        "train_ce": ce_sum / samples,
+        "train_balance": bal_sum / samples,
+        "train_loss": loss_sum / samples,
+        "train_top1_err": 100.0 * (1.0 - correct / samples),
+        "train_samples": samples,
+        "train_steps": step,
+        "train_time_s": elapsed,
+        "train_img_s": samples / elapsed if elapsed > 0 else None,
+        "routing_counts": [int(round(c)) for c in counts.tolist()] if counts is not None else None,
+        "importance": importance.tolist() if importance is not None else None,
+    }
+    return stats
+
+
+def _check(pending: list[Tensor], checked: int, epoch: int, steps: int | None) -> None:
+    bad = _first_nonfinite(pending)
+    if bad is not None:
+        i, value = bad
+        raise NonFiniteLossError(epoch, checked + i + 1, steps, value)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], rt: Runtime, *, num_classes: int) -> dict:
+    """Top-1 / top-5 error (percent) and mean CE over ``batches``, in eval mode (no gate noise).
+
+    Top-5 becomes top-min(5, classes): with fewer than 5 classes it is trivially 0.
+    """
+    model.eval()
+    k = min(5, num_classes)
+    sums = torch.zeros(3, dtype=torch.float64, device=rt.device)  # ce*n, top1 correct, topk correct
+    samples = 0
+    synchronize(rt.device)
+    t0 = time.perf_counter()
+    for x, y in batches:
+        x = rt.place(x)
+        with rt.autocast():
+            logits = model(x).logits.float()
+        top = logits.topk(k, dim=1).indices  # (B, k)
+        hit = top == y[:, None]  # (B, k)
+        n = y.shape[0]
+        samples += n
+        sums += torch.stack([F.cross_entropy(logits, y) * n, hit[:, 0].sum(), hit.any(dim=1).sum()]).double()
+    synchronize(rt.device)
+    if samples == 0:
+        raise ValueError("evaluation: the validation loader produced no batches")
+    ce_sum, top1, topk = sums.tolist()
+    return {
+        "val_ce": ce_sum / samples,
+        "val_top1_err": 100.0 * (1.0 - top1 / samples),
+        "val_top5_err": 100.0 * (1.0 - topk / samples),
+        "val_samples": samples,
+        "val_time_s": time.perf_counter() - t0,
+    }

@@ -1,0 +1,166 @@
+"""Training and inference throughput of one model, measured the way timm's benchmark does.
+
+Protocol (timm ``benchmark.py``; snakemake-notes.md pitfall 16):
+
+* one fixed synthetic batch of the dataset's shape (C, H, W) and class count on the device, so
+  data loading is not measured;
+* ``warmup`` untimed steps (cuDNN autotuning, allocator growth, torch.compile), then ``steps``
+  timed steps, each ended by a device synchronisation, so a step's time is the work it did and
+  not the rate at which kernels were queued;
+* training step = forward + (CE + balance loss) + backward + SGD step; inference step = forward
+  under ``torch.inference_mode`` in eval mode (no gate noise, no dropout);
+* reported: median step time and its inter-quartile range, img/s = batch / median step time,
+  peak memory (CUDA ``max_memory_allocated`` during the run; on the CPU the process's peak RSS,
+  which also counts the model and everything before it), parameters, forward FLOPs per image
+  (``gmsop.flops``) and the achieved FLOP rate of training, taking a training step as 3x the
+  forward FLOPs (backward ~ 2x forward).
+
+The median is used rather than the mean because a CPU step is occasionally delayed by other
+processes, and the IQR says how much the steps varied.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gmsop.engine.env import device_name, env_info, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from gmsop.engine.loop import Runtime
+
+__all__ = ["BenchConfig", "measure_throughput", "step_stats"]
+
+
+@dataclass
+class BenchConfig:
+    """One throughput measurement; defaults match the paper's 64x64 ImageNet-1K setting."""
+
+    variant: str = "GM-SOP-16-8"
+    backbone: str | None = None
+    input_size: tuple[int, int, int] = (3, 64, 64)  # (C, H, W) of one image
+    num_classes: int = 1000
+    batch_size: int = 64
+    warmup: int = 10  # untimed steps (timm: >= 10)
+    steps: int = 40  # timed steps (timm: >= 40)
+    device: str = "auto"
+    protocol: str = "official"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    amp: bool = True  # bf16 autocast on CUDA, as in training
+    compile: bool = False  # torch.compile (CUDA only)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        size = tuple(self.input_size)
+        if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+            raise ValueError(f"input_size must be three positive integers C,H,W, got {self.input_size!r}")
+        self.input_size = size
+        for name, lo in (("num_classes", 2), ("batch_size", 1), ("warmup", 0), ("steps", 1), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if self.batch_size < 2:
+            # BatchNorm in training mode needs more than one value per channel.
+            raise ValueError(f"batch_size must be >= 2 for a training step with BatchNorm, got {self.batch_size}")
+        if not isinstance(self.overrides, dict):
+            raise ValueError(f"overrides must be a mapping, got {self.overrides!r}")
+
+
+def step_stats(times_s: list[float]) -> tuple[float, float]:
+    """(median, inter-quartile range) of step times, in milliseconds."""
+    ms = sorted(t * 1e3 for t in times_s)
+    if len(ms) == 1:
+        return ms[0], 0.0
+    q = statistics.quantiles(ms, n=4, method="inclusive")
+    return statistics.median(ms), q[2] - q[0]
+
+
+def _timed(fn, device: torch.device, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
+    """Run the protocol above; returns the bench JSON object (see the module docstring)."""
+    from gmsop import build_model
+    from gmsop.flops import count_flops, count_params
+
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training does outside deterministic mode
+    rt = Runtime.for_device(device, amp=cfg.amp)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.variant, backbone=cfg.backbone, num_classes=cfg.num_classes, protocol=cfg.protocol, **cfg.overrides)
+    params = count_params(model)
+    flops = count_flops(model, input_size=cfg.input_size)
+    model.to(device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    fwd = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
+
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    x = rt.place(torch.randn(cfg.batch_size, *cfg.input_size, generator=gen).to(device))
+    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), generator=gen).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=model.protocol.weight_decay)
+
+    def train_step() -> None:
+        with rt.autocast():
+            out = fwd(x)
+        loss = F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def infer_step() -> None:
+        with torch.inference_mode(), rt.autocast():
+            fwd(x)
+
+    reset_peak_memory(device)
+    model.train()
+    train_times = _timed(train_step, device, cfg.warmup, cfg.steps)
+    model.eval()
+    infer_times = _timed(infer_step, device, cfg.warmup, cfg.steps)
+    peak = peak_memory_mb(device)
+
+    train_ms, train_iqr = step_stats(train_times)
+    infer_ms, infer_iqr = step_stats(infer_times)
+    train_img_s = cfg.batch_size / (train_ms / 1e3)
+    infer_img_s = cfg.batch_size / (infer_ms / 1e3)
+    return {
+        "variant": model.info["variant"],
+        "backbone": model.info["backbone"],
+        "protocol": model.info["protocol"],
+        "input_size": list(cfg.input_size),
+        "num_classes": cfg.num_classes,
+        "batch_size": cfg.batch_size,
+        "device": device.type,
+        "device_name": device_name(device),
+        "train_img_s": train_img_s,
+        "train_step_ms_median": train_ms,
+        "train_step_ms_iqr": train_iqr,
+        "infer_img_s": infer_img_s,
+        "infer_step_ms_median": infer_ms,
+        "infer_step_ms_iqr": infer_iqr,
+        "peak_mem_mb": peak,
+        "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "host_peak_rss",
+        "params": params,
+        "rep_dim": model.rep_dim,
+        "flops_per_image": flops,
+        "achieved_tflops": 3.0 * flops * train_img_s / 1e12,
+        "achieved_infer_tflops": flops * infer_img_s / 1e12,
+        "warmup": cfg.warmup,
+        "steps": cfg.steps,
+        "overrides": dict(cfg.overrides),
+        "env": env_info(device, deterministic=False, amp=str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None,
+                        channels_last=rt.channels_last, compile=fwd is not model),
+    }

@@ -1,0 +1,263 @@
+"""The epoch loop: build data and model from a TrainConfig, train, checkpoint, resume, report.
+
+    from gmsop.engine import TrainConfig, train
+    metrics = train(TrainConfig(variant="GM-GAP-16-8", dataset="synthetic",
+                                dataset_options={"classes": 10, "n_train": 320, "size": 16},
+                                batch_size=32, schedule=[(0.05, 2)], out="run/metrics.json"))
+
+A run's life, and why each step is where it is:
+
+1. Validate (config dataclass), pick the device, set determinism flags, load the dataset.
+2. Seed, build the model (so its init is a function of the seed), count params and FLOPs
+   (with the RNG forked so counting never shifts the random streams), move it to the device.
+3. If ``<ckpt_dir>/last.pt`` exists: refuse it if its config fingerprint differs, else restore
+   model, optimiser, every RNG state and the epoch records, and rewrite progress.jsonl from those
+   records (a kill between checkpoint and progress write leaves them consistent again).
+4. Each epoch: set the step-schedule lr, ``train_one_epoch``, ``evaluate``, append the record,
+   save the checkpoint atomically, then append the progress line (so a progress line always
+   has a checkpoint behind it).
+5. Only after the last epoch: write metrics.json atomically. A stale metrics.json at ``out`` is
+   removed when training starts, so a failed or interrupted run never leaves one behind.
+
+On a non-finite loss the loop raises ``NonFiniteLossError`` naming epoch and step; the last
+good checkpoint (the previous epoch's) is untouched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gmsop.engine.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
+from gmsop.engine.checkpoint import (
+    CHECKPOINT_NAME, CONFIG_NAME, PROGRESS_NAME, check_fingerprint, load_checkpoint, save_checkpoint,
+)
+from gmsop.engine.config import TrainConfig
+from gmsop.engine.data import DataPipeline
+from gmsop.engine.env import (
+    capture_rng_state, configure_determinism, env_info, resolve_device, restore_rng_state, seed_everything,
+)
+from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
+from gmsop.engine.progress import Progress
+
+__all__ = ["train", "build_run", "Run", "EPOCH_KEYS", "TIMING_KEYS"]
+
+#: Keys of one epoch record, in the order metrics.json and progress.jsonl show them.
+EPOCH_KEYS = (
+    "epoch", "lr", "train_ce", "train_balance", "train_loss", "train_top1_err", "val_top1_err", "val_top5_err",
+    "epoch_time_s", "train_img_s", "routing_counts", "importance",
+)
+#: Keys that measure time (they differ between otherwise identical runs).
+TIMING_KEYS = ("epoch_time_s", "train_img_s", "train_time_s")
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a training run holds in memory (what ``build_run`` assembles)."""
+
+    config: TrainConfig
+    device: torch.device
+    runtime: Runtime
+    data: DataPipeline
+    model: torch.nn.Module  # the uncompiled module: state_dict keys stay stable
+    forward: torch.nn.Module  # what the loop calls (compiled or the same module)
+    optimizer: torch.optim.Optimizer
+    schedule: list[tuple[float, int]]
+    weight_decay: float
+    params: int
+    flops_per_image: float
+    num_experts: int | None
+
+
+def build_run(cfg: TrainConfig) -> Run:
+    """Steps 1-2 of the module docstring; raises ValueError for any bad setting."""
+    from gmsop import build_model, parse_variant
+    from gmsop.flops import count_flops, count_params
+
+    parse_variant(cfg.variant)  # an unknown variant fails before a large dataset is loaded
+    schedule = cfg.resolved_schedule()
+    device = resolve_device(cfg.device)
+    configure_determinism(cfg.deterministic, device)
+    data = DataPipeline.from_config(cfg, device)
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.variant, backbone=cfg.backbone, num_classes=data.num_classes, protocol=cfg.protocol,
+                        dropout=cfg.dropout, **cfg.overrides)
+    params = count_params(model)
+    with torch.random.fork_rng(devices=[]):
+        flops = count_flops(model, input_size=(3, *data.input_size))
+    rt = Runtime.for_device(device, amp=cfg.amp)
+    model.to(device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
+    weight_decay = cfg.weight_decay if cfg.weight_decay is not None else float(model.protocol.weight_decay)
+    # Weight decay on every parameter (BN and biases included), as plain SGD in PyTorch and
+    # MatConvNet's default apply it; the released configs set no per-layer exceptions.
+    optimizer = torch.optim.SGD(model.parameters(), lr=schedule[0][0], momentum=cfg.momentum, weight_decay=weight_decay)
+    head = getattr(model, "head", None)
+    num_experts = int(head.num_experts) if getattr(head, "gate", None) is not None else None
+    return Run(cfg, device, rt, data, model, forward, optimizer, schedule, weight_decay, params, flops, num_experts)
+
+
+def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Train (or resume, or just re-report a finished run) and return the metrics object."""
+    progress = progress or Progress(cfg.progress)
+    ckpt_dir = cfg.resolved_ckpt_dir()
+    ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
+    fingerprint = cfg.fingerprint(resolve_device(cfg.device).type)
+    ckpt = None
+    if ckpt_path is not None and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        check_fingerprint(ckpt, fingerprint, ckpt_path)  # before loading a possibly large dataset
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None:
+        remove_stale_temps(out)
+        if out.exists():
+            out.unlink()  # never leave a previous run's metrics next to an unfinished one
+    if ckpt_dir is not None:
+        for name in (CHECKPOINT_NAME, PROGRESS_NAME, CONFIG_NAME):
+            remove_stale_temps(ckpt_dir / name)  # a kill -9 during a write leaves one behind
+
+    run = build_run(cfg)
+    records: list[dict[str, Any]] = []
+    totals = {"train_samples": 0, "train_seconds": 0.0}
+    start = 0
+    if ckpt is not None:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng_state(ckpt["rng"])
+        records, totals, start = list(ckpt["records"]), dict(ckpt["totals"]), int(ckpt["epoch"])
+        del ckpt
+        progress.message(f"resuming {cfg.variant} from {ckpt_path} after epoch {start}/{cfg.epochs}")
+    if ckpt_dir is not None:
+        atomic_write_json(ckpt_dir / CONFIG_NAME, {"config": cfg.to_dict(), "fingerprint": fingerprint})
+        atomic_write_bytes(ckpt_dir / PROGRESS_NAME, "".join(to_json(r, indent=None) for r in records).encode())
+
+    if start < cfg.epochs:
+        progress.message(
+            f"training {run.model.info['variant']} on {run.model.info['backbone']} ({run.params / 1e6:.2f}M params, "
+            f"{run.flops_per_image / 1e6:.1f} MFLOPs/img) | {cfg.dataset}: {run.data.train_size} train / "
+            f"{run.data.val_size} val, {run.data.num_classes} classes, input {run.data.input_size} | "
+            f"{run.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
+        )
+    try:
+        for epoch in range(start + 1, cfg.epochs + 1):
+            record, epoch_totals = _run_epoch(run, epoch, progress, ckpt_path)
+            records.append(record)
+            totals = {k: totals[k] + epoch_totals[k] for k in totals}
+            if ckpt_path is not None:
+                save_checkpoint(ckpt_path, {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "model": run.model.state_dict(),
+                    "optimizer": run.optimizer.state_dict(),
+                    "rng": capture_rng_state(),
+                    "records": records,
+                    "totals": totals,
+                })
+                append_json_line(ckpt_dir / PROGRESS_NAME, record)
+            done_s = sum(r["epoch_time_s"] for r in records[start:])
+            eta = done_s / (epoch - start) * (cfg.epochs - epoch)
+            progress.end_epoch(record, cfg.epochs, eta)
+    finally:
+        progress.close()
+
+    metrics = _metrics(run, records, totals)
+    if out is not None:
+        atomic_write_json(out, metrics)
+    return metrics
+
+
+def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None) -> tuple[dict[str, Any], dict[str, float]]:
+    cfg = run.config
+    lr = cfg.lr_at(epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    t0 = time.perf_counter()
+    steps = run.data.train_steps
+    progress.start_epoch(epoch, cfg.epochs, steps, lr)
+    try:
+        tr = train_one_epoch(run.forward, run.data.train_batches(epoch), run.optimizer, run.runtime,
+                             epoch=epoch, steps=steps, num_experts=run.num_experts, progress=progress)
+    except NonFiniteLossError as err:
+        kept = (f"; the last good checkpoint ({ckpt_path}, after epoch {epoch - 1}) is kept"
+                if ckpt_path is not None and epoch > 1 else "; no checkpoint was written")
+        raise NonFiniteLossError(err.epoch, err.step, steps, err.value,
+                                 f" (lr {lr:g}); training stopped, no metrics written{kept}") from None
+    val = None
+    if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        val = evaluate(run.forward, run.data.val_batches(), run.runtime, num_classes=run.data.num_classes)
+    record = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_ce": tr["train_ce"],
+        "train_balance": tr["train_balance"],
+        "train_loss": tr["train_loss"],
+        "train_top1_err": tr["train_top1_err"],
+        "val_top1_err": val["val_top1_err"] if val else None,
+        "val_top5_err": val["val_top5_err"] if val else None,
+        "epoch_time_s": time.perf_counter() - t0,
+        "train_img_s": tr["train_img_s"],
+        "routing_counts": tr["routing_counts"],
+        "importance": tr["importance"],
+    }
+    return record, {"train_samples": tr["train_samples"], "train_seconds": tr["train_time_s"]}
+
+
+def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) -> dict[str, Any]:
+    """The metrics.json object (schema consumed by gmsop.aggregate.load.read_metrics)."""
+    cfg, info, data = run.config, run.model.info, run.data
+    last = records[-1]
+    proto = run.model.protocol
+    hparams = {
+        "batch_size": cfg.batch_size,
+        "schedule": [list(p) for p in run.schedule],
+        "epochs": cfg.epochs,
+        "weight_decay": run.weight_decay,
+        "momentum": cfg.momentum,
+        "overrides": dict(cfg.overrides),
+        "dataset_options": dict(cfg.dataset_options),
+        "protocol_switches": dict(info["protocol_switches"]),
+        "alpha_eff": proto.effective_alpha(cfg.batch_size),
+        "head": info["head"],
+        "head_kwargs": dict(info["head_kwargs"]),
+        "last_stride": info["last_stride"],
+        "width_mult": info.get("width_mult", 1.0),
+        "dropout": info["dropout"],
+        "num_classes": data.num_classes,
+        "input_size": [3, *data.input_size],
+        "train_size": data.train_size,
+        "val_size": data.val_size,
+        "augment": data.augment_summary,
+        "eval_every": cfg.eval_every,
+        "max_train_batches": cfg.max_train_batches,
+        "amp": run.runtime.amp_dtype is not None,
+        "compile": run.forward is not run.model,
+    }
+    seconds = totals["train_seconds"]
+    return {
+        "variant": info["variant"],
+        "backbone": info["backbone"],
+        "protocol": info["protocol"],
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "tag": cfg.tag,
+        "params": run.params,
+        "rep_dim": int(run.model.rep_dim),
+        "flops_per_image": run.flops_per_image,
+        "hparams": hparams,
+        "env": env_info(run.device, cfg.deterministic, amp="bfloat16" if run.runtime.amp_dtype is not None else None,
+                        channels_last=run.runtime.channels_last, compile=run.forward is not run.model),
+        "final": {
+            "top1_err": last["val_top1_err"],
+            "top5_err": last["val_top5_err"],
+            "epochs": last["epoch"],
+            "train_time_s": sum(r["epoch_time_s"] for r in records),
+            "train_img_s": totals["train_samples"] / seconds if seconds > 0 else None,
+        },
+        "epochs": [{k: r[k] for k in EPOCH_KEYS} for r in records],
+    }
