@@ -3,9 +3,13 @@ from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)
 
+from gmsop.gpu_slots import claim_gpus  # noqa: E402
 from gmsop.pipeline import run_training  # noqa: E402
 from gmsop.plugins import load_plugins  # noqa: E402
 
+# Snakemake limits how many GPU jobs run at once but never says which GPU: take a free one
+# (CUDA_VISIBLE_DEVICES) before CUDA starts; a no-op without GPUs or inside a SLURM job.
+claim_gpus(int(snakemake.resources.gpu))  # noqa: F821
 load_plugins(snakemake.params.plugins)  # noqa: F821
 run_training(
     snakemake.params.spec,  # noqa: F821
