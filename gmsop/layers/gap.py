@@ -2,7 +2,8 @@
 
 GAP: (B, C, H, W) -> (B, C). Parametric GAP: 1x1 conv C -> X (no bias) -> ReLU -> GAP, a
 single first-order component model (512-d in GM-GAP, 8256-d in "ResNet-18-8256d"). Like the
-second-order heads they split into ``transform`` and a parameter-free ``pool``.
+second-order heads they split into ``transform`` and a parameter-free ``pool``; the parametric
+GAP also describes itself as a ``GroupedPlan`` (matmul + ReLU, then GAP) for batched mixtures.
 """
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ def global_avg_pool(x: Tensor) -> Tensor:
     return x.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)
 
 
+def _mean_positions(x: Tensor) -> Tensor:
+    return x.sum(dim=-1) / x.shape[-1]  # (B, C, M) -> (B, C); sum: its backward is a lazy expand
+
+
 class GAP(nn.Module):
     second_order = False
     batchable_pool = True  # pool() is parameter-free and shared by every instance
+    pool_key = ("gap",)
 
     def __init__(self, in_channels: int):
         super().__init__()
@@ -46,6 +52,15 @@ class ParametricGAP(nn.Module):
         self.conv = nn.Conv2d(in_channels, int(width), kernel_size=1, bias=False)
         self.relu = nn.ReLU(inplace=True)
         self.out_features = int(width)
+
+    pool_key = ("gap",)
+
+    def grouped_plan(self):
+        """The conv as an (out, in) matrix + ReLU, then GAP."""
+        from gmsop.layers.mixture import GroupedPlan
+
+        weight = self.conv.weight.view(self.conv.out_channels, self.conv.in_channels)
+        return GroupedPlan((weight,), (None,), True, None, _mean_positions, self.pool_key)
 
     def transform(self, x: Tensor) -> Tensor:
         return self.relu(self.conv(x))  # (B, C, H, W) -> (B, X, H, W)

@@ -6,21 +6,49 @@ runs only on the samples routed to it, so a step costs K (not N) component evalu
 image plus the gate. Its forward returns ``(y, GateStats)``; the balance loss in the stats is
 already weighted by alpha (alpha/B with ``alpha_per_batch``, the released code's scaling).
 
-Both accept any component modules with equal ``out_features``. When the components share a
-parameter-free pooling step (``batchable_pool``: the SR-SOP and GAP families), each CM only
-runs its own ``transform`` on its samples and all routed samples are pooled in ONE batched call
-(one Newton-Schulz over B*K matrices instead of N small ones).
+Both accept any component modules with equal ``out_features``. The gated mixture has three
+execution paths (``GatedMixture.execution_path``); all give the same outputs and gradients:
+
+* ``grouped`` (default off the CPU) for the built-in families, i.e. parametric SR-SOP and
+  parametric GAP without BatchNorm and the SG-MoE linear expert. Such a component is a chain of
+  1x1 convolutions (matmuls) + ReLU around parameter-free pooling, described by its
+  ``GroupedPlan``. The N components' weights are stacked and every layer runs for all B*K
+  (sample, slot) pairs as ONE batched matmul whose per-pair weight is gathered by the routed
+  component index (``_RoutedBmm``); the B*K maps are then pooled in one call (one
+  Newton-Schulz over B*K matrices). No per-component loop, no sort, no host-device
+  synchronisation: no shape depends on how many samples a component received, and the cost
+  is that of K components per image whatever N is.
+* ``blocks`` (default on the CPU) for the same families: the pairs are sorted by component,
+  the routed inputs gathered once (position-major), and each layer is one GEMM per component
+  over all its routed positions (``_SegmentMM``): larger GEMMs and no per-pair weight copies,
+  which is what a CPU needs (there, reading the block sizes costs nothing).
+* ``generic`` for anything else (user component classes, components with BatchNorm, whose
+  statistics are per component, components carrying hooks, which expect to be called): the
+  routed samples are gathered once, sorted by component, and each component module is called
+  on its block (one host sync per forward for the block sizes). When the components share a
+  parameter-free pooling step (``batchable_pool``, same ``pool_key``), each runs only its
+  ``transform`` and all blocks are pooled at once.
+
+Unrouted (sample, component) pairs are never computed. An unselected component's weights get
+a zero gradient on the grouped path (the stacked weights are one tensor) and none at all on
+the blocks and generic paths (as if it had not been called).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from gmsop.layers.experts import LinearExpert
+from gmsop.layers.gap import global_avg_pool
 from gmsop.layers.gating import GateStats, NoisyTopKGate, cv_squared
 
-__all__ = ["AverageMixture", "GatedMixture"]
+__all__ = ["AverageMixture", "GatedMixture", "GroupedPlan"]
+
+
+_PATHS = ("auto", "grouped", "blocks")
 
 
 def _check_components(components: Sequence[nn.Module]) -> int:
@@ -32,10 +60,211 @@ def _check_components(components: Sequence[nn.Module]) -> int:
     return dims.pop()
 
 
+def _pool_key(c: nn.Module):
+    return (type(c), getattr(c, "pool_key", None))
+
+
 def _shared_pool(components: Sequence[nn.Module]) -> bool:
     """True when every CM is ``transform`` + the same parameter-free ``pool``."""
     first = components[0]
-    return all(type(c) is type(first) for c in components) and getattr(first, "batchable_pool", False)
+    key = _pool_key(first)
+    return getattr(first, "batchable_pool", False) and all(_pool_key(c) == key for c in components)
+
+
+@dataclass(frozen=True)
+class GroupedPlan:
+    """What a component computes, in a form a mixture can batch over components.
+
+    ``pre_pool(x)`` (optional, parameter-free: (B, C, H, W) -> (B, C, M'); default: flatten to
+    (B, C, H*W)) -> for each layer: h <- W h (+ b) [ReLU] with W an (out, in) matrix acting on
+    the channels -> ``post_pool(h)`` (optional, parameter-free: (P, O, M') of any strides ->
+    (P, D); default: flatten). ``key`` identifies the parameter-free parts: components batch
+    together only when their keys and weight shapes are equal.
+    """
+
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor | None, ...]
+    relu: bool
+    pre_pool: Callable[[Tensor], Tensor] | None
+    post_pool: Callable[[Tensor], Tensor] | None
+    key: tuple
+
+    @property
+    def signature(self) -> tuple:
+        shapes = tuple(tuple(w.shape) for w in self.weights)
+        return (self.key, shapes, tuple(b is None for b in self.biases), self.relu)
+
+
+def _gap_column(x: Tensor) -> Tensor:
+    return global_avg_pool(x)[:, :, None]  # (B, C, H, W) -> (B, C, 1)
+
+
+def _linear_expert_plan(c: LinearExpert) -> GroupedPlan:
+    return GroupedPlan((c.fc.weight,), (c.fc.bias,), False, _gap_column, None, ("linear_expert",))
+
+
+def _plan_of(c: nn.Module) -> GroupedPlan | None:
+    if type(c) is LinearExpert:
+        return _linear_expert_plan(c)
+    fn = getattr(c, "grouped_plan", None)
+    return fn() if callable(fn) else None
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None) for m in module.modules())
+
+
+def _grouped_plans(components: Sequence[nn.Module]) -> list[GroupedPlan] | None:
+    """One plan per component when all of them can run batched together, else None."""
+    first = components[0]
+    if any(type(c) is not type(first) for c in components) or any(_has_hooks(c) for c in components):
+        return None
+    plans = [_plan_of(c) for c in components]
+    if any(p is None for p in plans):
+        return None
+    sig = plans[0].signature
+    return plans if all(p.signature == sig for p in plans) else None
+
+
+def _stack(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.stack(tuple(tensors))  # (N, ...); the gradient flows back to each component
+
+
+def _gather(weight: Tensor, idx: Tensor) -> Tensor:
+    """weight[idx] along dim 0 (indexing copies faster than index_select on the CPU)."""
+    return weight[idx] if weight.device.type == "cpu" else weight.index_select(0, idx)
+
+
+class _RoutedBmm(torch.autograd.Function):
+    """out[p] = W[idx[p]] @ h[p // r] for every routed pair p: one batched matmul.
+
+    weight (N, O, I) stacked component weights; idx (P,) component of each pair; h (P / r, I, M)
+    with r = P / h.shape[0] pairs sharing one input (r = K for the first layer: a sample's K
+    slots read the same map; r = 1 afterwards). The gathered (P, O, I) weights are not saved:
+    the backward gathers them again, so memory stays that of the activations.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, idx: Tensor) -> Tensor:
+        n_in = h.shape[0]
+        w = _gather(weight, idx).view(n_in, -1, weight.shape[-1])  # (P/r, r*O, I)
+        out = torch.bmm(w.to(h.dtype), h)  # (P/r, r*O, M)
+        ctx.save_for_backward(weight, idx, h)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weight, idx, h = ctx.saved_tensors
+        n_in, _, m = h.shape
+        grad = grad.reshape(n_in, -1, m)  # (P/r, r*O, M)
+        d_weight = d_h = None
+        if ctx.needs_input_grad[0]:
+            w = _gather(weight, idx).view(n_in, -1, weight.shape[-1]).to(grad.dtype)
+            d_h = torch.bmm(w.mT, grad)  # (P/r, I, M)
+        if ctx.needs_input_grad[1]:  # per-pair products, summed per component in the weight dtype
+            d_w = torch.bmm(grad, h.mT.to(grad.dtype)).view(idx.shape[0], *weight.shape[1:])  # (P, O, I)
+            d_weight = torch.zeros_like(weight).index_add_(0, idx, d_w.to(weight.dtype))
+        return d_h, d_weight, None
+
+
+def _amp_apply(fn: type[torch.autograd.Function], h: Tensor, *args) -> Tensor:
+    """Run a matmul Function on ``h`` in the autocast dtype (if autocast is on), autocast off inside."""
+    device = h.device.type
+    if torch.is_autocast_enabled(device):
+        h = h.to(torch.get_autocast_dtype(device))
+    with torch.autocast(device_type=device, enabled=False):
+        return fn.apply(h, *args)
+
+
+def _routed_bmm(weight: Tensor, idx: Tensor, h: Tensor) -> Tensor:
+    out = _amp_apply(_RoutedBmm, h, weight, idx)  # (P/r, r*O, M)
+    return out.view(idx.shape[0], weight.shape[1], h.shape[-1])  # (P, O, M)
+
+
+def _run_grouped(plans: list[GroupedPlan], x: Tensor, idx: Tensor, slots: int) -> Tensor:
+    """Every (sample, slot) pair through its component: x (B, C, H, W), idx (B*slots,) -> (B*slots, D)."""
+    plan = plans[0]
+    h = plan.pre_pool(x) if plan.pre_pool is not None else x.reshape(*x.shape[:2], -1)  # (B, C, M)
+    for layer in range(len(plan.weights)):
+        h = _routed_bmm(_stack([p.weights[layer] for p in plans]), idx, h)  # (B*slots, O, M)
+        if plan.biases[layer] is not None:
+            h = h + _stack([p.biases[layer] for p in plans]).index_select(0, idx)[:, :, None]
+        if plan.relu:
+            h = torch.relu_(h)
+    return plan.post_pool(h) if plan.post_pool is not None else h.flatten(1)
+
+
+class _SegmentMM(torch.autograd.Function):
+    """Position-major segment matmul: out[s:e] = h[s:e] @ W_c^T (+ b_c) for each component's block.
+
+    h (T, I) holds the positions of all pairs routed to component c in rows ``bounds[c]``;
+    ``params`` are the N components' (O, I) matrices, then (if ``biased``) their (O,) biases,
+    taken as they are (no stacked copy). One GEMM per non-empty block in the forward and in
+    each backward product; a component without positions gets no gradient at all, as if it
+    had not been called.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, bounds: tuple[tuple[int, int, int], ...], biased: bool, *params: Tensor) -> Tensor:
+        n = len(params) // 2 if biased else len(params)
+        weights, biases = params[:n], params[n:]
+        out = h.new_empty(h.shape[0], weights[0].shape[0])
+        for c, start, end in bounds:
+            w = weights[c].to(h.dtype).mT
+            if biased:
+                torch.addmm(biases[c].to(h.dtype), h[start:end], w, out=out[start:end])
+            else:
+                torch.mm(h[start:end], w, out=out[start:end])
+        ctx.bounds, ctx.n = bounds, n
+        ctx.save_for_backward(h, *weights)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, *weights = ctx.saved_tensors
+        n = ctx.n
+        grad = grad.contiguous()
+        d_h = h.new_empty(h.shape) if ctx.needs_input_grad[0] else None
+        d_params: list[Tensor | None] = [None] * (len(ctx.needs_input_grad) - 3)
+        for c, start, end in ctx.bounds:
+            g = grad[start:end]
+            if d_h is not None:
+                torch.mm(g, weights[c].to(g.dtype), out=d_h[start:end])
+            if ctx.needs_input_grad[3 + c]:
+                d_params[c] = torch.mm(g.mT, h[start:end]).to(weights[c].dtype)
+            if len(d_params) > n and ctx.needs_input_grad[3 + n + c]:
+                d_params[n + c] = g.sum(dim=0).to(weights[c].dtype)
+        return d_h, None, None, *d_params
+
+
+def _run_blocks(plans: list[GroupedPlan], x: Tensor, idx: Tensor, slots: int, counts: list[int]) -> tuple[Tensor, Tensor]:
+    """The CPU form of ``_run_grouped``: pairs sorted by component, one GEMM per component block.
+
+    Returns (pooled (B*slots, D) in component-sorted order, order (B*slots,) the sorted pair ids).
+    """
+    plan = plans[0]
+    order = torch.argsort(idx, stable=True)  # pairs grouped by component
+    sample = order // slots  # (P,) sample of each sorted pair
+    h = plan.pre_pool(x) if plan.pre_pool is not None else x.reshape(*x.shape[:2], -1)  # (B, C, M)
+    h = h.transpose(1, 2).index_select(0, sample)  # (P, M, C) position-major: the one gather of the inputs
+    p, m = h.shape[:2]
+    bounds, start = [], 0
+    for c, n in enumerate(counts):
+        if n:
+            bounds.append((c, start * m, (start + n) * m))
+        start += n
+    bounds = tuple(bounds)
+    h = h.reshape(p * m, -1)  # (P*M, C): one row per position
+    for layer in range(len(plan.weights)):
+        params = [q.weights[layer] for q in plans]
+        biased = plan.biases[layer] is not None
+        if biased:
+            params += [q.biases[layer] for q in plans]
+        h = _amp_apply(_SegmentMM, h, bounds, biased, *params)  # (P*M, O)
+        if plan.relu:
+            h = torch.relu_(h)
+    h = h.view(p, m, -1).transpose(1, 2)  # (P, O, M), position-major memory
+    return (plan.post_pool(h) if plan.post_pool is not None else h.flatten(1)), order
 
 
 class AverageMixture(nn.Module):
@@ -63,7 +292,14 @@ class GatedMixture(nn.Module):
 
     mixture = True
 
-    def __init__(self, components: Sequence[nn.Module], gate: NoisyTopKGate, alpha: float = 100.0, alpha_per_batch: bool = True):
+    def __init__(
+        self,
+        components: Sequence[nn.Module],
+        gate: NoisyTopKGate,
+        alpha: float = 100.0,
+        alpha_per_batch: bool = True,
+        execution: str = "auto",
+    ):
         super().__init__()
         self.out_features = _check_components(components)
         if gate.num_experts != len(components):
@@ -74,6 +310,9 @@ class GatedMixture(nn.Module):
         self.gate = gate
         self.alpha, self.alpha_per_batch = float(alpha), bool(alpha_per_batch)
         self.second_order = any(getattr(c, "second_order", False) for c in components)
+        if execution not in _PATHS:
+            raise ValueError(f"execution must be one of {_PATHS}, got {execution!r}")
+        self.execution = execution
 
     @property
     def num_experts(self) -> int:
@@ -87,18 +326,21 @@ class GatedMixture(nn.Module):
         b, k, n = x.shape[0], self.gate.k, self.num_experts
         top_w, top_idx, dense = self.gate(x)  # (B, K), (B, K), (B, N)
         flat_idx = top_idx.flatten()  # (B*K,) component of each (sample, slot)
-        order = torch.argsort(flat_idx, stable=True)  # slots grouped by component
-        sample = order // k  # (B*K,) sample index of each grouped slot
         counts = torch.zeros(n, device=x.device, dtype=torch.long).index_add_(0, flat_idx, torch.ones_like(flat_idx))
-        groups = torch.split(sample, counts.tolist())  # one host sync per forward
-        active = [(c, g) for c, g in zip(self.components, groups) if g.numel() > 0]
-        if _shared_pool(self.components):
-            z = torch.cat([c.transform(x.index_select(0, g)) for c, g in active])  # (B*K, C', H, W)
-            pooled = self.components[0].pool(z)  # (B*K, D)
+        plans = _grouped_plans(self.components)
+        path = self._path(x.device, plans)
+        if path == "grouped":
+            pooled = _run_grouped(plans, x, flat_idx, k)  # (B*K, D), (sample, slot) order
+            with torch.autocast(device_type=x.device.type, enabled=False):  # keep the pooled dtype
+                y = torch.bmm(top_w.to(pooled.dtype).view(b, 1, k), pooled.view(b, k, -1)).view(b, -1)  # (B, D)
         else:
-            pooled = torch.cat([c(x.index_select(0, g)) for c, g in active])  # (B*K, D)
-        w = top_w.flatten().index_select(0, order).to(pooled.dtype)  # (B*K,)
-        y = pooled.new_zeros(b, pooled.shape[1]).index_add_(0, sample, pooled * w[:, None])  # (B, D)
+            if path == "blocks":
+                pooled, order = _run_blocks(plans, x, flat_idx, k, counts.tolist())  # sorted by component
+            else:
+                pooled, order = self._forward_generic(x, flat_idx, counts)
+            sample = order // k
+            w = top_w.flatten().index_select(0, order).to(pooled.dtype)  # (B*K,)
+            y = pooled.new_zeros(b, pooled.shape[1]).index_add_(0, sample, pooled * w[:, None])  # (B, D)
 
         importance = dense.sum(dim=0)  # (N,)
         cv2 = cv_squared(importance)
@@ -106,5 +348,31 @@ class GatedMixture(nn.Module):
         stats = GateStats(alpha * cv2, cv2.detach(), counts.detach().float(), importance.detach())
         return y, stats
 
+    def execution_path(self, device: torch.device | str) -> str:
+        """'grouped' (batched routed matmuls, sync-free; accelerators), 'blocks' (one GEMM per
+        component block; CPU) or 'generic' (components called as modules); see the module doc."""
+        return self._path(torch.device(device), _grouped_plans(self.components))
+
+    def _path(self, device: torch.device, plans) -> str:
+        if plans is None:
+            return "generic"
+        if self.execution != "auto":
+            return self.execution
+        return "blocks" if device.type == "cpu" else "grouped"
+
+    def _forward_generic(self, x: Tensor, flat_idx: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+        """Each component called on its own routed samples (one host sync for the block sizes)."""
+        order = torch.argsort(flat_idx, stable=True)  # slots grouped by component
+        sample = order // self.gate.k  # (B*K,) sample index of each grouped slot
+        blocks = x.index_select(0, sample).split(counts.tolist())  # one gather, one host sync
+        active = [(c, blk) for c, blk in zip(self.components, blocks) if blk.shape[0] > 0]
+        if _shared_pool(self.components):
+            z = torch.cat([c.transform(blk) for c, blk in active])  # (B*K, C', H, W)
+            return self.components[0].pool(z), order  # (B*K, D)
+        return torch.cat([c(blk) for c, blk in active]), order  # (B*K, D)
+
     def extra_repr(self) -> str:
-        return f"N={self.num_experts}, K={self.k}, alpha={self.alpha}, alpha_per_batch={self.alpha_per_batch}"
+        return (
+            f"N={self.num_experts}, K={self.k}, alpha={self.alpha}, alpha_per_batch={self.alpha_per_batch}, "
+            f"execution={self.execution!r}"
+        )

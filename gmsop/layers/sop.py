@@ -9,7 +9,9 @@ conv: none in the released code).
 
 Both expose ``transform`` (the parametric part, per component) and ``pool`` (the
 parameter-free part), so a mixture can run every component's transform on its own samples and
-then pool all routed samples in ONE batched Newton-Schulz call.
+then pool all routed samples in ONE batched Newton-Schulz call. Without BatchNorm a parametric
+SR-SOP also describes itself as a ``GroupedPlan`` (matmul + ReLU per conv, then SR-SOP), which
+lets a mixture run all its components as batched matmuls on stacked weights.
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ class SRSOP(nn.Module):
         self.in_channels = in_channels
         self.iterations = int(iterations)
         self.out_features = triu_dim(in_channels)
+
+    @property
+    def pool_key(self) -> tuple:
+        """Identifies the parameter-free pooling: instances with equal keys pool identically."""
+        return ("srsop", self.iterations)
 
     def transform(self, x: Tensor) -> Tensor:
         return x
@@ -83,6 +90,20 @@ class ParametricSRSOP(nn.Module):
         self.convs = conv_stack(in_channels, dims, batchnorm, bn_momentum)
         self.sop = SRSOP(dims[-1], iterations)
         self.out_features = self.sop.out_features
+
+    @property
+    def pool_key(self) -> tuple:
+        return self.sop.pool_key
+
+    def grouped_plan(self):
+        """The convs as (out, in) matrices + ReLU, then SR-SOP; None with BatchNorm (per-CM statistics)."""
+        from gmsop.layers.mixture import GroupedPlan
+
+        convs = [m for m in self.convs if isinstance(m, nn.Conv2d)]
+        if len(self.convs) != 2 * len(convs) or not all(isinstance(m, nn.ReLU) for m in self.convs[1::2]):
+            return None  # BatchNorm (or a modified stack): run the module itself
+        weights = tuple(c.weight.view(c.out_channels, c.in_channels) for c in convs)
+        return GroupedPlan(weights, (None,) * len(weights), True, None, self.sop.pool, self.pool_key)
 
     def transform(self, x: Tensor) -> Tensor:
         return self.convs(x)  # (B, C, H, W) -> (B, dims[-1], H, W)
