@@ -26,6 +26,16 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 
 
+# On a cluster, aggregation runs on the submit host; only data, train and bench become jobs.
+localrules:
+    all,
+    table,
+    curves,
+    alpha_counts,
+    alpha_error,
+    grid,
+
+
 rule all:
     default_target: True
     input:
