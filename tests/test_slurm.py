@@ -2,9 +2,9 @@
 
 * The paper configs dry-run under the SLURM profile: job list and each job's resource requests
   (needs only the plugin, no cluster).
-* The tiny config runs through `--executor slurm` on a real scheduler: a single-node cluster
-  on localhost that `.ci/slurm/start_local_slurm.sh` starts (as .ci/run does, which then sets
-  GMSOP_SLURM_TEST=1). The test checks that every data/train/bench job went through SLURM
+* The tiny config (by default its figure2 experiment, see SLURM_EXPERIMENTS) runs through
+  `--executor slurm` on a real scheduler: a single-node cluster on localhost that
+  `.ci/slurm/start_local_slurm.sh` starts (as .ci/run does, which then sets GMSOP_SLURM_TEST=1). The test checks that every data/train/bench job went through SLURM
   (plugin job logs, squeue records with the requested time/memory/CPUs, slurmctld's log)
   and that tables and figures ran locally (localrules). Without the cluster it is skipped
   with the reason.
@@ -33,7 +33,7 @@ PAPER_CONFIGS = ["paper-imagenet64.yaml", "paper-places365.yaml"]
 CLUSTER_RULES = {"prepare_data", "train", "bench"}  # everything else runs on the submit host
 GPU_RULES = {"train", "bench"}
 SLURM_DIR = Path(os.environ.get("GMSOP_SLURM_DIR", "/tmp/gmsop-slurm"))
-RUN_LIMIT_S = int(os.environ.get("GMSOP_SLURM_TIMEOUT", "900"))
+RUN_LIMIT_S = int(os.environ.get("GMSOP_SLURM_TIMEOUT", "600"))  # timeout -k 10 <this> snakemake ...
 # Which of tiny.yaml's experiments go through SLURM. Default figure2: 4 cluster jobs (data, 2
 # training runs, 1 benchmark) and 4 local ones (table, curves, both Fig. 2 panels), so every
 # rule kind is covered in a couple of minutes on 2 cores (each SLURM job parses the Snakefile

@@ -15,9 +15,10 @@
 # No accounting database (slurmdbd): sacct does not work, so run Snakemake's SLURM executor
 # with `--slurm-status-command squeue` (MinJobAge=600 keeps finished jobs visible to squeue).
 #
-# Exit status: 0 cluster up; 77 SKIP (cannot be done on this machine: not root, no apt-get,
-# packages not installable, a foreign SLURM on our ports), with a line "SKIP: <reason>" on
-# stdout and in $GMSOP_SLURM_DIR/skip_reason; anything else: a real failure (logs printed).
+# Exit status: 0 cluster up; 77 SKIP (cannot be done on this machine: not Linux, not root,
+# no apt-get, packages not installable, a SLURM this script did not set up: its slurm.conf or
+# its ports), with a line "SKIP: <reason>" on stdout and in $GMSOP_SLURM_DIR/skip_reason;
+# anything else: a real failure (daemon logs printed). Wrap it in `timeout -k` in CI.
 #
 # Environment: GMSOP_SLURM_DIR (default /tmp/gmsop-slurm), GMSOP_SLURM_PARTITION (debug),
 # GMSOP_SLURMCTLD_PORT (6817), GMSOP_SLURMD_PORT (6818).
@@ -81,14 +82,14 @@ for b in slurmctld slurmd sbatch squeue sinfo scontrol munged munge unmunge; do
 done
 if [ "$need_install" = 1 ]; then
   command -v apt-get >/dev/null 2>&1 || skip "SLURM is not installed and there is no apt-get to install it"
-  PKGS="slurmctld slurmd slurm-client munge"
-  log "apt-get install $PKGS"
-  if ! apt-get install -y -q --no-install-recommends $PKGS >"/tmp/gmsop-slurm-apt.log" 2>&1; then
+  PKGS=(slurmctld slurmd slurm-client munge)
+  log "apt-get install ${PKGS[*]}"
+  if ! apt-get install -y -q -o DPkg::Lock::Timeout=120 --no-install-recommends "${PKGS[@]}" >"/tmp/gmsop-slurm-apt.log" 2>&1; then
     log "install failed; apt-get update and retry"
-    if ! { apt-get update -q && apt-get install -y -q --no-install-recommends $PKGS; } \
+    if ! { apt-get update -q && apt-get install -y -q -o DPkg::Lock::Timeout=120 --no-install-recommends "${PKGS[@]}"; } \
           >>"/tmp/gmsop-slurm-apt.log" 2>&1; then
       tail -n 20 /tmp/gmsop-slurm-apt.log
-      skip "could not install Debian packages '$PKGS' (log: /tmp/gmsop-slurm-apt.log)"
+      skip "could not install Debian packages '${PKGS[*]}' (log: /tmp/gmsop-slurm-apt.log)"
     fi
   fi
   log "packages installed: $(dpkg-query -W -f '${Package}=${Version} ' slurmctld slurmd slurm-client munge)"
@@ -192,6 +193,7 @@ wait_for 60 sh -c "sinfo -h -n $H -o %T | grep -qx idle" || { sinfo; dump_logs; 
 log "daemons up"
 
 # ---- 9. smoke test: one batch job end to end
+# shellcheck disable=SC2016  # $SLURM_JOB_ID expands in the job, not here
 JID=$(sbatch --parsable -t 1 -o "$DIR/log/smoke-%j.out" --wrap 'echo smoke $SLURM_JOB_ID')
 wait_for 60 sh -c "squeue -h -j $JID -t all -o %T | grep -qx COMPLETED" \
   || { squeue -t all; dump_logs; exit 1; }

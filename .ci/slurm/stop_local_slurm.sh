@@ -24,10 +24,10 @@ alive() {  # alive <name> <pid>: the recorded process still runs (and is not a r
 
 # Cancel whatever still runs on the test cluster, so no slurmstepd outlives slurmd.
 if alive slurmctld "$(awk '$1 == "slurmctld" {print $2}' "$PIDS")" 2>/dev/null; then
-  JOBS=$(timeout 10 squeue -h -o %i 2>/dev/null | tr '\n' ' ')
-  if [ -n "${JOBS// /}" ]; then
-    echo "[stop_local_slurm] cancelling jobs: $JOBS"
-    timeout 10 scancel $JOBS 2>/dev/null || true
+  mapfile -t JOBS < <(timeout 10 squeue -h -o %i 2>/dev/null)
+  if [ "${#JOBS[@]}" -gt 0 ]; then
+    echo "[stop_local_slurm] cancelling jobs: ${JOBS[*]}"
+    timeout 10 scancel "${JOBS[@]}" 2>/dev/null || true
     for _ in $(seq 1 50); do
       [ -z "$(timeout 5 squeue -h -o %i 2>/dev/null)" ] && break
       sleep 0.2
