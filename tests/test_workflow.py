@@ -191,25 +191,30 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     """SIGINT during a multi-epoch run, then rerun: the finished run is not redone and the
     interrupted one continues from its checkpoint."""
     cfg = yaml.safe_load(TINY.read_text())
-    cfg["schedules"] = {"short": [[0.05, 1]], "long": [[0.05, 6]]}
+    cfg["schedules"] = {"short": [[0.05, 1]], "long": [[0.05, 8]]}
+    cfg["datasets"]["big"] = {"name": "synthetic", "options": {**cfg["datasets"]["tiny"]["options"], "n_train": 512}}
     cfg["experiments"] = {
-        "table2": {"kind": "table", "seeds": [0], "rows": [{"variant": "ResNet-18-512d"}, {"variant": "SR-SOP", "schedule": "long"}]}
+        "table2": {"kind": "table", "seeds": [0], "rows": [{"variant": "ResNet-18-512d"}, {"variant": "SR-SOP", "schedule": "long", "dataset": "big"}]}
     }
     cfg["bench"] = {"enabled": False}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--workflow-profile", "none", "--configfile", str(path), "--replace-workflow-config", "--cores", "1"]
+           "--workflow-profile", "none", "--configfile", str(path), "--replace-workflow-config", "--cores", "2"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 300
     progress = None
     while time.time() < deadline and proc.poll() is None:
+        # both jobs run at once (2 cores): wait for the short one to finish and the long one
+        # to have finished at least two epochs
         found = list((tmp_path / "results" / "checkpoints").glob("sr-sop*/seed0/progress.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 2:
+        short_done = list((tmp_path / "results" / "runs").glob("resnet-18-512d*/seed0/metrics.json"))
+        if short_done and found and len(found[0].read_text().splitlines()) >= 2:
             progress = found[0]
             break
         time.sleep(0.5)
     assert progress is not None, "the long run never reached epoch 2"
+    time.sleep(3)  # let Snakemake register the short job as finished
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=60)
     finished = list((tmp_path / "results" / "runs").glob("resnet-18-512d*/seed0/metrics.json"))
@@ -218,11 +223,12 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     done_before = len(progress.read_text().splitlines())
     assert not list((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json"))
 
-    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    # --rerun-incomplete is in the default profile: a job killed mid-run is restarted
+    rerun = subprocess.run(cmd + ["--rerun-incomplete"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert finished[0].stat().st_mtime == mtime  # not retrained
     log = next((tmp_path / "logs" / "train").glob("sr-sop*/seed0.log")).read_text()
     assert "resum" in log.lower()
     metrics = json.loads(next((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json")).read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 7))
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 9))
     assert done_before >= 2
