@@ -99,7 +99,7 @@ class TestBalanceLoss:
 
 
 class TestGatedMixture:
-    @pytest.mark.parametrize("execution", ["grouped", "blocks"])
+    @pytest.mark.parametrize("execution", ["grouped", "generic"])
     @pytest.mark.parametrize("sop", [False, True])
     def test_output_is_weighted_sum_of_selected_components(self, sop, execution):
         m = _mixture(sop=sop).eval()
@@ -114,7 +114,7 @@ class TestGatedMixture:
 
     def test_components_run_only_on_routed_samples(self):
         """Hooks on a component send the mixture down its generic path (each component called on
-        its own samples), so they observe what was computed; the batched paths' sparsity is
+        its own samples), so they observe what was computed; the grouped path's sparsity is
         checked by FLOP counts in test_perf_correctness.py."""
         m = _mixture(n=6, k=2, sop=True).train()
         seen = [0] * 6

@@ -4,10 +4,11 @@
   covariance -> sqrtm_newton_schulz -> triu_vector and autograd through the same iteration,
   pass gradcheck in float64 (its input is the feature map, so general perturbations are the
   right test), keep less memory between forward and backward than autograd, and accept a
-  position-major (transposed) map as the blocks path produces it.
-* ``GatedMixture``'s grouped, blocks and generic paths give the same outputs, statistics and
-  gradients; they compute only routed pairs (FLOPs follow K, not N); user components and
-  components with BatchNorm or hooks fall back to calling the modules.
+  position-major (transposed) map (channels-last storage) in its own layout.
+* ``GatedMixture``'s grouped and generic paths give the same outputs, statistics and
+  gradients; both compute only routed pairs (FLOPs follow K, not N); user components,
+  subclasses with their own forward and components with BatchNorm or hooks are called as
+  modules.
 * On CUDA the forward of a gated SOP model makes no host-device synchronisation (skipped
   without a GPU).
 """
@@ -18,7 +19,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gmsop
 import gmsop.functional as functional
-import gmsop.layers.mixture as mixture
 from gmsop.functional import EPS, _ns_backward, _ns_forward, covariance, isqrt_cov, sqrtm_newton_schulz, triu_vector
 from gmsop.layers import GAP, GatedMixture, LinearExpert, NoisyTopKGate, ParametricGAP, ParametricSRSOP, gating_trunk
 
@@ -163,16 +163,11 @@ def _mixture(kind, n=6, k=3, seed=0, bn=False):
 def _run(m, x, path):
     m.zero_grad(set_to_none=True)
     x = x.clone().requires_grad_()
-    saved = mixture._grouped_plans
-    if path == "generic":
-        mixture._grouped_plans = lambda components: None
-    else:
-        m.execution = path
+    m.execution = path
     try:
         y, stats = m(x)
         (y.square().sum() + stats.balance_loss).backward()
     finally:
-        mixture._grouped_plans = saved
         m.execution = "auto"
     grads = {n: p.grad for n, p in m.named_parameters()}
     return y.detach(), stats, x.grad, grads
@@ -185,11 +180,11 @@ class TestMixturePaths:
         m = _mixture(kind).train(train)
         x = torch.randn(7, 8, 4, 4)
         results = {}
-        for path in ("grouped", "blocks", "generic"):
+        for path in ("grouped", "generic"):
             torch.manual_seed(1)  # same gate noise in training mode
             results[path] = _run(m, x, path)
         y0, s0, gx0, g0 = results["grouped"]
-        for path in ("blocks", "generic"):
+        for path in ("generic",):
             y, s, gx, g = results[path]
             torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(gx, gx0, rtol=1e-5, atol=1e-6)
@@ -206,12 +201,12 @@ class TestMixturePaths:
 
     def test_default_paths(self):
         m = _mixture("sop")
-        assert m.execution_path("cpu") == "blocks" and m.execution_path("cuda") == "grouped"
+        assert m.execution_path("cpu") == "generic" and m.execution_path("cuda") == "grouped"
         assert _mixture("sop", bn=True).execution_path("cuda") == "generic"  # per-component BN statistics
         with pytest.raises(ValueError, match="execution"):
             GatedMixture(list(m.components), m.gate, execution="fast")
 
-    @pytest.mark.parametrize("path", ["grouped", "blocks"])
+    @pytest.mark.parametrize("path", ["grouped", "generic"])
     def test_unselected_components_get_no_or_zero_gradient(self, path):
         m = _mixture("gap", n=8, k=2).eval()
         m.execution = path
@@ -224,7 +219,7 @@ class TestMixturePaths:
             else:
                 assert g is not None and torch.any(g != 0)
 
-    @pytest.mark.parametrize("path", ["grouped", "blocks"])
+    @pytest.mark.parametrize("path", ["grouped", "generic"])
     def test_flops_follow_k_not_n(self, path):
         x = torch.randn(6, 8, 4, 4)
         flops = []
@@ -257,6 +252,22 @@ class TestMixturePaths:
         ref = torch.stack([sum(top_w[s, j] * comps[int(top_idx[s, j])](x[s : s + 1])[0] for j in range(2)) for s in range(5)])
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
 
+    def test_subclass_with_its_own_forward_is_called_as_a_module(self):
+        class Doubled(ParametricGAP):
+            def forward(self, x):
+                return 2.0 * super().forward(x)
+
+        torch.manual_seed(0)
+        comps = [Doubled(8, 5) for _ in range(4)]
+        gate = NoisyTopKGate(gating_trunk(8, GAP(8), hidden=8, out=8), 8, 4, 2)
+        m = GatedMixture(comps, gate).eval()
+        assert m.execution_path("cpu") == "generic"
+        x = torch.randn(3, 8, 3, 3)
+        y, _ = m(x)
+        top_w, top_idx, _ = m.gate(x)
+        ref = torch.stack([sum(top_w[s, j] * comps[int(top_idx[s, j])](x[s : s + 1])[0] for j in range(2)) for s in range(3)])
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+
     def test_batchnorm_components_use_their_own_statistics(self):
         m = _mixture("sop", bn=True).train()
         x = torch.randn(9, 8, 4, 4)
@@ -270,12 +281,12 @@ class TestMixturePaths:
         x = torch.randn(3, 3, 32, 32)
         with torch.no_grad():
             outs = []
-            for path in ("grouped", "blocks"):
+            for path in ("grouped", "generic"):
                 m.head.execution = path
                 outs.append(m(x).logits)
         torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
 
-    @pytest.mark.parametrize("path", ["grouped", "blocks"])
+    @pytest.mark.parametrize("path", ["grouped", "generic"])
     def test_autocast_bf16_runs(self, path):
         m = _mixture("sop").eval()
         m.execution = path

@@ -6,8 +6,9 @@ runs only on the samples routed to it, so a step costs K (not N) component evalu
 image plus the gate. Its forward returns ``(y, GateStats)``; the balance loss in the stats is
 already weighted by alpha (alpha/B with ``alpha_per_batch``, the released code's scaling).
 
-Both accept any component modules with equal ``out_features``. The gated mixture has three
-execution paths (``GatedMixture.execution_path``); all give the same outputs and gradients:
+Both accept any component modules with equal ``out_features``. The gated mixture has two
+execution paths (``GatedMixture.execution_path``, forced with ``execution=``); both give the
+same outputs, statistics and gradients:
 
 * ``grouped`` (default off the CPU) for the built-in families, i.e. parametric SR-SOP and
   parametric GAP without BatchNorm and the SG-MoE linear expert. Such a component is a chain of
@@ -17,21 +18,20 @@ execution paths (``GatedMixture.execution_path``); all give the same outputs and
   component index (``_RoutedBmm``); the B*K maps are then pooled in one call (one
   Newton-Schulz over B*K matrices). No per-component loop, no sort, no host-device
   synchronisation: no shape depends on how many samples a component received, and the cost
-  is that of K components per image whatever N is.
-* ``blocks`` (default on the CPU) for the same families: the pairs are sorted by component,
-  the routed inputs gathered once (position-major), and each layer is one GEMM per component
-  over all its routed positions (``_SegmentMM``): larger GEMMs and no per-pair weight copies,
-  which is what a CPU needs (there, reading the block sizes costs nothing).
-* ``generic`` for anything else (user component classes, components with BatchNorm, whose
-  statistics are per component, components carrying hooks, which expect to be called): the
-  routed samples are gathered once, sorted by component, and each component module is called
-  on its block (one host sync per forward for the block sizes). When the components share a
+  is that of K components per image whatever N is. An unselected component's weights get a
+  zero gradient (the stacked weights are one tensor).
+* ``generic`` (the default on the CPU, and the only path for anything else: user component
+  classes, components with BatchNorm, whose statistics are per component, components
+  carrying hooks, which expect to be called): the routed samples are gathered once, sorted by
+  component, and each component module is called on its block of samples (the block sizes
+  are read on the host: one synchronisation per forward on CUDA). When the components share a
   parameter-free pooling step (``batchable_pool``, same ``pool_key``), each runs only its
-  ``transform`` and all blocks are pooled at once.
+  ``transform`` and all blocks are pooled at once. An unselected component gets no gradient.
+  On the CPU there is nothing to synchronise and a component's block is a large GEMM, so this
+  is as fast as any batched form there (the grouped path's per-pair weight copies and smaller
+  GEMMs cost 1.2-2.6x on the CPU; ``benchmarks/test_bench_mixture.py``).
 
-Unrouted (sample, component) pairs are never computed. An unselected component's weights get
-a zero gradient on the grouped path (the stacked weights are one tensor) and none at all on
-the blocks and generic paths (as if it had not been called).
+Unrouted (sample, component) pairs are never computed on either path.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ from gmsop.layers.gating import GateStats, NoisyTopKGate, cv_squared
 __all__ = ["AverageMixture", "GatedMixture", "GroupedPlan"]
 
 
-_PATHS = ("auto", "grouped", "blocks")
+_PATHS = ("auto", "grouped", "generic")
 
 
 def _check_components(components: Sequence[nn.Module]) -> int:
@@ -64,11 +64,26 @@ def _pool_key(c: nn.Module):
     return (type(c), getattr(c, "pool_key", None))
 
 
+def _definer(cls: type, name: str) -> int:
+    """Position in ``cls.__mro__`` of the class that defines ``name`` (len(mro) if none)."""
+    mro = cls.__mro__
+    return next((i for i, k in enumerate(mro) if name in vars(k)), len(mro))
+
+
+def _forward_is_transform_pool(cls: type) -> bool:
+    """False when a subclass redefines ``forward`` below the ``transform``/``pool`` it inherits."""
+    return _definer(cls, "forward") >= max(_definer(cls, "transform"), _definer(cls, "pool"))
+
+
 def _shared_pool(components: Sequence[nn.Module]) -> bool:
     """True when every CM is ``transform`` + the same parameter-free ``pool``."""
     first = components[0]
     key = _pool_key(first)
-    return getattr(first, "batchable_pool", False) and all(_pool_key(c) == key for c in components)
+    return (
+        getattr(first, "batchable_pool", False)
+        and _forward_is_transform_pool(type(first))
+        and all(_pool_key(c) == key for c in components)
+    )
 
 
 @dataclass(frozen=True)
@@ -107,7 +122,13 @@ def _plan_of(c: nn.Module) -> GroupedPlan | None:
     if type(c) is LinearExpert:
         return _linear_expert_plan(c)
     fn = getattr(c, "grouped_plan", None)
-    return fn() if callable(fn) else None
+    if not callable(fn):
+        return None
+    # A subclass that redefines what the module computes, but not its plan, runs as a module.
+    owner = _definer(type(c), "grouped_plan")
+    if any(_definer(type(c), name) < owner for name in ("forward", "transform", "pool")):
+        return None
+    return fn()
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -194,79 +215,6 @@ def _run_grouped(plans: list[GroupedPlan], x: Tensor, idx: Tensor, slots: int) -
     return plan.post_pool(h) if plan.post_pool is not None else h.flatten(1)
 
 
-class _SegmentMM(torch.autograd.Function):
-    """Position-major segment matmul: out[s:e] = h[s:e] @ W_c^T (+ b_c) for each component's block.
-
-    h (T, I) holds the positions of all pairs routed to component c in rows ``bounds[c]``;
-    ``params`` are the N components' (O, I) matrices, then (if ``biased``) their (O,) biases,
-    taken as they are (no stacked copy). One GEMM per non-empty block in the forward and in
-    each backward product; a component without positions gets no gradient at all, as if it
-    had not been called.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, bounds: tuple[tuple[int, int, int], ...], biased: bool, *params: Tensor) -> Tensor:
-        n = len(params) // 2 if biased else len(params)
-        weights, biases = params[:n], params[n:]
-        out = h.new_empty(h.shape[0], weights[0].shape[0])
-        for c, start, end in bounds:
-            w = weights[c].to(h.dtype).mT
-            if biased:
-                torch.addmm(biases[c].to(h.dtype), h[start:end], w, out=out[start:end])
-            else:
-                torch.mm(h[start:end], w, out=out[start:end])
-        ctx.bounds, ctx.n = bounds, n
-        ctx.save_for_backward(h, *weights)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        h, *weights = ctx.saved_tensors
-        n = ctx.n
-        grad = grad.contiguous()
-        d_h = h.new_empty(h.shape) if ctx.needs_input_grad[0] else None
-        d_params: list[Tensor | None] = [None] * (len(ctx.needs_input_grad) - 3)
-        for c, start, end in ctx.bounds:
-            g = grad[start:end]
-            if d_h is not None:
-                torch.mm(g, weights[c].to(g.dtype), out=d_h[start:end])
-            if ctx.needs_input_grad[3 + c]:
-                d_params[c] = torch.mm(g.mT, h[start:end]).to(weights[c].dtype)
-            if len(d_params) > n and ctx.needs_input_grad[3 + n + c]:
-                d_params[n + c] = g.sum(dim=0).to(weights[c].dtype)
-        return d_h, None, None, *d_params
-
-
-def _run_blocks(plans: list[GroupedPlan], x: Tensor, idx: Tensor, slots: int, counts: list[int]) -> tuple[Tensor, Tensor]:
-    """The CPU form of ``_run_grouped``: pairs sorted by component, one GEMM per component block.
-
-    Returns (pooled (B*slots, D) in component-sorted order, order (B*slots,) the sorted pair ids).
-    """
-    plan = plans[0]
-    order = torch.argsort(idx, stable=True)  # pairs grouped by component
-    sample = order // slots  # (P,) sample of each sorted pair
-    h = plan.pre_pool(x) if plan.pre_pool is not None else x.reshape(*x.shape[:2], -1)  # (B, C, M)
-    h = h.transpose(1, 2).index_select(0, sample)  # (P, M, C) position-major: the one gather of the inputs
-    p, m = h.shape[:2]
-    bounds, start = [], 0
-    for c, n in enumerate(counts):
-        if n:
-            bounds.append((c, start * m, (start + n) * m))
-        start += n
-    bounds = tuple(bounds)
-    h = h.reshape(p * m, -1)  # (P*M, C): one row per position
-    for layer in range(len(plan.weights)):
-        params = [q.weights[layer] for q in plans]
-        biased = plan.biases[layer] is not None
-        if biased:
-            params += [q.biases[layer] for q in plans]
-        h = _amp_apply(_SegmentMM, h, bounds, biased, *params)  # (P*M, O)
-        if plan.relu:
-            h = torch.relu_(h)
-    h = h.view(p, m, -1).transpose(1, 2)  # (P, O, M), position-major memory
-    return (plan.post_pool(h) if plan.post_pool is not None else h.flatten(1)), order
-
-
 class AverageMixture(nn.Module):
     """Ave-N: the plain average of N components (no gate, no balance loss)."""
 
@@ -334,10 +282,7 @@ class GatedMixture(nn.Module):
             with torch.autocast(device_type=x.device.type, enabled=False):  # keep the pooled dtype
                 y = torch.bmm(top_w.to(pooled.dtype).view(b, 1, k), pooled.view(b, k, -1)).view(b, -1)  # (B, D)
         else:
-            if path == "blocks":
-                pooled, order = _run_blocks(plans, x, flat_idx, k, counts.tolist())  # sorted by component
-            else:
-                pooled, order = self._forward_generic(x, flat_idx, counts)
+            pooled, order = self._forward_generic(x, flat_idx, counts)  # sorted by component
             sample = order // k
             w = top_w.flatten().index_select(0, order).to(pooled.dtype)  # (B*K,)
             y = pooled.new_zeros(b, pooled.shape[1]).index_add_(0, sample, pooled * w[:, None])  # (B, D)
@@ -349,16 +294,17 @@ class GatedMixture(nn.Module):
         return y, stats
 
     def execution_path(self, device: torch.device | str) -> str:
-        """'grouped' (batched routed matmuls, sync-free; accelerators), 'blocks' (one GEMM per
-        component block; CPU) or 'generic' (components called as modules); see the module doc."""
+        """'grouped' (batched routed matmuls, no host sync; default off the CPU for the built-in
+        families) or 'generic' (components called as modules); see the module docstring."""
         return self._path(torch.device(device), _grouped_plans(self.components))
 
     def _path(self, device: torch.device, plans) -> str:
         if plans is None:
             return "generic"
-        if self.execution != "auto":
-            return self.execution
-        return "blocks" if device.type == "cpu" else "grouped"
+        execution = getattr(self, "execution", "auto")  # modules pickled before the attribute existed
+        if execution != "auto":
+            return execution
+        return "generic" if device.type == "cpu" else "grouped"
 
     def _forward_generic(self, x: Tensor, flat_idx: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
         """Each component called on its own routed samples (one host sync for the block sizes)."""
@@ -374,5 +320,5 @@ class GatedMixture(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"N={self.num_experts}, K={self.k}, alpha={self.alpha}, alpha_per_batch={self.alpha_per_batch}, "
-            f"execution={self.execution!r}"
+            f"execution={getattr(self, 'execution', 'auto')!r}"
         )
