@@ -16,14 +16,23 @@ publishes as three ``torch.autograd.Function``s with hand-written backward passe
 
 Numerics equal ``gmsop.functional.isqrt_cov`` up to gmsop's ``EPS`` (1e-8 added to the trace),
 i.e. to ~1e-10 relative for any real input; the benchmarks check outputs and gradients.
+
+To benchmark against the public file itself (never copied into this repository), point
+``GMSOP_MPNCOV_FILE`` at a checkout's ``src/representation/MPNCOV.py``: :func:`load_reference`
+then imports it from there and chains its ``CovpoolLayer``, ``SqrtmLayer`` and ``TriuvecLayer``.
 """
 from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd import Function
 
-__all__ = ["RefCovpool", "RefSqrtm", "RefTriuvec", "reference_isqrt_cov"]
+__all__ = ["RefCovpool", "RefSqrtm", "RefTriuvec", "reference_isqrt_cov", "load_reference"]
 
 
 class RefCovpool(Function):
@@ -125,3 +134,25 @@ class RefTriuvec(Function):
 def reference_isqrt_cov(x: Tensor, iterations: int = 3) -> Tensor:
     """(B, d, H, W) -> (B, d(d+1)/2): Covpool -> Sqrtm -> Triuvec, as fast-MPN-COV chains them."""
     return RefTriuvec.apply(RefSqrtm.apply(RefCovpool.apply(x), iterations))
+
+
+def load_reference() -> tuple[Callable[[Tensor, int], Tensor], str]:
+    """The reference to benchmark against and a description of it.
+
+    ``GMSOP_MPNCOV_FILE`` set: the public fast-MPN-COV ``MPNCOV.py`` at that path, imported as a
+    module (its ``TriuvecLayer`` returns (B, n, 1); squeezed to (B, n)). Unset: the
+    re-implementation above.
+    """
+    path = os.environ.get("GMSOP_MPNCOV_FILE")
+    if not path:
+        return reference_isqrt_cov, "fast-MPN-COV re-implementation (benchmarks/mpncov_reference.py)"
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"GMSOP_MPNCOV_FILE={path!r}: no such file (want src/representation/MPNCOV.py)")
+    spec = importlib.util.spec_from_file_location("fast_mpncov_public", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def public(x: Tensor, iterations: int = 3) -> Tensor:
+        return mod.TriuvecLayer(mod.SqrtmLayer(mod.CovpoolLayer(x), iterations)).squeeze(-1)
+
+    return public, f"public fast-MPN-COV file {path}"

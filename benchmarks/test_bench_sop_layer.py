@@ -4,7 +4,8 @@ Grid: d = 128; M = 64 (8x8 map) and 256 (16x16); batch 64 and 576 (= 64 samples 
 evaluations, what one GM-SOP-16-8 step pools); 3 and 5 iterations. Candidates:
 
 * ``gmsop``     ``gmsop.functional.isqrt_cov`` (the fused Function);
-* ``reference`` a re-implementation of fast-MPN-COV's algorithm (``mpncov_reference.py``);
+* ``reference`` a re-implementation of fast-MPN-COV's algorithm (``mpncov_reference.py``), or the
+                public ``MPNCOV.py`` itself when ``GMSOP_MPNCOV_FILE`` points at it;
 * ``autograd``  the same iteration written with plain tensor ops, differentiated by autograd.
 
 Targets: reference / gmsop >= 1.5, autograd / gmsop >= 1.0, peak memory below autograd's, and
@@ -17,7 +18,7 @@ import os
 import pytest
 import torch
 from _bench import CUDA, DEVICE, peak_memory, record, side_by_side
-from mpncov_reference import reference_isqrt_cov
+from mpncov_reference import load_reference
 
 from gmsop.functional import EPS, isqrt_cov, triu_vector
 
@@ -45,6 +46,7 @@ def autograd_isqrt_cov(x: torch.Tensor, iterations: int) -> torch.Tensor:
     return triu_vector(y * norm.sqrt()[:, None, None])
 
 
+reference_isqrt_cov, REFERENCE = load_reference()  # GMSOP_MPNCOV_FILE: the public file itself
 CANDIDATES = {"gmsop": isqrt_cov, "reference": reference_isqrt_cov, "autograd": autograd_isqrt_cov}
 
 
@@ -72,7 +74,7 @@ def test_outputs_and_gradients_equal_the_reference(benchmark, iterations):
                 worst = max(worst, float((a - b).norm() / b.norm()))
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     benchmark.extra_info["max_relative_error"] = worst
-    record("SOP layer: correctness (float64)", f"J={iterations}: max rel. error vs reference/autograd", worst, "<= 1e-6")
+    record("SOP layer: correctness (float64)", f"J={iterations}: max rel. error vs reference/autograd", worst, "<= 1e-6", f"(reference: {REFERENCE})")
     assert worst <= 1e-6
 
 

@@ -18,6 +18,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from gmsop.aggregate.orderings import parse_orderings
+
 __all__ = ["Plan", "Row", "make_plan", "run_id", "slug"]
 
 ROW_KEYS = ("variant", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "overrides", "augment", "paper")
@@ -180,7 +182,9 @@ def make_plan(config: dict) -> Plan:
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"experiments.{name}: duplicate row label(s) {dup}; give each row a distinct 'label'")
+        parse_orderings(exp.get("orderings"), labels, f"experiments.{name}.orderings")
         experiments[name] = {
+            "orderings": list(exp.get("orderings") or []),
             "kind": exp.get("kind", "table"),
             "title": exp.get("title", name),
             "paper": exp.get("paper"),

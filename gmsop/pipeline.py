@@ -129,6 +129,7 @@ def table_spec(experiment: dict) -> dict:
         "paper_table": experiment.get("paper") if experiment.get("paper") in ("table2", "table3", "table4") else None,
         "baseline": baseline,
         "rows": rows,
+        "orderings": list(experiment.get("orderings") or []),
     }
 
 

@@ -59,6 +59,7 @@ def test_lint_and_format(tmp_path):
     [
         ("paper-imagenet64.yaml", {"train": 171, "bench": 51, "table": 5, "prepare_data": 1}),
         ("paper-places365.yaml", {"train": 18, "bench": 6, "table": 1, "prepare_data": 1}),
+        ("orderings-synthetic.yaml", {"train": 15, "bench": None, "table": 1, "prepare_data": 1}),
     ],
 )
 def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
@@ -73,6 +74,7 @@ def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
         (lambda c: c["defaults"].update(batch_szie=8), "batch_szie"),
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "GM-GAB-4-2"}), "GM-GAB-4-2"),
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "GM-SOP-4-5"}), "K must satisfy"),
+        (lambda c: c["experiments"]["table2"].update(orderings=["SR-SOP < ResNet-81"]), "ResNet-81"),
     ],
 )
 def test_config_errors_fail_before_any_job(tmp_path, mutate, message):
@@ -156,6 +158,9 @@ def test_tables_show_every_row_with_numbers_from_runs(tiny_run):
     assert {r["variant"] for r in runs} >= {"MaxAvg", "GM-GAP-4-1", "GM-SOP-4-2", "ResNet-18-512d"}
     maxavg = next(r for r in runs if r["variant"] == "MaxAvg")
     assert maxavg["rep_dim"] == 2 * 16  # width_mult 0.125: 128 -> 16 channels, max + avg
+    md = (work / "results" / "tables" / "table2.md").read_text()
+    claim = next(line for line in md.splitlines() if line.startswith("| GM-SOP-4-2 < ResNet-18-512d |"))
+    assert claim.rstrip(" |").rsplit("| ", 1)[-1] in ("holds", "holds, within noise", "reversed"), claim
 
 
 def _chromium():

@@ -9,6 +9,7 @@ A table spec is plain data so it can live in ``config.yaml``::
       bench_where: {input_size: 3x64x64}                  # filters benchmark files
       fps_source: auto                # bench | train | auto (bench when any bench file matches)
       baseline: [ResNet-18-512d, resnet18]               # relative-FPS reference row
+      orderings: ["GM-GAP-16-8 < ResNet-18-512d"]       # claims checked on the runs (orderings.py)
       rows:
         - [ResNet-18-512d, resnet18]                     # (variant, backbone)
         - [GM-GAP-16-8, resnet18, star]                  # (variant, backbone, tag)
@@ -31,7 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-from gmsop.aggregate.paper_values import TABLES
+from gmsop.aggregate.orderings import parse_orderings
+from gmsop.aggregate.paper_values import STAR, TABLES
 
 __all__ = ["RowSpec", "TableSpec", "parse_table_specs", "apply_where", "parse_rows", "single_value",
            "check_unique_seeds", "FPS_SOURCES"]
@@ -41,7 +43,8 @@ __all__ = ["RowSpec", "TableSpec", "parse_table_specs", "apply_where", "parse_ro
 FPS_SOURCES = ("bench", "train", "auto")
 
 _ROW_KEYS = {"variant", "backbone", "tag", "label", "paper_variant", "paper_tag", "where", "bench_where"}
-_TABLE_KEYS = {"rows", "title", "caption", "paper_table", "baseline", "where", "bench_where", "fps_source"}
+_TABLE_KEYS = {"rows", "title", "caption", "paper_table", "baseline", "where", "bench_where", "fps_source",
+               "orderings"}
 
 
 def _freeze(where: Mapping[str, Any] | None, what: str) -> tuple[tuple[str, Any], ...]:
@@ -137,6 +140,7 @@ class TableSpec:
     where: tuple[tuple[str, Any], ...] = ()
     bench_where: tuple[tuple[str, Any], ...] = ()
     fps_source: str = "auto"
+    orderings: tuple[str, ...] = ()  # "A < B" claims on row labels (gmsop.aggregate.orderings)
 
     @classmethod
     def from_config(cls, table_id: str, cfg: Mapping[str, Any]) -> "TableSpec":
@@ -154,8 +158,11 @@ class TableSpec:
         paper_table = cfg.get("paper_table", table_id if table_id in TABLES else None)
         if paper_table is not None and paper_table not in TABLES:
             raise ValueError(f"table {table_id!r}: paper_table {paper_table!r} is not one of {TABLES}")
+        rows = parse_rows(cfg["rows"])
+        labels = [r.label or r.variant + ("*" if r.tag == STAR else "") for r in rows]
+        orderings = tuple(str(o) for o in parse_orderings(cfg.get("orderings"), labels, f"table {table_id!r}: orderings"))
         return cls(
-            table_id=table_id, rows=parse_rows(cfg["rows"]), title=cfg.get("title", ""),
+            table_id=table_id, rows=rows, orderings=orderings, title=cfg.get("title", ""),
             caption=cfg.get("caption", ""), paper_table=paper_table, baseline=cfg.get("baseline"),
             where=_freeze(cfg.get("where"), f"table {table_id!r}"),
             bench_where=_freeze(cfg.get("bench_where"), f"table {table_id!r}"), fps_source=fps_source,

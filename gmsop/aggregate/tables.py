@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from gmsop.aggregate import paper_values as pv
+from gmsop.aggregate.orderings import check_orderings, parse_orderings
 from gmsop.aggregate.spec import FPS_SOURCES, RowSpec, TableSpec, apply_where, parse_rows, single_value, check_unique_seeds
 from gmsop.aggregate.stats import summarize
 
@@ -98,6 +99,7 @@ def build_table(
     fps_source: str = "auto",
     title: str = "",
     caption: str = "",
+    orderings: Iterable[Any] = (),
 ) -> pd.DataFrame:
     """Summarise ``runs_df`` (from :func:`load.load_runs`) into the rows ``rows`` of one table.
 
@@ -113,6 +115,8 @@ def build_table(
         fps_source: "bench", "train" or "auto" (bench if any benchmark file is left after
             ``bench_where``, else train); one source for the whole table, never mixed.
         title, caption: stored in ``df.attrs`` for the writers.
+        orderings: claims ``"A < B"`` (row labels, :mod:`orderings`) checked on the runs; the
+            result is stored as records in ``df.attrs["orderings"]``.
     """
     rows = parse_rows(rows)
     if paper_table is _DEFAULT:
@@ -128,6 +132,7 @@ def build_table(
     source = ("bench" if not bench.empty else "train") if fps_source == "auto" else fps_source
 
     out = []
+    errors: dict[str, list[float]] = {}  # row label -> top-1 errors of its finished runs
     for i, row in enumerate(rows):
         sel = apply_where(runs_df, row.run_filter(where))
         fin = sel[sel["finished"]] if not sel.empty else sel
@@ -160,9 +165,11 @@ def build_table(
         p_fps = pv.paper_train_fps(p_variant, p_backbone) if paper_table in _FPS_PAPER_TABLES else None
         top1_paper = paper.top1_err if paper and paper.top1_err is not None else np.nan
         top5_paper = paper.top5_err if paper and paper.top5_err is not None else np.nan
+        method = row.label or (row.variant + ("*" if row.tag == pv.STAR else ""))
+        errors[method] = fin["top1_err"].tolist() if not fin.empty else []
         out.append({
             "table": table_id, "row": i,
-            "method": row.label or (row.variant + ("*" if row.tag == pv.STAR else "")),
+            "method": method,
             "variant": row.variant, "backbone": row.backbone, "tag": row.tag,
             "dataset": dataset, "protocol": protocol,
             "n": top1.n, "n_unfinished": int(len(sel) - len(fin)), "n_nonfinite": nonfinite,
@@ -189,7 +196,9 @@ def build_table(
     float_cols = [c for c in TABLE_COLUMNS if c != "dim_paper"
                   and (c == "fps" or c.endswith(("_m", "_mean", "_std", "_paper", "_delta", "_rel")))]
     df[float_cols] = df[float_cols].astype(float)
+    claims = parse_orderings([str(o) for o in orderings], list(errors), f"table {table_id!r}: orderings")
     df.attrs.update(
+        orderings=check_orderings(errors, claims).to_dict("records"),
         table_id=table_id, paper_table=paper_table, title=title, caption=caption,
         baseline=df.loc[base_idx, "method"] if base_idx is not None else None, fps_source=source,
     )
@@ -201,5 +210,5 @@ def build_table_from_spec(runs_df: pd.DataFrame, bench_df: pd.DataFrame | None, 
     return build_table(
         runs_df, bench_df, spec.rows, spec.table_id, spec.baseline, paper_table=spec.paper_table,
         where=spec.where, bench_where=spec.bench_where, fps_source=spec.fps_source,
-        title=spec.title, caption=spec.caption,
+        title=spec.title, caption=spec.caption, orderings=spec.orderings,
     )

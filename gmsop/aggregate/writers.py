@@ -34,6 +34,23 @@ _LEFT = {"Method", "Backbone"}  # text columns; every other column is right-alig
 _BOLD = {"Method", "Top-1 err. (%)"}
 
 
+_ORDERING_HEAD = ("Claimed ordering (top-1 err.)", "Ours", "Difference", "n", "p (one-sided)", "Verdict")
+
+
+def _num(x: float, fmt: str) -> str:
+    return format(x, fmt) if x == x else "—"  # NaN -> dash
+
+
+def ordering_cells(df: pd.DataFrame) -> list[tuple[str, ...]]:
+    """One line of text cells per claimed ordering in ``df.attrs["orderings"]`` (may be none)."""
+    lines = []
+    for o in df.attrs.get("orderings") or ():
+        ours = f"{_num(o['better_mean'], '.2f')} vs {_num(o['worse_mean'], '.2f')}"
+        lines.append((o["claim"], ours, _num(o["diff"], "+.2f"), f"{o['n_better']} / {o['n_worse']}",
+                      _num(o["p_value"], ".3f"), o["verdict"]))
+    return lines
+
+
 def render_csv(df: pd.DataFrame) -> str:
     """The numeric table as CSV (no index); ``pd.read_csv`` gives the same values back."""
     return df.to_csv(index=False, lineterminator="\n")
@@ -52,6 +69,11 @@ def render_markdown(df: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(vals) + " |")
     lines.append("")
     lines += [f"- {n}" for n in table_notes(df)]
+    claims = ordering_cells(df)
+    if claims:
+        lines += ["", "**The paper's orderings, on our runs** (Welch t-test over seeds; holds: p < 0.05)", "",
+                  "| " + " | ".join(_ORDERING_HEAD) + " |", "|:--|--:|--:|--:|--:|:--|"]
+        lines += ["| " + " | ".join(esc(c) for c in line) + " |" for line in claims]
     return "\n".join(lines) + "\n"
 
 
@@ -100,7 +122,17 @@ def render_html(df: pd.DataFrame) -> str:
         out.append("<tr>" + "".join(tds) + "</tr>")
     out += ["</tbody>", "</table>", '<ul class="notes">']
     out += [f"<li>{html.escape(n)}</li>" for n in table_notes(df)]
-    out += ["</ul>", "</body>", "</html>"]
+    out.append("</ul>")
+    claims = ordering_cells(df)
+    if claims:
+        out += [f'<table class="gmsop" id="{table_id}-orderings">',
+                "<caption>The paper's orderings, on our runs (Welch t-test over seeds; holds: p &lt; 0.05)</caption>",
+                "<thead><tr>" + "".join(f'<th class="{"l" if i in (0, 5) else "r"}">{html.escape(h)}</th>'
+                                        for i, h in enumerate(_ORDERING_HEAD)) + "</tr></thead>", "<tbody>"]
+        out += ["<tr>" + "".join(f'<td class="{"l" if i in (0, 5) else "r"}">{html.escape(c)}</td>'
+                                 for i, c in enumerate(line)) + "</tr>" for line in claims]
+        out += ["</tbody>", "</table>"]
+    out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
 
 
