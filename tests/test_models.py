@@ -160,3 +160,26 @@ def test_width_mult_scales_backbone_and_head():
     assert gmsop.build_model("ResNet-18-512d", num_classes=10, width_mult=0.5).rep_dim == 256
     with pytest.raises(ValueError, match="width_mult"):
         gmsop.build_model("SR-SOP", width_mult=0)
+
+
+def test_basic_block_is_torchvisions_layout():
+    """Our BasicBlock (defined here to keep torchvision.models out of every job's start-up) has
+    torchvision's parameter names and computes the same function."""
+    from torchvision.models.resnet import BasicBlock as TorchvisionBlock
+
+    from gmsop.backbones.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    shortcut = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1, 2, bias=False), torch.nn.BatchNorm2d(16))
+    theirs, ours = TorchvisionBlock(8, 16, 2, shortcut).eval(), BasicBlock(8, 16, 2, shortcut).eval()
+    ours.load_state_dict(theirs.state_dict())  # strict: same keys and shapes
+    x = torch.randn(2, 8, 8, 8)
+    assert torch.equal(ours(x), theirs(x))
+
+
+def test_importing_gmsop_does_not_load_torchvision_models():
+    import subprocess
+    import sys
+
+    code = "import sys, gmsop, gmsop.pipeline, gmsop.engine; gmsop.build_model('GM-SOP-4-2'); print('torchvision.models' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -9,8 +9,11 @@
 
 "ResNet-18": 2 blocks per stage, widths 16/32/64/128. "ResNet-50" is NOT a bottleneck net: the
 same basic blocks, 6 per stage (8*6 + 2 = 50 layers). WRN-36-2: 4 blocks per stage, widths
-32/64/128/256 after a 16-wide stem. Blocks are torchvision's post-activation ``BasicBlock``;
-a 1x1 conv + BN projection shortcut is added where width or stride changes.
+32/64/128/256 after a 16-wide stem. Blocks are post-activation basic blocks, laid out exactly
+like torchvision's ``BasicBlock`` (same submodule names, so state dicts are interchangeable) but
+defined here: importing ``torchvision.models`` costs seconds per process (it loads every model
+and ``torchvision.ops``), and every workflow job is a fresh process. A 1x1 conv + BN projection
+shortcut is added where width or stride changes.
 Init: He-normal (fan_in) convs, BN weight 1 / bias 0, BN momentum from the protocol.
 """
 from __future__ import annotations
@@ -19,9 +22,8 @@ from collections.abc import Sequence
 from functools import partial
 
 from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock
 
-__all__ = ["ResNet", "conv1x1", "conv3x3"]
+__all__ = ["ResNet", "BasicBlock", "conv1x1", "conv3x3"]
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -32,6 +34,29 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     """1x1 convolution, no bias (a BN follows)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), two 3x3 convs (He et al. 2016)."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
+                 norm_layer=nn.BatchNorm2d):
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, width, stride)
+        self.bn1 = norm_layer(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(width, width)
+        self.bn2 = norm_layer(width)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
 
 
 class ResNet(nn.Module):
