@@ -196,8 +196,10 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     """SIGINT during a multi-epoch run, then rerun: the finished run is not redone and the
     interrupted one continues from its checkpoint."""
     cfg = yaml.safe_load(TINY.read_text())
-    cfg["schedules"] = {"short": [[0.05, 1]], "long": [[0.05, 8]]}
-    cfg["datasets"]["big"] = {"name": "synthetic", "options": {**cfg["datasets"]["tiny"]["options"], "n_train": 512}}
+    # the long run's epochs must outlast the few seconds between "epoch 2 done" and the SIGINT,
+    # even on an idle machine: 2048 images per epoch (about 2 s on 2 idle cores), 10 epochs
+    cfg["schedules"] = {"short": [[0.05, 1]], "long": [[0.05, 10]]}
+    cfg["datasets"]["big"] = {"name": "synthetic", "options": {**cfg["datasets"]["tiny"]["options"], "n_train": 2048}}
     cfg["experiments"] = {
         "table2": {"kind": "table", "seeds": [0], "rows": [{"variant": "ResNet-18-512d"}, {"variant": "SR-SOP", "schedule": "long", "dataset": "big"}]}
     }
@@ -235,5 +237,5 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     log = next((tmp_path / "logs" / "train").glob("sr-sop*/seed0.log")).read_text()
     assert "resum" in log.lower()
     metrics = json.loads(next((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json")).read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 9))
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 11))
     assert done_before >= 2
