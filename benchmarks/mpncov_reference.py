@@ -23,14 +23,14 @@ then imports it from there and chains its ``CovpoolLayer``, ``SqrtmLayer`` and `
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd import Function
+
+from gmsop.plugins import load_plugins
 
 __all__ = ["RefCovpool", "RefSqrtm", "RefTriuvec", "reference_isqrt_cov", "load_reference"]
 
@@ -146,11 +146,7 @@ def load_reference() -> tuple[Callable[[Tensor, int], Tensor], str]:
     path = os.environ.get("GMSOP_MPNCOV_FILE")
     if not path:
         return reference_isqrt_cov, "fast-MPN-COV re-implementation (benchmarks/mpncov_reference.py)"
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"GMSOP_MPNCOV_FILE={path!r}: no such file (want src/representation/MPNCOV.py)")
-    spec = importlib.util.spec_from_file_location("fast_mpncov_public", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_plugins([path])[0]  # gmsop's import-a-.py-file-by-path (errors name the path)
 
     def public(x: Tensor, iterations: int = 3) -> Tensor:
         return mod.TriuvecLayer(mod.SqrtmLayer(mod.CovpoolLayer(x), iterations)).squeeze(-1)

@@ -105,6 +105,11 @@ class RowSpec:
         flt.update(dict(self.where))
         return flt
 
+    @property
+    def method(self) -> str:
+        """The row's name in the table: its label, else the variant ("*" for a starred row)."""
+        return self.label or self.variant + ("*" if self.tag == STAR else "")
+
     def paper_key(self) -> tuple[str, str, str]:
         """(variant, backbone, tag) under which ``paper_values`` files this row."""
         tag = self.tag if self.paper_tag is None else self.paper_tag
@@ -159,7 +164,7 @@ class TableSpec:
         if paper_table is not None and paper_table not in TABLES:
             raise ValueError(f"table {table_id!r}: paper_table {paper_table!r} is not one of {TABLES}")
         rows = parse_rows(cfg["rows"])
-        labels = [r.label or r.variant + ("*" if r.tag == STAR else "") for r in rows]
+        labels = [r.method for r in rows]
         orderings = tuple(str(o) for o in parse_orderings(cfg.get("orderings"), labels, f"table {table_id!r}: orderings"))
         return cls(
             table_id=table_id, rows=rows, orderings=orderings, title=cfg.get("title", ""),

@@ -165,11 +165,10 @@ def build_table(
         p_fps = pv.paper_train_fps(p_variant, p_backbone) if paper_table in _FPS_PAPER_TABLES else None
         top1_paper = paper.top1_err if paper and paper.top1_err is not None else np.nan
         top5_paper = paper.top5_err if paper and paper.top5_err is not None else np.nan
-        method = row.label or (row.variant + ("*" if row.tag == pv.STAR else ""))
-        errors[method] = fin["top1_err"].tolist() if not fin.empty else []
+        errors[row.method] = fin["top1_err"].tolist() if not fin.empty else []
         out.append({
             "table": table_id, "row": i,
-            "method": method,
+            "method": row.method,
             "variant": row.variant, "backbone": row.backbone, "tag": row.tag,
             "dataset": dataset, "protocol": protocol,
             "n": top1.n, "n_unfinished": int(len(sel) - len(fin)), "n_nonfinite": nonfinite,

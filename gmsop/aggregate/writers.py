@@ -21,6 +21,7 @@ import pandas as pd
 
 from gmsop.aggregate._atomic import atomic_write
 from gmsop.aggregate.display import LATEX, TEXT, best_row, display_table, table_notes, table_title
+from gmsop.aggregate.orderings import ALPHA
 
 __all__ = [
     "render_csv", "render_markdown", "render_html", "render_latex",
@@ -35,6 +36,9 @@ _BOLD = {"Method", "Top-1 err. (%)"}
 
 
 _ORDERING_HEAD = ("Claimed ordering (top-1 err.)", "Ours", "Difference", "n", "p (one-sided)", "Verdict")
+_ORDERING_ALIGN = ("l", "r", "r", "r", "r", "l")
+_ORDERING_NAME = "The paper's orderings, on our runs"
+_ORDERING_DETAIL = f"(Welch t-test over seeds; holds: p < {ALPHA:g})"
 
 
 def _num(x: float, fmt: str) -> str:
@@ -71,8 +75,9 @@ def render_markdown(df: pd.DataFrame) -> str:
     lines += [f"- {n}" for n in table_notes(df)]
     claims = ordering_cells(df)
     if claims:
-        lines += ["", "**The paper's orderings, on our runs** (Welch t-test over seeds; holds: p < 0.05)", "",
-                  "| " + " | ".join(_ORDERING_HEAD) + " |", "|:--|--:|--:|--:|--:|:--|"]
+        rule = "|" + "|".join(":--" if a == "l" else "--:" for a in _ORDERING_ALIGN) + "|"
+        lines += ["", f"**{_ORDERING_NAME}** {_ORDERING_DETAIL}", "",
+                  "| " + " | ".join(_ORDERING_HEAD) + " |", rule]
         lines += ["| " + " | ".join(esc(c) for c in line) + " |" for line in claims]
     return "\n".join(lines) + "\n"
 
@@ -126,11 +131,11 @@ def render_html(df: pd.DataFrame) -> str:
     claims = ordering_cells(df)
     if claims:
         out += [f'<table class="gmsop" id="{table_id}-orderings">',
-                "<caption>The paper's orderings, on our runs (Welch t-test over seeds; holds: p &lt; 0.05)</caption>",
-                "<thead><tr>" + "".join(f'<th class="{"l" if i in (0, 5) else "r"}">{html.escape(h)}</th>'
-                                        for i, h in enumerate(_ORDERING_HEAD)) + "</tr></thead>", "<tbody>"]
-        out += ["<tr>" + "".join(f'<td class="{"l" if i in (0, 5) else "r"}">{html.escape(c)}</td>'
-                                 for i, c in enumerate(line)) + "</tr>" for line in claims]
+                f"<caption>{html.escape(f'{_ORDERING_NAME} {_ORDERING_DETAIL}')}</caption>",
+                "<thead><tr>" + "".join(f'<th class="{a}">{html.escape(h)}</th>'
+                                        for a, h in zip(_ORDERING_ALIGN, _ORDERING_HEAD)) + "</tr></thead>", "<tbody>"]
+        out += ["<tr>" + "".join(f'<td class="{a}">{html.escape(c)}</td>' for a, c in zip(_ORDERING_ALIGN, line)) + "</tr>"
+                for line in claims]
         out += ["</tbody>", "</table>"]
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"

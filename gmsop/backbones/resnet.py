@@ -39,8 +39,6 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), two 3x3 convs (He et al. 2016)."""
 
-    expansion = 1
-
     def __init__(self, in_channels: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
                  norm_layer=nn.BatchNorm2d):
         super().__init__()
@@ -50,7 +48,6 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(width, width)
         self.bn2 = norm_layer(width)
         self.downsample = downsample
-        self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
