@@ -61,6 +61,29 @@ class TestNoisyTopKGate:
         g = NoisyTopKGate(_TrunkPool(), 10, 4, 2)
         assert torch.all(g.w_gate == 0.1) and torch.all(g.w_noise == 0.1)
 
+    def test_initial_tie_is_broken_at_random_per_image(self):
+        # At init every logit of a row is equal; a positional tie-break (torch.topk's) would send
+        # every image to the same K components and the other N-K would never train.
+        torch.manual_seed(0)
+        gate = NoisyTopKGate(gating_trunk(8, GAP(8), hidden=8, out=8), 8, 16, 8).train()
+        top_w, top_idx, dense = gate(torch.randn(64, 8, 4, 4))
+        counts = torch.bincount(top_idx.flatten(), minlength=16)
+        assert (counts > 0).all(), counts  # P(some component unused) ~ 16 * 2**-64
+        assert len({tuple(sorted(r)) for r in top_idx.tolist()}) > 32  # not one shared set
+        torch.testing.assert_close(top_w, torch.full((64, 8), 1 / 8))  # equal weights on a tie
+        assert ((dense > 0).sum(dim=1) == 8).all()
+
+    def test_random_tie_break_keeps_the_largest_logits(self):
+        gate = _gate(n=6, k=3).train()
+        h = torch.tensor([[0.0, 2.0, 1.0, 1.0, 1.0, -1.0]]).repeat(200, 1)
+        vals, idx = gate.select(h)
+        torch.testing.assert_close(vals, torch.tensor([[2.0, 1.0, 1.0]]).repeat(200, 1))
+        assert (idx == 1).any(dim=1).all()  # the strict maximum is always kept
+        assert set(idx.flatten().tolist()) == {1, 2, 3, 4}  # all tied candidates are drawn
+        gate.eval()
+        a, b = gate.select(h), gate.select(h)
+        assert torch.equal(a[1], b[1])  # evaluation is deterministic
+
     def test_unselected_logits_get_no_gradient(self):
         gate = _gate(n=6, k=2).eval()
         x = torch.randn(1, 8, 4, 4)

@@ -8,7 +8,9 @@ Given the backbone map X (B, C, H, W):
 
 The trunk has the same form as the components (1x1 conv C->2C + BN + ReLU, 1x1 conv 2C->128
 + BN + ReLU, then SR-SOP for GM-SOP or GAP for GM-GAP), as in the released code.
-W_g and W_n start at the constant 1/D, so the very first Top-K is a tie. gamma ~ N(0, 1):
+W_g and W_n start at the constant 1/D, so the very first Top-K is a tie, broken at random
+per image in training (``NoisyTopKGate.select``; a positional tie-break would route every image
+to the same K components and leave the others untrained). gamma ~ N(0, 1):
 one scalar per image shared by the N logits (``noise="per_image"``, released code) or one per
 logit (``"per_logit"``, the paper's Eq. 2 read as in Shazeer et al.). No noise in eval mode,
 so evaluation is deterministic. The same noisy logits select and weigh; unselected logits get
@@ -104,10 +106,28 @@ class NoisyTopKGate(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         h = self.logits(x)  # (B, N)
-        top_vals, top_idx = h.topk(self.k, dim=1)  # (B, K)
+        top_vals, top_idx = self.select(h)  # (B, K)
         top_w = torch.softmax(top_vals, dim=1)  # (B, K)
         dense = torch.zeros_like(h).scatter(1, top_idx, top_w)  # (B, N), zeros off the Top-K
         return top_w, top_idx, dense
+
+    def select(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The K largest logits per row and their indices, ties broken at random in training.
+
+        ``torch.topk`` breaks ties by position, always the same way. At initialisation every
+        logit of a row is equal (constant W_g, and per-image noise adds the same value to all
+        N), and components never selected keep identical gate rows, so a positional tie-break
+        sends EVERY image to the same K components and the other N-K never train: they get no
+        gradient from the cross-entropy, and the balance loss gives none either while all
+        selected weights are equal. Selecting in a random column order per row makes each tie
+        a uniform random choice (the released code's "random tie-break") and changes nothing
+        when the logits differ. Evaluation keeps the positional order, so it stays deterministic.
+        """
+        if not self.training:
+            return h.topk(self.k, dim=1)
+        perm = torch.rand(h.shape, device=h.device).argsort(dim=1)  # (B, N) random column order
+        top_vals, pos = h.gather(1, perm).topk(self.k, dim=1)  # (B, K)
+        return top_vals, perm.gather(1, pos)
 
     def extra_repr(self) -> str:
         return f"feat_dim={self.feat_dim}, num_experts={self.num_experts}, k={self.k}, noise={self.noise!r}"
