@@ -160,6 +160,18 @@ class TestGatedMixture:
             else:
                 assert g is not None and torch.any(g != 0)
 
+    @pytest.mark.parametrize("execution", ["grouped", "generic"])
+    def test_float64_mixture_gradients_match_finite_differences(self, execution):
+        # The gate computes in float32 at least, float64 in a float64 model, so a mixture can be
+        # checked in double precision like the SOP layer (routing is fixed in eval mode).
+        m = _mixture(n=4, k=2, sop=True).double().eval()
+        m.execution = execution
+        x = torch.randn(3, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+        y, stats = m(x)
+        assert y.dtype == stats.balance_loss.dtype == torch.float64
+        torch.autograd.gradcheck(lambda t: m(t)[0], (x,))
+        torch.autograd.gradcheck(lambda t: m(t)[1].balance_loss, (x,))
+
     def test_counts_and_importance(self):
         m = _mixture(n=5, k=3).train()
         _, stats = m(torch.randn(12, 8, 4, 4))

@@ -44,7 +44,8 @@ def cv_squared(importance: Tensor) -> Tensor:
     """(std / mean)^2 of a vector with the unbiased std; 0 for a single component."""
     if importance.numel() < 2:
         return importance.new_zeros(())
-    return importance.float().var(unbiased=True) / (importance.float().mean() ** 2 + 1e-10)
+    imp = importance.to(torch.promote_types(importance.dtype, torch.float32))
+    return imp.var(unbiased=True) / (imp.mean() ** 2 + 1e-10)
 
 
 def balance_loss(weights: Tensor, alpha: float) -> Tensor:
@@ -92,14 +93,16 @@ class NoisyTopKGate(nn.Module):
         nn.init.constant_(self.w_noise, 1.0 / self.feat_dim)
 
     def logits(self, x: Tensor) -> Tensor:
-        """Noisy logits H (B, N) in float32: routing must not flip on bf16 rounding."""
+        """Noisy logits H (B, N) in float32 at least (float64 in a float64 model): routing must
+        not flip on bf16 rounding."""
         f = self.trunk(x)  # (B, C, H, W) -> (B, D)
         with torch.autocast(device_type=f.device.type, enabled=False):
-            f = f.float()
-            clean = F.linear(f, self.w_gate)  # (B, N)
+            dtype = torch.promote_types(torch.promote_types(f.dtype, self.w_gate.dtype), torch.float32)
+            f = f.to(dtype)
+            clean = F.linear(f, self.w_gate.to(dtype))  # (B, N)
             if not self.training:
                 return clean
-            scale = F.softplus(F.linear(f, self.w_noise))  # (B, N)
+            scale = F.softplus(F.linear(f, self.w_noise.to(dtype)))  # (B, N)
             shape = (f.shape[0], 1) if self.noise == "per_image" else clean.shape
             gamma = torch.randn(shape, device=f.device, dtype=f.dtype)
             return clean + gamma * scale
