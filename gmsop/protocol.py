@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["Protocol", "OFFICIAL", "PAPER", "PROTOCOLS", "get_protocol", "protocol_fields"]
+__all__ = ["GATE_NOISES", "Protocol", "OFFICIAL", "PAPER", "PROTOCOLS", "get_protocol", "protocol_fields"]
+
+#: Gate noise readings: the released code's, the paper's, and the no-noise ablation.
+GATE_NOISES = ("per_image", "per_logit", "none")
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,8 @@ class Protocol:
     alpha: float  # balance-loss weight: 100 in both
     alpha_per_batch: bool  # code: alpha weighs a batch-SUMMED CE, i.e. alpha/B on a mean CE; paper: alpha as is
     cm_batchnorm: bool  # BN after each 1x1 conv inside a parametric CM: code none; paper silent (we read: yes)
-    gate_noise: str  # "per_image": one gamma per image for all N logits (code); "per_logit" (paper, Eq. 2)
+    gate_noise: str  # "per_image": one gamma per image for all N logits (code); "per_logit" (paper, Eq. 2);
+    #                  "none": an ablation (no noise term, no W_n), in neither reading
     bn_momentum: float  # BatchNorm running-stat momentum (PyTorch convention): code 0.3; paper silent (0.1)
 
     def __post_init__(self):
@@ -30,8 +34,8 @@ class Protocol:
             raise ValueError(f"ns_iterations must be >= 1, got {self.ns_iterations!r}")
         if self.sop_stage5_stride not in (1, 2):
             raise ValueError(f"sop_stage5_stride must be 1 or 2, got {self.sop_stage5_stride!r}")
-        if self.gate_noise not in ("per_image", "per_logit"):
-            raise ValueError(f"gate_noise must be 'per_image' or 'per_logit', got {self.gate_noise!r}")
+        if self.gate_noise not in GATE_NOISES:
+            raise ValueError(f"gate_noise must be one of {GATE_NOISES}, got {self.gate_noise!r}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
         if not 0 < self.bn_momentum <= 1:

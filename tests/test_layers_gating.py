@@ -57,6 +57,12 @@ class TestNoisyTopKGate:
         gamma = torch.randn(3, 1)  # one gamma per image, shared by the N logits
         torch.testing.assert_close(h, clean + gamma * scale)
 
+    def test_no_noise_ablation_has_clean_training_logits_and_no_noise_weights(self):
+        gate = _gate(n=4, k=2, noise="none").train()
+        x = torch.randn(3, 8, 4, 4)
+        torch.testing.assert_close(gate.logits(x), gate.trunk(x) @ gate.w_gate.T)
+        assert gate.w_noise is None and "w_noise" not in dict(gate.named_parameters())
+
     def test_constant_initialisation(self):
         g = NoisyTopKGate(_TrunkPool(), 10, 4, 2)
         assert torch.all(g.w_gate == 0.1) and torch.all(g.w_noise == 0.1)

@@ -82,6 +82,13 @@ class TestProtocols:
         bns = [x for x in gmsop.build_model("ResNet-18", num_classes=10).modules() if isinstance(x, torch.nn.BatchNorm2d)]
         assert {b.momentum for b in bns} == {0.3}
 
+    def test_gate_noise_ablation_drops_the_noise_weights(self):
+        base = gmsop.build_model("GM-GAP-16-8", num_classes=10)
+        ablated = gmsop.build_model("GM-GAP-16-8", num_classes=10, gate_noise="none")
+        assert ablated.head.gate.noise == "none"
+        n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        assert n(base) - n(ablated) == base.head.gate.w_noise.numel()
+
     def test_unknown_protocol_and_switch(self):
         with pytest.raises(ValueError, match="'released'"):
             gmsop.build_model("SR-SOP", protocol="released")

@@ -12,8 +12,11 @@ W_g and W_n start at the constant 1/D, so the very first Top-K is a tie, broken 
 per image in training (``NoisyTopKGate.select``; a positional tie-break would route every image
 to the same K components and leave the others untrained). gamma ~ N(0, 1):
 one scalar per image shared by the N logits (``noise="per_image"``, released code) or one per
-logit (``"per_logit"``, the paper's Eq. 2 read as in Shazeer et al.). No noise in eval mode,
-so evaluation is deterministic. The same noisy logits select and weigh; unselected logits get
+logit (``"per_logit"``, the paper's Eq. 2 read as in Shazeer et al.), or none at all
+(``"none"``: an ablation in neither reading, without W_n). No noise in eval mode, so evaluation
+is deterministic. Why the ablation exists: W_n learns from gamma-weighted gradients, so early in
+training its rows drift apart at random and the noise reorders mid-ranked components from step
+to step; on short CPU schedules that slows GM models markedly (see the orderings config). The same noisy logits select and weigh; unselected logits get
 no gradient because only the K kept values enter the softmax.
 
 Balance loss: importance_i = sum_s w_i(X_s); L_B = alpha * (std(importance) / mean)^2 with the
@@ -27,6 +30,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gmsop.protocol import GATE_NOISES
 
 __all__ = ["GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk"]
 
@@ -79,18 +84,20 @@ class NoisyTopKGate(nn.Module):
             raise ValueError(f"number of components N must be >= 1, got {num_experts!r}")
         if not 1 <= k <= num_experts:
             raise ValueError(f"K must satisfy 1 <= K <= N (N={num_experts}), got K={k!r}")
-        if noise not in ("per_image", "per_logit"):
-            raise ValueError(f"noise must be 'per_image' or 'per_logit', got {noise!r}")
+        if noise not in GATE_NOISES:
+            raise ValueError(f"noise must be one of {GATE_NOISES}, got {noise!r}")
         self.trunk = trunk
         self.num_experts, self.k, self.noise = num_experts, k, noise
         self.feat_dim = feat_dim
         self.w_gate = nn.Parameter(torch.empty(num_experts, feat_dim))
-        self.w_noise = nn.Parameter(torch.empty(num_experts, feat_dim))
+        # No noise, no noise weights: the ablation's parameter count is that of its model.
+        self.w_noise = nn.Parameter(torch.empty(num_experts, feat_dim)) if noise != "none" else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.constant_(self.w_gate, 1.0 / self.feat_dim)
-        nn.init.constant_(self.w_noise, 1.0 / self.feat_dim)
+        if self.w_noise is not None:
+            nn.init.constant_(self.w_noise, 1.0 / self.feat_dim)
 
     def logits(self, x: Tensor) -> Tensor:
         """Noisy logits H (B, N) in float32 at least (float64 in a float64 model): routing must
@@ -100,7 +107,7 @@ class NoisyTopKGate(nn.Module):
             dtype = torch.promote_types(torch.promote_types(f.dtype, self.w_gate.dtype), torch.float32)
             f = f.to(dtype)
             clean = F.linear(f, self.w_gate.to(dtype))  # (B, N)
-            if not self.training:
+            if not self.training or self.w_noise is None:
                 return clean
             scale = F.softplus(F.linear(f, self.w_noise.to(dtype)))  # (B, N)
             shape = (f.shape[0], 1) if self.noise == "per_image" else clean.shape
