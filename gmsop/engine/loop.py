@@ -90,6 +90,7 @@ def train_one_epoch(
     per-component ``routing_counts`` and ``importance`` summed over the epoch's samples.
     """
     model.train()
+    trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     dev = rt.device
     sums = torch.zeros(4, dtype=torch.float64, device=dev)  # ce*n, balance*n, loss*n, correct
     counts = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
@@ -113,6 +114,7 @@ def train_one_epoch(
             checked, pending = step, []
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        _zero_missing_grads(trainable)
         optimizer.step()
 
         n = y.shape[0]
@@ -145,6 +147,21 @@ def train_one_epoch(
         "importance": importance.tolist() if importance is not None else None,
     }
     return stats
+
+
+def _zero_missing_grads(params: list[Tensor]) -> None:
+    """Give a parameter that took no part in this step a zero gradient instead of none.
+
+    A gated mixture's component that received no sample in a batch has no gradient on the
+    generic (CPU) path but a zero gradient on the grouped (GPU) path, whose stacked weights
+    cannot tell them apart without a host synchronisation. SGD skips a parameter without a
+    gradient (no weight decay, no momentum step) and updates one with a zero gradient, so the
+    two paths would train differently. Filling in zeros makes every parameter take every step,
+    on both paths alike.
+    """
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
 def _check(pending: list[Tensor], checked: int, epoch: int, steps: int | None) -> None:

@@ -26,7 +26,9 @@ same outputs, statistics and gradients:
   component, and each component module is called on its block of samples (the block sizes
   are read on the host: one synchronisation per forward on CUDA). When the components share a
   parameter-free pooling step (``batchable_pool``, same ``pool_key``), each runs only its
-  ``transform`` and all blocks are pooled at once. An unselected component gets no gradient.
+  ``transform`` and all blocks are pooled at once. An unselected component gets no gradient
+  (the training loop turns that into a zero gradient, so SGD's weight decay and momentum treat
+  both paths alike: ``gmsop.engine.loop._zero_missing_grads``).
   On the CPU there is nothing to synchronise and a component's block is a large GEMM, so this
   is as fast as any batched form there (the grouped path's per-pair weight copies and smaller
   GEMMs cost 1.2-2.6x on the CPU; ``benchmarks/test_bench_mixture.py``).
