@@ -16,8 +16,9 @@ logit (``"per_logit"``, the paper's Eq. 2 read as in Shazeer et al.), or none at
 (``"none"``: an ablation in neither reading, without W_n). No noise in eval mode, so evaluation
 is deterministic. Why the ablation exists: W_n learns from gamma-weighted gradients, so early in
 training its rows drift apart at random and the noise reorders mid-ranked components from step
-to step; on short CPU schedules that can slow GM models (README, "The paper's orderings"). The same noisy logits select and weigh; unselected logits get
-no gradient because only the K kept values enter the softmax.
+to step; on short CPU schedules that can slow GM models (README, "The paper's orderings").
+The same noisy logits select and weigh; unselected logits get no gradient because only the K
+kept values enter the softmax.
 
 Balance loss: importance_i = sum_s w_i(X_s); L_B = alpha * (std(importance) / mean)^2 with the
 unbiased (N-1) std. ``alpha_per_batch`` divides alpha by the batch size (the released code puts
