@@ -196,9 +196,10 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     """SIGINT during a multi-epoch run, then rerun: the finished run is not redone and the
     interrupted one continues from its checkpoint."""
     cfg = yaml.safe_load(TINY.read_text())
-    # the long run's epochs must outlast the few seconds between "epoch 2 done" and the SIGINT,
-    # even on an idle machine: 2048 images per epoch (about 2 s on 2 idle cores), 10 epochs
-    cfg["schedules"] = {"short": [[0.05, 1]], "long": [[0.05, 10]]}
+    # the long run must still be running when the SIGINT lands, even on an idle machine and
+    # when the short run finishes late: 2048 images per epoch (about 2.3 s on 2 cores), 20
+    # epochs (10 left a margin of ~18 s, and one CI run lost that race)
+    cfg["schedules"] = {"short": [[0.05, 1]], "long": [[0.05, 20]]}
     cfg["datasets"]["big"] = {"name": "synthetic", "options": {**cfg["datasets"]["tiny"]["options"], "n_train": 2048}}
     cfg["experiments"] = {
         "table2": {"kind": "table", "seeds": [0], "rows": [{"variant": "ResNet-18-512d"}, {"variant": "SR-SOP", "schedule": "long", "dataset": "big"}]}
@@ -208,7 +209,10 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--workflow-profile", "none", "--configfile", str(path), "--replace-workflow-config", "--cores", "2"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # Snakemake's output goes to a file: an unread pipe fills up (each job's "reason" can be
+    # kilobytes) and blocks Snakemake, which then cannot start the short job in time.
+    out_log = (tmp_path / "snakemake.out").open("w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out_log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 300
     progress = None
     while time.time() < deadline and proc.poll() is None:
@@ -220,15 +224,17 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
             progress = found[0]
             break
         time.sleep(0.5)
-    assert progress is not None, "the long run never reached epoch 2"
+    assert progress is not None, "the long run never reached epoch 2:\n" + (tmp_path / "snakemake.out").read_text()[-3000:]
     time.sleep(3)  # let Snakemake register the short job as finished
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=60)
+    out_log.close()
     finished = list((tmp_path / "results" / "runs").glob("resnet-18-512d*/seed0/metrics.json"))
     assert finished, "the short run should have finished before the long one"
     mtime = finished[0].stat().st_mtime
     done_before = len(progress.read_text().splitlines())
-    assert not list((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json"))
+    assert not list((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json")), (
+        "the long run finished before the SIGINT:\n" + (tmp_path / "snakemake.out").read_text()[-3000:])
 
     # --rerun-incomplete is in the default profile: a job killed mid-run is restarted
     rerun = subprocess.run(cmd + ["--rerun-incomplete"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -237,5 +243,5 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     log = next((tmp_path / "logs" / "train").glob("sr-sop*/seed0.log")).read_text()
     assert "resum" in log.lower()
     metrics = json.loads(next((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json")).read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 11))
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 21))
     assert done_before >= 2
