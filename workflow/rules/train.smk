@@ -12,7 +12,7 @@ rule train:
         "logs/train/{run}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{run}/seed{seed}.tsv"
-    retries: 1
+    retries: config["train_retries"]
     threads: config["threads_per_job"]
     resources:
         gpu=config["gpus_per_job"],
