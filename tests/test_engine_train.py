@@ -98,6 +98,7 @@ def test_non_gated_models_report_no_routing(family_runs):
     for variant in ("ResNet-18", "SR-SOP"):
         for e in family_runs[variant][1]["epochs"]:
             assert e["routing_counts"] is None and e["importance"] is None and e["train_balance"] == 0.0
+            assert e["gate_logit_spread"] is None and e["gate_noise_spread"] is None
 
 
 def test_gate_routing_counts_sum_to_samples_times_k(family_runs):
@@ -108,6 +109,8 @@ def test_gate_routing_counts_sum_to_samples_times_k(family_runs):
         assert sum(e["routing_counts"]) == samples * 8
         assert sum(e["importance"]) == pytest.approx(samples, rel=1e-5)  # K softmax weights sum to 1
         assert e["train_balance"] > 0
+        # the gate has learned to tell images apart: its clean logits are no longer all equal
+        assert e["gate_logit_spread"] > 0 and e["gate_noise_spread"] >= 0
 
 
 def test_gm_sop_routing_with_capped_batches(tmp_path):

@@ -106,6 +106,44 @@ class TestNoisyTopKGate:
             NoisyTopKGate(_TrunkPool(), 8, n, k)
 
 
+class TestGateSpread:
+    """The routing diagnostics: spread over the N components of the clean logits and of the
+    noise scale, per image, averaged over the batch."""
+
+    def test_spreads_are_the_batch_mean_of_per_image_stds(self):
+        gate = _gate(n=5, k=2)
+        with torch.no_grad():
+            gate.w_noise.normal_(0, 1.0)
+        x = torch.randn(6, 8, 4, 4)
+        f = gate.trunk(x)
+        clean = f @ gate.w_gate.T
+        scale = torch.nn.functional.softplus(f @ gate.w_noise.T)
+        *_, spread = gate.train().forward_with_spread(x)
+        # in training the noisy logits select, but the spread is that of the clean ones
+        torch.testing.assert_close(spread.logit, clean.std(dim=1, unbiased=False).mean())
+        torch.testing.assert_close(spread.noise, scale.std(dim=1, unbiased=False).mean())
+        assert not spread.logit.requires_grad
+        # evaluation does not compute W_n f (no noise there): the clean spread only
+        *_, spread = gate.eval().forward_with_spread(x)
+        torch.testing.assert_close(spread.logit, clean.std(dim=1, unbiased=False).mean())
+        assert spread.noise is None
+
+    def test_constant_init_has_zero_spread_and_no_noise_gate_zero_noise(self):
+        init = NoisyTopKGate(nn.Sequential(nn.Conv2d(8, 8, 1), _TrunkPool()), 8, 6, 2)
+        *_, spread = init.train().forward_with_spread(torch.randn(4, 8, 4, 4))
+        assert float(spread.logit) == pytest.approx(0.0, abs=1e-6) and float(spread.noise) == pytest.approx(0.0, abs=1e-6)
+        *_, spread = _gate(noise="none").train().forward_with_spread(torch.randn(4, 8, 4, 4))
+        assert float(spread.logit) > 0 and float(spread.noise) == 0.0
+
+    def test_mixture_reports_the_gate_spread(self):
+        m = _mixture(n=6, k=2, noise="none")
+        x = torch.randn(5, 8, 4, 4)
+        _, stats = m(x)
+        *_, spread = m.gate.forward_with_spread(x)
+        torch.testing.assert_close(stats.logit_spread, spread.logit)
+        torch.testing.assert_close(stats.noise_spread, spread.noise)
+
+
 class TestBalanceLoss:
     def test_equals_eq4_computed_independently(self):
         w = torch.softmax(torch.randn(10, 5), dim=1)

@@ -89,6 +89,7 @@ _EPOCH_OPTIONAL = [
     ("lr", "num", True), ("train_ce", "num", True), ("train_balance", "num", True),
     ("train_top1_err", "num", True), ("val_top5_err", "num", True), ("epoch_time_s", "num", True),
     ("train_img_s", "num", True), ("routing_counts", "num_list", True), ("importance", "num_list", True),
+    ("gate_logit_spread", "num", True), ("gate_noise_spread", "num", True),
 ]
 _BENCH_REQUIRED = [
     ("variant", "str", False), ("backbone", "str", False), ("input_size", "int_list", False),
@@ -206,7 +207,7 @@ BENCH_COLUMNS: tuple[str, ...] = (
     "device_name", "train_img_s", "train_step_ms_median", "train_step_ms_iqr", "infer_img_s",
     "peak_mem_mb", "params", "flops_per_image", "achieved_tflops", "env.torch",
 )
-_EPOCH_FIELDS = ("epoch",) + tuple(k for k, _, _ in _EPOCH_REQUIRED[1:] + _EPOCH_OPTIONAL[:-2])
+_EPOCH_FIELDS = ("epoch",) + tuple(k for k, kind, _ in _EPOCH_REQUIRED[1:] + _EPOCH_OPTIONAL if kind != "num_list")
 _ROUTING_FIELDS = ("epoch", "component", "count", "importance", "share")
 
 

@@ -87,7 +87,9 @@ def train_one_epoch(
     Returns sample-weighted means: ``train_ce``, ``train_balance``, ``train_loss``,
     ``train_top1_err`` (percent), plus ``train_samples``, ``train_steps``, ``train_time_s``
     (synchronised), ``train_img_s`` and, for a gated mixture (``num_experts`` set), the
-    per-component ``routing_counts`` and ``importance`` summed over the epoch's samples.
+    per-component ``routing_counts`` and ``importance`` summed over the epoch's samples and
+    the sample-weighted means ``gate_logit_spread`` and ``gate_noise_spread`` (see
+    ``gmsop.layers.GateSpread``; None when the gate does not report them).
     """
     model.train()
     trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
@@ -95,6 +97,8 @@ def train_one_epoch(
     sums = torch.zeros(4, dtype=torch.float64, device=dev)  # ce*n, balance*n, loss*n, correct
     counts = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
     importance = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
+    spreads = torch.zeros(2, dtype=torch.float64, device=dev)  # logit_spread*n, noise_spread*n
+    spread_samples = 0
     pending: list[Tensor] = []  # losses since the last finiteness check
     checked = 0  # steps already checked
     samples = 0
@@ -125,6 +129,9 @@ def train_one_epoch(
             if counts is not None and out.gate is not None:
                 counts += out.gate.counts.double()
                 importance += out.gate.importance.double()
+                if out.gate.logit_spread is not None and out.gate.noise_spread is not None:
+                    spreads += torch.stack([out.gate.logit_spread, out.gate.noise_spread]).double() * n
+                    spread_samples += n
         if progress is not None:
             progress.step(float(loss.detach()) if rt.device.type == "cpu" else None)
     if pending:
@@ -145,6 +152,8 @@ def train_one_epoch(
         "train_img_s": samples / elapsed if elapsed > 0 else None,
         "routing_counts": [int(round(c)) for c in counts.tolist()] if counts is not None else None,
         "importance": importance.tolist() if importance is not None else None,
+        "gate_logit_spread": spreads[0].item() / spread_samples if spread_samples else None,
+        "gate_noise_spread": spreads[1].item() / spread_samples if spread_samples else None,
     }
     return stats
 

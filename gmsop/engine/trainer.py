@@ -48,7 +48,7 @@ __all__ = ["train", "build_run", "Run", "EPOCH_KEYS", "TIMING_KEYS"]
 #: Keys of one epoch record, in the order metrics.json and progress.jsonl show them.
 EPOCH_KEYS = (
     "epoch", "lr", "train_ce", "train_balance", "train_loss", "train_top1_err", "val_top1_err", "val_top5_err",
-    "epoch_time_s", "train_img_s", "routing_counts", "importance",
+    "epoch_time_s", "train_img_s", "routing_counts", "importance", "gate_logit_spread", "gate_noise_spread",
 )
 #: Keys that measure time (they differ between otherwise identical runs).
 TIMING_KEYS = ("epoch_time_s", "train_img_s", "train_time_s")
@@ -204,6 +204,8 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None)
         "train_img_s": tr["train_img_s"],
         "routing_counts": tr["routing_counts"],
         "importance": tr["importance"],
+        "gate_logit_spread": tr["gate_logit_spread"],
+        "gate_noise_spread": tr["gate_noise_spread"],
     }
     return record, {"train_samples": tr["train_samples"], "train_seconds": tr["train_time_s"]}
 
@@ -259,5 +261,5 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
             "train_time_s": sum(r["epoch_time_s"] for r in records),
             "train_img_s": totals["train_samples"] / seconds if seconds > 0 else None,
         },
-        "epochs": [{k: r[k] for k in EPOCH_KEYS} for r in records],
+        "epochs": [{k: r.get(k) for k in EPOCH_KEYS} for r in records],  # get: a checkpoint from before a key existed
     }

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from gmsop.protocol import GATE_NOISES
 
-__all__ = ["GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk"]
+__all__ = ["GateSpread", "GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk"]
 
 
 class GateStats(NamedTuple):
@@ -44,6 +44,23 @@ class GateStats(NamedTuple):
     cv2: Tensor  # scalar, unweighted CV^2 of the importance
     counts: Tensor  # (N,) float: samples routed to each component in this batch (detached)
     importance: Tensor  # (N,) float: summed gate weights per component (detached)
+    # Diagnostics (detached; None where a gate does not report them, e.g. a plug-in's):
+    logit_spread: Tensor | None = None  # scalar: batch mean of the per-image std over N of the CLEAN logits
+    noise_spread: Tensor | None = None  # scalar: the same of the noise scale softplus(W_n f) (training only; 0 without noise)
+
+
+class GateSpread(NamedTuple):
+    """How far apart a batch's clean logits and noise scales are (``NoisyTopKGate.spread``).
+
+    Why: the gate's routing is only as stable as its clean logits are spread. Per image, the
+    noise moves logit i by gamma * scale_i, so when ``noise`` (the spread of the scales) is
+    comparable to ``logit`` (the spread of the clean logits), one gamma draw reorders the Top-K.
+    A GM run whose clean spread collapses towards 0 routes on tiny differences and trains
+    slowly (README, "The paper's orderings"); the trainer logs both per epoch.
+    """
+
+    logit: Tensor  # scalar, detached
+    noise: Tensor | None  # scalar, detached; 0 without noise; None in eval mode (W_n is not evaluated)
 
 
 def cv_squared(importance: Tensor) -> Tensor:
@@ -57,6 +74,12 @@ def cv_squared(importance: Tensor) -> Tensor:
 def balance_loss(weights: Tensor, alpha: float) -> Tensor:
     """Eq. 4 on dense gate weights (B, N): alpha * CV^2 of the per-component importance."""
     return alpha * cv_squared(weights.sum(dim=0))
+
+
+def _row_spread(t: Tensor) -> Tensor:
+    """Batch mean of the per-row std (biased, over the N columns) of a (B, N) tensor, 0 for a
+    single column. Detached: a diagnostic, not a loss."""
+    return t.detach().std(dim=1, unbiased=False).mean()
 
 
 def gating_trunk(in_channels: int, pool: nn.Module, hidden: int | None = None, out: int = 128, bn_momentum: float = 0.1) -> nn.Sequential:
@@ -103,24 +126,34 @@ class NoisyTopKGate(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         """Noisy logits H (B, N) in float32 at least (float64 in a float64 model): routing must
         not flip on bf16 rounding."""
+        return self.route(x)[0]
+
+    def route(self, x: Tensor) -> tuple[Tensor, GateSpread]:
+        """Logits H (B, N) as ``logits`` and the batch's ``GateSpread`` (one trunk pass)."""
         f = self.trunk(x)  # (B, C, H, W) -> (B, D)
         with torch.autocast(device_type=f.device.type, enabled=False):
             dtype = torch.promote_types(torch.promote_types(f.dtype, self.w_gate.dtype), torch.float32)
             f = f.to(dtype)
             clean = F.linear(f, self.w_gate.to(dtype))  # (B, N)
-            if not self.training or self.w_noise is None:
-                return clean
+            if self.w_noise is None:
+                return clean, GateSpread(_row_spread(clean), clean.new_zeros(()))
+            if not self.training:  # no noise, and no W_n product at inference: its spread is not known
+                return clean, GateSpread(_row_spread(clean), None)
             scale = F.softplus(F.linear(f, self.w_noise.to(dtype)))  # (B, N)
             shape = (f.shape[0], 1) if self.noise == "per_image" else clean.shape
             gamma = torch.randn(shape, device=f.device, dtype=f.dtype)
-            return clean + gamma * scale
+            return clean + gamma * scale, GateSpread(_row_spread(clean), _row_spread(scale))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h = self.logits(x)  # (B, N)
+        return self.forward_with_spread(x)[:3]
+
+    def forward_with_spread(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, GateSpread]:
+        """``forward``'s (topk_weights, topk_indices, dense) and the batch's ``GateSpread``."""
+        h, spread = self.route(x)  # (B, N)
         top_vals, top_idx = self.select(h)  # (B, K)
         top_w = torch.softmax(top_vals, dim=1)  # (B, K)
         dense = torch.zeros_like(h).scatter(1, top_idx, top_w)  # (B, N), zeros off the Top-K
-        return top_w, top_idx, dense
+        return top_w, top_idx, dense, spread
 
     def select(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """The K largest logits per row and their indices, ties broken at random in training.

@@ -274,7 +274,7 @@ class GatedMixture(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, GateStats]:
         b, k, n = x.shape[0], self.gate.k, self.num_experts
-        top_w, top_idx, dense = self.gate(x)  # (B, K), (B, K), (B, N)
+        top_w, top_idx, dense, spread = self.gate.forward_with_spread(x)  # (B, K), (B, K), (B, N)
         flat_idx = top_idx.flatten()  # (B*K,) component of each (sample, slot)
         counts = torch.zeros(n, device=x.device, dtype=torch.long).index_add_(0, flat_idx, torch.ones_like(flat_idx))
         plans = _grouped_plans(self.components)
@@ -292,7 +292,8 @@ class GatedMixture(nn.Module):
         importance = dense.sum(dim=0)  # (N,)
         cv2 = cv_squared(importance)
         alpha = self.alpha / b if self.alpha_per_batch else self.alpha
-        stats = GateStats(alpha * cv2, cv2.detach(), counts.detach().float(), importance.detach())
+        stats = GateStats(alpha * cv2, cv2.detach(), counts.detach().float(), importance.detach(),
+                          spread.logit, spread.noise)
         return y, stats
 
     def execution_path(self, device: torch.device | str) -> str:
