@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 def snakemake(workdir, *args, config=None, timeout=600, check=True):
     """Run snakemake on the repository's Snakefile in ``workdir`` (never the default profile)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--workflow-profile", "none"]
-    if config is not None:
-        cmd += ["--configfile", str(config), "--replace-workflow-config"]
+    if config is not None:  # one file, or several layered in order
+        cmd += ["--configfile", *map(str, config if isinstance(config, (list, tuple)) else [config]), "--replace-workflow-config"]
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -60,10 +60,14 @@ def test_lint_and_format(tmp_path):
         ("paper-imagenet64.yaml", {"train": 171, "bench": 51, "table": 5, "prepare_data": 1}),
         ("paper-places365.yaml", {"train": 18, "bench": 6, "table": 1, "prepare_data": 1}),
         ("orderings-synthetic.yaml", {"train": 18, "bench": None, "table": 1, "prepare_data": 1}),
+        # the longer budgets are layered on orderings-synthetic.yaml (the 30-epoch one drops a row)
+        (("orderings-synthetic.yaml", "orderings-synthetic-12ep.yaml"), {"train": 18, "bench": None, "table": 1}),
+        (("orderings-synthetic.yaml", "orderings-synthetic-30ep.yaml"), {"train": 15, "bench": None, "table": 1}),
     ],
 )
 def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
-    out = snakemake(tmp_path, "-n", "--cores", "16", config=ROOT / "workflow" / "configs" / config).stdout
+    files = [ROOT / "workflow" / "configs" / c for c in (config if isinstance(config, tuple) else (config,))]
+    out = snakemake(tmp_path, "-n", "--cores", "16", config=files).stdout
     counts = job_counts(out)
     assert {k: counts.get(k) for k in expected} == expected
 
