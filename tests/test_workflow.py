@@ -61,8 +61,8 @@ def test_lint_and_format(tmp_path):
         ("paper-places365.yaml", {"train": 18, "bench": 6, "table": 1, "prepare_data": 1}),
         ("orderings-synthetic.yaml", {"train": 18, "bench": None, "table": 1, "prepare_data": 1}),
         # the longer budgets are layered on orderings-synthetic.yaml (the 30-epoch one drops a row)
-        (("orderings-synthetic.yaml", "orderings-synthetic-12ep.yaml"), {"train": 18, "bench": None, "table": 1}),
-        (("orderings-synthetic.yaml", "orderings-synthetic-30ep.yaml"), {"train": 15, "bench": None, "table": 1}),
+        (("orderings-synthetic.yaml", "overlays/orderings-12ep.yaml"), {"train": 18, "bench": None, "table": 1}),
+        (("orderings-synthetic.yaml", "overlays/orderings-30ep.yaml"), {"train": 15, "bench": None, "table": 1}),
     ],
 )
 def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
