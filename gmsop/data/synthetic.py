@@ -41,15 +41,17 @@ Design (principled, not tuned to any model ordering; see embedded-data-notes.md)
   image's textures filter one shared white-noise canvas; each pixel keeps one of them, so within
   a cell the statistics are exactly its mode's.)
 * **Noise.** Each pixel is sqrt(1 - difficulty) * texture + sqrt(difficulty) * noise, the noise
-  unit-variance and coloured by the image's context (variance stays 1), then quantised as round(128 + 42.5 x) clipped to [0, 255] (about 0.3% of
-  values clip, symmetrically, so means stay equal).
+  unit-variance and coloured by the image's context (variance stays 1), then quantised as
+  round(128 + 42.5 x) clipped to [0, 255] (about 0.3% of values clip, symmetrically, so means
+  stay equal).
 * **Many classes, few images.** Defaults: 100 classes, 4 textures x 4 colours = 16 modes, 3
   modes per class, 1 context, 4 regions, 10,000 train / 2,000 val images (100 per class,
   balanced), 3x32x32.
 
 Knobs (all options of ``get_dataset("synthetic", ...)``): ``classes``, ``textures``,
-``colours``, ``modes_per_class``, ``contexts``, ``regions`` (>= modes_per_class), ``size`` (image side),
-``n_train``, ``n_val``, ``difficulty`` (noise variance fraction in [0, 1)), ``seed``, ``augment``.
+``colours``, ``modes_per_class``, ``contexts``, ``regions`` (>= modes_per_class), ``size``
+(image side), ``n_train``, ``n_val``, ``difficulty`` (noise variance fraction in [0, 1)),
+``seed``, ``augment``.
 
 Determinism: modes and context 0's class sets come from the stream (seed, 0), context z's class
 sets and noise colour from (seed, 0, z); train images from (seed, 1, chunk), val images from

@@ -50,7 +50,7 @@ class GateStats(NamedTuple):
 
 
 class GateSpread(NamedTuple):
-    """How far apart a batch's clean logits and noise scales are (``NoisyTopKGate.spread``).
+    """How far apart a batch's clean logits and noise scales are (``NoisyTopKGate.route``).
 
     Why: the gate's routing is only as stable as its clean logits are spread. Per image, the
     noise moves logit i by gamma * scale_i, so when ``noise`` (the spread of the scales) is
