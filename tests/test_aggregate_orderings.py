@@ -18,8 +18,8 @@ from result_files import make_metrics, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config.yaml", *sorted((ROOT / "workflow/configs").glob("*.yaml"))]
-#: Overlays are not configs of their own: each is layered on the config it names, as
-#: ``snakemake --configfile BASE OVERLAY`` merges them.
+#: Overlays are not configs of their own: each is layered on orderings-synthetic.yaml (as its
+#: header's command does), merged as ``snakemake --configfile BASE OVERLAY`` merges them.
 OVERLAYS = {p: ROOT / "workflow/configs/orderings-synthetic.yaml" for p in sorted((ROOT / "workflow/configs/overlays").glob("*.yaml"))}
 
 
