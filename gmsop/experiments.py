@@ -6,6 +6,8 @@ fully resolved against ``defaults`` (backbone, protocol, schedule, batch size, w
 augmentation) into a *run spec*. A run's id is a readable slug plus a hash of its spec, so two
 tables that need the same training share ONE run (no duplicate training) while any change of
 setting makes a new one. Seeds are not part of the spec: a run is trained once per seed.
+The spec also holds the dataset's fingerprint (name, builder version, every option with the
+builder's defaults filled in), so data changed in code never reuses results of the old data.
 
 The Snakemake workflow only calls ``make_plan(config)``; the logic lives here, where pytest
 sees it.
@@ -23,7 +25,7 @@ from gmsop.aggregate.orderings import parse_orderings
 __all__ = ["Plan", "Row", "make_plan", "run_id", "slug"]
 
 ROW_KEYS = ("variant", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "overrides", "augment", "paper")
-SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "overrides", "augment", "deterministic")
+SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "batch_size", "width_mult", "overrides", "augment", "deterministic")
 
 
 @dataclass
@@ -91,8 +93,20 @@ def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
     spec["variant"] = row["variant"]
     if spec["dataset"] not in config.get("datasets", {}):
         raise ValueError(f"{where}: unknown dataset {spec['dataset']!r}; defined datasets: {', '.join(config.get('datasets', {}))}")
+    spec["data"] = _fingerprint(config["datasets"][spec["dataset"]], f"datasets.{spec['dataset']}")
     spec["schedule"] = _schedule(spec["schedule"], config.get("schedules", {}), where)
     return {k: spec[k] for k in SPEC_KEYS}
+
+
+def _fingerprint(entry: dict, where: str) -> dict:
+    from gmsop.data import dataset_fingerprint
+
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ValueError(f"{where}: a dataset needs a 'name' (one of the registered datasets), got {entry!r}")
+    try:
+        return dataset_fingerprint(entry["name"], entry.get("options") or {})
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _check_variant(spec: dict, where: str) -> dict:

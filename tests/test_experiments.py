@@ -1,5 +1,6 @@
 """The config -> plan expansion: shared runs, resolved settings, clear config errors."""
 import copy
+import inspect
 
 import pytest
 import yaml
@@ -42,6 +43,28 @@ def test_grid_skips_impossible_points_and_adds_the_baseline():
     assert labels[0] == "ResNet-18-512d" and "N=4, K=8" not in labels and "N=16, K=8" in labels
 
 
+def test_run_ids_follow_the_data_not_its_spelling(monkeypatch):
+    """A default spelt out keeps the run; another option, a changed default in code or a
+    version bump makes a new one, so results of other data are never reused."""
+    import gmsop.data.synthetic as synthetic_module
+
+    base = {r.run for r in make_plan(TINY).experiments["table2"]["rows"]}
+    spelt = copy.deepcopy(TINY)
+    spelt["datasets"]["tiny"]["options"]["difficulty"] = 0.5  # the builder's default
+    assert {r.run for r in make_plan(spelt).experiments["table2"]["rows"]} == base
+    harder = copy.deepcopy(TINY)
+    harder["datasets"]["tiny"]["options"]["difficulty"] = 0.7
+    assert not {r.run for r in make_plan(harder).experiments["table2"]["rows"]} & base
+    monkeypatch.setattr(synthetic_module.synthetic, "data_version", synthetic_module.synthetic.data_version + 1)
+    assert not {r.run for r in make_plan(TINY).experiments["table2"]["rows"]} & base
+    monkeypatch.undo()
+    defaults = list(synthetic_module.synthetic.__defaults__)
+    names = list(inspect.signature(synthetic_module.synthetic).parameters)[1:]
+    defaults[names.index("contexts") - (len(names) - len(defaults))] = 2  # a default changed in code
+    monkeypatch.setattr(synthetic_module.synthetic, "__defaults__", tuple(defaults))
+    assert not {r.run for r in make_plan(TINY).experiments["table2"]["rows"]} & base
+
+
 def _bad(mutate):
     cfg = copy.deepcopy(TINY)
     mutate(cfg)
@@ -58,6 +81,8 @@ def _bad(mutate):
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "schedule": "long"}), r"unknown schedule 'long'"),
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "overrides": {"iterations": 5}}), r"unknown override\(s\) \['iterations'\]"),
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "backbone": "resnet34"}), r"unknown backbone 'resnet34'"),
+        (lambda c: c["datasets"]["tiny"]["options"].update(clases=4), r"datasets.tiny: dataset 'synthetic' has no option\(s\) 'clases'"),
+        (lambda c: c["datasets"]["tiny"].update(name="imagenet"), r"datasets.tiny: unknown dataset 'imagenet'"),
     ],
 )
 def test_config_errors_name_the_key_and_value(mutate, message):

@@ -37,7 +37,7 @@ Training path
             x = tf(x, g)                           # float32 (B, 3, *ds.input_size), normalised
 """
 from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
-from gmsop.data.registry import dataset_options, get_dataset, list_datasets, register_dataset
+from gmsop.data.registry import dataset_fingerprint, dataset_options, get_dataset, list_datasets, register_dataset
 
 # importing the dataset modules registers them
 from gmsop.data import digits, folder, imagenet64, npz, places365, synthetic  # noqa: E402,F401  isort: skip
@@ -65,6 +65,7 @@ __all__ = [
     "check_labels",
     "resolve_augment",
     # registry
+    "dataset_fingerprint",
     "dataset_options",
     "get_dataset",
     "list_datasets",

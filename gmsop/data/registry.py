@@ -14,14 +14,19 @@ from typing import Any, Callable
 
 from gmsop.data.base import Dataset
 
-__all__ = ["register_dataset", "get_dataset", "list_datasets", "dataset_options"]
+__all__ = ["register_dataset", "get_dataset", "list_datasets", "dataset_options", "dataset_fingerprint"]
 
 Builder = Callable[..., Dataset]
 _BUILDERS: dict[str, Builder] = {}
 
 
-def register_dataset(name: str) -> Callable[[Builder], Builder]:
-    """Decorator recording ``fn`` as the builder of dataset ``name``; refuses duplicates."""
+def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder]:
+    """Decorator recording ``fn`` as the builder of dataset ``name``; refuses duplicates.
+
+    ``version`` names the builder's output for given options: bump it when the same options
+    start to give other bytes (a changed generator or parser), so that run ids, which hash
+    ``dataset_fingerprint``, change with it and old results are not reused for new data.
+    """
 
     def wrap(fn: Builder) -> Builder:
         if name in _BUILDERS:
@@ -29,6 +34,7 @@ def register_dataset(name: str) -> Callable[[Builder], Builder]:
         params = list(inspect.signature(fn).parameters)
         if not params or params[0] != "root":
             raise ValueError(f"dataset builder {fn.__name__} must take 'root' as its first parameter")
+        fn.data_version = int(version)
         _BUILDERS[name] = fn
         return fn
 
@@ -52,6 +58,31 @@ def dataset_options(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in sig.parameters.items() if k != "root"}
 
 
+def _known_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without its None values; ValueError naming any option ``name`` lacks."""
+    valid = dataset_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r} has no option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(valid) or '(none)'}"
+        )
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def dataset_fingerprint(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What decides a dataset's content: its name, the builder's version and EVERY option, the
+    builder's defaults filled in for those not given (None values count as not given).
+
+    A planned run hashes this (``gmsop.experiments``), so a default changed in code, or a
+    ``version`` bump, gives new run ids instead of silently reusing results trained on other
+    data; spelling a default out in a config changes nothing. ``root`` is left out: moving the
+    files does not change the data.
+    """
+    given = _known_options(name, options or {})
+    return {"name": name, "version": _builder(name).data_version, "options": {**dataset_options(name), **given}}
+
+
 def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
     """Build dataset ``name`` from ``root`` (None for generated/bundled data) with ``options``.
 
@@ -60,12 +91,5 @@ def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> Da
             the valid ones), or anything the builder finds wrong with the data or the options.
     """
     builder = _builder(name)
-    valid = dataset_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"dataset {name!r} has no option(s) {', '.join(map(repr, unknown))}; "
-            f"valid options: {', '.join(valid) or '(none)'}"
-        )
-    options = {k: v for k, v in options.items() if v is not None}
+    options = _known_options(name, options)
     return builder(Path(root).expanduser() if root is not None else None, **options)

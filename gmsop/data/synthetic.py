@@ -265,7 +265,8 @@ def generate_split(
     return images, labels, context, mode_map
 
 
-@register_dataset("synthetic")
+# version: bump when the same options start to generate other bytes (new run ids follow).
+@register_dataset("synthetic", version=1)
 def synthetic(
     root: Path | None = None,
     classes: int = 100,
