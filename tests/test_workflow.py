@@ -60,9 +60,11 @@ def test_lint_and_format(tmp_path):
         ("paper-imagenet64.yaml", {"train": 171, "bench": 51, "table": 5, "prepare_data": 1}),
         ("paper-places365.yaml", {"train": 18, "bench": 6, "table": 1, "prepare_data": 1}),
         ("orderings-synthetic.yaml", {"train": 18, "bench": None, "table": 1, "prepare_data": 1}),
-        # the longer budgets are layered on orderings-synthetic.yaml (the 30-epoch one drops a row)
+        # the other budgets and the paper's protocol are layered on orderings-synthetic.yaml
         (("orderings-synthetic.yaml", "overlays/orderings-12ep.yaml"), {"train": 18, "bench": None, "table": 1}),
         (("orderings-synthetic.yaml", "overlays/orderings-30ep.yaml"), {"train": 15, "bench": None, "table": 1}),
+        (("orderings-synthetic.yaml", "overlays/orderings-batch256-12ep.yaml"), {"train": 15, "bench": None, "table": 1}),
+        (("orderings-synthetic.yaml", "overlays/orderings-paper-protocol.yaml"), {"train": 18, "bench": None, "table": 1}),
     ],
 )
 def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
