@@ -60,12 +60,13 @@ def test_lint_and_format(tmp_path):
         ("paper-imagenet64.yaml", {"train": 171, "bench": 51, "table": 5, "prepare_data": 1}),
         ("paper-places365.yaml", {"train": 18, "bench": 6, "table": 1, "prepare_data": 1}),
         ("orderings-synthetic.yaml", {"train": 18, "bench": None, "table": 1, "prepare_data": 1}),
-        # other budgets, the paper's protocol and more images are layered on orderings-synthetic.yaml
+        # other budgets, the released recipe, the paper's protocol and more images are layered on orderings-synthetic.yaml
         (("orderings-synthetic.yaml", "overlays/orderings-12ep.yaml"), {"train": 18, "bench": None, "table": 1}),
         (("orderings-synthetic.yaml", "overlays/orderings-30ep.yaml"), {"train": 15, "bench": None, "table": 1}),
         (("orderings-synthetic.yaml", "overlays/orderings-batch256-12ep.yaml"), {"train": 15, "bench": None, "table": 1}),
         (("orderings-synthetic.yaml", "overlays/orderings-paper-protocol.yaml"), {"train": 18, "bench": None, "table": 1}),
         (("orderings-synthetic.yaml", "overlays/orderings-40k-images.yaml"), {"train": 15, "bench": None, "table": 1}),
+        (("orderings-synthetic.yaml", "overlays/orderings-released-schedules.yaml"), {"train": 15, "bench": None, "table": 1}),
     ],
 )
 def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
