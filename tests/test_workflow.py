@@ -66,7 +66,7 @@ def test_lint_and_format(tmp_path):
         (("orderings-synthetic.yaml", "overlays/orderings-batch256-12ep.yaml"), {"train": 15, "bench": None, "table": 1}),
         (("orderings-synthetic.yaml", "overlays/orderings-paper-protocol.yaml"), {"train": 18, "bench": None, "table": 1}),
         (("orderings-synthetic.yaml", "overlays/orderings-40k-images.yaml"), {"train": 15, "bench": None, "table": 1}),
-        (("orderings-synthetic.yaml", "overlays/orderings-released-schedules.yaml"), {"train": 15, "bench": None, "table": 1}),
+        (("orderings-synthetic.yaml", "overlays/orderings-released-schedules.yaml"), {"train": 18, "bench": None, "table": 1}),
     ],
 )
 def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
