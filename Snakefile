@@ -4,7 +4,8 @@
 #   results/runs/{run}/seed{seed}/metrics.json    one training run (resumes from
 #                                                 results/checkpoints/{run}/seed{seed}/, undeclared)
 #   results/bench/{bench}.json                    throughput of one variant (timm protocol)
-#   results/tables/{experiment}.{csv,md,html,tex} a table (mean ± std over seeds, paper values)
+#   results/tables/{experiment}.{csv,md,html,tex} a table (mean ± std over seeds, its claims)
+#   results/scorecard.{csv,md,html}               every claim of every experiment (report landing page)
 #   results/figures/{name}.{svg,png}              figures 2 and 3, training curves
 #   logs/ mirrors results/; reports/report.html via `snakemake --report reports/report.html`
 from snakemake.utils import min_version
@@ -30,6 +31,7 @@ include: "workflow/rules/figures.smk"
 localrules:
     all,
     table,
+    scorecard,
     curves,
     alpha_counts,
     alpha_error,

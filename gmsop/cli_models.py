@@ -1,8 +1,12 @@
 """``gmsop models``: every variant x backbone with parameters, representation dim and FLOPs.
 
-Also prints the paper's published parameter count where Table 3 gives one, so a reader sees
-at once where our build and the paper agree (and the one known mismatch, GM-SOP-16-8 on
-WRN-36-2: the released configuration counts 17.8M, the paper prints 15.7M).
+Also prints the paper's published parameter count where Table 3 gives one (or the released
+code's, for the two rows it leaves out), so a reader sees at once where our build and the paper
+agree (and the one known mismatch, GM-SOP-16-8 on WRN-36-2: the released configuration counts
+17.8M, the paper prints 15.7M), and the schedule family a run of the variant trains with by
+default. Names, published counts and families come from ``gmsop.registry.resolve_variant``
+(the counts from gmsop.aggregate.paper_values through it); parameters, dims and FLOPs are
+measured on the built model.
 """
 from __future__ import annotations
 
@@ -10,26 +14,6 @@ import argparse
 import csv
 import json
 import sys
-
-#: Published "Param." values (millions) at 1000 classes, 64x64 (Table 3; ResNet-18 GAP, SR-SOP
-#: from the released code's configuration, method-facts.md).
-PAPER_PARAMS_M = {
-    ("ResNet-18", "resnet18"): 0.83,
-    ("ResNet-18-512d", "resnet18"): 1.3,
-    ("GM-GAP-16-8", "resnet18"): 2.3,
-    ("SR-SOP", "resnet18"): 9.0,
-    ("GM-SOP-16-8", "resnet18"): 10.3,
-    ("SG-MoE", "resnet18"): 2.3,
-    ("NetVLAD", "resnet18"): 8.9,
-    ("ResNet-50", "resnet50"): 2.4,
-    ("ResNet-50-512d", "resnet50"): 2.8,
-    ("ResNet-50-8256d", "resnet50"): 11.6,
-    ("GM-SOP-16-8", "resnet50"): 11.9,
-    ("WRN-36-2", "wrn36_2"): 6.2,
-    ("GM-GAP-16-8", "wrn36_2"): 8.7,
-    ("GM-SOP-16-8", "wrn36_2"): 15.7,
-}
-
 
 def _parser() -> argparse.ArgumentParser:
     from gmsop.backbones import list_backbones
@@ -45,29 +29,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", nargs="+", metavar="NAME", default=list_backbones(), help="backbones (default: %(default)s)")
     p.add_argument("--input-size", type=int, default=64, metavar="PX", help="square input size in pixels (default: %(default)s)")
     p.add_argument("--num-classes", type=int, default=1000, metavar="N", help="classifier outputs (default: %(default)s)")
-    p.add_argument("--protocol", default="official", choices=sorted(PROTOCOLS), help="reading of the method (default: %(default)s)")
+    p.add_argument(
+        "--protocol", default="official", choices=sorted(PROTOCOLS), help="reading of the method (default: %(default)s)"
+    )
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
-    p.add_argument("--format", choices=["text", "csv", "json", "markdown"], default="text", help="output format (default: %(default)s)")
+    p.add_argument(
+        "--format", choices=["text", "csv", "json", "markdown"], default="text", help="output format (default: %(default)s)"
+    )
     return p
 
 
 def model_rows(variants, backbones, input_size=64, num_classes=1000, protocol="official", flops=True) -> list[dict]:
-    """One dict per (variant, backbone): name, params, paper params, rep dim, GFLOPs/image."""
+    """One dict per (variant, backbone): name, schedule family, params, paper params, rep dim, GFLOPs/image."""
     from gmsop.flops import count_flops, count_params
-    from gmsop.registry import build_model
+    from gmsop.registry import build_model, resolve_variant
 
     rows = []
     for backbone in backbones:
         for variant in variants:
+            resolved = resolve_variant(variant, backbone=backbone, protocol=protocol)
             model = build_model(variant, backbone=backbone, num_classes=num_classes, protocol=protocol)
-            name = model.info["variant"]
-            paper = PAPER_PARAMS_M.get((name, model.info["backbone"])) if num_classes == 1000 else None
+            paper = resolved.paper_params if num_classes == 1000 else None  # published at 1000 classes
             rows.append(
                 {
-                    "variant": name,
-                    "backbone": model.info["backbone"],
+                    "variant": resolved.display_name,
+                    "backbone": resolved.backbone,
+                    "schedule_family": resolved.schedule_family,
                     "params_M": round(count_params(model) / 1e6, 3),
-                    "paper_params_M": paper,
+                    "paper_params_M": paper[0] if paper is not None else None,
                     "rep_dim": model.rep_dim,
                     "gflops_per_image": round(count_flops(model, (3, input_size, input_size)) / 1e9, 4) if flops else None,
                 }

@@ -23,11 +23,17 @@ scales both (and the backbone), for CPU-sized experiments.
 Protocol values used: ns_iterations, cm_batchnorm, gate_noise, alpha, alpha_per_batch,
 bn_momentum. A user head class is registered with ``register_head(name, cls)``; its
 constructor receives ``in_channels`` (and ``protocol`` if it accepts that argument).
+
+Each family also declares its ``HeadTraits`` (second order, mixture, gated, schedule family;
+``head_traits(name)``), so the registry can plan a variant -- the backbone's last stride, the
+classifier's dropout, the default schedule -- without building a module. A registered head
+declares them as class attributes of the same names or as ``register_head`` arguments.
 """
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -46,7 +52,32 @@ from gmsop.layers import (
 from gmsop.layers.gap import global_avg_pool
 from gmsop.protocol import Protocol
 
-__all__ = ["HEADS", "create_head", "get_head", "head_kwargs", "register_head"]
+__all__ = [
+    "HEADS", "SCHEDULE_FAMILIES", "HeadTraits", "create_head", "get_head", "head_kwargs", "head_traits", "register_head",
+]
+
+#: The released code's schedule families (its lr x epochs: gmsop.engine.config.DEFAULT_SCHEDULES):
+#: first-order heads train on GAP's, second-order heads and NetVLAD on SR-SOP's, GM-SOP on its own.
+SCHEDULE_FAMILIES: tuple[str, ...] = ("gap", "srsop", "gm_sop")
+
+
+@dataclass(frozen=True)
+class HeadTraits:
+    """What a head family is, known before it is built.
+
+    ``second_order`` sets the backbone's last stride (a second-order head keeps the 16x16 map
+    under the released code), ``mixture`` the classifier (BN + dropout before it), ``gated`` whether
+    a balance loss (alpha) applies, ``schedule_family`` the default learning-rate schedule.
+    """
+
+    second_order: bool = False
+    mixture: bool = False
+    gated: bool = False
+    schedule_family: str = "gap"
+
+    def __post_init__(self):
+        if self.schedule_family not in SCHEDULE_FAMILIES:
+            raise ValueError(f"unknown schedule family {self.schedule_family!r}; valid: {', '.join(SCHEDULE_FAMILIES)}")
 
 
 class _Pool(nn.Module):
@@ -130,19 +161,75 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "netvlad": _netvlad,
 }
 
+_FIRST, _SECOND = HeadTraits(), HeadTraits(second_order=True, schedule_family="srsop")
+#: family name -> (the factory the traits were declared for, its traits). Keyed by factory too,
+#: so a family replaced behind register_head's back (HEADS[name] = ...) is not described by stale traits.
+_TRAITS: dict[str, tuple[Callable[..., nn.Module], HeadTraits]] = {
+    name: (HEADS[name], traits)
+    for name, traits in {
+        "gap": _FIRST,
+        "pgap": _FIRST,
+        "srsop": _SECOND,
+        "psrsop": _SECOND,
+        "ave_gap": HeadTraits(mixture=True),
+        "ave_sop": HeadTraits(second_order=True, mixture=True, schedule_family="srsop"),
+        "gm_gap": HeadTraits(mixture=True, gated=True),
+        "gm_sop": HeadTraits(second_order=True, mixture=True, gated=True, schedule_family="gm_sop"),
+        "sg_moe": HeadTraits(mixture=True, gated=True),
+        "netvlad": HeadTraits(schedule_family="srsop"),  # first-order, but trained on SR-SOP's schedule
+    }.items()
+}
 
-def register_head(name: str, head: Callable[..., nn.Module], *, overwrite: bool = False) -> Callable[..., nn.Module]:
+
+def _declared_flag(head: Callable[..., nn.Module], attr: str) -> bool:
+    """A class attribute ``attr`` of a head class, if it is a plain flag (a property cannot be read unbuilt)."""
+    value = inspect.getattr_static(head, attr, False)
+    return bool(value) if isinstance(value, (bool, int)) else False
+
+
+def _traits_of(head: Callable[..., nn.Module], **given) -> HeadTraits:
+    """Traits from ``given`` (register_head's arguments), else the head class's attributes.
+
+    The schedule family defaults to "srsop" for a second-order head and "gap" otherwise, the
+    families the released code trains first- and second-order single heads with.
+    """
+    flags = {
+        attr: bool(given[attr]) if given.get(attr) is not None else _declared_flag(head, attr)
+        for attr in ("second_order", "mixture", "gated")
+    }
+    family = given.get("schedule_family")
+    if family is None:
+        static = inspect.getattr_static(head, "schedule_family", None)
+        family = static if isinstance(static, str) else ("srsop" if flags["second_order"] else "gap")
+    return HeadTraits(**flags, schedule_family=family)
+
+
+def register_head(
+    name: str,
+    head: Callable[..., nn.Module],
+    *,
+    overwrite: bool = False,
+    second_order: bool | None = None,
+    mixture: bool | None = None,
+    gated: bool | None = None,
+    schedule_family: str | None = None,
+) -> Callable[..., nn.Module]:
     """Make ``head`` (an nn.Module class or factory) available as head family ``name``.
 
     ``head(in_channels, [protocol=...], **kwargs)`` must return a module with
     ``out_features``; it may set ``second_order`` / ``mixture`` and return ``(y, GateStats)``.
+    Those flags (and ``gated``, ``schedule_family``) are read from the class attributes, or
+    given here (a factory function has none); the registry plans with them before building,
+    and ``build_model`` refuses a built head that contradicts them.
     Refuses to replace an existing name unless ``overwrite``.
     """
     if not callable(head):
         raise TypeError(f"head {name!r} must be a class or callable, got {head!r}")
     if name in HEADS and not overwrite and HEADS[name] is not head:
         raise ValueError(f"head {name!r} is already registered; pass overwrite=True to replace it")
+    traits = _traits_of(head, second_order=second_order, mixture=mixture, gated=gated, schedule_family=schedule_family)
     HEADS[name] = head
+    _TRAITS[name] = (head, traits)
     return head
 
 
@@ -150,6 +237,13 @@ def get_head(name: str) -> Callable[..., nn.Module]:
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
     return HEADS[name]
+
+
+def head_traits(name: str) -> HeadTraits:
+    """The declared traits of head family ``name`` (ValueError if unknown); see ``HeadTraits``."""
+    factory = get_head(name)
+    declared = _TRAITS.get(name)
+    return declared[1] if declared is not None and declared[0] is factory else _traits_of(factory)
 
 
 def head_kwargs(name: str) -> list[str]:

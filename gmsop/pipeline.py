@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["prepare_dataset", "train_config", "run_training", "run_bench", "table_spec", "make_table", "make_figure"]
+__all__ = ["prepare_dataset", "train_config", "run_training", "run_bench", "make_table", "make_figure", "make_scorecard",
+           "load_results"]
 
 
 def _dataset(ds: dict, **extra):
@@ -20,7 +21,7 @@ def _dataset(ds: dict, **extra):
 
 def prepare_dataset(ds: dict, out: str | Path) -> dict:
     """Build the dataset's cache once and write its summary (shape, classes) to ``out``."""
-    from gmsop.engine.atomic import atomic_write_json
+    from gmsop.atomic import atomic_write_json
 
     summary = _dataset(ds).summary()
     summary["key_options"] = ds.get("options", {})
@@ -35,8 +36,9 @@ def _model_overrides(spec: dict) -> dict:
     return overrides
 
 
-def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto"):
-    """The TrainConfig of one planned run (spec from gmsop.experiments.make_plan) and seed."""
+def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto", run: dict | None = None):
+    """The TrainConfig of one planned run (spec from gmsop.experiments.make_plan) and seed;
+    ``run`` is its identity block (gmsop.formats.run_block), written into metrics.json."""
     from gmsop.engine.config import TrainConfig
 
     options = dict(ds.get("options", {}))
@@ -58,10 +60,12 @@ def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, devic
         out=str(out),
         ckpt_dir=str(ckpt_dir),
         progress="lines",
+        run=run,
     )
 
 
-def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto", threads: int | None = None) -> dict:
+def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto", threads: int | None = None,
+                 run: dict | None = None) -> dict:
     """Train (or resume) one run; returns the metrics written to ``out``."""
     import torch
 
@@ -69,14 +73,16 @@ def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, devic
 
     if threads:
         torch.set_num_threads(int(threads))
-    return train(train_config(spec, ds, seed, out, ckpt_dir, device))
+    return train(train_config(spec, ds, seed, out, ckpt_dir, device, run=run))
 
 
-def run_bench(spec: dict, bench: dict, dataset_info: str | Path, out: str | Path, device: str = "auto", threads: int | None = None) -> dict:
-    """Measure one variant's throughput at its dataset's input shape; writes ``out``."""
+def run_bench(spec: dict, bench: dict, dataset_info: str | Path, out: str | Path, device: str = "auto", threads: int | None = None,
+              run: dict | None = None) -> dict:
+    """Measure one variant's throughput at its dataset's input shape; writes ``out`` with the
+    identity block ``run`` (gmsop.formats.run_block)."""
     import torch
 
-    from gmsop.engine.atomic import atomic_write_json
+    from gmsop.atomic import atomic_write_json
     from gmsop.engine.throughput import BenchConfig, measure_throughput
 
     if threads:
@@ -94,103 +100,72 @@ def run_bench(spec: dict, bench: dict, dataset_info: str | Path, out: str | Path
         protocol=spec["protocol"],
         overrides=_model_overrides(spec),
     )
-    result = measure_throughput(cfg)
+    from gmsop.formats import check_bench
+
+    result = check_bench(measure_throughput(cfg) | {"run": run}, out)
     atomic_write_json(out, result)
     return result
 
 
-def _paper_ref(row: dict) -> tuple[str | None, str]:
-    """Row ``paper`` value -> (paper variant, tag): "GM-GAP-16-8*" is the starred row."""
-    paper = row.get("paper")
-    if not paper:
-        return None, ""
-    return (paper[:-1], "star") if paper.endswith("*") else (paper, "")
+def identity(config: dict, run: str, kind: str = "train") -> dict:
+    """The identity block of training run (or, ``kind="bench"``, benchmark) ``run`` under the
+    workflow ``config``: its id, the rows it was planned for, its resolved settings.
+
+    Computed in the job from the config rather than passed as a rule parameter, so adding a
+    table that reuses a run does not change the training rule's parameters (Snakemake would
+    retrain it)."""
+    from gmsop.experiments import make_plan
+    from gmsop.formats import run_block
+
+    plan = make_plan(config)
+    if kind == "bench":
+        return run_block(run, plan.bench_planned_for(run), plan.benches[run])
+    return run_block(run, plan.planned_for(run), plan.runs[run])
 
 
-def table_spec(experiment: dict) -> dict:
-    """A gmsop.aggregate table spec selecting each row's runs by run id (no guessing by name)."""
-    rows = []
-    for r in experiment["rows"]:
-        paper_variant, paper_tag = _paper_ref(r)
-        rows.append(
-            {
-                "variant": r["variant"],
-                "backbone": r["backbone"],
-                "label": r["label"],
-                "paper_variant": paper_variant or f"(none: {r['label']})",
-                "paper_tag": paper_tag,
-                "where": {"variant": None, "backbone": None, "tag": None, "run_id": r["run"]},
-                "bench_where": {"variant": None, "backbone": None, "bench_id": r["bench"]},
-            }
-        )
-    baseline = experiment.get("baseline")
-    return {
-        "title": experiment.get("title", ""),
-        "paper_table": experiment.get("paper") if experiment.get("paper") in ("table2", "table3", "table4") else None,
-        "baseline": baseline,
-        "rows": rows,
-        "orderings": list(experiment.get("orderings") or []),
-    }
-
-
-def _frames(runs: list[str], benches: list[str] | None = None):
-    from gmsop.aggregate import load_bench, load_metrics
+def load_results(runs: list[str], benches: list[str] | None = None):
+    """The frames of ``runs`` (metrics.json paths) and ``benches`` (bench.json paths)."""
+    from gmsop.aggregate.load import load_bench, load_metrics
 
     data = load_metrics([Path(p) for p in runs])
-    for df in (data.runs, data.epochs, data.routing):
-        if "path" in df.columns:
-            df["run_id"] = [Path(p).parent.parent.name for p in df["path"]]
     bench = load_bench([Path(p) for p in benches]) if benches else None
-    if bench is not None and "path" in bench.columns:
-        bench["bench_id"] = [Path(p).stem for p in bench["path"]]
     return data, bench
 
 
-def make_table(experiment: dict, runs: list[str], benches: list[str], stem: str | Path):
-    """Write ``stem``.{csv,md,html,tex} for one experiment."""
-    from gmsop.aggregate import TableSpec, build_table_from_spec, write_table
+def make_table(experiment, runs: list[str], benches: list[str], stem: str | Path):
+    """Write ``stem``.{csv,md,html,tex} for one planned experiment (gmsop.experiments.Experiment)."""
+    from gmsop.aggregate.tables import build_table
+    from gmsop.aggregate.writers import write_table
 
-    data, bench = _frames(runs, benches)
-    spec = TableSpec.from_config(experiment.get("name", Path(stem).name), table_spec(experiment))
-    table = build_table_from_spec(data.runs, bench, spec)
+    data, bench = load_results(runs, benches)
+    table = build_table(experiment, data.runs, bench)
     write_table(table, str(stem))
     return table
 
 
-def make_figure(kind: str, experiment: dict, runs: list[str], benches: list[str] | None, paths: list[str]) -> None:
-    """One figure: ``curves``, ``alpha_counts``, ``alpha_error`` or ``grid``; SVG + PNG."""
+def make_scorecard(experiments, runs: list[str], stem: str | Path, landing: str | Path | None = None):
+    """Write ``stem``.{csv,md,html} (and the report's landing fragment): every claim of every experiment."""
+    from gmsop.aggregate.scorecard import build_scorecard, write_scorecard
+
+    data, _ = load_results(runs)
+    card = build_scorecard(experiments, data.runs)
+    write_scorecard(card, stem, landing)
+    return card
+
+
+def make_figure(kind: str, experiment, runs: list[str], benches: list[str] | None, paths: list[str]) -> None:
+    """One figure of a planned experiment: ``curves``, ``alpha_counts``, ``alpha_error`` or ``grid``; SVG + PNG."""
     from gmsop.aggregate import figures
 
-    data, bench = _frames(runs, benches)
-    rows = experiment["rows"]
-    title = experiment.get("title", "")
-    backbone = rows[0]["backbone"]
-    run_ids = [r["run"] for r in rows]
-    alpha_col = "hp.protocol_switches.alpha"  # the resolved alpha of each run
+    data, bench = load_results(runs, benches)
     if kind == "curves":
-        fig = figures.plot_training_curves(data.epochs, _curve_rows(rows), title=f"Training curves: {title}")
+        fig = figures.plot_training_curves(experiment, data.epochs, title=f"Training curves: {experiment.title}")
     elif kind == "alpha_counts":
-        alphas = tuple(float(a) for a in (experiment.get("counts_alphas") or (0.0, 100.0)))
-        fig = figures.plot_routing(data.routing, rows[0]["variant"], alphas, backbone=backbone, alpha_col=alpha_col, where={"run_id": run_ids})
+        fig = figures.plot_routing(experiment, data.routing)
     elif kind == "alpha_error":
-        fig = figures.plot_alpha_sweep(data.runs, rows[0]["variant"], backbone=backbone, alpha_col=alpha_col, where={"run_id": run_ids})
+        fig = figures.plot_alpha_sweep(experiment, data.runs)
     elif kind == "grid":
-        fig = figures.plot_nk_grid(
-            data.runs,
-            bench,
-            family=experiment.get("family", "GM-GAP"),
-            backbone=backbone,
-            baseline=experiment.get("baseline"),
-            where={"run_id": run_ids},
-            bench_where={"bench_id": [r["bench"] for r in rows]} if bench is not None else None,
-        )
+        fig = figures.plot_nk_grid(experiment, data.runs, bench)
     else:
         raise ValueError(f"unknown figure kind {kind!r}; valid: curves, alpha_counts, alpha_error, grid")
     figures.save_figure(fig, [Path(p) for p in paths])
-
-
-def _curve_rows(rows: list[dict]) -> list[Any]:
-    return [
-        {"variant": r["variant"], "backbone": r["backbone"], "label": r["label"], "where": {"variant": None, "backbone": None, "tag": None, "run_id": r["run"]}}
-        for r in rows
-    ]

@@ -15,18 +15,27 @@ A variant name parses into a head family plus its arguments (N, K, X from the na
 outside the package with ``register_head``); ``list_variants()`` lists the paper's variants
 and every registered one. Overrides in ``build_model`` go to the protocol when they name a
 protocol switch (``ns_iterations=5``, ``alpha=0``), otherwise to the head (``dims=[256, 64]``).
+
+``resolve_variant`` answers everything about a variant on a backbone under a protocol without
+building a module: display name, head options, protocol, last stride, N and K, alpha, dropout,
+schedule family, the published parameter count. ``build_model`` builds exactly what it resolves,
+and planning, the training config and ``gmsop models`` ask it, so no caller keeps its own copy.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 
-from gmsop.backbones import BACKBONES, backbone_widths, create_backbone, list_backbones, resolve_backbone, scaled
-from gmsop.heads import HEADS, create_head, head_kwargs
+from gmsop.backbones import BACKBONES, backbone_widths, create_backbone, list_backbones, paper_name, resolve_backbone, scaled
+from gmsop.heads import HEADS, SCHEDULE_FAMILIES, create_head, get_head, head_kwargs, head_traits
 from gmsop.model import GMSOPNet
 from gmsop.protocol import Protocol, get_protocol, protocol_fields
 
-__all__ = ["Variant", "PAPER_VARIANTS", "build_model", "list_variants", "parse_variant", "register_variant"]
+__all__ = [
+    "Variant", "ResolvedVariant", "PAPER_VARIANTS", "build_model", "list_variants", "parse_variant", "register_variant",
+    "resolve_variant",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class Variant:
     head: str  # head family in gmsop.heads.HEADS
     kwargs: dict = field(default_factory=dict)  # head arguments fixed by the name
     backbone: str | None = None  # backbone implied by the name (e.g. "ResNet-50-512d")
+    schedule_family: str | None = None  # set by register_variant; None: the head family's
 
 
 #: Every method row of Tables 2-4 (backbone-independent names); see ``list_variants``.
@@ -45,23 +55,50 @@ PAPER_VARIANTS = [
 
 _CUSTOM: dict[str, Variant] = {}
 
-_BACKBONE_IN_NAME = r"(ResNet-18|ResNet-50|WRN-36-2)"
+#: The backbones' paper names ("ResNet-18", "ResNet-50", "WRN-36-2"), as a variant name may start with them.
+_BACKBONE_IN_NAME = "(" + "|".join(re.escape(spec["paper_name"]) for spec in BACKBONES.values()) + ")"
 _PATTERNS: list[tuple[str, callable]] = [
     (rf"^{_BACKBONE_IN_NAME}$", lambda m: Variant(m[1], "gap", {}, resolve_backbone(m[1]))),
     (r"^GAP$", lambda m: Variant("GAP", "gap")),
-    (rf"^{_BACKBONE_IN_NAME}-(\d+)d$", lambda m: Variant(f"{m[1]}-{int(m[2])}d", "pgap", {"width": int(m[2])}, resolve_backbone(m[1]))),
+    (
+        rf"^{_BACKBONE_IN_NAME}-(\d+)d$",
+        lambda m: Variant(f"{m[1]}-{int(m[2])}d", "pgap", {"width": int(m[2])}, resolve_backbone(m[1])),
+    ),
     (r"^GAP-(\d+)d$", lambda m: Variant(f"GAP-{int(m[1])}d", "pgap", {"width": int(m[1])})),
     (r"^SR-SOP$", lambda m: Variant("SR-SOP", "srsop")),
     (r"^Parametric[ _-]?SR-SOP$", lambda m: Variant("Parametric SR-SOP", "psrsop")),
-    (r"^Ave-(GAP|SOP)-(\d+)$", lambda m: Variant(f"Ave-{m[1].upper()}-{int(m[2])}", f"ave_{m[1].lower()}", {"num_experts": int(m[2])})),
-    (r"^GM-(GAP|SOP)-(\d+)-(\d+)$", lambda m: Variant(f"GM-{m[1].upper()}-{int(m[2])}-{int(m[3])}", f"gm_{m[1].lower()}", {"num_experts": int(m[2]), "k": int(m[3])})),
-    (r"^NetVLAD(?:-(\d+))?$", lambda m: Variant(f"NetVLAD-{int(m[1])}" if m[1] else "NetVLAD", "netvlad", {"clusters": int(m[1])} if m[1] else {})),
-    (r"^SG-MoE(?:-(\d+)-(\d+))?$", lambda m: Variant(f"SG-MoE-{int(m[1])}-{int(m[2])}" if m[1] else "SG-MoE", "sg_moe", {"num_experts": int(m[1]), "k": int(m[2])} if m[1] else {})),
+    (
+        r"^Ave-(GAP|SOP)-(\d+)$",
+        lambda m: Variant(f"Ave-{m[1].upper()}-{int(m[2])}", f"ave_{m[1].lower()}", {"num_experts": int(m[2])}),
+    ),
+    (
+        r"^GM-(GAP|SOP)-(\d+)-(\d+)$",
+        lambda m: Variant(
+            f"GM-{m[1].upper()}-{int(m[2])}-{int(m[3])}", f"gm_{m[1].lower()}", {"num_experts": int(m[2]), "k": int(m[3])}
+        ),
+    ),
+    (
+        r"^NetVLAD(?:-(\d+))?$",
+        lambda m: Variant(f"NetVLAD-{int(m[1])}" if m[1] else "NetVLAD", "netvlad", {"clusters": int(m[1])} if m[1] else {}),
+    ),
+    (
+        r"^SG-MoE(?:-(\d+)-(\d+))?$",
+        lambda m: Variant(
+            f"SG-MoE-{int(m[1])}-{int(m[2])}" if m[1] else "SG-MoE", "sg_moe",
+            {"num_experts": int(m[1]), "k": int(m[2])} if m[1] else {},
+        ),
+    ),
 ]
 
 
-def register_variant(name: str, head: str, *, overwrite: bool = False, **kwargs) -> Variant:
-    """Register a fixed variant name for head family ``head`` with preset ``kwargs``."""
+def register_variant(
+    name: str, head: str, *, overwrite: bool = False, schedule_family: str | None = None, **kwargs
+) -> Variant:
+    """Register a fixed variant name for head family ``head`` with preset ``kwargs``.
+
+    ``schedule_family`` ("gap", "srsop", "gm_sop") picks the released schedule a run of it
+    gets by default, where it differs from what the head family declares.
+    """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r} for variant {name!r}; valid: {', '.join(HEADS)} (register_head first)")
     if name in _CUSTOM and not overwrite:
@@ -69,7 +106,11 @@ def register_variant(name: str, head: str, *, overwrite: bool = False, **kwargs)
     bad = sorted(set(kwargs) - set(head_kwargs(head)))
     if bad:
         raise ValueError(f"head {head!r} does not take {bad}; valid options: {head_kwargs(head) or 'none'}")
-    _CUSTOM[name] = Variant(name, head, dict(kwargs))
+    if schedule_family is not None and schedule_family not in SCHEDULE_FAMILIES:
+        raise ValueError(
+            f"unknown schedule family {schedule_family!r} for variant {name!r}; valid: {', '.join(SCHEDULE_FAMILIES)}"
+        )
+    _CUSTOM[name] = Variant(name, head, dict(kwargs), schedule_family=schedule_family)
     return _CUSTOM[name]
 
 
@@ -96,7 +137,7 @@ def parse_variant(name: str) -> Variant:
 def _canon(m: re.Match) -> list:
     """Match groups with backbone spellings normalised (case-insensitive input)."""
     groups = [m[0]] + list(m.groups())
-    fixes = {"resnet-18": "ResNet-18", "resnet-50": "ResNet-50", "wrn-36-2": "WRN-36-2"}
+    fixes = {spec["paper_name"].lower(): spec["paper_name"] for spec in BACKBONES.values()}
     return [fixes.get(g.lower(), g) if isinstance(g, str) else g for g in groups]
 
 
@@ -121,6 +162,160 @@ def _scale_head_kwargs(head: str, kwargs: dict, width_mult: float) -> dict:
     return out
 
 
+def _head_default(head: str, option: str):
+    """The default of ``option`` in head family ``head``'s signature (None if it has none)."""
+    param = inspect.signature(get_head(head)).parameters.get(option)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def _paper_params(name: str, backbone: str) -> tuple[float, str] | None:
+    """gmsop.aggregate.paper_values.paper_params, imported on first use: the aggregate package
+    loads pandas and every report module, which neither ``import gmsop`` nor building or
+    training a model should depend on."""
+    from gmsop.aggregate.paper_values import paper_params
+
+    return paper_params(name, backbone)
+
+
+@dataclass(frozen=True)
+class ResolvedVariant:
+    """A variant resolved on a backbone under a protocol: everything ``build_model`` builds from.
+
+    Built by ``resolve_variant`` without any torch module, so planning a run, choosing its
+    schedule and listing models agree with what training builds by construction.
+    """
+
+    display_name: str  # the variant's name on the chosen backbone ("ResNet-50-512d" for ResNet-18-512d on resnet50)
+    variant: Variant  # the parsed name (its preset head options and implied backbone)
+    head: str  # head family in gmsop.heads.HEADS
+    head_kwargs: dict  # the head's arguments: the name's, then head overrides, width-scaled
+    backbone: str  # canonical backbone key ("resnet18", "resnet50", "wrn36_2")
+    backbone_name: str  # the paper's spelling of the backbone ("ResNet-18")
+    in_channels: int  # channels of the backbone map entering the head
+    width_mult: float
+    protocol: Protocol  # the named protocol with the protocol-switch overrides applied
+    second_order: bool  # declared by the head family (gmsop.heads.HeadTraits)
+    mixture: bool  # BN + dropout before the classifier
+    gated: bool  # a balance loss applies (GM-N-K, SG-MoE)
+    last_stride: int  # stage-5 stride: protocol.sop_stage5_stride for second-order heads, else 2
+    num_experts: int | None  # N, for heads that take it (name, override or the head's default)
+    k: int | None  # K, for heads that take it
+    alpha: float | None  # the protocol's balance weight for gated heads, None otherwise
+    schedule_family: str  # "gap", "srsop" or "gm_sop": the key of the released default schedule
+    dropout: float  # classifier dropout (0.0 for non-mixtures)
+    # (name, backbone) of the published row this is, None for a scaled net or a changed head
+    _paper_row: tuple[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def paper_params(self) -> tuple[float, str] | None:
+        """The published parameter count (millions) and its source, or None.
+
+        Looked up on access (gmsop.aggregate.paper_values), so resolving a variant to build or
+        train it never loads the report package. None where the count would not describe this
+        model: ``width_mult`` != 1 or head options changed by overrides.
+        """
+        return _paper_params(*self._paper_row) if self._paper_row is not None else None
+
+    def info(self) -> dict:
+        """The ``GMSOPNet.info`` record of a model built from this resolution (before its dims)."""
+        return {
+            "variant": self.display_name,
+            "head": self.head,
+            "head_kwargs": dict(self.head_kwargs),
+            "backbone": self.backbone,
+            "protocol": self.protocol.name,
+            "protocol_switches": {f: getattr(self.protocol, f) for f in protocol_fields()},
+            "last_stride": self.last_stride,
+            "width_mult": self.width_mult,
+            "dropout": self.dropout,
+            "second_order": self.second_order,
+            "mixture": self.mixture,
+            "num_experts": self.num_experts,
+            "k": self.k,
+            "schedule_family": self.schedule_family,
+        }
+
+
+def resolve_variant(
+    name: str,
+    backbone: str | None = None,
+    protocol: str | Protocol = "official",
+    overrides: dict | None = None,
+    width_mult: float = 1.0,
+    *,
+    dropout: float | None = None,
+) -> ResolvedVariant:
+    """Resolve variant ``name`` on ``backbone`` under ``protocol``, building nothing.
+
+    ``overrides`` set protocol switches (see gmsop.protocol) or head arguments (see
+    gmsop.heads); None values are ignored. ``dropout`` applies to mixtures only (default 0.2,
+    0.4 for GM-SOP on WRN-36-2 as in the released code). ``width_mult`` scales the head's widths
+    (sop_dim 128, width 512, and widths from the name) as it scales the backbone. Raises
+    ValueError, naming the value, for anything ``build_model`` would refuse.
+    """
+    variant = parse_variant(name)
+    if backbone is None:
+        backbone = variant.backbone or "resnet18"
+    try:
+        backbone = resolve_backbone(backbone)
+    except ValueError:
+        valid = ", ".join(list_backbones())
+        raise ValueError(f"unknown backbone {backbone!r} for variant {variant.name!r}; valid: {valid}") from None
+    display = variant.name
+    if variant.backbone and variant.backbone != backbone:
+        # "ResNet-18-512d" names a head *and* a default backbone; an explicit backbone wins
+        # and the display name follows it ("ResNet-50-512d"), so paper names work on any trunk.
+        old, new = paper_name(variant.backbone), paper_name(backbone)
+        display = variant.name.replace(old, new, 1)
+
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    proto_over = {k: v for k, v in overrides.items() if k in protocol_fields()}
+    head_over = {k: v for k, v in overrides.items() if k not in proto_over}
+    valid_head = head_kwargs(variant.head)
+    bad = sorted(k for k in head_over if k not in valid_head)
+    if bad:
+        raise ValueError(
+            f"unknown option(s) {bad} for variant {display!r}; head options: {valid_head or 'none'}; "
+            f"protocol switches: {protocol_fields()}"
+        )
+    proto = get_protocol(protocol, **proto_over)
+    kwargs = {**variant.kwargs, **head_over}
+    _check_nk(Variant(display, variant.head, variant.kwargs, backbone), kwargs)
+    if not width_mult > 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+    if width_mult != 1.0:
+        kwargs = _scale_head_kwargs(variant.head, kwargs, width_mult)
+
+    traits = head_traits(variant.head)
+    n = kwargs.get("num_experts", _head_default(variant.head, "num_experts")) if "num_experts" in valid_head else None
+    k = kwargs.get("k", _head_default(variant.head, "k")) if "k" in valid_head else None
+    if dropout is None:
+        dropout = 0.4 if (backbone == "wrn36_2" and variant.head == "gm_sop") else 0.2
+    # A published count describes the paper's configuration: not a scaled net or changed head.
+    paper_row = (display, backbone) if width_mult == 1.0 and not head_over else None
+    return ResolvedVariant(
+        display_name=display,
+        variant=variant,
+        head=variant.head,
+        head_kwargs=kwargs,
+        backbone=backbone,
+        backbone_name=paper_name(backbone),
+        in_channels=backbone_widths(backbone, width_mult)[-1],
+        width_mult=width_mult,
+        protocol=proto,
+        second_order=traits.second_order,
+        mixture=traits.mixture,
+        gated=traits.gated,
+        last_stride=proto.sop_stage5_stride if traits.second_order else 2,
+        num_experts=None if n is None else int(n),
+        k=None if k is None else int(k),
+        alpha=proto.alpha if traits.gated else None,
+        schedule_family=variant.schedule_family or traits.schedule_family,
+        dropout=dropout if traits.mixture else 0.0,
+        _paper_row=paper_row,
+    )
+
+
 def build_model(
     name: str,
     backbone: str | None = None,
@@ -132,62 +327,23 @@ def build_model(
 ) -> GMSOPNet:
     """Build variant ``name`` on ``backbone`` for ``num_classes`` classes under ``protocol``.
 
-    ``overrides`` set protocol switches (see gmsop.protocol) or head arguments (see
-    gmsop.heads); None values are ignored. ``dropout`` applies to mixtures only (default 0.2,
-    0.4 for GM-SOP on WRN-36-2 as in the released code). ``width_mult`` scales the backbone
-    and the head's widths (sop_dim 128, width 512, and widths from the name) for CPU-sized runs.
+    Everything but the modules comes from ``resolve_variant`` (same arguments, same errors);
+    ``model.info`` is the resolution's record plus the representation dim and class count.
+    ``width_mult`` scales the backbone and the head's widths, for CPU-sized runs.
     """
-    variant = parse_variant(name)
-    if backbone is None:
-        backbone = variant.backbone or "resnet18"
-    try:
-        backbone = resolve_backbone(backbone)
-    except ValueError:
-        raise ValueError(f"unknown backbone {backbone!r} for variant {variant.name!r}; valid: {', '.join(list_backbones())}") from None
-    if variant.backbone and variant.backbone != backbone:
-        # "ResNet-18-512d" names a head *and* a default backbone; an explicit backbone wins
-        # and the display name follows it ("ResNet-50-512d"), so paper names work on any trunk.
-        old, new = BACKBONES[variant.backbone]["paper_name"], BACKBONES[backbone]["paper_name"]
-        variant = Variant(variant.name.replace(old, new, 1), variant.head, variant.kwargs, backbone)
-
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    proto_over = {k: v for k, v in overrides.items() if k in protocol_fields()}
-    head_over = {k: v for k, v in overrides.items() if k not in proto_over}
-    valid_head = head_kwargs(variant.head)
-    bad = sorted(k for k in head_over if k not in valid_head)
-    if bad:
-        raise ValueError(
-            f"unknown option(s) {bad} for variant {variant.name!r}; head options: {valid_head or 'none'}; "
-            f"protocol switches: {protocol_fields()}"
-        )
-    proto = get_protocol(protocol, **proto_over)
-    kwargs = {**variant.kwargs, **head_over}
-    _check_nk(variant, kwargs)
-
-    # The head is built first (its width comes from the backbone's spec) because its
-    # second-order flag decides the backbone's last stride.
-    if not width_mult > 0:
-        raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
-    in_channels = backbone_widths(backbone, width_mult)[-1]
-    if width_mult != 1.0:
-        kwargs = _scale_head_kwargs(variant.head, kwargs, width_mult)
-    head = create_head(variant.head, in_channels, proto, **kwargs)
-    second_order = bool(getattr(head, "second_order", False))
-    last_stride = proto.sop_stage5_stride if second_order else 2
-    trunk = create_backbone(backbone, last_stride=last_stride, bn_momentum=proto.bn_momentum, width_mult=width_mult)
-    if dropout is None:
-        dropout = 0.4 if (backbone == "wrn36_2" and variant.head == "gm_sop") else 0.2
-    info = {
-        "variant": variant.name,
-        "head": variant.head,
-        "head_kwargs": kwargs,
-        "backbone": backbone,
-        "protocol": proto.name,
-        "protocol_switches": {f: getattr(proto, f) for f in protocol_fields()},
-        "last_stride": last_stride,
-        "width_mult": width_mult,
-        "dropout": dropout if getattr(head, "mixture", False) else 0.0,
-    }
-    model = GMSOPNet(trunk, head, num_classes, dropout=dropout, bn_momentum=proto.bn_momentum, info=info)
-    model.protocol = proto
+    r = resolve_variant(name, backbone, protocol, overrides, width_mult, dropout=dropout)
+    # The head is built before the backbone: a fixed order of parameter initialisation, so a
+    # seed gives the same weights as ever.
+    head = create_head(r.head, r.in_channels, r.protocol, **r.head_kwargs)
+    for flag in ("second_order", "mixture"):
+        built = bool(getattr(head, flag, False))
+        if built != getattr(r, flag):
+            raise ValueError(
+                f"head {r.head!r} built a module with {flag}={built}, but the family declares {flag}={getattr(r, flag)} "
+                f"(the registry plans with the declaration); set {flag} as a class attribute or pass "
+                f"register_head({r.head!r}, ..., {flag}={built})"
+            )
+    trunk = create_backbone(r.backbone, last_stride=r.last_stride, bn_momentum=r.protocol.bn_momentum, width_mult=r.width_mult)
+    model = GMSOPNet(trunk, head, num_classes, dropout=r.dropout, bn_momentum=r.protocol.bn_momentum, info=r.info())
+    model.protocol = r.protocol
     return model

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gmsop.aggregate._atomic import atomic_write
+from gmsop.atomic import atomic_write
+from gmsop.formats import BENCH_FORMAT, METRICS_FORMAT, run_block
 
 __all__ = ["make_metrics", "make_bench", "write_json"]
 
@@ -37,14 +38,19 @@ def make_metrics(
     routing: Sequence[float] | None = None,
     hparams: dict[str, Any] | None = None,
     tag: str | None = None,
+    run_id: str | None = "run",
+    classes: int = 1000,
 ) -> dict[str, Any]:
-    """A metrics record whose last epoch ends at ``top1``/``top5``.
+    """A metrics record whose last epoch ends at ``top1``/``top5``, planned as run ``run_id``
+    (None: a run trained by hand, no identity block) on a dataset of ``classes`` classes.
 
     ``routing`` (per-component sample counts) makes it a gated-mixture record: every epoch gets
     those counts and an importance proportional to them. ``finished=False`` leaves ``final`` null
     and writes only the first epoch, as a trainer does while a run is in progress.
     """
-    hp = {"batch_size": 256, "schedule": [[0.1, epochs]], "weight_decay": 1e-4, "alpha": alpha}
+    hp = {"batch_size": 256, "schedule": [[0.1, epochs]], "epochs": epochs, "weight_decay": 1e-4,
+          "num_classes": classes, "train_size": 1000 * classes, "width_mult": 1.0,
+          "protocol_switches": {"alpha": alpha}}
     hp.update(hparams or {})
     done = epochs if finished else 1
     rows = []
@@ -59,6 +65,8 @@ def make_metrics(
             "importance": [c / 2.0 for c in routing] if routing is not None else None,
         })
     record: dict[str, Any] = {
+        "format_version": METRICS_FORMAT,
+        "run": run_block(run_id, [{"experiment": "test", "row": variant}], {"variant": variant}) if run_id else None,
         "variant": variant, "backbone": backbone, "protocol": protocol, "dataset": dataset,
         "seed": seed, "params": params, "rep_dim": rep_dim, "flops_per_image": 1.0e9, "hparams": hp,
         "env": dict(_ENV),
@@ -81,10 +89,14 @@ def make_bench(
     device_name: str = "synthetic",
     input_size: Sequence[int] = (3, 64, 64),
     batch_size: int = 64,
+    bench_id: str | None = "bench",
 ) -> dict[str, Any]:
-    """A bench record with the given throughput; the derived timings are consistent with it."""
+    """A bench record with the given throughput, planned as benchmark ``bench_id``; the derived
+    timings are consistent with the throughput."""
     step_ms = 1000.0 * batch_size / train_img_s
     return {
+        "format_version": BENCH_FORMAT,
+        "run": run_block(bench_id, [{"experiment": "test", "row": variant}], {"variant": variant}) if bench_id else None,
         "variant": variant, "backbone": backbone, "input_size": list(input_size), "num_classes": 1000,
         "batch_size": batch_size, "device": device, "device_name": device_name,
         "train_img_s": train_img_s, "train_step_ms_median": step_ms, "train_step_ms_iqr": 0.02 * step_ms,
@@ -96,3 +108,34 @@ def make_bench(
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write(path, json.dumps(obj, indent=1) + "\n")
+
+
+def make_run_metrics(run_id: str | None, variant: str = "GM-SOP-16-8", backbone: str = "resnet18", *,
+                     planned_for: Sequence[dict[str, str]] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`make_metrics` written for planned run ``run_id`` (None: trained by hand): the record
+    carries ``format_version`` 2, the ``run`` identity block and every required hyper-parameter,
+    whichever version of :func:`make_metrics` is in use (``kwargs`` go to it)."""
+    from gmsop.formats import METRICS_FORMAT as _FORMAT, run_block as _run_block
+
+    record = make_metrics(variant, backbone, **kwargs)
+    record["format_version"] = _FORMAT
+    planned = list(planned_for) if planned_for is not None else [{"experiment": "test", "row": variant}]
+    record["run"] = _run_block(run_id, planned, {"variant": variant}) if run_id else None
+    hp = record["hparams"]
+    epochs = int(sum(int(step[1]) for step in hp.get("schedule") or [[0.1, kwargs.get("epochs", 3)]]))
+    for key, value in (("epochs", epochs), ("num_classes", 1000), ("train_size", 1_000_000), ("width_mult", 1.0),
+                       ("protocol_switches", {"alpha": kwargs.get("alpha", 100.0)})):
+        hp.setdefault(key, value)
+    return record
+
+
+def make_run_bench(bench_id: str | None, variant: str = "GM-SOP-16-8", backbone: str = "resnet18", *,
+                   planned_for: Sequence[dict[str, str]] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`make_bench` written for planned benchmark ``bench_id`` (format 2, ``run`` block)."""
+    from gmsop.formats import BENCH_FORMAT as _FORMAT, run_block as _run_block
+
+    record = make_bench(variant, backbone, **kwargs)
+    record["format_version"] = _FORMAT
+    planned = list(planned_for) if planned_for is not None else [{"experiment": "test", "row": variant}]
+    record["run"] = _run_block(bench_id, planned, {"variant": variant}) if bench_id else None
+    return record

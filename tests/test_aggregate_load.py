@@ -127,3 +127,46 @@ class TestBench:
         p = write_json(tmp_path / "x" / "bench.json", make_bench(input_size=(64, 64)))
         with pytest.raises(ResultFileError, match=r"input_size' must be \[C, H, W\]"):
             load_bench([p])
+
+
+class TestFormat:
+    """gmsop.formats: one declaration, a version, errors naming the file and the key."""
+
+    def test_run_id_is_read_from_the_file(self, tmp_path):
+        _write(tmp_path, "somewhere-else", make_metrics(run_id="abc_123"))
+        _write(tmp_path, "by-hand", make_metrics(run_id=None))
+        assert sorted(load_runs(tmp_path)["run_id"]) == ["", "abc_123"]
+
+    @pytest.mark.parametrize("mutate,message", [
+        (lambda m: m.pop("format_version"), r"missing required key 'format_version'.*before format 2"),
+        (lambda m: m.update(format_version=1), r"'format_version' is 1; this gmsop reads metrics.json format 2"),
+        (lambda m: m.pop("run"), r"missing required key 'run'"),
+        (lambda m: m["run"].pop("planned_for"), r"missing required key 'run.planned_for'"),
+        (lambda m: m["run"]["planned_for"][0].pop("row"), r"'run.planned_for\[0\].row'"),
+        (lambda m: m["hparams"].pop("num_classes"), r"'hparams.num_classes'"),
+    ])
+    def test_version_and_identity_keys(self, tmp_path, mutate, message):
+        m = make_metrics()
+        mutate(m)
+        path = _write(tmp_path, "a", m)
+        with pytest.raises(ResultFileError, match=message) as err:
+            load_runs([path])
+        assert str(path) in str(err.value)
+
+    def test_bench_version(self, tmp_path):
+        b = make_bench()
+        b["format_version"] = 3
+        path = write_json(tmp_path / "b.json", b)
+        with pytest.raises(ResultFileError, match=r"b.json: key 'format_version' is 3"):
+            load_bench([path])
+
+    def test_progress_lines(self, tmp_path):
+        from gmsop.formats import read_progress
+
+        ok = make_metrics()["epochs"]
+        path = tmp_path / "progress.jsonl"
+        path.write_text("".join(json.dumps(e) + "\n" for e in ok))
+        assert [e["epoch"] for e in read_progress(path)] == [1, 2, 3]
+        path.write_text(json.dumps({"epoch": 1}) + "\n")
+        with pytest.raises(ResultFileError, match=r"missing required key 'line 1: train_loss'"):
+            read_progress(path)

@@ -72,3 +72,16 @@ class TestLookups:
         df = pv.paper_frame()
         assert len(df) == len(pv.PAPER_VALUES)
         assert not df.duplicated(["table", "variant", "backbone", "tag"]).any()
+
+
+class TestBackboneNames:
+    def test_spelt_where_the_backbones_are_defined(self):
+        from gmsop.backbones import BACKBONES
+
+        for backbone, spec in BACKBONES.items():
+            assert pv.backbone_name(backbone) == pv.BACKBONE_NAMES[backbone] == spec["paper_name"]
+
+    def test_cited_backbones_and_unknown_ids(self):
+        assert pv.backbone_name("wrn36_1") == "WRN-36-1" and pv.backbone_name("wrn36_5") == "WRN-36-5"
+        assert pv.backbone_name("vgg16") == "vgg16"  # unknown ids pass through
+        assert {v.backbone for v in pv.PAPER_VALUES} <= set(pv.BACKBONE_NAMES)

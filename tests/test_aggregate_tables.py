@@ -1,175 +1,151 @@
-"""build_table: arithmetic over seeds, missing rows, relative speed, paper deltas, guards."""
-import math
-
+"""Tables and the scorecard from result files: rows selected by planned run id, honest claims
+(each verdict built from real files, intervals checked against scipy), paper values only on
+the paper's data, ranks and their agreement elsewhere."""
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from gmsop.aggregate.load import load_bench, load_runs
-from gmsop.aggregate.spec import RowSpec, TableSpec
+from gmsop.aggregate.load import load_bench, load_metrics
+from gmsop.aggregate.scorecard import build_scorecard, render_scorecard_html, render_scorecard_markdown
+from gmsop.aggregate.tables import build_table
+from gmsop.aggregate.writers import render_markdown
+from planned import make_experiment, make_row
 from result_files import make_bench, make_metrics, write_json
-from gmsop.aggregate.tables import TABLE_COLUMNS, build_table, build_table_from_spec
 
-GM = [38.0, 38.4, 38.5]
-BASE = [49.0, 49.6]
-ROWS = [("ResNet-18", "resnet18"), ("ResNet-18-512d", "resnet18"), ("SR-SOP", "resnet18"),
-        ("GM-SOP-16-8", "resnet18")]
+
+def _runs(tmp_path, label, errors, variant=None, classes=16, run=None, **kw):
+    """One metrics.json per seed for row ``label`` (run id ``run-<label>``), errors in seed order."""
+    for seed, err in enumerate(errors):
+        rec = make_metrics(variant or label, seed=seed, top1=err, run_id=run or f"run-{label}", classes=classes, **kw)
+        write_json(tmp_path / "runs" / (run or f"run-{label}") / f"seed{seed}" / "metrics.json", rec)
+
+
+def _load(tmp_path):
+    return load_metrics(sorted((tmp_path / "runs").rglob("metrics.json"))).runs
+
+
+# Six claims, one per verdict, each made from result files (16 classes: chance 93.75%, 75% of it 70.31%).
+VERDICT_CASES = {
+    "A < B": ("holds", [30.0, 31.0, 32.5], [40.0, 42.0, 41.0]),
+    "C < D": ("reversed", [50.0, 52.0, 51.0], [30.0, 31.0, 29.5]),
+    "E < F": ("inconclusive", [40.0, 44.0, 42.5], [41.0, 43.5, 39.0]),
+    "G < H": ("inconclusive (1 seed)", [30.0], [40.0, 41.0, 42.0]),
+    "I < J": ("not learned", [60.0, 61.0, 62.0], [71.0, 72.0, 73.0]),
+    "K < L": ("missing", [30.0, 31.0], []),
+}
 
 
 @pytest.fixture
-def results(tmp_path):
-    """3 GM-SOP seeds, 2 baseline seeds, one unfinished SR-SOP run, benchmarks for two variants."""
-    for s, e in enumerate(GM):
-        write_json(tmp_path / f"r/gm/{s}/metrics.json", make_metrics(seed=s, top1=e, top5=e / 2, train_img_s=100.0 + s))
-    for s, e in enumerate(BASE):
-        write_json(tmp_path / f"r/base/{s}/metrics.json",
-                   make_metrics("ResNet-18-512d", seed=s, top1=e, top5=24.0, params=1_300_000, rep_dim=512,
-                                train_img_s=400.0))
-    write_json(tmp_path / "r/sr/0/metrics.json", make_metrics("SR-SOP", finished=False, params=9_000_000))
-    write_json(tmp_path / "b/gm/bench.json", make_bench(train_img_s=120.0))
-    write_json(tmp_path / "b/gm2/bench.json", make_bench(train_img_s=130.0))
-    write_json(tmp_path / "b/base/bench.json", make_bench("ResNet-18-512d", train_img_s=500.0, params=1_300_000))
-    return load_runs(tmp_path / "r"), load_bench(tmp_path / "b")
+def verdict_experiment(tmp_path):
+    rows = []
+    for claim, (_, better, worse) in VERDICT_CASES.items():
+        a, b = claim.split(" < ")
+        for label, errs in ((a, better), (b, worse)):
+            _runs(tmp_path, label, errs, variant="SR-SOP")
+            rows.append(make_row(label, "SR-SOP", paper=None))
+    return make_experiment(rows, VERDICT_CASES), _load(tmp_path)
 
 
-def _row(df, variant):
-    return df.set_index("variant").loc[variant]
+def test_each_verdict_from_result_files_with_welch_intervals(verdict_experiment):
+    exp, runs = verdict_experiment
+    claims = {c["claim"]: c for c in build_table(exp, runs).attrs["claims"]}
+    for claim, (verdict, better, worse) in VERDICT_CASES.items():
+        c = claims[claim]
+        assert c["verdict"] == verdict, claim
+        assert (c["n_better"], c["n_worse"]) == (len(better), len(worse))
+        if verdict in ("holds", "reversed", "inconclusive"):
+            ci = stats.ttest_ind(better, worse, equal_var=False).confidence_interval(0.95)
+            assert (c["ci_low"], c["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-12)
+            assert c["diff"] == pytest.approx(np.mean(better) - np.mean(worse))
+            wins = sum((x < y) + 0.5 * (x == y) for x in better for y in worse)
+            assert c["p_improvement"] == pytest.approx(wins / 9)
+        else:  # no test is reported for these
+            assert np.isnan(c["ci_low"]) and np.isnan(c["ci_high"]) and np.isnan(c["p_improvement"])
+    # a Student (pooled) interval would have decided the inconclusive case differently? keep it honest:
+    e, f = VERDICT_CASES["E < F"][1:]
+    assert stats.ttest_ind(e, f).confidence_interval(0.95).low < 0 < stats.ttest_ind(e, f).confidence_interval(0.95).high
 
 
-class TestArithmetic:
-    def test_mean_std_n(self, results):
-        t = build_table(*results, ROWS, "table2", baseline="ResNet-18-512d")
-        assert list(t.columns) == list(TABLE_COLUMNS)
-        gm = _row(t, "GM-SOP-16-8")
-        assert gm["n"] == 3 and gm["seeds"] == "0;1;2"
-        assert gm["top1_mean"] == pytest.approx(np.mean(GM))
-        assert gm["top1_std"] == pytest.approx(np.std(GM, ddof=1))
-        assert gm["top5_mean"] == pytest.approx(np.mean(GM) / 2)
-        assert gm["params_m"] == pytest.approx(10.35) and gm["dim"] == 8256
-
-    def test_single_seed_has_no_std(self, results):
-        runs, bench = results
-        one = runs[(runs["variant"] != "GM-SOP-16-8") | (runs["seed"] == 0)]
-        gm = _row(build_table(one, bench, ROWS, "table2"), "GM-SOP-16-8")
-        assert gm["n"] == 1 and gm["top1_mean"] == 38.0 and math.isnan(gm["top1_std"])
-
-    def test_missing_rows_stay_missing(self, results):
-        t = build_table(*results, ROWS, "table2")
-        for variant in ("ResNet-18", "SR-SOP"):
-            row = _row(t, variant)
-            assert row["n"] == 0 and math.isnan(row["top1_mean"]) and math.isnan(row["top1_delta"])
-            assert not math.isnan(row["top1_paper"])  # the paper value is still shown
-        assert _row(t, "SR-SOP")["n_unfinished"] == 1
-        assert list(t["variant"]) == [r[0] for r in ROWS]  # spec order
-
-    def test_nonfinite_run_is_not_skipped(self, results):
-        runs, bench = results
-        runs = runs.copy()
-        runs.loc[(runs["variant"] == "GM-SOP-16-8") & (runs["seed"] == 1), "top1_err"] = np.nan
-        gm = _row(build_table(runs, bench, ROWS, "table2"), "GM-SOP-16-8")
-        assert gm["n"] == 3 and gm["n_nonfinite"] == 1 and math.isnan(gm["top1_mean"])
+def test_scorecard_lists_every_claim_with_where_it_was_tested(verdict_experiment, tmp_path):
+    exp, runs = verdict_experiment
+    card = build_scorecard([exp], runs)
+    assert card["claim"].tolist() == list(VERDICT_CASES)
+    assert card["verdict"].tolist() == [v for v, _, _ in VERDICT_CASES.values()]
+    first = card.iloc[0]
+    assert (first["dataset"], first["classes"], first["train_images"], first["epochs"], first["width"]) == \
+        ("synthetic (synthetic)", "16", "16000", "3", "0.25")
+    md, page = render_scorecard_markdown(card), render_scorecard_html(card, fragment=True)
+    assert "| table2 | A < B |" in md and "6 claims of the paper" in md
+    assert page.startswith('<div class="gmsop-scorecard">') and "inconclusive (1 seed)" in page
 
 
-class TestSpeedAndPaper:
-    def test_relative_fps_from_bench(self, results):
-        t = build_table(*results, ROWS, "table2", baseline=("ResNet-18-512d", "resnet18"))
-        gm, base = _row(t, "GM-SOP-16-8"), _row(t, "ResNet-18-512d")
-        assert gm["fps"] == 125.0  # median of the two benchmark files
-        assert base["fps_rel"] == 1.0 and gm["fps_rel"] == pytest.approx(125.0 / 500.0)
-        assert (t["fps_source"] == "bench").all()
-        # paper speeds, as ratios to the paper's baseline
-        assert base["fps_paper"] == 1470.0
-        assert _row(t, "SR-SOP")["fps_paper_rel"] == pytest.approx(670.0 / 1470.0)
-
-    def test_fps_from_training_runs(self, results):
-        runs, _ = results
-        t = build_table(runs, None, ROWS, "table2", baseline="ResNet-18-512d")
-        assert _row(t, "GM-SOP-16-8")["fps"] == pytest.approx(101.0)
-        assert _row(t, "GM-SOP-16-8")["fps_rel"] == pytest.approx(101.0 / 400.0)
-        assert t.attrs["fps_source"] == "train"
-
-    def test_paper_delta(self, results):
-        t = build_table(*results, ROWS, "table2")
-        gm = _row(t, "GM-SOP-16-8")
-        assert gm["top1_paper"] == 38.21
-        assert gm["top1_delta"] == pytest.approx(np.mean(GM) - 38.21)
-        assert math.isnan(gm["top5_paper"])  # Table 2 prints no top-5
-        assert gm["params_paper_m"] == 10.3
-
-    def test_no_paper_table(self, results):
-        t = build_table(*results, ROWS, "my_ablation")
-        assert t["top1_paper"].isna().all() and t["fps_paper"].isna().all()
-
-    def test_star_tag_and_paper_variant(self, tmp_path):
-        write_json(tmp_path / "a/metrics.json", make_metrics("GM-GAP-16-8", tag="star", top1=40.0))
-        write_json(tmp_path / "b/metrics.json", make_metrics("GM-GAP-16-8", top1=42.0))
-        write_json(tmp_path / "c/metrics.json", make_metrics("GAP-512d", backbone="resnet50", top1=41.0))
-        rows = [("GM-GAP-16-8", "resnet18"), ["GM-GAP-16-8", "resnet18", "star"],
-                {"variant": "GAP-512d", "backbone": "resnet50", "paper_variant": "ResNet-50-512d"}]
-        t = build_table(load_runs(tmp_path), None, rows, "table3")
-        assert t["top1_mean"].tolist() == [42.0, 40.0, 41.0]
-        assert t["top1_paper"].tolist() == [42.37, 40.03, 41.79]
-        assert t["method"].tolist() == ["GM-GAP-16-8", "GM-GAP-16-8*", "GAP-512d"]
+def test_rows_take_their_runs_by_planned_id_not_by_name_or_path(tmp_path):
+    _runs(tmp_path, "SR-SOP", [40.0, 42.0])
+    _runs(tmp_path, "SR-SOP (other)", [10.0, 12.0], variant="SR-SOP")  # same variant, another run id
+    write_json(tmp_path / "runs" / "by-hand" / "seed0" / "metrics.json", make_metrics("SR-SOP", top1=1.0, run_id=None))
+    exp = make_experiment([make_row("SR-SOP", seeds=(0, 1)), make_row("GM-SOP-16-8", seeds=(0, 1))])
+    t = build_table(exp, _load(tmp_path)).set_index("method")
+    assert t.loc["SR-SOP", "n"] == 2 and t.loc["SR-SOP", "top1_mean"] == pytest.approx(41.0)
+    assert t.loc["SR-SOP", "top1_std"] == pytest.approx(np.std([40.0, 42.0], ddof=1))
+    assert t.loc["GM-SOP-16-8", "n"] == 0 and np.isnan(t.loc["GM-SOP-16-8", "top1_mean"])  # missing stays missing
+    # only the planned seeds count
+    one_seed = make_experiment([make_row("SR-SOP", seeds=(1,))])
+    assert build_table(one_seed, _load(tmp_path))["top1_mean"].tolist() == [42.0]
 
 
-class TestGuards:
-    def test_mixed_protocols_raise(self, results, tmp_path):
-        runs, bench = results
-        write_json(tmp_path / "p/metrics.json", make_metrics(seed=7, protocol="paper"))
-        both = pd.concat([runs, load_runs(tmp_path / "p")], ignore_index=True)
-        with pytest.raises(ValueError, match=r"mix protocols \['official', 'paper'\]"):
-            build_table(both, bench, ROWS, "table2")
-        t = build_table(both, bench, ROWS, "table2", where={"protocol": "paper"})
-        assert _row(t, "GM-SOP-16-8")["n"] == 1
-
-    def test_duplicate_seed_raises(self, results, tmp_path):
-        runs, bench = results
-        write_json(tmp_path / "d/metrics.json", make_metrics(seed=0, alpha=0.0))
-        both = pd.concat([runs, load_runs(tmp_path / "d")], ignore_index=True)
-        with pytest.raises(ValueError, match="seed 0 appears 2 times"):
-            build_table(both, bench, ROWS, "table2")
-        assert _row(build_table(both, bench, ROWS, "table2", where={"hp.alpha": 100.0}), "GM-SOP-16-8")["n"] == 3
-
-    def test_unknown_filter_column(self, results):
-        with pytest.raises(ValueError, match="no such column"):
-            build_table(*results, ROWS, "table2", where={"hp.nope": 1})
-
-    def test_bad_baseline(self, results):
-        with pytest.raises(ValueError, match="matches no row"):
-            build_table(*results, ROWS, "table2", baseline="ResNet-50")
+def test_duplicate_seed_of_one_row_is_refused(tmp_path):
+    _runs(tmp_path, "SR-SOP", [40.0])
+    write_json(tmp_path / "runs" / "copy" / "seed0" / "metrics.json", make_metrics("SR-SOP", top1=41.0, run_id="run-SR-SOP"))
+    with pytest.raises(ValueError, match=r"seed 0 appears in 2 files"):
+        build_table(make_experiment([make_row("SR-SOP")]), _load(tmp_path))
 
 
-class TestSpec:
-    def test_from_config(self, results):
-        spec = TableSpec.from_config("table2", {
-            "title": "T2", "baseline": "ResNet-18-512d", "fps_source": "train",
-            "where": {"dataset": "synthetic"},
-            "rows": [["ResNet-18-512d", "resnet18"], {"variant": "GM-SOP-16-8", "backbone": "resnet18", "label": "Ours"}],
-        })
-        assert spec.paper_table == "table2" and spec.rows[1] == RowSpec("GM-SOP-16-8", "resnet18", label="Ours")
-        t = build_table_from_spec(*results, spec)
-        assert t["method"].tolist() == ["ResNet-18-512d", "Ours"]
-        assert t.attrs["title"] == "T2" and t.attrs["baseline"] == "ResNet-18-512d"
-
-    @pytest.mark.parametrize("cfg, message", [
-        ({"rows": [["A", "resnet18"]], "colour": "red"}, r"unknown key\(s\) \['colour'\]"),
-        ({"title": "x"}, "missing 'rows'"),
-        ({"rows": []}, "at least one row"),
-        ({"rows": [["A"]]}, "expected \\[variant, backbone\\]"),
-        ({"rows": [{"variant": "A", "backbone": "r", "tga": "star"}]}, r"unknown key\(s\) \['tga'\]"),
-        ({"rows": [["A", "r"], ["A", "r"]]}, "appears twice"),
-        ({"rows": [["A", "r"]], "fps_source": "gpu"}, "fps_source 'gpu'"),
-        ({"rows": [["A", "r"]], "paper_table": "table7"}, "paper_table 'table7'"),
-    ])
-    def test_bad_config(self, cfg, message):
-        with pytest.raises(ValueError, match=message):
-            TableSpec.from_config("table2", cfg)
+def test_no_paper_delta_on_synthetic_rows_ranks_and_kendall_instead(tmp_path):
+    mine = {"ResNet-18": [60.0, 61.0], "SR-SOP": [40.0, 41.0], "GM-SOP-16-8": [45.0, 44.0]}
+    for label, errs in mine.items():
+        _runs(tmp_path, label, errs)
+    exp = make_experiment([make_row(k, seeds=(0, 1)) for k in mine])
+    t = build_table(exp, _load(tmp_path)).set_index("method")
+    assert t["top1_paper"].isna().all() and t["top1_delta"].isna().all()
+    # paper: ResNet-18 52.00, SR-SOP 40.32, GM-SOP-16-8 38.21 -> ranks 3, 2, 1; ours 3, 1, 2
+    assert t["paper_rank"].tolist() == [3, 2, 1] and t["our_rank"].tolist() == [3, 1, 2]
+    tau, n = stats.kendalltau([52.00, 40.32, 38.21], [60.5, 40.5, 44.5])
+    agreement = t.attrs["rank_agreement"]
+    assert agreement["n"] == 3 and agreement["tau"] == pytest.approx(tau)
+    md = render_markdown(t.reset_index())
+    assert "Paper top-1" not in md and "Δ" not in md and "Rank: paper / ours" in md and "Kendall τ = 0.33" in md
 
 
-def test_where_on_nullable_column_and_parse_table_specs(results):
-    from gmsop.aggregate.spec import parse_table_specs
+def test_paper_delta_only_on_the_papers_dataset_at_full_width(tmp_path):
+    _runs(tmp_path, "SR-SOP", [41.0, 42.0], classes=1000)
+    _runs(tmp_path, "GM-SOP-16-8", [39.0, 40.0], classes=1000)
+    rows = [make_row("SR-SOP", seeds=(0, 1), dataset="imagenet64", dataset_name="imagenet64", width_mult=1.0),
+            make_row("GM-SOP-16-8", seeds=(0, 1), dataset="imagenet64", dataset_name="imagenet64", width_mult=0.5)]
+    t = build_table(make_experiment(rows), _load(tmp_path)).set_index("method")
+    assert t.loc["SR-SOP", "top1_paper"] == 40.32 and t.loc["SR-SOP", "top1_delta"] == pytest.approx(41.5 - 40.32)
+    assert np.isnan(t.loc["GM-SOP-16-8", "top1_paper"])  # half width: not the paper's setting
 
-    runs, bench = results  # the unfinished SR-SOP run has epochs_done = <NA>
-    specs = parse_table_specs({"t": {"rows": [["SR-SOP", "resnet18"]], "where": {"epochs_done": 3}}})
-    t = build_table_from_spec(runs, bench, specs["t"])
-    assert t["n"].tolist() == [0] and t["n_unfinished"].tolist() == [0]
+
+def test_not_learned_rows_are_marked_and_fps_comes_from_planned_benches(tmp_path):
+    _runs(tmp_path, "ResNet-18-512d", [80.0, 82.0], rep_dim=512)
+    _runs(tmp_path, "GM-GAP-16-8", [30.0, 31.0])
+    for label, fps in (("ResNet-18-512d", 400.0), ("GM-GAP-16-8", 200.0)):
+        write_json(tmp_path / "bench" / f"bench-{label}.json", make_bench(label, train_img_s=fps, bench_id=f"bench-{label}"))
+    write_json(tmp_path / "bench" / "stray.json", make_bench("GM-GAP-16-8", train_img_s=1.0, bench_id="other"))
+    exp = make_experiment([make_row("ResNet-18-512d", seeds=(0, 1)), make_row("GM-GAP-16-8", seeds=(0, 1))],
+                          ["GM-GAP-16-8 < ResNet-18-512d"], baseline="ResNet-18-512d")
+    bench = load_bench(sorted((tmp_path / "bench").glob("*.json")))
+    t = build_table(exp, _load(tmp_path), bench)
+    assert t["learned"].tolist() == [False, True]
+    assert t["fps"].tolist() == [400.0, 200.0] and t["fps_rel"].tolist() == [1.0, 0.5]
+    assert t.attrs["claims"][0]["verdict"] == "not learned"
+    md = render_markdown(t)
+    assert "81.00 ± 1.41 °" in md and "did not learn" in md and "1 not learned" in md
+
+
+def test_table_columns_are_stable(tmp_path):
+    _runs(tmp_path, "SR-SOP", [40.0])
+    t = build_table(make_experiment([make_row("SR-SOP", seeds=(0,))]), _load(tmp_path))
+    assert pd.isna(t.loc[0, "top1_std"]) and t.loc[0, "n"] == 1
+    assert t.loc[0, "classes"] == 16 and bool(t.loc[0, "learned"])

@@ -3,8 +3,12 @@ import json
 
 import pytest
 
-from gmsop.engine.config import TrainConfig, default_schedule, parse_key_value, parse_schedule
+from pathlib import Path
+
+from gmsop.engine.config import DEFAULT_SCHEDULES, TrainConfig, default_schedule, parse_key_value, parse_schedule
 from gmsop.engine.train_cli import config_from_args, get_args_parser, main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class TestSchedule:
@@ -33,6 +37,47 @@ class TestSchedule:
         assert default_schedule("SR-SOP")[0] == (0.15, 40)
         with pytest.raises(ValueError, match="nope"):
             default_schedule("nope")
+
+    def test_families_are_the_registrys(self):
+        from gmsop.heads import SCHEDULE_FAMILIES
+        from gmsop.registry import list_variants, resolve_variant
+
+        assert tuple(DEFAULT_SCHEDULES) == SCHEDULE_FAMILIES
+        for name in list_variants():
+            assert default_schedule(name) == DEFAULT_SCHEDULES[resolve_variant(name).schedule_family], name
+        assert default_schedule("NetVLAD") == DEFAULT_SCHEDULES["srsop"]  # first-order, SR-SOP's schedule
+        assert default_schedule("SG-MoE") == DEFAULT_SCHEDULES["gap"]
+
+    def test_a_plugin_heads_schedule_follows_its_declaration(self):
+        import gmsop
+        from gmsop import heads, registry
+
+        saved = [(d, dict(d)) for d in (heads.HEADS, heads._TRAITS, registry._CUSTOM)]
+        try:
+            gmsop.register_head("test_sched", lambda in_channels: None, overwrite=True, second_order=True)
+            gmsop.register_variant("Test-Sched", "test_sched", overwrite=True)
+            assert default_schedule("Test-Sched") == DEFAULT_SCHEDULES["srsop"]
+            gmsop.register_variant("Test-Sched", "test_sched", overwrite=True, schedule_family="gm_sop")
+            assert default_schedule("Test-Sched") == DEFAULT_SCHEDULES["gm_sop"]
+        finally:
+            for d, content in saved:
+                d.clear()
+                d.update(content)
+
+    @pytest.mark.parametrize("path", sorted(
+        str(p.relative_to(ROOT)) for p in [ROOT / "config.yaml", *ROOT.glob("workflow/configs/**/*.yaml"),
+                                           *ROOT.glob("tests/data/*.yaml")]
+    ))
+    def test_shipped_configs_name_schedules_as_the_engine_does(self, path):
+        """One naming everywhere: a workflow schedule named after a family uses the family's name."""
+        import yaml
+
+        config = yaml.safe_load((ROOT / path).read_text())
+        named = set(config.get("schedules") or {})
+        for exp in (config.get("experiments") or {}).values():
+            named |= {row["schedule"] for row in exp.get("rows", []) if isinstance(row.get("schedule"), str)}
+        named |= {s for s in ((config.get("defaults") or {}).get("schedule"),) if isinstance(s, str)}
+        assert not named & {"first_order", "second_order"}, path
 
 
 class TestConfig:

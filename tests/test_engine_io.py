@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gmsop.engine.atomic import append_json_line, atomic_write, atomic_write_json
+from gmsop.atomic import append_json_line, atomic_write, atomic_write_json
 from gmsop.engine.checkpoint import CheckpointMismatchError, check_fingerprint, load_checkpoint, save_checkpoint
 from gmsop.engine.env import capture_rng_state, resolve_device, restore_rng_state
 
@@ -95,7 +95,7 @@ def test_progress_modes():
 
 
 def test_remove_stale_temps_only_touches_our_temps(tmp_path):
-    from gmsop.engine.atomic import remove_stale_temps
+    from gmsop.atomic import remove_stale_temps
 
     (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half")
     (tmp_path / ".other.pt.abc.tmp").write_bytes(b"not ours")

@@ -14,7 +14,7 @@ from gmsop.aggregate.load import read_metrics
 from gmsop.engine import NonFiniteLossError, TrainConfig, train
 from gmsop.engine.checkpoint import CheckpointMismatchError
 from gmsop.engine.train_cli import main as train_main
-from gmsop.engine.trainer import EPOCH_KEYS
+from gmsop.formats import EPOCH_KEYS
 
 DS = {"classes": 10, "n_train": 192, "n_val": 64, "size": 16}
 REPO = Path(__file__).resolve().parents[1]

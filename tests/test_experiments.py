@@ -1,10 +1,13 @@
 """The config -> plan expansion: shared runs, resolved settings, clear config errors."""
 import copy
 import inspect
+from pathlib import Path
 
 import pytest
 import yaml
 
+from gmsop.aggregate import paper_values as pv
+from gmsop.aggregate.claims import evaluate_claims
 from gmsop.experiments import make_plan
 
 CONFIG = yaml.safe_load(open("config.yaml"))
@@ -13,7 +16,7 @@ TINY = yaml.safe_load(open("tests/data/tiny.yaml"))
 
 def test_runs_are_shared_between_tables():
     plan = make_plan(CONFIG)
-    rows = {(name, r.label): r for name, e in plan.experiments.items() for r in e["rows"]}
+    rows = {(name, r.label): r for name, e in plan.experiments.items() for r in e.rows}
     assert rows[("table2", "GM-SOP-16-8")].run == rows[("table3", "GM-SOP-16-8")].run
     assert rows[("table2", "ResNet-18-512d")].run == rows[("figure3", "ResNet-18-512d")].run
     assert rows[("table2", "GM-GAP-16-8")].run == rows[("figure3", "N=16, K=8")].run
@@ -21,25 +24,25 @@ def test_runs_are_shared_between_tables():
     jobs = plan.train_jobs()
     assert len(jobs) == len(set(jobs))
     # every (run, seed) pair is trained once although several tables show it
-    shown = sum(len(r.seeds) for e in plan.experiments.values() for r in e["rows"])
+    shown = sum(len(r.seeds) for e in plan.experiments.values() for r in e.rows)
     assert len(jobs) < shown
 
 
 def test_settings_resolve_row_over_experiment_over_defaults():
     plan = make_plan(CONFIG)
-    t4 = {r.label: plan.runs[r.run] for r in plan.experiments["table4"]["rows"]}
+    t4 = {r.label: plan.runs[r.run] for r in plan.experiments["table4"].rows}
     assert t4["SR-SOP"]["dataset"] == "synthetic-places"
-    assert t4["SR-SOP"]["schedule"] == CONFIG["schedules"]["second_order"]
-    assert t4["ResNet-18-512d"]["schedule"] == CONFIG["schedules"]["first_order"]
-    alpha = {r.label: plan.runs[r.run] for r in plan.experiments["figure2"]["rows"]}
+    assert t4["SR-SOP"]["schedule"] == CONFIG["schedules"]["srsop"]
+    assert t4["ResNet-18-512d"]["schedule"] == CONFIG["schedules"]["gap"]
+    alpha = {r.label: plan.runs[r.run] for r in plan.experiments["figure2"].rows}
     assert alpha["alpha=0"]["overrides"] == {"alpha": 0.0}
     # alpha does not change the computation: the sweep shares one throughput benchmark
-    assert len({r.bench for r in plan.experiments["figure2"]["rows"]}) == 1
+    assert len({r.bench for r in plan.experiments["figure2"].rows}) == 1
 
 
 def test_grid_skips_impossible_points_and_adds_the_baseline():
     plan = make_plan(CONFIG)
-    labels = [r.label for r in plan.experiments["figure3"]["rows"]]
+    labels = [r.label for r in plan.experiments["figure3"].rows]
     assert labels[0] == "ResNet-18-512d" and "N=4, K=8" not in labels and "N=16, K=8" in labels
 
 
@@ -48,20 +51,20 @@ def test_run_ids_follow_the_data_not_its_spelling(monkeypatch):
     version bump makes a new one, so results of other data are never reused."""
     import gmsop.data.synthetic as synthetic_module
 
-    base = {r.run for r in make_plan(TINY).experiments["table2"]["rows"]}
+    base = {r.run for r in make_plan(TINY).experiments["table2"].rows}
     spelt = copy.deepcopy(TINY)
     spelt["datasets"]["tiny"]["options"]["difficulty"] = 0.5  # the builder's default
-    assert {r.run for r in make_plan(spelt).experiments["table2"]["rows"]} == base
+    assert {r.run for r in make_plan(spelt).experiments["table2"].rows} == base
     harder = copy.deepcopy(TINY)
     harder["datasets"]["tiny"]["options"]["difficulty"] = 0.7
-    assert not {r.run for r in make_plan(harder).experiments["table2"]["rows"]} & base
+    assert not {r.run for r in make_plan(harder).experiments["table2"].rows} & base
     monkeypatch.setattr(synthetic_module.synthetic, "data_version", synthetic_module.synthetic.data_version + 1)
-    assert not {r.run for r in make_plan(TINY).experiments["table2"]["rows"]} & base
+    assert not {r.run for r in make_plan(TINY).experiments["table2"].rows} & base
     monkeypatch.undo()
     defaults = list(synthetic_module.synthetic.__defaults__)  # every parameter has one, root too
     defaults[list(inspect.signature(synthetic_module.synthetic).parameters).index("contexts")] = 2  # a default changed in code
     monkeypatch.setattr(synthetic_module.synthetic, "__defaults__", tuple(defaults))
-    assert not {r.run for r in make_plan(TINY).experiments["table2"]["rows"]} & base
+    assert not {r.run for r in make_plan(TINY).experiments["table2"].rows} & base
 
 
 def _bad(mutate):
@@ -78,7 +81,7 @@ def _bad(mutate):
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "shedule": "short"}), r"unknown key\(s\) \['shedule'\]"),
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "dataset": "imagenet"}), r"unknown dataset 'imagenet'"),
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "schedule": "long"}), r"unknown schedule 'long'"),
-        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "overrides": {"iterations": 5}}), r"unknown override\(s\) \['iterations'\]"),
+        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "overrides": {"iterations": 5}}), r"unknown option\(s\) \['iterations'\] for variant 'SR-SOP'"),
         (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "backbone": "resnet34"}), r"unknown backbone 'resnet34'"),
         (lambda c: c["datasets"]["tiny"]["options"].update(clases=4), r"datasets.tiny: dataset 'synthetic' has no option\(s\) 'clases'"),
         (lambda c: c["datasets"]["tiny"].update(name="imagenet"), r"datasets.tiny: unknown dataset 'imagenet'"),
@@ -87,3 +90,62 @@ def _bad(mutate):
 def test_config_errors_name_the_key_and_value(mutate, message):
     with pytest.raises(ValueError, match=message):
         make_plan(_bad(mutate))
+
+
+def test_rows_carry_what_readers_need():
+    """Tables, claims and figures read these from the row; nobody re-parses names or paths."""
+    plan = make_plan(CONFIG)
+    gm = plan.experiments["table2"].row("GM-SOP-16-8")
+    assert (gm.num_experts, gm.k, gm.alpha, gm.dataset_name, gm.width_mult) == (16, 8, 25.0, "synthetic", 0.25)
+    assert gm.settings == plan.runs[gm.run] and gm.paper_key == ("GM-SOP-16-8", "")
+    assert plan.experiments["table3"].row("GM-GAP-16-8*").paper_key == ("GM-GAP-16-8", "star")
+    assert [r.alpha for r in plan.experiments["figure2"].rows] == [0.0, 1.0, 10.0, 100.0, 1000.0]
+    grid = plan.experiments["figure3"]
+    assert grid.baseline == "ResNet-18-512d" and grid.rows[0].num_experts is None
+    assert {(r.num_experts, r.k) for r in grid.rows[1:]} == {(4, 2), (4, 4), (8, 2), (8, 4), (8, 8), (16, 2), (16, 4), (16, 8)}
+    assert plan.experiments["table2"].claims[0].better == "SR-SOP"
+    # a run shared by three rows knows all of them
+    assert {"experiment": "table3", "row": "GM-SOP-16-8"} in plan.planned_for(gm.run)
+    assert {"experiment": "table2", "row": "GM-SOP-16-8"} in plan.planned_for(gm.run)
+
+
+def test_plan_refuses_a_claim_on_an_unknown_row():
+    cfg = copy.deepcopy(CONFIG)
+    cfg["experiments"]["table2"]["orderings"] = ["GM-SOP-16-8 < ResNet-34"]
+    with pytest.raises(ValueError, match=r"experiments\.table2\.orderings\[0\].*'ResNet-34'"):
+        make_plan(cfg)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = [ROOT / "config.yaml", *sorted((ROOT / "workflow/configs").glob("*.yaml"))]
+#: Overlays are not configs of their own: each is layered on orderings-synthetic.yaml (as its
+#: header's command does), merged as ``snakemake --configfile BASE OVERLAY`` merges them.
+OVERLAYS = {p: ROOT / "workflow/configs/orderings-synthetic.yaml" for p in sorted((ROOT / "workflow/configs/overlays").glob("*.yaml"))}
+
+
+def _load_config(path: Path) -> dict:
+    """A shipped config, or an overlay merged onto its base with Snakemake's own merge."""
+    from snakemake.utils import update_config
+
+    if path not in OVERLAYS:
+        return yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(OVERLAYS[path].read_text())
+    update_config(cfg, yaml.safe_load(path.read_text()))
+    return cfg
+
+
+@pytest.mark.parametrize("path", CONFIGS + list(OVERLAYS), ids=lambda p: p.name)
+def test_shipped_claims_are_what_the_paper_reports(path):
+    """Every claim in a shipped config holds in the paper's own numbers (no invented claims)."""
+    plan = make_plan(_load_config(path))
+    checked = 0
+    for name, exp in plan.experiments.items():
+        table = exp.paper if exp.paper in ("table2", "table3", "table4") else None
+        paper_err = {}
+        for r in exp.rows:
+            v = pv.paper_value(table, r.paper_key[0], r.backbone, r.paper_key[1]) if table and r.paper_key else None
+            paper_err[r.label] = [v.top1_err] if v and v.top1_err is not None else []
+        for c in evaluate_claims(exp.claims, paper_err, {}).itertuples():
+            assert c.diff < 0, f"{path.name} {name}: the paper does not report {c.claim}"
+            checked += 1
+    assert checked >= 4

@@ -3,7 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from gmsop.layers import GAP, AverageMixture, GatedMixture, NoisyTopKGate, ParametricGAP, ParametricSRSOP, balance_loss, gating_trunk
+from gmsop.layers import (
+    GAP, AverageMixture, GatedMixture, NoisyTopKGate, ParametricGAP, ParametricSRSOP, balance_loss, gating_trunk,
+)
 
 
 def _mixture(n=6, k=2, alpha=100.0, per_batch=True, noise="per_image", sop=False, seed=0):
@@ -233,3 +235,28 @@ class TestAverageMixture:
     def test_mismatched_widths_are_refused(self):
         with pytest.raises(ValueError, match="out_features"):
             AverageMixture([ParametricGAP(8, 5), ParametricGAP(8, 6)])
+
+
+@pytest.mark.parametrize("module", ["gap", "sop", "experts", "mixture", "grouped"])
+def test_each_layer_module_imports_alone(module):
+    """No import cycle: the components and the mixture share GroupedPlan from grouped.py."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", f"import gmsop.layers.{module}"], check=True, capture_output=True)
+
+
+def test_grouped_plans_of_the_builtin_components():
+    from gmsop.layers import GroupedPlan, LinearExpert
+
+    x = torch.randn(2, 8, 3, 3)
+    for component in (ParametricGAP(8, 5), ParametricSRSOP(8, (6, 4)), LinearExpert(8, 5)):
+        plan = component.grouped_plan()
+        assert isinstance(plan, GroupedPlan)
+        h = plan.pre_pool(x) if plan.pre_pool is not None else x.flatten(2)
+        for w, b in zip(plan.weights, plan.biases):
+            h = w @ h + (b[:, None] if b is not None else 0)
+            h = h.relu() if plan.relu else h
+        y = plan.post_pool(h) if plan.post_pool is not None else h.flatten(1)
+        torch.testing.assert_close(y, component(x))
+    assert ParametricSRSOP(8, (6, 4), batchnorm=True).grouped_plan() is None  # per-component BN statistics

@@ -38,7 +38,9 @@ def test_wrn_gm_sop_is_the_released_configuration_not_the_printed_count():
 
 
 @pytest.mark.parametrize(
-    "variant,dim", [("ResNet-18", 128), ("ResNet-18-512d", 512), ("GM-GAP-16-8", 512), ("SR-SOP", 8256), ("GM-SOP-16-8", 8256), ("NetVLAD", 8192)]
+    "variant,dim",
+    [("ResNet-18", 128), ("ResNet-18-512d", 512), ("GM-GAP-16-8", 512), ("SR-SOP", 8256), ("GM-SOP-16-8", 8256),
+     ("NetVLAD", 8192)],
 )
 def test_representation_dimensions(variant, dim):
     assert gmsop.build_model(variant, num_classes=10).rep_dim == dim
@@ -188,5 +190,6 @@ def test_importing_gmsop_does_not_load_torchvision_models():
     import subprocess
     import sys
 
-    code = "import sys, gmsop, gmsop.pipeline, gmsop.engine; gmsop.build_model('GM-SOP-4-2'); print('torchvision.models' in sys.modules)"
+    code = ("import sys, gmsop, gmsop.pipeline, gmsop.engine; gmsop.build_model('GM-SOP-4-2'); "
+            "print('torchvision.models' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

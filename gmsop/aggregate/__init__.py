@@ -1,36 +1,36 @@
-"""Turn run results (``metrics.json``, ``bench.json``) into the paper's tables and figures.
+"""Turn run results (``metrics.json``, ``bench.json``) into the paper's tables, claims and figures.
 
-Reads only the result files the trainer and the benchmark write; never imports torch or
-Snakemake, so the workflow's thin scripts (and a laptop without a GPU) can call it directly.
+Reads only the result files (layout: :mod:`gmsop.formats`) and the planner's experiments
+(:class:`gmsop.experiments.Experiment`, whose rows carry the run ids to select); never imports
+torch or Snakemake, so the workflow's thin scripts (and a laptop without a GPU) can call it.
 
-    runs = load_runs(metrics_files)                 # one row per training run
+    data = load_metrics(metrics_files)              # runs, epochs, routing frames
     bench = load_bench(bench_files)                 # one row per benchmark
-    spec = TableSpec.from_config("table2", config["tables"]["table2"])
-    table = build_table_from_spec(runs, bench, spec)
+    table = build_table(plan.experiments["table2"], data.runs, bench)
     write_table(table, "results/tables/table2")     # .csv .md .html .tex
-    save_figure(plot_alpha_sweep(runs), figure_paths("results/figures/fig2_right"))
+    card = build_scorecard(plan.experiments.values(), data.runs)
+    save_figure(plot_alpha_sweep(plan.experiments["figure2"], data.runs), figure_paths("results/fig2"))
+
+Modules: ``load`` (files -> frames), ``select`` (a planned row's files), ``stats`` (mean/std),
+``claims`` (verdicts, intervals, rank agreement), ``tables``, ``scorecard``, ``display`` and
+``writers`` (formats), ``paper_values`` (published numbers), ``figures`` (lazy: matplotlib).
 """
-# load.py: result files -> frames
+from gmsop.aggregate.claims import Claim, evaluate_claim, evaluate_claims, kendall_agreement, parse_claims
 from gmsop.aggregate.load import (
-    BENCH_COLUMNS, RUN_COLUMNS, MetricsData, ResultFileError, find_result_files, load_bench,
-    load_epochs, load_metrics, load_routing, load_runs, read_bench, read_metrics, select_epoch,
+    BENCH_COLUMNS, RUN_COLUMNS, MetricsData, ResultFileError, find_result_files, load_bench, load_epochs,
+    load_metrics, load_routing, load_runs, select_epoch,
 )
-# paper_values.py: published numbers
 from gmsop.aggregate.paper_values import (
     PAPER_VALUES, TABLES, PaperValue, paper_frame, paper_params, paper_rows, paper_train_fps, paper_value,
 )
-# spec.py: table specs and run selection
-from gmsop.aggregate.spec import RowSpec, TableSpec, apply_where, parse_rows, parse_table_specs
-# stats.py: mean / std / n over seeds
+from gmsop.aggregate.scorecard import build_scorecard, write_scorecard
+from gmsop.aggregate.select import row_bench, row_runs
 from gmsop.aggregate.stats import Summary, summarize, summarize_groups
-# tables.py: one table as numbers
-from gmsop.aggregate.tables import TABLE_COLUMNS, build_table, build_table_from_spec
-# writers.py: CSV / Markdown / HTML / LaTeX
+from gmsop.aggregate.tables import TABLE_COLUMNS, build_table
 from gmsop.aggregate.writers import (
-    FORMATS, render_csv, render_html, render_latex, render_markdown, write_csv, write_html,
-    write_latex, write_markdown, write_table,
+    FORMATS, render_csv, render_html, render_latex, render_markdown, write_csv, write_html, write_latex,
+    write_markdown, write_table,
 )
-# figures.py: Figures 2 and 3, training curves (imports matplotlib/seaborn on first use)
 
 
 def __getattr__(name: str):
@@ -46,12 +46,12 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Claim", "evaluate_claim", "evaluate_claims", "kendall_agreement", "parse_claims",
     "BENCH_COLUMNS", "RUN_COLUMNS", "MetricsData", "ResultFileError", "find_result_files", "load_bench",
-    "load_epochs", "load_metrics", "load_routing", "load_runs", "read_bench", "read_metrics", "select_epoch",
+    "load_epochs", "load_metrics", "load_routing", "load_runs", "select_epoch",
     "PAPER_VALUES", "TABLES", "PaperValue", "paper_frame", "paper_params", "paper_rows", "paper_train_fps",
-    "paper_value", "RowSpec", "TableSpec", "apply_where", "parse_rows", "parse_table_specs", "Summary", "summarize",
-    "summarize_groups", "TABLE_COLUMNS", "build_table", "build_table_from_spec", "FORMATS", "render_csv",
-    "render_html", "render_latex", "render_markdown", "write_csv", "write_html", "write_latex",
-    "write_markdown", "write_table", "plot_routing", "plot_alpha_sweep", "plot_nk_grid",
-    "plot_training_curves", "save_figure", "figure_paths",
+    "paper_value", "build_scorecard", "write_scorecard", "row_bench", "row_runs", "Summary", "summarize",
+    "summarize_groups", "TABLE_COLUMNS", "build_table", "FORMATS", "render_csv", "render_html", "render_latex",
+    "render_markdown", "write_csv", "write_html", "write_latex", "write_markdown", "write_table",
+    "plot_routing", "plot_alpha_sweep", "plot_nk_grid", "plot_training_curves", "save_figure", "figure_paths",
 ]

@@ -19,7 +19,10 @@ import pandas as pd
 
 from gmsop.aggregate import paper_values as pv
 
-__all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title"]
+__all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title", "NOT_LEARNED_MARK"]
+
+#: Marks a row whose mean error is above 75% of chance: it did not learn (gmsop.aggregate.claims).
+NOT_LEARNED_MARK = " °"
 
 
 def _latex_escape(text: str) -> str:
@@ -118,11 +121,16 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
         seeds.append(f"{n}" + (f" (+{u} unfinished)" if u else ""))
     cols["n"] = seeds
     for k, name in (("top1", "Top-1"), ("top5", "Top-5")):
-        cols[f"{name} err. (%)"] = [_err(m, s, n, bad, d) for m, s, n, bad in
-                                    zip(df[f"{k}_mean"], df[f"{k}_std"], df["n"], df["n_nonfinite"])]
+        cells = [_err(m, s, n, bad, d) for m, s, n, bad in zip(df[f"{k}_mean"], df[f"{k}_std"], df["n"], df["n_nonfinite"])]
+        if k == "top1":  # a row that did not learn is marked where its error is
+            cells = [c + (d.escape(NOT_LEARNED_MARK) if not pd.isna(ok) and not bool(ok) else "") for c, ok in zip(cells, df["learned"])]
+        cols[f"{name} err. (%)"] = cells
         if _has(df, f"{k}_paper"):
             cols[f"Paper {name.lower()} (%)"] = [_num(x, ".2f", d) for x in df[f"{k}_paper"]]
             cols[f"Δ {name.lower()}"] = [_signed(x, d) for x in df[f"{k}_delta"]]
+    if df["paper_rank"].notna().any():
+        cols["Rank: paper / ours"] = [f"{int(a)} / {int(b)}" if pd.notna(a) and pd.notna(b) else d.missing
+                                      for a, b in zip(df["paper_rank"], df["our_rank"])]
     cols["Train FPS (img/s)"] = [_fps(x, d) for x in df["fps"]]
     if df.attrs.get("baseline") is not None:
         cols["FPS rel."] = [_ratio(x, d) for x in df["fps_rel"]]
@@ -147,11 +155,24 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         notes.append(str(df.attrs["caption"]))
     notes.append("Errors: validation error in %, mean ± sample std over seeds; n = finished runs "
                  "(seeds); — = no finished run.")
+    if (df["learned"] == False).any():  # noqa: E712 - a nullable boolean column
+        notes.append(f"{NOT_LEARNED_MARK.strip()} did not learn: mean top-1 error above 75% of chance "
+                     "(100·(1 − 1/classes)); no claim is tested on such a row.")
     paper_table = df.attrs.get("paper_table")
+    name = pv.TABLE_NAMES.get(paper_table, paper_table)
     if paper_table and (_has(df, "top1_paper") or _has(df, "top5_paper")):
-        notes.append(f"Paper: {pv.TABLE_NAMES.get(paper_table, paper_table)} of Wang et al., NeurIPS 2018; "
-                     "Δ = ours − paper "
-                     "(positive: ours is worse).")
+        notes.append(f"Paper: {name} of Wang et al., NeurIPS 2018, shown only for rows that ran on its own "
+                     f"dataset ({df.attrs.get('paper_dataset')}) at full width; Δ = ours − paper (positive: ours "
+                     "is worse).")
+    agreement = df.attrs.get("rank_agreement")
+    if paper_table and df["paper_rank"].notna().any():
+        elsewhere = "" if _has(df, "top1_paper") else (
+            f" The rows did not run on the paper's dataset ({df.attrs.get('paper_dataset')}) at full width, so "
+            "the paper's errors are not printed; only the orders are compared.")
+        tau = agreement["tau"] if agreement else float("nan")
+        tau_text = f"Kendall τ = {tau:.2f}" if _finite(tau) else "Kendall τ undefined"
+        notes.append(f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} and our runs both "
+                     f"have; rank agreement {tau_text} over {agreement['n'] if agreement else 0} rows.{elsewhere}")
     devices = sorted({str(x) for x in df["fps_device"].dropna()})
     on = f" on {', '.join(devices)}" if devices else ""
     if df.attrs.get("fps_source") == "bench":

@@ -1,22 +1,30 @@
-"""The paper's figures from our runs: routing balance, the α sweep, the N x K grid, training curves.
+"""The paper's figures from a planned experiment and its result files.
+
+Every function takes the planner's :class:`gmsop.experiments.Experiment` and the frames of
+:mod:`gmsop.aggregate.load`; a row's files are those :func:`gmsop.aggregate.select.row_runs`
+picks by the row's run id and seeds, and every plotted coordinate comes from the row itself
+(``row.alpha``, ``row.num_experts``, ``row.k``, ``row.backbone``), never from variant names or
+hyper-parameter columns. Each figure has a ``*_data`` function that returns exactly what the
+plot draws (the plot calls it), so the numbers can be checked and written next to the figure.
 
 * :func:`plot_routing` - Figure 2 (left): samples each mixture component received in the last
-  epoch, α = 0 against α = 100, grouped bars.
+  epoch, for the rows whose α is in ``experiment.counts_alphas``, grouped bars.
 * :func:`plot_alpha_sweep` - Figure 2 (right): top-1 error against α (symmetric-log axis, so 0
   fits), mean ± std over seeds, single seeds as dots.
-* :func:`plot_nk_grid` - Figure 3: GM-GAP over N and K, error (left) and training speed (right)
-  against N, one line per K.
+* :func:`plot_nk_grid` - Figure 3: a mixture family over N and K, error (left) and training
+  speed (right) against N, one line per K.
 * :func:`plot_training_curves` - validation top-1 error and training loss per epoch, one line per
-  variant, band = ± 1 std over seeds.
+  row, band = ± 1 std over seeds.
 
 Each returns a :class:`matplotlib.figure.Figure` drawn on an Agg canvas (never pyplot, so nothing
 opens a window, no global figure state leaks, and it works headless); :func:`save_figure` writes
 it as SVG and PNG, atomically. Paper values are drawn as black stars only where the paper prints
 a number (:mod:`paper_values`); a speed quoted for a GTX 1080 is only drawn as a ratio.
 
-Component identity is arbitrary across seeds (component 3 of one run has nothing to do with
-component 3 of another), so routing bars are, by default, ranked by load within each run before
-averaging over seeds; ``order="index"`` shows raw indices and then needs one run per α.
+Means and stds follow :mod:`gmsop.aggregate.stats` (sample std, NaN with one seed; a non-finite
+value makes the mean NaN instead of being skipped). Component identity is arbitrary across seeds
+(component 3 of one run has nothing to do with component 3 of another), so routing bars are
+ranked by load within each run (rank 1 = most samples) before averaging over seeds.
 """
 from __future__ import annotations
 
@@ -24,7 +32,6 @@ import contextlib
 import io
 import math
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,13 +45,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from gmsop.aggregate import paper_values as pv
-from gmsop.aggregate._atomic import atomic_write
 from gmsop.aggregate.load import select_epoch
-from gmsop.aggregate.spec import RowSpec, apply_where, check_unique_seeds, parse_rows, single_value
-from gmsop.aggregate.stats import summarize_groups
+from gmsop.aggregate.select import row_bench, row_runs
+from gmsop.aggregate.stats import summarize
+from gmsop.atomic import atomic_write
 
-__all__ = ["plot_routing", "plot_alpha_sweep", "plot_nk_grid", "plot_training_curves",
-           "save_figure", "figure_paths", "FIGURE_FORMATS"]
+__all__ = ["routing_data", "plot_routing", "alpha_data", "plot_alpha_sweep", "grid_data", "plot_nk_grid",
+           "curves_data", "plot_training_curves", "save_figure", "figure_paths", "FIGURE_FORMATS"]
 
 #: Formats :func:`save_figure` accepts (by file suffix).
 FIGURE_FORMATS = (".svg", ".png", ".pdf")
@@ -72,215 +79,307 @@ def _fmt_num(x: float) -> str:
     return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
 
 
-def _context(df: pd.DataFrame, what: str) -> str:
-    """'dataset, protocol' of the runs plotted, refusing mixtures (for titles)."""
-    hint = "narrow the selection with where={...}"
-    parts = [single_value(df[c], f"{c}s", what, hint) for c in ("dataset", "protocol") if c in df]
-    return ", ".join(str(p) for p in parts if p is not None)
+def _one(rows: Sequence[Any], attr: str) -> str:
+    """The rows' common value of ``attr``, or their distinct values joined (for titles)."""
+    return " / ".join(dict.fromkeys(str(getattr(r, attr)) for r in rows))
 
 
-def _need_column(df: pd.DataFrame, col: str, what: str) -> None:
-    if col not in df.columns:
-        raise ValueError(f"{what}: the runs have no column {col!r} (hyper-parameters are 'hp.<name>'); "
-                         f"columns: {', '.join(map(str, df.columns))}")
+def _variant_title(rows: Sequence[Any]) -> str:
+    """'GM-GAP-16-4 + ResNet-18' for the rows' variant(s) and backbone(s)."""
+    backbones = " / ".join(dict.fromkeys(pv.backbone_name(r.backbone) for r in rows))
+    return f"{_one(rows, 'variant')} + {backbones}"
+
+
+def _context(rows: Sequence[Any]) -> str:
+    """'dataset, protocol' of the planned rows (for a footnote)."""
+    return f"{_one(rows, 'dataset')}, {_one(rows, 'protocol')}"
+
+
+def _footnote(fig: Figure, text: str) -> None:
+    fig.text(0.99, 0.005, text, ha="right", va="bottom", fontsize="x-small", color="0.4")
+
+
+def _check_one_file_per_seed(sel: pd.DataFrame, row: Any) -> None:
+    """Per-epoch and per-component frames: one file per seed (row_runs checks only run frames)."""
+    if sel.empty:
+        return
+    files = sel.groupby("seed")["path"].unique()
+    dup = files[files.map(len) > 1]
+    if not dup.empty:
+        raise ValueError(f"row {row.label!r} (run {row.run}): seed {int(dup.index[0])} appears in "
+                         f"{len(dup.iloc[0])} files {sorted(dup.iloc[0])}; remove the stray copies")
+
+
+def _seeds(values: Iterable[Any]) -> str:
+    return ";".join(str(int(s)) for s in sorted(set(values)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Figure 2 (left): routing balance.
 
-def plot_routing(
-    routing_df: pd.DataFrame,
-    variant: str = "GM-GAP-16-4",
-    alphas: Sequence[float] = (0, 100),
-    *,
-    backbone: str = "resnet18",
-    alpha_col: str = "hp.alpha",
-    order: str = "rank",
-    where: dict[str, Any] | None = None,
-) -> Figure:
-    """Grouped bars of samples per component in each run's last epoch, one colour per α."""
-    what = f"routing figure ({variant}, {backbone})"
-    if order not in ("rank", "index"):
-        raise ValueError(f"order must be 'rank' or 'index', got {order!r}")
-    df = apply_where(routing_df, {"variant": variant, "backbone": backbone, **(where or {})}, "routing")
-    if df.empty:
-        raise ValueError(f"{what}: no routing counts (is {variant!r} a gated mixture, and has it run?)")
-    _need_column(df, alpha_col, what)
-    df = select_epoch(df, "last")
-    have = sorted(df[alpha_col].dropna().unique().tolist())
-    missing = [a for a in alphas if not np.isclose(have, a).any()]
-    if missing:
-        raise ValueError(f"{what}: no runs with {alpha_col} in {missing}; available: {have}")
-    df = df[df[alpha_col].isin(list(alphas))].copy()
-    ctx = _context(df, what)
-    runs_per_alpha = df.groupby(alpha_col)["path"].nunique()
-    if order == "index" and (runs_per_alpha > 1).any():
-        raise ValueError(f"{what}: order='index' needs one run per α (component ids differ between "
-                         f"runs), got {runs_per_alpha.to_dict()}; pass where={{'seed': 0}} or order='rank'")
-    if order == "rank":
-        df["x"] = df.groupby("path")["count"].rank(method="first", ascending=False).astype(int)
-        xlabel = "component, ranked by samples received (1 = most)"
-    else:
-        df["x"] = df["component"] + 1
-        xlabel = "component index"
-    df["α"] = [f"α = {_fmt_num(a)}" + (" (no balance loss)" if a == 0 else "") for a in df[alpha_col]]
-    hue_order = [f"α = {_fmt_num(a)}" + (" (no balance loss)" if a == 0 else "") for a in alphas]
+def _counts_rows(experiment: Any) -> list[Any]:
+    """The rows Figure 2 (left) compares: one per α of ``experiment.counts_alphas``, in that order."""
+    what = f"routing figure ({experiment.name})"
+    if not experiment.counts_alphas:
+        raise ValueError(f"{what}: the experiment lists no counts_alphas (the alphas whose routing to compare)")
+    rows = []
+    for a in experiment.counts_alphas:
+        hits = [r for r in experiment.rows if r.alpha is not None and math.isclose(r.alpha, a, abs_tol=1e-12)]
+        if len(hits) != 1:
+            have = [r.alpha for r in experiment.rows]
+            raise ValueError(f"{what}: counts alpha {a:g} matches {len(hits)} rows (need one); "
+                             f"the rows' alphas are {have}")
+        rows.append(hits[0])
+    return rows
+
+
+def routing_data(experiment: Any, routing: pd.DataFrame) -> pd.DataFrame:
+    """Per (counts alpha, rank): mean and std over the row's seeds of the samples the component of
+    that rank received in each run's last epoch (rank 1 = most samples within the run).
+
+    Columns: ``label``, ``alpha``, ``rank``, ``count_mean``, ``count_std``, ``n`` (runs), ``seeds``.
+    A row without routing counts (no runs yet, or not a gated mixture) raises ``ValueError``.
+    """
+    out = []
+    for row in _counts_rows(experiment):
+        sel = row_runs(routing, row)
+        if sel.empty:
+            raise ValueError(f"routing figure ({experiment.name}): row {row.label!r} (run {row.run}, seeds "
+                             f"{list(row.seeds)}) has no routing counts (no runs yet, or {row.variant!r} is not a "
+                             f"gated mixture)")
+        _check_one_file_per_seed(sel, row)
+        last = select_epoch(sel, "last").copy()
+        last["rank"] = last.groupby("path")["count"].rank(method="first", ascending=False).astype(int)
+        for rank, grp in last.groupby("rank", sort=True):
+            s = summarize(grp["count"])
+            out.append({"label": row.label, "alpha": float(row.alpha), "rank": int(rank), "count_mean": s.mean,
+                        "count_std": s.std, "n": s.n, "seeds": _seeds(grp["seed"])})
+    return pd.DataFrame(out, columns=["label", "alpha", "rank", "count_mean", "count_std", "n", "seeds"])
+
+
+def _alpha_name(alpha: float) -> str:
+    return f"α = {_fmt_num(alpha)}" + (" (no balance loss)" if alpha == 0 else "")
+
+
+def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
+    """Grouped bars (one colour per counts alpha) of :func:`routing_data`: mean ± std over seeds."""
+    data = routing_data(experiment, routing)
+    rows = _counts_rows(experiment)
+    alphas = [float(r.alpha) for r in rows]
+    ranks = sorted(data["rank"].unique())
+    width = 0.8 / len(alphas)
+    palette = sns.color_palette("colorblind", len(alphas))
     with _style():
-        fig, (ax,) = _figure(width=max(6.4, 0.32 * df["x"].nunique() + 2.5))
-        sns.barplot(data=df, x="x", y="count", hue="α", hue_order=hue_order, errorbar="sd",
-                    palette="colorblind", ax=ax, err_kws={"linewidth": 1.0})
-        ax.axhline(df["count"].mean(), color="0.3", linestyle="--", linewidth=1.0, label="perfectly balanced")
-        n = ", ".join(f"{_fmt_num(a)}: {runs_per_alpha[a]}" for a in alphas)
-        ax.set(xlabel=xlabel, ylabel="samples routed in the last epoch",
-               title=f"Figure 2 (left): load per component, {variant} + {pv.backbone_name(backbone)}")
-        ax.legend(title=f"runs per α: {n}" + ("; bars: mean ± std" if (runs_per_alpha > 1).any() else ""),
-                  fontsize="small", title_fontsize="small")
-        if ctx:
-            fig.text(0.99, 0.005, ctx, ha="right", va="bottom", fontsize="x-small", color="0.4")
+        fig, (ax,) = _figure(width=max(6.4, 0.32 * len(ranks) + 2.5))
+        for i, (row, alpha) in enumerate(zip(rows, alphas)):
+            sub = data[data["label"] == row.label].sort_values("rank")
+            x = sub["rank"].to_numpy(float) + (i - (len(alphas) - 1) / 2) * width
+            err = sub["count_std"].to_numpy(float)
+            ax.bar(x, sub["count_mean"].to_numpy(float), width=width, color=palette[i],
+                   yerr=np.nan_to_num(err) if np.isfinite(err).any() else None, capsize=2, error_kw={"linewidth": 1.0},
+                   label=f"{_alpha_name(alpha)}, n={int(sub['n'].max())}")
+        balanced = float(data["count_mean"].mean())
+        ax.axhline(balanced, color="0.3", linestyle="--", linewidth=1.0, label="perfectly balanced")
+        ax.set_xticks(ranks)
+        ax.set_xticklabels([str(r) for r in ranks])
+        ax.set(xlabel="component, ranked by samples received (1 = most)", ylabel="samples routed in the last epoch",
+               title=f"Figure 2 (left): load per component, {_variant_title(rows)}")
+        ax.legend(title="bars: mean ± std over seeds (n runs)", fontsize="small", title_fontsize="small")
+        _footnote(fig, _context(rows))
     return fig
 
 
 # ---------------------------------------------------------------------------------------------
 # Figure 2 (right): the α sweep.
 
-def _paper_alpha_points(variant: str, backbone: str) -> list[tuple[float, float, str]]:
-    """(α, top-1, label) the paper prints for ``variant``: Figure 2 right has no numbers; the
+def alpha_data(experiment: Any, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per row, sorted by alpha: ``label``, ``alpha`` (= row.alpha), ``n``, ``seeds``,
+    ``top1_err_mean``, ``top1_err_std`` over its finished runs, and ``top1_errs`` (the single
+    seeds' errors, in seed order). A row without an alpha or without finished runs raises
+    ``ValueError`` naming it."""
+    what = f"alpha sweep ({experiment.name})"
+    out = []
+    for row in experiment.rows:
+        if row.alpha is None:
+            raise ValueError(f"{what}: row {row.label!r} ({row.variant}) has no balance-loss weight α (not a mixture)")
+        fin = row_runs(runs, row)
+        if fin.empty:
+            raise ValueError(f"{what}: row {row.label!r} (run {row.run}, seeds {list(row.seeds)}) has no finished runs")
+        fin = fin.sort_values("seed")
+        s = summarize(fin["top1_err"])
+        out.append({"label": row.label, "alpha": float(row.alpha), "n": s.n, "seeds": _seeds(fin["seed"]),
+                    "top1_err_mean": s.mean, "top1_err_std": s.std, "top1_errs": tuple(fin["top1_err"].astype(float))})
+    df = pd.DataFrame(out, columns=["label", "alpha", "n", "seeds", "top1_err_mean", "top1_err_std", "top1_errs"])
+    dup = df[df["alpha"].duplicated(keep=False)]
+    if not dup.empty:
+        raise ValueError(f"{what}: rows {dup['label'].tolist()} share alpha {dup['alpha'].iloc[0]:g}; "
+                         "one row per alpha")
+    return df.sort_values("alpha", kind="stable").reset_index(drop=True)
+
+
+def _paper_alpha_points(rows: Sequence[Any]) -> list[tuple[float, float, str]]:
+    """(α, top-1, label) the paper prints for the rows' variant: Figure 2 right has no numbers; the
     comparison tables were all trained with α = 100, so a Table 2 row gives the α = 100 point."""
+    keys = {(r.paper_key, r.backbone) for r in rows if r.paper_key}
+    if len(keys) != 1:
+        return []
+    ((variant, tag), backbone), = keys
     pts = [(100.0, v.top1_err, "paper, Fig. 2 right") for v in pv.paper_rows("fig2_right")
            if v.variant == variant and v.backbone == backbone and v.top1_err is not None]
-    t2 = pv.paper_value("table2", variant, backbone)
+    t2 = pv.paper_value("table2", variant, backbone, tag)
     if not pts and t2 is not None and t2.top1_err is not None:
         pts.append((100.0, t2.top1_err, "paper, Table 2 (α = 100)"))
     return pts
 
 
-def plot_alpha_sweep(
-    runs_df: pd.DataFrame,
-    variant: str = "GM-GAP-16-4",
-    *,
-    backbone: str = "resnet18",
-    alpha_col: str = "hp.alpha",
-    where: dict[str, Any] | None = None,
-) -> Figure:
-    """Top-1 error against the balance-loss weight α: mean ± std over seeds, seeds as dots."""
-    what = f"alpha sweep ({variant}, {backbone})"
-    df = apply_where(runs_df, {"variant": variant, "backbone": backbone, **(where or {})})
-    df = df[df["finished"]] if not df.empty else df
-    if df.empty:
-        raise ValueError(f"{what}: no finished runs")
-    _need_column(df, alpha_col, what)
-    ctx = _context(df, what)
-    check_unique_seeds(df, [alpha_col], what, "narrow the selection with where={...}")
-    summary = summarize_groups(df, [alpha_col], ["top1_err"])
-    xs = summary[alpha_col].to_numpy(float)
+def plot_alpha_sweep(experiment: Any, runs: pd.DataFrame) -> Figure:
+    """Top-1 error against the balance-loss weight α (:func:`alpha_data`): mean ± std, seeds as dots."""
+    data = alpha_data(experiment, runs)
+    rows = list(experiment.rows)
+    xs = data["alpha"].to_numpy(float)
     positive = xs[xs > 0]
     linthresh = float(positive.min()) if positive.size else 1.0
     with _style():
         fig, (ax,) = _figure()
         ax.set_xscale("symlog", linthresh=linthresh, linscale=0.6)
-        ax.scatter(df[alpha_col], df["top1_err"], s=14, color="0.6", zorder=2, label="single seed")
-        ax.errorbar(xs, summary["top1_err_mean"], yerr=summary["top1_err_std"].fillna(0.0), marker="o",
-                    capsize=3, color=sns.color_palette("colorblind")[0], zorder=3, label="ours, mean ± std")
-        for x, y, n in zip(xs, summary["top1_err_mean"], summary["n"]):
+        dots = [(a, e) for a, errs in zip(xs, data["top1_errs"]) for e in errs]
+        ax.scatter([a for a, _ in dots], [e for _, e in dots], s=14, color="0.6", zorder=2, label="single seed")
+        ax.errorbar(xs, data["top1_err_mean"].to_numpy(float), yerr=data["top1_err_std"].fillna(0.0).to_numpy(float),
+                    marker="o", capsize=3, color=sns.color_palette("colorblind")[0], zorder=3,
+                    label="ours, mean ± std")
+        for x, y, n in zip(xs, data["top1_err_mean"], data["n"]):
             if math.isfinite(y):
                 ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 6), fontsize="x-small")
-        for x, y, label in _paper_alpha_points(variant, backbone):
+        for x, y, label in _paper_alpha_points(rows):
             ax.scatter([x], [y], label=label, **_PAPER_STYLE)
         ax.set_xticks(xs)
         ax.set_xticklabels([_fmt_num(x) for x in xs])
         ax.set(xlabel="balance-loss weight α (symmetric log scale)", ylabel="top-1 error (%)",
-               title=f"Figure 2 (right): top-1 error vs α, {variant} + {pv.backbone_name(backbone)}")
+               title=f"Figure 2 (right): top-1 error vs α, {_variant_title(rows)}")
         ax.legend(fontsize="small")
-        if ctx:
-            fig.text(0.99, 0.005, ctx, ha="right", va="bottom", fontsize="x-small", color="0.4")
+        _footnote(fig, _context(rows))
     return fig
 
 
 # ---------------------------------------------------------------------------------------------
-# Figure 3: GM-GAP over N and K.
+# Figure 3: a mixture family over N and K.
 
-def _parse_nk(variants: Iterable[str], family: str) -> dict[str, tuple[int, int]]:
-    pat = re.compile(rf"^{re.escape(family)}-(\d+)-(\d+)$")
-    return {v: (int(m[1]), int(m[2])) for v in variants if (m := pat.match(str(v)))}
+def _grid_rows(experiment: Any) -> tuple[list[Any], Any | None]:
+    """(the mixture rows, the baseline row or None). Rows without ``num_experts`` are baselines."""
+    what = f"N x K figure ({experiment.name})"
+    grid = [r for r in experiment.rows if r.num_experts is not None]
+    if not grid:
+        raise ValueError(f"{what}: no row is a mixture (every row has num_experts None)")
+    no_k = [r.label for r in grid if r.k is None]
+    if no_k:
+        raise ValueError(f"{what}: rows {no_k} are mixtures without a gate (k is None); a grid needs N and K")
+    seen: dict[tuple[int, int], str] = {}
+    for r in grid:
+        key = (int(r.num_experts), int(r.k))
+        if key in seen:
+            raise ValueError(f"{what}: rows {seen[key]!r} and {r.label!r} are both N={key[0]}, K={key[1]}")
+        seen[key] = r.label
+    base = experiment.row(experiment.baseline) if experiment.baseline else None
+    return grid, base
 
 
-def plot_nk_grid(
-    runs_df: pd.DataFrame,
-    bench_df: pd.DataFrame | None = None,
-    *,
-    family: str = "GM-GAP",
-    backbone: str = "resnet18",
-    baseline: str | None = "ResNet-18-512d",
-    where: dict[str, Any] | None = None,
-    bench_where: dict[str, Any] | None = None,
-) -> Figure:
-    """Two panels against N (log2 axis), one line per K: top-1 error, and training speed.
+def _row_speed(row: Any, fin: pd.DataFrame, bench: pd.DataFrame | None, use_bench: bool) -> float:
+    if use_bench:
+        b = row_bench(bench, row)
+        return float(b["train_img_s"].median()) if not b.empty else float("nan")
+    return summarize(fin["train_img_s"]).mean if not fin.empty else float("nan")
 
-    Speed is the benchmark median (``bench_df``) when there is one for every plotted variant,
-    else the runs' mean measured throughput. With a ``baseline`` speed it is shown relative to
-    the baseline (so the paper's 800/1470 Hz can be drawn as a ratio); otherwise in images/s.
-    ``where`` filters the baseline's runs too, so filter on keys every run carries.
+
+def grid_data(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per mixture row (N = row.num_experts, K = row.k), sorted by K then N: ``label``, ``N``,
+    ``K``, ``n``, ``seeds``, ``top1_err_mean``, ``top1_err_std`` (finished runs), ``fps`` and
+    ``speed`` (what the right panel draws).
+
+    ``fps`` is the median ``train_img_s`` of the row's bench files when every mixture row has
+    one, else the mean over its finished runs (``attrs["fps_source"]``: "bench" / "train").
+    ``speed`` is ``fps`` over the baseline row's (same source) when that is known
+    (``attrs["relative"]``), else ``fps``. ``attrs`` also hold ``baseline``,
+    ``baseline_top1_err``, ``baseline_fps`` and ``absent`` (rows without finished runs).
+    No finished run in any mixture row raises ``ValueError``.
     """
-    what = f"N x K figure ({family}, {backbone})"
-    runs = apply_where(runs_df, {"backbone": backbone, **(where or {})})
-    runs = runs[runs["finished"]] if not runs.empty else runs
-    nk = _parse_nk(runs["variant"].unique() if not runs.empty else [], family)
-    if not nk:
-        have = sorted(runs["variant"].unique()) if not runs.empty else []
-        raise ValueError(f"{what}: no finished runs named '{family}-<N>-<K>'; variants present: {have}")
-    grid = runs[runs["variant"].isin(list(nk))].copy()
-    ctx = _context(grid, what)
-    grid["N"] = [nk[v][0] for v in grid["variant"]]
-    grid["K"] = [nk[v][1] for v in grid["variant"]]
-    check_unique_seeds(grid, ["variant"], what, "narrow the selection with where={...}")
-    err = summarize_groups(grid, ["N", "K"], ["top1_err", "train_img_s"])
-
-    bench = apply_where(bench_df, {"backbone": backbone, **(bench_where or {})}, "bench") \
-        if bench_df is not None else pd.DataFrame(columns=["variant", "train_img_s"])
-    bench_fps = bench.groupby("variant")["train_img_s"].median() if not bench.empty else pd.Series(dtype=float)
-    use_bench = all(v in bench_fps.index for v in nk)
-    err["fps"] = [bench_fps[f"{family}-{n}-{k}"] if use_bench else m
-                  for n, k, m in zip(err["N"], err["K"], err["train_img_s_mean"])]
+    grid, base = _grid_rows(experiment)
+    fins = {r.label: row_runs(runs, r) for r in grid + ([base] if base is not None else [])}
+    absent = [r.label for r in grid if fins[r.label].empty]
+    if len(absent) == len(grid):
+        raise ValueError(f"N x K figure ({experiment.name}): no finished runs for any of the rows {absent}")
+    use_bench = bench is not None and all(not row_bench(bench, r).empty for r in grid)
+    out = []
+    for r in grid:
+        fin = fins[r.label]
+        s = summarize(fin["top1_err"])
+        out.append({"label": r.label, "N": int(r.num_experts), "K": int(r.k), "n": s.n,
+                    "seeds": _seeds(fin["seed"]) if not fin.empty else "", "top1_err_mean": s.mean,
+                    "top1_err_std": s.std, "fps": _row_speed(r, fin, bench, use_bench)})
+    df = pd.DataFrame(out).sort_values(["K", "N"], kind="stable").reset_index(drop=True)
     base_err = base_fps = float("nan")
-    if baseline:
-        b = runs[runs["variant"] == baseline]
-        if not b.empty:
-            base_err = float(b["top1_err"].mean())
-            base_fps = float(bench_fps.get(baseline, np.nan)) if use_bench else float(b["train_img_s"].mean())
+    if base is not None:
+        base_err = summarize(fins[base.label]["top1_err"]).mean if not fins[base.label].empty else float("nan")
+        base_fps = _row_speed(base, fins[base.label], bench, use_bench)
     relative = math.isfinite(base_fps) and base_fps > 0
-    if relative:
-        err["fps"] = err["fps"] / base_fps
+    df["speed"] = df["fps"] / base_fps if relative else df["fps"]
+    df.attrs.update(fps_source="bench" if use_bench else "train", relative=relative,
+                    baseline=base.label if base is not None else None, baseline_top1_err=base_err,
+                    baseline_fps=base_fps, absent=absent)
+    return df
 
-    paper = [(nk_, v) for v in pv.paper_rows("fig3") if (nk_ := _parse_nk([v.variant], family).get(v.variant))
-             and v.backbone == backbone]
-    paper_base = pv.paper_value("fig3", baseline, backbone) if baseline else None
 
-    ks = sorted(err["K"].unique())
+def _paper_grid_points(grid: Sequence[Any]) -> list[tuple[int, int, Any]]:
+    """(N, K, paper value) for the mixture rows whose paper row the text on Figure 3 quotes."""
+    pts = []
+    for r in grid:
+        if r.paper_key:
+            v = pv.paper_value("fig3", r.paper_key[0], r.backbone, r.paper_key[1])
+            if v is not None:
+                pts.append((int(r.num_experts), int(r.k), v))
+    return pts
+
+
+def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = None) -> Figure:
+    """Two panels against N (log2 axis), one line per K: top-1 error (mean ± std over seeds) and
+    training speed, relative to the baseline row when it has one (:func:`grid_data`)."""
+    data = grid_data(experiment, runs, bench)
+    grid, base = _grid_rows(experiment)
+    baseline = data.attrs["baseline"]
+    relative = data.attrs["relative"]
+    paper = _paper_grid_points(grid)
+    paper_base = None
+    if base is not None and base.paper_key:
+        paper_base = pv.paper_value("fig3", base.paper_key[0], base.backbone, base.paper_key[1])
+    ks = sorted(data["K"].unique())
     palette = dict(zip(ks, sns.color_palette("colorblind", len(ks))))
     with _style():
         fig, (ax_e, ax_f) = _figure(ncols=2, height=4.8)
         for k in ks:
-            sub = err[err["K"] == k].sort_values("N")
-            ax_e.errorbar(sub["N"], sub["top1_err_mean"], yerr=sub["top1_err_std"].fillna(0.0), marker="o",
-                          capsize=3, color=palette[k], label=f"K = {k}")
-            ax_f.plot(sub["N"], sub["fps"], marker="o", color=palette[k], label=f"K = {k}")
-        if math.isfinite(base_err):
-            ax_e.axhline(base_err, color="0.35", linestyle="--", linewidth=1, label=f"{baseline} (ours)")
+            sub = data[data["K"] == k].sort_values("N")
+            ax_e.errorbar(sub["N"].to_numpy(float), sub["top1_err_mean"].to_numpy(float),
+                          yerr=sub["top1_err_std"].fillna(0.0).to_numpy(float), marker="o", capsize=3,
+                          color=palette[k], label=f"K = {k}")
+            ax_f.plot(sub["N"].to_numpy(float), sub["speed"].to_numpy(float), marker="o", color=palette[k],
+                      label=f"K = {k}")
+        if math.isfinite(data.attrs["baseline_top1_err"]):
+            ax_e.axhline(data.attrs["baseline_top1_err"], color="0.35", linestyle="--", linewidth=1,
+                         label=f"{baseline} (ours)")
         if paper_base is not None and paper_base.top1_err is not None:
-            ax_e.axhline(paper_base.top1_err, color="black", linestyle=":", linewidth=1,
-                         label=f"{baseline} (paper)")
-        for i, ((n, k), v) in enumerate(paper):
+            ax_e.axhline(paper_base.top1_err, color="black", linestyle=":", linewidth=1, label=f"{baseline} (paper)")
+        quoted = [(n, k, v) for n, k, v in paper if v.top1_err is not None]
+        for i, (n, k, v) in enumerate(quoted):
             ax_e.scatter([n], [v.top1_err], label="paper (text)" if i == 0 else None, **_PAPER_STYLE)
             ax_e.annotate(f"N={n},K={k}", (n, v.top1_err), textcoords="offset points", xytext=(6, -10),
                           fontsize="x-small")
-        if relative and paper_base is not None and paper_base.train_fps:
-            pts = [(n, k, v.train_fps / paper_base.train_fps) for (n, k), v in paper if v.train_fps]
-            for i, (n, k, r) in enumerate(pts):
-                ax_f.scatter([n], [r], label="paper (GTX 1080)" if i == 0 else None, **_PAPER_STYLE)
-                ax_f.annotate(f"N={n},K={k}", (n, r), textcoords="offset points", xytext=(6, -10),
-                              fontsize="x-small")
+        if relative:
+            if paper_base is not None and paper_base.train_fps:
+                pts = [(n, k, v.train_fps / paper_base.train_fps) for n, k, v in paper if v.train_fps]
+                for i, (n, k, r) in enumerate(pts):
+                    ax_f.scatter([n], [r], label="paper (GTX 1080)" if i == 0 else None, **_PAPER_STYLE)
+                    ax_f.annotate(f"N={n},K={k}", (n, r), textcoords="offset points", xytext=(6, -10),
+                                  fontsize="x-small")
             ax_f.axhline(1.0, color="0.35", linestyle="--", linewidth=1, label=f"{baseline} (= 1)")
-        ns = sorted(set(err["N"]) | {n for (n, _k), _v in paper})
+        ns = sorted(set(data["N"]))
         for ax in (ax_e, ax_f):
             ax.set_xscale("log", base=2)
             ax.set_xticks(ns)
@@ -288,69 +387,79 @@ def plot_nk_grid(
             ax.set_xlabel("number of components N (log scale)")
             ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
         ax_e.set(ylabel="top-1 error (%)", title="top-1 error (mean ± std over seeds)")
-        source = "benchmark" if use_bench else "training runs"
+        source = "benchmark" if data.attrs["fps_source"] == "bench" else "training runs"
         if relative:
             ax_f.set(ylabel=f"training speed relative to {baseline} (×)", title=f"training speed ({source})")
         else:
             ax_f.set(ylabel="training images / s", title=f"training speed ({source})")
-        fig.suptitle(f"Figure 3: {family} with various N and K, {pv.backbone_name(backbone)}"
-                     + (f" ({ctx})" if ctx else ""), fontweight="bold")
+        family = experiment.family or _one(grid, "variant")
+        backbones = " / ".join(dict.fromkeys(pv.backbone_name(r.backbone) for r in grid))
+        fig.suptitle(f"Figure 3: {family} with various N and K, {backbones} ({_context(grid)})", fontweight="bold")
+        if data.attrs["absent"]:
+            fig.text(0.01, 0.005, "no runs yet: " + ", ".join(data.attrs["absent"]), fontsize="x-small", color="0.4")
     return fig
 
 
 # ---------------------------------------------------------------------------------------------
 # Training curves.
 
-def plot_training_curves(
-    epochs_df: pd.DataFrame,
-    rows: Iterable[Any] | None = None,
-    *,
-    where: dict[str, Any] | None = None,
-    title: str = "Training curves",
-) -> Figure:
-    """Validation top-1 error and training loss per epoch; one line per row, band = ± 1 std.
+_CURVE_VALUES = ("val_top1_err", "train_loss")
 
-    ``rows`` are table row specs (``(variant, backbone[, tag])`` or mappings); by default every
-    (variant, backbone) in ``epochs_df``. Rows without data are listed under the plot; if no row
-    has data the call raises ``ValueError``.
+
+def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per (row, epoch): ``label``, ``epoch``, ``n`` (runs with that epoch), ``runs`` (the row's
+    runs), and mean / std over seeds of ``val_top1_err`` and ``train_loss``; rows in plan order.
+
+    ``attrs["absent"]`` lists the rows without any epoch; if no row has one, ``ValueError``.
     """
-    if rows is None:
-        if epochs_df.empty:
-            raise ValueError("training curves: no epochs to plot")
-        keys = epochs_df[["variant", "backbone"]].drop_duplicates().sort_values(["variant", "backbone"])
-        rows = [tuple(k) for k in keys.itertuples(index=False)]
-    specs: tuple[RowSpec, ...] = parse_rows(rows)
-    multi_backbone = len({r.backbone for r in specs}) > 1
-    parts, absent = [], []
-    for r in specs:
-        sel = apply_where(epochs_df, r.run_filter(where or {}), "epochs")
-        name = r.label or (r.variant + ("*" if r.tag == pv.STAR else ""))
-        if multi_backbone:
-            name += f" + {pv.backbone_name(r.backbone)}"
+    cols = ["label", "epoch", "n", "runs"] + [f"{v}_{s}" for v in _CURVE_VALUES for s in ("mean", "std")]
+    out, absent = [], []
+    for row in experiment.rows:
+        sel = row_runs(epochs, row, finished=False)
         if sel.empty:
-            absent.append(name)
+            absent.append(row.label)
             continue
-        _context(sel, f"training curves, row {r.key}")
-        parts.append(sel.assign(method=f"{name} (n={sel['path'].nunique()})"))
-    if not parts:
-        raise ValueError(f"training curves: no epochs for any of the rows {[r.key for r in specs]}")
-    data = pd.concat(parts, ignore_index=True)
-    order = list(dict.fromkeys(data["method"]))
+        _check_one_file_per_seed(sel, row)
+        n_runs = int(sel["path"].nunique())
+        for ep, grp in sel.groupby("epoch", sort=True):
+            rec = {"label": row.label, "epoch": int(ep), "n": len(grp), "runs": n_runs}
+            for v in _CURVE_VALUES:
+                s = summarize(grp[v])
+                rec[f"{v}_mean"], rec[f"{v}_std"] = s.mean, s.std
+            out.append(rec)
+    if not out:
+        raise ValueError(f"training curves ({experiment.name}): no epochs for any of the rows {absent}")
+    df = pd.DataFrame(out, columns=cols)
+    df.attrs["absent"] = absent
+    return df
+
+
+def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | None = None) -> Figure:
+    """Validation top-1 error and training loss per epoch (:func:`curves_data`): one line per row
+    (legend: label and number of seeds), band = ± 1 std; rows without data listed under the plot."""
+    data = curves_data(experiment, epochs)
+    order = list(dict.fromkeys(data["label"]))
     palette = sns.color_palette("colorblind" if len(order) <= 10 else "husl", len(order))
     with _style():
         fig, (ax_v, ax_l) = _figure(ncols=2)
         for ax, col, label in ((ax_v, "val_top1_err", "validation top-1 error (%)"),
                                (ax_l, "train_loss", "training loss (cross-entropy + balance)")):
-            sns.lineplot(data=data, x="epoch", y=col, hue="method", hue_order=order, palette=palette,
-                         errorbar="sd", ax=ax, legend=ax is ax_v)
+            for color, name in zip(palette, order):
+                sub = data[data["label"] == name].sort_values("epoch")
+                x = sub["epoch"].to_numpy(float)
+                mean, std = sub[f"{col}_mean"].to_numpy(float), sub[f"{col}_std"].to_numpy(float)
+                ax.plot(x, mean, color=color, marker="o" if len(x) == 1 else None,
+                        label=f"{name} (n={int(sub['runs'].iloc[0])})")
+                if np.isfinite(std).any():
+                    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             ax.set(xlabel="epoch", ylabel=label)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_v.set_title("validation top-1 error")
         ax_l.set_title("training loss")
-        ax_v.legend(title="variant (seeds)", fontsize="small", title_fontsize="small")
-        fig.suptitle(title, fontweight="bold")
-        if absent:
-            fig.text(0.01, 0.005, "no runs yet: " + ", ".join(absent), fontsize="x-small", color="0.4")
+        ax_v.legend(title="row (seeds)", fontsize="small", title_fontsize="small")
+        fig.suptitle(title or f"Training curves: {experiment.title}", fontweight="bold")
+        if data.attrs["absent"]:
+            fig.text(0.01, 0.005, "no runs yet: " + ", ".join(data.attrs["absent"]), fontsize="x-small", color="0.4")
     return fig
 
 

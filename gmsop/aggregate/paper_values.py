@@ -26,9 +26,18 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from gmsop.backbones import paper_name, paper_names
+
 #: Table ids with published numbers. "fig3" holds the numbers the text quotes while discussing
 #: Figure 3; "fig2_right" is a known id with no published numbers (the plot has no labels).
 TABLES: tuple[str, ...] = ("table2", "table3", "table4", "fig2_right", "fig3")
+
+#: The dataset each table's numbers were measured on (a registered dataset name): a row is
+#: compared with them only when it ran on that dataset at full width.
+TABLE_DATASETS: dict[str, str] = {
+    "table2": "imagenet64", "table3": "imagenet64", "table4": "places365", "fig2_right": "imagenet64",
+    "fig3": "imagenet64",
+}
 
 #: How reports name each table id.
 TABLE_NAMES: dict[str, str] = {
@@ -36,14 +45,9 @@ TABLE_NAMES: dict[str, str] = {
     "fig2_right": "Figure 2 (right)", "fig3": "the text on Figure 3",
 }
 
-#: Display names of backbone ids, as the paper writes them.
-BACKBONE_NAMES: dict[str, str] = {
-    "resnet18": "ResNet-18",
-    "resnet50": "ResNet-50",
-    "wrn36_1": "WRN-36-1",
-    "wrn36_2": "WRN-36-2",
-    "wrn36_5": "WRN-36-5",
-}
+#: Display names of backbone ids, as the paper writes them: the backbones' own ``paper_name``
+#: (gmsop.backbones), the one place a backbone is spelt, so reports and model names agree.
+BACKBONE_NAMES: dict[str, str] = paper_names()
 
 #: Tag of Table 3's starred rows (flip-doubled training set, 4-px pad + random crop).
 STAR = "star"
@@ -212,4 +216,4 @@ def paper_frame() -> pd.DataFrame:
 
 def backbone_name(backbone: str) -> str:
     """The paper's spelling of a backbone id ("resnet18" -> "ResNet-18"); unknown ids pass through."""
-    return BACKBONE_NAMES.get(backbone, backbone)
+    return paper_name(backbone)

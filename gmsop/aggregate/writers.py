@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from gmsop.aggregate._atomic import atomic_write
+from gmsop.atomic import atomic_write
 from gmsop.aggregate.display import LATEX, TEXT, best_row, display_table, table_notes, table_title
-from gmsop.aggregate.orderings import ALPHA
 
 __all__ = [
     "render_csv", "render_markdown", "render_html", "render_latex",
@@ -35,24 +34,41 @@ _LEFT = {"Method", "Backbone"}  # text columns; every other column is right-alig
 _BOLD = {"Method", "Top-1 err. (%)"}
 
 
-_ORDERING_HEAD = ("Claimed ordering (top-1 err.)", "Ours", "Difference", "n", "p (one-sided)", "Verdict")
-_ORDERING_ALIGN = ("l", "r", "r", "r", "r", "l")
-_ORDERING_NAME = "The paper's orderings, on our runs"
-_ORDERING_DETAIL = f"(Welch t-test over seeds; holds: p < {ALPHA:g})"
+CLAIM_HEAD = ("Claim (top-1 err., lower on the left)", "Ours", "Difference [95% CI]", "n", "P(left better)",
+              "Verdict")
+_CLAIM_ALIGN = ("l", "r", "r", "r", "r", "l")
+_CLAIM_NAME = "The paper's claims, on our runs"
+_CLAIM_DETAIL = ("(difference of mean top-1 errors, left − right, with its 95% Welch t-interval over seeds; "
+                 "holds / reversed only when the interval excludes 0)")
 
 
 def _num(x: float, fmt: str) -> str:
     return format(x, fmt) if x == x else "—"  # NaN -> dash
 
 
-def ordering_cells(df: pd.DataFrame) -> list[tuple[str, ...]]:
-    """One line of text cells per claimed ordering in ``df.attrs["orderings"]`` (may be none)."""
+def claim_cells(records) -> list[tuple[str, ...]]:
+    """One line of text cells per evaluated claim (records of gmsop.aggregate.claims.CLAIM_COLUMNS)."""
     lines = []
-    for o in df.attrs.get("orderings") or ():
-        ours = f"{_num(o['better_mean'], '.2f')} vs {_num(o['worse_mean'], '.2f')}"
-        lines.append((o["claim"], ours, _num(o["diff"], "+.2f"), f"{o['n_better']} / {o['n_worse']}",
-                      _num(o["p_value"], ".3f"), o["verdict"]))
+    for c in records or ():
+        ours = f"{_num(c['better_mean'], '.2f')} vs {_num(c['worse_mean'], '.2f')}"
+        diff = _num(c["diff"], "+.2f")
+        if c["ci_low"] == c["ci_low"]:
+            diff += f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+        lines.append((c["claim"], ours, diff, f"{c['n_better']} / {c['n_worse']}",
+                      _num(c["p_improvement"], ".2f"), c["verdict"]))
     return lines
+
+
+def claims_summary(records) -> str:
+    """'Tests 6 claims: 1 holds, 0 reversed, 2 inconclusive, 3 not learned.' (counts per verdict)."""
+    records = list(records or ())
+    counts: dict[str, int] = {}
+    for c in records:
+        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+    tested = sum(counts.get(v, 0) for v in ("holds", "reversed", "inconclusive"))
+    parts = [f"{n} {v}" for v, n in counts.items()]
+    return (f"This table checks {len(records)} claim{'s' if len(records) != 1 else ''}, {tested} of them with a "
+            f"test: {', '.join(parts)}.")
 
 
 def render_csv(df: pd.DataFrame) -> str:
@@ -73,12 +89,13 @@ def render_markdown(df: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(vals) + " |")
     lines.append("")
     lines += [f"- {n}" for n in table_notes(df)]
-    claims = ordering_cells(df)
+    claims = claim_cells(df.attrs.get("claims"))
     if claims:
-        rule = "|" + "|".join(":--" if a == "l" else "--:" for a in _ORDERING_ALIGN) + "|"
-        lines += ["", f"**{_ORDERING_NAME}** {_ORDERING_DETAIL}", "",
-                  "| " + " | ".join(_ORDERING_HEAD) + " |", rule]
+        rule = "|" + "|".join(":--" if a == "l" else "--:" for a in _CLAIM_ALIGN) + "|"
+        lines += ["", f"**{_CLAIM_NAME}** {_CLAIM_DETAIL}", "",
+                  "| " + " | ".join(CLAIM_HEAD) + " |", rule]
         lines += ["| " + " | ".join(esc(c) for c in line) + " |" for line in claims]
+        lines += ["", claims_summary(df.attrs.get("claims")) + " All claims of all experiments: results/scorecard.md."]
     return "\n".join(lines) + "\n"
 
 
@@ -97,7 +114,7 @@ table.gmsop .l { text-align: left; }
 table.gmsop .r { text-align: right; font-variant-numeric: tabular-nums; }
 table.gmsop td.missing { color: #8c959f; }
 table.gmsop td.best { font-weight: 700; }
-ul.notes { font-size: 12px; color: #57606a; max-width: 64em; padding-left: 1.2em; }
+ul.notes, p.notes { font-size: 12px; color: #57606a; max-width: 64em; padding-left: 1.2em; }
 """.strip()
 
 
@@ -128,15 +145,17 @@ def render_html(df: pd.DataFrame) -> str:
     out += ["</tbody>", "</table>", '<ul class="notes">']
     out += [f"<li>{html.escape(n)}</li>" for n in table_notes(df)]
     out.append("</ul>")
-    claims = ordering_cells(df)
+    claims = claim_cells(df.attrs.get("claims"))
     if claims:
-        out += [f'<table class="gmsop" id="{table_id}-orderings">',
-                f"<caption>{html.escape(f'{_ORDERING_NAME} {_ORDERING_DETAIL}')}</caption>",
+        out += [f'<table class="gmsop" id="{table_id}-claims">',
+                f"<caption>{html.escape(f'{_CLAIM_NAME} {_CLAIM_DETAIL}')}</caption>",
                 "<thead><tr>" + "".join(f'<th class="{a}">{html.escape(h)}</th>'
-                                        for a, h in zip(_ORDERING_ALIGN, _ORDERING_HEAD)) + "</tr></thead>", "<tbody>"]
-        out += ["<tr>" + "".join(f'<td class="{a}">{html.escape(c)}</td>' for a, c in zip(_ORDERING_ALIGN, line)) + "</tr>"
+                                        for a, h in zip(_CLAIM_ALIGN, CLAIM_HEAD)) + "</tr></thead>", "<tbody>"]
+        out += ["<tr>" + "".join(f'<td class="{a}">{html.escape(c)}</td>' for a, c in zip(_CLAIM_ALIGN, line)) + "</tr>"
                 for line in claims]
-        out += ["</tbody>", "</table>"]
+        out += ["</tbody>", "</table>",
+                f'<p class="notes">{html.escape(claims_summary(df.attrs.get("claims")))} All claims of all '
+                "experiments are in the scorecard.</p>"]
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from gmsop.backbones.resnet import ResNet, conv1x1, conv3x3
 
-__all__ = ["BACKBONES", "ResNet", "backbone_widths", "scaled", "conv1x1", "conv3x3", "create_backbone", "list_backbones", "resolve_backbone"]
+__all__ = [
+    "BACKBONES", "CITED_BACKBONES", "ResNet", "backbone_widths", "scaled", "conv1x1", "conv3x3", "create_backbone",
+    "list_backbones", "paper_name", "paper_names", "resolve_backbone",
+]
 
 #: name -> (blocks per stage, widths, stem width, paper name)
 BACKBONES: dict[str, dict] = {
@@ -15,7 +18,21 @@ BACKBONES: dict[str, dict] = {
     "wrn36_2": dict(blocks=(4, 4, 4, 4), widths=(32, 64, 128, 256), stem_width=16, paper_name="WRN-36-2"),
 }
 
+#: Backbones the paper's Table 3 cites (rows copied from Chrabaszcz et al. 2017) but nothing
+#: here builds: id -> paper name, so reports spell every backbone id from this one module.
+CITED_BACKBONES: dict[str, str] = {"wrn36_1": "WRN-36-1", "wrn36_5": "WRN-36-5"}
+
 _ALIASES = {spec["paper_name"].lower(): name for name, spec in BACKBONES.items()}
+
+
+def paper_names() -> dict[str, str]:
+    """Every backbone id the harness knows (built, then cited) -> the paper's spelling."""
+    return {**{name: spec["paper_name"] for name, spec in BACKBONES.items()}, **CITED_BACKBONES}
+
+
+def paper_name(backbone: str) -> str:
+    """The paper's spelling of a backbone id ("resnet18" -> "ResNet-18"); unknown ids pass through."""
+    return paper_names().get(backbone, backbone)
 
 
 def list_backbones() -> list[str]:

@@ -29,13 +29,13 @@ import contextlib
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 
+from gmsop.atomic import atomic_path, atomic_write, atomic_write_json
 from gmsop.data.base import Split
 
 __all__ = [
@@ -92,10 +92,6 @@ def fingerprint(files: Iterable[Path | str], options: dict[str, Any], base: Path
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 @contextlib.contextmanager
 def atomic_memmap(path: Path, shape: tuple[int, ...], dtype: Any = np.uint8) -> Iterator[np.memmap]:
     """Yield a writable ``.npy`` memmap at a temporary name; rename it to ``path`` on success.
@@ -103,41 +99,18 @@ def atomic_memmap(path: Path, shape: tuple[int, ...], dtype: Any = np.uint8) -> 
     On any exception the temporary file is removed and ``path`` is left untouched. The
     temporary file's name is ``arr.filename`` (worker processes can open it with ``r+``).
     """
-    path = Path(path)
-    tmp = _tmp_name(path)
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(int(s) for s in shape))
-    try:
-        yield arr
-        arr.flush()
-    except BaseException:
-        del arr
-        tmp.unlink(missing_ok=True)
-        raise
-    del arr
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(int(s) for s in shape))
+        try:
+            yield arr
+            arr.flush()
+        finally:
+            del arr
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary name, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to a temporary name, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``np.save`` through :func:`gmsop.atomic.atomic_write`."""
+    atomic_write(path, lambda fh: np.save(fh, array))
 
 
 def read_meta(cache_dir: Path, fingerprint_: str) -> dict[str, Any] | None:
@@ -157,7 +130,7 @@ def read_meta(cache_dir: Path, fingerprint_: str) -> dict[str, Any] | None:
 def write_meta(cache_dir: Path, fingerprint_: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Write ``meta.json`` (the commit point of a conversion) and return what was written."""
     full = {"format": CACHE_FORMAT, "fingerprint": fingerprint_, **meta}
-    atomic_write_json(Path(cache_dir) / META_NAME, full)
+    atomic_write_json(Path(cache_dir) / META_NAME, full, sort_keys=True)
     return full
 
 

@@ -15,7 +15,7 @@ Modules:
     checkpoint.py   last.pt: weights_only-loadable, fingerprinted, atomically replaced
     env.py          device, determinism, seeds, RNG state capture/restore, environment record
     progress.py     stderr progress: tqdm bar on a terminal, one line per epoch otherwise
-    atomic.py       temp file + fsync + os.replace for every file the engine writes
+    (atomic writes: gmsop.atomic; file formats: gmsop.formats)
     throughput.py   timm-protocol img/s, step-time median/IQR, peak memory, FLOP/s
     train_cli.py    ``gmsop train``;  bench_cli.py  ``gmsop bench``
 """

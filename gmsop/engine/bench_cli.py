@@ -57,7 +57,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from gmsop.engine.atomic import atomic_write_json, to_json
+    from gmsop.atomic import atomic_write_json, to_json
     from gmsop.engine.throughput import BenchConfig, measure_throughput
 
     try:

@@ -24,17 +24,13 @@ from typing import Any
 
 import torch
 
-from gmsop.engine.atomic import atomic_write
+from gmsop.atomic import atomic_write
+from gmsop.formats import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, CHECKPOINT_NAME, CONFIG_NAME, PROGRESS_NAME
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "PROGRESS_NAME", "CONFIG_NAME", "CheckpointMismatchError",
     "save_checkpoint", "load_checkpoint", "check_fingerprint",
 ]
-
-CHECKPOINT_FORMAT = 1
-CHECKPOINT_NAME = "last.pt"
-PROGRESS_NAME = "progress.jsonl"
-CONFIG_NAME = "config.json"
 
 
 class CheckpointMismatchError(ValueError):
@@ -57,7 +53,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"checkpoint {path} has format {found!r}, this gmsop writes format {CHECKPOINT_FORMAT}")
-    missing = [k for k in ("fingerprint", "epoch", "model", "optimizer", "rng", "records", "totals") if k not in ckpt]
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}")
     return ckpt

@@ -22,24 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmsop.registry import resolve_variant
+
 __all__ = ["TrainConfig", "parse_schedule", "format_schedule", "default_schedule", "parse_key_value", "DEFAULT_SCHEDULES"]
 
-#: Released schedules, lr x epochs (method-facts.md). GAP baselines and GM-GAP, SR-SOP, GM-SOP
-#: are stated there; the other families take the schedule of the closest stated family
-#: (first-order -> GAP's, second-order and NetVLAD -> SR-SOP's); pass ``schedule`` to change it.
+#: Released schedules, lr x epochs (method-facts.md), per schedule family. GAP baselines and
+#: GM-GAP, SR-SOP, GM-SOP are stated there; the other heads take the schedule of the closest
+#: stated family. Which family a variant belongs to is the registry's answer
+#: (``resolve_variant(name).schedule_family``, declared per head in gmsop.heads), never a table
+#: here; pass ``schedule`` to change it.
 DEFAULT_SCHEDULES: dict[str, list[tuple[float, int]]] = {
     "gap": [(0.075, 50), (0.0075, 15), (0.00075, 10)],
     "srsop": [(0.15, 40), (0.015, 10), (0.0015, 5), (0.00015, 5)],
     "gm_sop": [(0.1, 40), (0.01, 10), (0.001, 5), (0.0001, 5)],
 }
-_FAMILY_SCHEDULE = {
-    "gap": "gap", "pgap": "gap", "ave_gap": "gap", "gm_gap": "gap", "sg_moe": "gap",
-    "srsop": "srsop", "psrsop": "srsop", "ave_sop": "srsop", "netvlad": "srsop",
-    "gm_sop": "gm_sop",
-}
 
 #: Fields that do not change what a run computes (excluded from the resume fingerprint).
-_NOT_FINGERPRINTED = ("out", "ckpt_dir", "data_root", "compile", "progress", "tag")
+_NOT_FINGERPRINTED = ("out", "ckpt_dir", "data_root", "compile", "progress", "tag", "run")
 
 
 def parse_schedule(value: Any) -> list[tuple[float, int]]:
@@ -89,11 +88,8 @@ def format_schedule(schedule: list[tuple[float, int]]) -> str:
 
 
 def default_schedule(variant: str) -> list[tuple[float, int]]:
-    """The released code's schedule for ``variant``'s head family (ValueError if unknown)."""
-    from gmsop.registry import parse_variant
-
-    head = parse_variant(variant).head
-    return list(DEFAULT_SCHEDULES[_FAMILY_SCHEDULE.get(head, "gm_sop")])
+    """The released code's schedule for ``variant``'s schedule family (ValueError if unknown)."""
+    return list(DEFAULT_SCHEDULES[resolve_variant(variant).schedule_family])
 
 
 def parse_key_value(text: str, what: str = "option") -> tuple[str, Any]:
@@ -138,6 +134,7 @@ class TrainConfig:
     out: str | None = None  # final metrics.json (written atomically, only at the very end)
     ckpt_dir: str | None = None  # last.pt + progress.jsonl; None: <dir of out>/ckpt, or none
     tag: str | None = None  # free label copied into metrics.json (ablation name, ...)
+    run: dict | None = None  # the workflow's identity block (gmsop.formats.run_block), copied into metrics.json
     progress: str = "auto"  # auto: a tqdm bar on a terminal, one line per epoch otherwise; bar|lines|none
 
     def __post_init__(self) -> None:
@@ -157,6 +154,13 @@ class TrainConfig:
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise ValueError(f"{name} must be a mapping of names to values, got {value!r}")
             setattr(self, name, dict(value))
+        if self.run is not None:
+            from gmsop.formats import ResultFileError, _check_run
+
+            try:
+                _check_run("run", self.run)
+            except ResultFileError as err:
+                raise ValueError(f"run must be an identity block (gmsop.formats.run_block): {err}") from None
         self.batch_size = _require_int("batch_size", self.batch_size, 1)
         self.seed = _require_int("seed", self.seed, 0)
         self.eval_every = _require_int("eval_every", self.eval_every, 1)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from gmsop.engine.env import device_name, env_info, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from gmsop.engine.loop import Runtime
+from gmsop.formats import BENCH_FORMAT
 
 __all__ = ["BenchConfig", "measure_throughput", "step_stats"]
 
@@ -137,6 +138,8 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     train_img_s = cfg.batch_size / (train_ms / 1e3)
     infer_img_s = cfg.batch_size / (infer_ms / 1e3)
     return {
+        "format_version": BENCH_FORMAT,
+        "run": None,  # the workflow sets its identity block (gmsop.pipeline.run_bench)
         "variant": model.info["variant"],
         "backbone": model.info["backbone"],
         "protocol": model.info["protocol"],

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from gmsop.engine.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
+from gmsop.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
 from gmsop.engine.checkpoint import (
     CHECKPOINT_NAME, CONFIG_NAME, PROGRESS_NAME, check_fingerprint, load_checkpoint, save_checkpoint,
 )
@@ -42,16 +42,9 @@ from gmsop.engine.env import (
 )
 from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
 from gmsop.engine.progress import Progress
+from gmsop.formats import EPOCH_KEYS, METRICS_FORMAT, check_metrics
 
-__all__ = ["train", "build_run", "Run", "EPOCH_KEYS", "TIMING_KEYS"]
-
-#: Keys of one epoch record, in the order metrics.json and progress.jsonl show them.
-EPOCH_KEYS = (
-    "epoch", "lr", "train_ce", "train_balance", "train_loss", "train_top1_err", "val_top1_err", "val_top5_err",
-    "epoch_time_s", "train_img_s", "routing_counts", "importance", "gate_logit_spread", "gate_noise_spread",
-)
-#: Keys that measure time (they differ between otherwise identical runs).
-TIMING_KEYS = ("epoch_time_s", "train_img_s", "train_time_s")
+__all__ = ["train", "build_run", "Run"]
 
 
 @dataclasses.dataclass
@@ -166,7 +159,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     finally:
         progress.close()
 
-    metrics = _metrics(run, records, totals)
+    metrics = check_metrics(_metrics(run, records, totals), out or "metrics.json")
     if out is not None:
         atomic_write_json(out, metrics)
     return metrics
@@ -211,7 +204,7 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None)
 
 
 def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) -> dict[str, Any]:
-    """The metrics.json object (schema consumed by gmsop.aggregate.load.read_metrics)."""
+    """The metrics.json object (its layout is declared in gmsop.formats)."""
     cfg, info, data = run.config, run.model.info, run.data
     last = records[-1]
     proto = run.model.protocol
@@ -242,6 +235,8 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
     }
     seconds = totals["train_seconds"]
     return {
+        "format_version": METRICS_FORMAT,
+        "run": cfg.run,
         "variant": info["variant"],
         "backbone": info["backbone"],
         "protocol": info["protocol"],

@@ -3,6 +3,7 @@ from gmsop.layers.classifier import ClassifierHead
 from gmsop.layers.experts import LinearExpert
 from gmsop.layers.gap import GAP, ParametricGAP, global_avg_pool
 from gmsop.layers.gating import GateStats, NoisyTopKGate, balance_loss, cv_squared, gating_trunk
+from gmsop.layers.grouped import GroupedPlan
 from gmsop.layers.mixture import AverageMixture, GatedMixture
 from gmsop.layers.netvlad import NetVLAD
 from gmsop.layers.sop import SRSOP, ParametricSRSOP, conv_stack
@@ -14,8 +15,8 @@ __all__ = [
     "SRSOP", "ParametricSRSOP", "conv_stack",
     # gating.py
     "GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk",
-    # mixture.py
-    "AverageMixture", "GatedMixture",
+    # mixture.py / grouped.py
+    "AverageMixture", "GatedMixture", "GroupedPlan",
     # netvlad.py / experts.py / classifier.py
     "NetVLAD", "LinearExpert", "ClassifierHead",
 ]

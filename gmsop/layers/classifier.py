@@ -12,7 +12,9 @@ __all__ = ["ClassifierHead"]
 
 
 class ClassifierHead(nn.Module):
-    def __init__(self, in_features: int, num_classes: int, batchnorm: bool = False, dropout: float = 0.0, bn_momentum: float = 0.1):
+    def __init__(
+        self, in_features: int, num_classes: int, batchnorm: bool = False, dropout: float = 0.0, bn_momentum: float = 0.1
+    ):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from gmsop.layers.grouped import GroupedPlan
+
 __all__ = ["GAP", "ParametricGAP", "global_avg_pool"]
 
 
@@ -55,10 +57,8 @@ class ParametricGAP(nn.Module):
 
     pool_key = ("gap",)
 
-    def grouped_plan(self):
+    def grouped_plan(self) -> GroupedPlan:
         """The conv as an (out, in) matrix + ReLU, then GAP."""
-        from gmsop.layers.mixture import GroupedPlan
-
         weight = self.conv.weight.view(self.conv.out_channels, self.conv.in_channels)
         return GroupedPlan((weight,), (None,), True, None, _mean_positions, self.pool_key)
 

@@ -82,7 +82,9 @@ def _row_spread(t: Tensor) -> Tensor:
     return t.detach().std(dim=1, unbiased=False).mean()
 
 
-def gating_trunk(in_channels: int, pool: nn.Module, hidden: int | None = None, out: int = 128, bn_momentum: float = 0.1) -> nn.Sequential:
+def gating_trunk(
+    in_channels: int, pool: nn.Module, hidden: int | None = None, out: int = 128, bn_momentum: float = 0.1
+) -> nn.Sequential:
     """The gate's prediction layers: conv C->hidden+BN+ReLU, conv hidden->out+BN+ReLU, pool."""
     hidden = hidden or 2 * in_channels
     return nn.Sequential(

@@ -37,15 +37,13 @@ Unrouted (sample, component) pairs are never computed on either path.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from gmsop.layers.experts import LinearExpert
-from gmsop.layers.gap import global_avg_pool
 from gmsop.layers.gating import GateStats, NoisyTopKGate, cv_squared
+from gmsop.layers.grouped import GroupedPlan
 
 __all__ = ["AverageMixture", "GatedMixture", "GroupedPlan"]
 
@@ -88,41 +86,7 @@ def _shared_pool(components: Sequence[nn.Module]) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class GroupedPlan:
-    """What a component computes, in a form a mixture can batch over components.
-
-    ``pre_pool(x)`` (optional, parameter-free: (B, C, H, W) -> (B, C, M'); default: flatten to
-    (B, C, H*W)) -> for each layer: h <- W h (+ b) [ReLU] with W an (out, in) matrix acting on
-    the channels -> ``post_pool(h)`` (optional, parameter-free: (P, O, M') of any strides ->
-    (P, D); default: flatten). ``key`` identifies the parameter-free parts: components batch
-    together only when their keys and weight shapes are equal.
-    """
-
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor | None, ...]
-    relu: bool
-    pre_pool: Callable[[Tensor], Tensor] | None
-    post_pool: Callable[[Tensor], Tensor] | None
-    key: tuple
-
-    @property
-    def signature(self) -> tuple:
-        shapes = tuple(tuple(w.shape) for w in self.weights)
-        return (self.key, shapes, tuple(b is None for b in self.biases), self.relu)
-
-
-def _gap_column(x: Tensor) -> Tensor:
-    return global_avg_pool(x)[:, :, None]  # (B, C, H, W) -> (B, C, 1)
-
-
-def _linear_expert_plan(c: LinearExpert) -> GroupedPlan:
-    return GroupedPlan((c.fc.weight,), (c.fc.bias,), False, _gap_column, None, ("linear_expert",))
-
-
 def _plan_of(c: nn.Module) -> GroupedPlan | None:
-    if type(c) is LinearExpert:
-        return _linear_expert_plan(c)
     fn = getattr(c, "grouped_plan", None)
     if not callable(fn):
         return None
@@ -134,7 +98,10 @@ def _plan_of(c: nn.Module) -> GroupedPlan | None:
 
 
 def _has_hooks(module: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None) for m in module.modules())
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
+        for m in module.modules()
+    )
 
 
 def _grouped_plans(components: Sequence[nn.Module]) -> list[GroupedPlan] | None:

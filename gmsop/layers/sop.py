@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from gmsop.functional import isqrt_cov, triu_dim
+from gmsop.layers.grouped import GroupedPlan
 
 __all__ = ["SRSOP", "ParametricSRSOP", "conv_stack"]
 
@@ -95,10 +96,8 @@ class ParametricSRSOP(nn.Module):
     def pool_key(self) -> tuple:
         return self.sop.pool_key
 
-    def grouped_plan(self):
+    def grouped_plan(self) -> GroupedPlan | None:
         """The convs as (out, in) matrices + ReLU, then SR-SOP; None with BatchNorm (per-CM statistics)."""
-        from gmsop.layers.mixture import GroupedPlan
-
         convs = [m for m in self.convs if isinstance(m, nn.Conv2d)]
         if len(self.convs) != 2 * len(convs) or not all(isinstance(m, nn.ReLU) for m in self.convs[1::2]):
             return None  # BatchNorm (or a modified stack): run the module itself

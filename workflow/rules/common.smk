@@ -26,9 +26,16 @@ wildcard_constraints:
 
 def runs_of(experiment):
     """metrics.json of every (row, seed) of one experiment."""
-    rows = PLAN.experiments[experiment]["rows"]
+    rows = PLAN.experiments[experiment].rows
     return sorted(
         {f"results/runs/{r.run}/seed{s}/metrics.json" for r in rows for s in r.seeds}
+    )
+
+
+def claimed_runs():
+    """metrics.json of every row of every experiment that checks claims (the scorecard's input)."""
+    return sorted(
+        {f for n, e in PLAN.experiments.items() if e.claims for f in runs_of(n)}
     )
 
 
@@ -36,13 +43,8 @@ def benches_of(experiment):
     if not BENCH:
         return []
     return sorted(
-        {f"results/bench/{r.bench}.json" for r in PLAN.experiments[experiment]["rows"]}
+        {f"results/bench/{r.bench}.json" for r in PLAN.experiments[experiment].rows}
     )
-
-
-def rows_of(experiment):
-    """The experiment's rows as plain dicts (pickled into the script's params)."""
-    return [vars(r) for r in PLAN.experiments[experiment]["rows"]]
 
 
 def dataset_of_run(wildcards):
@@ -54,11 +56,15 @@ def dataset_of_bench(wildcards):
 
 
 def experiments_of_kind(*kinds):
-    return [n for n, e in PLAN.experiments.items() if e["kind"] in kinds]
+    return [n for n, e in PLAN.experiments.items() if e.kind in kinds]
 
 
 def get_final_output():
     out = []
+    if any(e.claims for e in PLAN.experiments.values()):
+        out += expand("results/scorecard.{ext}", ext=["csv", "md", "html"]) + [
+            "results/report/scorecard-landing.html"
+        ]
     for name, exp in PLAN.experiments.items():
         out += expand(
             "results/tables/{experiment}.{ext}",
@@ -70,14 +76,14 @@ def get_final_output():
             experiment=name,
             ext=["svg", "png"],
         )
-        if exp["kind"] == "alpha":
+        if exp.kind == "alpha":
             out += expand(
                 "results/figures/{experiment}_{panel}.{ext}",
                 experiment=name,
                 panel=["counts", "error"],
                 ext=["svg", "png"],
             )
-        if exp["kind"] == "grid":
+        if exp.kind == "grid":
             out += expand(
                 "results/figures/{experiment}_grid.{ext}",
                 experiment=name,

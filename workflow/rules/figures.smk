@@ -15,8 +15,7 @@ rule curves:
     log:
         "logs/figures/curves_{experiment}.log",
     params:
-        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment]
-        | {"rows": rows_of(wildcards.experiment)},
+        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment],
         figure="curves",
     script:
         "../scripts/figure.py"
@@ -36,8 +35,7 @@ rule alpha_counts:
     log:
         "logs/figures/{experiment}_counts.log",
     params:
-        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment]
-        | {"rows": rows_of(wildcards.experiment)},
+        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment],
         figure="alpha_counts",
     script:
         "../scripts/figure.py"
@@ -57,8 +55,7 @@ rule alpha_error:
     log:
         "logs/figures/{experiment}_error.log",
     params:
-        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment]
-        | {"rows": rows_of(wildcards.experiment)},
+        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment],
         figure="alpha_error",
     script:
         "../scripts/figure.py"
@@ -79,8 +76,7 @@ rule grid:
     log:
         "logs/figures/{experiment}_grid.log",
     params:
-        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment]
-        | {"rows": rows_of(wildcards.experiment)},
+        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment],
         figure="grid",
     script:
         "../scripts/figure.py"

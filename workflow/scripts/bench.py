@@ -4,7 +4,7 @@ from _log import to_log
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)
 
 from gmsop.gpu_slots import claim_gpus  # noqa: E402
-from gmsop.pipeline import run_bench  # noqa: E402
+from gmsop.pipeline import identity, run_bench  # noqa: E402
 from gmsop.plugins import load_plugins  # noqa: E402
 
 # Snakemake limits how many GPU jobs run at once but never says which GPU: take a free one
@@ -18,4 +18,5 @@ run_bench(
     out=snakemake.output[0],  # noqa: F821
     device=snakemake.params.device,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
+    run=identity(snakemake.config, snakemake.wildcards.bench, kind="bench"),  # noqa: F821
 )

@@ -7,6 +7,5 @@ from pathlib import Path  # noqa: E402
 
 from gmsop.pipeline import make_table  # noqa: E402
 
-experiment = dict(snakemake.params.experiment, name=snakemake.wildcards.experiment)  # noqa: F821
 stem = Path(snakemake.output.csv).with_suffix("")  # noqa: F821
-make_table(experiment, list(snakemake.input.runs), list(snakemake.input.benches), stem)  # noqa: F821
+make_table(snakemake.params.experiment, list(snakemake.input.runs), list(snakemake.input.benches), stem)  # noqa: F821

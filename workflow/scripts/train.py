@@ -4,7 +4,7 @@ from _log import to_log
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)
 
 from gmsop.gpu_slots import claim_gpus  # noqa: E402
-from gmsop.pipeline import run_training  # noqa: E402
+from gmsop.pipeline import identity, run_training  # noqa: E402
 from gmsop.plugins import load_plugins  # noqa: E402
 
 # Snakemake limits how many GPU jobs run at once but never says which GPU: take a free one
@@ -19,4 +19,6 @@ run_training(
     ckpt_dir=snakemake.params.ckpt_dir,  # noqa: F821
     device=snakemake.params.device,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
+    # the run id, the rows it was planned for and its settings, written into metrics.json
+    run=identity(snakemake.config, snakemake.wildcards.run),  # noqa: F821
 )

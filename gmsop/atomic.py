@@ -1,4 +1,5 @@
-"""Atomic writes for everything the engine puts on disk: checkpoints, progress, metrics, bench.
+"""Atomic writes for every file gmsop puts on disk: checkpoints, progress, metrics, bench
+files, dataset caches, tables, figures and the scorecard. The one helper all of them use.
 
 Why: a training job can be killed (``kill -9``, a wall-time limit, a node failure) at any
 instant, and Snakemake or the aggregation step may read a file while it is being written. Every
@@ -9,14 +10,15 @@ the old file or the new one, never half of either; a failed write removes its te
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "append_json_line", "to_json", "remove_stale_temps"]
+__all__ = ["atomic_write", "atomic_path", "atomic_write_bytes", "atomic_write_json", "append_json_line", "to_json", "remove_stale_temps"]
 
 
 def _default_mode() -> int:
@@ -39,16 +41,23 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(fh)`` on a temporary binary file, then move it over ``path`` atomically."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without an exception the file
+    is fsync'ed and moved over ``path`` (then the folder is fsync'ed), on any exception it is
+    removed and ``path`` is left untouched. Parent folders are created. For writers that need a
+    file name (a numpy memory map); :func:`atomic_write` covers the rest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
@@ -58,7 +67,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             pass
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes]], Any],
+                 encoding: str = "utf-8") -> Path:
+    """Write ``data`` (text, bytes, or a callable ``write(fh)`` on a binary file) to ``path``
+    atomically (:func:`atomic_path`); returns the path."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if isinstance(data, (str, bytes, bytearray)):
+            fh.write(data.encode(encoding) if isinstance(data, str) else bytes(data))
+        else:
+            data(fh)
+    return Path(path)
 
 
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
@@ -84,16 +104,16 @@ def glob_escape(name: str) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return atomic_write(path, lambda fh: fh.write(data))
+    return atomic_write(path, data)
 
 
-def to_json(obj: Any, indent: int | None = 2) -> str:
+def to_json(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
     """Strict JSON (``allow_nan=False``): a NaN in a result file is a bug, not a value."""
-    return json.dumps(obj, indent=indent, allow_nan=False, sort_keys=False) + "\n"
+    return json.dumps(obj, indent=indent, allow_nan=False, sort_keys=sort_keys) + "\n"
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    return atomic_write_bytes(path, to_json(obj, indent).encode("utf-8"))
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
+    return atomic_write(path, to_json(obj, indent, sort_keys))
 
 
 def append_json_line(path: str | os.PathLike, obj: Any) -> Path:

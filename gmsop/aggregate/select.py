@@ -1,0 +1,52 @@
+"""Which result files belong to a planned row: the one rule every table, figure and claim uses.
+
+A row's runs are the metrics.json files whose ``run.id`` is the row's planned run id and whose
+seed is one of the row's seeds; its benchmarks are the bench.json files whose ``run.id`` is the
+row's bench id. Ids are read from the files (never parsed from paths), so moving or renaming a
+results folder cannot change what a table shows, and a run trained by hand (no id) joins no row.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["row_runs", "row_bench", "one_value"]
+
+
+def row_runs(frame: pd.DataFrame, row: Any, finished: bool = True) -> pd.DataFrame:
+    """The rows of ``frame`` (runs, epochs or routing) that belong to planned ``row``.
+
+    With ``finished`` (runs frame only) unfinished runs are dropped. Two files with the same
+    seed for one row raise ``ValueError`` naming them: one seed must never count twice.
+    """
+    if frame.empty:
+        return frame
+    sel = frame[(frame["run_id"] == row.run) & frame["seed"].isin(list(row.seeds))]
+    if finished and "finished" in sel.columns:
+        sel = sel[sel["finished"]]
+    if "component" not in sel.columns and "epoch" not in sel.columns:
+        dup = sel[sel.duplicated("seed", keep=False)]
+        if not dup.empty:
+            raise ValueError(f"row {row.label!r} (run {row.run}): seed {int(dup['seed'].iloc[0])} appears in "
+                             f"{len(dup)} files {dup['path'].tolist()}; remove the stray copies")
+    return sel
+
+
+def row_bench(bench: pd.DataFrame | None, row: Any) -> pd.DataFrame:
+    """The benchmark files of ``row`` (possibly none)."""
+    if bench is None or bench.empty:
+        return pd.DataFrame(columns=["bench_id", "train_img_s", "device", "device_name", "params"])
+    return bench[bench["bench_id"] == row.bench]
+
+
+def one_value(values: pd.Series, what: str, row: Any) -> Any:
+    """The one distinct non-null value of ``values`` for ``row`` (None if there is none).
+
+    Several distinct values raise ``ValueError``: averaging runs that differ in dataset size,
+    classes or architecture would give a number that describes nothing.
+    """
+    distinct = sorted(set(values.dropna().tolist()), key=str)
+    if len(distinct) > 1:
+        raise ValueError(f"row {row.label!r} (run {row.run}): its runs mix {what} {distinct}")
+    return distinct[0] if distinct else None
