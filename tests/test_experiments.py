@@ -149,3 +149,17 @@ def test_shipped_claims_are_what_the_paper_reports(path):
             assert c.diff < 0, f"{path.name} {name}: the paper does not report {c.claim}"
             checked += 1
     assert checked >= 4
+
+
+def test_a_row_without_a_schedule_takes_its_variants_family():
+    """The registry names each variant's schedule family once; planning asks it."""
+    cfg = copy.deepcopy(TINY)
+    del cfg["defaults"]["schedule"]
+    cfg["schedules"] = {"gap": [[0.1, 1]], "srsop": [[0.2, 1]], "gm_sop": [[0.3, 1]]}
+    plan = make_plan(cfg)
+    got = {r.variant: plan.runs[r.run]["schedule"] for r in plan.experiments["table2"].rows}
+    assert got == {"ResNet-18-512d": [[0.1, 1]], "GM-SOP-4-2": [[0.3, 1]]}
+    assert plan.runs[plan.experiments["protocols"].rows[0].run]["schedule"] == [[0.2, 1]]  # SR-SOP
+    del cfg["schedules"]["gm_sop"]
+    with pytest.raises(ValueError, match=r"table2.rows\[1\]: unknown schedule 'gm_sop'"):
+        make_plan(cfg)

@@ -99,17 +99,6 @@ def _footnote(fig: Figure, text: str) -> None:
     fig.text(0.99, 0.005, text, ha="right", va="bottom", fontsize="x-small", color="0.4")
 
 
-def _check_one_file_per_seed(sel: pd.DataFrame, row: Any) -> None:
-    """Per-epoch and per-component frames: one file per seed (row_runs checks only run frames)."""
-    if sel.empty:
-        return
-    files = sel.groupby("seed")["path"].unique()
-    dup = files[files.map(len) > 1]
-    if not dup.empty:
-        raise ValueError(f"row {row.label!r} (run {row.run}): seed {int(dup.index[0])} appears in "
-                         f"{len(dup.iloc[0])} files {sorted(dup.iloc[0])}; remove the stray copies")
-
-
 def _seeds(values: Iterable[Any]) -> str:
     return ";".join(str(int(s)) for s in sorted(set(values)))
 
@@ -147,7 +136,6 @@ def routing_data(experiment: Any, routing: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"routing figure ({experiment.name}): row {row.label!r} (run {row.run}, seeds "
                              f"{list(row.seeds)}) has no routing counts (no runs yet, or {row.variant!r} is not a "
                              f"gated mixture)")
-        _check_one_file_per_seed(sel, row)
         last = select_epoch(sel, "last").copy()
         last["rank"] = last.groupby("path")["count"].rank(method="first", ascending=False).astype(int)
         for rank, grp in last.groupby("rank", sort=True):
@@ -419,7 +407,6 @@ def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
         if sel.empty:
             absent.append(row.label)
             continue
-        _check_one_file_per_seed(sel, row)
         n_runs = int(sel["path"].nunique())
         for ep, grp in sel.groupby("epoch", sort=True):
             rec = {"label": row.label, "epoch": int(ep), "n": len(grp), "runs": n_runs}

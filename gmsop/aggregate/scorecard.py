@@ -65,18 +65,23 @@ def _num(x: Any, fmt: str) -> str:
 
 
 def _cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    head = ["Experiment", "Claim", "Dataset", "Classes", "Train images", "Epochs", "Width", "Seeds",
-            "Ours", "Difference [95% CI]", "P(left better)", "Verdict"]
+    """Header and text cells: the claim and its verdict first (what a reader looks for), then the
+    numbers, then where it was tested."""
+    head = ["Verdict", "Claim", "Experiment", "Difference [95% CI]", "P(left better)", "Ours", "Seeds",
+            "Dataset", "Classes", "Train images", "Epochs", "Width"]
     lines = []
     for _, r in df.iterrows():
         diff = _num(r["diff"], "+.2f")
         if r["ci_low"] == r["ci_low"]:
             diff += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-        lines.append([r["experiment"], r["claim"], r["dataset"], r["classes"], r["train_images"], r["epochs"],
-                      r["width"], f"{r['n_better']} / {r['n_worse']}",
-                      f"{_num(r['better_mean'], '.2f')} vs {_num(r['worse_mean'], '.2f')}", diff,
-                      _num(r["p_improvement"], ".2f"), r["verdict"]])
+        lines.append([r["verdict"], r["claim"], r["experiment"], diff, _num(r["p_improvement"], ".2f"),
+                      f"{_num(r['better_mean'], '.2f')} vs {_num(r['worse_mean'], '.2f')}",
+                      f"{r['n_better']} / {r['n_worse']}", r["dataset"], r["classes"], r["train_images"], r["epochs"],
+                      r["width"]])
     return head, lines
+
+
+_TEXT_COLUMNS = (0, 1, 2, 7)  # left-aligned
 
 
 def _summary(df: pd.DataFrame) -> str:
@@ -91,7 +96,7 @@ def render_scorecard_markdown(df: pd.DataFrame) -> str:
     head, lines = _cells(df)
     esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
     out = ["### Scorecard: the paper's claims on our runs", "", _summary(df), "",
-           "| " + " | ".join(head) + " |", "|" + "|".join(":--" if i < 3 or i == len(head) - 1 else "--:"
+           "| " + " | ".join(head) + " |", "|" + "|".join(":--" if i in _TEXT_COLUMNS else "--:"
                                                        for i in range(len(head))) + "|"]
     out += ["| " + " | ".join(esc(c) for c in line) + " |" for line in lines]
     out += ["", "Difference: mean top-1 error of the left row minus the right row (negative favours the claim). "
@@ -106,19 +111,21 @@ _VERDICT_COLOUR = {"holds": "#1a7f37", "reversed": "#cf222e", "inconclusive": "#
 def render_scorecard_html(df: pd.DataFrame, fragment: bool = False) -> str:
     """The scorecard as a page, or (``fragment``) as a ``<div>`` with inline styles for the report."""
     head, lines = _cells(df)
-    cell = 'style="padding:3px 10px;border-bottom:1px solid #d0d7de;text-align:{}"'
+    cell = 'style="padding:3px 8px;border-bottom:1px solid #d0d7de;text-align:{};white-space:nowrap"'
     rows = []
     for line in lines:
-        tds = [f'<td {cell.format("left" if i < 3 else "right")}>{html.escape(str(c))}</td>'
-               for i, c in enumerate(line[:-1])]
-        colour = _VERDICT_COLOUR.get(line[-1], "#1f2328")
-        tds.append(f'<td {cell.format("left")}><b style="color:{colour}">{html.escape(line[-1])}</b></td>')
+        tds = [f'<td {cell.format("left" if i in _TEXT_COLUMNS else "right")}>{html.escape(str(c))}</td>'
+               for i, c in enumerate(line)]
+        colour = _VERDICT_COLOUR.get(line[0], "#1f2328")
+        tds[0] = f'<td {cell.format("left")}><b style="color:{colour}">{html.escape(line[0])}</b></td>'
         rows.append("<tr>" + "".join(tds) + "</tr>")
-    table = ('<table id="gmsop-scorecard" style="border-collapse:collapse;font-size:13px">'
+    table = ('<div style="overflow-x:auto;max-width:100%"><table id="gmsop-scorecard" '
+             'style="border-collapse:collapse;font-size:12px;width:max-content">'
              "<caption style=\"text-align:left;font-weight:600;padding-bottom:6px\">Scorecard: the paper's claims "
              "on our runs</caption><thead><tr>"
-             + "".join(f'<th {cell.format("left")}>{html.escape(h)}</th>' for h in head)
-             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+             + "".join(f'<th {cell.format("left" if i in _TEXT_COLUMNS else "right")}>{html.escape(h)}</th>'
+                       for i, h in enumerate(head))
+             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
     body = (f'<div class="gmsop-scorecard"><p>{html.escape(_summary(df))}</p>{table}'
             '<p style="font-size:12px;color:#57606a">Difference: mean top-1 error of the left row minus the right '
             "row (negative favours the claim). Tables and figures follow under Results.</p></div>")

@@ -19,17 +19,18 @@ def row_runs(frame: pd.DataFrame, row: Any, finished: bool = True) -> pd.DataFra
 
     With ``finished`` (runs frame only) unfinished runs are dropped. Two files with the same
     seed for one row raise ``ValueError`` naming them: one seed must never count twice.
+    (Epochs and routing frames have several lines per file; the check counts files.)
     """
     if frame.empty:
         return frame
     sel = frame[(frame["run_id"] == row.run) & frame["seed"].isin(list(row.seeds))]
     if finished and "finished" in sel.columns:
         sel = sel[sel["finished"]]
-    if "component" not in sel.columns and "epoch" not in sel.columns:
-        dup = sel[sel.duplicated("seed", keep=False)]
-        if not dup.empty:
-            raise ValueError(f"row {row.label!r} (run {row.run}): seed {int(dup['seed'].iloc[0])} appears in "
-                             f"{len(dup)} files {dup['path'].tolist()}; remove the stray copies")
+    files = sel.groupby("seed")["path"].unique() if not sel.empty else pd.Series(dtype=object)
+    dup = files[files.map(len) > 1]
+    if not dup.empty:  # runs, epochs and routing frames alike: one file per seed
+        raise ValueError(f"row {row.label!r} (run {row.run}): seed {int(dup.index[0])} appears in "
+                         f"{len(dup.iloc[0])} files {sorted(dup.iloc[0])}; remove the stray copies")
     return sel
 
 

@@ -9,7 +9,7 @@
 
 The human formats share the cell rules of :mod:`display`; the best row (lowest mean top-1 error)
 is set in bold as in the paper. ``render_*`` return the text, ``write_*`` write it through
-:func:`_atomic.atomic_write`, so a reader never sees a half-written table.
+:func:`gmsop.atomic.atomic_write`, so a reader never sees a half-written table.
 """
 from __future__ import annotations
 
