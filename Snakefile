@@ -8,6 +8,8 @@
 #   results/scorecard.{csv,md,html}               every claim of every experiment (report landing page)
 #   results/figures/{name}.{svg,png}              figures 2 and 3, training curves
 #   logs/ mirrors results/; reports/report.html via `snakemake --report reports/report.html`
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.1")
@@ -25,6 +27,16 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
+
+
+# Your own methods as rules (README "Add a variant as a rule"): files named in rule_files,
+# relative to the working directory.
+for _rule_file in config.get("rule_files", []):
+
+    include: os.path.abspath(_rule_file)
+
+
+check_rule_rows()
 
 
 # On a cluster, aggregation runs on the submit host; only data, train and bench become jobs.

@@ -17,19 +17,25 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gmsop.aggregate.claims import Claim, parse_claims
 
-__all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS"]
+__all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error"]
 
-ROW_KEYS = ("variant", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "overrides", "augment", "paper")
+ROW_KEYS = ("variant", "rule", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "overrides", "augment", "paper")
 SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "batch_size", "width_mult", "overrides", "augment", "deterministic")
 
 #: The datasets the paper's numbers were measured on (registered dataset names). A row is
 #: compared with a published number only when it ran on one of these at full width.
 PAPER_DATASETS = ("imagenet64", "places365")
+
+#: Keys a row produced by a user's own Snakemake rule may have (README "Add a variant as a rule").
+RULE_ROW_KEYS = ("rule", "label", "dataset", "paper")
+_RULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ class Row:
     bench.json carries the id it was trained for, so aggregation selects files by these ids.
     ``settings`` are the resolved run settings (what the run id hashes). The variant facts
     (``num_experts``, ``k``, ``alpha``, ``display``) come from ``gmsop.registry.resolve_variant``.
+    A row with ``rule`` is produced by a user's own Snakemake rule, not by gmsop's trainer: its
+    run id is ``rule:<rule>``, it has no benchmark and no width, and its files are where
+    :meth:`result_path` says.
     """
 
     experiment: str
@@ -55,12 +64,19 @@ class Row:
     protocol: str
     dataset: str  # the config's dataset key
     dataset_name: str  # the registered dataset it builds ("synthetic", "imagenet64", ...)
-    width_mult: float
+    width_mult: float | None  # None for a rule row (its method has no width)
     settings: dict = field(hash=False)
     paper: str | None = None  # the paper's row name to compare with ("GM-GAP-16-8*": starred)
     num_experts: int | None = None  # N of a mixture
     k: int | None = None  # K of a gated mixture
     alpha: float | None = None  # the balance-loss weight a mixture trains with (protocol + overrides)
+    rule: str | None = None  # the user's Snakemake rule that writes this row's metrics.json files
+
+    def result_path(self, seed: int) -> str:
+        """Where the metrics.json of one seed is (the workflow's one path convention for results)."""
+        if self.rule:
+            return f"results/rules/{self.rule}/seed{int(seed)}/metrics.json"
+        return f"results/runs/{self.run}/seed{int(seed)}/metrics.json"
 
     @property
     def paper_key(self) -> tuple[str, str] | None:
@@ -72,7 +88,7 @@ class Row:
     def on_paper_data(self, paper_dataset: str) -> bool:
         """True when a published number on ``paper_dataset`` is comparable with this row: it ran
         on that dataset (not a stand-in) at full width."""
-        return self.dataset_name == paper_dataset and float(self.width_mult) == 1.0
+        return self.dataset_name == paper_dataset and self.width_mult is not None and float(self.width_mult) == 1.0
 
 
 @dataclass(frozen=True)
@@ -108,9 +124,13 @@ class Plan:
         seen: dict[tuple[str, int], None] = {}
         for exp in self.experiments.values():
             for row in exp.rows:
-                for seed in row.seeds:
+                for seed in row.seeds if not row.rule else ():  # a user's rule trains its own rows
                     seen[(row.run, int(seed))] = None
         return list(seen)
+
+    def rule_rows(self) -> list[Row]:
+        """Rows produced by users' own rules (their rules must exist in the workflow)."""
+        return [r for e in self.experiments.values() for r in e.rows if r.rule]
 
     def planned_for(self, run: str) -> list[dict[str, str]]:
         """The (experiment, row label) pairs that ask for training run ``run``."""
@@ -131,7 +151,72 @@ def _digest(obj) -> str:
 
 
 def run_id(spec: dict) -> str:
-    return f"{slug(spec['variant'])}_{spec['backbone']}_{slug(spec['dataset'])}_{spec['protocol']}_{_digest(spec)}"
+    """``<variant>_<backbone>_<dataset>_<protocol>_<hash>``: a readable slug and a hash of the spec
+    with its ``overrides`` normalised (``_canonical_overrides``), so a run's id depends only on
+    its resolved settings.
+
+    The planner already resolves every other field to one form (the schedule as [lr, epochs]
+    pairs whether named or given, the dataset's fingerprint with the builder's defaults filled
+    in, the canonical backbone key). Raw overrides are not: under ``official``, ``{alpha: 100}``
+    is the protocol's own alpha, and on GM-GAP-16-4 ``{num_experts: 16}`` is the name's N, yet
+    hashed as given they made new ids, so Figure 2's alpha = 100 point and Figure 3's N = 16,
+    K = 4 point trained the same network twice. Before hashing, an override equal to what the
+    variant resolves to without it is dropped, and numbers are compared and hashed by value
+    (100 and 100.0 are one setting). Dropping redundant overrides was chosen over hashing the
+    whole resolution (every protocol switch and head option): a spec with no redundant override
+    hashes as before, a benchmark spec keeps leaving out the switches that do not change speed
+    (alpha, weight decay), and an id does not move when a new head option with a default is
+    added to the code. What is still not unified: a non-default protocol whose switches are all
+    overridden to another protocol's values (the protocol name stays in the id), and a head
+    option spelt out as the value the head computes from a None default (``dims`` = (2C, 128)).
+    """
+    canonical = {**spec, "overrides": _canonical_overrides(spec)} if "overrides" in spec else spec
+    return f"{slug(spec['variant'])}_{spec['backbone']}_{slug(spec['dataset'])}_{spec['protocol']}_{_digest(canonical)}"
+
+
+def _canonical_value(value):
+    """A setting in one form: a whole float as an int (100.0 -> 100), tuples as lists, bools kept."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return int(value) if float(value).is_integer() else float(value)
+    if isinstance(value, (list, tuple)):
+        return [_canonical_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical_value(v) for k, v in value.items()}
+    return value
+
+
+def _canonical_overrides(spec: dict) -> dict:
+    """``spec["overrides"]`` without the overrides that change nothing, numbers in one form.
+
+    An override is dropped when it equals the value the variant resolves to without any override
+    (``gmsop.registry.resolve_variant`` on the spec's variant, backbone and protocol, at width 1:
+    override values are given unscaled): a protocol switch equal to the named protocol's value,
+    a head option equal to the name's value (N, K, X), the registry's value on this backbone
+    (the WRN-36-2 GM-GAP gate) or the head's default. None values are dropped (the registry
+    ignores them). A spec the registry cannot resolve keeps its overrides (only canonicalised).
+    """
+    overrides = {k: _canonical_value(v) for k, v in (spec.get("overrides") or {}).items() if v is not None}
+    if not overrides:
+        return overrides
+    from gmsop.protocol import protocol_fields
+    from gmsop.registry import _head_default, resolve_variant
+
+    try:
+        base = resolve_variant(spec["variant"], backbone=spec.get("backbone"), protocol=spec.get("protocol") or "official")
+    except (ValueError, KeyError):
+        return overrides
+    switches = set(protocol_fields())
+    out = {}
+    for key, value in overrides.items():
+        if key in switches:
+            default = getattr(base.protocol, key)
+        else:
+            default = base.head_kwargs.get(key, _head_default(base.head, key))
+        if _canonical_value(default) != value or isinstance(default, bool) != isinstance(value, bool):
+            out[key] = value
+    return out
 
 
 def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
@@ -141,7 +226,46 @@ def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
         value = schedules[value]
     if not value or any(len(step) != 2 or float(step[0]) <= 0 or int(step[1]) < 1 for step in value):
         raise ValueError(f"{where}: a schedule is a non-empty list of [lr > 0, epochs >= 1] pairs, got {value!r}")
+    _finite_lrs(value, where)
     return [[float(lr), int(ep)] for lr, ep in value]
+
+
+def _finite_lrs(schedule, where: str) -> None:
+    """A NaN or infinite learning rate passes ``lr > 0`` checks and the schema: refuse it here."""
+    for lr, _ in schedule:
+        if not math.isfinite(float(lr)):
+            raise ValueError(f"{where}: learning rate {lr} is not a finite number (schedule {schedule!r})")
+
+
+#: A key that becomes a file name (experiments, datasets): no path separators, no leading dot.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _check_config(config: dict) -> None:
+    """Plan-time refusals that name the offending key: experiment and dataset keys must be plain
+    names (they become file names: ``../../x`` would write outside the working directory), seeds
+    must be distinct (two equal seeds would silently count as one run), and every named schedule's
+    learning rates finite."""
+    for section in ("experiments", "datasets"):
+        for key in (config.get(section) or {}):
+            if not isinstance(key, str) or not _PLAIN_NAME.match(key):
+                raise ValueError(
+                    f"{section}: key {key!r} is not a plain name (letters, digits, '_', '-', '.'; not starting "
+                    f"with '.'); it becomes a file name under results/"
+                )
+    seed_lists = [("defaults.seeds", (config.get("defaults") or {}).get("seeds"))]
+    seed_lists += [(f"experiments.{n}.seeds", e.get("seeds")) for n, e in (config.get("experiments") or {}).items()
+                   if isinstance(e, dict)]
+    for where, seeds in seed_lists:
+        if seeds is None:
+            continue
+        dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
+        if dup:
+            raise ValueError(f"{where}: seed(s) {dup} given more than once in {list(seeds)}; each seed is one run, "
+                             f"so give distinct seeds")
+    for name, schedule in (config.get("schedules") or {}).items():
+        if isinstance(schedule, (list, tuple)):
+            _finite_lrs([s for s in schedule if isinstance(s, (list, tuple)) and len(s) == 2], f"schedules.{name}")
 
 
 def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
@@ -194,7 +318,8 @@ _SPEED_NEUTRAL = ("alpha", "alpha_per_batch", "weight_decay")
 def _bench_spec(spec: dict, bench: dict) -> dict:
     keys = ("variant", "backbone", "protocol", "dataset", "width_mult")
     overrides = {k: v for k, v in spec["overrides"].items() if k not in _SPEED_NEUTRAL}
-    return {**{k: spec[k] for k in keys}, "overrides": overrides, "batch_size": int(bench.get("batch_size", spec["batch_size"]))}
+    batch = bench.get("batch_size")  # null: each run's own batch (WRN-36-2 trains at 150, the rest at 256)
+    return {**{k: spec[k] for k in keys}, "overrides": overrides, "batch_size": int(batch if batch is not None else spec["batch_size"])}
 
 
 def _rows_of(name: str, exp: dict) -> list[dict]:
@@ -219,6 +344,29 @@ def _rows_of(name: str, exp: dict) -> list[dict]:
     raise ValueError(f"experiments.{name}: unknown kind {kind!r}; valid: table, alpha, grid, protocols")
 
 
+def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str) -> Row:
+    """A row whose metrics.json files a user's own rule writes (README "Add a variant as a rule")."""
+    if exp.get("kind", "table") != "table":
+        raise ValueError(f"{where}: a 'rule' row belongs in a table experiment, not in kind {exp.get('kind')!r}")
+    unknown = sorted(set(raw) - set(RULE_ROW_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: a rule row takes only {', '.join(RULE_ROW_KEYS)}; got {unknown} (the rule itself "
+                         "decides how its method trains)")
+    rule = raw["rule"]
+    if not isinstance(rule, str) or not _RULE_NAME.match(rule):
+        raise ValueError(f"{where}: rule {rule!r} is not a Snakemake rule name (letters, digits, underscores)")
+    dataset = raw.get("dataset", exp.get("dataset", config.get("defaults", {}).get("dataset")))
+    if dataset not in config.get("datasets", {}):
+        raise ValueError(f"{where}: unknown dataset {dataset!r}; defined datasets: {', '.join(config.get('datasets', {}))}")
+    from gmsop.formats import rule_run_id
+
+    label = raw.get("label") or rule
+    return Row(experiment=name, index=index, label=label, run=rule_run_id(rule), bench="", seeds=seeds, variant=label,
+               display=label, backbone="", protocol="", dataset=dataset,
+               dataset_name=str(config["datasets"][dataset]["name"]), width_mult=None, settings={"rule": rule},
+               paper=raw.get("paper"), rule=rule)
+
+
 def _baseline_label(name: str, baseline: str | None, rows: list[Row]) -> str | None:
     """The row a baseline names (by label, else by variant): exactly one must match."""
     if not baseline:
@@ -233,6 +381,7 @@ def _baseline_label(name: str, baseline: str | None, rows: list[Row]) -> str | N
 def make_plan(config: dict) -> Plan:
     """Resolve every experiment of ``config`` into rows, runs and benchmarks (validating names)."""
     config = copy.deepcopy(config)
+    _check_config(config)
     runs: dict[str, dict] = {}
     benches: dict[str, dict] = {}
     experiments: dict[str, Experiment] = {}
@@ -245,6 +394,9 @@ def make_plan(config: dict) -> Plan:
         rows: list[Row] = []
         for i, raw in enumerate(_rows_of(name, exp)):
             where = f"experiments.{name}.rows[{i}]"
+            if "rule" in raw:
+                rows.append(_rule_row(name, i, raw, exp, config, seeds, where))
+                continue
             unknown = sorted(set(raw) - set(ROW_KEYS))
             if unknown:
                 raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(ROW_KEYS)}")
@@ -275,3 +427,81 @@ def make_plan(config: dict) -> Plan:
             family=exp.get("family"),
         )
     return Plan(runs, benches, experiments, datasets)
+
+
+def check_data(plan: Plan) -> tuple[list[str], list[str]]:
+    """What a job would stumble on in the planned runs' data, found without building a dataset.
+
+    Returns ``(missing_roots, errors)``: ``missing_roots`` names each dataset whose ``root`` does
+    not exist (relative roots are relative to the working directory); ``errors`` names each row
+    whose batch is larger than its training set, where the training size is cheap to know
+    (``gmsop.data.train_size``: generated data from its options, npz from its array header).
+    Datasets whose size is not cheap to know (folder, imagenet64, places365) are checked by the
+    training job when it loads the data, before the first step. The workflow stops on both
+    before any job runs (a dry-run only warns about missing roots, so the job counts of a
+    paper config can be checked before its data is downloaded).
+    """
+    from gmsop.data import train_size
+
+    used = {spec["dataset"] for spec in plan.runs.values()}
+    missing, errors, sizes = [], [], {}
+    for key in sorted(used):
+        entry = plan.datasets[key]
+        root = entry.get("root")
+        if root is not None and not Path(root).expanduser().exists():
+            missing.append(f"datasets.{key}.root: {root} does not exist (resolved: {Path(root).expanduser().absolute()})")
+            sizes[key] = None
+        else:
+            sizes[key] = train_size(entry["name"], root, entry.get("options") or {})
+    too_large: dict[tuple[str, int, int], list[str]] = {}  # (dataset, batch, images) -> rows
+    for exp in plan.experiments.values():
+        for row in exp.rows:
+            spec = plan.runs.get(row.run)
+            if spec is None or sizes.get(spec["dataset"]) is None:
+                continue
+            n = sizes[spec["dataset"]]
+            options_augment = (plan.datasets[spec["dataset"]].get("options") or {}).get("augment")
+            mirrored = bool((spec.get("augment") or {}).get("flip_double")) or isinstance(options_augment, str) or (
+                isinstance(options_augment, dict) and bool(options_augment.get("flip_double")))
+            if int(spec["batch_size"]) > n * (2 if mirrored else 1):
+                key = (spec["dataset"], int(spec["batch_size"]), n)
+                too_large.setdefault(key, []).append(f"experiments.{exp.name}.rows[{row.index}] ({row.label})")
+    for (dataset, batch, n), rows in too_large.items():
+        more = f" and {len(rows) - 3} more rows" if len(rows) > 3 else ""
+        errors.append(f"{', '.join(rows[:3])}{more}: batch_size {batch} is larger than the training set of "
+                      f"datasets.{dataset} ({n} images); every epoch would be empty")
+    return missing, errors
+
+
+def describe_schema_error(err, schema: dict | None = None) -> str:
+    """A config schema error (``jsonschema.ValidationError``) as one short line that starts with
+    the location (``experiments.table2.rows[3]``) and the offending key or value, instead of the
+    schema dump jsonschema prints before them. ``schema`` (the whole schema) lets an unknown key
+    list the keys allowed there."""
+    where = ""
+    for part in err.absolute_path:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    where = where or "(top level)"
+    if err.validator in ("additionalProperties", "unevaluatedProperties"):
+        found = re.findall(r"'([^']*)'", err.message.split("(")[-1])
+        allowed = sorted(_schema_keys(err.schema, schema or {}))
+        keys = ", ".join(repr(k) for k in found) or err.message
+        hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return f"{where}: unknown key {keys}{hint}"
+    return f"{where}: {err.message}"
+
+
+def _schema_keys(sub: dict, root: dict, depth: int = 0) -> set[str]:
+    """The property names a (sub)schema allows, following allOf and local $refs."""
+    if not isinstance(sub, dict) or depth > 5:
+        return set()
+    keys = set(sub.get("properties", {}))
+    for part in sub.get("allOf", []):
+        keys |= _schema_keys(part, root, depth + 1)
+    ref = sub.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node = root
+        for name in ref[2:].split("/"):
+            node = node.get(name, {}) if isinstance(node, dict) else {}
+        keys |= _schema_keys(node, root, depth + 1)
+    return keys

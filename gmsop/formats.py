@@ -19,7 +19,9 @@ Identity. A workflow run writes a ``run`` block into metrics.json and bench.json
 
 so a table finds its runs by the id in the file, never by the file's path; ``planned_for`` says
 which rows asked for the run when it was trained (one run can serve several tables). A run
-trained by hand (``gmsop train``) has ``"run": null`` and belongs to no table row.
+trained by hand (``gmsop train``) has ``"run": null`` and belongs to no table row. A user's own
+rule writes the id ``rule:<rule name>`` (:func:`rule_metrics` builds such a record); the JSON
+Schema of both files (:func:`json_schema`) is shipped in ``workflow/schemas/``.
 
 Reading. :func:`read_metrics` / :func:`read_bench` / :func:`read_progress` check the format
 version and every declared key; a file of another version, a missing key or a value of the
@@ -39,7 +41,8 @@ from typing import Any
 __all__ = [
     "METRICS_FORMAT", "BENCH_FORMAT", "CHECKPOINT_FORMAT", "METRICS_NAME", "BENCH_SUFFIX", "PROGRESS_NAME",
     "CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS", "ResultFileError",
-    "run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "read_progress",
+    "run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "read_progress", "json_schema",
+    "rule_metrics", "rule_run_id",
 ]
 
 #: Version of metrics.json. 2: the ``run`` identity block and ``format_version`` itself.
@@ -109,20 +112,26 @@ _CHECKS = {
 _RUN_REQUIRED = [("id", "str", False), ("planned_for", "list", False), ("settings", "dict", False)]
 _PLANNED_REQUIRED = [("experiment", "str", False), ("row", "str", False)]
 
+# What every producer writes: the gmsop trainer, or a user's own rule (README "Add a variant as
+# a rule"). The trainer always writes the optional keys too; a foreign method may leave out what
+# has no meaning for it (a backbone, a protocol, a representation size).
 _METRICS_REQUIRED = [
     ("format_version", "int", False), ("run", "dict", True),
-    ("variant", "str", False), ("backbone", "str", False), ("protocol", "str", False),
-    ("dataset", "str", False), ("seed", "int", False), ("params", "int", False),
-    ("rep_dim", "int", False), ("hparams", "dict", False), ("final", "dict", True),
-    ("epochs", "list", False),
+    ("variant", "str", False), ("dataset", "str", False), ("seed", "int", False),
+    ("hparams", "dict", False), ("final", "dict", True), ("epochs", "list", False),
 ]
-_METRICS_OPTIONAL = [("flops_per_image", "num", True), ("env", "dict", True), ("tag", "str", True)]
-_HPARAMS_REQUIRED = [
-    ("batch_size", "int", False), ("schedule", "list", False), ("epochs", "int", False),
-    ("num_classes", "int", False), ("train_size", "int", False), ("width_mult", "num", False),
-    ("protocol_switches", "dict", False),
+_METRICS_OPTIONAL = [
+    ("backbone", "str", True), ("protocol", "str", True), ("params", "int", True), ("rep_dim", "int", True),
+    ("flops_per_image", "num", True), ("env", "dict", True), ("tag", "str", True),
 ]
-_FINAL_REQUIRED = [("top1_err", "num", False), ("top5_err", "num", False), ("epochs", "int", False)]
+# num_classes decides whether a run learned (chance error); train_size and epochs say where a
+# claim was tested (the scorecard).
+_HPARAMS_REQUIRED = [("epochs", "int", False), ("num_classes", "int", False), ("train_size", "int", False)]
+_HPARAMS_OPTIONAL = [
+    ("batch_size", "int", True), ("schedule", "list", True), ("width_mult", "num", True),
+    ("protocol_switches", "dict", True),
+]
+_FINAL_REQUIRED = [("top1_err", "num", False), ("top5_err", "num", True), ("epochs", "int", False)]
 _FINAL_OPTIONAL = [("train_time_s", "num", True), ("train_img_s", "num", True)]
 _EPOCH_REQUIRED = [("epoch", "int", False), ("train_loss", "num", True), ("val_top1_err", "num", True)]
 _EPOCH_OPTIONAL = [
@@ -214,7 +223,7 @@ def _check_record(path: PathLike, obj: Any, version: int, what: str, required, o
 def check_metrics(obj: Any, path: PathLike = "metrics.json") -> dict:
     """Validate a metrics record (the trainer before writing, :func:`read_metrics` after reading)."""
     _check_record(path, obj, METRICS_FORMAT, "metrics.json", _METRICS_REQUIRED, _METRICS_OPTIONAL)
-    _check(path, obj["hparams"], "hparams.", _HPARAMS_REQUIRED)
+    _check(path, obj["hparams"], "hparams.", _HPARAMS_REQUIRED, _HPARAMS_OPTIONAL)
     if obj["final"] is not None:
         _check(path, obj["final"], "final.", _FINAL_REQUIRED, _FINAL_OPTIONAL)
     n_components = None
@@ -273,3 +282,80 @@ def read_progress(path: PathLike) -> list[dict]:
         _check_epoch(path, rec, f"line {i + 1}: ")
         records.append(rec)
     return records
+
+
+# ---------------------------------------------------------------------------------------------
+# The same declarations as JSON Schema (workflow/schemas/metrics.schema.json is generated from
+# this and a test keeps it equal), for producers outside Python: a user's own rule.
+
+_JSON_TYPES = {"str": {"type": "string"}, "int": {"type": "integer"}, "num": {"type": "number"},
+               "dict": {"type": "object"}, "list": {"type": "array"},
+               "int_list": {"type": "array", "items": {"type": "integer"}},
+               "num_list": {"type": "array", "items": {"type": "number"}}}
+
+
+def _object(required, optional=(), nested: dict | None = None) -> dict:
+    props = {}
+    for key, kind, nullable in list(required) + list(optional):
+        t = dict(nested.get(key, _JSON_TYPES[kind])) if nested else dict(_JSON_TYPES[kind])
+        props[key] = {"anyOf": [t, {"type": "null"}]} if nullable else t
+    return {"type": "object", "required": [k for k, _, _ in required], "properties": props}
+
+
+def json_schema(kind: str = "metrics") -> dict:
+    """JSON Schema (draft 2020-12) of ``metrics.json`` or ``bench.json`` at the current version."""
+    run = _object(_RUN_REQUIRED, nested={"planned_for": {"type": "array", "items": _object(_PLANNED_REQUIRED)}})
+    if kind == "metrics":
+        version, required, optional = METRICS_FORMAT, _METRICS_REQUIRED, _METRICS_OPTIONAL
+        nested = {"run": run, "hparams": _object(_HPARAMS_REQUIRED, _HPARAMS_OPTIONAL),
+                  "final": _object(_FINAL_REQUIRED, _FINAL_OPTIONAL),
+                  "epochs": {"type": "array", "items": _object(_EPOCH_REQUIRED, _EPOCH_OPTIONAL)}}
+        title = "gmsop metrics.json: one finished run (one seed) of a table row"
+    elif kind == "bench":
+        version, required, optional, nested = BENCH_FORMAT, _BENCH_REQUIRED, _BENCH_OPTIONAL, {"run": run}
+        title = "gmsop bench.json: one throughput benchmark"
+    else:
+        raise ValueError(f"unknown result file kind {kind!r}; valid: metrics, bench")
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title,
+              "description": f"Format version {version}, declared in gmsop/formats.py (generated from it).",
+              **_object(required, optional, nested)}
+    schema["properties"]["format_version"] = {"const": version}
+    return schema
+
+
+def rule_metrics(rule: str, seed: int, top1_err: float, top5_err: float | None = None, *, num_classes: int,
+                 train_size: int, dataset: str, epochs: list[dict] | None = None, variant: str | None = None,
+                 **extra: Any) -> dict:
+    """A valid metrics record for a user's own rule (run id ``rule:<rule>``, see README): the final
+    errors, the dataset it ran on, and optionally one record per epoch (``epoch``, ``train_loss``,
+    ``val_top1_err`` at least); ``extra`` top-level keys (``params``, ``env``...) are copied."""
+    epochs = epochs or [{"epoch": 1, "train_loss": None, "val_top1_err": top1_err}]
+    record = {
+        "format_version": METRICS_FORMAT, "run": run_block(rule_run_id(rule), [], {"rule": rule}),
+        "variant": variant or rule, "dataset": dataset, "seed": int(seed),
+        "hparams": {"epochs": len(epochs), "num_classes": int(num_classes), "train_size": int(train_size)},
+        "final": {"top1_err": float(top1_err), "top5_err": None if top5_err is None else float(top5_err),
+                  "epochs": len(epochs)},
+        "epochs": epochs, **extra,
+    }
+    return check_metrics(record, f"rule {rule!r}")
+
+
+def rule_run_id(rule: str) -> str:
+    """The run id a table row ``{rule: NAME}`` selects: ``rule:NAME``."""
+    return f"rule:{rule}"
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gmsop.formats",
+                                     description="Print the JSON Schema of a result file gmsop reads.")
+    parser.add_argument("kind", choices=["metrics", "bench"], help="which file")
+    args = parser.parse_args(argv)
+    print(json.dumps(json_schema(args.kind), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

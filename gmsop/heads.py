@@ -14,10 +14,14 @@ Built-in families and their keyword arguments (defaults in brackets):
     gm_gap     num_experts [16], k [8], width       GM-GAP-N-K
     gm_sop     num_experts [16], k [8], dims        GM-SOP-N-K
     sg_moe     num_experts [16], k [8], width [512] One-layer SG-MoE (linear experts on GAP)
+    (gm_gap, gm_sop, sg_moe also take gate_dims [(2C, sop_dim)]: the gate trunk's conv widths)
 
 ``sop_dim`` (128) is the width entering every second-order pooling and the gate's trunk
 output; ``width`` (512) the parametric GAP / expert width. ``build_model(width_mult=m)``
-scales both (and the backbone), for CPU-sized experiments.
+scales both (and the backbone), for CPU-sized experiments. ``gate_dims`` lists the widths of the
+gate's 1x1 conv + BN + ReLU layers (None: 2C then sop_dim, the released ResNet gates); the
+registry sets ``[2C]`` for GM-GAP on WRN-36-2, the released gate there (one conv 256->512, a
+512-d gate feature).
     netvlad    clusters [64]                        NetVLAD, K*C-d
 
 Protocol values used: ns_iterations, cm_batchnorm, gate_noise, alpha, alpha_per_batch,
@@ -87,13 +91,19 @@ class _Pool(nn.Module):
         return global_avg_pool(x)
 
 
-def _gate(in_channels: int, p: Protocol, num_experts: int, k: int, second_order: bool, out: int = 128) -> NoisyTopKGate:
+def _gate(
+    in_channels: int, p: Protocol, num_experts: int, k: int, second_order: bool, out: int = 128, dims=None
+) -> NoisyTopKGate:
+    """The gate: trunk widths ``dims`` (None: 2C then ``out``), then SR-SOP or GAP on the last width."""
+    widths = [2 * in_channels, int(out)] if dims is None else [int(w) for w in dims]
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError(f"gate_dims must be a non-empty list of positive widths, got {dims!r}")
     if second_order:  # GM-SOP: the gate's prediction layers end in a full SR-SOP (8256-d)
-        pool = SRSOP(out, p.ns_iterations)
+        pool = SRSOP(widths[-1], p.ns_iterations)
         feat = pool.out_features
-    else:  # GM-GAP / SG-MoE: ... ending in GAP (128-d)
-        pool, feat = _Pool(), out
-    trunk = gating_trunk(in_channels, pool, hidden=2 * in_channels, out=out, bn_momentum=p.bn_momentum)
+    else:  # GM-GAP / SG-MoE: ... ending in GAP (128-d; 512-d with the WRN-36-2 gate [512])
+        pool, feat = _Pool(), widths[-1]
+    trunk = gating_trunk(in_channels, pool, bn_momentum=p.bn_momentum, dims=widths)
     return NoisyTopKGate(trunk, feat, num_experts, k, noise=p.gate_noise)
 
 
@@ -122,18 +132,18 @@ def _ave_sop(c, p, num_experts=16, dims=None, sop_dim=128):
     return AverageMixture([_psrsop(c, p, dims, sop_dim) for _ in range(_n(num_experts))])
 
 
-def _gm_gap(c, p, num_experts=16, k=8, width=512, sop_dim=128):
-    gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim)
+def _gm_gap(c, p, num_experts=16, k=8, width=512, sop_dim=128, gate_dims=None):
+    gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim, dims=gate_dims)
     return GatedMixture([ParametricGAP(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
 
 
-def _gm_sop(c, p, num_experts=16, k=8, dims=None, sop_dim=128):
-    gate = _gate(c, p, _n(num_experts), k, second_order=True, out=sop_dim)
+def _gm_sop(c, p, num_experts=16, k=8, dims=None, sop_dim=128, gate_dims=None):
+    gate = _gate(c, p, _n(num_experts), k, second_order=True, out=sop_dim, dims=gate_dims)
     return GatedMixture([_psrsop(c, p, dims, sop_dim) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
 
 
-def _sg_moe(c, p, num_experts=16, k=8, width=512, sop_dim=128):
-    gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim)
+def _sg_moe(c, p, num_experts=16, k=8, width=512, sop_dim=128, gate_dims=None):
+    gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim, dims=gate_dims)
     return GatedMixture([LinearExpert(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
 
 

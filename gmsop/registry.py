@@ -157,9 +157,22 @@ def _scale_head_kwargs(head: str, kwargs: dict, width_mult: float) -> dict:
         out["width"] = scaled(int(kwargs.get("width", 512)), width_mult)
     if "sop_dim" in valid:
         out["sop_dim"] = scaled(int(kwargs.get("sop_dim", 128)), width_mult)
-    if "dims" in valid and kwargs.get("dims") is not None:
-        out["dims"] = [scaled(int(w), width_mult) for w in kwargs["dims"]]
+    for key in ("dims", "gate_dims"):
+        if key in valid and kwargs.get(key) is not None:
+            out[key] = [scaled(int(w), width_mult) for w in kwargs[key]]
     return out
+
+
+def _released_gate_dims(head: str, backbone: str, in_channels: int) -> list[int] | None:
+    """The gate widths the released code uses where they differ from the heads' default (2C, 128).
+
+    GM-GAP on WRN-36-2 (``cnn_init_WRN_GM.m``, ``gating_dim = 512`` for order 1): ONE 1x1 conv
+    256 -> 512 + BN + ReLU, then GAP, a 512-d gate feature. Everywhere else (ResNet gates, GM-SOP
+    on WRN-36-2: [512, 128] then SR-SOP) the default already is the released gate.
+    """
+    if backbone == "wrn36_2" and head == "gm_gap":
+        return [2 * in_channels]
+    return None
 
 
 def _head_default(head: str, option: str):
@@ -285,6 +298,11 @@ def resolve_variant(
         raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
     if width_mult != 1.0:
         kwargs = _scale_head_kwargs(variant.head, kwargs, width_mult)
+    in_channels = backbone_widths(backbone, width_mult)[-1]
+    if "gate_dims" in valid_head and kwargs.get("gate_dims") is None:
+        released = _released_gate_dims(variant.head, backbone, in_channels)
+        if released is not None:
+            kwargs["gate_dims"] = released
 
     traits = head_traits(variant.head)
     n = kwargs.get("num_experts", _head_default(variant.head, "num_experts")) if "num_experts" in valid_head else None
@@ -300,7 +318,7 @@ def resolve_variant(
         head_kwargs=kwargs,
         backbone=backbone,
         backbone_name=paper_name(backbone),
-        in_channels=backbone_widths(backbone, width_mult)[-1],
+        in_channels=in_channels,
         width_mult=width_mult,
         protocol=proto,
         second_order=traits.second_order,

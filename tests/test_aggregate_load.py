@@ -170,3 +170,40 @@ class TestFormat:
         path.write_text(json.dumps({"epoch": 1}) + "\n")
         with pytest.raises(ResultFileError, match=r"missing required key 'line 1: train_loss'"):
             read_progress(path)
+
+
+class TestSchemaFiles:
+    """The JSON Schemas shipped for producers outside gmsop are generated from gmsop.formats."""
+
+    @pytest.mark.parametrize("kind", ["metrics", "bench"])
+    def test_shipped_schema_is_the_generated_one(self, kind):
+        from pathlib import Path
+
+        from gmsop.formats import json_schema
+
+        shipped = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / f"{kind}.schema.json"
+        assert json.loads(shipped.read_text()) == json_schema(kind), f"regenerate: python -m gmsop.formats {kind}"
+
+    def test_schema_accepts_what_gmsop_accepts_and_rejects_a_broken_file(self, tmp_path):
+        import jsonschema
+
+        from gmsop.formats import json_schema, rule_metrics
+
+        for record in (make_metrics(), make_metrics(run_id=None), rule_metrics("my_rule", 0, 12.5, dataset="d",
+                                                                              num_classes=10, train_size=100)):
+            jsonschema.validate(record, json_schema("metrics"))
+        broken = rule_metrics("my_rule", 0, 12.5, dataset="d", num_classes=10, train_size=100)
+        del broken["hparams"]["num_classes"]
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, json_schema("metrics"))
+        path = write_json(tmp_path / "m.json", broken)
+        with pytest.raises(ResultFileError, match=r"m.json: missing required key 'hparams.num_classes'"):
+            load_runs([path])
+        jsonschema.validate(make_bench(), json_schema("bench"))
+
+    def test_a_rule_record_needs_no_backbone(self, tmp_path):
+        from gmsop.formats import rule_metrics
+
+        rec = rule_metrics("my_rule", 1, 20.0, 5.0, dataset="synthetic", num_classes=16, train_size=1280)
+        runs = load_runs([write_json(tmp_path / "m.json", rec)])
+        assert runs.loc[0, "run_id"] == "rule:my_rule" and runs.loc[0, "top1_err"] == 20.0 and runs.loc[0, "finished"]

@@ -1,6 +1,8 @@
 """Tables and the scorecard from result files: rows selected by planned run id, honest claims
 (each verdict built from real files, intervals checked against scipy), paper values only on
 the paper's data, ranks and their agreement elsewhere."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,3 +152,18 @@ def test_table_columns_are_stable(tmp_path):
     t = build_table(make_experiment([make_row("SR-SOP", seeds=(0,))]), _load(tmp_path))
     assert pd.isna(t.loc[0, "top1_std"]) and t.loc[0, "n"] == 1
     assert t.loc[0, "classes"] == 16 and bool(t.loc[0, "learned"])
+
+
+def test_aggregation_jobs_import_no_torch():
+    """A table, figure or scorecard job loads the plan's rows and result files: no torch (≈1.5 s
+    of start-up per job), which `import gmsop` and the plan's classes must not pull in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pickle, gmsop, gmsop.pipeline, gmsop.experiments, gmsop.aggregate.tables, "
+            "gmsop.aggregate.scorecard, gmsop.aggregate.figures, gmsop.formats; "
+            "from planned import make_experiment, make_row; "
+            "pickle.loads(pickle.dumps(make_experiment([make_row('SR-SOP')]))); "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]

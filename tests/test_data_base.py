@@ -204,6 +204,16 @@ class TestCacheFiles:
         with pytest.raises(ValueError, match="train_images.npy"):
             cache.load_split(tmp_path, "train", meta)
 
+    def test_default_cache_dir_is_outside_the_data(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path / "c"))
+        a = cache.default_cache_dir(tmp_path / "data", "folder-64-crop")
+        assert a.parent.parent == tmp_path / "c" and a.name == "folder-64-crop" and a.parent.name.startswith("data-")
+        assert cache.default_cache_dir(tmp_path / "other" / "data", "folder-64-crop") != a  # one folder per root
+        assert cache.default_cache_dir(tmp_path / "x" / ".." / "data", "folder-64-crop") == a  # by absolute path
+        monkeypatch.delenv("GMSOP_CACHE_DIR")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert cache.cache_root() == tmp_path / "xdg" / "gmsop"
+
     def test_unwritable_cache_dir(self, tmp_path):
         ro = tmp_path / "ro"
         ro.mkdir()

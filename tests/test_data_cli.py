@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from gmsop.cli import main as gmsop_main
+from gmsop.data.cache import default_cache_dir
 from gmsop.data.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _cache_root(tmp_path_factory, monkeypatch):
+    """Caches go to a fresh folder outside the data (never ~/.cache, never the test's root)."""
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
 def _release(root):
@@ -55,7 +62,7 @@ def test_prepare_builds_cache_once(tmp_path, capsys):
     _release(tmp_path)
     assert main(["prepare", "imagenet64", "--root", str(tmp_path), "--size", "8"]) == 0
     assert "cache ready" in capsys.readouterr().out
-    assert (tmp_path / "gmsop-cache" / "imagenet8" / "meta.json").is_file()
+    assert (default_cache_dir(tmp_path, "imagenet8") / "meta.json").is_file()
     assert main(["prepare", "synthetic", "--classes", "3", "--n-train", "9", "--n-val", "3"]) == 0
     assert "nothing to prepare" in capsys.readouterr().out
 

@@ -1,6 +1,10 @@
 """ImageFolder trees: real PNG/JPEG files, resized and cached."""
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +12,12 @@ from PIL import Image
 
 from gmsop.data import get_dataset
 from gmsop.data import imagefiles
+
+
+@pytest.fixture(autouse=True)
+def _cache_root(tmp_path_factory, monkeypatch):
+    """Caches go to a fresh folder outside the data (never ~/.cache, never the test's root)."""
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
 def make_tree(root, classes=("cat", "dog"), per_class=2, size=(20, 10)):
@@ -89,3 +99,48 @@ def test_bad_fit(tmp_path):
     make_tree(tmp_path)
     with pytest.raises(ValueError, match="option fit"):
         get_dataset("folder", root=tmp_path, fit="squash")
+
+
+def snapshot(root: Path) -> list[tuple]:
+    """Every path under ``root`` (and ``root`` itself) with its size and modification time."""
+    return sorted((str(p.relative_to(root)), p.is_dir(), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in [root, *root.rglob("*")])
+
+
+@contextlib.contextmanager
+def read_only_tree(root: Path):
+    """Make ``root`` read-only for the duration (dirs 0o555, files 0o444) and yield whether the
+    process really cannot write it (root ignores permissions; the tests then rely on a snapshot:
+    nothing may be written into the data folder at all, whoever runs them)."""
+    paths = [root, *root.rglob("*")]
+    modes = {p: p.stat().st_mode for p in paths}
+    for p in sorted(paths, key=lambda q: len(q.parts), reverse=True):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        yield not os.access(root, os.W_OK)
+    finally:
+        for p in sorted(paths, key=lambda q: len(q.parts)):
+            p.chmod(modes[p] & 0o7777)
+
+
+def test_read_only_root_is_never_written(tmp_path):
+    """The cache goes under GMSOP_CACHE_DIR (the workflow: results/cache), never into the data."""
+    root = tmp_path / "data"
+    make_tree(root)
+    before = snapshot(root)
+    with read_only_tree(root):
+        first = get_dataset("folder", root=root, size=8, workers=1)
+        again = get_dataset("folder", root=root, size=8, workers=1)  # reuses the cache
+    assert snapshot(root) == before
+    cache_dir = Path(first.info["cache"])
+    assert (cache_dir / "meta.json").is_file() and root not in cache_dir.parents
+    assert cache_dir.is_relative_to(os.environ["GMSOP_CACHE_DIR"])
+    assert torch.equal(first.train.images, again.train.images)
+
+
+def test_two_roots_get_two_caches(tmp_path):
+    make_tree(tmp_path / "a", classes=("cat", "dog"))
+    make_tree(tmp_path / "b", classes=("emu", "owl"))
+    a = get_dataset("folder", root=tmp_path / "a", size=8, workers=1)
+    b = get_dataset("folder", root=tmp_path / "b", size=8, workers=1)
+    assert a.info["cache"] != b.info["cache"] and b.classes == ("emu", "owl")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,13 @@ import torch
 
 from gmsop.data import SubsetWarning, get_dataset
 from gmsop.data import imagenet64 as inet
+from gmsop.data.cache import default_cache_dir
+
+
+@pytest.fixture(autouse=True)
+def _cache_root(tmp_path_factory, monkeypatch):
+    """Caches go to a fresh folder outside the data (never ~/.cache, never the test's root)."""
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
 def _pattern(n: int, size: int, offset: int) -> np.ndarray:
@@ -117,7 +125,7 @@ def test_labels_are_shifted_to_0_based(tmp_path):
 def test_cache_is_reused_without_parsing(tmp_path, monkeypatch):
     make_release(tmp_path)
     first = _load(tmp_path, size=8)
-    cache_dir = tmp_path / "gmsop-cache" / "imagenet8"
+    cache_dir = default_cache_dir(tmp_path, "imagenet8")
     assert (cache_dir / "meta.json").is_file() and (cache_dir / "train_images.npy").is_file()
     assert not [p for p in cache_dir.iterdir() if p.name.endswith(".tmp")]
 
@@ -150,7 +158,7 @@ def test_truncated_file_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(ValueError, match=r"train_data_batch_2\.npz: cannot read.*truncated"):
         _load(tmp_path, size=8)
-    cache_dir = tmp_path / "gmsop-cache" / "imagenet8"
+    cache_dir = default_cache_dir(tmp_path, "imagenet8")
     assert not (cache_dir / "meta.json").exists()
     assert not [p for p in cache_dir.iterdir() if p.name.endswith(".tmp")]  # nothing half-written
 
@@ -261,3 +269,15 @@ def test_star_preset(tmp_path):
     ds = _load(tmp_path, size=8, augment="star")
     assert ds.augment.flip_double and ds.augment.pad == 4 and ds.augment.eval_pad_crop
     assert ds.input_size == (8, 8)
+
+
+def test_read_only_root_is_never_written(tmp_path):
+    from test_data_folder import read_only_tree, snapshot
+
+    root = tmp_path / "data"
+    make_release(root)
+    before = snapshot(root)
+    with read_only_tree(root):
+        ds = _load(root, size=8)
+        _load(root, size=8)
+    assert snapshot(root) == before and root not in Path(ds.info["cache"]).parents

@@ -45,13 +45,39 @@ def test_ambiguous_layout_refused_then_resolved(tmp_path):
     "x, match",
     [
         (np.zeros((2, 3, 4, 4), np.float32), "must be uint8"),
-        (np.zeros((2, 4, 4), np.uint8), "must be 4-D"),
-        (np.zeros((2, 4, 4, 4), np.uint8), "no axis of 3"),
+        (np.zeros((2, 4), np.uint8), r"grayscale \(N, H, W\)"),
+        (np.zeros((2, 4, 4, 4), np.uint8), "no axis of 3 colour channels"),
+        (np.zeros((2, 1, 4, 1), np.uint8), r"ambiguous \(axis 1 and axis 3 are both 1\)"),
     ],
 )
 def test_bad_images(x, match):
     with pytest.raises(ValueError, match=match):
         to_nchw(x, "auto", "src")
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 4), (5, 1, 6, 4), (5, 6, 4, 1)])
+def test_grayscale_is_replicated_to_three_channels(tmp_path, shape):
+    grey = np.random.default_rng(0).integers(0, 256, (5, 6, 4), dtype=np.uint8)  # (N, H, W)
+    x = grey.reshape(shape)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=[0, 1, 0, 1, 1], x_val=x[:2], y_val=[1, 0])
+    ds = get_dataset("npz", root=tmp_path / "d.npz")
+    assert ds.train.images.shape == (5, 3, 6, 4) and ds.image_size == (6, 4)
+    for c in range(3):  # R = G = B = the grey value
+        assert torch.equal(ds.train.images[:, c], torch.from_numpy(grey))
+    assert ds.mean[0] == ds.mean[1] == ds.mean[2] and ds.info["channels"] == 1
+    assert "grayscale" in ds.info["notes"][0]
+
+
+def test_grayscale_trains_unchanged_models(tmp_path):
+    """A grey dataset feeds the unchanged 3-channel models (one forward pass)."""
+    import gmsop
+
+    grey = np.random.default_rng(1).integers(0, 256, (4, 16, 16), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", x=grey, y=[0, 1, 0, 1])
+    np.savez(tmp_path / "val.npz", x=grey[:2, None], y=[0, 1])  # (N, 1, H, W)
+    ds = get_dataset("npz", root=tmp_path)
+    model = gmsop.build_model("ResNet-18", num_classes=ds.num_classes, width_mult=0.125).eval()
+    assert model(ds.train.images.float()).logits.shape == (4, 2)
 
 
 def test_layout_mismatch():
@@ -88,3 +114,14 @@ def test_missing_and_truncated_files(tmp_path):
     (tmp_path / "train.npz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match=r"train.npz: cannot read"):
         get_dataset("npz", root=tmp_path)
+
+
+def test_read_only_root_is_never_written(tmp_path):
+    from test_data_folder import read_only_tree, snapshot
+
+    np.savez(tmp_path / "train.npz", x=_nchw(4), y=[0, 1, 0, 1])
+    np.savez(tmp_path / "val.npz", x=_nchw(2), y=[1, 0])
+    before = snapshot(tmp_path)
+    with read_only_tree(tmp_path):
+        assert len(get_dataset("npz", root=tmp_path).train) == 4
+    assert snapshot(tmp_path) == before

@@ -1,6 +1,8 @@
 """Places365-Standard: list files and real JPEGs written with PIL, read through the real parser."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,14 @@ from PIL import Image
 
 from gmsop.data import get_dataset
 from gmsop.data import imagefiles
+from gmsop.data.cache import default_cache_dir
 from gmsop.data.places365 import read_categories
+
+
+@pytest.fixture(autouse=True)
+def _cache_root(tmp_path_factory, monkeypatch):
+    """Caches go to a fresh folder outside the data (never ~/.cache, never the test's root)."""
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 # solid colours survive JPEG compression to within a few grey levels
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
@@ -105,7 +114,7 @@ def test_missing_image_names_file_and_leaves_no_cache(tmp_path):
     (tmp_path / "val_256" / "Places365_val_00000002.jpg").unlink()
     with pytest.raises(ValueError, match=r"Places365_val_00000002\.jpg: cannot decode"):
         get_dataset("places365", root=tmp_path, workers=1)
-    cache_dir = tmp_path / "gmsop-cache" / "places365-100"
+    cache_dir = default_cache_dir(tmp_path, "places365-100")
     assert not (cache_dir / "meta.json").exists()
     assert not [p for p in cache_dir.iterdir() if p.name.endswith(".tmp")]
 
@@ -150,3 +159,15 @@ def test_bad_crop(tmp_path):
     make_places(tmp_path, per_class=1, n_val=1)
     with pytest.raises(ValueError, match="option crop"):
         get_dataset("places365", root=tmp_path, crop=101)
+
+
+def test_read_only_root_is_never_written(tmp_path):
+    from test_data_folder import read_only_tree, snapshot
+
+    root = tmp_path / "data"
+    root.mkdir()
+    make_places(root, per_class=1, n_val=1, size=(32, 32))
+    before = snapshot(root)
+    with read_only_tree(root):
+        ds = get_dataset("places365", root=root, workers=1, size=16, crop=16)
+    assert snapshot(root) == before and root not in Path(ds.info["cache"]).parents

@@ -163,3 +163,47 @@ def test_a_row_without_a_schedule_takes_its_variants_family():
     del cfg["schedules"]["gm_sop"]
     with pytest.raises(ValueError, match=r"table2.rows\[1\]: unknown schedule 'gm_sop'"):
         make_plan(cfg)
+
+
+def test_equal_resolved_settings_give_one_run_id():
+    """A run's id depends only on its resolved settings: an override equal to what the variant
+    resolves to without it (the protocol's value, the name's N or K, the registry's gate on
+    WRN-36-2) changes nothing, and numbers count by value. Figure 2's alpha = 100 point and
+    Figure 3's N = 16, K = 4 point are one run."""
+    from gmsop.experiments import run_id
+
+    cfg = copy.deepcopy(TINY)
+    cfg["defaults"].pop("overrides", None)
+    plan = make_plan(cfg)
+    spec = dict(next(iter(plan.runs.values())))
+
+    def rid(variant, backbone="resnet18", protocol="official", **overrides):
+        return run_id({**spec, "variant": variant, "backbone": backbone, "protocol": protocol, "overrides": overrides})
+
+    base = rid("GM-GAP-16-4")
+    same = [rid("GM-GAP-16-4", alpha=100), rid("GM-GAP-16-4", alpha=100.0), rid("GM-GAP-16-4", num_experts=16, k=4),
+            rid("GM-GAP-16-4", alpha_per_batch=True, gate_noise="per_image", ns_iterations=3, width=None),
+            rid("GM-GAP-16-4", width=512)]  # the head's default
+    assert set(same) == {base}
+    assert rid("GM-GAP-16-4", protocol="paper", alpha=100, alpha_per_batch=False) == rid("GM-GAP-16-4", protocol="paper")
+    assert rid("GM-GAP-16-8", "wrn36_2", gate_dims=[512]) == rid("GM-GAP-16-8", "wrn36_2")
+    assert rid("GM-GAP-16-4", alpha=10) == rid("GM-GAP-16-4", alpha=10.0)
+    # a different setting is a different run
+    different = {base, rid("GM-GAP-16-4", alpha=10), rid("GM-GAP-16-4", alpha_per_batch=False),
+                 rid("GM-GAP-16-4", width=256), rid("GM-GAP-16-8", "wrn36_2", gate_dims=[512, 128]),
+                 rid("GM-GAP-16-4", protocol="paper")}
+    assert len(different) == 6
+    # a spec with no redundant override keeps the id it always had (the digest of the spec itself)
+    from gmsop.experiments import _digest, slug
+
+    plain = {**spec, "variant": "GM-GAP-16-4", "overrides": {"alpha": 10}}
+    assert run_id(plain).endswith(_digest(plain)) and run_id(plain).startswith(slug("GM-GAP-16-4"))
+
+    # in a plan: Figure 2's alpha = 100 point is Figure 3's N = 16, K = 4 point (one training)
+    cfg["experiments"] = {
+        "figure2": {"kind": "alpha", "variant": "GM-GAP-4-2", "alphas": [0, 100], "counts_alphas": [0, 100]},
+        "figure3": {"kind": "grid", "family": "GM-GAP", "n": [4], "k": [2]},
+    }
+    plan = make_plan(cfg)
+    assert plan.experiments["figure2"].row("alpha=100").run == plan.experiments["figure3"].row("N=4, K=2").run
+    assert len(plan.train_jobs()) == 2 * len(plan.experiments["figure2"].rows[0].seeds)

@@ -37,6 +37,45 @@ def test_wrn_gm_sop_is_the_released_configuration_not_the_printed_count():
     assert m.info["dropout"] == 0.4
 
 
+def _gate_convs(gate):
+    return [(c.in_channels, c.out_channels) for c in gate.trunk if isinstance(c, torch.nn.Conv2d)]
+
+
+def test_wrn_gm_gap_gate_is_one_conv_to_a_512d_feature():
+    """cnn_init_WRN_GM.m, order 1 (gating_dim = 512): the GM-GAP gate on WRN-36-2 is ONE 1x1 conv
+    256->512 + BN + ReLU, then GAP, a 512-d gate feature; 8.7M parameters in all (Table 3)."""
+    m = gmsop.build_model("GM-GAP-16-8", backbone="wrn36_2", num_classes=1000)
+    gate = m.head.gate
+    assert _gate_convs(gate) == [(256, 512)]
+    assert [type(x).__name__ for x in gate.trunk][:3] == ["Conv2d", "BatchNorm2d", "ReLU"]
+    assert gate.feat_dim == 512 and gate.w_gate.shape == (16, 512) and gate.w_noise.shape == (16, 512)
+    assert gate.trunk(torch.randn(2, 256, 8, 8)).shape == (2, 512)
+    assert m.info["head_kwargs"]["gate_dims"] == [512]
+    assert count_params(m) / 1e6 == pytest.approx(8.7, rel=0.03)
+    # GM-SOP on WRN-36-2 keeps the gate [512, 128] + SR-SOP (8256-d), and its 17.8M
+    sop = gmsop.build_model("GM-SOP-16-8", backbone="wrn36_2", num_classes=10).head.gate
+    assert _gate_convs(sop) == [(256, 512), (512, 128)] and sop.feat_dim == 8256
+    # the other reading (the ResNet gates' two layers) is one override
+    two = gmsop.build_model("GM-GAP-16-8", backbone="wrn36_2", num_classes=10, gate_dims=[512, 128]).head.gate
+    assert _gate_convs(two) == [(256, 512), (512, 128)] and two.feat_dim == 128
+
+
+@pytest.mark.parametrize("variant,backbone", [("GM-GAP-16-8", "resnet18"), ("GM-SOP-16-8", "resnet18"),
+                                              ("SG-MoE", "resnet18"), ("GM-GAP-16-8", "resnet50")])
+def test_resnet_gates_are_the_two_released_layers(variant, backbone):
+    """The ResNet gates are untouched by gate_dims: conv C->2C and 2C->128 (+BN+ReLU); the same
+    modules, in the same order, and so the same weights under a seed as an explicit [256, 128]."""
+    torch.manual_seed(0)
+    m = gmsop.build_model(variant, backbone=backbone, num_classes=10)
+    assert "gate_dims" not in m.info["head_kwargs"]
+    assert _gate_convs(m.head.gate) == [(128, 256), (256, 128)]
+    assert m.head.gate.feat_dim == (8256 if variant.startswith("GM-SOP") else 128)
+    torch.manual_seed(0)
+    explicit = gmsop.build_model(variant, backbone=backbone, num_classes=10, gate_dims=[256, 128])
+    a, b = m.state_dict(), explicit.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize(
     "variant,dim",
     [("ResNet-18", 128), ("ResNet-18-512d", 512), ("GM-GAP-16-8", 512), ("SR-SOP", 8256), ("GM-SOP-16-8", 8256),

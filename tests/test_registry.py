@@ -84,6 +84,20 @@ def test_width_mult_scales_the_head_options_and_the_backbone_width():
     assert resolve_variant("ResNet-18-512d", width_mult=0.5).head_kwargs == {"width": 256}
 
 
+def test_wrn_gm_gap_gate_is_the_released_one_layer_gate():
+    """cnn_init_WRN_GM.m: the GM-GAP gate on WRN-36-2 is one conv 256->512 (+BN+ReLU) then GAP;
+    the registry sets it (the head does not know the backbone), nowhere else."""
+    r = resolve_variant("GM-GAP-16-8", backbone="wrn36_2")
+    assert r.head_kwargs == {"num_experts": 16, "k": 8, "gate_dims": [512]} and r.in_channels == 256
+    assert r.paper_params[0] == 8.7  # still the published row: the registry's choice, not an override
+    assert resolve_variant("GM-GAP-16-8", backbone="wrn36_2", width_mult=0.25).head_kwargs["gate_dims"] == [128]
+    assert resolve_variant("GM-GAP-16-8", backbone="wrn36_2", overrides={"gate_dims": [512, 128]}).head_kwargs[
+        "gate_dims"] == [512, 128]  # an override wins
+    for name, backbone in [("GM-GAP-16-8", "resnet18"), ("GM-GAP-16-8", "resnet50"), ("GM-SOP-16-8", "wrn36_2"),
+                           ("SG-MoE", "wrn36_2")]:
+        assert "gate_dims" not in resolve_variant(name, backbone=backbone).head_kwargs, (name, backbone)
+
+
 def test_dropout():
     assert resolve_variant("GM-SOP-16-8", backbone="wrn36_2").dropout == 0.4  # the released WRN-36-2 value
     assert resolve_variant("GM-GAP-16-8", backbone="wrn36_2").dropout == 0.2

@@ -1,7 +1,10 @@
 """The workflow on SLURM (workflow/profiles/slurm, snakemake-executor-plugin-slurm).
 
 * The paper configs dry-run under the SLURM profile: job list and each job's resource requests
-  (needs only the plugin, no cluster).
+  (needs only the plugin, no cluster), at the first attempt and at the retry (``--attempt 2``:
+  twice the time and memory), with a GPU model set in the profile; the plugin's own sbatch
+  command builder then turns a training job's requests into the options sbatch receives
+  (``--gpus=<model>:<n>``, ``-t``, ``--mem``, ``--cpus-per-task``).
 * The tiny config (by default its figure2 experiment, see SLURM_EXPERIMENTS) runs through
   `--executor slurm` on a real scheduler: a single-node cluster on localhost that
   `.ci/slurm/start_local_slurm.sh` starts (as .ci/run does, which then sets GMSOP_SLURM_TEST=1). The test checks that every data/train/bench job went through SLURM
@@ -50,11 +53,11 @@ requires_plugin = pytest.mark.skipif(
 )
 
 
-def snakemake(workdir, *args, config=TINY, limit=600):
+def snakemake(workdir, *args, config=TINY, limit=600, profile=PROFILE):
     """snakemake on the repository's Snakefile under the SLURM profile, killed after ``limit`` s."""
     cmd = ["timeout", "-k", "10", str(limit), sys.executable, "-m", "snakemake",
            "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--workflow-profile", str(PROFILE), "--configfile", str(config), "--replace-workflow-config", *args]
+           "--workflow-profile", str(profile), "--configfile", str(config), "--replace-workflow-config", *args]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=limit + 60)
     proc.seconds = time.monotonic() - t0
@@ -175,6 +178,76 @@ def test_paper_config_dry_run_under_slurm_profile(tmp_path, config_name):
     print(f"\n{config_name} under workflow/profiles/slurm (attempt 1):")
     for rule, s in summary.items():
         print(f"  {rule:13s} {s['jobs']:4d} jobs  " + "  ".join(f"{k}={sorted(v)}" for k, v in s.items() if k != "jobs"))
+
+
+def profile_with(tmp_path, **train_resources) -> Path:
+    """A copy of the SLURM profile whose set-resources give the train rule ``train_resources`` (as
+    a user does by uncommenting ``gpu_model`` there), everything else as shipped."""
+    prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    prof.setdefault("set-resources", {})["train"] = dict(train_resources)
+    out = tmp_path / "profile"
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump(prof))
+    return out
+
+
+class _Resources(dict):
+    """Job resources as the plugin reads them: ``.get(key)`` and ``.key``."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def sbatch_options(job: dict) -> str:
+    """The sbatch command snakemake-executor-plugin-slurm builds for a dry-run job's requests."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    fake = SimpleNamespace(resources=_Resources(job["resources"]), threads=job["threads"])
+    params = {"run_uuid": "uuid", "slurm_logfile": "job.log", "comment_str": f"rule_{job['rule']}",
+              "account": "", "partition": "", "workdir": "/work"}
+    return get_submit_command(fake, params) + set_gres_string(fake)
+
+
+@requires_plugin
+@pytest.mark.parametrize("config_name", PAPER_CONFIGS)
+def test_paper_config_retry_and_gpu_model_reach_sbatch(tmp_path, config_name):
+    """Past the first attempt: the retry asks twice the time and memory (train_runtime_min and
+    train_mem_mb x attempt; the profile's prepare_data too), the GPU request keeps its count and
+    the profile's GPU model, and the plugin turns that into --gpus=<model>:<n> -t --mem."""
+    config_path = ROOT / "workflow" / "configs" / config_name
+    cfg = yaml.safe_load(config_path.read_text())
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = snakemake(work, "--dry-run", "--cores", "1024", "--attempt", "2", config=config_path,
+                     profile=profile_with(tmp_path, gpu_model="a100"))
+    assert proc.returncode == 0, proc.output[-5000:]
+    jobs = dry_run_jobs(proc.output)
+    train = [j for j in jobs if j["rule"] == "train"]
+    assert len(train) == job_counts(proc.output)["train"] > 0
+    runtime, mem, gpus = 2 * cfg["train_runtime_min"], 2 * cfg["train_mem_mb"], cfg["gpus_per_job"]
+    for job in train:
+        res = job["resources"]
+        assert (res["runtime"], res["mem_mb"], res["gpu"], res["gpu_model"]) == (runtime, mem, gpus, "a100"), res
+        assert job["threads"] == cfg["threads_per_job"]
+    (prep,) = [j for j in jobs if j["rule"] == "prepare_data"]
+    assert prep["resources"]["runtime"] == profile_value("prepare_data", "runtime", 2) > profile_value("prepare_data", "runtime")
+    assert prep["resources"]["mem_mb"] == profile_value("prepare_data", "mem_mb", 2)
+    bench = [j for j in jobs if j["rule"] == "bench"]
+    assert bench and all(j["resources"]["gpu"] == gpus and "gpu_model" not in j["resources"] for j in bench)
+
+    call = sbatch_options(train[0]).split()
+    assert f"--gpus=a100:{gpus}" in call and f"--cpus-per-task={cfg['threads_per_job']}" in call
+    assert call[call.index("-t") + 1] == str(runtime) and call[call.index("--mem") + 1] == str(mem)
+    # without a model the request is a plain count; prepare_data asks for no GPU at all
+    plain = sbatch_options({**train[0], "resources": {k: v for k, v in train[0]["resources"].items() if k != "gpu_model"}})
+    assert f"--gpus={gpus}" in plain.split()
+    assert "--gpus" not in sbatch_options(prep) and "--ntasks=1" in sbatch_options(prep).split()
 
 
 # ---- the tiny config through a real SLURM cluster ---------------------------------------------------

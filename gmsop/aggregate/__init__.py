@@ -15,43 +15,34 @@ Modules: ``load`` (files -> frames), ``select`` (a planned row's files), ``stats
 ``claims`` (verdicts, intervals, rank agreement), ``tables``, ``scorecard``, ``display`` and
 ``writers`` (formats), ``paper_values`` (published numbers), ``figures`` (lazy: matplotlib).
 """
-from gmsop.aggregate.claims import Claim, evaluate_claim, evaluate_claims, kendall_agreement, parse_claims
-from gmsop.aggregate.load import (
-    BENCH_COLUMNS, RUN_COLUMNS, MetricsData, ResultFileError, find_result_files, load_bench, load_epochs,
-    load_metrics, load_routing, load_runs, select_epoch,
-)
-from gmsop.aggregate.paper_values import (
-    PAPER_VALUES, TABLES, PaperValue, paper_frame, paper_params, paper_rows, paper_train_fps, paper_value,
-)
-from gmsop.aggregate.scorecard import build_scorecard, write_scorecard
-from gmsop.aggregate.select import row_bench, row_runs
-from gmsop.aggregate.stats import Summary, summarize, summarize_groups
-from gmsop.aggregate.tables import TABLE_COLUMNS, build_table
-from gmsop.aggregate.writers import (
-    FORMATS, render_csv, render_html, render_latex, render_markdown, write_csv, write_html, write_latex,
-    write_markdown, write_table,
-)
+import importlib
+
+#: Public name -> the module that defines it. Imported on first use (PEP 562): a job that only
+#: parses claims (planning) must not pay for pandas, scipy and matplotlib.
+_WHERE = {
+    "claims": ("Claim", "evaluate_claim", "evaluate_claims", "kendall_agreement", "parse_claims"),
+    "load": ("BENCH_COLUMNS", "RUN_COLUMNS", "MetricsData", "ResultFileError", "find_result_files", "load_bench",
+             "load_epochs", "load_metrics", "load_routing", "load_runs", "select_epoch"),
+    "paper_values": ("PAPER_VALUES", "TABLES", "PaperValue", "paper_frame", "paper_params", "paper_rows",
+                     "paper_train_fps", "paper_value"),
+    "scorecard": ("build_scorecard", "write_scorecard"),
+    "select": ("row_bench", "row_runs"),
+    "stats": ("Summary", "summarize", "summarize_groups"),
+    "tables": ("TABLE_COLUMNS", "build_table"),
+    "writers": ("FORMATS", "render_csv", "render_html", "render_latex", "render_markdown", "write_csv", "write_html",
+                "write_latex", "write_markdown", "write_table"),
+    "figures": ("plot_routing", "plot_alpha_sweep", "plot_nk_grid", "plot_training_curves", "save_figure",
+                "figure_paths"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 
 def __getattr__(name: str):
-    """Figures import matplotlib and seaborn (about a second); load them only when asked for."""
-    import importlib
-
-    figures = importlib.import_module("gmsop.aggregate.figures")  # not "from . import": that recurses here
-    if name == "figures":
-        return figures
-    if name in figures.__all__:
-        return getattr(figures, name)
+    if name in _WHERE:
+        return importlib.import_module(f"gmsop.aggregate.{name}")
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"gmsop.aggregate.{_MODULE_OF[name]}"), name)
     raise AttributeError(f"module 'gmsop.aggregate' has no attribute {name!r}")
 
 
-__all__ = [
-    "Claim", "evaluate_claim", "evaluate_claims", "kendall_agreement", "parse_claims",
-    "BENCH_COLUMNS", "RUN_COLUMNS", "MetricsData", "ResultFileError", "find_result_files", "load_bench",
-    "load_epochs", "load_metrics", "load_routing", "load_runs", "select_epoch",
-    "PAPER_VALUES", "TABLES", "PaperValue", "paper_frame", "paper_params", "paper_rows", "paper_train_fps",
-    "paper_value", "build_scorecard", "write_scorecard", "row_bench", "row_runs", "Summary", "summarize",
-    "summarize_groups", "TABLE_COLUMNS", "build_table", "FORMATS", "render_csv", "render_html", "render_latex",
-    "render_markdown", "write_csv", "write_html", "write_latex", "write_markdown", "write_table",
-    "plot_routing", "plot_alpha_sweep", "plot_nk_grid", "plot_training_curves", "save_figure", "figure_paths",
-]
+__all__ = sorted(_MODULE_OF)

@@ -49,9 +49,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
-from scipy import stats
+
+if TYPE_CHECKING:  # pandas and scipy load on first use: planning parses claims, it tests none
+    import pandas as pd
 
 __all__ = [
     "Claim", "ClaimResult", "CLAIM_COLUMNS", "CHANCE_FRACTION", "VERDICTS", "parse_claim", "parse_claims",
@@ -167,6 +170,8 @@ def _welch_interval(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, 
     if se == 0.0:
         return diff, diff
     df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    from scipy import stats
+
     half = float(stats.t.ppf(1.0 - (1.0 - level) / 2.0, df)) * se
     return diff - half, diff + half
 
@@ -240,6 +245,8 @@ def evaluate_claims(claims: Iterable[Claim | str], errors: Mapping[str, Sequence
         r = evaluate_claim(c, errors.get(c.better, ()), errors.get(c.worse, ()),
                            classes.get(c.better), classes.get(c.worse), level=level, n_boot=n_boot, seed=seed)
         rows.append(r.to_dict())
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
 
@@ -264,6 +271,8 @@ def kendall_agreement(paper: Mapping[str, float], ours: Mapping[str, float]) -> 
     common = [k for k in p if k in o]
     if len(common) < 2:
         return _NAN, len(common)
+    from scipy import stats
+
     tau = stats.kendalltau([p[k] for k in common], [o[k] for k in common], variant="b").statistic
     return float(tau), len(common)
 
@@ -273,5 +282,7 @@ def ranks(values: Mapping[str, float]) -> dict[str, int]:
     v = _finite(values)
     if not v:
         return {}
+    from scipy import stats
+
     r = stats.rankdata(list(v.values()), method="min")
     return {k: int(x) for k, x in zip(v, r)}

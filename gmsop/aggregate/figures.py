@@ -11,6 +11,11 @@ plot draws (the plot calls it), so the numbers can be checked and written next t
   epoch, for the rows whose α is in ``experiment.counts_alphas``, grouped bars.
 * :func:`plot_alpha_sweep` - Figure 2 (right): top-1 error against α (symmetric-log axis, so 0
   fits), mean ± std over seeds, single seeds as dots.
+
+Both Figure 2 panels say how α weighs the loss. Under ``official`` (``alpha_per_batch``), as in the
+released code, α multiplies a batch-SUMMED cross-entropy: against the mean loss it is α/B
+(B = 256: the paper's α = 0 … 1000 are 0 … 3.9). The axis says so and each tick and legend entry
+carries α/B next to α when the rows share one batch size.
 * :func:`plot_nk_grid` - Figure 3: a mixture family over N and K, error (left) and training
   speed (right) against N, one line per K.
 * :func:`plot_training_curves` - validation top-1 error and training loss per epoch, one line per
@@ -145,8 +150,50 @@ def routing_data(experiment: Any, routing: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["label", "alpha", "rank", "count_mean", "count_std", "n", "seeds"])
 
 
-def _alpha_name(alpha: float) -> str:
-    return f"α = {_fmt_num(alpha)}" + (" (no balance loss)" if alpha == 0 else "")
+def _alpha_name(alpha: float, batch: int | None = None) -> str:
+    """'α = 100 (α/256 = 0.39)' where α weighs a batch-summed loss over ``batch`` images, else 'α = 100'."""
+    if alpha == 0:
+        return "α = 0 (no balance loss)"
+    return f"α = {_fmt_num(alpha)}" + (f" (α/{batch} = {_fmt_eff(alpha / batch)})" if batch else "")
+
+
+def _fmt_eff(x: float) -> str:
+    return "0" if x == 0 else f"{x:.2g}"
+
+
+def _alpha_scale(rows: Sequence[Any]) -> tuple[bool | None, int | None]:
+    """How the rows' α weighs the loss: (``alpha_per_batch``, batch size), each None when the rows
+    do not say (no settings) or disagree. With ``alpha_per_batch`` (``official``, the released
+    code) α multiplies the batch-SUMMED cross-entropy, i.e. α/B against the mean one."""
+    from gmsop.protocol import get_protocol, protocol_fields
+
+    per, batch = set(), set()
+    for r in rows:
+        settings = getattr(r, "settings", None) or {}
+        switches = {k: v for k, v in (settings.get("overrides") or {}).items() if k in protocol_fields()}
+        try:
+            per.add(bool(get_protocol(r.protocol, **switches).alpha_per_batch))
+        except (ValueError, TypeError):
+            per.add(None)
+        batch.add(settings.get("batch_size"))
+    scaled = per.pop() if len(per) == 1 else None
+    b = batch.pop() if len(batch) == 1 else None
+    return scaled, (int(b) if b else None)
+
+
+def _alpha_axis(rows: Sequence[Any]) -> tuple[str, int | None]:
+    """(axis label, B) of the α axis: B is set when every tick can show α/B next to α."""
+    scaled, batch = _alpha_scale(rows)
+    if scaled is True:
+        per = f"α/{batch}" if batch else "α/B"
+        # official, as released: α multiplies the batch-SUMMED loss, so its weight on the mean loss is α/B
+        label = "balance-loss weight α (symmetric log scale)\n" + (
+            f"in brackets: {per}, its weight on the mean loss" if batch
+            else f"official: α weighs the summed loss, {per} on the mean loss")
+        return label, batch
+    if scaled is False:
+        return "balance-loss weight α on the mean loss (symmetric log scale)", None
+    return "balance-loss weight α (symmetric log scale)", None
 
 
 def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
@@ -154,6 +201,8 @@ def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
     data = routing_data(experiment, routing)
     rows = _counts_rows(experiment)
     alphas = [float(r.alpha) for r in rows]
+    scaled, batch = _alpha_scale(rows)
+    batch = batch if scaled else None
     ranks = sorted(data["rank"].unique())
     width = 0.8 / len(alphas)
     palette = sns.color_palette("colorblind", len(alphas))
@@ -165,7 +214,7 @@ def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
             err = sub["count_std"].to_numpy(float)
             ax.bar(x, sub["count_mean"].to_numpy(float), width=width, color=palette[i],
                    yerr=np.nan_to_num(err) if np.isfinite(err).any() else None, capsize=2, error_kw={"linewidth": 1.0},
-                   label=f"{_alpha_name(alpha)}, n={int(sub['n'].max())}")
+                   label=f"{_alpha_name(alpha, batch)}, n={int(sub['n'].max())}")
         balanced = float(data["count_mean"].mean())
         ax.axhline(balanced, color="0.3", linestyle="--", linewidth=1.0, label="perfectly balanced")
         ax.set_xticks(ranks)
@@ -240,9 +289,10 @@ def plot_alpha_sweep(experiment: Any, runs: pd.DataFrame) -> Figure:
                 ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 6), fontsize="x-small")
         for x, y, label in _paper_alpha_points(rows):
             ax.scatter([x], [y], label=label, **_PAPER_STYLE)
+        xlabel, batch = _alpha_axis(rows)
         ax.set_xticks(xs)
-        ax.set_xticklabels([_fmt_num(x) for x in xs])
-        ax.set(xlabel="balance-loss weight α (symmetric log scale)", ylabel="top-1 error (%)",
+        ax.set_xticklabels([_fmt_num(x) + (f"\n({_fmt_eff(x / batch)})" if batch else "") for x in xs])
+        ax.set(xlabel=xlabel, ylabel="top-1 error (%)",
                title=f"Figure 2 (right): top-1 error vs α, {_variant_title(rows)}")
         ax.legend(fontsize="small")
         _footnote(fig, _context(rows))

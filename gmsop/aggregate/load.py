@@ -105,6 +105,10 @@ def _planned_epochs(hparams: Mapping) -> int | None:
         return None
 
 
+def _int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
 def _num(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
@@ -115,14 +119,14 @@ def _run_row(path: Path, m: dict) -> dict[str, Any]:
     planned = _planned_epochs(m["hparams"])
     done = final.get("epochs")
     row = {
-        "path": str(path), "run_id": (m["run"] or {}).get("id", ""), "variant": m["variant"], "backbone": m["backbone"],
-        "protocol": m["protocol"], "dataset": m["dataset"], "seed": int(m["seed"]),
+        "path": str(path), "run_id": (m["run"] or {}).get("id", ""), "variant": m["variant"],
+        "backbone": m.get("backbone"), "protocol": m.get("protocol"), "dataset": m["dataset"], "seed": int(m["seed"]),
         "tag": m.get("tag") or m["hparams"].get("tag") or "",
         "finished": bool(m["final"]) and (planned is None or (done is not None and done >= planned)),
         "top1_err": _num(final.get("top1_err")), "top5_err": _num(final.get("top5_err")),
         "epochs_done": done, "epochs_planned": planned,
         "train_time_s": _num(final.get("train_time_s")), "train_img_s": _num(final.get("train_img_s")),
-        "params": int(m["params"]), "rep_dim": int(m["rep_dim"]),
+        "params": _int(m.get("params")), "rep_dim": _int(m.get("rep_dim")),
         "flops_per_image": _num(m.get("flops_per_image")),
         "env.torch": env.get("torch"), "env.device": env.get("device"),
         "env.device_name": env.get("device_name"), "env.gmsop": env.get("gmsop"),

@@ -38,7 +38,7 @@ def _side(runs: pd.DataFrame, row: Any) -> dict[str, str]:
         return "—" if v is None else f"{int(v)}"
     return {"dataset": f"{row.dataset} ({row.dataset_name})", "classes": val("hp.num_classes", "class counts"),
             "train_images": val("hp.train_size", "training-set sizes"), "epochs": val("hp.epochs", "epoch counts"),
-            "width": f"{row.width_mult:g}"}
+            "width": "—" if row.width_mult is None else f"{row.width_mult:g}"}
 
 
 def _context(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:

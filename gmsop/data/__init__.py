@@ -37,7 +37,9 @@ Training path
             x = tf(x, g)                           # float32 (B, 3, *ds.input_size), normalised
 """
 from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
-from gmsop.data.registry import dataset_fingerprint, dataset_options, get_dataset, list_datasets, register_dataset
+from gmsop.data.registry import (
+    dataset_fingerprint, dataset_options, get_dataset, list_datasets, register_dataset, register_train_size, train_size,
+)
 
 # importing the dataset modules registers them
 from gmsop.data import digits, folder, imagenet64, npz, places365, synthetic  # noqa: E402,F401  isort: skip
@@ -70,6 +72,8 @@ __all__ = [
     "get_dataset",
     "list_datasets",
     "register_dataset",
+    "register_train_size",
+    "train_size",
     # augment
     "BatchTransform",
     "center_crop",

@@ -19,6 +19,13 @@ and a cache counts as valid only when ``meta.json`` exists and its fingerprint m
 sources and options, so an interrupted conversion is simply redone. Two processes converting at
 once each write their own temporary files and produce the same bytes.
 
+Where: never inside the data folder (shared datasets are often read-only, and nobody expects a
+tool to write into their data). ``default_cache_dir`` puts a dataset's cache under
+``cache_root()``: ``$GMSOP_CACHE_DIR`` when set (the workflow sets it to its config's
+``cache_dir``, default ``results/cache``), else ``$XDG_CACHE_HOME/gmsop`` or ``~/.cache/gmsop``;
+one folder per data folder (its name plus a hash of its absolute path) and dataset variant.
+A builder's ``cache_dir=`` option overrides all of this.
+
 Memory maps are opened copy-on-write (``mmap_mode="c"``): the array is writable as far as numpy
 and torch are concerned (``torch.from_numpy`` warns on read-only arrays), while writes, if any,
 stay private to the process and never reach the file.
@@ -40,6 +47,8 @@ from gmsop.data.base import Split
 
 __all__ = [
     "CACHE_FORMAT",
+    "CACHE_ENV",
+    "cache_root",
     "default_cache_dir",
     "fingerprint",
     "atomic_memmap",
@@ -57,9 +66,25 @@ CACHE_FORMAT = 1
 META_NAME = "meta.json"
 
 
+#: environment variable naming the folder dataset caches go into (the workflow sets it)
+CACHE_ENV = "GMSOP_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """``$GMSOP_CACHE_DIR``, else ``$XDG_CACHE_HOME/gmsop``, else ``~/.cache/gmsop``: never the data folder."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "gmsop"
+
+
 def default_cache_dir(root: Path, key: str) -> Path:
-    """``<root>/gmsop-cache/<key>``: next to the data, one folder per dataset variant."""
-    return Path(root) / "gmsop-cache" / key
+    """``cache_root()/<data folder name>-<hash of its absolute path>/<key>``: one folder per data
+    folder and dataset variant, outside the data (which may be read-only)."""
+    root = Path(root).expanduser().resolve()
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in root.name) or "root"
+    return cache_root() / f"{name}-{tag}" / key
 
 
 def prepare_cache_dir(cache_dir: Path) -> Path:
@@ -69,10 +94,13 @@ def prepare_cache_dir(cache_dir: Path) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(
-            f"cannot create the cache folder {cache_dir} ({exc.strerror}); pass cache_dir= a writable folder"
+            f"cannot create the cache folder {cache_dir} ({exc.strerror}); pass cache_dir= a writable folder "
+            f"or set {CACHE_ENV} (the workflow's config key cache_dir)"
         ) from None
     if not os.access(cache_dir, os.W_OK):
-        raise ValueError(f"the cache folder {cache_dir} is not writable; pass cache_dir= a writable folder")
+        raise ValueError(
+            f"the cache folder {cache_dir} is not writable; pass cache_dir= a writable folder or set {CACHE_ENV}"
+        )
     return cache_dir
 
 

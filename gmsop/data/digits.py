@@ -10,6 +10,7 @@ No flip augmentation by default: a mirrored 2, 3, 4, 5, 7 or 9 is not the same d
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from gmsop.data._checks import require_float, require_int
 from gmsop.data.base import AugmentSpec, Dataset, Split, resolve_augment
-from gmsop.data.registry import register_dataset
+from gmsop.data.registry import register_dataset, register_train_size
 from gmsop.data.stats import channel_mean_std
 
 __all__ = ["digits", "load_digits_uint8"]
@@ -70,3 +71,9 @@ def digits(
         classes=tuple(str(i) for i in range(10)),
         info={"source": source, "size": size, "val_fraction": val_fraction, "split_seed": split_seed},
     )
+
+
+@register_train_size("digits")
+def _digits_train_size(root, val_fraction: float = 0.2, **_) -> int:
+    n = 1797  # sklearn's load_digits; train_test_split puts ceil(fraction * n) in the test part
+    return n - math.ceil(float(val_fraction) * n)

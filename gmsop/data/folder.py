@@ -11,7 +11,9 @@ with other extensions are ignored (``IMAGE_EXTENSIONS`` in ``gmsop.data.imagefil
 are converted to RGB and resized to ``size`` x ``size`` (``fit="crop"``: shorter side to
 ``size`` and centre crop, the default; ``fit="stretch"``: both sides). The cache is keyed by the
 names, sizes and modification times of all image files, so adding or replacing an image
-triggers a rebuild.
+triggers a rebuild. It is written outside ``root`` (``cache_dir=``, else
+``gmsop.data.cache.cache_root()``: ``$GMSOP_CACHE_DIR``, in the workflow its config's
+``cache_dir``, default ``results/cache``), so a read-only data folder works and is never written.
 
 Augmentation presets: ``flip`` (default: random horizontal flip), ``none``, and ``pad_crop``
 (flip, pad by size // 8 and random crop back to ``size``).
@@ -89,8 +91,8 @@ def folder(
     meta = cache.read_meta(cdir, fp)
     if meta is None:
         cache.invalidate(cdir)
-        stats = convert_image_files(*splits["train"], cdir, "train", size, fit, workers)
-        convert_image_files(*splits["val"], cdir, "val", size, fit, workers)
+        stats = convert_image_files(*splits["train"], cdir, "train", size, fit, workers, dataset=f"folder at {root}")
+        convert_image_files(*splits["val"], cdir, "val", size, fit, workers, dataset=f"folder at {root}")
         mean, std = stats.result()
         shapes = {s: {"shape": [len(splits[s][0]), 3, size, size]} for s in ("train", "val")}
         meta = cache.write_meta(

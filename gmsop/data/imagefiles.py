@@ -74,15 +74,18 @@ def convert_image_files(
     size: int,
     fit: str = "stretch",
     workers: int = 1,
+    dataset: str = "images",
 ) -> ChannelStats:
     """Write ``<split>_images.npy`` and ``<split>_labels.npy`` for ``paths`` atomically.
 
-    Returns the per-channel histogram of the written images.
+    Returns the per-channel histogram of the written images. ``dataset`` names the data in errors.
     """
     n = len(paths)
     if len(labels) != n:
-        raise ValueError(f"{split}: {len(labels)} labels for {n} image files")
-    stats = ChannelStats()
+        raise ValueError(f"{dataset}: {split}: {len(labels)} labels for {n} image files")
+    if n == 0:
+        raise ValueError(f"{dataset}: the {split} split is empty (0 image files)")
+    stats = ChannelStats(what=f"{dataset}: the {split} split")
     names = [str(p) for p in paths]
     tasks = [(s, names[s : s + _CHUNK]) for s in range(0, n, _CHUNK)]
     with cache.atomic_memmap(cache.images_path(cache_dir, split), (n, 3, size, size)) as out:

@@ -14,11 +14,12 @@ Each file holds ``data`` uint8 (n, 3 * size * size) stored as whole R, G, B plan
 pixels), ``labels`` 1-based (1..1000) and, for training files, ``mean``. Labels become 0-based.
 
 The first load converts everything once into a uint8 memory-mapped cache (``gmsop.data.cache``,
-default ``<root>/gmsop-cache/imagenet<size>``): two passes over the training files (count, then
-copy), one file in memory at a time, per-channel statistics accumulated while copying. Later
-loads only open the memory maps. The full release has 1,281,167 training and 50,000 validation
-images at every resolution; fewer is accepted as a subset, reported in ``Dataset.info["notes"]``
-and by a ``SubsetWarning`` (``require_full=True`` turns it into an error).
+default ``cache_root()/<root name>-<hash>/imagenet<size>``, never inside ``root``, which may be
+read-only): two passes over the training files (count, then copy), one file in memory at a time,
+per-channel statistics accumulated while copying. Later loads only open the memory maps. The
+full release has 1,281,167 training and 50,000 validation images at every resolution; fewer is
+accepted as a subset, reported in ``Dataset.info["notes"]`` and by a ``SubsetWarning``
+(``require_full=True`` turns it into an error).
 
 Pickles are read by an unpickler that only resolves the numpy names an array needs, so a
 tampered pickle cannot run code.
@@ -196,8 +197,10 @@ def _convert_split(
     """Count, then copy ``files`` into ``<split>_images.npy`` / ``_labels.npy``; one file in memory at a time."""
     counts = [_count(p, num_classes) for p in files]
     total = sum(counts)
+    if total == 0:
+        raise ValueError(f"imagenet64: the {split} split is empty: {', '.join(map(str, files))} hold 0 images")
     labels = np.empty(total, dtype=np.int64)
-    stats = ChannelStats()
+    stats = ChannelStats(what=f"imagenet64: the {split} split")
     with cache.atomic_memmap(cache.images_path(cache_dir, split), (total, 3, size, size)) as out:
         offset = 0
         for path, expected in zip(files, counts):

@@ -5,12 +5,19 @@ Accepted packagings (``root`` is a folder or a file):
     <root>/train.npz and <root>/val.npz, each with keys x and y
     <root> = one .npz with keys x_train, y_train, x_val, y_val
 
-``x`` is uint8 with shape (N, 3, H, W) or (N, H, W, 3). The layout is read from where the 3 is;
-when both axis 1 and axis 3 are 3 (e.g. (N, 3, 5, 3)) it is ambiguous and refused unless
-``layout="NCHW"`` or ``"NHWC"`` says which. ``y`` is (N,) of any integer type, 0-based.
-``num_classes`` defaults to max(y) + 1 over both splits. The arrays are loaded into memory and
-stored as (N, 3, H, W) (an NHWC array is transposed once); no cache is written, since reading
-an uncompressed .npz is already a plain copy.
+``x`` is uint8 with shape (N, 3, H, W) or (N, H, W, 3), or grayscale: (N, H, W), (N, 1, H, W)
+or (N, H, W, 1). The layout is read from where the 3 (else the 1) is; when both axis 1 and
+axis 3 have that size (e.g. (N, 3, 5, 3)) it is ambiguous and refused unless ``layout="NCHW"``
+or ``"NHWC"`` says which. A grayscale image has its one channel replicated to 3 (R = G = B), so
+every model, its 3-channel stem and the per-channel statistics stay as they are (at 3 times the
+memory of the grey array; ``info["channels"]`` records 1).
+
+``y`` is (N,) of any integer type, 0-based. ``num_classes`` defaults to max(y) + 1 over the
+TRAINING labels: a validation label outside the classes seen in training is an error naming the
+file, the index and the value (pass ``num_classes`` when the training split lacks a class on
+purpose). Label errors name the ``y`` array, image errors the ``x`` array; an empty split is
+refused naming it. The arrays are loaded into memory and stored as (N, 3, H, W) (an NHWC array is
+transposed once); no cache is written, and nothing is ever written into ``root``.
 
 Augmentation presets: ``flip`` (default), ``none``, ``pad_crop`` (flip, pad H // 8, crop back).
 """
@@ -24,8 +31,8 @@ import numpy as np
 import torch
 
 from gmsop.data._checks import require_choice, require_int, require_root
-from gmsop.data.base import AugmentSpec, Dataset, Split, resolve_augment
-from gmsop.data.registry import register_dataset
+from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
+from gmsop.data.registry import register_dataset, register_train_size
 from gmsop.data.stats import channel_mean_std
 
 __all__ = ["npz", "to_nchw", "LAYOUTS"]
@@ -33,30 +40,52 @@ __all__ = ["npz", "to_nchw", "LAYOUTS"]
 LAYOUTS = ("auto", "NCHW", "NHWC")
 
 
+def _channels_layout(x: np.ndarray, layout: str, source: str) -> str:
+    """The layout of a 4-D array: ``layout`` itself, or the axis (1 or 3) holding 3, else 1, channels."""
+    if layout != "auto":
+        return layout
+    for channels in (3, 1):
+        nchw, nhwc = x.shape[1] == channels, x.shape[3] == channels
+        if nchw and nhwc:
+            raise ValueError(
+                f"{source}: shape {x.shape} is ambiguous (axis 1 and axis 3 are both {channels}); "
+                f"pass layout='NCHW' or layout='NHWC'"
+            )
+        if nchw or nhwc:
+            return "NCHW" if nchw else "NHWC"
+    raise ValueError(
+        f"{source}: shape {x.shape} has no axis of 3 colour channels (or 1 grey channel) at position 1 or 3"
+    )
+
+
 def to_nchw(x: np.ndarray, layout: str, source: str) -> np.ndarray:
-    """uint8 (N, 3, H, W) from an NCHW or NHWC array; the layout is detected when ``auto``."""
+    """uint8 (N, 3, H, W) from an NCHW or NHWC array (layout detected when ``auto``), or from a
+    grayscale (N, H, W), (N, 1, H, W) or (N, H, W, 1) array, whose channel is replicated to 3."""
+    return _to_nchw(x, layout, source)[0]
+
+
+def _to_nchw(x: np.ndarray, layout: str, source: str) -> tuple[np.ndarray, int]:
+    """``to_nchw`` and the number of channels in the file (1 or 3)."""
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
         desc = f"{x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
         raise ValueError(f"{source}: images must be uint8 (scale floats to 0..255 first), got {desc}")
+    if x.ndim == 3:  # (N, H, W) grayscale
+        x, layout = x[:, None], "NCHW"
     if x.ndim != 4:
-        raise ValueError(f"{source}: images must be 4-D (N, 3, H, W) or (N, H, W, 3), got shape {x.shape}")
-    if layout == "auto":
-        nchw, nhwc = x.shape[1] == 3, x.shape[3] == 3
-        if nchw and nhwc:
-            raise ValueError(
-                f"{source}: shape {x.shape} is ambiguous (axis 1 and axis 3 are both 3); "
-                f"pass layout='NCHW' or layout='NHWC'"
-            )
-        if not (nchw or nhwc):
-            raise ValueError(f"{source}: shape {x.shape} has no axis of 3 colour channels at position 1 or 3")
-        layout = "NCHW" if nchw else "NHWC"
-    if layout == "NCHW":
-        if x.shape[1] != 3:
-            raise ValueError(f"{source}: layout NCHW needs shape (N, 3, H, W), got {x.shape}")
-        return x
-    if x.shape[3] != 3:
-        raise ValueError(f"{source}: layout NHWC needs shape (N, H, W, 3), got {x.shape}")
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, H, W, 3) -> (N, 3, H, W)
+        raise ValueError(
+            f"{source}: images must be (N, 3, H, W) or (N, H, W, 3), or grayscale (N, H, W), (N, 1, H, W) "
+            f"or (N, H, W, 1); got shape {x.shape}"
+        )
+    layout = _channels_layout(x, layout, source)
+    axis = 1 if layout == "NCHW" else 3
+    if x.shape[axis] not in (1, 3):
+        want = "(N, 3, H, W) or (N, 1, H, W)" if layout == "NCHW" else "(N, H, W, 3) or (N, H, W, 1)"
+        raise ValueError(f"{source}: layout {layout} needs shape {want}, got {x.shape}")
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
+    if x.shape[1] == 1:
+        return np.repeat(x, 3, axis=1), 1  # grey -> R = G = B: (N, 1, H, W) -> (N, 3, H, W)
+    return x, 3
 
 
 def _load(path: Path, keys: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,27 +130,42 @@ def npz(
                 raise ValueError(f"npz: missing {path}; expected train.npz and val.npz with keys x and y")
     else:
         sources = {s: (root, (f"x_{s}", f"y_{s}")) for s in ("train", "val")}
-    arrays = {}
+    arrays, channels = {}, {}
     for split, (path, keys) in sources.items():
-        src = f"{path}[{keys[0]}]"
+        src, ysrc = f"{path}[{keys[0]}]", f"{path}[{keys[1]}]"
         x, y = _load(path, keys)
-        x = to_nchw(x, layout, src)
-        arrays[split] = (x, _labels(y, len(x), f"{path}[{keys[1]}]"), src)
-    if num_classes is None:
-        num_classes = max(int(a[1].max(initial=-1)) for a in arrays.values()) + 1
-        if any(int(a[1].min(initial=0)) < 0 for a in arrays.values()):
-            bad = next(a for a in arrays.values() if int(a[1].min(initial=0)) < 0)
-            raise ValueError(f"{bad[2]}: negative label {int(bad[1].min())}; labels must be 0-based")
+        x, channels[split] = _to_nchw(x, layout, src)
+        if len(x) == 0:
+            raise ValueError(f"npz: the {split} split is empty: {src} holds 0 images")
+        arrays[split] = (x, _labels(y, len(x), ysrc), src, ysrc)
+    for _, y, _, ysrc in arrays.values():
+        if y.size and int(y.min()) < 0:
+            i = int(np.flatnonzero(y < 0)[0])
+            raise ValueError(f"{ysrc}: negative label {int(y[i])} at index {i}; labels must be 0-based")
+    if num_classes is None:  # the classes seen in training
+        y_train, ysrc_train = arrays["train"][1], arrays["train"][3]
+        num_classes = int(y_train.max()) + 1
+        if num_classes < 2:
+            raise ValueError(f"{ysrc_train}: every training label is 0; need at least 2 classes")
+        y_val, ysrc_val = arrays["val"][1], arrays["val"][3]
+        if int(y_val.max()) >= num_classes:
+            i = int(np.flatnonzero(y_val >= num_classes)[0])
+            raise ValueError(
+                f"{ysrc_val}: label {int(y_val[i])} at index {i} is outside the classes seen in training "
+                f"(0..{num_classes - 1}, from {ysrc_train}); pass num_classes= if the training split lacks classes"
+            )
     num_classes = require_int(name, "num_classes", num_classes, 2)
+    for _, y, _, ysrc in arrays.values():
+        check_labels(y, num_classes, ysrc)  # an explicit num_classes: the error names the y array
     x_train = arrays["train"][0]
-    mean, std = channel_mean_std(x_train)
+    mean, std = channel_mean_std(x_train, what=f"npz: the train split ({arrays['train'][2]})")
     h = x_train.shape[2]
     presets = {
         "flip": AugmentSpec(flip=True),
         "none": AugmentSpec(),
         "pad_crop": AugmentSpec(flip=True, pad=max(1, h // 8)),
     }
-    splits = {s: Split(torch.from_numpy(x), torch.from_numpy(y), source=src) for s, (x, y, src) in arrays.items()}
+    splits = {s: Split(torch.from_numpy(x), torch.from_numpy(y), source=src) for s, (x, y, src, _) in arrays.items()}
     return Dataset(
         name=name,
         num_classes=num_classes,
@@ -130,5 +174,19 @@ def npz(
         mean=mean,
         std=std,
         augment=resolve_augment(augment, presets, "flip", name),
-        info={"source": str(root), "layout": layout, "notes": []},
+        info={"source": str(root), "layout": layout, "channels": channels["train"],
+              "notes": ["grayscale: the one channel is replicated to R, G, B"] if 1 in channels.values() else []},
     )
+
+
+@register_train_size("npz")
+def _npz_train_size(root: Path | None, **_) -> int | None:
+    """Images in the training ``x`` array, read from its .npy header inside the zip (no data read)."""
+    if root is None:
+        return None
+    path, member = (root / "train.npz", "x.npy") if root.is_dir() else (root, "x_train.npy")
+    with zipfile.ZipFile(path) as zf, zf.open(member) as fh:
+        fmt = np.lib.format
+        read_header = fmt.read_array_header_1_0 if fmt.read_magic(fh) == (1, 0) else fmt.read_array_header_2_0
+        shape, _, _ = read_header(fh)
+    return int(shape[0]) if shape else None

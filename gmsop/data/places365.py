@@ -11,9 +11,10 @@ Expected layout (the one ``torchvision.datasets.Places365`` uses):
 The list files are parsed here (torchvision's class would also demand their md5 sums even with
 ``download=False``); class indices must be 0..364 and agree with the categories file. Every
 image is decoded once, converted to RGB and resized to ``size`` x ``size`` (100, bicubic, PIL),
-into the uint8 memmap cache (``gmsop.data.cache``, default ``<root>/gmsop-cache/places365-<size>``)
-by ``workers`` processes. The full release has 1,803,460 training and 36,500 validation images;
-smaller lists are accepted and reported in ``Dataset.info["notes"]``.
+into the uint8 memmap cache (``gmsop.data.cache``, default
+``cache_root()/<root name>-<hash>/places365-<size>``, never inside ``root``) by ``workers``
+processes. The full release has 1,803,460 training and 36,500 validation images; smaller lists
+are accepted and reported in ``Dataset.info["notes"]``.
 
 Augmentation (preset ``paper``, the default): random ``crop`` x ``crop`` crop (96) and random
 horizontal flip at training, a single centre ``crop`` at evaluation. Preset ``none`` feeds whole
@@ -120,7 +121,7 @@ def places365(
         stats = None
         for split, full in (("train", FULL_TRAIN), ("val", FULL_VAL)):
             paths, labels = read_list(root, split, len(classes))
-            s = convert_image_files(paths, labels, cdir, split, size, "stretch", workers)
+            s = convert_image_files(paths, labels, cdir, split, size, "stretch", workers, dataset=f"places365 at {root}")
             stats = s if split == "train" else stats
             shapes[split] = {"shape": [len(paths), 3, size, size]}
             if len(paths) != full:

@@ -14,10 +14,12 @@ from typing import Any, Callable
 
 from gmsop.data.base import Dataset
 
-__all__ = ["register_dataset", "get_dataset", "list_datasets", "dataset_options", "dataset_fingerprint"]
+__all__ = ["register_dataset", "register_train_size", "get_dataset", "list_datasets", "dataset_options",
+           "dataset_fingerprint", "train_size"]
 
 Builder = Callable[..., Dataset]
 _BUILDERS: dict[str, Builder] = {}
+_TRAIN_SIZES: dict[str, Callable[..., "int | None"]] = {}
 
 
 def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder]:
@@ -93,3 +95,30 @@ def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> Da
     builder = _builder(name)
     options = _known_options(name, options)
     return builder(Path(root).expanduser() if root is not None else None, **options)
+
+
+def register_train_size(name: str) -> Callable[[Callable[..., "int | None"]], Callable[..., "int | None"]]:
+    """Decorator recording ``fn(root, **options) -> int | None``: the number of training images of
+    dataset ``name`` when it is cheap to know without building the dataset (an option, an array
+    header), else None. The workflow uses it to refuse a batch larger than the training set when
+    it plans, before any job runs."""
+
+    def wrap(fn):
+        _TRAIN_SIZES[name] = fn
+        return fn
+
+    return wrap
+
+
+def train_size(name: str, root: str | Path | None = None, options: dict[str, Any] | None = None) -> int | None:
+    """Training images of dataset ``name`` (with ``options``, defaults filled in) if cheap to know
+    without building it, else None (no estimator, the root is missing, or the files are unreadable:
+    the dataset's own builder then reports what is wrong)."""
+    fn = _TRAIN_SIZES.get(name)
+    if fn is None:
+        return None
+    opts = {**dataset_options(name), **_known_options(name, options or {})}
+    try:
+        return fn(Path(root).expanduser() if root is not None else None, **opts)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -73,7 +73,7 @@ import torch
 
 from gmsop.data._checks import require_float, require_int
 from gmsop.data.base import AugmentSpec, Dataset, Split, resolve_augment
-from gmsop.data.registry import register_dataset
+from gmsop.data.registry import register_dataset, register_train_size
 from gmsop.data.stats import channel_mean_std
 
 __all__ = ["SyntheticSpec", "TextureBank", "make_bank", "generate_split", "synthetic"]
@@ -316,3 +316,8 @@ def synthetic(
         augment=augment_spec,
         info={"source": "generated", "spec": dataclasses.asdict(spec), "class_modes": bank.class_modes.tolist()},
     )
+
+
+@register_train_size("synthetic")
+def _synthetic_train_size(root, n_train: int = 10_000, **_) -> int:
+    return int(n_train)

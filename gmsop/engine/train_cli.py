@@ -6,7 +6,8 @@
 
 Rerunning the same command resumes from ``<ckpt-dir>/last.pt``. Exit status: 0 on success,
 1 when training stopped on a non-finite loss, 2 for a bad configuration (the message names the
-value), 130 when interrupted.
+value), 3 when the output or checkpoint folder cannot be written (checked before training),
+130 when interrupted.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from typing import Any
 
 from gmsop.engine.config import TrainConfig, load_config_file, parse_key_value
 
-__all__ = ["get_args_parser", "config_from_args", "main"]
+__all__ = ["get_args_parser", "config_from_args", "main", "EXIT_UNWRITABLE"]
+
+#: exit status when the output or checkpoint folder cannot be written (checked before training)
+EXIT_UNWRITABLE = 3
 
 
 def _kv(what: str):
@@ -50,7 +54,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "  <ckpt-dir>/last.pt          resume checkpoint after every epoch (model, optimiser, RNG states, records)\n"
         "  <ckpt-dir>/progress.jsonl   one JSON line per completed epoch\n"
         "  <ckpt-dir>/config.json      the resolved configuration\n"
-        "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad configuration, 130 interrupted",
+        "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad configuration,\n"
+        "  3 cannot write --out's folder or --ckpt-dir (checked before training starts), 130 interrupted",
     )
     p.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the keys below (underscored: batch_size, "
                    "dataset_options, ...); command-line options override it")
@@ -116,7 +121,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     from gmsop.engine.loop import NonFiniteLossError
-    from gmsop.engine.trainer import train
+    from gmsop.engine.trainer import UnwritableOutputError, train
 
     try:
         cfg = config_from_args(args)
@@ -124,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"gmsop train: error: {err}", file=sys.stderr)
         return 1
+    except UnwritableOutputError as err:
+        print(f"gmsop train: error: {err}", file=sys.stderr)
+        return EXIT_UNWRITABLE
     except ValueError as err:
         print(f"gmsop train: error: {err}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ good checkpoint (the previous epoch's) is untouched.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,29 @@ from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_e
 from gmsop.engine.progress import Progress
 from gmsop.formats import EPOCH_KEYS, METRICS_FORMAT, check_metrics
 
-__all__ = ["train", "build_run", "Run"]
+__all__ = ["train", "build_run", "Run", "check_writable", "UnwritableOutputError"]
+
+
+class UnwritableOutputError(OSError):
+    """The metrics file or checkpoint folder cannot be written (found before training starts)."""
+
+
+def check_writable(out: Path | None, ckpt_dir: Path | None) -> None:
+    """Create the folders of ``out`` and ``ckpt_dir`` and write a probe file in each, so that a
+    location training cannot write fails now, in one line, not after the last epoch."""
+    if out is not None and out.is_dir():
+        raise UnwritableOutputError(f"the output {out} is a folder; --out names the metrics.json file to write")
+    for what, folder in (("output folder", out.parent if out is not None else None), ("checkpoint folder", ckpt_dir)):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder, prefix=".gmsop-write-probe-"):
+                pass
+        except OSError as exc:
+            raise UnwritableOutputError(
+                f"cannot write the {what} {folder} ({exc.strerror or type(exc).__name__}); choose a writable location"
+            ) from None
 
 
 @dataclasses.dataclass
@@ -100,6 +123,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train (or resume, or just re-report a finished run) and return the metrics object."""
     progress = progress or Progress(cfg.progress)
     ckpt_dir = cfg.resolved_ckpt_dir()
+    check_writable(Path(cfg.out) if cfg.out else None, Path(ckpt_dir) if ckpt_dir else None)  # before any work
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
     fingerprint = cfg.fingerprint(resolve_device(cfg.device).type)
     ckpt = None

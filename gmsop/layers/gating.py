@@ -7,7 +7,9 @@ Given the backbone map X (B, C, H, W):
     w = softmax over the Top-K entries of H        (B, K); the other N-K weights are 0 (Eq. 3)
 
 The trunk has the same form as the components (1x1 conv C->2C + BN + ReLU, 1x1 conv 2C->128
-+ BN + ReLU, then SR-SOP for GM-SOP or GAP for GM-GAP), as in the released code.
++ BN + ReLU, then SR-SOP for GM-SOP or GAP for GM-GAP), as in the released code; its widths are
+a list (``gating_trunk(dims=...)``), so the released WRN-36-2 GM-GAP gate, ONE 1x1 conv
+256->512 + BN + ReLU then GAP (a 512-d feature, ``cnn_init_WRN_GM.m``), is ``dims=[512]``.
 W_g and W_n start at the constant 1/D, so the very first Top-K is a tie, broken at random
 per image in training (``NoisyTopKGate.select``; a positional tie-break would route every image
 to the same K components and leave the others untrained). gamma ~ N(0, 1):
@@ -26,6 +28,7 @@ alpha on a batch-summed cross-entropy).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -83,19 +86,32 @@ def _row_spread(t: Tensor) -> Tensor:
 
 
 def gating_trunk(
-    in_channels: int, pool: nn.Module, hidden: int | None = None, out: int = 128, bn_momentum: float = 0.1
+    in_channels: int,
+    pool: nn.Module,
+    hidden: int | None = None,
+    out: int = 128,
+    bn_momentum: float = 0.1,
+    *,
+    dims: Sequence[int] | None = None,
 ) -> nn.Sequential:
-    """The gate's prediction layers: conv C->hidden+BN+ReLU, conv hidden->out+BN+ReLU, pool."""
-    hidden = hidden or 2 * in_channels
-    return nn.Sequential(
-        nn.Conv2d(in_channels, hidden, kernel_size=1, bias=False),
-        nn.BatchNorm2d(hidden, momentum=bn_momentum),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(hidden, out, kernel_size=1, bias=False),
-        nn.BatchNorm2d(out, momentum=bn_momentum),
-        nn.ReLU(inplace=True),
-        pool,
-    )
+    """The gate's prediction layers, then ``pool``: one 1x1 conv (no bias) + BN + ReLU per width.
+
+    ``dims`` lists the widths (the gate feature is ``dims[-1]`` channels before pooling); None
+    means ``(hidden, out)``: conv C->hidden+BN+ReLU, conv hidden->out+BN+ReLU (``hidden``
+    defaults to 2C), the released ResNet gates. Layers are created in order, so a given ``dims``
+    always gives the same modules and, under one seed, the same weights.
+    """
+    widths = [int(w) for w in dims] if dims is not None else [hidden or 2 * in_channels, out]
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError(f"gate widths must be a non-empty list of positive integers, got {dims!r}")
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip([in_channels, *widths[:-1]], widths):
+        layers += [
+            nn.Conv2d(c_in, c_out, kernel_size=1, bias=False),
+            nn.BatchNorm2d(c_out, momentum=bn_momentum),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers, pool)
 
 
 class NoisyTopKGate(nn.Module):

@@ -1,15 +1,49 @@
 # Load and validate the config, expand it into a plan (gmsop.experiments), constrain wildcards.
+import os
 import re
 
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
-from gmsop.experiments import make_plan
+from gmsop.data.cache import CACHE_ENV
+from gmsop.experiments import check_data, describe_schema_error, make_plan
 from gmsop.plugins import load_plugins
 
-validate(config, "../schemas/config.schema.yaml")
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+
+try:
+    validate(config, SCHEMA)
+except WorkflowError as err:
+    # jsonschema prints the whole subschema before the location: say where and what first
+    cause = err.__context__
+    if not hasattr(cause, "absolute_path"):
+        raise
+    with open(SCHEMA) as fh:
+        schema = yaml.safe_load(fh)
+    raise WorkflowError(
+        f"config error at {describe_schema_error(cause, schema)}\n"
+        f"(every key is documented in workflow/schemas/config.schema.yaml)"
+    ) from None
+# Dataset caches go under the workflow's results (or config cache_dir), never into the data.
+if config.get("cache_dir") or not os.environ.get(CACHE_ENV):
+    os.environ[CACHE_ENV] = os.path.abspath(config.get("cache_dir") or "results/cache")
 load_plugins(config.get("plugins", []))
 PLAN = make_plan(config)
 BENCH = config.get("bench", {}).get("enabled", True)
+# A missing dataset root or a batch larger than the training set stops the workflow before any
+# job runs; a dry-run only warns about a missing root (the data may not be downloaded yet).
+MISSING_ROOTS, DATA_ERRORS = check_data(PLAN)
+if DATA_ERRORS:
+    raise WorkflowError("\n".join(DATA_ERRORS))
+for _line in MISSING_ROOTS:
+    logger.warning(f"{_line}; a run (not a dry-run) stops here")
+
+
+onstart:
+    if MISSING_ROOTS:
+        raise WorkflowError("\n".join(MISSING_ROOTS))
 
 
 def _alternatives(names):
@@ -27,9 +61,7 @@ wildcard_constraints:
 def runs_of(experiment):
     """metrics.json of every (row, seed) of one experiment."""
     rows = PLAN.experiments[experiment].rows
-    return sorted(
-        {f"results/runs/{r.run}/seed{s}/metrics.json" for r in rows for s in r.seeds}
-    )
+    return sorted({r.result_path(s) for r in rows for s in r.seeds})
 
 
 def claimed_runs():
@@ -43,8 +75,26 @@ def benches_of(experiment):
     if not BENCH:
         return []
     return sorted(
-        {f"results/bench/{r.bench}.json" for r in PLAN.experiments[experiment].rows}
+        {
+            f"results/bench/{r.bench}.json"
+            for r in PLAN.experiments[experiment].rows
+            if r.bench
+        }
     )
+
+
+def check_rule_rows():
+    """Every table row ``{rule: NAME}`` names a rule of this workflow (config ``rule_files``)."""
+    defined = {r.name for r in workflow.rules}
+    for row in PLAN.rule_rows():
+        if defined.isdisjoint(
+            [row.rule]
+        ):  # the linter would read "row.rule not in" as a rule
+            raise ValueError(
+                f"experiments.{row.experiment}.rows[{row.index}]: rule {row.rule!r} is not defined; "
+                f"add the file that defines it to rule_files (rules here: {', '.join(sorted(defined))}); "
+                f"it must write {row.result_path(0).replace('seed0', 'seed{seed}')}"
+            )
 
 
 def dataset_of_run(wildcards):
