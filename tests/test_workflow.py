@@ -304,7 +304,10 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     # Snakemake's output goes to a file: an unread pipe fills up (each job's "reason" can be
     # kilobytes) and blocks Snakemake, which then cannot start the short job in time.
     out_log = (tmp_path / "snakemake.out").open("w")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out_log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # SIGINT back to its default in the child: a test run started in the background of a
+    # non-interactive shell (`bash .ci/run &`) inherits SIGINT ignored, and so would Snakemake.
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out_log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     progress = None
     while time.time() < deadline and proc.poll() is None:
