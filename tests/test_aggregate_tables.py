@@ -167,3 +167,15 @@ def test_aggregation_jobs_import_no_torch():
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_paper_architecture_numbers_only_at_full_width(tmp_path):
+    """Parameters, dimension and speed describe the net: a width-0.25 row is not the paper's."""
+    _runs(tmp_path, "ResNet-18-512d", [40.0], rep_dim=128)
+    _runs(tmp_path, "GM-GAP-16-8", [40.0], rep_dim=512, run="full")
+    rows = [make_row("ResNet-18-512d", seeds=(0,)), make_row("GM-GAP-16-8", seeds=(0,), run="full", width_mult=1.0)]
+    t = build_table(make_experiment(rows), _load(tmp_path)).set_index("method")
+    assert np.isnan(t.loc["ResNet-18-512d", "params_paper_m"]) and pd.isna(t.loc["ResNet-18-512d", "dim_paper"])
+    assert np.isnan(t.loc["ResNet-18-512d", "fps_paper"])
+    assert t.loc["GM-GAP-16-8", "params_paper_m"] == 2.3 and t.loc["GM-GAP-16-8", "dim_paper"] == 512
+    assert t.loc["GM-GAP-16-8", "fps_paper"] == 800.0

@@ -254,9 +254,18 @@ def alpha_data(experiment: Any, runs: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("alpha", kind="stable").reset_index(drop=True)
 
 
+def _on_paper_data(rows: Sequence[Any], paper_table: str) -> bool:
+    """The paper's numbers are drawn only beside rows that ran on its own dataset at full width
+    (``Row.on_paper_data``): on a stand-in dataset or a narrower net they are not comparable."""
+    return bool(rows) and all(r.on_paper_data(pv.TABLE_DATASETS[paper_table]) for r in rows)
+
+
 def _paper_alpha_points(rows: Sequence[Any]) -> list[tuple[float, float, str]]:
     """(α, top-1, label) the paper prints for the rows' variant: Figure 2 right has no numbers; the
-    comparison tables were all trained with α = 100, so a Table 2 row gives the α = 100 point."""
+    comparison tables were all trained with α = 100, so a Table 2 row gives the α = 100 point.
+    None unless every row ran on the paper's own data at full width (:func:`_on_paper_data`)."""
+    if not _on_paper_data(rows, "fig2_right"):
+        return []
     keys = {(r.paper_key, r.backbone) for r in rows if r.paper_key}
     if len(keys) != 1:
         return []
@@ -367,7 +376,10 @@ def grid_data(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = 
 
 
 def _paper_grid_points(grid: Sequence[Any]) -> list[tuple[int, int, Any]]:
-    """(N, K, paper value) for the mixture rows whose paper row the text on Figure 3 quotes."""
+    """(N, K, paper value) for the mixture rows whose paper row the text on Figure 3 quotes (none
+    unless the rows ran on the paper's own data at full width)."""
+    if not _on_paper_data(grid, "fig3"):
+        return []
     pts = []
     for r in grid:
         if r.paper_key:
@@ -387,7 +399,8 @@ def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None
     paper = _paper_grid_points(grid)
     paper_base = None
     if base is not None and base.paper_key:
-        paper_base = pv.paper_value("fig3", base.paper_key[0], base.backbone, base.paper_key[1])
+        paper_base = pv.paper_value("fig3", base.paper_key[0], base.backbone, base.paper_key[1]) \
+            if _on_paper_data([base], "fig3") else None
     ks = sorted(data["K"].unique())
     palette = dict(zip(ks, sns.color_palette("colorblind", len(ks))))
     with _style():

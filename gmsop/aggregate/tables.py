@@ -11,9 +11,10 @@ Columns:
                        ``n_nonfinite`` finished with a NaN/inf error; ``seeds`` "0;1;2"
 ``classes``            classes of the dataset it ran on; ``learned``: its mean top-1 error is
                        at most 75% of chance (100·(1 − 1/classes)), see :mod:`claims`
-``dim``, ``dim_paper``  representation size (ours from the runs; the paper's)
+``dim``, ``dim_paper``  representation size (ours from the runs; the paper's, at full width only)
 ``params_m``           our parameter count in millions (runs, else the benchmark file)
-``params_paper_m``     published count (:func:`paper_values.paper_params`) and its source
+``params_paper_m``     published count (:func:`paper_values.paper_params`) and its source, for
+                       rows at full width (a narrower net is not the paper's architecture)
 ``top1_mean/_std``     top-1 error (%), mean and sample std over seeds; likewise top-5
 ``top1_paper``         published error, only where the row ran on the paper's own dataset at
                        full width (:meth:`Row.on_paper_data`); ``top1_delta`` = ours − paper
@@ -22,7 +23,8 @@ Columns:
                        between the two orders is in ``df.attrs["rank_agreement"]``
 ``fps``, ``fps_rel``   training images/s and its ratio to the baseline row; ``fps_source`` says
                        whether it is the benchmark median (bench) or the runs' mean (train)
-``fps_paper[_rel]``    speed the text quotes (GTX 1080) and its ratio to the baseline row
+``fps_paper[_rel]``    speed the text quotes (GTX 1080) and its ratio to the baseline row (full
+                       width only)
 =====================  ===================================================================
 
 A row without finished runs keeps NaN in every measured column and ``n = 0``; nothing is ever
@@ -108,8 +110,10 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
         key = row.paper_key
         paper = pv.paper_value(paper_table, key[0], row.backbone, key[1]) if paper_table and key else None
         comparable = paper is not None and row.on_paper_data(paper_dataset)
-        p_params = pv.paper_params(key[0], row.backbone) if key else None
-        p_fps = pv.paper_train_fps(key[0], row.backbone) if key and paper_table in _FPS_PAPER_TABLES else None
+        # parameters, dimension and speed describe the architecture: comparable at full width only
+        same_net = bool(key) and row.width_mult is not None and float(row.width_mult) == 1.0
+        p_params = pv.paper_params(key[0], row.backbone) if same_net else None
+        p_fps = pv.paper_train_fps(key[0], row.backbone) if same_net and paper_table in _FPS_PAPER_TABLES else None
         top1_paper = paper.top1_err if comparable and paper.top1_err is not None else np.nan
         top5_paper = paper.top5_err if comparable and paper.top5_err is not None else np.nan
         out.append({
@@ -119,7 +123,7 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
             "seeds": ";".join(str(s) for s in sorted(fin["seed"])) if not fin.empty else "",
             "classes": classes,
             "learned": (learned(top1.mean, int(classes)) if classes is not None and top1.n else None),
-            "dim": dim, "dim_paper": paper.dim if paper else None,
+            "dim": dim, "dim_paper": paper.dim if paper and same_net else None,
             "params_m": params / 1e6 if params is not None else np.nan,
             "params_paper_m": p_params[0] if p_params else np.nan,
             "top1_mean": top1.mean, "top1_std": top1.std, "top5_mean": top5.mean, "top5_std": top5.std,
