@@ -179,3 +179,37 @@ def test_no_python_loop_over_samples():
     tf(x, _gen())
     assert time.perf_counter() - start < 2.0
     np.testing.assert_equal(tf(x, _gen(9)).shape, (1024, 3, 64, 64))
+
+
+def test_training_batches_are_really_flipped_and_shifted(tmp_path):
+    """Through the engine's real pipeline (npz file -> loader -> BatchTransform): every training
+    image is mirrored with probability 1/2 and shifted by the pad + random crop, evaluation
+    images are untouched. Disabling the flip or the crop in the training path fails here."""
+    from gmsop.data import get_dataset
+    from gmsop.engine.data import DataPipeline
+
+    n, size, col, row = 64, 24, 4, 8
+    x = np.full((n, 3, size, size), 20, np.uint8)
+    x[:, :, row:row + 4, col] = 250  # a bright vertical bar near the left edge
+    np.savez(tmp_path / "train.npz", x=x, y=np.arange(n) % 2)
+    np.savez(tmp_path / "val.npz", x=x[:8], y=np.arange(8) % 2)
+    ds = get_dataset("npz", root=tmp_path, augment={"flip": True, "pad": 4})
+    pipe = DataPipeline(ds, 32, seed=0, device=torch.device("cpu"))
+
+    def bars(batches):
+        found = []
+        for xb, _ in batches:
+            m = xb.mean(1)  # (B, H, W): the bar is the brightest column / first brightest row
+            found += list(zip(m.amax(1).argmax(1).tolist(), m.amax(2).argmax(1).tolist()))
+        return found
+
+    epochs = [bars(pipe.train_batches(e)) for e in (1, 2)]
+    for found in epochs:
+        assert len(found) == n
+        flipped = [c > size // 2 for c, _ in found]
+        assert 0.25 <= np.mean(flipped) <= 0.75  # about half mirrored (bar at column 19 +- 4)
+        dx = [c - (size - 1 - col if f else col) for (c, _), f in zip(found, flipped)]
+        dy = [r - row for _, r in found]
+        assert all(-4 <= d <= 4 for d in dx + dy) and len(set(dx)) >= 3 and len(set(dy)) >= 3
+    assert epochs[0] != epochs[1]  # a new draw every epoch
+    assert set(bars(pipe.val_batches())) == {(col, row)}  # evaluation: no flip, no shift

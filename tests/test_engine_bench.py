@@ -72,3 +72,38 @@ def test_bench_cli_bad_input_size_and_help(capsys):
     for opt in ("--variant", "--backbone", "--input-size", "--num-classes", "--batch-size", "--warmup", "--steps",
                 "--device", "--protocol", "--override", "--out"):
         assert opt in text
+
+
+class _CountingPool(torch.nn.Module):
+    """A real head (global average pooling) that counts the passes it serves, by mode."""
+
+    calls = {"train": 0, "eval": 0, "infer": 0}
+
+    def __init__(self, in_channels):
+        super().__init__()
+        self.out_features = in_channels
+
+    def forward(self, x):
+        mode = "infer" if torch.is_inference_mode_enabled() else ("train" if self.training else "eval")
+        _CountingPool.calls[mode] += 1
+        return x.mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("warmup,steps", [(0, 1), (3, 2)])
+def test_the_protocol_runs_exactly_its_warmup_and_timed_steps(warmup, steps):
+    """Skipping the warm-up (or timing fewer steps) would change the measurement silently."""
+    import gmsop
+
+    gmsop.register_head("counting_pool", _CountingPool, overwrite=True)
+    gmsop.register_variant("CountingPool", "counting_pool", overwrite=True)
+    _CountingPool.calls = {"train": 0, "eval": 0, "infer": 0}
+    from gmsop.flops import count_flops
+
+    count_flops(build_model("CountingPool", num_classes=4), input_size=(3, 16, 16))  # what counting costs
+    flops_passes = dict(_CountingPool.calls)
+    _CountingPool.calls = {"train": 0, "eval": 0, "infer": 0}
+    r = measure_throughput(BenchConfig(variant="CountingPool", input_size=(3, 16, 16), num_classes=4, batch_size=4,
+                                       warmup=warmup, steps=steps, device="cpu"))
+    assert _CountingPool.calls["train"] == warmup + steps + flops_passes["train"]
+    assert _CountingPool.calls["infer"] == warmup + steps + flops_passes["infer"]
+    assert (r["warmup"], r["steps"]) == (warmup, steps)
