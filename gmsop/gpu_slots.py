@@ -15,9 +15,10 @@ A slot is an exclusive ``fcntl.flock`` on ``<lock dir>/<host>-gpu<id>.lock``. Th
 the lock when the holder exits, however it exits (``kill -9`` and crashes included), so there is
 nothing to clean up and no stale state. When every GPU is taken the call waits for one to free.
 
-Which GPUs: an explicit ``num_gpus``, else ``$GMSOP_NUM_GPUS``, else the devices already listed
-in ``$CUDA_VISIBLE_DEVICES`` (a pool this machine's user set aside; the job gets some of them),
-else ``nvidia-smi -L``, else ``/proc/driver/nvidia/gpus``. Lock dir: ``lock_dir``, else
+Which GPUs: the devices listed in ``$CUDA_VISIBLE_DEVICES`` (a pool this machine's user set
+aside; the job gets some of them), else ``nvidia-smi -L``, else ``/proc/driver/nvidia/gpus``. A
+count (an explicit ``num_gpus``, else ``$GMSOP_NUM_GPUS``) takes the first that many of the
+visible pool (never ids outside it), or 0..n-1 when no pool is set. Lock dir: ``lock_dir``, else
 ``$GMSOP_GPU_LOCK_DIR``, else ``/tmp/gmsop-gpu-locks``; it must be local to the machine
 (it may be shared by several users: files are created world-writable in a sticky directory).
 
@@ -124,12 +125,20 @@ def visible_gpus(num_gpus: int | None = None) -> list[str]:
     """The GPU ids a job may choose from, without initialising CUDA (see the module doc)."""
     if num_gpus is None and os.environ.get(ENV_NUM_GPUS, "").strip():
         num_gpus = int(os.environ[ENV_NUM_GPUS])
+    pool = _parse_visible(os.environ["CUDA_VISIBLE_DEVICES"]) if "CUDA_VISIBLE_DEVICES" in os.environ else None
     if num_gpus is not None:
         if num_gpus < 0:
             raise ValueError(f"num_gpus must be >= 0, got {num_gpus}")
-        return [str(i) for i in range(num_gpus)]
-    if "CUDA_VISIBLE_DEVICES" in os.environ:
-        return _parse_visible(os.environ["CUDA_VISIBLE_DEVICES"])
+        if pool is None:
+            return [str(i) for i in range(num_gpus)]
+        # a count within a pool set aside with CUDA_VISIBLE_DEVICES (e.g. 4,5,6,7): its first
+        # num_gpus ids, never 0..n-1 (those would be other users' GPUs)
+        if num_gpus > len(pool):
+            raise ValueError(f"num_gpus={num_gpus} but CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} "
+                             f"names only {len(pool)} GPU(s)")
+        return pool[:num_gpus]
+    if pool is not None:
+        return pool
     n = _count_nvidia_smi()
     if n is None:
         n = _count_proc()

@@ -91,9 +91,8 @@ def test_pool_from_cuda_visible_devices(monkeypatch, value, expected):
 
 
 def test_explicit_count_beats_environment(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
-    assert visible_gpus(3) == ["0", "1", "2"]
     monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "2")
+    assert visible_gpus(3) == ["0", "1", "2"]
     assert visible_gpus() == ["0", "1"]
 
 
@@ -262,3 +261,15 @@ def test_command_wrapper_holds_the_gpu_while_the_command_runs(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_a_count_within_a_visible_pool_takes_ids_from_the_pool(monkeypatch):
+    """GMSOP_NUM_GPUS (or num_gpus) with CUDA_VISIBLE_DEVICES=4,5,6,7: ids from that pool."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert gpu_slots.visible_gpus(2) == ["4", "5"]
+    monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "3")
+    assert gpu_slots.visible_gpus() == ["4", "5", "6"]
+    with pytest.raises(ValueError, match=r"num_gpus=5 but CUDA_VISIBLE_DEVICES='4,5,6,7' names only 4"):
+        gpu_slots.visible_gpus(5)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpu_slots.visible_gpus() == ["0", "1", "2"]
