@@ -268,6 +268,11 @@ def _check_config(config: dict) -> None:
             _finite_lrs([s for s in schedule if isinstance(s, (list, tuple)) and len(s) == 2], f"schedules.{name}")
 
 
+def _check_dataset_key(dataset: str, config: dict, where: str) -> None:
+    if dataset not in config.get("datasets", {}):
+        raise ValueError(f"{where}: unknown dataset {dataset!r}; defined datasets: {', '.join(config.get('datasets', {}))}")
+
+
 def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
     """Row settings, else the experiment's, else ``defaults``; dicts are merged key by key. A
     schedule given nowhere is the variant's schedule family (gmsop.registry) in ``schedules``."""
@@ -278,8 +283,7 @@ def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
     for key in ("overrides", "augment"):
         spec[key] = {**defaults.get(key, {}), **exp.get(key, {}), **row.get(key, {})}
     spec["variant"] = row["variant"]
-    if spec["dataset"] not in config.get("datasets", {}):
-        raise ValueError(f"{where}: unknown dataset {spec['dataset']!r}; defined datasets: {', '.join(config.get('datasets', {}))}")
+    _check_dataset_key(spec["dataset"], config, where)
     spec["data"] = _fingerprint(config["datasets"][spec["dataset"]], f"datasets.{spec['dataset']}")
     if spec["schedule"] is None:
         spec["schedule"] = _variant_or_error(spec, where).schedule_family
@@ -356,8 +360,7 @@ def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds: 
     if not isinstance(rule, str) or not _RULE_NAME.match(rule):
         raise ValueError(f"{where}: rule {rule!r} is not a Snakemake rule name (letters, digits, underscores)")
     dataset = raw.get("dataset", exp.get("dataset", config.get("defaults", {}).get("dataset")))
-    if dataset not in config.get("datasets", {}):
-        raise ValueError(f"{where}: unknown dataset {dataset!r}; defined datasets: {', '.join(config.get('datasets', {}))}")
+    _check_dataset_key(dataset, config, where)
     from gmsop.formats import rule_run_id
 
     label = raw.get("label") or rule

@@ -41,7 +41,7 @@ from typing import Any
 __all__ = [
     "METRICS_FORMAT", "BENCH_FORMAT", "CHECKPOINT_FORMAT", "METRICS_NAME", "BENCH_SUFFIX", "PROGRESS_NAME",
     "CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS", "ResultFileError",
-    "run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "read_progress", "json_schema",
+    "run_block", "check_run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "read_progress", "json_schema",
     "rule_metrics", "rule_run_id",
 ]
 
@@ -191,7 +191,8 @@ def _check_version(path: PathLike, obj: Mapping, expected: int, what: str) -> No
                                     f"{expected} only")
 
 
-def _check_run(path: PathLike, run: Mapping | None) -> None:
+def check_run_block(run: Mapping | None, path: PathLike = "run") -> None:
+    """Validate an identity block (None: a run trained by hand); names the key that is wrong."""
     if run is None:
         return
     _check(path, run, "run.", _RUN_REQUIRED)
@@ -217,7 +218,7 @@ def _check_record(path: PathLike, obj: Any, version: int, what: str, required, o
         raise ResultFileError(path, f"expected a JSON object at the top level, got {type(obj).__name__}")
     _check_version(path, obj, version, what)
     _check(path, obj, "", required, optional)
-    _check_run(path, obj["run"])
+    check_run_block(obj["run"], path)
 
 
 def check_metrics(obj: Any, path: PathLike = "metrics.json") -> dict:

@@ -95,6 +95,8 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
     has_bench = bench is not None and not bench.empty and any(not row_bench(bench, r).empty for r in experiment.rows)
     source = "bench" if has_bench else "train"
     out = []
+    errors: dict[str, list[float]] = {}  # row label -> top-1 errors of its finished runs (claims)
+    class_of: dict[str, int | None] = {}
     for i, row in enumerate(experiment.rows):
         sel = row_runs(runs, row, finished=False)
         fin = sel[sel["finished"]] if not sel.empty else sel
@@ -105,6 +107,8 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
         if params is None and np.isfinite(b_params):
             params = b_params
         top1, top5 = summarize(fin["top1_err"]), summarize(fin["top5_err"])
+        errors[row.label] = fin["top1_err"].tolist() if not fin.empty else []
+        class_of[row.label] = int(classes) if classes is not None else None
         nonfinite = int((~np.isfinite(fin[["top1_err", "top5_err"]].to_numpy(float))).any(axis=1).sum()) \
             if not fin.empty else 0
         key = row.paper_key
@@ -155,8 +159,7 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
     float_cols = [c for c in TABLE_COLUMNS if c not in ("dim_paper",)
                   and (c == "fps" or c.endswith(("_m", "_mean", "_std", "_paper", "_delta", "_rel")))]
     df[float_cols] = df[float_cols].astype(float)
-    errors, classes = row_errors(runs, experiment)
-    claims = evaluate_claims(experiment.claims, errors, classes)
+    claims = evaluate_claims(experiment.claims, errors, class_of)
     df.attrs.update(
         claims=claims.to_dict("records"), table_id=experiment.name, paper_table=paper_table,
         paper_dataset=paper_dataset, title=experiment.title, caption="",

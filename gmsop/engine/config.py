@@ -155,10 +155,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a mapping of names to values, got {value!r}")
             setattr(self, name, dict(value))
         if self.run is not None:
-            from gmsop.formats import ResultFileError, _check_run
+            from gmsop.formats import ResultFileError, check_run_block
 
             try:
-                _check_run("run", self.run)
+                check_run_block(self.run)
             except ResultFileError as err:
                 raise ValueError(f"run must be an identity block (gmsop.formats.run_block): {err}") from None
         self.batch_size = _require_int("batch_size", self.batch_size, 1)
