@@ -10,6 +10,13 @@ doubling and 4-pixel pad + random crop) run for ``--seconds`` after a short warm
 Compare the printed img/s with a model's training img/s (``gmsop bench``): if the model is
 slower, the input pipeline is not the bottleneck.
 
+Two loader paths side by side (``--paths``, default both), timed in alternating rounds so
+that a busy machine slows both alike, with the ratio printed: ``host`` (the split in host
+memory, a gather per batch in a background thread, pinned non-blocking copies to a CUDA device)
+and ``resident`` (the split copied to the device once, batches gathered there with
+``index_select``; on the CPU the split's own tensor through the same code). Augmentation draws
+from a generator on the device, as ``gmsop.engine.data.DataPipeline`` does.
+
     python benchmarks/bench_loader.py                       # 20k 64x64 images, batch 256, CPU
     python benchmarks/bench_loader.py --device cuda --seconds 10
 """
@@ -58,13 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", default="flip", choices=["flip", "star", "none"], help="imagenet64 preset (flip)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--workdir", default=None, help="folder for the temporary release (default: system temp)")
+    p.add_argument("--paths", default="host,resident", help="loader paths to time, comma-separated (host,resident)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per path; --seconds is split over them (3)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = p.parse_args(argv)
 
     import torch
 
-    from gmsop.data import SubsetWarning, get_dataset, measure_loader_throughput
+    from gmsop.data import BatchLoader, BatchTransform, SubsetWarning, get_dataset
+    from gmsop.data.throughput import time_loader
 
+    paths = [q.strip() for q in args.paths.split(",") if q.strip()]
+    if not paths or any(q not in ("host", "resident") for q in paths):
+        p.error(f"--paths must list host and/or resident, got {args.paths!r}")
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="gmsop-bench-loader-") as tmp:
@@ -76,7 +92,33 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", SubsetWarning)  # a 20k-image release is a subset by design
             ds = get_dataset("imagenet64", root=root, size=args.size, augment=args.augment)
         t2 = time.perf_counter()
-        result = measure_loader_throughput(ds, batch_size=args.batch_size, seconds=args.seconds, device=args.device)
+        transform = BatchTransform.for_dataset(ds, train=True)
+        loaders = {
+            q: BatchLoader(ds.train, args.batch_size, shuffle=True, seed=0, drop_last=True, device=device,
+                           flip_double=ds.augment.flip_double, resident=(q == "resident"))
+            for q in paths
+        }
+        runs: dict[str, list[float]] = {q: [] for q in paths}
+        counted = {q: [0, 0.0] for q in paths}
+        for r in range(args.rounds):
+            for q in paths if r % 2 == 0 else paths[::-1]:  # ABBA...: neither path always goes first
+                timed = time_loader(loaders[q], transform, args.seconds / args.rounds, epoch=r)
+                runs[q].append(timed["images_per_s"])
+                counted[q][0] += timed["images"]
+                counted[q][1] += timed["seconds"]
+    med = {q: float(np.median(v)) for q, v in runs.items()}
+    result = {
+        "images_per_s": med[paths[0]],
+        "images": counted[paths[0]][0],
+        "seconds": counted[paths[0]][1],
+        "batch_size": args.batch_size,
+        "input_size": [3, args.size, args.size],
+        "device": str(device),
+        "paths": {q: {"images_per_s": med[q], "rounds_images_per_s": [round(v, 1) for v in runs[q]],
+                      "placement": loaders[q].placement} for q in paths},
+    }
+    if "host" in med and "resident" in med:
+        result["resident_over_host"] = med["resident"] / med["host"]
     result.update(
         {
             "train_images": len(ds.train),
@@ -89,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(
-            f"loader+augment ({args.augment}, {result['device']}, batch {args.batch_size}, {args.size}x{args.size}): "
-            f"{result['images_per_s']:,.0f} img/s over {result['seconds']:.1f} s; "
-            f"cache conversion of {len(ds.train):,} images took {t2 - t1:.2f} s"
-        )
+        head = f"loader+augment ({args.augment}, {result['device']}, batch {args.batch_size}, {args.size}x{args.size})"
+        for q, r in result["paths"].items():
+            print(f"{head} {q:8s}: {r['images_per_s']:,.0f} img/s (median of {r['rounds_images_per_s']}) [{r['placement']}]")
+        if "resident_over_host" in result:
+            print(f"resident / host: {result['resident_over_host']:.3f}")
+        print(f"cache conversion of {len(ds.train):,} images took {t2 - t1:.2f} s")
     return 0
 
 

@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("gmsop.engine.train_cli", "train one variant on one dataset (resumable)"),
     "bench": ("gmsop.engine.bench_cli", "measure training/inference throughput (timm protocol)"),
     "data": ("gmsop.data.cli", "prepare, inspect or benchmark a dataset"),
+    "check-device": ("gmsop.device_check", "settle the CUDA path: CUDA tests, mixture paths, training, throughput, GPU slots"),
+    "plan": ("gmsop.plan", "a workflow config in training jobs, images and GPU-hours (measured or extrapolated)"),
 }
 
 

@@ -213,30 +213,52 @@ def triu_dim(d: int) -> int:
     return d * (d + 1) // 2
 
 
-_TRIU_CACHE: dict[tuple, Tensor] = {}
+_TRIU_CACHE: dict[tuple, Tensor | tuple[Tensor, Tensor]] = {}
+
+
+def _build_flat_index(d: int, device: torch.device) -> Tensor:
+    r, c = torch.triu_indices(d, d, device=device)
+    return r * d + c  # (d(d+1)/2,)
+
+
+def _build_sym_gather(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    r, c = torch.triu_indices(d, d, device=device)
+    pos = torch.empty(d, d, dtype=torch.long, device=device)
+    pos[r, c] = torch.arange(r.numel(), device=device)
+    pos[c, r] = pos[r, c]
+    weight = torch.where(r == c, 1.0, 0.5).to(dtype)
+    return pos.flatten(), weight  # (d*d,), (d(d+1)/2,)
+
+
+# Why the caches are bypassed under ``torch.compile``: the Functions below read them inside
+# their forward and backward, which Dynamo traces as higher-order ops, and a higher-order op
+# may not mutate state from outside its scope ("HOP: Unsafe side effect"). A cache miss while
+# tracing therefore split the model into several graphs (and a hit would bake a tensor of
+# whatever device the cache held into the graph). Traced code builds the indices from
+# ``triu_indices`` instead: pure ops on no input, which the compiler constant-folds, so the
+# compiled graph has no side effect and no Python state; eager code keeps the cache. Both give
+# the same integers, so the numerics are identical either way.
 
 
 def _triu_flat_index(d: int, device: torch.device) -> Tensor:
-    """Row-major positions (in the flattened d x d matrix) of the upper triangle, cached."""
+    """Row-major positions (in the flattened d x d matrix) of the upper triangle, cached (eager)."""
+    if torch.compiler.is_compiling():
+        return _build_flat_index(d, device)
     key = ("index", d, device)
     if key not in _TRIU_CACHE:
-        r, c = torch.triu_indices(d, d, device=device)
-        _TRIU_CACHE[key] = r * d + c
+        _TRIU_CACHE[key] = _build_flat_index(d, device)
     return _TRIU_CACHE[key]
 
 
 def _triu_sym_gather(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(index (d*d,), weight (d(d+1)/2,)), cached: ``(g * weight)[:, index]`` is sym(U) for the
-    upper-triangular U holding the triangle vector g: entry (i, j) reads the triangle position
-    of (min(i, j), max(i, j)); off-diagonal values are halved, the diagonal is kept."""
+    """(index (d*d,), weight (d(d+1)/2,)), cached (eager): ``(g * weight)[:, index]`` is sym(U)
+    for the upper-triangular U holding the triangle vector g: entry (i, j) reads the triangle
+    position of (min(i, j), max(i, j)); off-diagonal values are halved, the diagonal is kept."""
+    if torch.compiler.is_compiling():
+        return _build_sym_gather(d, device, dtype)
     key = ("sym", d, device, dtype)
     if key not in _TRIU_CACHE:
-        r, c = torch.triu_indices(d, d, device=device)
-        pos = torch.empty(d, d, dtype=torch.long, device=device)
-        pos[r, c] = torch.arange(r.numel(), device=device)
-        pos[c, r] = pos[r, c]
-        weight = torch.where(r == c, 1.0, 0.5).to(dtype)
-        _TRIU_CACHE[key] = (pos.flatten(), weight)
+        _TRIU_CACHE[key] = _build_sym_gather(d, device, dtype)
     return _TRIU_CACHE[key]
 
 
@@ -248,17 +270,33 @@ def triu_vector(c: Tensor) -> Tensor:
     return c.flatten(1).index_select(1, _triu_flat_index(d, c.device))  # (B, d*d) -> (B, d(d+1)/2)
 
 
-#: On the CPU the fused layer works through the batch in chunks of this many matrices per
-#: thread, so the iteration's operands stay in cache from one matmul to the next (a whole
-#: batch of 576 128x128 matrices, ~38 MB per operand, does not fit; measured ~25% faster
-#: fwd+bwd at batch 576, see benchmarks/). Accelerators take the whole batch at once.
-CPU_CHUNK_PER_THREAD = 8
+#: On the CPU the fused layer works through the batch in chunks of about this many bytes of one
+#: (d, d) operand per thread, so the iteration's operands stay in cache from one matmul to the
+#: next: 8 matrices of 128x128 in float32 (a whole batch of 576 such matrices, ~38 MB per
+#: operand, does not fit; measured ~25% faster fwd+bwd at batch 576, see benchmarks/). Small
+#: matrices take proportionally more per chunk (128 of 32x32), which saves per-call overhead:
+#: ~20% of the layer's time at d=32 (the embedded default's width). Each matrix's products are
+#: computed alone whatever the chunk, so results do not depend on it. Accelerators take the
+#: whole batch at once.
+CPU_CHUNK_BYTES_PER_THREAD = 8 * 128 * 128 * 4
+
+
+@torch.compiler.assume_constant_result
+def _cpu_threads() -> int:
+    """Intra-op threads. A constant to ``torch.compile`` (read once, when tracing):
+    ``torch.get_num_threads()`` returns a Python int, which Dynamo cannot put in a graph and
+    breaks on; a graph traced with one thread count keeps that chunking (same results per
+    matrix, only the cache behaviour differs if the count changes later)."""
+    return max(int(torch.get_num_threads()), 1)
 
 
 def _chunks(x: Tensor) -> list[tuple[int, int]]:
     b = x.shape[0]
-    size = CPU_CHUNK_PER_THREAD * torch.get_num_threads() if x.device.type == "cpu" else b
-    size = max(int(size), 1)
+    if x.device.type == "cpu":
+        per_matrix = x.shape[1] * x.shape[1] * x.element_size()
+        size = max(CPU_CHUNK_BYTES_PER_THREAD // per_matrix, 1) * _cpu_threads()
+    else:
+        size = max(int(b), 1)
     return [(start, min(start + size, b)) for start in range(0, b, size)]
 
 

@@ -43,7 +43,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["GpuClaim", "claim_gpus", "gpu_slot", "release_gpus", "visible_gpus", "lock_dir", "main"]
+__all__ = ["GpuClaim", "claim_gpus", "gpu_slot", "release_gpus", "visible_gpus", "lock_dir", "job_device", "main"]
 
 ENV_LOCK_DIR = "GMSOP_GPU_LOCK_DIR"
 ENV_NUM_GPUS = "GMSOP_NUM_GPUS"
@@ -298,6 +298,39 @@ def claim_gpus(
         return _CLAIM
     _CLAIM = _claim(n, num_gpus, lock_directory, timeout, poll, quiet)
     return _CLAIM
+
+
+def job_device(device: str, gpus_per_job: int, visible: int | None = None) -> tuple[str, str]:
+    """The device a workflow job trains on, from the config's ``device`` and ``gpus_per_job``, and
+    a note for its log ("" when there is nothing to say). ``visible``: GPUs on this machine (None:
+    :func:`visible_gpus`, only looked up when the note needs it).
+
+    A job uses a GPU only if it reserved one: with ``gpus_per_job: 0`` Snakemake schedules the job
+    by cores alone, so ``device: auto`` means the CPU there. Otherwise every parallel job of a plain
+    ``snakemake`` (all cores) would put itself on cuda:0, unscheduled. ``device: cuda`` with
+    ``gpus_per_job: 0`` is kept as an explicit choice to share the visible GPU(s) (the jobs all
+    start on the first one). With ``gpus_per_job >= 1``, ``auto`` stays auto: CUDA on the GPU
+    :func:`claim_gpus` gave the job, the CPU on a machine without one. ``cpu`` is always the CPU.
+    """
+    device = str(device).strip().lower()
+    if gpus_per_job < 0:
+        raise ValueError(f"gpus_per_job must be >= 0, got {gpus_per_job}")
+    if gpus_per_job >= 1 or device not in ("auto", "cuda"):
+        return device, ""
+    if device == "cuda":
+        return "cuda", ("gmsop: device cuda with gpus_per_job 0: this job reserved no GPU and shares the visible "
+                        "one(s) with every other job")
+    if visible is None:
+        try:
+            visible = len(visible_gpus())
+        except ValueError:  # a GMSOP_NUM_GPUS beyond the pool: claim_gpus reports it where it matters
+            visible = 0
+    n = int(visible)
+    note = "" if n == 0 else (
+        f"gmsop: device auto with gpus_per_job 0: this job runs on the CPU although {n} GPU(s) are visible; to use "
+        f"them, set gpus_per_job: 1 and run snakemake with --resources gpu=<GPUs> (one GPU per job), or device: cuda "
+        f"(jobs share them)")
+    return "cpu", note
 
 
 def release_gpus() -> None:

@@ -1,11 +1,14 @@
 """Batched augmentation: flips, crops (with fused padding), normalisation, the spec-driven chain."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 
 from gmsop.data import AugmentSpec, BatchTransform, epoch_generator
+from gmsop.data import augment as augment_module
 from gmsop.data.augment import center_crop, crop_at, hflip_where, normalize, pad_fill, random_crop, random_hflip, to_float
 
 
@@ -213,3 +216,174 @@ def test_training_batches_are_really_flipped_and_shifted(tmp_path):
         assert all(-4 <= d <= 4 for d in dx + dy) and len(set(dx)) >= 3 and len(set(dy)) >= 3
     assert epochs[0] != epochs[1]  # a new draw every epoch
     assert set(bars(pipe.val_batches())) == {(col, row)}  # evaluation: no flip, no shift
+
+
+# --- GPU readiness (issue 18): same numbers on the CPU, no per-step constants or blocking copies ---
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+_MEAN, _STD = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
+
+#: Outputs of the code before issue 18 (per-call constants, draws moved with ``.to``) for
+#: ``_batch(32, 12, 12)`` and ``epoch_generator(7, 3, stream=1)``, three calls in a row on one
+#: generator. A change here changes every training run's numbers and breaks resuming old runs.
+_GOLDEN = {
+    "flip_pad": (AugmentSpec(flip=True, pad=4), True, ["6a3255ce03e13e94", "d640d1b58803bf59", "c9c2db5892f23e46"]),
+    "flip_crop": (AugmentSpec(flip=True, train_crop=10, eval_crop=10), False,
+                  ["89c20d90d5334a34", "af2b9b8cd8010be5", "e64d81190375ac19"]),
+    "pad_only": (AugmentSpec(pad=2), True, ["a56d632b2c9cc6b3", "e4d56bea6b41e505", "adca8eaff8c58fd1"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_GOLDEN))
+def test_training_transform_on_cpu_is_bit_identical_to_before(name):
+    spec, divide, digests = _GOLDEN[name]
+    tf = BatchTransform(spec, _MEAN, _STD, train=True, divide_std=divide)
+    g = epoch_generator(7, 3, stream=1)
+    x = _batch(32, 12, 12)
+    assert [_digest(tf(x, g)) for _ in range(3)] == digests
+
+
+def test_training_transform_equals_the_explicit_old_recipe():
+    """The draw order and the ops of before, written out: flip mask, then top, then left offsets
+    from the same generator; fill = rounded mean; (x - mean) / std in float32."""
+    x, pad = _batch(32, 12, 12), 4
+    tf = BatchTransform(AugmentSpec(flip=True, pad=pad), _MEAN, _STD, train=True)
+    g_new, g_old = epoch_generator(5, 1), epoch_generator(5, 1)
+    for _ in range(2):  # the generator's state carries over between calls identically
+        got = tf(x, g_new)
+        mask = torch.rand(32, generator=g_old) < 0.5
+        flipped = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
+        top = torch.randint(0, 2 * pad + 1, (32,), generator=g_old)
+        left = torch.randint(0, 2 * pad + 1, (32,), generator=g_old)
+        padded = torch.tensor([120, 110, 100], dtype=torch.uint8).view(1, 3, 1, 1).repeat(32, 1, 20, 20)
+        padded[:, :, pad:-pad, pad:-pad] = flipped
+        crops = torch.stack([padded[i, :, t : t + 12, l : l + 12] for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))])
+        want = (crops.float() - torch.tensor(_MEAN).view(1, 3, 1, 1)) / torch.tensor(_STD).view(1, 3, 1, 1)
+        assert torch.equal(got, want)
+
+
+def test_eval_random_crop_is_bit_identical_to_before():
+    tf = BatchTransform(AugmentSpec(flip_double=True, pad=4, eval_pad_crop=True), _MEAN, _STD, train=False)
+    assert _digest(tf(_batch(32, 12, 12), epoch_generator(7, 0, stream=2))) == "d86a49412bc520f0"
+
+
+def test_constants_are_built_once_per_device(monkeypatch):
+    """After the first call, a call builds no constant tensor: mean, std and fill are the cached
+    tensors themselves (on CUDA each rebuilt constant was a blocking host-to-device copy)."""
+    tf = BatchTransform(AugmentSpec(flip=True, pad=4), _MEAN, _STD, train=True)
+    x, g = _batch(16), _gen(0)
+    tf(x, g)
+    mean, std, fill = tf.constants("cpu")
+    assert len(tf._constants) == 1
+    built = []
+    for fn in ("tensor", "as_tensor", "full", "empty"):  # every way to make a constant from Python values
+        real = getattr(torch, fn)
+        monkeypatch.setattr(torch, fn, lambda *a, _real=real, _fn=fn, **k: built.append(_fn) or _real(*a, **k))
+    used = []
+    real_normalize, real_pad = augment_module.normalize, augment_module.pad_fill
+    monkeypatch.setattr(augment_module, "normalize", lambda x, m, s=None: used.append((m, s)) or real_normalize(x, m, s))
+    monkeypatch.setattr(augment_module, "pad_fill", lambda x, p, f=0: used.append(f) or real_pad(x, p, f))
+    for _ in range(3):
+        tf(x, g)
+    assert built == [] and len(tf._constants) == 1
+    assert all(f is fill for f in used[0::2]) and all(m is mean and s is std for m, s in used[1::2])
+    assert tf.constants(torch.device("cpu"))[0] is mean
+    assert mean.dtype == torch.float32 and fill.dtype == torch.uint8 and fill.flatten().tolist() == [120, 110, 100]
+    assert BatchTransform(AugmentSpec(), _MEAN, _STD, train=False, divide_std=False).constants("cpu")[1] is None
+
+
+def test_cpu_draws_reach_another_device_through_pinned_non_blocking_copies(monkeypatch):
+    """A CPU generator with data on a (stand-in) CUDA device: every per-step copy of the draws is
+    pinned first and non-blocking; the only blocking copies are the constants, once."""
+    monkeypatch.setattr(augment_module, "_PINNED_COPY_TYPES", frozenset({"meta"}))  # "meta" plays CUDA
+    pinned, copies = [], []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a: pinned.append(tuple(self.shape)) or self)
+    real_to = torch.Tensor.to
+
+    def spy_to(self, *args, **kwargs):
+        out = real_to(self, *args, **kwargs)
+        if self.device.type == "cpu" and out.device.type == "meta":
+            copies.append(bool(kwargs.get("non_blocking", False)))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    tf = BatchTransform(AugmentSpec(flip=True, pad=4), _MEAN, _STD, train=True)
+    x = torch.zeros(8, 3, 12, 12, dtype=torch.uint8, device="meta")
+    out = tf(x, _gen(0))
+    assert out.device.type == "meta" and out.shape == (8, 3, 12, 12)
+    assert copies.count(False) == 3  # mean, std, fill: built once
+    copies.clear()
+    tf(x, _gen(1))
+    assert pinned[-3:] == [(8,), (8,), (8,)] and copies == [True, True, True]  # mask, top, left
+
+
+def test_pipeline_batches_on_cpu_are_bit_identical_to_before():
+    """The engine's pipeline end to end (loader with mirror doubling, flip, pad + crop, eval
+    random crops; generators now made on the pipeline's device): the same bytes as before."""
+    from gmsop.data import Split
+    from gmsop.data.base import Dataset
+    from gmsop.engine.data import DataPipeline
+
+    def split(n, k):
+        i, r = torch.arange(n).view(n, 1, 1, 1), torch.arange(12).view(1, 1, 12, 1)
+        c, ch = torch.arange(12).view(1, 1, 1, 12), torch.arange(3).view(1, 3, 1, 1)
+        return Split(((i * 37 + r * 11 + c * 5 + ch * 71 + k) % 256).to(torch.uint8).contiguous(), torch.arange(n) % 5)
+
+    ds = Dataset("golden", 5, split(100, 0), split(20, 9), (121.3, 119.6, 126.2), (70.0, 71.0, 72.0),
+                 AugmentSpec(flip=True, pad=4, flip_double=True, eval_pad_crop=True))
+    golden = {
+        "mean": ("6edb8e0d936d88dc", "5de1eb19d64f4933", "41d4b7a7aeef94b7"),
+        "mean_std": ("c327ba19deffd4f2", "8807c4d29f10b7b1", "4b1895d374d63c53"),
+    }
+    for norm, (e0, e2, val) in golden.items():
+        pipe = DataPipeline(ds, 16, seed=11, device=torch.device("cpu"), input_norm=norm)
+        assert pipe.placement == "train: host memory (cpu); val: host memory (cpu)"
+        got = []
+        for e in (0, 2):
+            xs, ys = zip(*pipe.train_batches(e))
+            got.append(_digest(torch.cat(xs)))
+            assert _digest(torch.cat(ys)) == {0: "43b0af755b3e3af9", 2: "a70b41352d9d4431"}[e]
+        xs, ys = zip(*pipe.val_batches(1))
+        assert (got[0], got[1], _digest(torch.cat(xs))) == (e0, e2, val)
+        resident = DataPipeline(ds, 16, seed=11, device=torch.device("cpu"), input_norm=norm, resident=True)
+        assert resident.placement.startswith("train: resident on cpu")
+        assert _digest(torch.cat([x for x, _ in resident.train_batches(2)])) == e2
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("resident", [True, False])
+def test_cuda_training_epoch_never_synchronises_and_resumes_exactly(resident):
+    """On CUDA, once the constants exist, a training epoch makes no synchronising call (no
+    blocking copy; ``set_sync_debug_mode("error")`` raises on one), and a fresh pipeline (a
+    resumed run) yields the same batches for the same epoch."""
+    from gmsop.data import Split
+    from gmsop.data.base import Dataset
+    from gmsop.engine.data import DataPipeline
+
+    images = torch.randint(0, 256, (96, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ds = Dataset("cuda-check", 4, Split(images, torch.arange(96) % 4), Split(images[:16], torch.arange(16) % 4),
+                 (120.0, 110.0, 100.0), (60.0, 50.0, 40.0), AugmentSpec(flip=True, pad=4, flip_double=True))
+    dev = torch.device("cuda")
+
+    def epoch(pipe, e):
+        return [(x.cpu(), y.cpu()) for x, y in pipe.train_batches(e)]
+
+    pipe = DataPipeline(ds, 16, seed=3, device=dev, resident=resident)
+    assert pipe.train_loader.resident is resident
+    epoch(pipe, 0)  # builds the constants (one copy per transform and device)
+    torch.cuda.synchronize()
+    if resident:  # the host path waits on CUDA events for its pinned buffers, by design
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        batches = [(x, y) for x, y in pipe.train_batches(1)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(x.device.type == "cuda" and x.dtype == torch.float32 for x, _ in batches)
+    again = epoch(DataPipeline(ds, 16, seed=3, device=dev, resident=resident), 1)
+    assert all(torch.equal(x.cpu(), a) and torch.equal(y.cpu(), b) for (x, y), (a, b) in zip(batches, again))
+    other = epoch(DataPipeline(ds, 16, seed=3, device=dev, resident=not resident), 1)  # placement changes nothing
+    assert all(torch.equal(x.cpu(), a) and torch.equal(y.cpu(), b) for (x, y), (a, b) in zip(batches, other))

@@ -139,6 +139,7 @@ def test_double_buffer_slots_without_cuda(monkeypatch):
         assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ref, got))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_delivery_matches_cpu():
     split = _split(100)
@@ -155,3 +156,102 @@ def test_throughput_measurement_runs():
     result = measure_loader_throughput(ds, batch_size=64, seconds=0.2)
     assert result["images_per_s"] > 0 and result["images"] >= 64
     assert result["input_size"] == [3, 32, 32]
+
+
+# --- resident data (issue 18): gather on the data's device, same batches as the host path ---
+
+
+@pytest.mark.parametrize("flip_double", [False, True])
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_resident_path_gives_the_same_batches(flip_double, prefetch):
+    split = _split(50)
+    host = BatchLoader(split, 8, seed=7, flip_double=flip_double, resident=False)
+    resident = BatchLoader(split, 8, seed=7, flip_double=flip_double, prefetch=prefetch, resident=True)
+    assert not host.resident and resident.resident
+    assert resident._data[0] is split.images  # on the CPU the split's tensor is used directly
+    for epoch in (0, 3):
+        for start in (0, 4):
+            a = _collect(host, epoch, start_batch=start)
+            b = _collect(resident, epoch, start_batch=start)
+            assert len(a) == len(b) == len(host) - start
+            assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    if flip_double:  # the mirrors really are there
+        x = torch.cat([x for x, _ in _collect(resident, 0)])
+        assert int((x[:, 0, 0, -1] == 255).sum()) == 50
+
+
+def test_resident_equals_host_with_drop_last_and_no_shuffle():
+    split = _split(45)
+    for kw in ({"drop_last": True}, {"shuffle": False}):
+        a = _collect(BatchLoader(split, 16, seed=2, resident=False, **kw), 1)
+        b = _collect(BatchLoader(split, 16, seed=2, resident=True, **kw), 1)
+        assert len(a) == len(b) and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+
+
+def test_auto_on_cpu_keeps_the_host_path():
+    loader = BatchLoader(_split(20), 8)
+    assert loader.resident is False and loader._data is None
+    assert loader.placement == "host memory (cpu)"
+
+
+def test_resident_rejects_bad_values():
+    with pytest.raises(ValueError, match="resident must be 'auto', True or False, got 'yes'"):
+        BatchLoader(_split(20), 8, resident="yes")
+    with pytest.raises(ValueError, match="got 1"):
+        BatchLoader(_split(20), 8, resident=1)
+    with pytest.raises(ValueError, match=r"resident_fraction must be a number in \(0, 1\], got 1.5"):
+        BatchLoader(_split(20), 8, resident_fraction=1.5)
+
+
+def _fake_cuda(monkeypatch, free, total=80e9):
+    import gmsop.data.loader as loader_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free), int(total)))
+    moved = []
+    monkeypatch.setattr(loader_module, "_copy_to", lambda t, device, **kw: moved.append(device) or t)
+    return moved
+
+
+def test_auto_on_cuda_is_resident_when_the_split_takes_at_most_half_the_free_memory(monkeypatch):
+    split = _split(50, 8, 8)  # 50 * 192 image bytes + 50 * 8 label bytes = 10,000 bytes
+    moved = _fake_cuda(monkeypatch, free=20_000)
+    loader = BatchLoader(split, 8, device="cuda")
+    assert loader.resident and not loader._pinned and moved == [torch.device("cuda", 0)] * 2
+    assert loader.placement == "resident on cuda:0 (0.0 MB of 0.0 MB free)"
+    moved.clear()
+    _fake_cuda(monkeypatch, free=19_999)
+    loader = BatchLoader(split, 8, device="cuda")
+    assert not loader.resident and loader._pinned and moved == []
+    assert loader.placement.startswith("host memory, pinned overlapped copies to cuda:0 (0.0 MB > 50% of")
+    assert BatchLoader(split, 8, device="cuda", resident_fraction=0.6).resident
+    assert not BatchLoader(split, 8, device="cuda", resident=False).resident
+
+
+def test_pinned_path_mirror_mask_travels_in_the_pinned_buffers(monkeypatch):
+    """With flip_double on the pinned path the mirror mask is a slice of the slot's pinned
+    buffer (copied non-blocking with the images), and the batches equal the plain path's."""
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)  # no CUDA here: plain memory
+    split = _split(50)
+    ref = _collect(BatchLoader(split, 8, seed=4, flip_double=True), 0)
+    loader = BatchLoader(split, 8, seed=4, flip_double=True)
+    loader._pinned = True  # as on a CUDA device
+    _, _, mask = loader._gather(loader.batch_indices(0)[0], 1)
+    assert mask.data_ptr() == loader._buffers[1][2].data_ptr() and mask.dtype == torch.bool
+    got = _collect(loader, 0)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ref, got))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_resident_and_host_paths_match_cpu():
+    split = _split(100)
+    for flip_double in (False, True):
+        ref = _collect(BatchLoader(split, 16, seed=3, flip_double=flip_double), 2, start_batch=1)
+        for resident in (True, False):
+            loader = BatchLoader(split, 16, seed=3, device="cuda", flip_double=flip_double, resident=resident)
+            assert loader.resident is resident
+            got = [(x.cpu(), y.cpu()) for x, y in loader.iter_epoch(2, start_batch=1)]
+            assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ref, got))
+    assert BatchLoader(split, 16, device="cuda").resident  # 'auto': a tiny split fits

@@ -1,10 +1,17 @@
-"""The generated default dataset: determinism, the design's stated properties, knob validation."""
+"""The generated default dataset: determinism, the design's stated properties, knob validation,
+and its cache under $GMSOP_CACHE_DIR (built once, mapped after, nothing written without it)."""
 from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import gmsop.data.synthetic as synthetic_module
+from gmsop.data import cache as cache_module
 from gmsop.data import get_dataset
 from gmsop.data.synthetic import SyntheticSpec, generate_split, make_bank
 
@@ -189,3 +196,171 @@ def test_size_knob():
 def test_bad_knobs(opts, match):
     with pytest.raises(ValueError, match=match):
         get_dataset("synthetic", **{"n_val": 4, **opts})
+
+
+# --- the cache under $GMSOP_CACHE_DIR -------------------------------------------------------
+
+TINY = dict(classes=4, n_train=40, n_val=12, size=16)
+
+
+@pytest.fixture
+def count_generation(monkeypatch):
+    """Count calls of generate_split made by the builder (each call renders images)."""
+    calls = []
+    real = synthetic_module.generate_split
+
+    def counting(spec, split, n, bank=None):
+        calls.append(split)
+        return real(spec, split, n, bank)
+
+    monkeypatch.setattr(synthetic_module, "generate_split", counting)
+    return calls
+
+
+def _files(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def _assert_same_dataset(a, b):
+    for split in ("train", "val"):
+        sa, sb = getattr(a, split), getattr(b, split)
+        assert sa.images.dtype == sb.images.dtype and torch.equal(sa.images, sb.images)
+        assert sa.labels.dtype == sb.labels.dtype and torch.equal(sa.labels, sb.labels)
+    assert a.num_classes == b.num_classes and a.mean == b.mean and a.std == b.std
+    assert a.augment == b.augment and a.classes == b.classes
+    sa, sb = a.summary(), b.summary()
+    sa["info"] = {k: v for k, v in sa["info"].items() if k != "cache"}
+    sb["info"] = {k: v for k, v in sb["info"].items() if k != "cache"}
+    assert sa == sb
+
+
+def test_cached_load_equals_generation_bit_for_bit(monkeypatch, tmp_path):
+    fresh = get_dataset("synthetic", contexts=2, **SMALL)  # no cache: in memory
+    assert "cache" not in fresh.info
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path))
+    first = get_dataset("synthetic", contexts=2, **SMALL)  # generates and writes the cache
+    second = get_dataset("synthetic", contexts=2, **SMALL)  # maps it
+    cdir = Path(second.info["cache"])
+    assert cdir.parent == tmp_path / "generated" and first.info["cache"] == str(cdir)
+    names = ["meta.json", "train_images.npy", "train_labels.npy", "val_images.npy", "val_labels.npy"]
+    assert sorted(_files(cdir)) == names
+    _assert_same_dataset(fresh, first)
+    _assert_same_dataset(fresh, second)
+    second.train.images[0].zero_()  # copy-on-write: the file keeps its bytes
+    assert torch.equal(get_dataset("synthetic", contexts=2, **SMALL).train.images, fresh.train.images)
+
+
+def test_second_call_reads_the_cache_without_generating(monkeypatch, tmp_path, count_generation):
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path))
+    first = get_dataset("synthetic", **TINY)
+    assert count_generation == ["train", "val"]
+    cdir = Path(first.info["cache"])
+    before = _files(cdir)
+    again = get_dataset("synthetic", **TINY)
+    again_flip = get_dataset("synthetic", augment="flip", **TINY)  # augment does not change bytes
+    assert count_generation == ["train", "val"]  # nothing rendered again
+    assert _files(cdir) == before  # nothing rewritten
+    assert again.info["cache"] == again_flip.info["cache"] == str(cdir)
+    assert again_flip.augment.flip and not again.augment.flip
+    _assert_same_dataset(first, again)
+
+
+def test_other_options_or_version_use_another_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path))
+    base = get_dataset("synthetic", **TINY).info["cache"]
+    assert get_dataset("synthetic", **{**TINY, "classes": 4.0}).info["cache"] == base  # validated values
+    spec = SyntheticSpec(**{k: v for k, v in TINY.items() if k in ("classes", "size")})
+    identity = synthetic_module.cache_identity(spec, TINY["n_train"], TINY["n_val"])
+    # every option but augment is in the key, defaults filled in
+    assert set(identity["options"]) == set(synthetic_module.dataset_options("synthetic")) - {"augment"}
+    assert identity["options"]["difficulty"] == 0.5 and identity["version"] == synthetic_module.synthetic.data_version
+    others = {
+        get_dataset("synthetic", **{**TINY, **change}).info["cache"]
+        for change in (dict(seed=1), dict(n_train=44), dict(n_val=13), dict(difficulty=0.4), dict(size=12),
+                       dict(classes=5), dict(regions=5), dict(contexts=2))
+    }
+    assert len(others) == 8 and base not in others
+    monkeypatch.setattr(synthetic_module.synthetic, "data_version", synthetic_module.synthetic.data_version + 1)
+    bumped = get_dataset("synthetic", **TINY).info["cache"]
+    assert bumped != base and bumped not in others
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "other_fingerprint", "old_format"])
+def test_bad_or_missing_meta_is_rebuilt(monkeypatch, tmp_path, count_generation, damage):
+    fresh = get_dataset("synthetic", **TINY)  # in memory
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path))
+    cdir = Path(get_dataset("synthetic", **TINY).info["cache"])
+    meta_path = cdir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    # stale arrays of other bytes under the same name (a new file: the maps above keep theirs):
+    # only a rebuild gives the right data
+    cache_module.atomic_save_npy(cdir / "train_images.npy", np.zeros_like(fresh.train.images.numpy()))
+    if damage == "missing":
+        meta_path.unlink()
+    elif damage == "garbage":
+        meta_path.write_text("{not json")
+    elif damage == "other_fingerprint":
+        meta_path.write_text(json.dumps({**meta, "fingerprint": "0" * 64}))
+    else:
+        meta_path.write_text(json.dumps({**meta, "format": meta["format"] + 1}))
+    rebuilt = get_dataset("synthetic", **TINY)
+    assert count_generation == ["train", "val"] * 3
+    assert json.loads(meta_path.read_text()) == meta
+    _assert_same_dataset(fresh, rebuilt)
+    assert rebuilt.train.images.any()
+
+
+def test_an_interrupted_write_leaves_no_valid_cache(monkeypatch, tmp_path, count_generation):
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(cache_module, "write_meta", killed)  # dies after the arrays, before the commit
+        with pytest.raises(KeyboardInterrupt):
+            get_dataset("synthetic", **TINY)
+    (cdir,) = (tmp_path / "generated").iterdir()
+    assert not (cdir / "meta.json").exists()
+    assert not [p for p in cdir.iterdir() if p.name.endswith(".tmp")]  # no temporary files left
+    ds = get_dataset("synthetic", **TINY)  # redone from scratch
+    assert count_generation == ["train", "val"] * 2 and (cdir / "meta.json").is_file()
+    monkeypatch.delenv("GMSOP_CACHE_DIR")
+    _assert_same_dataset(get_dataset("synthetic", **TINY), ds)
+
+
+def test_concurrent_writers_agree(monkeypatch, tmp_path):
+    """Builders racing on an empty cache each write temporary files and rename them: every one
+    gets the right data and the cache ends complete and valid."""
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path))
+    results, errors = [], []
+
+    def build():
+        try:
+            results.append(get_dataset("synthetic", **TINY))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 3
+    final = get_dataset("synthetic", **TINY)
+    monkeypatch.delenv("GMSOP_CACHE_DIR")
+    fresh = get_dataset("synthetic", **TINY)
+    for ds in (*results, final):
+        _assert_same_dataset(fresh, ds)
+    (cdir,) = (tmp_path / "generated").iterdir()
+    assert not [p for p in cdir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_without_the_variable_nothing_is_written(monkeypatch, tmp_path):
+    monkeypatch.delenv("GMSOP_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    ds = get_dataset("synthetic", **TINY)
+    assert "cache" not in ds.info
+    assert list(tmp_path.iterdir()) == []

@@ -66,9 +66,22 @@ def test_resolve_device():
     assert resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(ValueError, match="tpu"):
         resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            resolve_device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error given without CUDA")
+def test_resolve_device_without_cuda():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resolve_device_on_cuda():
+    assert resolve_device("cuda").type == "cuda" and resolve_device("auto").type == "cuda"
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    count = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=f"only {count} CUDA device"):
+        resolve_device(f"cuda:{count}")
 
 
 def test_progress_modes():

@@ -140,7 +140,8 @@ def test_unrouted_components_take_the_same_sgd_step_on_both_execution_paths(vari
         model.head.execution = path
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=mom, weight_decay=wd)
         torch.manual_seed(1)
-        stats = train_one_epoch(model, batches, opt, Runtime.for_device(torch.device("cpu")), epoch=1, num_experts=8)
+        fp32 = Runtime(torch.device("cpu"))  # float32 NCHW: the two paths' own rounding, not bf16's
+        stats = train_one_epoch(model, batches, opt, fp32, epoch=1, num_experts=8)
         finals[path] = model.state_dict()
     # Two steps on a batch of 2 amplify rounding through BatchNorm: ~3e-5 measured; a skipped
     # weight-decay step on an idle component would differ by ~1e-3.

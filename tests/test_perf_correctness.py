@@ -70,8 +70,8 @@ class TestFusedIsqrtCov:
             x = x.transpose(1, 2).contiguous().transpose(1, 2)
         grad = torch.randn(7, 21, dtype=torch.float64)
         results = []
-        for per_thread in (1000, 1):  # one chunk; chunks of 1-2 matrices
-            monkeypatch.setattr(functional, "CPU_CHUNK_PER_THREAD", per_thread)
+        for per_thread in (10**9, 1):  # one chunk; chunks of 1-2 matrices (bytes per thread)
+            monkeypatch.setattr(functional, "CPU_CHUNK_BYTES_PER_THREAD", per_thread)
             xi = x.detach().clone().requires_grad_()  # clone keeps the memory layout
             out = isqrt_cov(xi, 3)
             out.backward(grad)
@@ -79,8 +79,24 @@ class TestFusedIsqrtCov:
             results.append((out.detach(), xi.grad))
         torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-12, atol=1e-14)
-        monkeypatch.setattr(functional, "CPU_CHUNK_PER_THREAD", 1)
+        monkeypatch.setattr(functional, "CPU_CHUNK_BYTES_PER_THREAD", 1)
         assert torch.autograd.gradcheck(lambda t: isqrt_cov(t, 3), (x[:3].detach().clone().requires_grad_(),))
+
+    def test_float32_results_are_bitwise_independent_of_the_chunk_size(self, monkeypatch):
+        """The chunk size is sized by bytes (small matrices take larger chunks): the embedded
+        default's numbers must not move with it, so float32 results are equal bit for bit."""
+        torch.manual_seed(0)
+        x = torch.randn(40, 32, 64)
+        grad = torch.randn(40, 528)
+        results = []
+        for per_thread in (10**9, 8 * 32 * 32 * 4, 1):  # one chunk; 8 matrices; one matrix
+            monkeypatch.setattr(functional, "CPU_CHUNK_BYTES_PER_THREAD", per_thread)
+            xi = x.clone().requires_grad_()
+            out = isqrt_cov(xi, 5)
+            out.backward(grad)
+            results.append((out.detach(), xi.grad))
+        for out, g in results[1:]:
+            assert torch.equal(out, results[0][0]) and torch.equal(g, results[0][1])
 
     @pytest.mark.parametrize("iterations", [3, 5])
     def test_gradcheck_float64(self, iterations):
@@ -299,6 +315,7 @@ class TestMixturePaths:
         torch.testing.assert_close(y, ref, rtol=0.1, atol=0.05)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("variant", ["GM-SOP-16-8", "GM-GAP-16-8"])
 def test_cuda_forward_makes_no_host_device_sync(variant):

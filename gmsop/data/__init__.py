@@ -19,7 +19,7 @@ source (file or cache path, for errors); ``len(split)``.
 
 Datasets
 --------
-synthetic   generated texture mosaics (the embedded default; no files)      gmsop.data.synthetic
+synthetic   generated texture mosaics (embedded default; cached if $GMSOP_CACHE_DIR) gmsop.data.synthetic
 digits      scikit-learn's bundled 8x8 digits, upsampled                     gmsop.data.digits
 imagenet64  downsampled ImageNet release files (npz or pickle), cached       gmsop.data.imagenet64
 places365   Places365-Standard list files + JPEGs at 100x100, cached         gmsop.data.places365

@@ -29,6 +29,12 @@ A builder's ``cache_dir=`` option overrides all of this.
 Memory maps are opened copy-on-write (``mmap_mode="c"``): the array is writable as far as numpy
 and torch are concerned (``torch.from_numpy`` warns on read-only arrays), while writes, if any,
 stay private to the process and never reach the file.
+
+Generated datasets (``synthetic``) use the same layout, but only under ``$GMSOP_CACHE_DIR``
+(``env_cache_root``): they need no cache to be built, so without that variable they stay in
+memory and nothing is written. Their folder is ``<root>/generated/<name>-v<version>-<hash>``,
+the hash (``identity_hash``) taken over every option that decides the bytes and the builder's
+version, so no two configurations share one and a version bump starts a new folder.
 """
 from __future__ import annotations
 
@@ -59,6 +65,8 @@ __all__ = [
     "invalidate",
     "load_split",
     "prepare_cache_dir",
+    "env_cache_root",
+    "identity_hash",
 ]
 
 #: bump when the layout of a cache changes, so old caches are rebuilt rather than misread
@@ -200,3 +208,16 @@ def load_split(cache_dir: Path, split: str, meta: dict[str, Any]) -> Split:
             f"delete {cache_dir} to rebuild it"
         )
     return Split(torch.from_numpy(images), torch.from_numpy(labels), source=str(ipath))
+
+
+def env_cache_root() -> Path | None:
+    """``$GMSOP_CACHE_DIR`` when set, else None: for data that is cheap to make without a cache
+    (generated datasets), which caches only where a caller asked for caches, never in ~/.cache."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """sha256 of a JSON-able description of what determines a cache's bytes (sorted keys)."""
+    blob = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -13,8 +13,20 @@ objects would only add cost. What the loader does instead:
   j >= N is image j - N mirrored; the mirror is applied on the device.
 * **Overlap.** One background thread gathers batch k + 1 (``index_select`` releases the GIL)
   while batch k is being used. For a CUDA device the gather writes into one of two pinned
-  buffers and the copy is ``non_blocking``; a CUDA event per buffer keeps a buffer from being
-  overwritten before its copy has finished.
+  buffers (images, labels and the mirror mask) and the copies are ``non_blocking``; a CUDA
+  event per buffer keeps a buffer from being overwritten before its copy has finished.
+* **Resident data** (``resident``). When the split fits on the device (downsampled
+  ImageNet's 1.28M x 12,288 bytes = 15.7 GB on an 80-141 GB card), it is copied there once
+  and every batch is an ``index_select`` on the device: no host gather, no per-step copy of
+  images, no thread. The (virtual) indices of the whole epoch are uploaded once per epoch
+  (pinned, non-blocking) and sliced per batch; the mirror mask is computed from them on the
+  device. The batches, their order and their contents are the same as on the host path.
+  ``"auto"`` (default): on a CUDA device, resident when the split's bytes are at most
+  ``resident_fraction`` (1/2) of the free device memory at construction, leaving the rest
+  for the model and activations (``DataPipeline`` builds the loaders before the model moves
+  to the device); on the CPU, the host path (the data is already in memory; nothing moves).
+  ``True`` forces it (on the CPU: the same device-style gather, for testing that path);
+  ``False`` keeps the host path. ``placement`` says what was chosen and why.
 
 Yields ``(images, labels)``: uint8 (B, 3, H, W) and int64 (B,) on ``device``. Augmentation and
 normalisation are ``gmsop.data.augment``'s job. One iteration at a time per loader: the pinned
@@ -28,7 +40,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gmsop.data.augment import hflip_where
+from gmsop.data.augment import _draws_to, hflip_where
 from gmsop.data.base import Split
 
 __all__ = ["BatchLoader", "epoch_permutation", "batch_order"]
@@ -65,7 +77,12 @@ class BatchLoader:
         drop_last: skip a final batch smaller than ``batch_size``.
         device: where batches are delivered.
         flip_double: epochs of 2N samples, the second N mirrored (``AugmentSpec.flip_double``).
-        prefetch: gather the next batch in a background thread.
+        prefetch: gather the next batch in a background thread (host gathers only; on a device
+            the gather is an asynchronous kernel and needs no thread).
+        resident: ``"auto"``, True or False: keep the split on ``device`` and gather there (see
+            the module docstring).
+        resident_fraction: with ``"auto"``, the largest share of the device's free memory the
+            split may take (0 < f <= 1).
     """
 
     def __init__(
@@ -79,6 +96,8 @@ class BatchLoader:
         device: str | torch.device = "cpu",
         flip_double: bool = False,
         prefetch: bool = True,
+        resident: bool | str = "auto",
+        resident_fraction: float = 0.5,
     ) -> None:
         if not isinstance(split, Split):
             raise ValueError(f"BatchLoader needs a Split, got {type(split).__name__}")
@@ -93,9 +112,44 @@ class BatchLoader:
             raise ValueError(
                 f"BatchLoader: drop_last with batch_size {batch_size} > {self.num_samples} samples gives no batch"
             )
-        self._pinned = self.device.type == "cuda" and torch.cuda.is_available()
-        self._buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if resident not in (True, False, "auto") or not isinstance(resident, (bool, str)):
+            raise ValueError(f"BatchLoader: resident must be 'auto', True or False, got {resident!r}")
+        if isinstance(resident_fraction, bool) or not isinstance(resident_fraction, (int, float)) \
+                or not 0 < resident_fraction <= 1:
+            raise ValueError(f"BatchLoader: resident_fraction must be a number in (0, 1], got {resident_fraction!r}")
+        self.resident_fraction = float(resident_fraction)
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._events: list[torch.cuda.Event | None] = [None, None]
+        self._data: tuple[torch.Tensor, torch.Tensor] | None = None  # (images, labels) where gathered on the device path
+        self.resident, self.placement = self._place(resident)
+        self._pinned = not self.resident and self.device.type == "cuda" and torch.cuda.is_available()
+
+    def _place(self, resident: bool | str) -> tuple[bool, str]:
+        """Decide where batches are gathered; move the split if it is to be resident."""
+        images, labels = self.split.images, self.split.labels
+        size = images.numel() * images.element_size() + labels.numel() * labels.element_size()
+        if images.device.type != "cpu":  # already on an accelerator (a caller's choice): gather there
+            self._data = (images, labels.to(images.device))
+            return True, f"resident on {images.device} (given there, {_gb(size)})"
+        dev = self.device
+        if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+            dev = torch.device("cuda", torch.cuda.current_device())  # name the card in ``placement``
+        if resident == "auto":
+            if dev.type != "cuda" or not torch.cuda.is_available():
+                return False, f"host memory ({dev})"
+            free, total = torch.cuda.mem_get_info(dev)
+            if size > self.resident_fraction * free:
+                return False, (f"host memory, pinned overlapped copies to {dev} ({_gb(size)} > "
+                               f"{self.resident_fraction:.0%} of {_gb(free)} free of {_gb(total)})")
+            where = f"{_gb(size)} of {_gb(free)} free"
+        elif resident:
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"BatchLoader: resident=True on {dev}, but CUDA is not available")
+            where = _gb(size)
+        else:
+            return False, f"host memory ({'pinned overlapped copies to ' if dev.type == 'cuda' else ''}{dev})"
+        self._data = (_copy_to(images, dev), _copy_to(labels, dev))
+        return True, f"resident on {dev} ({where})"
 
     @property
     def num_samples(self) -> int:
@@ -124,66 +178,112 @@ class BatchLoader:
             drop_last=self.drop_last,
         )
 
-    def _buffer(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _buffer(self, slot: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not self._buffers:
             shape = (self.batch_size, *self.split.images.shape[1:])
             self._buffers = [
                 (
                     torch.empty(shape, dtype=torch.uint8).pin_memory(),  # (B, 3, H, W)
                     torch.empty(self.batch_size, dtype=torch.int64).pin_memory(),  # (B,)
+                    torch.empty(self.batch_size, dtype=torch.bool).pin_memory(),  # (B,) mirror mask
                 )
                 for _ in range(2)
             ]
         return self._buffers[slot]
 
     def _gather(self, virtual: np.ndarray, slot: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Images and labels of one batch on the CPU (pinned for CUDA), plus the mirror mask."""
+        """Host path: images and labels of one batch on the CPU (pinned for CUDA), plus the
+        mirror mask (pinned too, so that its copy does not block either)."""
         n = len(self.split)
         idx = torch.from_numpy(virtual % n if self.flip_double else virtual)  # (B,)
         mirror = torch.from_numpy(virtual >= n) if self.flip_double else None  # (B,)
-        if self.split.images.device.type != "cpu":  # data already on an accelerator: index there
-            idx = idx.to(self.split.images.device)
-            labels = self.split.labels.index_select(0, idx.to(self.split.labels.device))
-            return self.split.images.index_select(0, idx), labels, mirror
         if not self._pinned:
             return self.split.images.index_select(0, idx), self.split.labels.index_select(0, idx), mirror
         event = self._events[slot]
         if event is not None:
             event.synchronize()  # the copy out of this buffer (two batches ago) has finished
-        bx, by = self._buffer(slot)
+        bx, by, bm = self._buffer(slot)
         x, y = bx[: len(idx)], by[: len(idx)]
         torch.index_select(self.split.images, 0, idx, out=x)
         torch.index_select(self.split.labels, 0, idx, out=y)
+        if mirror is not None:
+            mirror = bm[: len(idx)].copy_(mirror)
         return x, y, mirror
 
     def _deliver(self, x: torch.Tensor, y: torch.Tensor, mirror: torch.Tensor | None, slot: int):
         if x.device != self.device:
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=self._pinned)
+            y = y.to(self.device, non_blocking=self._pinned)
+            if mirror is not None:
+                mirror = mirror.to(self.device, non_blocking=self._pinned)
             if self._pinned:
                 event = torch.cuda.Event()
                 event.record(torch.cuda.current_stream(self.device))  # after the copies just queued
                 self._events[slot] = event
         if mirror is not None:
-            x = hflip_where(x, mirror.to(self.device, non_blocking=True))
+            x = hflip_where(x, mirror)
         return x, y
+
+    def _epoch_on_device(self, batches: list[np.ndarray]):
+        """Device path: the epoch's indices uploaded once, then one gather per batch.
+
+        Returns a function k -> (images, labels, mirror or None) of batch k, all on the data's
+        device; the per-batch index and mask are views of the epoch's (no copy, no sync)."""
+        images, labels = self._data
+        n = len(self.split)
+        bounds = np.cumsum([0] + [len(b) for b in batches]).tolist()
+        virtual = _draws_to(torch.from_numpy(np.concatenate(batches)), images.device)  # (sum B,)
+        idx = torch.remainder(virtual, n) if self.flip_double else virtual
+        mirror = virtual >= n if self.flip_double else None
+
+        def gather(k: int, slot: int = 0):
+            i = idx[bounds[k] : bounds[k + 1]]  # (B,)
+            m = None if mirror is None else mirror[bounds[k] : bounds[k + 1]]
+            return images.index_select(0, i), labels.index_select(0, i), m
+
+        return gather
 
     def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``epoch`` from batch ``start_batch`` on (mid-epoch resumption)."""
         batches = self.batch_indices(epoch)[start_batch:]
         if not batches:
             return
-        if not self.prefetch:
-            for k, virtual in enumerate(batches):
-                yield self._deliver(*self._gather(virtual, k % 2), k % 2)
+        if self.resident:
+            gather = self._epoch_on_device(batches)
+            threaded = self.prefetch and self._data[0].device.type == "cpu"  # a host gather to overlap
+        else:
+            gather = lambda k, slot: self._gather(batches[k], slot)  # noqa: E731
+            threaded = self.prefetch
+        if not threaded:
+            for k in range(len(batches)):
+                yield self._deliver(*gather(k, k % 2), k % 2)
             return
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gmsop-loader")
         try:
-            future = pool.submit(self._gather, batches[0], 0)
+            future = pool.submit(gather, 0, 0)
             for k in range(len(batches)):
                 x, y, mirror = future.result()
                 if k + 1 < len(batches):
-                    future = pool.submit(self._gather, batches[k + 1], (k + 1) % 2)
+                    future = pool.submit(gather, k + 1, (k + 1) % 2)
                 yield self._deliver(x, y, mirror, k % 2)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _gb(nbytes: int) -> str:
+    """15.7 GB, 614.4 MB (decimal units, as ``nvidia-smi`` and disk sizes are quoted)."""
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
+
+
+def _copy_to(t: torch.Tensor, device: torch.device, chunk_bytes: int = 1 << 28) -> torch.Tensor:
+    """``t`` (images or labels) on ``device``, copied in slices of about ``chunk_bytes`` (256 MB):
+    a memmapped split is read once, slice by slice, and never materialised whole in host memory.
+    The same tensor when it is already there. (Blocking copies: this runs once per run.)"""
+    if t.device == device:
+        return t
+    out = torch.empty(t.shape, dtype=t.dtype, device=device)
+    row_bytes = int(np.prod(t.shape[1:])) * t.element_size()
+    per = max(1, chunk_bytes // max(1, row_bytes))
+    for start in range(0, t.shape[0], per):
+        out[start : start + per].copy_(t[start : start + per])
+    return out

@@ -16,7 +16,7 @@ from gmsop.data.augment import BatchTransform, epoch_generator
 from gmsop.data.base import Dataset
 from gmsop.data.loader import BatchLoader
 
-__all__ = ["measure_loader_throughput"]
+__all__ = ["measure_loader_throughput", "time_loader"]
 
 
 def _sync(device: torch.device) -> None:
@@ -24,29 +24,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_loader_throughput(
-    dataset: Dataset,
-    batch_size: int = 256,
-    seconds: float = 5.0,
-    device: str | torch.device = "cpu",
-    warmup_batches: int = 3,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Training-path images/s over ``seconds`` after ``warmup_batches`` (epochs repeat as needed)."""
+def time_loader(loader: BatchLoader, transform: BatchTransform, seconds: float, warmup_batches: int = 3,
+                seed: int = 0, epoch: int = 0) -> dict[str, Any]:
+    """Images/s of ``loader`` + ``transform`` over ``seconds`` after ``warmup_batches``, from
+    ``epoch`` on (epochs repeat as needed); augmentation draws on the loader's device, as
+    ``gmsop.engine.data.DataPipeline`` does. The one timing loop of the data path."""
     if warmup_batches < 1:
-        raise ValueError(f"measure_loader_throughput: warmup_batches must be >= 1, got {warmup_batches}")
-    device = torch.device(device)
-    loader = BatchLoader(
-        dataset.train, batch_size, shuffle=True, seed=seed, drop_last=True, device=device,
-        flip_double=dataset.augment.flip_double,
-    )
-    transform = BatchTransform.for_dataset(dataset, train=True)
-    images, batches, epoch = 0, 0, 0
-    start = None
+        raise ValueError(f"time_loader: warmup_batches must be >= 1, got {warmup_batches}")
+    device = loader.device
+    images, batches, start = 0, 0, None
     while True:
-        gen = epoch_generator(seed, epoch, device="cpu")
+        gen = epoch_generator(seed, epoch, device=device)
         for x, _ in loader.iter_epoch(epoch):
-            out = transform(x, gen)  # (B, 3, h, w) float32
+            out = transform(x, gen)  # (B, 3, h, w) float32 on the device
             batches += 1
             if batches == warmup_batches:
                 _sync(device)
@@ -61,8 +51,28 @@ def measure_loader_throughput(
                         "images": images,
                         "batches": batches - warmup_batches,
                         "seconds": elapsed,
-                        "batch_size": batch_size,
+                        "batch_size": loader.batch_size,
                         "input_size": list(out.shape[1:]),
                         "device": str(device),
                     }
         epoch += 1
+
+
+def measure_loader_throughput(
+    dataset: Dataset,
+    batch_size: int = 256,
+    seconds: float = 5.0,
+    device: str | torch.device = "cpu",
+    warmup_batches: int = 3,
+    seed: int = 0,
+    resident: bool | str = "auto",
+) -> dict[str, Any]:
+    """Training-path images/s over ``seconds`` after ``warmup_batches`` (epochs repeat as needed);
+    ``resident`` as in ``BatchLoader`` (the training split gathered on the device or copied to it)."""
+    if warmup_batches < 1:
+        raise ValueError(f"measure_loader_throughput: warmup_batches must be >= 1, got {warmup_batches}")
+    loader = BatchLoader(
+        dataset.train, batch_size, shuffle=True, seed=seed, drop_last=True, device=torch.device(device),
+        flip_double=dataset.augment.flip_double, resident=resident,
+    )
+    return time_loader(loader, BatchTransform.for_dataset(dataset, train=True), seconds, warmup_batches, seed)

@@ -48,7 +48,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="protocol switch or head option, value parsed as JSON when possible "
                         "(e.g. ns_iterations=5, num_experts=8, dims=[256,64]); repeatable")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="on CUDA, run in float32 instead of bf16 autocast")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="run in float32 instead of bf16 autocast (used on CUDA and on a CPU with native bf16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model init and the synthetic batch (default: %(default)s)")
     p.add_argument("--out", default=None, metavar="bench.json", help="also write the JSON here (atomically)")

@@ -128,7 +128,7 @@ class TrainConfig:
     deterministic: bool = False  # bit-reproducible kernels (slower on CUDA: no cuDNN autotune)
     device: str = "auto"  # auto: CUDA if available, else CPU
     compile: bool = False  # torch.compile the model (CUDA only; ignored on CPU)
-    amp: bool = True  # bf16 autocast of the forward on CUDA (SOP layers stay float32); CPU: fp32
+    amp: bool = True  # bf16 autocast of the forward on CUDA and on CPUs with native bf16 (SOP layers stay float32)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     max_train_batches: int | None = None  # cap on training batches per epoch (smoke tests)
     out: str | None = None  # final metrics.json (written atomically, only at the very end)

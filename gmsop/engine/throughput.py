@@ -49,7 +49,7 @@ class BenchConfig:
     device: str = "auto"
     protocol: str = "official"
     overrides: dict[str, Any] = field(default_factory=dict)
-    amp: bool = True  # bf16 autocast on CUDA, as in training
+    amp: bool = True  # bf16 autocast where training uses it (Runtime.for_device)
     compile: bool = False  # torch.compile (CUDA only)
     seed: int = 0
 

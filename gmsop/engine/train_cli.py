@@ -90,7 +90,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("execution")
     g.add_argument("--device", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model on CUDA (default: off)")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast of the forward on CUDA (default: on; CPU runs float32)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast of the forward on CUDA and on a CPU with native bf16, "
+                   "AVX512-BF16 or AMX (default: on; the second-order pooling stays float32)")
     g.add_argument("--eval-every", type=int, help="evaluate every N epochs; the last epoch is always evaluated (default: 1)")
     g.add_argument("--max-train-batches", type=int, help="stop each epoch after this many batches (smoke tests; default: all)")
     g.add_argument("--progress", choices=["auto", "bar", "lines", "none"],

@@ -161,6 +161,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
             f"{run.data.val_size} val, {run.data.num_classes} classes, input {run.data.input_size} | "
             f"{run.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
         )
+        progress.message(f"data: {run.data.placement}")
     try:
         for epoch in range(start + 1, cfg.epochs + 1):
             record, epoch_totals = _run_epoch(run, epoch, progress, ckpt_path)
