@@ -263,9 +263,13 @@ def _check_config(config: dict) -> None:
         if dup:
             raise ValueError(f"{where}: seed(s) {dup} given more than once in {list(seeds)}; each seed is one run, "
                              f"so give distinct seeds")
-    for name, schedule in (config.get("schedules") or {}).items():
-        if isinstance(schedule, (list, tuple)):
-            _finite_lrs([s for s in schedule if isinstance(s, (list, tuple)) and len(s) == 2], f"schedules.{name}")
+    tables = [("schedules", config.get("schedules"))]
+    tables += [(f"experiments.{n}.schedules", e.get("schedules")) for n, e in (config.get("experiments") or {}).items()
+               if isinstance(e, dict)]
+    for where, table in tables:
+        for name, schedule in (table or {}).items():
+            if isinstance(schedule, (list, tuple)):
+                _finite_lrs([s for s in schedule if isinstance(s, (list, tuple)) and len(s) == 2], f"{where}.{name}")
 
 
 def _check_dataset_key(dataset: str, config: dict, where: str) -> None:
@@ -275,7 +279,8 @@ def _check_dataset_key(dataset: str, config: dict, where: str) -> None:
 
 def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
     """Row settings, else the experiment's, else ``defaults``; dicts are merged key by key. A
-    schedule given nowhere is the variant's schedule family (gmsop.registry) in ``schedules``."""
+    schedule given nowhere is the variant's schedule family (gmsop.registry); a schedule name
+    resolves in the experiment's own ``schedules`` first, then in the top-level ones."""
     defaults = config.get("defaults", {})
     spec = {}
     for key in ("backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "deterministic"):
@@ -287,7 +292,8 @@ def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
     spec["data"] = _fingerprint(config["datasets"][spec["dataset"]], f"datasets.{spec['dataset']}")
     if spec["schedule"] is None:
         spec["schedule"] = _variant_or_error(spec, where).schedule_family
-    spec["schedule"] = _schedule(spec["schedule"], config.get("schedules", {}), where)
+    schedules = {**(config.get("schedules") or {}), **(exp.get("schedules") or {})}
+    spec["schedule"] = _schedule(spec["schedule"], schedules, where)
     return {k: spec[k] for k in SPEC_KEYS}
 
 

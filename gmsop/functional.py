@@ -281,20 +281,18 @@ def triu_vector(c: Tensor) -> Tensor:
 CPU_CHUNK_BYTES_PER_THREAD = 8 * 128 * 128 * 4
 
 
-@torch.compiler.assume_constant_result
-def _cpu_threads() -> int:
-    """Intra-op threads. A constant to ``torch.compile`` (read once, when tracing):
-    ``torch.get_num_threads()`` returns a Python int, which Dynamo cannot put in a graph and
-    breaks on; a graph traced with one thread count keeps that chunking (same results per
-    matrix, only the cache behaviour differs if the count changes later)."""
-    return max(int(torch.get_num_threads()), 1)
-
-
 def _chunks(x: Tensor) -> list[tuple[int, int]]:
+    """(start, end) of each chunk of the batch. Under ``torch.compile`` the chunk is sized for
+    one thread: ``torch.get_num_threads()`` returns a Python int that Dynamo cannot put in a
+    graph and breaks on (results per matrix do not depend on the chunk; only cache use does).
+    Not ``torch.compiler.assume_constant_result``: decorating with it imports torch._dynamo
+    when this module loads, about a second of every job's start-up."""
     b = x.shape[0]
     if x.device.type == "cpu":
         per_matrix = x.shape[1] * x.shape[1] * x.element_size()
-        size = max(CPU_CHUNK_BYTES_PER_THREAD // per_matrix, 1) * _cpu_threads()
+        size = max(CPU_CHUNK_BYTES_PER_THREAD // per_matrix, 1)
+        if not torch.compiler.is_compiling():
+            size *= max(int(torch.get_num_threads()), 1)
     else:
         size = max(int(b), 1)
     return [(start, min(start + size, b)) for start in range(0, b, size)]

@@ -36,9 +36,11 @@ def _model_overrides(spec: dict) -> dict:
     return overrides
 
 
-def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto", run: dict | None = None):
+def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto", run: dict | None = None,
+                 eval_every: int = 1):
     """The TrainConfig of one planned run (spec from gmsop.experiments.make_plan) and seed;
-    ``run`` is its identity block (gmsop.formats.run_block), written into metrics.json."""
+    ``run`` is its identity block (gmsop.formats.run_block), written into metrics.json;
+    ``eval_every`` the workflow's (evaluation only: it does not change the training)."""
     from gmsop.engine.config import TrainConfig
 
     options = dict(ds.get("options", {}))
@@ -61,11 +63,12 @@ def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, devic
         ckpt_dir=str(ckpt_dir),
         progress="lines",
         run=run,
+        eval_every=int(eval_every),
     )
 
 
 def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto", threads: int | None = None,
-                 run: dict | None = None) -> dict:
+                 run: dict | None = None, eval_every: int = 1) -> dict:
     """Train (or resume) one run; returns the metrics written to ``out``."""
     import torch
 
@@ -73,7 +76,7 @@ def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, devic
 
     if threads:
         torch.set_num_threads(int(threads))
-    return train(train_config(spec, ds, seed, out, ckpt_dir, device, run=run))
+    return train(train_config(spec, ds, seed, out, ckpt_dir, device, run=run, eval_every=eval_every))
 
 
 def run_bench(spec: dict, bench: dict, dataset_info: str | Path, out: str | Path, device: str = "auto", threads: int | None = None,

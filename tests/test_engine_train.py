@@ -265,3 +265,16 @@ def test_nan_in_first_epoch_python_api(tmp_path):
                           out=str(tmp_path / "metrics.json"), progress="none"))
     assert exc.value.epoch == 1 and exc.value.step >= 2
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "ckpt" / "last.pt").exists()
+
+
+def test_evaluating_less_often_changes_nothing_that_is_trained():
+    """``eval_every`` only skips evaluations: the training (gate noise and dropout included) and
+    the final evaluation are the same, so the workflow may evaluate every 3rd epoch."""
+    common = dict(variant="GM-GAP-4-2", dataset_options=DS, batch_size=32, schedule="0.05:3", deterministic=True,
+                  max_train_batches=2, progress="none", overrides={"width_mult": 0.25})
+    every, third = train(TrainConfig(**common)), train(TrainConfig(**common, eval_every=3))
+    assert [e["val_top1_err"] is not None for e in third["epochs"]] == [False, False, True]
+    timing = ("train_img_s", "train_time_s")
+    assert {k: v for k, v in third["final"].items() if k not in timing} == {
+        k: v for k, v in every["final"].items() if k not in timing}
+    assert [e["train_loss"] for e in third["epochs"]] == [e["train_loss"] for e in every["epochs"]]

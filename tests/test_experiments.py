@@ -14,8 +14,16 @@ CONFIG = yaml.safe_load(open("config.yaml"))
 TINY = yaml.safe_load(open("tests/data/tiny.yaml"))
 
 
+def _one_recipe(config: dict) -> dict:
+    """``config`` with every experiment on the top-level schedules (none of its own)."""
+    config = copy.deepcopy(config)
+    for exp in config["experiments"].values():
+        exp.pop("schedules", None)
+    return config
+
+
 def test_runs_are_shared_between_tables():
-    plan = make_plan(CONFIG)
+    plan = make_plan(_one_recipe(CONFIG))
     rows = {(name, r.label): r for name, e in plan.experiments.items() for r in e.rows}
     assert rows[("table2", "GM-SOP-16-8")].run == rows[("table3", "GM-SOP-16-8")].run
     assert rows[("table2", "ResNet-18-512d")].run == rows[("figure3", "ResNet-18-512d")].run
@@ -28,8 +36,25 @@ def test_runs_are_shared_between_tables():
     assert len(jobs) < shown
 
 
+def test_an_experiments_own_schedules_replace_the_named_ones_for_its_rows_only():
+    cfg = _one_recipe(CONFIG)
+    short = {"gap": [[0.05, 2]], "srsop": [[0.1, 2]]}
+    cfg["experiments"]["table3"]["schedules"] = short
+    plan = make_plan(cfg)
+    t2 = {r.label: r for r in plan.experiments["table2"].rows}
+    t3 = {r.label: r for r in plan.experiments["table3"].rows}
+    assert plan.runs[t3["ResNet-18-512d"].run]["schedule"] == short["gap"]  # the variant's family, named here
+    assert plan.runs[t3["NetVLAD"].run]["schedule"] == short["srsop"]  # `schedule: srsop` on the row
+    assert plan.runs[t3["GM-SOP-16-8"].run]["schedule"] == cfg["schedules"]["gm_sop"]  # not named here: top level
+    assert plan.runs[t2["ResNet-18-512d"].run]["schedule"] == cfg["schedules"]["gap"]
+    assert t2["ResNet-18-512d"].run != t3["ResNet-18-512d"].run and t2["GM-SOP-16-8"].run == t3["GM-SOP-16-8"].run
+    cfg["experiments"]["table3"]["schedules"] = {"gap": [[float("nan"), 2]]}
+    with pytest.raises(ValueError, match=r"experiments.table3.schedules.gap"):
+        make_plan(cfg)
+
+
 def test_settings_resolve_row_over_experiment_over_defaults():
-    plan = make_plan(CONFIG)
+    plan = make_plan(_one_recipe(CONFIG))
     t4 = {r.label: plan.runs[r.run] for r in plan.experiments["table4"].rows}
     assert t4["SR-SOP"]["dataset"] == "synthetic-places"
     assert t4["SR-SOP"]["schedule"] == CONFIG["schedules"]["srsop"]
@@ -104,8 +129,10 @@ def test_rows_carry_what_readers_need():
     assert grid.baseline == "ResNet-18-512d" and grid.rows[0].num_experts is None
     assert {(r.num_experts, r.k) for r in grid.rows[1:]} == {(4, 2), (4, 4), (8, 2), (8, 4), (8, 8), (16, 2), (16, 4), (16, 8)}
     assert plan.experiments["table2"].claims[0].better == "SR-SOP"
-    # a run shared by three rows knows all of them
-    assert {"experiment": "table3", "row": "GM-SOP-16-8"} in plan.planned_for(gm.run)
+    # a run shared by several rows knows all of them
+    gm3 = plan.experiments["table3"].row("GM-SOP-16-8")
+    assert {"experiment": "table3", "row": "GM-SOP-16-8"} in plan.planned_for(gm3.run)
+    assert {"experiment": "protocols", "row": "GM-SOP-16-8 (official)"} in plan.planned_for(gm3.run)
     assert {"experiment": "table2", "row": "GM-SOP-16-8"} in plan.planned_for(gm.run)
 
 

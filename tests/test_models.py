@@ -232,3 +232,15 @@ def test_importing_gmsop_does_not_load_torchvision_models():
     code = ("import sys, gmsop, gmsop.pipeline, gmsop.engine; gmsop.build_model('GM-SOP-4-2'); "
             "print('torchvision.models' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_a_training_job_does_not_load_the_compiler():
+    """torch._dynamo costs about a second of import: a job that does not compile must not pay it
+    at start-up (a module-level ``torch.compiler.assume_constant_result`` decorator once did)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, gmsop, gmsop.pipeline, gmsop.engine.trainer, gmsop.engine.throughput; "
+            "m = gmsop.build_model('GM-SOP-4-2', width_mult=0.25); m(torch.randn(2, 3, 16, 16)).logits.sum().backward(); "
+            "print('torch._dynamo' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -75,8 +75,9 @@ def test_default_config_jobs_images_measured_extrapolated_and_missing(capsys, cp
     assert r["speed"] == "measured" and r["train_img_s"] == pytest.approx(bench["train_img_s"])
     assert "r18-512d.json" in r["speed_from"] and "batch 4" in r["speed_from"] and "3x32x32" in r["speed_from"]
     assert r["hours"] == pytest.approx(r["images"] / bench["train_img_s"] / 3600)
-    # table3 asks for the same run: counted once, for table2
-    assert _row(out, "table3", "ResNet-18-512d")["new_jobs"] == 0
+    # figure3 asks for table3's run (the same recipe): counted once, for table3
+    assert _row(out, "table3", "ResNet-18-512d")["new_jobs"] == 1
+    assert _row(out, "figure3", "ResNet-18-512d")["new_jobs"] == 0
 
     # another model at the same width: extrapolated by the FLOPs ratio, naming the reference
     from gmsop.flops import count_flops

@@ -496,9 +496,12 @@ def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | Non
                                (ax_l, "train_loss", "training loss (cross-entropy + balance)")):
             for color, name in zip(palette, order):
                 sub = data[data["label"] == name].sort_values("epoch")
+                sub = sub[np.isfinite(sub[f"{col}_mean"].to_numpy(float))]  # epochs not evaluated (eval_every)
                 x = sub["epoch"].to_numpy(float)
                 mean, std = sub[f"{col}_mean"].to_numpy(float), sub[f"{col}_std"].to_numpy(float)
-                ax.plot(x, mean, color=color, marker="o" if len(x) == 1 else None,
+                if not len(x):
+                    continue
+                ax.plot(x, mean, color=color, marker="o" if len(x) <= 4 else None,
                         label=f"{name} (n={int(sub['runs'].iloc[0])})")
                 if np.isfinite(std).any():
                     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)

@@ -23,6 +23,7 @@ rule train:
         dataset=lambda wildcards: PLAN.datasets[PLAN.runs[wildcards.run]["dataset"]],
         ckpt_dir=lambda wildcards: f"results/checkpoints/{wildcards.run}/seed{wildcards.seed}",
         device=config["device"],
+        eval_every=config["eval_every"],
         plugins=config["plugins"],
     script:
         "../scripts/train.py"

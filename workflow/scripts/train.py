@@ -23,6 +23,7 @@ run_training(
     ckpt_dir=snakemake.params.ckpt_dir,  # noqa: F821
     device=DEVICE,
     threads=snakemake.threads,  # noqa: F821
+    eval_every=int(snakemake.params.eval_every),  # noqa: F821
     # the run id, the rows it was planned for and its settings, written into metrics.json
     run=identity(snakemake.config, snakemake.wildcards.run),  # noqa: F821
 )
