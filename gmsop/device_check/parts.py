@@ -434,6 +434,45 @@ def mixture_paths(ctx: Context, run: PartRun) -> None:
     run.summary = f"{agree}/{len(rows)} grouped-vs-generic comparisons (bf16, fp32) agree; {sync}"
 
 
+def compile_graphs(ctx: Context, run: PartRun) -> None:
+    """Graphs and graph breaks of ``torch.compile`` (``gmsop.compile_report``) for SR-SOP and
+    GM-SOP-16-8 on the mixture's own default path and on the grouped one. A break means a return
+    to Python (and on a GPU often a host sync) inside every step; SR-SOP and the grouped mixture
+    path are expected to trace as one graph, the generic path breaks where it reads the routed
+    batch sizes back to the host (by design)."""
+    import torch
+
+    from gmsop import build_model
+    from gmsop.compile_report import compile_graph_count
+
+    s = ctx.sizes
+    rows = run.figures.setdefault("models", [])
+    for variant, execution in (("SR-SOP", None), ("GM-SOP-16-8", "grouped"), ("GM-SOP-16-8", "generic")):
+        run.budget.check(f"tracing {variant}" + (f" ({execution})" if execution else ""))
+        try:
+            torch.manual_seed(0)
+            model = build_model(variant, num_classes=s.mixture_classes, **_variant_overrides(s)).to(ctx.device).train()
+            if execution:
+                model.head.execution = execution
+            x = torch.randn(s.mixture_batch, 3, s.mixture_image, s.mixture_image, device=ctx.device)
+            fig = {"variant": variant, "path": execution, **compile_graph_count(model, x, max_reasons=5)}
+        except Exception as exc:  # noqa: BLE001 - the other models still run
+            fig = {"variant": variant, "path": execution, "error": traceback_tail(exc, 3)}
+            rows.append(fig)
+            run.fail(f"{variant}: {traceback_tail(exc, 1)}")
+            continue
+        finally:
+            _free(ctx)
+        rows.append(fig)
+        label = variant + (f" ({execution})" if execution else "")
+        run.note(f"{label}: {fig['graph_count']} graph(s), {fig['graph_break_count']} break(s)")
+        if execution != "generic" and fig["graph_break_count"]:
+            run.fail(f"{label}: {fig['graph_break_count']} graph break(s), first: {fig['break_reasons'][:1]}")
+    done = [r for r in rows if "graph_count" in r]
+    run.summary = "; ".join(f"{r['variant']}{' ' + r['path'] if r['path'] else ''} {r['graph_count']} graph(s) / "
+                            f"{r['graph_break_count']} break(s)" for r in done) or "nothing traced"
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. train-smoke
 
@@ -739,8 +778,10 @@ PARTS: tuple[Part, ...] = (
     Part("cuda-tests", cuda_tests, 0.10, "pytest -m cuda in a subprocess: the tests that skip without CUDA"),
     Part("mixture-paths", mixture_paths, 0.10,
          "grouped vs generic mixture paths agree (bf16 and fp32); no host sync in the forward (CUDA)"),
-    Part("train-smoke", train_smoke, 0.36,
+    Part("compile-graphs", compile_graphs, 0.06,
+         "torch.compile graphs and breaks of SR-SOP and GM-SOP-16-8 (grouped and generic paths)"),
+    Part("train-smoke", train_smoke, 0.33,
          "one short epoch of every Table-2 variant through the imagenet64 reader, cache and trainer"),
-    Part("throughput", throughput, 0.36, "gmsop bench of every Table-2 variant, matmul peak and MFU"),
+    Part("throughput", throughput, 0.33, "gmsop bench of every Table-2 variant, matmul peak and MFU"),
     Part("snakemake-slots", snakemake_slots, 0.08, "two gpu=1 Snakemake jobs through gmsop.gpu_slots"),
 )
