@@ -24,7 +24,8 @@ from pathlib import Path
 
 from gmsop.aggregate.claims import Claim, parse_claims
 
-__all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error"]
+__all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error",
+           "SPEED_NEUTRAL", "canonical_value"]
 
 ROW_KEYS = ("variant", "rule", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "overrides", "augment", "paper")
 SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "batch_size", "width_mult", "overrides", "augment", "deterministic")
@@ -174,16 +175,16 @@ def run_id(spec: dict) -> str:
     return f"{slug(spec['variant'])}_{spec['backbone']}_{slug(spec['dataset'])}_{spec['protocol']}_{_digest(canonical)}"
 
 
-def _canonical_value(value):
+def canonical_value(value):
     """A setting in one form: a whole float as an int (100.0 -> 100), tuples as lists, bools kept."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, (int, float)):
         return int(value) if float(value).is_integer() else float(value)
     if isinstance(value, (list, tuple)):
-        return [_canonical_value(v) for v in value]
+        return [canonical_value(v) for v in value]
     if isinstance(value, dict):
-        return {k: _canonical_value(v) for k, v in value.items()}
+        return {k: canonical_value(v) for k, v in value.items()}
     return value
 
 
@@ -197,7 +198,7 @@ def _canonical_overrides(spec: dict) -> dict:
     (the WRN-36-2 GM-GAP gate) or the head's default. None values are dropped (the registry
     ignores them). A spec the registry cannot resolve keeps its overrides (only canonicalised).
     """
-    overrides = {k: _canonical_value(v) for k, v in (spec.get("overrides") or {}).items() if v is not None}
+    overrides = {k: canonical_value(v) for k, v in (spec.get("overrides") or {}).items() if v is not None}
     if not overrides:
         return overrides
     from gmsop.protocol import protocol_fields
@@ -214,7 +215,7 @@ def _canonical_overrides(spec: dict) -> dict:
             default = getattr(base.protocol, key)
         else:
             default = base.head_kwargs.get(key, _head_default(base.head, key))
-        if _canonical_value(default) != value or isinstance(default, bool) != isinstance(value, bool):
+        if canonical_value(default) != value or isinstance(default, bool) != isinstance(value, bool):
             out[key] = value
     return out
 
@@ -322,12 +323,12 @@ def _variant_or_error(spec: dict, where: str):
 
 #: Switches that change the loss or the optimiser but not the computation a step performs:
 #: runs differing only in these share one throughput benchmark.
-_SPEED_NEUTRAL = ("alpha", "alpha_per_batch", "weight_decay")
+SPEED_NEUTRAL = ("alpha", "alpha_per_batch", "weight_decay")
 
 
 def _bench_spec(spec: dict, bench: dict) -> dict:
     keys = ("variant", "backbone", "protocol", "dataset", "width_mult")
-    overrides = {k: v for k, v in spec["overrides"].items() if k not in _SPEED_NEUTRAL}
+    overrides = {k: v for k, v in spec["overrides"].items() if k not in SPEED_NEUTRAL}
     batch = bench.get("batch_size")  # null: each run's own batch (WRN-36-2 trains at 150, the rest at 256)
     return {**{k: spec[k] for k in keys}, "overrides": overrides, "batch_size": int(batch if batch is not None else spec["batch_size"])}
 

@@ -133,10 +133,10 @@ class RowEstimate:
 
 def _speed_overrides(overrides: dict | None) -> tuple:
     """The overrides that change computation, in one hashable form (the planner's rule)."""
-    from gmsop.experiments import _SPEED_NEUTRAL, _canonical_value
+    from gmsop.experiments import SPEED_NEUTRAL, canonical_value
 
-    out = {k: _canonical_value(v) for k, v in (overrides or {}).items()
-           if k not in _SPEED_NEUTRAL and k != "width_mult" and v is not None}
+    out = {k: canonical_value(v) for k, v in (overrides or {}).items()
+           if k not in SPEED_NEUTRAL and k != "width_mult" and v is not None}
     return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in out.items()))
 
 

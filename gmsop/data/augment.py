@@ -21,7 +21,7 @@ loader's overlap), hence:
   run redraws exactly the same on either device;
 * a CPU generator with data on a CUDA device (callers of the
   functions below) draws on the CPU, as before, and the (B,) draws travel through pinned
-  memory with a non-blocking copy (``_draws_to``): the same augmentation as on the CPU,
+  memory with a non-blocking copy (``small_to_device``): the same augmentation as on the CPU,
   without a sync;
 * ``BatchTransform`` builds its constants (mean, std, padding fill) once per device and
   reuses them (``BatchTransform.constants``), instead of copying Python tuples to the device
@@ -46,6 +46,7 @@ __all__ = [
     "to_float",
     "normalize",
     "hflip_where",
+    "small_to_device",
     "random_hflip",
     "pad_fill",
     "crop_at",
@@ -77,8 +78,8 @@ def _gen_device(generator: torch.Generator | None) -> torch.device:
 _PINNED_COPY_TYPES = frozenset({"cuda"})
 
 
-def _draws_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Random draws ``t`` (a few bytes per sample) on ``device`` without blocking the host.
+def small_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor ``t`` (random draws, batch indices) on ``device`` without blocking the host.
 
     Same device: ``t`` itself. From the CPU to a CUDA device: pinned, then copied with
     ``non_blocking=True`` (the caching host allocator keeps the pinned block alive until the
@@ -126,9 +127,9 @@ def normalize(
 def hflip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mirror (left-right) the samples where ``mask`` (B,) is True; others unchanged.
 
-    ``mask`` on another device than ``x`` is moved without blocking (``_draws_to``).
+    ``mask`` on another device than ``x`` is moved without blocking (``small_to_device``).
     """
-    return torch.where(_draws_to(mask, x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    return torch.where(small_to_device(mask, x.device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
@@ -162,13 +163,13 @@ def crop_at(
     Sample b gets rows top[b] .. top[b]+h-1 and columns left[b] .. left[b]+w-1 of its padded
     image, so offsets range over 0 .. H + 2 pad - h. All windows are a strided view
     (``unfold`` twice, no copy); one advanced index picks each sample's window. Offsets on
-    another device than ``x`` are moved without blocking (``_draws_to``).
+    another device than ``x`` are moved without blocking (``small_to_device``).
     """
     b = x.shape[0]
     sh, sw = (size, size) if isinstance(size, int) else size
     xp = pad_fill(x, pad, fill)  # (B, C, H+2p, W+2p)
     windows = xp.unfold(2, sh, 1).unfold(3, sw, 1)  # (B, C, H+2p-sh+1, W+2p-sw+1, sh, sw) view
-    rows, cols = _draws_to(top, x.device), _draws_to(left, x.device)
+    rows, cols = small_to_device(top, x.device), small_to_device(left, x.device)
     return windows[torch.arange(b, device=x.device), :, rows, cols]  # (B, C, sh, sw)
 
 

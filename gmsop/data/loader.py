@@ -40,7 +40,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gmsop.data.augment import _draws_to, hflip_where
+from gmsop.data.augment import hflip_where, small_to_device
 from gmsop.data.base import Split
 
 __all__ = ["BatchLoader", "epoch_permutation", "batch_order"]
@@ -232,7 +232,7 @@ class BatchLoader:
         images, labels = self._data
         n = len(self.split)
         bounds = np.cumsum([0] + [len(b) for b in batches]).tolist()
-        virtual = _draws_to(torch.from_numpy(np.concatenate(batches)), images.device)  # (sum B,)
+        virtual = small_to_device(torch.from_numpy(np.concatenate(batches)), images.device)  # (sum B,)
         idx = torch.remainder(virtual, n) if self.flip_double else virtual
         mirror = virtual >= n if self.flip_double else None
 
