@@ -25,7 +25,7 @@ from pathlib import Path
 from gmsop.aggregate.claims import Claim, parse_claims
 
 __all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error",
-           "SPEED_NEUTRAL", "canonical_value"]
+           "SPEED_NEUTRAL", "canonical_value", "training_cost"]
 
 ROW_KEYS = ("variant", "rule", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "overrides", "augment", "paper")
 SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "batch_size", "width_mult", "overrides", "augment", "deterministic")
@@ -136,6 +136,10 @@ class Plan:
     def planned_for(self, run: str) -> list[dict[str, str]]:
         """The (experiment, row label) pairs that ask for training run ``run``."""
         return [{"experiment": e.name, "row": r.label} for e in self.experiments.values() for r in e.rows if r.run == run]
+
+    def training_cost(self, run: str) -> float:
+        """Rough relative cost of training run ``run`` once (see ``training_cost``)."""
+        return training_cost(self.runs[run])
 
     def bench_planned_for(self, bench: str) -> list[dict[str, str]]:
         """The (experiment, row label) pairs that show benchmark ``bench``."""
@@ -319,6 +323,35 @@ def _variant_or_error(spec: dict, where: str):
                                overrides=spec["overrides"], width_mult=float(spec.get("width_mult") or 1.0))
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
+
+
+#: Per-image training cost relative to ResNet-18 with a first-order, single head at equal width.
+#: Used only to order jobs (``training_cost``); no result depends on it. Measured on the embedded
+#: default (2-core CPU, 2026-12-02): ResNet-50 and WRN-36-2 train at 0.4-0.5x ResNet-18's images/s;
+#: a second-order head (SR-SOP) or a mixture (GM-GAP-16-8) at 0.6-0.8x, both (GM-SOP-16-8,
+#: Ave-SOP-16) at 0.3-0.4x.
+BACKBONE_COST = {"resnet50": 2.5, "wrn36_2": 2.0}
+SECOND_ORDER_COST = 1.5
+MIXTURE_COST = 1.5
+
+
+def training_cost(spec: dict) -> float:
+    """Rough relative cost of training a run spec once: epochs x training images x the per-image
+    factors above (training images count 1 where the dataset does not say how many).
+
+    The workflow gives each training job this as its Snakemake priority, so the costliest runs
+    start first and no long run is left alone on one core at the end (longest-first scheduling):
+    the embedded default once ended with a 65 s Table-2 run started last, on one core of two.
+    """
+    resolved = _variant_or_error(spec, f"run {spec.get('variant')!r}")
+    epochs = sum(int(e) for _, e in spec["schedule"])
+    images = ((spec.get("data") or {}).get("options") or {}).get("n_train") or 1
+    cost = epochs * float(images) * BACKBONE_COST.get(resolved.backbone, 1.0)
+    if resolved.second_order:
+        cost *= SECOND_ORDER_COST
+    if resolved.mixture:
+        cost *= MIXTURE_COST
+    return cost
 
 
 #: Switches that change the loss or the optimiser but not the computation a step performs:

@@ -354,3 +354,20 @@ def test_plain_snakemake_finds_the_default_profile(tmp_path):
     profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
     assert profile["cores"] == "all" and profile["rerun-incomplete"] and profile["show-failed-logs"]
     assert job_counts(out)["train"] > 0
+
+
+def test_the_costliest_training_jobs_are_scheduled_first(tmp_path):
+    """Each training job's Snakemake priority is its run's training_cost (longest first, so no
+    long run is left alone on one core at the end); a dry run shows the priorities."""
+    import re
+
+    from gmsop.experiments import make_plan
+
+    out = snakemake(tmp_path, "-n", "--cores", "2", config=ROOT / "config.yaml").stdout
+    plan = make_plan(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    shown = {}
+    for block in out.split("rule train:")[1:]:
+        run = re.search(r"output: results/runs/([^/]+)/seed\d+/metrics.json", block)[1]
+        shown[run] = float(re.search(r"priority: ([0-9.]+)", block)[1])
+    assert shown and shown == {run: plan.training_cost(run) for run in shown}
+    assert len(set(shown.values())) > 3

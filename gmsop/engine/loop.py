@@ -95,7 +95,7 @@ def _first_nonfinite(losses: list[Tensor]) -> tuple[int, float] | None:
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
-    optimizer: torch.optim.Optimizer,
+    optimizer,
     rt: Runtime,
     *,
     epoch: int,

@@ -40,9 +40,11 @@ from gmsop.engine.config import TrainConfig
 from gmsop.engine.data import DataPipeline
 from gmsop.engine.env import (
     capture_rng_state, configure_determinism, env_info, resolve_device, restore_rng_state, seed_everything,
+    sync_compiler_determinism,
 )
 from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
 from gmsop.engine.progress import Progress
+from gmsop.engine.sgd import SGD
 from gmsop.formats import EPOCH_KEYS, METRICS_FORMAT, check_metrics
 
 __all__ = ["train", "build_run", "Run", "check_writable", "UnwritableOutputError"]
@@ -80,7 +82,7 @@ class Run:
     data: DataPipeline
     model: torch.nn.Module  # the uncompiled module: state_dict keys stay stable
     forward: torch.nn.Module  # what the loop calls (compiled or the same module)
-    optimizer: torch.optim.Optimizer
+    optimizer: SGD  # gmsop.engine.sgd.SGD (torch.optim.SGD's update and state dict)
     schedule: list[tuple[float, int]]
     weight_decay: float
     params: int
@@ -91,7 +93,7 @@ class Run:
 def build_run(cfg: TrainConfig) -> Run:
     """Steps 1-2 of the module docstring; raises ValueError for any bad setting."""
     from gmsop import build_model, parse_variant
-    from gmsop.flops import count_flops, count_params
+    from gmsop.flops import count_flops_cached, count_params
 
     parse_variant(cfg.variant)  # an unknown variant fails before a large dataset is loaded
     schedule = cfg.resolved_schedule()
@@ -104,16 +106,21 @@ def build_run(cfg: TrainConfig) -> Run:
                         dropout=cfg.dropout, **cfg.overrides)
     params = count_params(model)
     with torch.random.fork_rng(devices=[]):
-        flops = count_flops(model, input_size=(3, *data.input_size))
+        flops = count_flops_cached(model, input_size=(3, *data.input_size))
     rt = Runtime.for_device(device, amp=cfg.amp)
     model.to(device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
+    if cfg.compile and device.type == "cuda":
+        sync_compiler_determinism()
+        forward = torch.compile(model)
+    else:
+        forward = model
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else float(model.protocol.weight_decay)
     # Weight decay on every parameter (BN and biases included), as plain SGD in PyTorch and
     # MatConvNet's default apply it; the released configs set no per-layer exceptions.
-    optimizer = torch.optim.SGD(model.parameters(), lr=schedule[0][0], momentum=cfg.momentum, weight_decay=weight_decay)
+    # gmsop.engine.sgd.SGD: torch.optim.SGD's update bit for bit, without its compiler import
+    optimizer = SGD(model.parameters(), lr=schedule[0][0], momentum=cfg.momentum, weight_decay=weight_decay)
     head = getattr(model, "head", None)
     num_experts = int(head.num_experts) if getattr(head, "gate", None) is not None else None
     return Run(cfg, device, rt, data, model, forward, optimizer, schedule, weight_decay, params, flops, num_experts)

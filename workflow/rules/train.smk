@@ -1,6 +1,8 @@
 # One training run per (run, seed). Resumes from results/checkpoints/{run}/seed{seed}/, which
 # is deliberately NOT an output: Snakemake deletes outputs of interrupted jobs, and an
 # interrupted run must keep its last epoch. metrics.json is written last, atomically.
+# The costliest runs start first (priority: gmsop.experiments.training_cost), so no long run is
+# left alone on one core at the end; no result depends on the order.
 
 
 rule train:
@@ -12,6 +14,7 @@ rule train:
         "logs/train/{run}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{run}/seed{seed}.tsv"
+    priority: lambda wildcards: PLAN.training_cost(wildcards.run)
     retries: config["train_retries"]
     threads: config["threads_per_job"]
     resources:
