@@ -3,7 +3,7 @@
 #   results/data/{dataset}.json                   dataset prepared (cache built), its shape
 #   results/runs/{run}/seed{seed}/metrics.json    one training run (resumes from
 #                                                 results/checkpoints/{run}/seed{seed}/, undeclared)
-#   results/bench/{bench}.json                    throughput of one variant (timm protocol)
+#   results/bench/{experiment}/{bench}.json       throughput of each network it shows (timm protocol)
 #   results/tables/{experiment}.{csv,md,html,tex} a table (mean ± std over seeds, its claims)
 #   results/scorecard.{csv,md,html}               every claim of every experiment (report landing page)
 #   results/figures/{name}.{svg,png}              figures 2 and 3, training curves

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmsop.aggregate.claims import Claim, parse_claims
+from gmsop.protocol import SPEED_NEUTRAL
 
 __all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error",
            "SPEED_NEUTRAL", "canonical_value", "training_cost"]
@@ -352,11 +353,6 @@ def training_cost(spec: dict) -> float:
     if resolved.mixture:
         cost *= MIXTURE_COST
     return cost
-
-
-#: Switches that change the loss or the optimiser but not the computation a step performs:
-#: runs differing only in these share one throughput benchmark.
-SPEED_NEUTRAL = ("alpha", "alpha_per_batch", "weight_decay")
 
 
 def _bench_spec(spec: dict, bench: dict) -> dict:

@@ -9,7 +9,7 @@ that folder): counting runs under a torch dispatch mode, whose first use imports
 (``torch._dynamo``, about 1.3 s of a job's start-up on the CPU, issue 17), and the workflow's
 jobs count the same few networks again and again (every seed, every benchmark). A count is keyed
 by everything that decides it: the module tree as printed (layers and shapes), the protocol's
-switches, the input size, the torch version, and the source of the gmsop package and of every
+switches (less the loss-only ones, ``gmsop.protocol.SPEED_NEUTRAL``), the input size, the torch version, and the source of the gmsop package and of every
 module class in the model (a user's head included), so changed code is counted afresh.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,10 +71,20 @@ def _code_files(model: nn.Module) -> list[str]:
 
 def flops_key(model: nn.Module, input_size, batch_size: int = 2) -> str:
     """sha256 of what decides ``count_flops(model, input_size, batch_size)`` (module docstring)."""
+    from dataclasses import asdict, is_dataclass
+
+    from gmsop.protocol import SPEED_NEUTRAL
+
     protocol = getattr(model, "protocol", None)
+    if is_dataclass(protocol):  # the switches that change what a forward pass computes
+        switches = {k: v for k, v in asdict(protocol).items() if k not in SPEED_NEUTRAL and k != "name"}
+    else:
+        switches = repr(protocol) if protocol is not None else None
+    # a module may print a loss-only switch (GatedMixture prints alpha): not part of the key
+    printed = re.sub(r"\b(%s)=[^,)\n]*(, )?" % "|".join(map(re.escape, SPEED_NEUTRAL)), "", str(model))
     identity = {
-        "model": str(model),
-        "protocol": repr(protocol) if protocol is not None else None,
+        "model": printed,
+        "protocol": switches,
         "input_size": [int(v) for v in input_size],
         "batch_size": int(batch_size),
         "torch": torch.__version__,

@@ -133,7 +133,8 @@ class RowEstimate:
 
 def _speed_overrides(overrides: dict | None) -> tuple:
     """The overrides that change computation, in one hashable form (the planner's rule)."""
-    from gmsop.experiments import SPEED_NEUTRAL, canonical_value
+    from gmsop.experiments import canonical_value
+    from gmsop.protocol import SPEED_NEUTRAL
 
     out = {k: canonical_value(v) for k, v in (overrides or {}).items()
            if k not in SPEED_NEUTRAL and k != "width_mult" and v is not None}
@@ -157,14 +158,15 @@ def _positive(value: Any, where: str) -> float:
 
 
 def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
-    """Measurements from bench.json files (``gmsop.formats.read_bench``) and folders of them."""
+    """Measurements from bench.json files (``gmsop.formats.read_bench``) and folders (and
+    subfolders) of them."""
     from gmsop.formats import ResultFileError, read_bench
 
     files: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files += sorted(p.glob("*.json"))
+            files += sorted(p.rglob("*.json"))  # the workflow's results/bench/{experiment}/ folders
         elif p.exists():
             files.append(p)
         else:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["GATE_NOISES", "Protocol", "OFFICIAL", "PAPER", "PROTOCOLS", "get_protocol", "protocol_fields"]
+__all__ = ["SPEED_NEUTRAL", "GATE_NOISES", "Protocol", "OFFICIAL", "PAPER", "PROTOCOLS", "get_protocol", "protocol_fields"]
+
+#: Switches that change the loss or the optimiser but not the computation a step performs:
+#: runs differing only in these share one throughput benchmark (gmsop.experiments) and one FLOP
+#: count (gmsop.flops).
+SPEED_NEUTRAL = ("alpha", "alpha_per_batch", "weight_decay")
 
 #: Gate noise readings: the released code's, the paper's, and the no-noise ablation.
 GATE_NOISES = ("per_image", "per_logit", "none")

@@ -43,6 +43,9 @@ def test_the_key_follows_the_network_the_input_and_the_code(tmp_path, monkeypatc
     assert flops_key(_net(), (3, 32, 32)) != base
     protocol_changed = gmsop.build_model("GM-SOP-4-2", num_classes=4, width_mult=0.25, ns_iterations=5)  # official: 3
     assert flops_key(protocol_changed, (3, 16, 16)) != base
+    # a loss-only switch (the balance weight) shares the count, as it shares the benchmark
+    loss_only = gmsop.build_model("GM-SOP-4-2", num_classes=4, width_mult=0.25, alpha=25)
+    assert flops_key(loss_only, (3, 16, 16)) == base
 
     # a module class defined outside the package (a user's head): its source is part of the key
     source = tmp_path / "user_layer.py"

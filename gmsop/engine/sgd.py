@@ -103,7 +103,8 @@ class SGD:
                 continue
             _functional_sgd(params, grads, buffers, weight_decay=group["weight_decay"], momentum=group["momentum"],
                             lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
-                            maximize=group["maximize"], has_sparse_grad=False, foreach=group["foreach"], fused=False)
+                            maximize=group["maximize"], has_sparse_grad=False, foreach=group["foreach"],
+                            fused=group["fused"])  # both None: torch's own default (foreach on CUDA)
             if group["momentum"] != 0:
                 for p, buf in zip(params, buffers, strict=True):
                     self.state.setdefault(p, {})["momentum_buffer"] = buf

@@ -1,22 +1,28 @@
-# Throughput of every benchmarked variant (timm protocol: warm-up, timed steps, synchronised).
+# Throughput of every network an experiment shows (timm protocol: warm-up, timed steps,
+# synchronised): results/bench/{experiment}/{bench}.json. One job per experiment measures its
+# networks one after the other in one process, so a job's start-up (torch's import, about 2 s
+# on a CPU) is paid once per experiment, not once per network, and the speeds a table sets
+# side by side come from one run. Priority 0: after the training runs.
 
 
 rule bench:
     input:
-        dataset_of_bench,
+        datasets_of_benches,
     output:
-        "results/bench/{bench}.json",
+        directory("results/bench/{experiment}"),
     log:
-        "logs/bench/{bench}.log",
+        "logs/bench/{experiment}.log",
     benchmark:
-        "results/benchmarks/bench/{bench}.tsv"
+        "results/benchmarks/bench/{experiment}.tsv"
     threads: config["threads_per_job"]
     resources:
         gpu=config["gpus_per_job"],
-        runtime=30,
+        runtime=lambda wildcards: 30 + 5 * len(benched(wildcards.experiment)),
         mem_mb=config["train_mem_mb"],
     params:
-        spec=lambda wildcards: PLAN.benches[wildcards.bench],
+        benches=lambda wildcards: {
+            b: PLAN.benches[b] for b in benched(wildcards.experiment)
+        },
         bench=config["bench"],
         device=config["device"],
         plugins=config["plugins"],

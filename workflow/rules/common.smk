@@ -52,7 +52,6 @@ def _alternatives(names):
 
 wildcard_constraints:
     run=_alternatives(PLAN.runs),
-    bench=_alternatives(PLAN.benches),
     dataset=_alternatives(PLAN.datasets),
     experiment=_alternatives(PLAN.experiments),
     seed=r"\d+",
@@ -71,16 +70,17 @@ def claimed_runs():
     )
 
 
+def benched(experiment):
+    """Benchmark ids of an experiment's rows, in row order, once each."""
+    rows = PLAN.experiments[experiment].rows
+    return list(dict.fromkeys(r.bench for r in rows if r.bench))
+
+
 def benches_of(experiment):
-    if not BENCH:
+    """The experiment's benchmark folder (one job measures every network it shows), if any."""
+    if not BENCH or not benched(experiment):
         return []
-    return sorted(
-        {
-            f"results/bench/{r.bench}.json"
-            for r in PLAN.experiments[experiment].rows
-            if r.bench
-        }
-    )
+    return [f"results/bench/{experiment}"]
 
 
 def check_rule_rows():
@@ -101,8 +101,9 @@ def dataset_of_run(wildcards):
     return f"results/data/{PLAN.runs[wildcards.run]['dataset']}.json"
 
 
-def dataset_of_bench(wildcards):
-    return f"results/data/{PLAN.benches[wildcards.bench]['dataset']}.json"
+def datasets_of_benches(wildcards):
+    benches = benched(wildcards.experiment)
+    return sorted({f"results/data/{PLAN.benches[b]['dataset']}.json" for b in benches})
 
 
 def experiments_of_kind(*kinds):
