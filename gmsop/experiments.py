@@ -337,8 +337,9 @@ MIXTURE_COST = 1.5
 
 
 def training_cost(spec: dict) -> float:
-    """Rough relative cost of training a run spec once: epochs x training images x the per-image
-    factors above (training images count 1 where the dataset does not say how many).
+    """Rough relative cost of training a run spec once: epochs x training images (twice as many
+    with ``augment.flip_double``) x the per-image factors above (training images count 1 where
+    the dataset does not say how many).
 
     The workflow gives each training job this as its Snakemake priority, so the costliest runs
     start first and no long run is left alone on one core at the end (longest-first scheduling):
@@ -347,6 +348,8 @@ def training_cost(spec: dict) -> float:
     resolved = _variant_or_error(spec, f"run {spec.get('variant')!r}")
     epochs = sum(int(e) for _, e in spec["schedule"])
     images = ((spec.get("data") or {}).get("options") or {}).get("n_train") or 1
+    if (spec.get("augment") or {}).get("flip_double"):  # the mirrored copy doubles an epoch
+        images *= 2
     cost = epochs * float(images) * BACKBONE_COST.get(resolved.backbone, 1.0)
     if resolved.second_order:
         cost *= SECOND_ORDER_COST

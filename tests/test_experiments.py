@@ -246,6 +246,7 @@ def test_training_cost_orders_runs_by_epochs_images_backbone_and_head():
     assert r18 == 6 * 1000
     assert training_cost({**base, "schedule": [[0.1, 12]]}) == 2 * r18
     assert training_cost({**base, "data": {"options": {"n_train": 3000}}}) == 3 * r18
+    assert training_cost({**base, "augment": {"flip_double": True, "pad": 4}}) == 2 * r18
     sr_sop, gm_gap = training_cost({**base, "variant": "SR-SOP"}), training_cost({**base, "variant": "GM-GAP-16-8"})
     gm_sop = training_cost({**base, "variant": "GM-SOP-16-8"})
     assert r18 < sr_sop < gm_sop and r18 < gm_gap < gm_sop
