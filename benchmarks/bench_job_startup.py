@@ -31,8 +31,8 @@ import csv
 import os
 import statistics
 import subprocess
-import sys
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -76,17 +76,13 @@ def dag_startup(folder: Path, bench_startup: float) -> dict:
     import json
 
     bench_dir = folder / "results" / "benchmarks"
-    train, outside = 0.0, []
+    outside = []
     for tsv in sorted((bench_dir / "train").rglob("*.tsv")):
         run, seed = tsv.parent.name, tsv.stem
         metrics = json.loads((folder / "results" / "runs" / run / seed / "metrics.json").read_text())
-        wall = _seconds(tsv)
-        train += wall
-        outside.append(wall - sum(e["epoch_time_s"] for e in metrics["epochs"]))
-    bench = [_seconds(t) for t in sorted((bench_dir / "bench").rglob("*.tsv"))]
-    other = sum(_seconds(t) for t in bench_dir.rglob("*.tsv") if t.parent.name not in ("bench",)
-                and t.parent.parent.name != "train")
-    total = train + sum(bench) + other
+        outside.append(_seconds(tsv) - sum(e["epoch_time_s"] for e in metrics["epochs"]))
+    bench = list((bench_dir / "bench").rglob("*.tsv"))
+    total = sum(_seconds(t) for t in bench_dir.rglob("*.tsv"))  # every job Snakemake timed
     startup = sum(outside) + len(bench) * bench_startup
     return {"train_jobs": len(outside), "bench_jobs": len(bench), "job_seconds": total,
             "outside_epochs_median": statistics.median(outside) if outside else 0.0, "startup": startup,

@@ -9,8 +9,9 @@ that folder): counting runs under a torch dispatch mode, whose first use imports
 (``torch._dynamo``, about 1.3 s of a job's start-up on the CPU, issue 17), and the workflow's
 jobs count the same few networks again and again (every seed, every benchmark). A count is keyed
 by everything that decides it: the module tree as printed (layers and shapes), the protocol's
-switches (less the loss-only ones, ``gmsop.protocol.SPEED_NEUTRAL``), the input size, the torch version, and the source of the gmsop package and of every
-module class in the model (a user's head included), so changed code is counted afresh.
+switches (less the loss-only ones, ``gmsop.protocol.SPEED_NEUTRAL``), the input size, the torch
+version, and the source of the gmsop package and of every module class in the model (a user's
+head included), so changed code is counted afresh.
 """
 from __future__ import annotations
 

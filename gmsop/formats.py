@@ -41,7 +41,7 @@ from typing import Any
 __all__ = [
     "METRICS_FORMAT", "BENCH_FORMAT", "CHECKPOINT_FORMAT", "METRICS_NAME", "BENCH_SUFFIX", "PROGRESS_NAME",
     "CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS", "ResultFileError",
-    "run_block", "check_run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "read_progress", "json_schema",
+    "run_block", "check_run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "bench_files", "read_progress", "json_schema",
     "rule_metrics", "rule_run_id",
 ]
 
@@ -266,6 +266,15 @@ def read_metrics(path: PathLike) -> dict:
 def read_bench(path: PathLike) -> dict:
     """Read and validate one ``bench.json``; returns the parsed object unchanged."""
     return check_bench(_read_json(path), path)
+
+
+def bench_files(paths: Sequence[PathLike]) -> list[Path]:
+    """bench.json files: each path a file, or a folder searched with its subfolders (the
+    workflow writes ``results/bench/{experiment}/{bench}.json``), in name order."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(p.rglob("*.json")) if p.is_dir() else [p]
+    return files
 
 
 def read_progress(path: PathLike) -> list[dict]:

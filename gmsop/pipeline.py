@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["prepare_dataset", "train_config", "run_training", "run_bench", "bench_files", "make_table", "make_figure",
-           "make_scorecard", "load_results"]
+__all__ = ["prepare_dataset", "train_config", "run_training", "run_bench", "make_table", "make_figure", "make_scorecard",
+           "load_results"]
 
 
 def _dataset(ds: dict, **extra):
@@ -126,19 +126,11 @@ def identity(config: dict, run: str, kind: str = "train") -> dict:
     return run_block(run, plan.planned_for(run), plan.runs[run])
 
 
-def bench_files(paths: list[str | Path]) -> list[Path]:
-    """bench.json files: each path a file, or a folder of them (the workflow's
-    ``results/bench/{experiment}``, one job's measurements), in name order."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files += sorted(p.glob("*.json")) if p.is_dir() else [p]
-    return files
-
-
 def load_results(runs: list[str], benches: list[str] | None = None):
     """The frames of ``runs`` (metrics.json paths) and ``benches`` (bench.json files or folders
-    of them, ``bench_files``)."""
+    of them, ``gmsop.formats.bench_files``)."""
     from gmsop.aggregate.load import load_bench, load_metrics
+    from gmsop.formats import bench_files
 
     data = load_metrics([Path(p) for p in runs])
     files = bench_files(benches or [])

@@ -160,19 +160,13 @@ def _positive(value: Any, where: str) -> float:
 def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
     """Measurements from bench.json files (``gmsop.formats.read_bench``) and folders (and
     subfolders) of them."""
-    from gmsop.formats import ResultFileError, read_bench
+    from gmsop.formats import ResultFileError, bench_files, read_bench
 
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files += sorted(p.rglob("*.json"))  # the workflow's results/bench/{experiment}/ folders
-        elif p.exists():
-            files.append(p)
-        else:
+    for p in map(Path, paths):
+        if not p.exists():
             raise PlanError(f"--bench {p}: no such file or folder")
     out = []
-    for f in files:
+    for f in bench_files(paths):
         try:
             b = read_bench(f)
         except ResultFileError as err:
