@@ -28,8 +28,10 @@ from gmsop.protocol import SPEED_NEUTRAL
 __all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error",
            "SPEED_NEUTRAL", "canonical_value", "training_cost"]
 
-ROW_KEYS = ("variant", "rule", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "overrides", "augment", "paper")
-SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "batch_size", "width_mult", "overrides", "augment", "deterministic")
+ROW_KEYS = ("variant", "rule", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "lr_scaling", "width_mult",
+            "overrides", "augment", "paper")
+SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "batch_size", "lr_scaling", "width_mult",
+             "overrides", "augment", "deterministic")
 
 #: The datasets the paper's numbers were measured on (registered dataset names). A row is
 #: compared with a published number only when it ran on one of these at full width.
@@ -218,6 +220,8 @@ def _canonical_overrides(spec: dict) -> dict:
     for key, value in overrides.items():
         if key in switches:
             default = getattr(base.protocol, key)
+        elif key == "classifier":
+            default = base.classifier
         else:
             default = base.head_kwargs.get(key, _head_default(base.head, key))
         if canonical_value(default) != value or isinstance(default, bool) != isinstance(value, bool):
@@ -289,8 +293,10 @@ def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
     resolves in the experiment's own ``schedules`` first, then in the top-level ones."""
     defaults = config.get("defaults", {})
     spec = {}
-    for key in ("backbone", "protocol", "dataset", "schedule", "batch_size", "width_mult", "deterministic"):
+    for key in ("backbone", "protocol", "dataset", "schedule", "batch_size", "lr_scaling", "width_mult", "deterministic"):
         spec[key] = row.get(key, exp.get(key, defaults.get(key)))
+    if spec["lr_scaling"] is None:
+        spec["lr_scaling"] = "linear"  # the released step size per image at any batch (gmsop.engine.config)
     for key in ("overrides", "augment"):
         spec[key] = {**defaults.get(key, {}), **exp.get(key, {}), **row.get(key, {})}
     spec["variant"] = row["variant"]

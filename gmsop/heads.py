@@ -6,7 +6,8 @@ return ``(representation, GateStats)``. Every head states ``out_features``, ``se
 
 Built-in families and their keyword arguments (defaults in brackets):
     gap        -                                    GAP, C-d
-    pgap       width [512]                          1x1 conv -> ReLU -> GAP ("ResNet-18-Xd")
+    pgap       width [512], conv_bn [False]         1x1 conv [-> BN] -> ReLU -> GAP ("ResNet-18-Xd"),
+                                                    a single-CM GM-GAP: BN1d + dropout classifier
     srsop      -                                    iSQRT-COV, C(C+1)/2-d
     psrsop     dims [(2C, sop_dim)]                 parametric SR-SOP (J convs, Eq. 6)
     ave_gap    num_experts [16], width [512]        Ave-N of parametric GAPs
@@ -51,6 +52,7 @@ from gmsop.layers import (
     NoisyTopKGate,
     ParametricGAP,
     ParametricSRSOP,
+    XdHead,
     gating_trunk,
 )
 from gmsop.layers.gap import global_avg_pool
@@ -116,8 +118,8 @@ def _gap(c, p):
     return GAP(c)
 
 
-def _pgap(c, p, width=512):
-    return ParametricGAP(c, width)
+def _pgap(c, p, width=512, conv_bn=False):
+    return XdHead(c, width, conv_bn=bool(conv_bn), bn_momentum=p.bn_momentum)
 
 
 def _srsop(c, p):
@@ -178,7 +180,7 @@ _TRAITS: dict[str, tuple[Callable[..., nn.Module], HeadTraits]] = {
     name: (HEADS[name], traits)
     for name, traits in {
         "gap": _FIRST,
-        "pgap": _FIRST,
+        "pgap": HeadTraits(mixture=True),  # the paper's single-CM GM-GAP (Sec. 3.1, note 2)
         "srsop": _SECOND,
         "psrsop": _SECOND,
         "ave_gap": HeadTraits(mixture=True),

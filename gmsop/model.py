@@ -25,17 +25,20 @@ class ModelOutput(NamedTuple):
 class GMSOPNet(nn.Module):
     """Any head on any backbone; ``info`` records what was built (variant, protocol, dims)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, num_classes: int, dropout: float = 0.2, bn_momentum: float = 0.1, info: dict | None = None):
+    def __init__(self, backbone: nn.Module, head: nn.Module, num_classes: int, dropout: float = 0.2, bn_momentum: float = 0.1,
+                 info: dict | None = None, classifier_bn: bool | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.mixture = bool(getattr(head, "mixture", False))
+        # BN1d + dropout before the linear map: a mixture's classifier unless told otherwise
+        bn = self.mixture if classifier_bn is None else bool(classifier_bn)
         self.rep_dim = int(head.out_features)
         self.classifier = ClassifierHead(
             self.rep_dim,
             num_classes,
-            batchnorm=self.mixture,
-            dropout=dropout if self.mixture else 0.0,
+            batchnorm=bn,
+            dropout=dropout if bn else 0.0,
             bn_momentum=bn_momentum,
         )
         self.info = dict(info or {}, rep_dim=self.rep_dim, num_classes=num_classes)

@@ -56,6 +56,7 @@ def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, devic
         overrides=_model_overrides(spec),
         batch_size=int(spec["batch_size"]),
         schedule=[(float(lr), int(ep)) for lr, ep in spec["schedule"]],
+        lr_scaling=spec.get("lr_scaling") or "linear",
         seed=int(seed),
         deterministic=bool(spec.get("deterministic", False)),
         device=device,

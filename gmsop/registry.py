@@ -27,6 +27,7 @@ import inspect
 import re
 from dataclasses import dataclass, field
 
+from gmsop.functional import triu_dim
 from gmsop.backbones import BACKBONES, backbone_widths, create_backbone, list_backbones, paper_name, resolve_backbone, scaled
 from gmsop.heads import HEADS, SCHEDULE_FAMILIES, create_head, get_head, head_kwargs, head_traits
 from gmsop.model import GMSOPNet
@@ -54,6 +55,14 @@ PAPER_VARIANTS = [
 ]
 
 _CUSTOM: dict[str, Variant] = {}
+
+#: The width entering every second-order pooling at full width (heads' ``sop_dim``): SR-SOP is 8256-d.
+SOP_DIM = 128
+
+#: The classifier readings a row may choose with the override ``classifier`` (any variant):
+#: BN1d + dropout before the linear map (the mixtures', and the paper's single-CM reading of the
+#: Xd heads) or the linear map alone (the released baselines'). Unset: the head family's trait.
+CLASSIFIERS = {"bn_dropout": True, "linear": False}
 
 #: The backbones' paper names ("ResNet-18", "ResNet-50", "WRN-36-2"), as a variant name may start with them.
 _BACKBONE_IN_NAME = "(" + "|".join(re.escape(spec["paper_name"]) for spec in BACKBONES.values()) + ")"
@@ -154,7 +163,13 @@ def _scale_head_kwargs(head: str, kwargs: dict, width_mult: float) -> dict:
     valid = head_kwargs(head)
     out = dict(kwargs)
     if "width" in valid:
-        out["width"] = scaled(int(kwargs.get("width", 512)), width_mult)
+        width = int(kwargs.get("width", 512))
+        if head == "pgap" and width == triu_dim(SOP_DIM):
+            # "ResNet-18-8256d" is SR-SOP's dimension by definition (the paper pairs the two "with
+            # the same dimensional representation"), so it follows SR-SOP's d(d+1)/2 at any width.
+            out["width"] = triu_dim(scaled(SOP_DIM, width_mult))
+        else:
+            out["width"] = scaled(width, width_mult)
     if "sop_dim" in valid:
         out["sop_dim"] = scaled(int(kwargs.get("sop_dim", 128)), width_mult)
     for key in ("dims", "gate_dims"):
@@ -208,7 +223,8 @@ class ResolvedVariant:
     width_mult: float
     protocol: Protocol  # the named protocol with the protocol-switch overrides applied
     second_order: bool  # declared by the head family (gmsop.heads.HeadTraits)
-    mixture: bool  # BN + dropout before the classifier
+    mixture: bool  # declared by the head family: a mixture (or the single-CM Xd head)
+    classifier: str  # "bn_dropout" (BN1d + dropout before the linear map) or "linear"
     gated: bool  # a balance loss applies (GM-N-K, SG-MoE)
     last_stride: int  # stage-5 stride: protocol.sop_stage5_stride for second-order heads, else 2
     num_experts: int | None  # N, for heads that take it (name, override or the head's default)
@@ -243,6 +259,7 @@ class ResolvedVariant:
             "dropout": self.dropout,
             "second_order": self.second_order,
             "mixture": self.mixture,
+            "classifier": self.classifier,
             "num_experts": self.num_experts,
             "k": self.k,
             "schedule_family": self.schedule_family,
@@ -282,6 +299,9 @@ def resolve_variant(
         display = variant.name.replace(old, new, 1)
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    classifier = overrides.pop("classifier", None)
+    if classifier is not None and classifier not in CLASSIFIERS:
+        raise ValueError(f"variant {display!r}: unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
     proto_over = {k: v for k, v in overrides.items() if k in protocol_fields()}
     head_over = {k: v for k, v in overrides.items() if k not in proto_over}
     valid_head = head_kwargs(variant.head)
@@ -309,6 +329,7 @@ def resolve_variant(
     k = kwargs.get("k", _head_default(variant.head, "k")) if "k" in valid_head else None
     if dropout is None:
         dropout = 0.4 if (backbone == "wrn36_2" and variant.head == "gm_sop") else 0.2
+    bn_dropout = traits.mixture if classifier is None else CLASSIFIERS[classifier]
     # A published count describes the paper's configuration: not a scaled net or changed head.
     paper_row = (display, backbone) if width_mult == 1.0 and not head_over else None
     return ResolvedVariant(
@@ -323,13 +344,14 @@ def resolve_variant(
         protocol=proto,
         second_order=traits.second_order,
         mixture=traits.mixture,
+        classifier="bn_dropout" if bn_dropout else "linear",
         gated=traits.gated,
         last_stride=proto.sop_stage5_stride if traits.second_order else 2,
         num_experts=None if n is None else int(n),
         k=None if k is None else int(k),
         alpha=proto.alpha if traits.gated else None,
         schedule_family=variant.schedule_family or traits.schedule_family,
-        dropout=dropout if traits.mixture else 0.0,
+        dropout=dropout if bn_dropout else 0.0,
         _paper_row=paper_row,
     )
 
@@ -362,6 +384,7 @@ def build_model(
                 f"register_head({r.head!r}, ..., {flag}={built})"
             )
     trunk = create_backbone(r.backbone, last_stride=r.last_stride, bn_momentum=r.protocol.bn_momentum, width_mult=r.width_mult)
-    model = GMSOPNet(trunk, head, num_classes, dropout=r.dropout, bn_momentum=r.protocol.bn_momentum, info=r.info())
+    model = GMSOPNet(trunk, head, num_classes, dropout=r.dropout, bn_momentum=r.protocol.bn_momentum, info=r.info(),
+                     classifier_bn=r.classifier == "bn_dropout")
     model.protocol = r.protocol
     return model

@@ -24,7 +24,8 @@ from typing import Any
 
 from gmsop.registry import resolve_variant
 
-__all__ = ["TrainConfig", "parse_schedule", "format_schedule", "default_schedule", "parse_key_value", "DEFAULT_SCHEDULES"]
+__all__ = ["TrainConfig", "parse_schedule", "format_schedule", "default_schedule", "parse_key_value", "DEFAULT_SCHEDULES",
+           "LR_SCALINGS", "released_batch", "lr_factor"]
 
 #: Released schedules, lr x epochs (method-facts.md), per schedule family. GAP baselines and
 #: GM-GAP, SR-SOP, GM-SOP are stated there; the other heads take the schedule of the closest
@@ -36,6 +37,29 @@ DEFAULT_SCHEDULES: dict[str, list[tuple[float, int]]] = {
     "srsop": [(0.15, 40), (0.015, 10), (0.0015, 5), (0.00015, 5)],
     "gm_sop": [(0.1, 40), (0.01, 10), (0.001, 5), (0.0001, 5)],
 }
+
+#: The batch each released schedule was published with: 256, and 150 for the WRN-36-2 rows
+#: (``cnn_init_WRN_GM.m``). Keyed by canonical backbone; every other backbone trained at 256.
+RELEASED_BATCH: dict[str, int] = {"wrn36_2": 150}
+RELEASED_BATCH_DEFAULT = 256
+
+#: How a schedule's learning rates follow the batch: ``linear`` multiplies each by
+#: batch / released batch (the linear scaling rule, Goyal et al. 2017: the released step size per
+#: image at any batch), ``none`` keeps the published rates.
+LR_SCALINGS = ("linear", "none")
+
+
+def released_batch(backbone: str) -> int:
+    """The batch the released schedules of ``backbone`` (a canonical key) were published with."""
+    return RELEASED_BATCH.get(backbone, RELEASED_BATCH_DEFAULT)
+
+
+def lr_factor(lr_scaling: str, batch_size: int, backbone: str) -> float:
+    """The factor every learning rate of a schedule is multiplied by (1.0 at the released batch)."""
+    if lr_scaling not in LR_SCALINGS:
+        raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {lr_scaling!r}")
+    return int(batch_size) / released_batch(backbone) if lr_scaling == "linear" else 1.0
+
 
 #: Fields that do not change what a run computes (excluded from the resume fingerprint).
 _NOT_FINGERPRINTED = ("out", "ckpt_dir", "data_root", "compile", "progress", "tag", "run")
@@ -121,6 +145,7 @@ class TrainConfig:
     dropout: float | None = None  # mixtures only; None: 0.2 (0.4 GM-SOP on WRN-36-2)
     batch_size: int = 256  # released code: 256
     schedule: list[tuple[float, int]] | None = None  # (lr, epochs) steps; None: default_schedule
+    lr_scaling: str = "linear"  # lrs x batch / released batch (256; 150 for WRN-36-2), or "none"
     momentum: float = 0.9
     weight_decay: float | None = None  # None: the protocol's (1e-4 official, 5e-4 paper)
     input_norm: str = "mean"  # released code: subtract the per-channel mean only; "mean_std" also divides by std
@@ -179,6 +204,8 @@ class TrainConfig:
         self.device = _require_str("device", self.device).lower()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:<index>")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
         if self.input_norm not in ("mean", "mean_std"):
             raise ValueError(f"input_norm must be 'mean' or 'mean_std', got {self.input_norm!r}")
         if self.progress not in ("auto", "bar", "lines", "none"):
@@ -192,7 +219,15 @@ class TrainConfig:
 
     # ---- derived values -------------------------------------------------------------------
     def resolved_schedule(self) -> list[tuple[float, int]]:
-        return list(self.schedule) if self.schedule is not None else default_schedule(self.variant)
+        """The schedule trained: the given one (else the released one) with ``lr_scaling`` applied."""
+        base = list(self.schedule) if self.schedule is not None else default_schedule(self.variant)
+        factor = self.lr_factor()
+        return [(lr * factor, ep) for lr, ep in base] if factor != 1.0 else base
+
+    def lr_factor(self) -> float:
+        """batch / released batch under ``lr_scaling: linear`` (the backbone's released batch), else 1."""
+        backbone = resolve_variant(self.variant, self.backbone).backbone
+        return lr_factor(self.lr_scaling, self.batch_size, backbone)
 
     @property
     def epochs(self) -> int:

@@ -82,6 +82,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="step schedule, e.g. 0.1:40,0.01:10,0.001:5,0.0001:5 (default: the released code's for the "
                         "variant's family: GAP/GM-GAP 0.075:50,0.0075:15,0.00075:10; SR-SOP 0.15:40,0.015:10,0.0015:5,"
                         "0.00015:5; GM-SOP 0.1:40,0.01:10,0.001:5,0.0001:5)")
+    g.add_argument("--lr-scaling", choices=["linear", "none"],
+                   help="linear: every lr of the schedule x batch / the batch it was published with (256; 150 for "
+                        "WRN-36-2), the released step size per image; none: the schedule's rates as given "
+                        f"(default: {d.lr_scaling})")
     g.add_argument("--momentum", type=float, help=f"SGD momentum (default: {d.momentum})")
     g.add_argument("--weight-decay", type=float, help="SGD weight decay (default: the protocol's, 1e-4 official, 5e-4 paper)")
     g.add_argument("--seed", type=int, help=f"seed of model init, augmentation, gate noise, dropout and batch order (default: {d.seed})")

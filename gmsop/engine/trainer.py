@@ -243,6 +243,8 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
     hparams = {
         "batch_size": cfg.batch_size,
         "schedule": [list(p) for p in run.schedule],
+        "lr_scaling": cfg.lr_scaling,
+        "lr_factor": cfg.lr_factor(),
         "epochs": cfg.epochs,
         "weight_decay": run.weight_decay,
         "momentum": cfg.momentum,

@@ -1,7 +1,7 @@
 """Layers of GM-SOP, one concept per module (see each module's docstring for the formula)."""
 from gmsop.layers.classifier import ClassifierHead
 from gmsop.layers.experts import LinearExpert
-from gmsop.layers.gap import GAP, ParametricGAP, global_avg_pool
+from gmsop.layers.gap import GAP, ParametricGAP, XdHead, global_avg_pool
 from gmsop.layers.gating import GateStats, NoisyTopKGate, balance_loss, cv_squared, gating_trunk
 from gmsop.layers.grouped import GroupedPlan
 from gmsop.layers.mixture import AverageMixture, GatedMixture
@@ -10,7 +10,7 @@ from gmsop.layers.sop import SRSOP, ParametricSRSOP, conv_stack
 
 __all__ = [
     # gap.py
-    "GAP", "ParametricGAP", "global_avg_pool",
+    "GAP", "ParametricGAP", "XdHead", "global_avg_pool",
     # sop.py
     "SRSOP", "ParametricSRSOP", "conv_stack",
     # gating.py

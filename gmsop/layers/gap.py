@@ -1,7 +1,8 @@
 """First-order heads: global average pooling (GAP) and the parametric GAP ("ResNet-18-Xd").
 
 GAP: (B, C, H, W) -> (B, C). Parametric GAP: 1x1 conv C -> X (no bias) -> ReLU -> GAP, a
-single first-order component model (512-d in GM-GAP, 8256-d in "ResNet-18-8256d"). Like the
+first-order component model (512-d in GM-GAP); ``XdHead`` is the same as a network's head
+("ResNet-18-8256d": the single-CM GM-GAP, followed by the mixture's classifier). Like the
 second-order heads they split into ``transform`` and a parameter-free ``pool``; the parametric
 GAP also describes itself as a ``GroupedPlan`` (matmul + ReLU, then GAP) for batched mixtures.
 """
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from gmsop.layers.grouped import GroupedPlan
 
-__all__ = ["GAP", "ParametricGAP", "global_avg_pool"]
+__all__ = ["GAP", "ParametricGAP", "XdHead", "global_avg_pool"]
 
 
 def global_avg_pool(x: Tensor) -> Tensor:
@@ -70,3 +71,29 @@ class ParametricGAP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.transform(x))
+
+
+class XdHead(nn.Module):
+    """"ResNet-X-Xd" as the paper defines it (Sec. 3.1, note 2): a parametric GAP read as a gated
+    mixture of first-order GAP with a single CM, so the mixture's classifier (BN1d + dropout)
+    follows it (``mixture = True``; the model builds that classifier).
+
+    ``conv_bn`` adds BatchNorm after the 1x1 conv (1x1 conv -> BN -> ReLU -> GAP), the conv
+    helper of the released baseline code; off by default (the CM of GM-GAP has no BN).
+    """
+
+    second_order = False
+    mixture = True
+
+    def __init__(self, in_channels: int, width: int = 512, conv_bn: bool = False, bn_momentum: float = 0.1):
+        super().__init__()
+        if int(width) < 1:
+            raise ValueError(f"width must be >= 1, got {width!r}")
+        self.in_channels = in_channels
+        self.conv = nn.Conv2d(in_channels, int(width), kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(int(width), momentum=bn_momentum) if conv_bn else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+        self.out_features = int(width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return global_avg_pool(self.relu(self.bn(self.conv(x))))  # (B, C, H, W) -> (B, X)
