@@ -65,6 +65,7 @@ CHECKPOINT_KEYS = ("fingerprint", "epoch", "model", "optimizer", "rng", "records
 EPOCH_KEYS = (
     "epoch", "lr", "train_ce", "train_balance", "train_loss", "train_top1_err", "val_top1_err", "val_top5_err",
     "epoch_time_s", "train_img_s", "routing_counts", "importance", "gate_logit_spread", "gate_noise_spread",
+    "distinct_topk_mean", "distinct_topk_min", "idle_components_mean", "idle_components_max",
 )
 #: Keys that measure time (they differ between otherwise identical runs).
 TIMING_KEYS = ("epoch_time_s", "train_img_s", "train_time_s")
@@ -132,13 +133,20 @@ _HPARAMS_OPTIONAL = [
     ("protocol_switches", "dict", True),
 ]
 _FINAL_REQUIRED = [("top1_err", "num", False), ("top5_err", "num", True), ("epochs", "int", False)]
-_FINAL_OPTIONAL = [("train_time_s", "num", True), ("train_img_s", "num", True)]
+_FINAL_OPTIONAL = [
+    ("train_time_s", "num", True), ("train_img_s", "num", True),
+    # a gated mixture's last evaluation: images of class c that select component i, images per class
+    ("val_routing", "list", True), ("val_class_counts", "int_list", True),
+]
 _EPOCH_REQUIRED = [("epoch", "int", False), ("train_loss", "num", True), ("val_top1_err", "num", True)]
 _EPOCH_OPTIONAL = [
     ("lr", "num", True), ("train_ce", "num", True), ("train_balance", "num", True),
     ("train_top1_err", "num", True), ("val_top5_err", "num", True), ("epoch_time_s", "num", True),
     ("train_img_s", "num", True), ("routing_counts", "num_list", True), ("importance", "num_list", True),
     ("gate_logit_spread", "num", True), ("gate_noise_spread", "num", True),
+    # per training batch of a gated mixture: distinct Top-K sets and idle components, mean and worst
+    ("distinct_topk_mean", "num", True), ("distinct_topk_min", "int", True),
+    ("idle_components_mean", "num", True), ("idle_components_max", "int", True),
 ]
 _BENCH_REQUIRED = [
     ("format_version", "int", False), ("run", "dict", True),

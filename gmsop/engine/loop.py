@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gmsop.engine.env import synchronize
+from gmsop.layers.gating import distinct_selections, selection_mask
 
 __all__ = ["Runtime", "NonFiniteLossError", "cpu_has_native_bf16", "train_one_epoch", "evaluate"]
 
@@ -120,6 +121,10 @@ def train_one_epoch(
     importance = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
     spreads = torch.zeros(2, dtype=torch.float64, device=dev)  # logit_spread*n, noise_spread*n
     spread_samples = 0
+    # per batch: distinct Top-K sets and idle components (sums, then the worst of the epoch)
+    per_batch = torch.zeros(2, dtype=torch.float64, device=dev)
+    worst = torch.tensor([float("inf"), 0.0], dtype=torch.float64, device=dev)  # fewest sets, most idle
+    routed_batches = 0
     pending: list[Tensor] = []  # losses since the last finiteness check
     checked = 0  # steps already checked
     samples = 0
@@ -153,6 +158,12 @@ def train_one_epoch(
                 if out.gate.logit_spread is not None and out.gate.noise_spread is not None:
                     spreads += torch.stack([out.gate.logit_spread, out.gate.noise_spread]).double() * n
                     spread_samples += n
+                if out.gate.selected is not None:
+                    now = torch.stack([distinct_selections(out.gate.selected, num_experts),
+                                       (out.gate.counts == 0).sum()]).double()
+                    per_batch += now
+                    worst = torch.stack([torch.minimum(worst[0], now[0]), torch.maximum(worst[1], now[1])])
+                    routed_batches += 1
         if progress is not None:
             progress.step(float(loss.detach()) if rt.device.type == "cpu" else None)
     if pending:
@@ -175,8 +186,20 @@ def train_one_epoch(
         "importance": importance.tolist() if importance is not None else None,
         "gate_logit_spread": spreads[0].item() / spread_samples if spread_samples else None,
         "gate_noise_spread": spreads[1].item() / spread_samples if spread_samples else None,
+        **_routing_per_batch(per_batch, worst, routed_batches),
     }
     return stats
+
+
+def _routing_per_batch(sums: Tensor, worst: Tensor, batches: int) -> dict:
+    """Per-batch routing of an epoch: distinct Top-K sets and idle components (mean and worst);
+    None without a gate that reports its selections."""
+    if not batches:
+        return dict.fromkeys(("distinct_topk_mean", "distinct_topk_min", "idle_components_mean",
+                              "idle_components_max"))
+    (distinct, idle), (fewest, most) = sums.tolist(), worst.tolist()
+    return {"distinct_topk_mean": distinct / batches, "distinct_topk_min": int(fewest),
+            "idle_components_mean": idle / batches, "idle_components_max": int(most)}
 
 
 def _zero_missing_grads(params: list[Tensor]) -> None:
@@ -202,21 +225,30 @@ def _check(pending: list[Tensor], checked: int, epoch: int, steps: int | None) -
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], rt: Runtime, *, num_classes: int) -> dict:
+def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], rt: Runtime, *, num_classes: int,
+             num_experts: int | None = None) -> dict:
     """Top-1 / top-5 error (percent) and mean CE over ``batches``, in eval mode (no gate noise).
 
-    Top-5 becomes top-min(5, classes): with fewer than 5 classes it is trivially 0.
+    Top-5 becomes top-min(5, classes): with fewer than 5 classes it is trivially 0. For a gated
+    mixture (``num_experts``), ``val_routing[c][i]`` counts the images of class c that select
+    component i (what each component learned), ``val_class_counts[c]`` the images of class c.
     """
     model.eval()
     k = min(5, num_classes)
     sums = torch.zeros(3, dtype=torch.float64, device=rt.device)  # ce*n, top1 correct, topk correct
+    routing = torch.zeros(num_classes, num_experts, device=rt.device) if num_experts else None
+    per_class = torch.zeros(num_classes, device=rt.device)
     samples = 0
     synchronize(rt.device)
     t0 = time.perf_counter()
     for x, y in batches:
         x = rt.place(x)
         with rt.autocast():
-            logits = model(x).logits.float()
+            out = model(x)
+        logits = out.logits.float()
+        if routing is not None and out.gate is not None and out.gate.selected is not None:
+            routing.index_add_(0, y, selection_mask(out.gate.selected, num_experts))
+        per_class.index_add_(0, y, torch.ones_like(y, dtype=per_class.dtype))
         top = logits.topk(k, dim=1).indices  # (B, k)
         hit = top == y[:, None]  # (B, k)
         n = y.shape[0]
@@ -232,4 +264,6 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], rt: Run
         "val_top5_err": 100.0 * (1.0 - topk / samples),
         "val_samples": samples,
         "val_time_s": time.perf_counter() - t0,
+        "val_routing": [[int(v) for v in row] for row in routing.tolist()] if routing is not None else None,
+        "val_class_counts": [int(v) for v in per_class.tolist()],
     }

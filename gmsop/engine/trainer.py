@@ -215,7 +215,8 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None)
                                  f" (lr {lr:g}); training stopped, no metrics written{kept}") from None
     val = None
     if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-        val = evaluate(run.forward, run.data.val_batches(), run.runtime, num_classes=run.data.num_classes)
+        val = evaluate(run.forward, run.data.val_batches(), run.runtime, num_classes=run.data.num_classes,
+                       num_experts=run.num_experts)
     record = {
         "epoch": epoch,
         "lr": lr,
@@ -231,7 +232,11 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None)
         "importance": tr["importance"],
         "gate_logit_spread": tr["gate_logit_spread"],
         "gate_noise_spread": tr["gate_noise_spread"],
+        **{key: tr[key] for key in ("distinct_topk_mean", "distinct_topk_min", "idle_components_mean",
+                                    "idle_components_max")},
     }
+    if val is not None and epoch == cfg.epochs:  # what each component learned: metrics.json's "final"
+        record.update(val_routing=val["val_routing"], val_class_counts=val["val_class_counts"])
     return record, {"train_samples": tr["train_samples"], "train_seconds": tr["train_time_s"]}
 
 
@@ -289,6 +294,8 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
             "epochs": last["epoch"],
             "train_time_s": sum(r["epoch_time_s"] for r in records),
             "train_img_s": totals["train_samples"] / seconds if seconds > 0 else None,
+            "val_routing": last.get("val_routing"),
+            "val_class_counts": last.get("val_class_counts"),
         },
         "epochs": [{k: r.get(k) for k in EPOCH_KEYS} for r in records],  # get: a checkpoint from before a key existed
     }

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 
 from gmsop.protocol import GATE_NOISES
 
-__all__ = ["GateSpread", "GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk"]
+__all__ = ["GateSpread", "GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk", "selection_mask",
+           "distinct_selections"]
 
 
 class GateStats(NamedTuple):
@@ -50,6 +51,7 @@ class GateStats(NamedTuple):
     # Diagnostics (detached; None where a gate does not report them, e.g. a plug-in's):
     logit_spread: Tensor | None = None  # scalar: batch mean of the per-image std over N of the CLEAN logits
     noise_spread: Tensor | None = None  # scalar: the same of the noise scale softplus(W_n f) (training only; 0 without noise)
+    selected: Tensor | None = None  # (B, K) int64: the Top-K components of each image (detached)
 
 
 class GateSpread(NamedTuple):
@@ -64,6 +66,26 @@ class GateSpread(NamedTuple):
 
     logit: Tensor  # scalar, detached
     noise: Tensor | None  # scalar, detached; 0 without noise; None in eval mode (W_n is not evaluated)
+
+
+def selection_mask(selected: Tensor, num_experts: int) -> Tensor:
+    """(B, K) Top-K indices -> (B, N) float mask, 1 where a component is selected for an image."""
+    mask = selected.new_zeros(selected.shape[0], num_experts, dtype=torch.float32)
+    return mask.scatter_(1, selected, 1.0)
+
+
+def distinct_selections(selected: Tensor, num_experts: int) -> Tensor:
+    """How many distinct Top-K sets a batch's images select (a scalar tensor, no host sync).
+
+    Why: per-epoch routing totals can look balanced while, per batch, every image goes to the
+    same few components and the gate barely depends on the image; this count shows it. Image i
+    opens a new set unless an earlier image selected exactly the same K components (pairwise
+    overlap of the selection masks equals K).
+    """
+    mask = selection_mask(selected, num_experts)  # (B, N)
+    same = (mask @ mask.T) == selected.shape[1]  # (B, B): identical Top-K sets
+    earlier = torch.ones_like(same).tril_(diagonal=-1)  # j < i
+    return (~(same & earlier).any(dim=1)).sum()
 
 
 def cv_squared(importance: Tensor) -> Tensor:

@@ -260,7 +260,7 @@ class GatedMixture(nn.Module):
         cv2 = cv_squared(importance)
         alpha = self.alpha / b if self.alpha_per_batch else self.alpha
         stats = GateStats(alpha * cv2, cv2.detach(), counts.detach().float(), importance.detach(),
-                          spread.logit, spread.noise)
+                          spread.logit, spread.noise, top_idx.detach())
         return y, stats
 
     def execution_path(self, device: torch.device | str) -> str:
