@@ -48,6 +48,7 @@ localrules:
     alpha_counts,
     alpha_error,
     grid,
+    class_routing,
 
 
 rule all:

@@ -359,7 +359,7 @@ def training_cost(spec: dict) -> float:
     cost = epochs * float(images) * BACKBONE_COST.get(resolved.backbone, 1.0)
     if resolved.second_order:
         cost *= SECOND_ORDER_COST
-    if resolved.mixture:
+    if resolved.num_experts is not None:  # several components (not the single-CM Xd head)
         cost *= MIXTURE_COST
     return cost
 

@@ -161,7 +161,8 @@ def make_scorecard(experiments, runs: list[str], stem: str | Path, landing: str 
 
 
 def make_figure(kind: str, experiment, runs: list[str], benches: list[str] | None, paths: list[str]) -> None:
-    """One figure of a planned experiment: ``curves``, ``alpha_counts``, ``alpha_error`` or ``grid``; SVG + PNG."""
+    """One figure of a planned experiment: ``curves``, ``alpha_counts``, ``alpha_error``, ``grid`` or
+    ``class_routing``; SVG + PNG."""
     from gmsop.aggregate import figures
 
     data, bench = load_results(runs, benches)
@@ -173,6 +174,8 @@ def make_figure(kind: str, experiment, runs: list[str], benches: list[str] | Non
         fig = figures.plot_alpha_sweep(experiment, data.runs)
     elif kind == "grid":
         fig = figures.plot_nk_grid(experiment, data.runs, bench)
+    elif kind == "class_routing":
+        fig = figures.plot_class_routing(experiment, data.class_routing)
     else:
-        raise ValueError(f"unknown figure kind {kind!r}; valid: curves, alpha_counts, alpha_error, grid")
+        raise ValueError(f"unknown figure kind {kind!r}; valid: curves, alpha_counts, alpha_error, grid, class_routing")
     figures.save_figure(fig, [Path(p) for p in paths])

@@ -363,7 +363,8 @@ def _kind(variant: str, backbone: str) -> tuple[str, bool, bool]:
     from gmsop.registry import resolve_variant
 
     r = resolve_variant(variant, backbone=backbone)
-    return f"{r.head} {json.dumps(r.variant.kwargs, sort_keys=True)}", r.second_order, r.mixture
+    # mixture: several components (the single-CM Xd head costs what a single head costs)
+    return f"{r.head} {json.dumps(r.variant.kwargs, sort_keys=True)}", r.second_order, r.num_experts is not None
 
 
 @dataclass

@@ -81,7 +81,8 @@ def test_metrics_json_schema(family_runs):
         "GM-GAP-16-8", "resnet18", "official", "synthetic")
     for key in ("batch_size", "schedule", "weight_decay", "momentum", "overrides", "dataset_options", "protocol_switches"):
         assert key in on_disk["hparams"], key
-    assert on_disk["hparams"]["schedule"] == [[0.01, 2]] and on_disk["hparams"]["weight_decay"] == 1e-4
+    # the schedule trained: 0.01 at the released batch 256, x 32/256 at batch 32 (lr_scaling: linear)
+    assert on_disk["hparams"]["schedule"] == [[0.01 * 32 / 256, 2]] and on_disk["hparams"]["weight_decay"] == 1e-4
     assert on_disk["hparams"]["dataset_options"] == DS
     for key in ("torch", "cuda", "device", "device_name", "gmsop", "deterministic"):
         assert key in on_disk["env"], key
@@ -185,7 +186,8 @@ def test_rerun_of_finished_run_reports_again_and_other_config_is_refused(tmp_pat
     again = train(_small(tmp_path, progress="lines"))  # resumes after the last epoch: no training
     assert strip_timing(again) == strip_timing(first) and (tmp_path / "metrics.json").exists()
     assert "resuming" in capsys.readouterr().err
-    with pytest.raises(CheckpointMismatchError, match=r"schedule.*\[\[0\.01, 1\], \[0\.001, 1\]\].*\[\[0\.02, 2\]\]"):
+    # the trained schedules (x 32/256: lr_scaling linear at batch 32)
+    with pytest.raises(CheckpointMismatchError, match=r"schedule.*\[\[0\.00125, 1\], \[0\.000125, 1\]\].*\[\[0\.0025, 2\]\]"):
         train(_small(tmp_path, schedule="0.02:2"))
     assert read_metrics(tmp_path / "metrics.json") == json.loads(json.dumps(first))  # a refused rerun touches nothing
 

@@ -455,6 +455,9 @@ def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None
 # Training curves.
 
 _CURVE_VALUES = ("val_top1_err", "train_loss")
+#: per-batch routing of gated mixtures (gmsop.engine.loop): (mean column, worst column, axis label)
+_ROUTING_CURVES = (("distinct_topk_mean", "distinct_topk_min", "distinct Top-K sets per batch"),
+                   ("idle_components_mean", "idle_components_max", "idle components per batch"))
 
 
 def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
@@ -463,7 +466,8 @@ def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
 
     ``attrs["absent"]`` lists the rows without any epoch; if no row has one, ``ValueError``.
     """
-    cols = ["label", "epoch", "n", "runs"] + [f"{v}_{s}" for v in _CURVE_VALUES for s in ("mean", "std")]
+    values = _CURVE_VALUES + tuple(c for mean, worst, _ in _ROUTING_CURVES for c in (mean, worst))
+    cols = ["label", "epoch", "n", "runs"] + [f"{v}_{s}" for v in values for s in ("mean", "std")]
     out, absent = [], []
     for row in experiment.rows:
         sel = row_runs(epochs, row, finished=False)
@@ -473,8 +477,8 @@ def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
         n_runs = int(sel["path"].nunique())
         for ep, grp in sel.groupby("epoch", sort=True):
             rec = {"label": row.label, "epoch": int(ep), "n": len(grp), "runs": n_runs}
-            for v in _CURVE_VALUES:
-                s = summarize(grp[v])
+            for v in values:
+                s = summarize(grp[v]) if v in grp else summarize(pd.Series([], dtype=float))
                 rec[f"{v}_mean"], rec[f"{v}_std"] = s.mean, s.std
             out.append(rec)
     if not out:
@@ -486,12 +490,28 @@ def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
 
 def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | None = None) -> Figure:
     """Validation top-1 error and training loss per epoch (:func:`curves_data`): one line per row
-    (legend: label and number of seeds), band = ± 1 std; rows without data listed under the plot."""
+    (legend: label and number of seeds), band = ± 1 std; rows without data listed under the plot.
+
+    With gated mixtures, two more panels show their per-batch routing: distinct Top-K sets and
+    idle components per batch (solid: epoch mean, dotted: the epoch's worst batch)."""
     data = curves_data(experiment, epochs)
     order = list(dict.fromkeys(data["label"]))
     palette = sns.color_palette("colorblind" if len(order) <= 10 else "husl", len(order))
+    routed = any(np.isfinite(data[f"{mean}_mean"].to_numpy(float)).any() for mean, _, _ in _ROUTING_CURVES)
     with _style():
-        fig, (ax_v, ax_l) = _figure(ncols=2)
+        fig, axes = _figure(ncols=4 if routed else 2, width=5.6 if routed else 6.4)
+        ax_v, ax_l = axes[:2]
+        for ax, (mean_col, worst_col, label) in zip(axes[2:], _ROUTING_CURVES):
+            for color, name in zip(palette, order):
+                sub = data[data["label"] == name].sort_values("epoch")
+                sub = sub[np.isfinite(sub[f"{mean_col}_mean"].to_numpy(float))]
+                if sub.empty:
+                    continue
+                x = sub["epoch"].to_numpy(float)
+                ax.plot(x, sub[f"{mean_col}_mean"].to_numpy(float), color=color, label=name)
+                ax.plot(x, sub[f"{worst_col}_mean"].to_numpy(float), color=color, linestyle=":")
+            ax.set(xlabel="epoch", ylabel=label, title=f"{label} (dotted: worst batch)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax, col, label in ((ax_v, "val_top1_err", "validation top-1 error (%)"),
                                (ax_l, "train_loss", "training loss (cross-entropy + balance)")):
             for color, name in zip(palette, order):
@@ -513,6 +533,46 @@ def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | Non
         fig.suptitle(title or f"Training curves: {experiment.title}", fontweight="bold")
         if data.attrs["absent"]:
             fig.text(0.01, 0.005, "no runs yet: " + ", ".join(data.attrs["absent"]), fontsize="x-small", color="0.4")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# What each component learned: class x component routing of the last evaluation.
+
+def class_routing_data(experiment: Any, class_routing: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per gated-mixture row with routing records: a (class x component) frame of the fraction of
+    the class's validation images that select the component, pooled over the row's seeds
+    (sum of counts / sum of class images). Rows in plan order; none with records: ValueError."""
+    out: dict[str, pd.DataFrame] = {}
+    for row in experiment.rows:
+        if row.k is None:
+            continue
+        sel = row_runs(class_routing, row)
+        if sel.empty:
+            continue
+        counts = sel.pivot_table(index="class", columns="component", values="count", aggfunc="sum")
+        images = sel.groupby(["class", "path"])["class_images"].first().groupby("class").sum()
+        out[row.label] = counts.div(images, axis=0)
+    if not out:
+        raise ValueError(f"class routing ({experiment.name}): no gated-mixture row has routing records")
+    return out
+
+
+def plot_class_routing(experiment: Any, class_routing: pd.DataFrame) -> Figure:
+    """One heatmap per gated-mixture row: rows = classes, columns = components, colour = the
+    fraction of the class's validation images that select the component (0 to 1)."""
+    data = class_routing_data(experiment, class_routing)
+    ncols = min(3, len(data))
+    nrows = math.ceil(len(data) / ncols)
+    with _style():
+        fig = Figure(figsize=(5.2 * ncols, 4.4 * nrows), layout="constrained")
+        FigureCanvasAgg(fig)
+        for i, (label, frac) in enumerate(data.items()):
+            ax = fig.add_subplot(nrows, ncols, i + 1)
+            sns.heatmap(frac, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", cbar=i % ncols == ncols - 1,
+                        cbar_kws={"label": "fraction of the class's images"})
+            ax.set(xlabel="component", ylabel="class", title=label)
+        fig.suptitle(f"What each component learned: {experiment.title}", fontweight="bold")
     return fig
 
 

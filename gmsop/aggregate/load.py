@@ -11,6 +11,9 @@ trainer writes with and this module reads with); a broken file raises
 * epochs (:func:`load_epochs`): one row per (run, epoch), for training curves.
 * routing (:func:`load_routing`): one row per (run, epoch, mixture component) with the number of
   samples routed to it and its summed gate weight; empty for non-mixture variants.
+* class_routing (``MetricsData.class_routing``): one row per (run, class, component) of gated
+  mixtures from the last evaluation: ``count`` images of the class that selected the component,
+  ``class_images`` the class's validation images.
 * bench (:func:`load_bench`): one row per benchmark file with its ``bench_id``; ``input_size``
   becomes "3x64x64".
 
@@ -80,6 +83,7 @@ BENCH_COLUMNS: tuple[str, ...] = (
 )
 _EPOCH_FIELDS = ("epoch",) + EPOCH_NUMBERS
 _ROUTING_FIELDS = ("epoch", "component", "count", "importance", "share")
+_CLASS_ROUTING_FIELDS = ("class", "component", "count", "class_images")
 
 
 def _flatten(obj: Mapping, prefix: str) -> dict[str, Any]:
@@ -144,21 +148,27 @@ def _frame(rows: list[dict], leading: Iterable[str]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class MetricsData:
-    """The three frames built from one set of ``metrics.json`` files (each file parsed once)."""
+    """The frames built from one set of ``metrics.json`` files (each file parsed once)."""
 
     runs: pd.DataFrame
     epochs: pd.DataFrame
     routing: pd.DataFrame
+    class_routing: pd.DataFrame
 
 
 def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
     """Validate every ``metrics.json`` under ``sources`` and build the runs, epochs and routing frames."""
-    run_rows, epoch_rows, routing_rows = [], [], []
+    run_rows, epoch_rows, routing_rows, class_rows = [], [], [], []
     for path in find_result_files(sources, "metrics.json"):
         m = read_metrics(path)
         run = _run_row(path, m)
         run_rows.append(run)
         ident = {k: v for k, v in run.items() if k in _ID_COLUMNS or k.startswith("hp.")}
+        final = m["final"] or {}
+        if final.get("val_routing") is not None and final.get("val_class_counts") is not None:
+            for c, (row, images) in enumerate(zip(final["val_routing"], final["val_class_counts"])):
+                class_rows += [{**ident, "class": c, "component": i, "count": float(v), "class_images": float(images)}
+                               for i, v in enumerate(row)]
         for ep in m["epochs"]:
             epoch_rows.append({**ident, **{k: ep.get(k) for k in _EPOCH_FIELDS}})
             counts, imp = ep.get("routing_counts"), ep.get("importance")
@@ -184,7 +194,8 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
     runs["finished"] = runs["finished"].astype(bool)
     for c in ("epochs_done", "epochs_planned"):
         runs[c] = pd.array([None if pd.isna(v) else int(v) for v in runs[c]], dtype="Int64")
-    return MetricsData(runs=runs, epochs=epochs, routing=routing)
+    class_routing = _frame(class_rows, _ID_COLUMNS + _CLASS_ROUTING_FIELDS)
+    return MetricsData(runs=runs, epochs=epochs, routing=routing, class_routing=class_routing)
 
 
 def load_runs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:

@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
         progress.message(f"resuming {cfg.variant} from {ckpt_path} after epoch {start}/{cfg.epochs}")
     if ckpt_dir is not None:
         atomic_write_json(ckpt_dir / CONFIG_NAME, {"config": cfg.to_dict(), "fingerprint": fingerprint})
-        atomic_write_bytes(ckpt_dir / PROGRESS_NAME, "".join(to_json(r, indent=None) for r in records).encode())
+        atomic_write_bytes(ckpt_dir / PROGRESS_NAME, "".join(to_json(_epoch_line(r), indent=None) for r in records).encode())
 
     if start < cfg.epochs:
         progress.message(
@@ -184,7 +184,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
                     "records": records,
                     "totals": totals,
                 })
-                append_json_line(ckpt_dir / PROGRESS_NAME, record)
+                append_json_line(ckpt_dir / PROGRESS_NAME, _epoch_line(record))
             done_s = sum(r["epoch_time_s"] for r in records[start:])
             eta = done_s / (epoch - start) * (cfg.epochs - epoch)
             progress.end_epoch(record, cfg.epochs, eta)
@@ -238,6 +238,12 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None)
     if val is not None and epoch == cfg.epochs:  # what each component learned: metrics.json's "final"
         record.update(val_routing=val["val_routing"], val_class_counts=val["val_class_counts"])
     return record, {"train_samples": tr["train_samples"], "train_seconds": tr["train_time_s"]}
+
+
+def _epoch_line(record: dict[str, Any]) -> dict[str, Any]:
+    """An epoch record as metrics.json and progress.jsonl show it (the checkpoint keeps the last
+    epoch's class routing besides, for the final block)."""
+    return {k: record.get(k) for k in EPOCH_KEYS}  # get: a checkpoint from before a key existed
 
 
 def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) -> dict[str, Any]:
@@ -297,5 +303,5 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
             "val_routing": last.get("val_routing"),
             "val_class_counts": last.get("val_class_counts"),
         },
-        "epochs": [{k: r.get(k) for k in EPOCH_KEYS} for r in records],  # get: a checkpoint from before a key existed
+        "epochs": [_epoch_line(r) for r in records],
     }

@@ -140,4 +140,10 @@ def get_final_output():
                 experiment=name,
                 ext=["svg", "png"],
             )
+        if any(row.k is not None and not row.rule for row in exp.rows):
+            out += expand(
+                "results/figures/{experiment}_class_routing.{ext}",
+                experiment=name,
+                ext=["svg", "png"],
+            )
     return out

@@ -1,4 +1,5 @@
-# Figures 2 and 3 of the paper and training curves of every experiment (SVG for the report, PNG).
+# Figures 2 and 3 of the paper, training curves of every experiment and the class x component
+# routing of every experiment with gated mixtures (SVG for the report, PNG).
 
 
 rule curves:
@@ -78,5 +79,25 @@ rule grid:
     params:
         experiment=lambda wildcards: PLAN.experiments[wildcards.experiment],
         figure="grid",
+    script:
+        "../scripts/figure.py"
+
+
+rule class_routing:
+    input:
+        runs=lambda wildcards: runs_of(wildcards.experiment),
+    output:
+        svg=report(
+            "results/figures/{experiment}_class_routing.svg",
+            caption="../report/class_routing.rst",
+            category="Figures",
+            labels={"experiment": "{experiment}", "type": "class x component routing"},
+        ),
+        png="results/figures/{experiment}_class_routing.png",
+    log:
+        "logs/figures/{experiment}_class_routing.log",
+    params:
+        experiment=lambda wildcards: PLAN.experiments[wildcards.experiment],
+        figure="class_routing",
     script:
         "../scripts/figure.py"
