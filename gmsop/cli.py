@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("gmsop.engine.bench_cli", "measure training/inference throughput (timm protocol)"),
     "data": ("gmsop.data.cli", "prepare, inspect or benchmark a dataset"),
     "check-device": ("gmsop.device_check", "settle the CUDA path: CUDA tests, mixture paths, training, throughput, GPU slots"),
+    "preflight": ("gmsop.preflight", "a few dozen steps of every network of a config: ok, collapsed, diverged, too slow"),
     "plan": ("gmsop.plan", "a workflow config in training jobs, images and GPU-hours (measured or extrapolated)"),
 }
 
