@@ -7,7 +7,8 @@ augmentation) into a *run spec*. A run's id is a readable slug plus a hash of it
 tables that need the same training share ONE run (no duplicate training) while any change of
 setting makes a new one. Seeds are not part of the spec: a run is trained once per seed.
 The spec also holds the dataset's fingerprint (name, builder version, every option with the
-builder's defaults filled in), so data changed in code never reuses results of the old data.
+builder's defaults filled in) and, for a file-backed dataset, the hash of its files' content
+(``gmsop.data.content``), so data changed in code or on disk never reuses results of the old data.
 
 The Snakemake workflow only calls ``make_plan(config)``; the logic lives here, where pytest
 sees it.
@@ -120,6 +121,7 @@ class Plan:
     benches: dict[str, dict]  # bench id -> settings
     experiments: dict[str, Experiment]
     datasets: dict[str, dict]  # dataset key -> {"name", "root", "options"}
+    contents: dict[str, str | None] = field(default_factory=dict)  # used dataset key -> content hash (file-backed)
 
     def train_jobs(self) -> list[tuple[str, int]]:
         """Unique (run, seed) pairs over all experiments, in a stable order."""
@@ -314,6 +316,24 @@ def _fingerprint(entry: dict, where: str) -> dict:
         raise ValueError(f"{where}: {err}") from None
 
 
+def _with_content(data: dict, key: str, config: dict, contents: dict[str, str | None]) -> dict:
+    """A run's data fingerprint plus the content hash of dataset ``key``'s files, computed once
+    per plan (``contents``). Unchanged for generated data, and for a root that does not exist yet
+    (a dry-run only warns about it, see ``check_data``; a real run stops before any job)."""
+    if key not in contents:
+        entry = config["datasets"][key]
+        root = entry.get("root")
+        contents[key] = None
+        if root is None or Path(root).expanduser().exists():
+            from gmsop.data import content_fingerprint
+
+            try:
+                contents[key] = content_fingerprint(entry["name"], root, entry.get("options") or {})
+            except ValueError as err:
+                raise ValueError(f"datasets.{key}: {err}") from None
+    return data if contents[key] is None else {**data, "content": contents[key]}
+
+
 def _variant_or_error(spec: dict, where: str):
     """The registry's resolution of a row's variant (builds nothing); a refused name or option
     fails here, at plan time, naming the row, instead of in a job."""
@@ -429,6 +449,7 @@ def make_plan(config: dict) -> Plan:
     experiments: dict[str, Experiment] = {}
     bench_cfg = config.get("bench", {})
     datasets = config.get("datasets", {})
+    contents: dict[str, str | None] = {}
     for name, exp in config.get("experiments", {}).items():
         if not exp.get("enabled", True):
             continue
@@ -443,6 +464,7 @@ def make_plan(config: dict) -> Plan:
             if unknown:
                 raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(ROW_KEYS)}")
             spec = _resolve(raw, exp, config, where)
+            spec["data"] = _with_content(spec["data"], spec["dataset"], config, contents)
             facts = _variant_or_error(spec, where)
             spec["backbone"] = facts.backbone
             rid = run_id(spec)
@@ -468,7 +490,7 @@ def make_plan(config: dict) -> Plan:
             rows=tuple(rows), counts_alphas=tuple(float(a) for a in exp.get("counts_alphas") or ()),
             family=exp.get("family"),
         )
-    return Plan(runs, benches, experiments, datasets)
+    return Plan(runs, benches, experiments, datasets, contents)
 
 
 def check_data(plan: Plan) -> tuple[list[str], list[str]]:
@@ -477,7 +499,8 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
     Returns ``(missing_roots, errors)``: ``missing_roots`` names each dataset whose ``root`` does
     not exist (relative roots are relative to the working directory); ``errors`` names each row
     whose batch is larger than its training set, where the training size is cheap to know
-    (``gmsop.data.train_size``: generated data from its options, npz from its array header).
+    (``gmsop.data.train_size``: generated data from its options, npz from its array headers), and
+    each dataset whose files cannot be read (a truncated npz: the file and the reason).
     Datasets whose size is not cheap to know (folder, imagenet64, places365) are checked by the
     training job when it loads the data, before the first step. The workflow stops on both
     before any job runs (a dry-run only warns about missing roots, so the job counts of a
@@ -494,7 +517,11 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
             missing.append(f"datasets.{key}.root: {root} does not exist (resolved: {Path(root).expanduser().absolute()})")
             sizes[key] = None
         else:
-            sizes[key] = train_size(entry["name"], root, entry.get("options") or {})
+            try:
+                sizes[key] = train_size(entry["name"], root, entry.get("options") or {})
+            except ValueError as err:  # an unreadable file, named with the reason
+                errors.append(f"datasets.{key}: {err}")
+                sizes[key] = None
     too_large: dict[tuple[str, int, int], list[str]] = {}  # (dataset, batch, images) -> rows
     for exp in plan.experiments.values():
         for row in exp.rows:

@@ -9,6 +9,7 @@ so both sides take the layout from here and it cannot drift:
 ``bench.json``         one throughput benchmark (:data:`BENCH_FORMAT`)
 ``progress.jsonl``     one epoch record per line (:data:`EPOCH_KEYS`), beside the checkpoint
 ``last.pt``            the resume checkpoint (:data:`CHECKPOINT_FORMAT`, :data:`CHECKPOINT_KEYS`)
+``previous.pt``        the checkpoint before it, kept until a new ``last.pt`` is written and read back
 ``config.json``        the TrainConfig and fingerprint a checkpoint folder was written for
 =====================  ======================================================================
 
@@ -40,7 +41,7 @@ from typing import Any
 
 __all__ = [
     "METRICS_FORMAT", "BENCH_FORMAT", "CHECKPOINT_FORMAT", "METRICS_NAME", "BENCH_SUFFIX", "PROGRESS_NAME",
-    "CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS", "ResultFileError",
+    "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS", "ResultFileError",
     "run_block", "check_run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "bench_files", "read_progress", "json_schema",
     "rule_metrics", "rule_run_id",
 ]
@@ -56,6 +57,7 @@ METRICS_NAME = "metrics.json"
 BENCH_SUFFIX = ".json"
 PROGRESS_NAME = "progress.jsonl"
 CHECKPOINT_NAME = "last.pt"
+PREVIOUS_CHECKPOINT_NAME = "previous.pt"
 CONFIG_NAME = "config.json"
 
 #: Keys every checkpoint holds besides ``format`` (gmsop.engine.checkpoint says what each is).
