@@ -122,6 +122,7 @@ class Plan:
     experiments: dict[str, Experiment]
     datasets: dict[str, dict]  # dataset key -> {"name", "root", "options"}
     contents: dict[str, str | None] = field(default_factory=dict)  # used dataset key -> content hash (file-backed)
+    notes: list[str] = field(default_factory=list)  # what planning left out, for the user to read
 
     def train_jobs(self) -> list[tuple[str, int]]:
         """Unique (run, seed) pairs over all experiments, in a stable order."""
@@ -232,10 +233,13 @@ def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
         if value not in schedules:
             raise ValueError(f"{where}: unknown schedule {value!r}; defined schedules: {', '.join(schedules) or 'none'}")
         value = schedules[value]
-    if not value or any(len(step) != 2 or float(step[0]) <= 0 or int(step[1]) < 1 for step in value):
-        raise ValueError(f"{where}: a schedule is a non-empty list of [lr > 0, epochs >= 1] pairs, got {value!r}")
-    _finite_lrs(value, where)
-    return [[float(lr), int(ep)] for lr, ep in value]
+    from gmsop.engine.config import parse_schedule
+
+    _finite_lrs([s for s in value or () if isinstance(s, (list, tuple)) and len(s) == 2], where)
+    try:  # the rule broken: lr > 0 and finite, at least one phase, epochs >= 1
+        return [[lr, ep] for lr, ep in parse_schedule(value)]
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _finite_lrs(schedule, where: str) -> None:
@@ -394,17 +398,27 @@ def _rows_of(name: str, exp: dict) -> list[dict]:
         return [{"variant": exp["variant"], "label": f"alpha={a:g}", "overrides": {"alpha": float(a)}} for a in exp["alphas"]]
     if kind == "grid":
         fam = exp.get("family", "GM-GAP")
-        rows = []
-        for n in exp["n"]:
-            for k in exp["k"]:
-                if int(k) <= int(n):  # K > N is impossible; such grid points are skipped
-                    rows.append({"variant": f"{fam}-{int(n)}-{int(k)}", "label": f"N={int(n)}, K={int(k)}"})
+        points, skipped = _grid_points(exp)
+        if not points:
+            raise ValueError(f"experiments.{name}: every grid point has K > N ({_points_text(skipped)}), so it plans "
+                             f"no run; give n values at least as large as some k")
+        rows = [{"variant": f"{fam}-{n}-{k}", "label": f"N={n}, K={k}"} for n, k in points]
         if exp.get("baseline"):  # the single-component reference the speed is relative to
             rows.insert(0, {"variant": exp["baseline"], "label": exp["baseline"]})
         return rows
     if kind == "protocols":
         return [{"variant": exp["variant"], "protocol": p, "label": f"{exp['variant']} ({p})"} for p in exp["protocols"]]
     raise ValueError(f"experiments.{name}: unknown kind {kind!r}; valid: table, alpha, grid, protocols")
+
+
+def _grid_points(exp: dict) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """A grid experiment's (N, K) points in order, and those skipped because K > N (impossible)."""
+    pairs = [(int(n), int(k)) for n in exp["n"] for k in exp["k"]]
+    return [p for p in pairs if p[1] <= p[0]], [p for p in pairs if p[1] > p[0]]
+
+
+def _points_text(points: list[tuple[int, int]]) -> str:
+    return ", ".join(f"N={n} K={k}" for n, k in points)
 
 
 def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str) -> Row:
@@ -450,6 +464,7 @@ def make_plan(config: dict) -> Plan:
     bench_cfg = config.get("bench", {})
     datasets = config.get("datasets", {})
     contents: dict[str, str | None] = {}
+    notes: list[str] = []
     for name, exp in config.get("experiments", {}).items():
         if not exp.get("enabled", True):
             continue
@@ -479,6 +494,11 @@ def make_plan(config: dict) -> Plan:
                 width_mult=float(spec["width_mult"] or 1.0), settings=spec, paper=raw.get("paper", spec["variant"]),
                 num_experts=facts.num_experts, k=facts.k, alpha=facts.alpha,
             ))
+        if not rows:
+            raise ValueError(f"experiments.{name}: plans no run (no rows); give it rows or set enabled: false")
+        skipped = _grid_points(exp)[1] if exp.get("kind") == "grid" else []
+        if skipped:
+            notes.append(f"experiments.{name}: grid points skipped because K > N: {_points_text(skipped)}")
         labels = [r.label for r in rows]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
@@ -490,7 +510,7 @@ def make_plan(config: dict) -> Plan:
             rows=tuple(rows), counts_alphas=tuple(float(a) for a in exp.get("counts_alphas") or ()),
             family=exp.get("family"),
         )
-    return Plan(runs, benches, experiments, datasets, contents)
+    return Plan(runs, benches, experiments, datasets, contents, notes)
 
 
 def check_data(plan: Plan) -> tuple[list[str], list[str]]:
@@ -547,10 +567,11 @@ def describe_schema_error(err, schema: dict | None = None) -> str:
     the location (``experiments.table2.rows[3]``) and the offending key or value, instead of the
     schema dump jsonschema prints before them. ``schema`` (the whole schema) lets an unknown key
     list the keys allowed there."""
-    where = ""
-    for part in err.absolute_path:
-        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    where = where or "(top level)"
+    where = _location(err)
+    branch = _matching_branch(err) if err.validator in ("oneOf", "anyOf") else None
+    if branch is not None:  # name the rule broken in the branch the value was meant for
+        rule = f" ({err.schema['description']})" if err.schema.get("description") else ""
+        return f"{_location(branch)}: {branch.message}{rule}"
     if err.validator in ("additionalProperties", "unevaluatedProperties"):
         found = re.findall(r"'([^']*)'", err.message.split("(")[-1])
         allowed = sorted(_schema_keys(err.schema, schema or {}))
@@ -558,6 +579,21 @@ def describe_schema_error(err, schema: dict | None = None) -> str:
         hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
         return f"{where}: unknown key {keys}{hint}"
     return f"{where}: {err.message}"
+
+
+def _location(err) -> str:
+    """``experiments.table2.rows[3].schedule[0][0]``: where in the config an error is."""
+    where = ""
+    for part in err.absolute_path:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where or "(top level)"
+
+
+def _matching_branch(err):
+    """Of a oneOf/anyOf error, the deepest error inside the alternatives whose type the value
+    has (a schedule given as a list broke the list's rules, not the name's), else None."""
+    inside = [e for e in err.context if not (e.validator == "type" and len(e.relative_path) == 0)]
+    return max(inside, key=lambda e: len(e.absolute_path), default=None)
 
 
 def _schema_keys(sub: dict, root: dict, depth: int = 0) -> set[str]:

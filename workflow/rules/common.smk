@@ -31,6 +31,8 @@ if config.get("cache_dir") or not os.environ.get(CACHE_ENV):
     os.environ[CACHE_ENV] = os.path.abspath(config.get("cache_dir") or "results/cache")
 load_plugins(config.get("plugins", []))
 PLAN = make_plan(config)
+for _line in PLAN.notes:
+    logger.warning(_line)
 BENCH = config.get("bench", {}).get("enabled", True)
 # A missing dataset root or a batch larger than the training set stops the workflow before any
 # job runs; a dry-run only warns about a missing root (the data may not be downloaded yet).
