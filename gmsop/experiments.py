@@ -81,6 +81,15 @@ class Row:
             return f"results/rules/{self.rule}/seed{int(seed)}/metrics.json"
         return f"results/runs/{self.run}/seed{int(seed)}/metrics.json"
 
+    def read_path(self, seed: int) -> str:
+        """Where tables, figures and the scorecard read the metrics.json of one seed: a rule row's
+        copy once the workflow's own check of it passed (rule ``check_rule_metrics``), so a
+        malformed file stops right after its rule, before anything depends on it; else
+        :meth:`result_path`."""
+        if self.rule:
+            return f"results/checked/{self.rule}/seed{int(seed)}/metrics.json"
+        return self.result_path(seed)
+
     @property
     def paper_key(self) -> tuple[str, str] | None:
         """(paper variant, tag) under which gmsop.aggregate.paper_values files this row."""

@@ -41,9 +41,9 @@ from typing import Any
 
 __all__ = [
     "METRICS_FORMAT", "BENCH_FORMAT", "CHECKPOINT_FORMAT", "METRICS_NAME", "BENCH_SUFFIX", "PROGRESS_NAME",
-    "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS", "ResultFileError",
-    "run_block", "check_run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "bench_files", "read_progress", "json_schema",
-    "rule_metrics", "rule_run_id",
+    "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS",
+    "ResultFileError", "run_block", "check_run_block", "check_metrics", "check_bench", "read_metrics", "read_bench",
+    "bench_files", "read_progress", "json_schema", "rule_metrics", "rule_run_id", "read_rule_metrics",
 ]
 
 #: Version of metrics.json. 2: the ``run`` identity block and ``format_version`` itself.
@@ -351,6 +351,20 @@ def rule_metrics(rule: str, seed: int, top1_err: float, top5_err: float | None =
         "epochs": epochs, **extra,
     }
     return check_metrics(record, f"rule {rule!r}")
+
+
+def read_rule_metrics(path: PathLike, rule: str, seed: int) -> dict:
+    """Read and validate the ``metrics.json`` a user's rule wrote for ``seed``: the format (as
+    :func:`read_metrics`), the run id ``rule:<rule>`` a table row selects and the seed of its path;
+    :class:`ResultFileError` naming the file and the key otherwise."""
+    m = read_metrics(path)
+    found = (m.get("run") or {}).get("id")
+    if found != rule_run_id(rule):
+        raise ResultFileError(path, f"run.id is {found!r}; a file of rule {rule!r} must say {rule_run_id(rule)!r} "
+                                    f"(gmsop.formats.rule_metrics builds a valid record)")
+    if m["seed"] != int(seed):
+        raise ResultFileError(path, f"seed is {m['seed']!r}, but the file is the one of seed {int(seed)}")
+    return m
 
 
 def rule_run_id(rule: str) -> str:

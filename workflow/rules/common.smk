@@ -57,12 +57,13 @@ wildcard_constraints:
     dataset=_alternatives(PLAN.datasets),
     experiment=_alternatives(PLAN.experiments),
     seed=r"\d+",
+    rulename=_alternatives({r.rule for r in PLAN.rule_rows()}),
 
 
 def runs_of(experiment):
-    """metrics.json of every (row, seed) of one experiment."""
+    """metrics.json of every (row, seed) of one experiment (a rule row's once checked)."""
     rows = PLAN.experiments[experiment].rows
-    return sorted({r.result_path(s) for r in rows for s in r.seeds})
+    return sorted({r.read_path(s) for r in rows for s in r.seeds})
 
 
 def claimed_runs():
