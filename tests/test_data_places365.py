@@ -155,23 +155,31 @@ def test_undecodable_images_all_named_and_the_converted_rows_kept(tmp_path, monk
         path.write_bytes(data)
     decoded = _count_decodes(monkeypatch)
     ds = get_dataset("places365", root=tmp_path, workers=1)
-    assert sorted(decoded[:2]) == sorted(map(str, bad)) and len(decoded) == 2 + 3  # the two, then val
+    assert sorted(decoded) == sorted(map(str, bad))  # only the two: the rest was kept
     assert torch.equal(ds.train.images, clean.train.images) and torch.equal(ds.val.images, clean.val.images)
     assert ds.mean == clean.mean and ds.std == clean.std
     assert not (cache_dir / "train_partial.npy").exists()
 
 
-def test_a_bad_validation_image_keeps_the_converted_training_split(tmp_path, monkeypatch):
+def test_bad_images_of_both_splits_in_one_message_and_the_rest_kept(tmp_path, monkeypatch):
     make_places(tmp_path)
-    path = tmp_path / "val_256" / "Places365_val_00000003.jpg"
-    data = path.read_bytes()
-    path.write_bytes(data[:100])
-    with pytest.raises(ValueError, match=r"1 of 3 val image files cannot be used"):
+    val = tmp_path / "val_256" / "Places365_val_00000003.jpg"
+    train = tmp_path / "data_256_standard" / "b" / "bakery" / "shop" / "00000000.jpg"
+    data = {p: p.read_bytes() for p in (val, train)}
+    for path in data:
+        path.write_bytes(data[path][:100])
+    with pytest.raises(ValueError, match=r"1 of 6 train image files cannot be used.*\n.*\n.*1 of 3 val image files") as exc:
         get_dataset("places365", root=tmp_path, workers=1)
-    path.write_bytes(data)
+    assert f"{val}: cannot decode" in str(exc.value) and f"{train}: cannot decode" in str(exc.value)
+    val.write_bytes(data[val])
     decoded = _count_decodes(monkeypatch)
+    with pytest.raises(ValueError, match=r"1 of 6 train image files") as exc:
+        get_dataset("places365", root=tmp_path, workers=1)
+    assert decoded == [str(train)] and "val image files" not in str(exc.value)  # val: converted, kept
+    train.write_bytes(data[train])
+    decoded.clear()
     get_dataset("places365", root=tmp_path, workers=1)
-    assert decoded == [str(path)]  # the training split and two val images copied, not decoded
+    assert decoded == [str(train)]  # the training split's other rows and the whole val split copied
 
 
 def test_truncated_jpeg(tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_choice, require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
-from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, convert_image_files, default_workers
+from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, convert_splits, default_workers
 from gmsop.data.registry import register_dataset, register_source_files
 
 __all__ = ["folder", "scan_tree"]
@@ -99,8 +99,7 @@ def folder(
     meta = cache.read_meta(cdir, fp)
     if meta is None:
         cache.invalidate(cdir)
-        stats = convert_image_files(*splits["train"], cdir, "train", size, fit, workers, dataset=f"folder at {root}")
-        convert_image_files(*splits["val"], cdir, "val", size, fit, workers, dataset=f"folder at {root}")
+        stats = convert_splits(splits, cdir, size, fit, workers, dataset=f"folder at {root}")
         mean, std = stats.result()
         shapes = {s: {"shape": [len(splits[s][0]), 3, size, size]} for s in ("train", "val")}
         meta = cache.write_meta(

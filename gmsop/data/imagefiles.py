@@ -28,7 +28,8 @@ from gmsop.atomic import atomic_write, atomic_write_json
 from gmsop.data import cache
 from gmsop.data.stats import ChannelStats
 
-__all__ = ["FITS", "decode_resize", "convert_image_files", "check_files_exist", "IMAGE_EXTENSIONS"]
+__all__ = ["FITS", "decode_resize", "convert_image_files", "convert_splits", "check_files_exist", "BadImageFiles",
+           "IMAGE_EXTENSIONS"]
 
 FITS = ("stretch", "crop")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -56,6 +57,10 @@ def decode_resize(path: str | Path, size: int, fit: str = "stretch") -> np.ndarr
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path}: cannot decode image ({exc})") from None
     return np.ascontiguousarray(hwc.transpose(2, 0, 1))  # (3, size, size)
+
+
+class BadImageFiles(ValueError):
+    """Listed image files that are missing or cannot be decoded (every one of them named)."""
 
 
 def _fill_rows(out_file: str, rows: Sequence[int], paths: Sequence[str], size: int, fit: str
@@ -120,7 +125,7 @@ def check_files_exist(files: dict[str, Sequence[str | Path]], dataset: str) -> N
     missing = [f"missing: {p}" for paths in files.values() for p in paths if not os.path.isfile(p)]
     if missing:
         total = sum(len(p) for p in files.values())
-        raise ValueError(_bad_files_message(dataset, "listed", missing, total, None))
+        raise BadImageFiles(_bad_files_message(dataset, "listed", missing, total, None))
 
 
 def _bad_files_message(dataset: str, split: str, bad: list[str], total: int, listing: Path | None) -> str:
@@ -191,13 +196,30 @@ def convert_image_files(
             listing = Path(cache_dir) / f"{split}_bad_files.txt"
             lines = [bad[i] for i in sorted(bad)]
             atomic_write(listing, "".join(f"{line}\n" for line in lines))
-            raise ValueError(_bad_files_message(dataset, split, lines, n, listing))
+            raise BadImageFiles(_bad_files_message(dataset, split, lines, n, listing))
     cache.atomic_save_npy(cache.labels_path(cache_dir, split), np.asarray(labels, dtype=np.int64))
     _write_index(cache.images_path(cache_dir, split), size, fit, names, done)
     for stale in (_partial_path(cache_dir, split), _index_path(_partial_path(cache_dir, split)),
                   Path(cache_dir) / f"{split}_bad_files.txt"):
         stale.unlink(missing_ok=True)
     return stats
+
+
+def convert_splits(splits: dict[str, tuple[Sequence[str | Path], np.ndarray]], cache_dir: Path, size: int,
+                   fit: str, workers: int, dataset: str) -> ChannelStats:
+    """``convert_image_files`` for each split (``{"train": (paths, labels), "val": ...}``) after
+    ``check_files_exist`` over all of them; every split is tried, and the files no split could
+    use are named in one ``BadImageFiles``. Returns the training split's histogram."""
+    check_files_exist({split: paths for split, (paths, _) in splits.items()}, dataset)
+    stats, errors = {}, []
+    for split, (paths, labels) in splits.items():
+        try:
+            stats[split] = convert_image_files(paths, labels, cache_dir, split, size, fit, workers, dataset)
+        except BadImageFiles as err:
+            errors.append(str(err))
+    if errors:
+        raise BadImageFiles("\n".join(errors))
+    return stats["train"]
 
 
 def _decode(out_file: str, tasks: list[list[int]], names: list[str], size: int, fit: str, workers: int

@@ -29,7 +29,7 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
-from gmsop.data.imagefiles import check_files_exist, convert_image_files, default_workers
+from gmsop.data.imagefiles import convert_splits, default_workers
 from gmsop.data.registry import register_dataset, register_source_files
 
 __all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
@@ -133,17 +133,14 @@ def places365(
     if meta is None:
         cache.invalidate(cdir)
         shapes, notes = {}, []
-        stats = None
         lists = {split: read_list(root, split, len(classes)) for split in ("train", "val")}
-        check_files_exist({split: paths for split, (paths, _) in lists.items()}, f"places365 at {root}")
+        stats = convert_splits(lists, cdir, size, "stretch", workers, dataset=f"places365 at {root}")
         for split, full in (("train", FULL_TRAIN), ("val", FULL_VAL)):
-            paths, labels = lists[split]
-            s = convert_image_files(paths, labels, cdir, split, size, "stretch", workers, dataset=f"places365 at {root}")
-            stats = s if split == "train" else stats
-            shapes[split] = {"shape": [len(paths), 3, size, size]}
-            if len(paths) != full:
-                notes.append(f"subset: {len(paths):,} of {full:,} {split} images")
-        mean, std = stats.result()  # type: ignore[union-attr]
+            n = len(lists[split][0])
+            shapes[split] = {"shape": [n, 3, size, size]}
+            if n != full:
+                notes.append(f"subset: {n:,} of {full:,} {split} images")
+        mean, std = stats.result()
         meta = cache.write_meta(
             cdir,
             fp,
