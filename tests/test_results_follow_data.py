@@ -175,6 +175,8 @@ def test_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path, capsy
     assert "after epoch 1/2" in err
     assert _strip(again) == _strip(straight)  # epoch 2 retrained from epoch 1's state: the same numbers
     assert torch.load(last, weights_only=True)["epoch"] == 2
+    assert torch.load(ckpt / "previous.pt", weights_only=True)["epoch"] == 1  # never the unreadable file
+    assert (ckpt / "last.pt.unreadable").is_file()
 
 
 def test_no_readable_checkpoint_stops_naming_the_file_and_what_to_do(tmp_path):

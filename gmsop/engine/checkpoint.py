@@ -81,8 +81,9 @@ def resume_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any] | None, Path
     """The checkpoint to resume a run from: ``(checkpoint, its path, a note)``, or Nones when the
     folder holds none. ``last.pt`` first; when it is unreadable (or missing while
     ``previous.pt`` exists: a cut between the two renames of ``save_checkpoint``) the previous
-    epoch's ``previous.pt``, with a note saying so. ValueError naming both files and what to do
-    when a checkpoint exists but none can be read."""
+    epoch's ``previous.pt``, with a note saying so (an unreadable ``last.pt`` is renamed
+    ``last.pt.unreadable``, never read again). ValueError naming both files and what to do when a
+    checkpoint exists but none can be read."""
     last, prev = Path(ckpt_dir) / CHECKPOINT_NAME, Path(ckpt_dir) / PREVIOUS_CHECKPOINT_NAME
     if not last.exists() and not prev.exists():
         return None, None, None
@@ -98,6 +99,9 @@ def resume_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any] | None, Path
         except ValueError as err:
             problem += f"; the previous checkpoint cannot be used either ({err})"
         else:
+            if last.exists():  # set aside, so the next save does not make it the previous checkpoint
+                os.replace(last, last.with_name(last.name + ".unreadable"))
+                problem += f" (moved to {last.name}.unreadable)"
             return ckpt, prev, f"{problem}; resuming from the previous checkpoint {prev} instead"
     else:
         problem += f"; there is no previous checkpoint ({prev})"

@@ -39,8 +39,7 @@ import torch
 from gmsop.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
 from gmsop.data.content import content_fingerprint
 from gmsop.engine.checkpoint import (
-    CHECKPOINT_NAME, CONFIG_NAME, PREVIOUS_CHECKPOINT_NAME, PROGRESS_NAME, check_fingerprint, resume_checkpoint,
-    save_checkpoint,
+    CHECKPOINT_NAME, CONFIG_NAME, PROGRESS_NAME, check_fingerprint, resume_checkpoint, save_checkpoint,
 )
 from gmsop.engine.config import TrainConfig
 from gmsop.engine.data import DataPipeline
@@ -151,7 +150,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if out is not None:
         remove_stale_temps(out)
     if ckpt_dir is not None:
-        for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, PROGRESS_NAME, CONFIG_NAME):
+        for name in (CHECKPOINT_NAME, PROGRESS_NAME, CONFIG_NAME):
             remove_stale_temps(ckpt_dir / name)  # a kill -9 during a write leaves one behind
 
     run = build_run(cfg)
