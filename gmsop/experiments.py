@@ -130,7 +130,7 @@ class Plan:
     benches: dict[str, dict]  # bench id -> settings
     experiments: dict[str, Experiment]
     datasets: dict[str, dict]  # dataset key -> {"name", "root", "options"}
-    contents: dict[str, str | None] = field(default_factory=dict)  # used dataset key -> content hash (file-backed)
+    contents: dict[str, str | None] = field(default_factory=dict)  # dataset key -> its files' content hash
     notes: list[str] = field(default_factory=list)  # what planning left out, for the user to read
 
     def train_jobs(self) -> list[tuple[str, int]]:
@@ -409,8 +409,8 @@ def _rows_of(name: str, exp: dict) -> list[dict]:
         fam = exp.get("family", "GM-GAP")
         points, skipped = _grid_points(exp)
         if not points:
-            raise ValueError(f"experiments.{name}: every grid point has K > N ({_points_text(skipped)}), so it plans "
-                             f"no run; give n values at least as large as some k")
+            raise ValueError(f"experiments.{name}: every grid point has K > N ({_points_text(skipped)}), "
+                             f"so it plans no run; give n values at least as large as some k")
         rows = [{"variant": f"{fam}-{n}-{k}", "label": f"N={n}, K={k}"} for n, k in points]
         if exp.get("baseline"):  # the single-component reference the speed is relative to
             rows.insert(0, {"variant": exp["baseline"], "label": exp["baseline"]})
@@ -504,7 +504,8 @@ def make_plan(config: dict) -> Plan:
                 num_experts=facts.num_experts, k=facts.k, alpha=facts.alpha,
             ))
         if not rows:
-            raise ValueError(f"experiments.{name}: plans no run (no rows); give it rows or set enabled: false")
+            raise ValueError(f"experiments.{name}: plans no run (no rows); give it rows or set "
+                             f"enabled: false")
         skipped = _grid_points(exp)[1] if exp.get("kind") == "grid" else []
         if skipped:
             notes.append(f"experiments.{name}: grid points skipped because K > N: {_points_text(skipped)}")

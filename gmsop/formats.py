@@ -41,9 +41,10 @@ from typing import Any
 
 __all__ = [
     "METRICS_FORMAT", "BENCH_FORMAT", "CHECKPOINT_FORMAT", "METRICS_NAME", "BENCH_SUFFIX", "PROGRESS_NAME",
-    "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS",
-    "ResultFileError", "run_block", "check_run_block", "check_metrics", "check_bench", "read_metrics", "read_bench",
-    "bench_files", "read_progress", "json_schema", "rule_metrics", "rule_run_id", "read_rule_metrics",
+    "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS",
+    "TIMING_KEYS", "ResultFileError", "run_block", "check_run_block", "check_metrics", "check_bench",
+    "read_metrics", "read_bench", "bench_files", "read_progress", "json_schema", "rule_metrics",
+    "rule_run_id", "read_rule_metrics",
 ]
 
 #: Version of metrics.json. 2: the ``run`` identity block and ``format_version`` itself.
@@ -360,8 +361,8 @@ def read_rule_metrics(path: PathLike, rule: str, seed: int) -> dict:
     m = read_metrics(path)
     found = (m.get("run") or {}).get("id")
     if found != rule_run_id(rule):
-        raise ResultFileError(path, f"run.id is {found!r}; a file of rule {rule!r} must say {rule_run_id(rule)!r} "
-                                    f"(gmsop.formats.rule_metrics builds a valid record)")
+        raise ResultFileError(path, f"run.id is {found!r}; a file of rule {rule!r} must say "
+                                    f"{rule_run_id(rule)!r} (gmsop.formats.rule_metrics builds one)")
     if m["seed"] != int(seed):
         raise ResultFileError(path, f"seed is {m['seed']!r}, but the file is the one of seed {int(seed)}")
     return m

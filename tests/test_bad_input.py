@@ -284,7 +284,8 @@ def test_truncated_npz_is_named_when_planning(tmp_path, monkeypatch, cut):
     (tmp_path / cut).write_bytes(whole[: len(whole) // 2])  # a copy cut short
     cfg = tiny()
     cfg["datasets"]["mine"] = {"name": "npz", "root": str(tmp_path)}
-    cfg["experiments"] = {"t": {"kind": "table", "dataset": "mine", "rows": [{"variant": "ResNet-18", "batch_size": 2}]}}
+    cfg["experiments"] = {"t": {"kind": "table", "dataset": "mine",
+                                "rows": [{"variant": "ResNet-18", "batch_size": 2}]}}
     missing, errors = check_data(make_plan(cfg))
     assert missing == [] and errors == [
         f"datasets.mine: {tmp_path / cut}: cannot read (BadZipFile: File is not a zip file); "
@@ -296,8 +297,10 @@ def test_npz_labels_of_another_length_are_named_when_planning(tmp_path, monkeypa
     _npz(tmp_path, [0, 1, 0], [0, 1], n=4)
     cfg = tiny()
     cfg["datasets"]["mine"] = {"name": "npz", "root": str(tmp_path)}
-    cfg["experiments"] = {"t": {"kind": "table", "dataset": "mine", "rows": [{"variant": "ResNet-18", "batch_size": 2}]}}
-    assert check_data(make_plan(cfg))[1] == [f"datasets.mine: {tmp_path / 'train.npz'}[y]: 3 labels for 4 images"]
+    cfg["experiments"] = {"t": {"kind": "table", "dataset": "mine",
+                                "rows": [{"variant": "ResNet-18", "batch_size": 2}]}}
+    errors = check_data(make_plan(cfg))[1]
+    assert errors == [f"datasets.mine: {tmp_path / 'train.npz'}[y]: 3 labels for 4 images"]
 
 
 # --- a schedule: the rule it breaks, not "not valid under any of the given schemas" ---------
@@ -313,8 +316,8 @@ def test_schedule_schema_error_names_the_rule_broken(schedule, first):
     cfg["schedules"]["short"] = schedule
     message = _schema_error(cfg)
     assert re.match(first, message), message
-    assert "at least one [learning rate, epochs] phase, each learning rate > 0 and finite, each epochs an integer " \
-           ">= 1" in message and "not valid under any" not in message
+    assert "at least one [learning rate, epochs] phase, each learning rate > 0 and finite, each epochs " \
+           "an integer >= 1" in message and "not valid under any" not in message
 
 
 @pytest.mark.parametrize("schedule, rule", [
@@ -335,8 +338,8 @@ def test_schedule_rule_broken_is_named_by_the_planner(schedule, rule):
 def test_grid_whose_every_point_has_k_above_n_is_refused():
     cfg = tiny()
     cfg["experiments"]["figure3"].update(n=[1, 2], k=[4, 8])
-    with pytest.raises(ValueError, match=r"experiments\.figure3: every grid point has K > N \(N=1 K=4, N=1 K=8, "
-                                         r"N=2 K=4, N=2 K=8\), so it plans no run"):
+    with pytest.raises(ValueError, match=r"experiments\.figure3: every grid point has K > N "
+                                         r"\(N=1 K=4, N=1 K=8, N=2 K=4, N=2 K=8\), so it plans no run"):
         make_plan(cfg)
 
 
@@ -344,7 +347,8 @@ def test_skipped_grid_points_are_listed():
     cfg = tiny()
     cfg["experiments"]["figure3"].update(n=[2, 4], k=[1, 4])
     plan = make_plan(cfg)
-    assert [r.label for r in plan.experiments["figure3"].rows] == ["ResNet-18-512d", "N=2, K=1", "N=4, K=1", "N=4, K=4"]
+    labels = [r.label for r in plan.experiments["figure3"].rows]
+    assert labels == ["ResNet-18-512d", "N=2, K=1", "N=4, K=1", "N=4, K=4"]
     assert plan.notes == ["experiments.figure3: grid points skipped because K > N: N=2 K=4"]
     assert make_plan(tiny()).notes == []
 

@@ -138,14 +138,15 @@ def test_every_missing_image_is_named_in_one_message_before_decoding(tmp_path, m
 
 def test_undecodable_images_all_named_and_the_converted_rows_kept(tmp_path, monkeypatch):
     make_places(tmp_path)
-    clean = get_dataset("places365", root=tmp_path, workers=1, cache_dir=tmp_path.parent / f"{tmp_path.name}-clean")
+    clean = get_dataset("places365", root=tmp_path, workers=1,
+                        cache_dir=tmp_path.parent / f"{tmp_path.name}-clean")
     bad = [tmp_path / "data_256_standard" / "a" / "airfield" / "00000000.jpg",
            tmp_path / "data_256_standard" / "c" / "canyon" / "00000001.jpg"]
     good = {p: p.read_bytes() for p in bad}
     for path in bad:
         path.write_bytes(good[path][:100])
-    with pytest.raises(ValueError, match=r"2 of 6 train image files cannot be used; the 4 others are converted and "
-                                         r"kept") as exc:
+    with pytest.raises(ValueError, match=r"2 of 6 train image files cannot be used; the 4 others are "
+                                         r"converted and kept") as exc:
         get_dataset("places365", root=tmp_path, workers=1)
     assert all(f"{path}: cannot decode" in str(exc.value) for path in bad)
     cache_dir = default_cache_dir(tmp_path, "places365-100")
@@ -168,7 +169,8 @@ def test_bad_images_of_both_splits_in_one_message_and_the_rest_kept(tmp_path, mo
     data = {p: p.read_bytes() for p in (val, train)}
     for path in data:
         path.write_bytes(data[path][:100])
-    with pytest.raises(ValueError, match=r"1 of 6 train image files cannot be used.*\n.*\n.*1 of 3 val image files") as exc:
+    both = r"1 of 6 train image files cannot be used.*\n.*\n.*1 of 3 val image files"
+    with pytest.raises(ValueError, match=both) as exc:
         get_dataset("places365", root=tmp_path, workers=1)
     assert f"{val}: cannot decode" in str(exc.value) and f"{train}: cannot decode" in str(exc.value)
     val.write_bytes(data[val])

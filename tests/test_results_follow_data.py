@@ -36,7 +36,8 @@ def write_npz(root: Path, labels=(0, 1, 2, 3, 0, 1, 2, 3), seed: int = 0) -> Pat
     """train.npz and val.npz of 8 + 4 random 8x8 colour images (4 classes)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    np.savez(root / "train.npz", x=rng.integers(0, 256, (len(labels), 3, 8, 8), dtype=np.uint8), y=np.asarray(labels))
+    x = rng.integers(0, 256, (len(labels), 3, 8, 8), dtype=np.uint8)
+    np.savez(root / "train.npz", x=x, y=np.asarray(labels))
     np.savez(root / "val.npz", x=rng.integers(0, 256, (4, 3, 8, 8), dtype=np.uint8), y=np.arange(4))
     return root
 
@@ -70,7 +71,8 @@ def test_replaced_npz_gives_new_run_ids_only_for_its_rows_and_touching_changes_n
     second = run_ids(cfg)
     assert second["tiny"] == first["tiny"] and second["mine"] != first["mine"]
     spec = make_plan(cfg).runs[second["mine"]]
-    assert spec["data"]["content"] == content_fingerprint("npz", root) and spec["data"]["content"].startswith("sha256:")
+    assert spec["data"]["content"] == content_fingerprint("npz", root)
+    assert spec["data"]["content"].startswith("sha256:")
     assert "content" not in make_plan(cfg).runs[second["tiny"]]["data"]  # generated data: its options only
 
 
@@ -113,8 +115,9 @@ def test_folder_content_covers_every_image(tmp_path):
 
 
 def _npz_config(out: Path, root: Path, **kw) -> TrainConfig:
-    return TrainConfig(variant="ResNet-18", dataset="npz", data_root=str(root), batch_size=4, schedule="0.05:2",
-                       deterministic=True, out=str(out), progress="none", overrides={"width_mult": 0.125}, **kw)
+    return TrainConfig(variant="ResNet-18", dataset="npz", data_root=str(root), batch_size=4,
+                       schedule="0.05:2", deterministic=True, out=str(out), progress="none",
+                       overrides={"width_mult": 0.125}, **kw)
 
 
 def test_mistyped_data_root_keeps_the_finished_metrics(tmp_path, capsys):
@@ -124,9 +127,9 @@ def test_mistyped_data_root_keeps_the_finished_metrics(tmp_path, capsys):
     out = tmp_path / "run" / "metrics.json"
     train(_npz_config(out, root))
     before = out.read_bytes()
-    args = ["--variant", "ResNet-18", "--dataset", "npz", "--data-root", str(tmp_path / "dta"), "--batch-size", "4",
-            "--schedule", "0.05:2", "--deterministic", "--override", "width_mult=0.125", "--progress", "none",
-            "--out", str(out)]
+    args = ["--variant", "ResNet-18", "--dataset", "npz", "--data-root", str(tmp_path / "dta"),
+            "--batch-size", "4", "--schedule", "0.05:2", "--deterministic", "--override", "width_mult=0.125",
+            "--progress", "none", "--out", str(out)]
     assert main(args) == 2
     assert f"{tmp_path / 'dta'} does not exist" in capsys.readouterr().err
     assert out.read_bytes() == before
@@ -137,7 +140,8 @@ def test_resume_refuses_other_data_under_another_root(tmp_path):
     train(_npz_config(out, write_npz(tmp_path / "a")))
     before = out.read_bytes()
     other = write_npz(tmp_path / "b", labels=(3, 2, 1, 0, 3, 2, 1, 0))
-    with pytest.raises(CheckpointMismatchError, match=r"data_content: checkpoint 'sha256:\w+' vs now 'sha256:\w+'"):
+    mismatch = r"data_content: checkpoint 'sha256:\w+' vs now 'sha256:\w+'"
+    with pytest.raises(CheckpointMismatchError, match=mismatch):
         train(_npz_config(out, other))
     assert out.read_bytes() == before
     moved = tmp_path / "moved"
@@ -149,9 +153,10 @@ def test_resume_refuses_other_data_under_another_root(tmp_path):
 
 
 def _synthetic(out: Path) -> TrainConfig:
-    return TrainConfig(variant="ResNet-18", dataset_options={"classes": 4, "n_train": 32, "n_val": 8, "size": 8},
-                       batch_size=8, schedule="0.05:2", deterministic=True, out=str(out), progress="lines",
-                       overrides={"width_mult": 0.125})
+    return TrainConfig(variant="ResNet-18",
+                       dataset_options={"classes": 4, "n_train": 32, "n_val": 8, "size": 8},
+                       batch_size=8, schedule="0.05:2", deterministic=True, out=str(out),
+                       progress="lines", overrides={"width_mult": 0.125})
 
 
 def _strip(m: dict) -> dict:
@@ -171,7 +176,8 @@ def test_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path, capsy
     capsys.readouterr()
     again = train(_synthetic(tmp_path / "a" / "metrics.json"))
     err = capsys.readouterr().err
-    assert f"cannot read checkpoint {last}" in err and f"resuming from the previous checkpoint {ckpt / 'previous.pt'}" in err
+    assert f"cannot read checkpoint {last}" in err
+    assert f"resuming from the previous checkpoint {ckpt / 'previous.pt'}" in err
     assert "after epoch 1/2" in err
     assert _strip(again) == _strip(straight)  # epoch 2 retrained from epoch 1's state: the same numbers
     assert torch.load(last, weights_only=True)["epoch"] == 2
@@ -185,8 +191,9 @@ def test_no_readable_checkpoint_stops_naming_the_file_and_what_to_do(tmp_path):
     before = out.read_bytes()
     for name in ("last.pt", "previous.pt"):
         (tmp_path / "ckpt" / name).write_bytes(b"PK\x03\x04 cut")
-    with pytest.raises(ValueError, match=rf"cannot read checkpoint {tmp_path / 'ckpt' / 'last.pt'}.*previous "
-                                         rf"checkpoint cannot be used either.*delete {tmp_path / 'ckpt' / 'last.pt'}"):
+    last = tmp_path / "ckpt" / "last.pt"
+    with pytest.raises(ValueError, match=rf"cannot read checkpoint {last}.*previous checkpoint cannot be "
+                                         rf"used either.*delete {last}"):
         train(_synthetic(out))
     assert out.read_bytes() == before
 
@@ -195,7 +202,8 @@ def test_a_checkpoint_that_does_not_read_back_replaces_nothing(tmp_path, monkeyp
     from gmsop.engine import checkpoint
 
     path = tmp_path / "last.pt"
-    state = {"fingerprint": {}, "epoch": 1, "model": {}, "optimizer": {}, "rng": {}, "records": [], "totals": {}}
+    state = {"fingerprint": {}, "epoch": 1, "model": {}, "optimizer": {}, "rng": {}, "records": [],
+             "totals": {}}
     checkpoint.save_checkpoint(path, state)
     good = path.read_bytes()
     monkeypatch.setattr(checkpoint.torch, "save", lambda obj, fh: fh.write(b"PK\x03\x04 disk full"))

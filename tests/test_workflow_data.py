@@ -21,7 +21,8 @@ def write_npz(root: Path, flip_labels: bool = False) -> None:
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     y = np.arange(32) % 4
-    np.savez(root / "train.npz", x=rng.integers(0, 256, (32, 3, 8, 8), dtype=np.uint8), y=3 - y if flip_labels else y)
+    x = rng.integers(0, 256, (32, 3, 8, 8), dtype=np.uint8)
+    np.savez(root / "train.npz", x=x, y=3 - y if flip_labels else y)
     np.savez(root / "val.npz", x=rng.integers(0, 256, (8, 3, 8, 8), dtype=np.uint8), y=np.arange(8) % 4)
 
 
@@ -88,6 +89,7 @@ def test_malformed_rule_metrics_stop_in_their_own_check_job(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     log = tmp_path / "logs" / "check_rule_metrics" / "bad_rule" / "seed0.log"
-    assert "results/rules/bad_rule/seed0/metrics.json: missing required key 'final.top1_err'" in log.read_text(), out
+    named = "results/rules/bad_rule/seed0/metrics.json: missing required key 'final.top1_err'"
+    assert named in log.read_text(), out
     assert "Error in rule check_rule_metrics" in out
     assert not (tmp_path / "logs" / "table").exists() and not (tmp_path / "results" / "checked").exists()

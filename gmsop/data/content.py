@@ -68,7 +68,8 @@ def file_digests(root: Path, files: list[Path]) -> dict[str, str]:
     return {name: entry[2] for name, entry in fresh.items()}
 
 
-def content_fingerprint(name: str, root: str | Path | None, options: dict[str, Any] | None = None) -> str | None:
+def content_fingerprint(name: str, root: str | Path | None,
+                        options: dict[str, Any] | None = None) -> str | None:
     """``sha256:<hex>`` over the relative path and bytes of every file dataset ``name`` reads
     from ``root``; None for a dataset that reads no files. ValueError (from the dataset) when
     the root or a file it needs is missing."""

@@ -11,6 +11,11 @@ their own rows; the per-channel histograms come back with each chunk.
     "crop":    resize the shorter side to ``size`` keeping the aspect ratio, then centre-crop.
 Both use bicubic interpolation; every image is converted to RGB first (greyscale and CMYK
 JPEGs exist in Places365).
+
+Nothing decoded is thrown away: a missing or undecodable file does not stop the others, all of
+them are named in one error at the end, and the rows that did decode are kept
+(``<split>_partial.npy`` and its ``_rows.json`` index, as every complete split has one), so the
+next conversion copies them and decodes only the files that are new, changed or failed.
 """
 from __future__ import annotations
 
@@ -28,8 +33,8 @@ from gmsop.atomic import atomic_write, atomic_write_json
 from gmsop.data import cache
 from gmsop.data.stats import ChannelStats
 
-__all__ = ["FITS", "decode_resize", "convert_image_files", "convert_splits", "check_files_exist", "BadImageFiles",
-           "IMAGE_EXTENSIONS"]
+__all__ = ["FITS", "decode_resize", "convert_image_files", "convert_splits", "check_files_exist",
+           "BadImageFiles", "IMAGE_EXTENSIONS"]
 
 FITS = ("stretch", "crop")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -229,7 +234,8 @@ def _decode(out_file: str, tasks: list[list[int]], names: list[str], size: int, 
         return [_fill_rows(out_file, rows, [names[i] for i in rows], size, fit) for rows in tasks]
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-        futures = [pool.submit(_fill_rows, out_file, rows, [names[i] for i in rows], size, fit) for rows in tasks]
+        futures = [pool.submit(_fill_rows, out_file, rows, [names[i] for i in rows], size, fit)
+                   for rows in tasks]
         try:
             return [fut.result() for fut in futures]
         except BaseException:

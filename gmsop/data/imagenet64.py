@@ -220,9 +220,11 @@ def _release_files(root: Path, size: int) -> tuple[dict[int, Path], Path, list[s
     """``find_release_files``, refusing a root without training or validation files."""
     train_files, val_file, notes = find_release_files(root, size)
     if not train_files:
-        raise ValueError(f"imagenet64: no train_data_batch_* files under {root} (looked in it and its sub-folders)")
+        raise ValueError(f"imagenet64: no train_data_batch_* files under {root} "
+                         f"(looked in it and its sub-folders)")
     if val_file is None:
-        raise ValueError(f"imagenet64: no val_data or val_data.npz under {root} (looked in it and its sub-folders)")
+        raise ValueError(f"imagenet64: no val_data or val_data.npz under {root} "
+                         f"(looked in it and its sub-folders)")
     return train_files, val_file, notes
 
 

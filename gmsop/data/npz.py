@@ -104,7 +104,8 @@ def _unreadable(path: Path, exc: Exception) -> ValueError:
     """The one message for an npz that cannot be read: the file, the reason, what it may mean."""
     if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
         return exc
-    return ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc}); the file may be truncated or corrupt")
+    return ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc}); "
+                      f"the file may be truncated or corrupt")
 
 
 def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:

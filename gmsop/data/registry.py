@@ -138,7 +138,8 @@ def register_source_files(name: str) -> Callable[[Callable[..., "list[Path]"]], 
     return wrap
 
 
-def source_files(name: str, root: str | Path | None, options: dict[str, Any] | None = None) -> list[Path] | None:
+def source_files(name: str, root: str | Path | None,
+                 options: dict[str, Any] | None = None) -> list[Path] | None:
     """The files dataset ``name`` reads (see ``register_source_files``), or None when it reads none."""
     fn = _SOURCE_FILES.get(name)
     if fn is None:

@@ -106,8 +106,8 @@ def resume_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any] | None, Path
     else:
         problem += f"; there is no previous checkpoint ({prev})"
     raise ValueError(
-        f"{problem}. The run cannot resume: delete {last} (and {prev}) to train this run again from its first "
-        f"epoch, or put back a good copy of {last}"
+        f"{problem}. The run cannot resume: delete {last} (and {prev}) to train this run again from "
+        f"its first epoch, or put back a good copy of {last}"
     )
 
 
