@@ -42,6 +42,7 @@ check_rule_rows()
 # On a cluster, aggregation runs on the submit host; only data, train and bench become jobs.
 localrules:
     all,
+    check_rule_metrics,
     table,
     scorecard,
     curves,

@@ -7,7 +7,8 @@ augmentation) into a *run spec*. A run's id is a readable slug plus a hash of it
 tables that need the same training share ONE run (no duplicate training) while any change of
 setting makes a new one. Seeds are not part of the spec: a run is trained once per seed.
 The spec also holds the dataset's fingerprint (name, builder version, every option with the
-builder's defaults filled in), so data changed in code never reuses results of the old data.
+builder's defaults filled in) and, for a file-backed dataset, the hash of its files' content
+(``gmsop.data.content``), so data changed in code or on disk never reuses results of the old data.
 
 The Snakemake workflow only calls ``make_plan(config)``; the logic lives here, where pytest
 sees it.
@@ -82,6 +83,15 @@ class Row:
             return f"results/rules/{self.rule}/seed{int(seed)}/metrics.json"
         return f"results/runs/{self.run}/seed{int(seed)}/metrics.json"
 
+    def read_path(self, seed: int) -> str:
+        """Where tables, figures and the scorecard read the metrics.json of one seed: a rule row's
+        copy once the workflow's own check of it passed (rule ``check_rule_metrics``), so a
+        malformed file stops right after its rule, before anything depends on it; else
+        :meth:`result_path`."""
+        if self.rule:
+            return f"results/checked/{self.rule}/seed{int(seed)}/metrics.json"
+        return self.result_path(seed)
+
     @property
     def paper_key(self) -> tuple[str, str] | None:
         """(paper variant, tag) under which gmsop.aggregate.paper_values files this row."""
@@ -122,6 +132,8 @@ class Plan:
     benches: dict[str, dict]  # bench id -> settings
     experiments: dict[str, Experiment]
     datasets: dict[str, dict]  # dataset key -> {"name", "root", "options"}
+    contents: dict[str, str | None] = field(default_factory=dict)  # dataset key -> its files' content hash
+    notes: list[str] = field(default_factory=list)  # what planning left out, for the user to read
 
     def train_jobs(self) -> list[tuple[str, int]]:
         """Unique (run, seed) pairs over all experiments, in a stable order."""
@@ -234,10 +246,13 @@ def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
         if value not in schedules:
             raise ValueError(f"{where}: unknown schedule {value!r}; defined schedules: {', '.join(schedules) or 'none'}")
         value = schedules[value]
-    if not value or any(len(step) != 2 or float(step[0]) <= 0 or int(step[1]) < 1 for step in value):
-        raise ValueError(f"{where}: a schedule is a non-empty list of [lr > 0, epochs >= 1] pairs, got {value!r}")
-    _finite_lrs(value, where)
-    return [[float(lr), int(ep)] for lr, ep in value]
+    from gmsop.engine.config import parse_schedule
+
+    _finite_lrs([s for s in value or () if isinstance(s, (list, tuple)) and len(s) == 2], where)
+    try:  # the rule broken: lr > 0 and finite, at least one phase, epochs >= 1
+        return [[lr, ep] for lr, ep in parse_schedule(value)]
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _finite_lrs(schedule, where: str) -> None:
@@ -320,6 +335,24 @@ def _fingerprint(entry: dict, where: str) -> dict:
         raise ValueError(f"{where}: {err}") from None
 
 
+def _with_content(data: dict, key: str, config: dict, contents: dict[str, str | None]) -> dict:
+    """A run's data fingerprint plus the content hash of dataset ``key``'s files, computed once
+    per plan (``contents``). Unchanged for generated data, and for a root that does not exist yet
+    (a dry-run only warns about it, see ``check_data``; a real run stops before any job)."""
+    if key not in contents:
+        entry = config["datasets"][key]
+        root = entry.get("root")
+        contents[key] = None
+        if root is None or Path(root).expanduser().exists():
+            from gmsop.data import content_fingerprint
+
+            try:
+                contents[key] = content_fingerprint(entry["name"], root, entry.get("options") or {})
+            except ValueError as err:
+                raise ValueError(f"datasets.{key}: {err}") from None
+    return data if contents[key] is None else {**data, "content": contents[key]}
+
+
 def _variant_or_error(spec: dict, where: str):
     """The registry's resolution of a row's variant (builds nothing); a refused name or option
     fails here, at plan time, naming the row, instead of in a job."""
@@ -380,17 +413,27 @@ def _rows_of(name: str, exp: dict) -> list[dict]:
         return [{"variant": exp["variant"], "label": f"alpha={a:g}", "overrides": {"alpha": float(a)}} for a in exp["alphas"]]
     if kind == "grid":
         fam = exp.get("family", "GM-GAP")
-        rows = []
-        for n in exp["n"]:
-            for k in exp["k"]:
-                if int(k) <= int(n):  # K > N is impossible; such grid points are skipped
-                    rows.append({"variant": f"{fam}-{int(n)}-{int(k)}", "label": f"N={int(n)}, K={int(k)}"})
+        points, skipped = _grid_points(exp)
+        if not points:
+            raise ValueError(f"experiments.{name}: every grid point has K > N ({_points_text(skipped)}), "
+                             f"so it plans no run; give n values at least as large as some k")
+        rows = [{"variant": f"{fam}-{n}-{k}", "label": f"N={n}, K={k}"} for n, k in points]
         if exp.get("baseline"):  # the single-component reference the speed is relative to
             rows.insert(0, {"variant": exp["baseline"], "label": exp["baseline"]})
         return rows
     if kind == "protocols":
         return [{"variant": exp["variant"], "protocol": p, "label": f"{exp['variant']} ({p})"} for p in exp["protocols"]]
     raise ValueError(f"experiments.{name}: unknown kind {kind!r}; valid: table, alpha, grid, protocols")
+
+
+def _grid_points(exp: dict) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """A grid experiment's (N, K) points in order, and those skipped because K > N (impossible)."""
+    pairs = [(int(n), int(k)) for n in exp["n"] for k in exp["k"]]
+    return [p for p in pairs if p[1] <= p[0]], [p for p in pairs if p[1] > p[0]]
+
+
+def _points_text(points: list[tuple[int, int]]) -> str:
+    return ", ".join(f"N={n} K={k}" for n, k in points)
 
 
 def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str) -> Row:
@@ -435,6 +478,8 @@ def make_plan(config: dict) -> Plan:
     experiments: dict[str, Experiment] = {}
     bench_cfg = config.get("bench", {})
     datasets = config.get("datasets", {})
+    contents: dict[str, str | None] = {}
+    notes: list[str] = []
     for name, exp in config.get("experiments", {}).items():
         if not exp.get("enabled", True):
             continue
@@ -449,6 +494,7 @@ def make_plan(config: dict) -> Plan:
             if unknown:
                 raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(ROW_KEYS)}")
             spec = _resolve(raw, exp, config, where)
+            spec["data"] = _with_content(spec["data"], spec["dataset"], config, contents)
             facts = _variant_or_error(spec, where)
             spec["backbone"] = facts.backbone
             rid = run_id(spec)
@@ -463,6 +509,12 @@ def make_plan(config: dict) -> Plan:
                 width_mult=float(spec["width_mult"] or 1.0), settings=spec, paper=raw.get("paper", spec["variant"]),
                 num_experts=facts.num_experts, k=facts.k, alpha=facts.alpha,
             ))
+        if not rows:
+            raise ValueError(f"experiments.{name}: plans no run (no rows); give it rows or set "
+                             f"enabled: false")
+        skipped = _grid_points(exp)[1] if exp.get("kind") == "grid" else []
+        if skipped:
+            notes.append(f"experiments.{name}: grid points skipped because K > N: {_points_text(skipped)}")
         labels = [r.label for r in rows]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
@@ -474,7 +526,7 @@ def make_plan(config: dict) -> Plan:
             rows=tuple(rows), counts_alphas=tuple(float(a) for a in exp.get("counts_alphas") or ()),
             family=exp.get("family"),
         )
-    return Plan(runs, benches, experiments, datasets)
+    return Plan(runs, benches, experiments, datasets, contents, notes)
 
 
 def check_data(plan: Plan) -> tuple[list[str], list[str]]:
@@ -483,7 +535,8 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
     Returns ``(missing_roots, errors)``: ``missing_roots`` names each dataset whose ``root`` does
     not exist (relative roots are relative to the working directory); ``errors`` names each row
     whose batch is larger than its training set, where the training size is cheap to know
-    (``gmsop.data.train_size``: generated data from its options, npz from its array header).
+    (``gmsop.data.train_size``: generated data from its options, npz from its array headers), and
+    each dataset whose files cannot be read (a truncated npz: the file and the reason).
     Datasets whose size is not cheap to know (folder, imagenet64, places365) are checked by the
     training job when it loads the data, before the first step. The workflow stops on both
     before any job runs (a dry-run only warns about missing roots, so the job counts of a
@@ -500,7 +553,11 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
             missing.append(f"datasets.{key}.root: {root} does not exist (resolved: {Path(root).expanduser().absolute()})")
             sizes[key] = None
         else:
-            sizes[key] = train_size(entry["name"], root, entry.get("options") or {})
+            try:
+                sizes[key] = train_size(entry["name"], root, entry.get("options") or {})
+            except ValueError as err:  # an unreadable file, named with the reason
+                errors.append(f"datasets.{key}: {err}")
+                sizes[key] = None
     too_large: dict[tuple[str, int, int], list[str]] = {}  # (dataset, batch, images) -> rows
     for exp in plan.experiments.values():
         for row in exp.rows:
@@ -526,10 +583,11 @@ def describe_schema_error(err, schema: dict | None = None) -> str:
     the location (``experiments.table2.rows[3]``) and the offending key or value, instead of the
     schema dump jsonschema prints before them. ``schema`` (the whole schema) lets an unknown key
     list the keys allowed there."""
-    where = ""
-    for part in err.absolute_path:
-        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-    where = where or "(top level)"
+    where = _location(err)
+    branch = _matching_branch(err) if err.validator in ("oneOf", "anyOf") else None
+    if branch is not None:  # name the rule broken in the branch the value was meant for
+        rule = f" ({err.schema['description']})" if err.schema.get("description") else ""
+        return f"{_location(branch)}: {branch.message}{rule}"
     if err.validator in ("additionalProperties", "unevaluatedProperties"):
         found = re.findall(r"'([^']*)'", err.message.split("(")[-1])
         allowed = sorted(_schema_keys(err.schema, schema or {}))
@@ -537,6 +595,21 @@ def describe_schema_error(err, schema: dict | None = None) -> str:
         hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
         return f"{where}: unknown key {keys}{hint}"
     return f"{where}: {err.message}"
+
+
+def _location(err) -> str:
+    """``experiments.table2.rows[3].schedule[0][0]``: where in the config an error is."""
+    where = ""
+    for part in err.absolute_path:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    return where or "(top level)"
+
+
+def _matching_branch(err):
+    """Of a oneOf/anyOf error, the deepest error inside the alternatives whose type the value
+    has (a schedule given as a list broke the list's rules, not the name's), else None."""
+    inside = [e for e in err.context if not (e.validator == "type" and len(e.relative_path) == 0)]
+    return max(inside, key=lambda e: len(e.absolute_path), default=None)
 
 
 def _schema_keys(sub: dict, root: dict, depth: int = 0) -> set[str]:

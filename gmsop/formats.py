@@ -9,6 +9,7 @@ so both sides take the layout from here and it cannot drift:
 ``bench.json``         one throughput benchmark (:data:`BENCH_FORMAT`)
 ``progress.jsonl``     one epoch record per line (:data:`EPOCH_KEYS`), beside the checkpoint
 ``last.pt``            the resume checkpoint (:data:`CHECKPOINT_FORMAT`, :data:`CHECKPOINT_KEYS`)
+``previous.pt``        the checkpoint before it, kept until a new ``last.pt`` is written and read back
 ``config.json``        the TrainConfig and fingerprint a checkpoint folder was written for
 =====================  ======================================================================
 
@@ -40,9 +41,10 @@ from typing import Any
 
 __all__ = [
     "METRICS_FORMAT", "BENCH_FORMAT", "CHECKPOINT_FORMAT", "METRICS_NAME", "BENCH_SUFFIX", "PROGRESS_NAME",
-    "CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS", "TIMING_KEYS", "ResultFileError",
-    "run_block", "check_run_block", "check_metrics", "check_bench", "read_metrics", "read_bench", "bench_files", "read_progress", "json_schema",
-    "rule_metrics", "rule_run_id",
+    "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS",
+    "TIMING_KEYS", "ResultFileError", "run_block", "check_run_block", "check_metrics", "check_bench",
+    "read_metrics", "read_bench", "bench_files", "read_progress", "json_schema", "rule_metrics",
+    "rule_run_id", "read_rule_metrics",
 ]
 
 #: Version of metrics.json. 2: the ``run`` identity block and ``format_version`` itself.
@@ -56,6 +58,7 @@ METRICS_NAME = "metrics.json"
 BENCH_SUFFIX = ".json"
 PROGRESS_NAME = "progress.jsonl"
 CHECKPOINT_NAME = "last.pt"
+PREVIOUS_CHECKPOINT_NAME = "previous.pt"
 CONFIG_NAME = "config.json"
 
 #: Keys every checkpoint holds besides ``format`` (gmsop.engine.checkpoint says what each is).
@@ -357,6 +360,20 @@ def rule_metrics(rule: str, seed: int, top1_err: float, top5_err: float | None =
         "epochs": epochs, **extra,
     }
     return check_metrics(record, f"rule {rule!r}")
+
+
+def read_rule_metrics(path: PathLike, rule: str, seed: int) -> dict:
+    """Read and validate the ``metrics.json`` a user's rule wrote for ``seed``: the format (as
+    :func:`read_metrics`), the run id ``rule:<rule>`` a table row selects and the seed of its path;
+    :class:`ResultFileError` naming the file and the key otherwise."""
+    m = read_metrics(path)
+    found = (m.get("run") or {}).get("id")
+    if found != rule_run_id(rule):
+        raise ResultFileError(path, f"run.id is {found!r}; a file of rule {rule!r} must say "
+                                    f"{rule_run_id(rule)!r} (gmsop.formats.rule_metrics builds one)")
+    if m["seed"] != int(seed):
+        raise ResultFileError(path, f"seed is {m['seed']!r}, but the file is the one of seed {int(seed)}")
+    return m
 
 
 def rule_run_id(rule: str) -> str:

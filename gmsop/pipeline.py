@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["prepare_dataset", "train_config", "run_training", "run_bench", "make_table", "make_figure", "make_scorecard",
-           "load_results"]
+           "load_results", "check_rule_result"]
 
 
 def _dataset(ds: dict, **extra):
@@ -125,6 +125,17 @@ def identity(config: dict, run: str, kind: str = "train") -> dict:
     if kind == "bench":
         return run_block(run, plan.bench_planned_for(run), plan.benches[run])
     return run_block(run, plan.planned_for(run), plan.runs[run])
+
+
+def check_rule_result(path: str | Path, rule: str, seed: int, out: str | Path) -> dict:
+    """Check the metrics.json a user's rule wrote (gmsop.formats.read_rule_metrics) and copy its
+    bytes to ``out``, where the tables read it; a malformed file raises naming the file and key."""
+    from gmsop.atomic import atomic_write
+    from gmsop.formats import read_rule_metrics
+
+    metrics = read_rule_metrics(path, rule, seed)
+    atomic_write(out, Path(path).read_bytes())
+    return metrics
 
 
 def load_results(runs: list[str], benches: list[str] | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -270,3 +271,94 @@ def test_snakemake_prints_the_location_first(tmp_path):
     assert proc.returncode != 0
     assert "config error at experiments.table2.rows[1]: unknown key 'batch_szie'" in out, out
     assert "Failed validating" not in out and "On instance" not in out and "'description'" not in out, out
+
+
+# --- a truncated npz: the file and the reason when planning, not a BadZipFile in the workflow --
+
+
+@pytest.mark.parametrize("cut", ["train.npz", "val.npz"])
+def test_truncated_npz_is_named_when_planning(tmp_path, monkeypatch, cut):
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path / "cache"))
+    _npz(tmp_path, [0, 1, 0, 1], [0, 1])
+    whole = (tmp_path / cut).read_bytes()
+    (tmp_path / cut).write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    cfg = tiny()
+    cfg["datasets"]["mine"] = {"name": "npz", "root": str(tmp_path)}
+    cfg["experiments"] = {"t": {"kind": "table", "dataset": "mine",
+                                "rows": [{"variant": "ResNet-18", "batch_size": 2}]}}
+    missing, errors = check_data(make_plan(cfg))
+    assert missing == [] and errors == [
+        f"datasets.mine: {tmp_path / cut}: cannot read (BadZipFile: File is not a zip file); "
+        f"the file may be truncated or corrupt"]
+
+
+def test_npz_labels_of_another_length_are_named_when_planning(tmp_path, monkeypatch):
+    monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path / "cache"))
+    _npz(tmp_path, [0, 1, 0], [0, 1], n=4)
+    cfg = tiny()
+    cfg["datasets"]["mine"] = {"name": "npz", "root": str(tmp_path)}
+    cfg["experiments"] = {"t": {"kind": "table", "dataset": "mine",
+                                "rows": [{"variant": "ResNet-18", "batch_size": 2}]}}
+    errors = check_data(make_plan(cfg))[1]
+    assert errors == [f"datasets.mine: {tmp_path / 'train.npz'}[y]: 3 labels for 4 images"]
+
+
+# --- a schedule: the rule it breaks, not "not valid under any of the given schemas" ---------
+
+
+@pytest.mark.parametrize("schedule, first", [
+    ([[-0.1, 2]], r"schedules\.short\[0\]\[0\]: -0\.1 is less than or equal to the minimum of 0"),
+    ([], r"schedules\.short: \[\] (should be non-empty|is too short)"),
+    ([[0.1, 0]], r"schedules\.short\[0\]\[1\]: 0 is less than the minimum of 1"),
+])
+def test_schedule_schema_error_names_the_rule_broken(schedule, first):
+    cfg = tiny()
+    cfg["schedules"]["short"] = schedule
+    message = _schema_error(cfg)
+    assert re.match(first, message), message
+    assert "at least one [learning rate, epochs] phase, each learning rate > 0 and finite, each epochs " \
+           "an integer >= 1" in message and "not valid under any" not in message
+
+
+@pytest.mark.parametrize("schedule, rule", [
+    ([[-0.1, 2]], r"learning rate must be a positive finite number, got -0\.1"),
+    ([], r"schedule is empty"),
+    ([[0.1, 0]], r"epochs must be >= 1, got 0"),
+])
+def test_schedule_rule_broken_is_named_by_the_planner(schedule, rule):
+    cfg = tiny()
+    cfg["experiments"]["table2"]["rows"][0]["schedule"] = schedule
+    with pytest.raises(ValueError, match=r"^experiments\.table2\.rows\[0\]: .*" + rule):
+        make_plan(cfg)
+
+
+# --- an experiment that plans nothing is refused; skipped grid points are listed -----------
+
+
+def test_grid_whose_every_point_has_k_above_n_is_refused():
+    cfg = tiny()
+    cfg["experiments"]["figure3"].update(n=[1, 2], k=[4, 8])
+    with pytest.raises(ValueError, match=r"experiments\.figure3: every grid point has K > N "
+                                         r"\(N=1 K=4, N=1 K=8, N=2 K=4, N=2 K=8\), so it plans no run"):
+        make_plan(cfg)
+
+
+def test_skipped_grid_points_are_listed():
+    cfg = tiny()
+    cfg["experiments"]["figure3"].update(n=[2, 4], k=[1, 4])
+    plan = make_plan(cfg)
+    labels = [r.label for r in plan.experiments["figure3"].rows]
+    assert labels == ["ResNet-18-512d", "N=2, K=1", "N=4, K=1", "N=4, K=4"]
+    assert plan.notes == ["experiments.figure3: grid points skipped because K > N: N=2 K=4"]
+    assert make_plan(tiny()).notes == []
+
+
+@pytest.mark.parametrize("kind, key", [("table", "rows"), ("alpha", "alphas")])
+def test_experiment_without_rows_is_refused(kind, key):
+    cfg = tiny()
+    exp = cfg["experiments"]["table2" if kind == "table" else "figure2"]
+    exp[key] = []
+    exp.pop("orderings", None)
+    exp.pop("baseline", None)
+    with pytest.raises(ValueError, match=r"experiments\.(table2|figure2): plans no run \(no rows\)"):
+        make_plan(cfg)

@@ -80,6 +80,16 @@ def test_corrupt_image_named(tmp_path):
         get_dataset("folder", root=tmp_path, workers=1)
 
 
+def test_every_corrupt_image_named_in_one_message(tmp_path):
+    make_tree(tmp_path)
+    bad = [tmp_path / "train" / "cat" / "0.png", tmp_path / "train" / "dog" / "1.png"]
+    for path in bad:
+        path.write_bytes(b"\x89PNG garbage")
+    with pytest.raises(ValueError, match=r"folder at .*: 2 of 4 train image files cannot be used") as exc:
+        get_dataset("folder", root=tmp_path, workers=1)
+    assert all(f"{path}: cannot decode" in str(exc.value) for path in bad)
+
+
 def test_cache_reuse_and_invalidation(tmp_path, monkeypatch):
     make_tree(tmp_path)
     first = get_dataset("folder", root=tmp_path, size=8, workers=1)

@@ -109,14 +109,80 @@ def test_cache_reused_without_decoding(tmp_path, monkeypatch):
     assert torch.equal(first.val.images, second.val.images)
 
 
-def test_missing_image_names_file_and_leaves_no_cache(tmp_path):
+def _count_decodes(monkeypatch) -> list[str]:
+    """Record every file decoded (workers=1 decodes in this process)."""
+    seen: list[str] = []
+    real = imagefiles.decode_resize
+
+    def counting(path, *a, **k):
+        seen.append(str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(imagefiles, "decode_resize", counting)
+    return seen
+
+
+def test_every_missing_image_is_named_in_one_message_before_decoding(tmp_path, monkeypatch):
     make_places(tmp_path)
-    (tmp_path / "val_256" / "Places365_val_00000002.jpg").unlink()
-    with pytest.raises(ValueError, match=r"Places365_val_00000002\.jpg: cannot decode"):
+    gone = [tmp_path / "data_256_standard" / "b" / "bakery" / "shop" / "00000001.jpg",
+            tmp_path / "val_256" / "Places365_val_00000002.jpg"]
+    for path in gone:
+        path.unlink()
+    decoded = _count_decodes(monkeypatch)
+    with pytest.raises(ValueError, match=r"places365 at .*: 2 of 9 listed image files cannot be used") as exc:
         get_dataset("places365", root=tmp_path, workers=1)
+    assert all(f"missing: {path}" in str(exc.value) for path in gone)
+    assert decoded == []  # found before anything was decoded
+    assert not (default_cache_dir(tmp_path, "places365-100") / "meta.json").exists()
+
+
+def test_undecodable_images_all_named_and_the_converted_rows_kept(tmp_path, monkeypatch):
+    make_places(tmp_path)
+    clean = get_dataset("places365", root=tmp_path, workers=1,
+                        cache_dir=tmp_path.parent / f"{tmp_path.name}-clean")
+    bad = [tmp_path / "data_256_standard" / "a" / "airfield" / "00000000.jpg",
+           tmp_path / "data_256_standard" / "c" / "canyon" / "00000001.jpg"]
+    good = {p: p.read_bytes() for p in bad}
+    for path in bad:
+        path.write_bytes(good[path][:100])
+    with pytest.raises(ValueError, match=r"2 of 6 train image files cannot be used; the 4 others are "
+                                         r"converted and kept") as exc:
+        get_dataset("places365", root=tmp_path, workers=1)
+    assert all(f"{path}: cannot decode" in str(exc.value) for path in bad)
     cache_dir = default_cache_dir(tmp_path, "places365-100")
-    assert not (cache_dir / "meta.json").exists()
+    assert (cache_dir / "train_partial.npy").is_file() and not (cache_dir / "meta.json").exists()
     assert not [p for p in cache_dir.iterdir() if p.name.endswith(".tmp")]
+    for path, data in good.items():
+        path.write_bytes(data)
+    decoded = _count_decodes(monkeypatch)
+    ds = get_dataset("places365", root=tmp_path, workers=1)
+    assert sorted(decoded) == sorted(map(str, bad))  # only the two: the rest was kept
+    assert torch.equal(ds.train.images, clean.train.images) and torch.equal(ds.val.images, clean.val.images)
+    assert ds.mean == clean.mean and ds.std == clean.std
+    assert not (cache_dir / "train_partial.npy").exists()
+
+
+def test_bad_images_of_both_splits_in_one_message_and_the_rest_kept(tmp_path, monkeypatch):
+    make_places(tmp_path)
+    val = tmp_path / "val_256" / "Places365_val_00000003.jpg"
+    train = tmp_path / "data_256_standard" / "b" / "bakery" / "shop" / "00000000.jpg"
+    data = {p: p.read_bytes() for p in (val, train)}
+    for path in data:
+        path.write_bytes(data[path][:100])
+    both = r"1 of 6 train image files cannot be used.*\n.*\n.*1 of 3 val image files"
+    with pytest.raises(ValueError, match=both) as exc:
+        get_dataset("places365", root=tmp_path, workers=1)
+    assert f"{val}: cannot decode" in str(exc.value) and f"{train}: cannot decode" in str(exc.value)
+    val.write_bytes(data[val])
+    decoded = _count_decodes(monkeypatch)
+    with pytest.raises(ValueError, match=r"1 of 6 train image files") as exc:
+        get_dataset("places365", root=tmp_path, workers=1)
+    assert sorted(decoded) == sorted([str(train), str(val)])  # the two bad ones tried again, nothing else
+    assert "val image files" not in str(exc.value)  # the val split now converted (and kept)
+    train.write_bytes(data[train])
+    decoded.clear()
+    get_dataset("places365", root=tmp_path, workers=1)
+    assert decoded == [str(train)]  # the training split's other rows and the whole val split copied
 
 
 def test_truncated_jpeg(tmp_path):

@@ -26,6 +26,9 @@ places365   Places365-Standard list files + JPEGs at 100x100, cached         gms
 folder      root/train/<class>/*.jpg, root/val/<class>/..., cached           gmsop.data.folder
 npz         train.npz/val.npz with x (NCHW or NHWC uint8) and y              gmsop.data.npz
 
+A file-backed dataset's identity includes the content of the files it reads
+(``content_fingerprint``, gmsop.data.content); a generated one's is its options.
+
 Training path
 -------------
     ds = get_dataset("imagenet64", root="/data/imagenet64")
@@ -38,11 +41,13 @@ Training path
 """
 from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
 from gmsop.data.registry import (
-    dataset_fingerprint, dataset_options, get_dataset, list_datasets, register_dataset, register_train_size, train_size,
+    dataset_fingerprint, dataset_options, get_dataset, list_datasets, register_dataset, register_source_files,
+    register_train_size, source_files, train_size,
 )
 
 # importing the dataset modules registers them
 from gmsop.data import digits, folder, imagenet64, npz, places365, synthetic  # noqa: E402,F401  isort: skip
+from gmsop.data.content import content_fingerprint  # noqa: E402
 from gmsop.data.augment import (
     BatchTransform,
     center_crop,
@@ -73,7 +78,11 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "register_train_size",
+    "register_source_files",
+    "source_files",
     "train_size",
+    # content
+    "content_fingerprint",
     # augment
     "BatchTransform",
     "center_crop",

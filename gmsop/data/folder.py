@@ -27,10 +27,12 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_choice, require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
-from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, convert_image_files, default_workers
-from gmsop.data.registry import register_dataset
+from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, convert_splits, default_workers
+from gmsop.data.registry import register_dataset, register_source_files
 
 __all__ = ["folder", "scan_tree"]
+
+WHAT = "train/<class>/*.jpg and val/<class>/*.jpg"
 
 
 def scan_tree(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.ndarray]]]:
@@ -62,6 +64,12 @@ def scan_tree(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.nda
     return classes, out
 
 
+@register_source_files("folder")
+def _folder_files(root: Path | None, **_) -> list[Path]:
+    _, splits = scan_tree(require_root("folder", root, WHAT))
+    return splits["train"][0] + splits["val"][0]
+
+
 @register_dataset("folder")
 def folder(
     root: Path | None,
@@ -73,7 +81,7 @@ def folder(
 ) -> Dataset:
     """Images under ``root``/train/<class>/ and ``root``/val/<class>/ at ``size`` x ``size``."""
     name = "folder"
-    root = require_root(name, root, "train/<class>/*.jpg and val/<class>/*.jpg")
+    root = require_root(name, root, WHAT)
     size = require_int(name, "size", size, 1)
     fit = require_choice(name, "fit", fit, FITS)
     workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
@@ -91,8 +99,7 @@ def folder(
     meta = cache.read_meta(cdir, fp)
     if meta is None:
         cache.invalidate(cdir)
-        stats = convert_image_files(*splits["train"], cdir, "train", size, fit, workers, dataset=f"folder at {root}")
-        convert_image_files(*splits["val"], cdir, "val", size, fit, workers, dataset=f"folder at {root}")
+        stats = convert_splits(splits, cdir, size, fit, workers, dataset=f"folder at {root}")
         mean, std = stats.result()
         shapes = {s: {"shape": [len(splits[s][0]), 3, size, size]} for s in ("train", "val")}
         meta = cache.write_meta(

@@ -11,9 +11,15 @@ their own rows; the per-channel histograms come back with each chunk.
     "crop":    resize the shorter side to ``size`` keeping the aspect ratio, then centre-crop.
 Both use bicubic interpolation; every image is converted to RGB first (greyscale and CMYK
 JPEGs exist in Places365).
+
+Nothing decoded is thrown away: a missing or undecodable file does not stop the others, all of
+them are named in one error at the end, and the rows that did decode are kept
+(``<split>_partial.npy`` and its ``_rows.json`` index, as every complete split has one), so the
+next conversion copies them and decodes only the files that are new, changed or failed.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -23,14 +29,17 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from gmsop.atomic import atomic_write, atomic_write_json
 from gmsop.data import cache
 from gmsop.data.stats import ChannelStats
 
-__all__ = ["FITS", "decode_resize", "convert_image_files", "IMAGE_EXTENSIONS"]
+__all__ = ["FITS", "decode_resize", "convert_image_files", "convert_splits", "check_files_exist",
+           "BadImageFiles", "IMAGE_EXTENSIONS"]
 
 FITS = ("stretch", "crop")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 _CHUNK = 1024  # files per worker task
+_SHOWN = 50  # bad files listed in an error message (all of them go to <split>_bad_files.txt)
 
 
 def decode_resize(path: str | Path, size: int, fit: str = "stretch") -> np.ndarray:
@@ -55,15 +64,82 @@ def decode_resize(path: str | Path, size: int, fit: str = "stretch") -> np.ndarr
     return np.ascontiguousarray(hwc.transpose(2, 0, 1))  # (3, size, size)
 
 
-def _fill_rows(out_file: str, start: int, paths: Sequence[str], size: int, fit: str) -> np.ndarray:
-    """Worker: decode ``paths`` into rows start.. of the memmap; return their histogram."""
+class BadImageFiles(ValueError):
+    """Listed image files that are missing or cannot be decoded (every one of them named)."""
+
+
+def _fill_rows(out_file: str, rows: Sequence[int], paths: Sequence[str], size: int, fit: str
+               ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Worker: decode ``paths`` into ``rows`` of the memmap; return the histogram of the rows it
+    filled and, for each file it could not decode, (row, reason)."""
     out = np.load(out_file, mmap_mode="r+")
-    for i, p in enumerate(paths):
-        out[start + i] = decode_resize(p, size, fit)
+    done, failed = [], []
+    for row, p in zip(rows, paths):
+        try:
+            out[row] = decode_resize(p, size, fit)
+            done.append(row)
+        except ValueError as exc:
+            failed.append((row, str(exc)))
     stats = ChannelStats()
-    stats.update(np.asarray(out[start : start + len(paths)]))
+    if done:
+        stats.update(np.asarray(out[done]))
     out.flush()
-    return stats.hist
+    return stats.hist, failed
+
+
+def _stamp(path: str) -> list[int] | None:
+    """[size, mtime_ns] of a file, None when it is missing (the key of a kept row)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns] if os.path.isfile(path) else None
+
+
+def _index_path(images: Path) -> Path:
+    return images.with_name(images.stem + "_rows.json")
+
+
+def _kept_rows(cache_dir: Path, split: str, size: int, fit: str) -> list[tuple[Path, dict[str, list]]]:
+    """Rows decoded by earlier conversions of ``split`` (the last complete one and the part of a
+    failed one): (images file, {image path: [size, mtime_ns, row]}) for each that matches."""
+    kept = []
+    for images in (cache.images_path(cache_dir, split), _partial_path(cache_dir, split)):
+        try:
+            index = json.loads(_index_path(images).read_text())
+        except (OSError, ValueError):
+            continue
+        if images.is_file() and index.get("size") == size and index.get("fit") == fit:
+            kept.append((images, {f[0]: [f[1], f[2], row] for row, f in enumerate(index["files"]) if f}))
+    return kept
+
+
+def _write_index(images: Path, size: int, fit: str, names: list[str], done: dict[int, list]) -> None:
+    """Beside an images file: which file (path, size, mtime_ns) each row holds, null if none."""
+    files = [[names[i], *done[i]] if i in done else None for i in range(len(names))]
+    atomic_write_json(_index_path(images), {"size": size, "fit": fit, "files": files}, indent=None)
+
+
+def _partial_path(cache_dir: Path, split: str) -> Path:
+    return Path(cache_dir) / f"{split}_partial.npy"
+
+
+def check_files_exist(files: dict[str, Sequence[str | Path]], dataset: str) -> None:
+    """Every listed image file exists, over all splits at once: ValueError listing all missing
+    ones (before any decoding, so nothing is converted for nothing)."""
+    missing = [f"missing: {p}" for paths in files.values() for p in paths if not os.path.isfile(p)]
+    if missing:
+        total = sum(len(p) for p in files.values())
+        raise BadImageFiles(_bad_files_message(dataset, "listed", missing, total, None))
+
+
+def _bad_files_message(dataset: str, split: str, bad: list[str], total: int, listing: Path | None) -> str:
+    shown = bad if len(bad) <= _SHOWN else bad[:_SHOWN] + [f"... and {len(bad) - _SHOWN} more"]
+    kept = (f"; the {total - len(bad)} others are converted and kept, so the next run decodes only these"
+            if listing is not None else "")
+    where = f" (all of them in {listing})" if listing is not None and len(bad) > _SHOWN else ""
+    return (f"{dataset}: {len(bad)} of {total} {split} image files cannot be used{kept}; fix or remove them "
+            f"(from the list or the folder) and run again{where}:\n  " + "\n  ".join(shown))
 
 
 def convert_image_files(
@@ -79,6 +155,10 @@ def convert_image_files(
     """Write ``<split>_images.npy`` and ``<split>_labels.npy`` for ``paths`` atomically.
 
     Returns the per-channel histogram of the written images. ``dataset`` names the data in errors.
+    A row decoded before, by the last complete conversion or a failed one, from the same file
+    (path, size and mtime) is copied instead of decoded again. When files are missing or cannot
+    be decoded, every one of them is named in one ValueError, and the rows that did decode are
+    kept (``<split>_partial.npy``) for the next conversion.
     """
     n = len(paths)
     if len(labels) != n:
@@ -87,25 +167,80 @@ def convert_image_files(
         raise ValueError(f"{dataset}: the {split} split is empty (0 image files)")
     stats = ChannelStats(what=f"{dataset}: the {split} split")
     names = [str(p) for p in paths]
-    tasks = [(s, names[s : s + _CHUNK]) for s in range(0, n, _CHUNK)]
+    stamps = [_stamp(p) for p in names]
+    bad = {i: f"missing: {names[i]}" for i, st in enumerate(stamps) if st is None}
+    kept = _kept_rows(cache_dir, split, size, fit)
+    done: dict[int, list] = {}  # row -> [size, mtime_ns] of the file it holds
     with cache.atomic_memmap(cache.images_path(cache_dir, split), (n, 3, size, size)) as out:
-        out.flush()  # the header and size are on disk before workers open the file
+        for images, rows in kept:  # copy what an earlier conversion decoded from the same files
+            reuse = [(i, rows[p][2]) for i, p in enumerate(names)
+                     if i not in done and i not in bad and rows.get(p, [None])[:2] == stamps[i]]
+            if reuse:
+                old = np.load(images, mmap_mode="r")
+                for s in range(0, len(reuse), _CHUNK):
+                    new_rows, old_rows = zip(*reuse[s : s + _CHUNK])
+                    out[list(new_rows)] = old[list(old_rows)]
+                    stats.update(np.asarray(out[list(new_rows)]))
+                done.update((i, stamps[i]) for i, _ in reuse)
+                del old
+        out.flush()  # the header, size and copied rows are on disk before workers open the file
         out_file = str(out.filename)
-        if workers <= 1 or len(tasks) <= 1:
-            for start, chunk in tasks:
-                stats.hist += _fill_rows(out_file, start, chunk, size, fit)
-        else:
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-                futures = [pool.submit(_fill_rows, out_file, s, c, size, fit) for s, c in tasks]
-                try:
-                    for fut in futures:
-                        stats.hist += fut.result()
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+        todo = [i for i in range(n) if i not in done and i not in bad]
+        tasks = [todo[s : s + _CHUNK] for s in range(0, len(todo), _CHUNK)]
+        results = _decode(out_file, tasks, names, size, fit, workers)
+        for rows, (hist, failed) in zip(tasks, results):
+            stats.hist += hist
+            failed_rows = {row for row, _ in failed}
+            bad.update((row, f"cannot decode: {reason}") for row, reason in failed)
+            done.update((i, stamps[i]) for i in rows if i not in failed_rows)
+        if bad:
+            partial = _partial_path(cache_dir, split)
+            _index_path(partial).unlink(missing_ok=True)  # never an index over other bytes
+            os.replace(out_file, partial)  # keep what decoded: the next conversion copies it
+            _write_index(partial, size, fit, names, done)
+            listing = Path(cache_dir) / f"{split}_bad_files.txt"
+            lines = [bad[i] for i in sorted(bad)]
+            atomic_write(listing, "".join(f"{line}\n" for line in lines))
+            raise BadImageFiles(_bad_files_message(dataset, split, lines, n, listing))
     cache.atomic_save_npy(cache.labels_path(cache_dir, split), np.asarray(labels, dtype=np.int64))
+    _write_index(cache.images_path(cache_dir, split), size, fit, names, done)
+    for stale in (_partial_path(cache_dir, split), _index_path(_partial_path(cache_dir, split)),
+                  Path(cache_dir) / f"{split}_bad_files.txt"):
+        stale.unlink(missing_ok=True)
     return stats
+
+
+def convert_splits(splits: dict[str, tuple[Sequence[str | Path], np.ndarray]], cache_dir: Path, size: int,
+                   fit: str, workers: int, dataset: str) -> ChannelStats:
+    """``convert_image_files`` for each split (``{"train": (paths, labels), "val": ...}``) after
+    ``check_files_exist`` over all of them; every split is tried, and the files no split could
+    use are named in one ``BadImageFiles``. Returns the training split's histogram."""
+    check_files_exist({split: paths for split, (paths, _) in splits.items()}, dataset)
+    stats, errors = {}, []
+    for split, (paths, labels) in splits.items():
+        try:
+            stats[split] = convert_image_files(paths, labels, cache_dir, split, size, fit, workers, dataset)
+        except BadImageFiles as err:
+            errors.append(str(err))
+    if errors:
+        raise BadImageFiles("\n".join(errors))
+    return stats["train"]
+
+
+def _decode(out_file: str, tasks: list[list[int]], names: list[str], size: int, fit: str, workers: int
+            ) -> list[tuple[np.ndarray, list[tuple[int, str]]]]:
+    """``_fill_rows`` over ``tasks`` (lists of rows), in ``workers`` processes when it pays."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [_fill_rows(out_file, rows, [names[i] for i in rows], size, fit) for rows in tasks]
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        futures = [pool.submit(_fill_rows, out_file, rows, [names[i] for i in rows], size, fit)
+                   for rows in tasks]
+        try:
+            return [fut.result() for fut in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def default_workers() -> int:

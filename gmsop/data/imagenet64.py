@@ -42,7 +42,7 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
-from gmsop.data.registry import register_dataset
+from gmsop.data.registry import register_dataset, register_source_files
 from gmsop.data.stats import ChannelStats
 
 __all__ = ["imagenet64", "find_release_files", "read_batch", "SubsetWarning", "FULL_TRAIN", "FULL_VAL"]
@@ -54,6 +54,7 @@ AUGMENT_PRESETS = {
     "flip": AugmentSpec(flip=True),
     "star": AugmentSpec(flip_double=True, pad=4, eval_pad_crop=True),
 }
+WHAT = "Imagenet64_train_part1_npz/, ..._part2_npz/ and Imagenet64_val_npz/"
 _FILE_RE = re.compile(r"^(?:train_data_batch_(\d+)|(val_data))(\.npz)?$")
 _RESOLUTION_DIR_RE = re.compile(r"^imagenet(\d+)_", re.IGNORECASE)
 
@@ -215,6 +216,24 @@ def _convert_split(
     return total, stats
 
 
+def _release_files(root: Path, size: int) -> tuple[dict[int, Path], Path, list[str]]:
+    """``find_release_files``, refusing a root without training or validation files."""
+    train_files, val_file, notes = find_release_files(root, size)
+    if not train_files:
+        raise ValueError(f"imagenet64: no train_data_batch_* files under {root} "
+                         f"(looked in it and its sub-folders)")
+    if val_file is None:
+        raise ValueError(f"imagenet64: no val_data or val_data.npz under {root} "
+                         f"(looked in it and its sub-folders)")
+    return train_files, val_file, notes
+
+
+@register_source_files("imagenet64")
+def _imagenet64_files(root: Path | None, size: int = 64, **_) -> list[Path]:
+    train_files, val_file, _ = _release_files(require_root("imagenet64", root, WHAT), int(size))
+    return [*train_files.values(), val_file]
+
+
 @register_dataset("imagenet64")
 def imagenet64(
     root: Path | None,
@@ -226,15 +245,11 @@ def imagenet64(
 ) -> Dataset:
     """Downsampled ImageNet at ``size`` x ``size`` (64 in the paper; 32, 16, 8 also released)."""
     name = "imagenet64"
-    root = require_root(name, root, "Imagenet64_train_part1_npz/, ..._part2_npz/ and Imagenet64_val_npz/")
+    root = require_root(name, root, WHAT)
     size = require_int(name, "size", size, 1)
     num_classes = require_int(name, "num_classes", num_classes, 2)
     augment_spec = resolve_augment(augment, AUGMENT_PRESETS, "flip", name)
-    train_files, val_file, notes = find_release_files(root, size)
-    if not train_files:
-        raise ValueError(f"{name}: no train_data_batch_* files under {root} (looked in it and its sub-folders)")
-    if val_file is None:
-        raise ValueError(f"{name}: no val_data or val_data.npz under {root} (looked in it and its sub-folders)")
+    train_files, val_file, notes = _release_files(root, size)
     files = [*train_files.values(), val_file]
     cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"imagenet{size}"))
     fp = cache.fingerprint(files, {"size": size, "num_classes": num_classes}, base=root)

@@ -32,12 +32,13 @@ import torch
 
 from gmsop.data._checks import require_choice, require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
-from gmsop.data.registry import register_dataset, register_train_size
+from gmsop.data.registry import register_dataset, register_source_files, register_train_size
 from gmsop.data.stats import channel_mean_std
 
 __all__ = ["npz", "to_nchw", "LAYOUTS"]
 
 LAYOUTS = ("auto", "NCHW", "NHWC")
+WHAT = "train.npz and val.npz (keys x, y), or a .npz file with x_train, y_train, x_val, y_val"
 
 
 def _channels_layout(x: np.ndarray, layout: str, source: str) -> str:
@@ -95,12 +96,16 @@ def _load(path: Path, keys: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
             if missing:
                 raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(z.files)}")
             return z[keys[0]], z[keys[1]]
-    except ValueError as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: cannot read ({exc}); the file may be truncated or corrupt") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc}); the file may be truncated") from None
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> ValueError:
+    """The one message for an npz that cannot be read: the file, the reason, what it may mean."""
+    if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
+        return exc
+    return ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc}); "
+                      f"the file may be truncated or corrupt")
 
 
 def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
@@ -120,16 +125,9 @@ def npz(
 ) -> Dataset:
     """Images and labels from ``root``/train.npz + val.npz, or one .npz file with _train/_val keys."""
     name = "npz"
-    what = "train.npz and val.npz (keys x, y), or a .npz file with x_train, y_train, x_val, y_val"
-    root = require_root(name, root, what)
+    root = require_root(name, root, WHAT)
     layout = require_choice(name, "layout", layout, LAYOUTS)
-    if root.is_dir():
-        sources = {s: (root / f"{s}.npz", ("x", "y")) for s in ("train", "val")}
-        for path, _ in sources.values():
-            if not path.is_file():
-                raise ValueError(f"npz: missing {path}; expected train.npz and val.npz with keys x and y")
-    else:
-        sources = {s: (root, (f"x_{s}", f"y_{s}")) for s in ("train", "val")}
+    sources = _sources(root)
     arrays, channels = {}, {}
     for split, (path, keys) in sources.items():
         src, ysrc = f"{path}[{keys[0]}]", f"{path}[{keys[1]}]"
@@ -179,14 +177,52 @@ def npz(
     )
 
 
+def _sources(root: Path) -> dict[str, tuple[Path, tuple[str, str]]]:
+    """split -> (file, (images key, labels key)) of the packaging ``root`` is."""
+    if root.is_dir():
+        sources = {s: (root / f"{s}.npz", ("x", "y")) for s in ("train", "val")}
+        for path, _ in sources.values():
+            if not path.is_file():
+                raise ValueError(f"npz: missing {path}; expected train.npz and val.npz with keys x and y")
+        return sources
+    return {s: (root, (f"x_{s}", f"y_{s}")) for s in ("train", "val")}
+
+
+@register_source_files("npz")
+def _npz_files(root: Path | None, **_) -> list[Path]:
+    return sorted({path for path, _ in _sources(require_root("npz", root, WHAT)).values()})
+
+
+def _header_length(zf: zipfile.ZipFile, member: str) -> int:
+    """The first dimension of array ``member`` (``x.npy``), read from its header (no data read)."""
+    with zf.open(member) as fh:
+        fmt = np.lib.format
+        version = fmt.read_magic(fh)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, _ = read_header(fh)
+    return int(shape[0]) if shape else 0
+
+
 @register_train_size("npz")
 def _npz_train_size(root: Path | None, **_) -> int | None:
-    """Images in the training ``x`` array, read from its .npy header inside the zip (no data read)."""
+    """Images in the training ``x`` array, read from the .npy headers inside the zips (no data
+    read). Every split's file is opened and its arrays' headers read, so a truncated or foreign
+    file, a missing key or images and labels of different lengths are named, with the file, when
+    the workflow plans; ValueError then."""
     if root is None:
         return None
-    path, member = (root / "train.npz", "x.npy") if root.is_dir() else (root, "x_train.npy")
-    with zipfile.ZipFile(path) as zf, zf.open(member) as fh:
-        fmt = np.lib.format
-        read_header = fmt.read_array_header_1_0 if fmt.read_magic(fh) == (1, 0) else fmt.read_array_header_2_0
-        shape, _, _ = read_header(fh)
-    return int(shape[0]) if shape else None
+    sizes = {}
+    for split, (path, keys) in _sources(root).items():
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+                missing = [k for k in keys if k not in names]
+                if missing:
+                    raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(names)}")
+                n_x, n_y = (_header_length(zf, f"{k}.npy") for k in keys)
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            raise _unreadable(path, exc) from None
+        if n_x != n_y:
+            raise ValueError(f"{path}[{keys[1]}]: {n_y} labels for {n_x} images")
+        sizes[split] = n_x
+    return sizes["train"]

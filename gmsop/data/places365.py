@@ -29,8 +29,8 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
-from gmsop.data.imagefiles import convert_image_files, default_workers
-from gmsop.data.registry import register_dataset
+from gmsop.data.imagefiles import convert_splits, default_workers
+from gmsop.data.registry import register_dataset, register_source_files
 
 __all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
 
@@ -40,6 +40,7 @@ TRAIN_LIST = "places365_train_standard.txt"
 VAL_LIST = "places365_val.txt"
 TRAIN_DIRS = ("data_256_standard", "data_256", "data_large_standard")
 VAL_DIRS = ("val_256", "val_large")
+WHAT = f"{CATEGORIES}, {TRAIN_LIST}, {VAL_LIST} and the image folders"
 
 
 def _read_pairs(path: Path) -> list[tuple[str, int]]:
@@ -92,6 +93,20 @@ def read_list(root: Path, split: str, num_classes: int) -> tuple[list[Path], np.
     return paths, labels
 
 
+def _list_files(root: Path) -> list[Path]:
+    """The categories and the two list files: they stand for the images (cache and identity)."""
+    return [root / CATEGORIES, root / TRAIN_LIST, root / VAL_LIST]
+
+
+@register_source_files("places365")
+def _places365_files(root: Path | None, **_) -> list[Path]:
+    files = _list_files(require_root("places365", root, WHAT))
+    for path in files:
+        if not path.is_file():
+            raise ValueError(f"places365: missing list file {path}")
+    return files
+
+
 @register_dataset("places365")
 def places365(
     root: Path | None,
@@ -103,14 +118,14 @@ def places365(
 ) -> Dataset:
     """Places365-Standard at ``size`` x ``size`` (100 in the paper) with ``crop`` training crops."""
     name = "places365"
-    root = require_root(name, root, f"{CATEGORIES}, {TRAIN_LIST}, {VAL_LIST} and the image folders")
+    root = require_root(name, root, WHAT)
     size = require_int(name, "size", size, 1)
     crop = require_int(name, "crop", crop, 1, size)
     workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
     presets = {"paper": AugmentSpec(flip=True, train_crop=crop, eval_crop=crop), "none": AugmentSpec()}
     augment_spec = resolve_augment(augment, presets, "paper", name)
     classes = read_categories(root)
-    list_files = [root / CATEGORIES, root / TRAIN_LIST, root / VAL_LIST]
+    list_files = _list_files(root)
     cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}"))
     # the list files stand for the images: stat-ing 1.8M files on every load would be slow
     fp = cache.fingerprint(list_files, {"size": size, "fit": "stretch"}, base=root)
@@ -118,15 +133,14 @@ def places365(
     if meta is None:
         cache.invalidate(cdir)
         shapes, notes = {}, []
-        stats = None
+        lists = {split: read_list(root, split, len(classes)) for split in ("train", "val")}
+        stats = convert_splits(lists, cdir, size, "stretch", workers, dataset=f"places365 at {root}")
         for split, full in (("train", FULL_TRAIN), ("val", FULL_VAL)):
-            paths, labels = read_list(root, split, len(classes))
-            s = convert_image_files(paths, labels, cdir, split, size, "stretch", workers, dataset=f"places365 at {root}")
-            stats = s if split == "train" else stats
-            shapes[split] = {"shape": [len(paths), 3, size, size]}
-            if len(paths) != full:
-                notes.append(f"subset: {len(paths):,} of {full:,} {split} images")
-        mean, std = stats.result()  # type: ignore[union-attr]
+            n = len(lists[split][0])
+            shapes[split] = {"shape": [n, 3, size, size]}
+            if n != full:
+                notes.append(f"subset: {n:,} of {full:,} {split} images")
+        mean, std = stats.result()
         meta = cache.write_meta(
             cdir,
             fp,

@@ -14,12 +14,13 @@ from typing import Any, Callable
 
 from gmsop.data.base import Dataset
 
-__all__ = ["register_dataset", "register_train_size", "get_dataset", "list_datasets", "dataset_options",
-           "dataset_fingerprint", "train_size"]
+__all__ = ["register_dataset", "register_train_size", "register_source_files", "get_dataset", "list_datasets",
+           "dataset_options", "dataset_fingerprint", "train_size", "source_files"]
 
 Builder = Callable[..., Dataset]
 _BUILDERS: dict[str, Builder] = {}
 _TRAIN_SIZES: dict[str, Callable[..., "int | None"]] = {}
+_SOURCE_FILES: dict[str, Callable[..., "list[Path]"]] = {}
 
 
 def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder]:
@@ -112,13 +113,36 @@ def register_train_size(name: str) -> Callable[[Callable[..., "int | None"]], Ca
 
 def train_size(name: str, root: str | Path | None = None, options: dict[str, Any] | None = None) -> int | None:
     """Training images of dataset ``name`` (with ``options``, defaults filled in) if cheap to know
-    without building it, else None (no estimator, the root is missing, or the files are unreadable:
-    the dataset's own builder then reports what is wrong)."""
+    without building it, else None (no estimator, or the root is missing: the dataset's own
+    builder then reports it). A file that cannot be read raises the estimator's ValueError, which
+    names the file and the reason (a truncated npz is found when the workflow plans)."""
     fn = _TRAIN_SIZES.get(name)
     if fn is None:
         return None
     opts = {**dataset_options(name), **_known_options(name, options or {})}
-    try:
-        return fn(Path(root).expanduser() if root is not None else None, **opts)
-    except (OSError, ValueError, KeyError, TypeError):
+    if root is not None and not Path(root).expanduser().exists():
         return None
+    return fn(Path(root).expanduser() if root is not None else None, **opts)
+
+
+def register_source_files(name: str) -> Callable[[Callable[..., "list[Path]"]], Callable[..., "list[Path]"]]:
+    """Decorator recording ``fn(root, **options) -> [files]``: every file dataset ``name`` reads
+    from ``root`` (ValueError naming what is missing, as the builder would). A dataset with such
+    a function is file-backed: its identity includes the content of those files
+    (``gmsop.data.content``); generated datasets register none."""
+
+    def wrap(fn):
+        _SOURCE_FILES[name] = fn
+        return fn
+
+    return wrap
+
+
+def source_files(name: str, root: str | Path | None,
+                 options: dict[str, Any] | None = None) -> list[Path] | None:
+    """The files dataset ``name`` reads (see ``register_source_files``), or None when it reads none."""
+    fn = _SOURCE_FILES.get(name)
+    if fn is None:
+        return None
+    opts = {**dataset_options(name), **_known_options(name, options or {})}
+    return list(fn(Path(root).expanduser() if root is not None else None, **opts))

@@ -1,5 +1,11 @@
 """The resume checkpoint: one ``last.pt`` per run, replaced atomically after every epoch.
 
+A checkpoint survives a cut (a full disk, a copy cut short, a kill during the write): the new
+one is written under a temporary name and read back before it replaces ``last.pt``, and the one
+it replaces is kept as ``previous.pt``. ``resume_checkpoint`` reads ``last.pt`` and falls back
+to ``previous.pt`` when ``last.pt`` is unreadable (or missing after a cut between the renames);
+when neither can be read it stops naming both files and what to do.
+
 Contents (all tensors or plain containers, so ``torch.load(..., weights_only=True)`` reads it
 and loading a checkpoint can never execute code):
 
@@ -19,17 +25,20 @@ state saved after the previous one replays it exactly; mid-epoch checkpoints wou
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gmsop.atomic import atomic_write
-from gmsop.formats import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, CHECKPOINT_NAME, CONFIG_NAME, PROGRESS_NAME
+from gmsop.atomic import atomic_path
+from gmsop.formats import (
+    CHECKPOINT_FORMAT, CHECKPOINT_KEYS, CHECKPOINT_NAME, CONFIG_NAME, PREVIOUS_CHECKPOINT_NAME, PROGRESS_NAME,
+)
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "PROGRESS_NAME", "CONFIG_NAME", "CheckpointMismatchError",
-    "save_checkpoint", "load_checkpoint", "check_fingerprint",
+    "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "PROGRESS_NAME", "CONFIG_NAME",
+    "CheckpointMismatchError", "save_checkpoint", "load_checkpoint", "resume_checkpoint", "check_fingerprint",
 ]
 
 
@@ -38,9 +47,18 @@ class CheckpointMismatchError(ValueError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (see the module docstring) atomically to ``path``."""
+    """Write ``state`` (see the module docstring) atomically to ``path``; the file it replaces
+    becomes ``previous.pt`` beside it, only after the new bytes were read back as a checkpoint
+    (a write that fails or reads back wrong leaves both files as they were)."""
+    path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, **state}
-    return atomic_write(path, lambda fh: torch.save(payload, fh))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+        load_checkpoint(tmp)  # verified before anything is replaced
+        if path.exists():
+            os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_NAME))
+    return path
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -57,6 +75,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}")
     return ckpt
+
+
+def resume_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any] | None, Path | None, str | None]:
+    """The checkpoint to resume a run from: ``(checkpoint, its path, a note)``, or Nones when the
+    folder holds none. ``last.pt`` first; when it is unreadable (or missing while
+    ``previous.pt`` exists: a cut between the two renames of ``save_checkpoint``) the previous
+    epoch's ``previous.pt``, with a note saying so (an unreadable ``last.pt`` is renamed
+    ``last.pt.unreadable``, never read again). ValueError naming both files and what to do when a
+    checkpoint exists but none can be read."""
+    last, prev = Path(ckpt_dir) / CHECKPOINT_NAME, Path(ckpt_dir) / PREVIOUS_CHECKPOINT_NAME
+    if not last.exists() and not prev.exists():
+        return None, None, None
+    problem = f"{last} is missing"
+    if last.exists():
+        try:
+            return load_checkpoint(last), last, None
+        except ValueError as err:
+            problem = str(err)
+    if prev.exists():
+        try:
+            ckpt = load_checkpoint(prev)
+        except ValueError as err:
+            problem += f"; the previous checkpoint cannot be used either ({err})"
+        else:
+            if last.exists():  # set aside, so the next save does not make it the previous checkpoint
+                os.replace(last, last.with_name(last.name + ".unreadable"))
+                problem += f" (moved to {last.name}.unreadable)"
+            return ckpt, prev, f"{problem}; resuming from the previous checkpoint {prev} instead"
+    else:
+        problem += f"; there is no previous checkpoint ({prev})"
+    raise ValueError(
+        f"{problem}. The run cannot resume: delete {last} (and {prev}) to train this run again from "
+        f"its first epoch, or put back a good copy of {last}"
+    )
 
 
 def check_fingerprint(ckpt: dict[str, Any], fingerprint: dict[str, Any], path: str | Path) -> None:

@@ -10,14 +10,18 @@ A run's life, and why each step is where it is:
 1. Validate (config dataclass), pick the device, set determinism flags, load the dataset.
 2. Seed, build the model (so its init is a function of the seed), count params and FLOPs
    (with the RNG forked so counting never shifts the random streams), move it to the device.
-3. If ``<ckpt_dir>/last.pt`` exists: refuse it if its config fingerprint differs, else restore
-   model, optimiser, every RNG state and the epoch records, and rewrite progress.jsonl from those
-   records (a kill between checkpoint and progress write leaves them consistent again).
+3. If ``<ckpt_dir>`` holds a checkpoint (``last.pt``, else a readable ``previous.pt``):
+   refuse it if its fingerprint differs (the config, and the content hash of a file-backed
+   dataset's files), else restore model, optimiser, every RNG state and the epoch records, and
+   rewrite progress.jsonl from those records (a kill between checkpoint and progress write
+   leaves them consistent again).
 4. Each epoch: set the step-schedule lr, ``train_one_epoch``, ``evaluate``, append the record,
    save the checkpoint atomically, then append the progress line (so a progress line always
    has a checkpoint behind it).
-5. Only after the last epoch: write metrics.json atomically. A stale metrics.json at ``out`` is
-   removed when training starts, so a failed or interrupted run never leaves one behind.
+5. Only after the last epoch: write metrics.json atomically, replacing any earlier one. An earlier
+   metrics.json at ``out`` is removed only once the data is loaded and the checkpoint accepted,
+   and only when epochs remain to train, so a failed or interrupted run never leaves one behind,
+   and a typo (a wrong data root, another schedule) never deletes a finished run's result.
 
 On a non-finite loss the loop raises ``NonFiniteLossError`` naming epoch and step; the last
 good checkpoint (the previous epoch's) is untouched.
@@ -33,8 +37,9 @@ from typing import Any
 import torch
 
 from gmsop.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
+from gmsop.data.content import content_fingerprint
 from gmsop.engine.checkpoint import (
-    CHECKPOINT_NAME, CONFIG_NAME, PROGRESS_NAME, check_fingerprint, load_checkpoint, save_checkpoint,
+    CHECKPOINT_NAME, CONFIG_NAME, PROGRESS_NAME, check_fingerprint, resume_checkpoint, save_checkpoint,
 )
 from gmsop.engine.config import TrainConfig
 from gmsop.engine.data import DataPipeline
@@ -133,15 +138,17 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     check_writable(Path(cfg.out) if cfg.out else None, Path(ckpt_dir) if ckpt_dir else None)  # before any work
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
     fingerprint = cfg.fingerprint(resolve_device(cfg.device).type)
-    ckpt = None
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        check_fingerprint(ckpt, fingerprint, ckpt_path)  # before loading a possibly large dataset
+    content = content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)
+    if content is not None:  # the data a checkpoint was trained on, wherever its root is now
+        fingerprint["data_content"] = content
+    ckpt, note = None, None
+    if ckpt_dir is not None:
+        ckpt, loaded, note = resume_checkpoint(ckpt_dir)
+        if ckpt is not None:
+            check_fingerprint(ckpt, fingerprint, loaded)  # before loading a possibly large dataset
     out = Path(cfg.out) if cfg.out else None
     if out is not None:
         remove_stale_temps(out)
-        if out.exists():
-            out.unlink()  # never leave a previous run's metrics next to an unfinished one
     if ckpt_dir is not None:
         for name in (CHECKPOINT_NAME, PROGRESS_NAME, CONFIG_NAME):
             remove_stale_temps(ckpt_dir / name)  # a kill -9 during a write leaves one behind
@@ -156,7 +163,11 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
         restore_rng_state(ckpt["rng"])
         records, totals, start = list(ckpt["records"]), dict(ckpt["totals"]), int(ckpt["epoch"])
         del ckpt
-        progress.message(f"resuming {cfg.variant} from {ckpt_path} after epoch {start}/{cfg.epochs}")
+        if note:
+            progress.message(note)
+        progress.message(f"resuming {cfg.variant} from {loaded} after epoch {start}/{cfg.epochs}")
+    if out is not None and start < cfg.epochs:
+        out.unlink(missing_ok=True)  # data and checkpoint are good: the run trains again, its old result goes
     if ckpt_dir is not None:
         atomic_write_json(ckpt_dir / CONFIG_NAME, {"config": cfg.to_dict(), "fingerprint": fingerprint})
         atomic_write_bytes(ckpt_dir / PROGRESS_NAME, "".join(to_json(_epoch_line(r), indent=None) for r in records).encode())

@@ -31,6 +31,8 @@ if config.get("cache_dir") or not os.environ.get(CACHE_ENV):
     os.environ[CACHE_ENV] = os.path.abspath(config.get("cache_dir") or "results/cache")
 load_plugins(config.get("plugins", []))
 PLAN = make_plan(config)
+for _line in PLAN.notes:
+    logger.warning(_line)
 BENCH = config.get("bench", {}).get("enabled", True)
 # A missing dataset root or a batch larger than the training set stops the workflow before any
 # job runs; a dry-run only warns about a missing root (the data may not be downloaded yet).
@@ -55,12 +57,13 @@ wildcard_constraints:
     dataset=_alternatives(PLAN.datasets),
     experiment=_alternatives(PLAN.experiments),
     seed=r"\d+",
+    rulename=_alternatives({r.rule for r in PLAN.rule_rows()}),
 
 
 def runs_of(experiment):
-    """metrics.json of every (row, seed) of one experiment."""
+    """metrics.json of every (row, seed) of one experiment (a rule row's once checked)."""
     rows = PLAN.experiments[experiment].rows
-    return sorted({r.result_path(s) for r in rows for s in r.seeds})
+    return sorted({r.read_path(s) for r in rows for s in r.seeds})
 
 
 def claimed_runs():

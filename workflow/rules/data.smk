@@ -8,5 +8,7 @@ rule prepare_data:
         "logs/prepare_data/{dataset}.log",
     params:
         dataset=lambda wildcards: PLAN.datasets[wildcards.dataset],
+        # the content hash of a file-backed dataset's files: a changed file prepares it again
+        content=lambda wildcards: PLAN.contents.get(wildcards.dataset),
     script:
         "../scripts/prepare_data.py"

@@ -1,3 +1,20 @@
+# A user's rule row: each metrics.json its rule writes is checked by a job of its own as soon as
+# it exists (format, run id, seed; gmsop.formats.read_rule_metrics) and copied to where tables,
+# figures and the scorecard read it, so a malformed file stops before anything depends on it.
+
+
+rule check_rule_metrics:
+    input:
+        "results/rules/{rulename}/seed{seed}/metrics.json",
+    output:
+        "results/checked/{rulename}/seed{seed}/metrics.json",
+    log:
+        "logs/check_rule_metrics/{rulename}/seed{seed}.log",
+    priority: max(map(PLAN.training_cost, PLAN.runs), default=0) + 1
+    script:
+        "../scripts/check_rule_metrics.py"
+
+
 # One table per experiment: mean ± std over seeds, FPS, its claims; the paper's value only on its own data.
 
 
