@@ -143,7 +143,8 @@ def get_final_output():
                 experiment=name,
                 ext=["svg", "png"],
             )
-        if any(row.k is not None and not row.rule for row in exp.rows):
+        gated_rows = [r for r in exp.rows if r.k is not None and not r.rule]
+        if gated_rows:
             out += expand(
                 "results/figures/{experiment}_class_routing.{ext}",
                 experiment=name,
