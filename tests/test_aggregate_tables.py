@@ -85,7 +85,7 @@ def test_scorecard_lists_every_claim_with_where_it_was_tested(verdict_experiment
     md, page = render_scorecard_markdown(card), render_scorecard_html(card, fragment=True)
     assert "| holds | holds | A < B |" in md and "8 claims of the paper" in md
     assert "Family for Holm's adjustment: the 3 claims this scorecard tests with an interval" in md
-    assert page.startswith('<div class="gmsop-scorecard">') and "inconclusive (1 seed)" in page
+    assert page.startswith('<style>') and '<div class="gmsop-scorecard">' in page and "inconclusive (1 seed)" in page
     # the failed seed is named under the table and marked beside the row's mean
     assert "30.7 vs" not in md and "47.90§ vs 41.00" in md and "table2 / M: seed 1 at 84.80" in md
     assert card.attrs["failed_seeds"] == [{"experiment": "table2", "row": "M", "seed": 1, "error": 84.8}]

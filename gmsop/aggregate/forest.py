@@ -73,6 +73,5 @@ def plot_forest(card: pd.DataFrame) -> Figure:
         span = max([abs(x) for x in finite] + [1.0])
         ax.set_xlim(-1.08 * span, 1.08 * span)
         ax.set_xlabel("difference of mean top-1 error, left row − right row (points; < 0 favours the claim)")
-        ax.set_title("The paper's claims on our runs: difference, 95% interval (thick), Holm-adjusted (thin)",
-                     fontsize="medium", loc="left")
+        ax.set_title("Each claim: difference, 95% interval (thick), Holm-adjusted (thin)", fontsize="medium")
     return fig

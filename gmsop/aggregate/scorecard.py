@@ -107,8 +107,8 @@ def _cells(df: pd.DataFrame) -> list[list[str]]:
     lines = []
     for _, r in df.iterrows():
         mark = {side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else "" for side in ("better", "worse")}
-        setting = (f"{r['experiment']}: {r['dataset']}, {r['classes']} classes, {r['train_images']} images, "
-                   f"{r['epochs']} epochs, width {r['width']}")
+        setting = (f"{r['experiment']}: {r['dataset']}, classes {r['classes']}, training images "
+                   f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}")
         lines.append([r["verdict_holm"], r["verdict"], r["claim"],
                       f"{_num(r['diff'], '+.2f')} {_interval(r['ci_low'], r['ci_high'])}".replace(" —", ""),
                       _interval(r["holm_low"], r["holm_high"]), _num(r["p_improvement"], ".2f"),
@@ -171,12 +171,19 @@ def _svg_inline(svg: bytes) -> str:
                   r'<svg \1style="width:100%;height:auto;max-width:900px"', text, count=1)
 
 
+#: The Snakemake report sets its landing text in a 32rem column with the workflow graph beside it:
+#: the column holding the scorecard is widened to the page and the graph moves below it, so the
+#: intervals are read without scrolling sideways (checked in a browser by tests/test_workflow.py).
+_LANDING_STYLE = ("<style>.prose:has(.gmsop-scorecard){max-width:none}"
+                  "div:has(> div > .prose .gmsop-scorecard){flex-wrap:wrap}</style>")
+
+
 def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: bytes | None = None) -> str:
     """The scorecard as a page, or (``fragment``) as a ``<div>`` with inline styles for the report;
     ``plot_svg`` (the forest plot as SVG) goes above the table."""
     cell = ('style="padding:3px 6px;border-bottom:1px solid #d0d7de;text-align:{};vertical-align:top;'
             'white-space:{}"')
-    wrap = {2: "normal", 8: "normal"}  # the claim and where it was tested wrap; numbers never do
+    wrap = {0: "normal", 1: "normal", 2: "normal", 8: "normal"}  # text wraps; numbers never do
 
     def style(i: int) -> str:
         return cell.format("left" if i in _TEXT_COLUMNS else "right", wrap.get(i, "nowrap"))
@@ -197,7 +204,7 @@ def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: by
     body = (f'<div class="gmsop-scorecard"><p>{html.escape(scorecard_summary(df))}</p>{plot}{table}{notes}'
             '<p style="font-size:12px;color:#57606a">Tables and figures follow under Results.</p></div>')
     if fragment:
-        return body + "\n"
+        return _LANDING_STYLE + body + "\n"
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>gmsop scorecard</title></head>'
             f'<body style="font-family:system-ui,sans-serif;margin:1.5em">{body}</body></html>\n')
 
