@@ -276,23 +276,24 @@ def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    return None
+    if os.environ.get("CI"):
+        pytest.fail("CI must install Debian's chromium (see .ci/run) to check the report")
+    pytest.skip("headless Chromium not installed (apt-get install chromium)")
+
+
+def _dump_dom(page: Path, profile: Path, *options: str) -> str:
+    """The DOM of ``page`` after headless Chromium ran its scripts (10 s of virtual time)."""
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", *options, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
 
 
 def test_report_renders_tables_and_figures_in_a_browser(tiny_run):
     """The report, opened in headless Chromium, shows the tables and figures (CI installs it)."""
-    browser = _chromium()
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run) to check the report")
-        pytest.skip("headless Chromium not installed (apt-get install chromium)")
     work = tiny_run[0]
     report = work / "reports" / "report.html"
-    profile = work / "chromium-profile"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", report.as_uri()]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    dom = _dump_dom(report, work / "chromium-profile")
     raw = report.read_text()
     # rendered by the report's JavaScript: category and item elements that the raw file lacks
     for element in (">Tables<", ">Figures<", ">Training curves<"):
@@ -343,21 +344,12 @@ def test_scorecard_intervals_are_visible_without_scrolling_sideways_at_1400px(ti
     the column that holds it (sticking out, it would cover the workflow graph beside it)."""
     import html as html_module
 
-    browser = _chromium()
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run) to check the report")
-        pytest.skip("headless Chromium not installed (apt-get install chromium)")
     work = tiny_run[0]
     raw = (work / "reports" / "report.html").read_text()
     end = raw.rindex("</body>")
     probe = work / "reports" / "report-layout.html"
     probe.write_text(raw[:end] + LAYOUT_PROBE + raw[end:])
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={work / 'chromium-layout'}", "--window-size=1400,900", "--hide-scrollbars",
-           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    dom = _dump_dom(probe, work / "chromium-layout", "--window-size=1400,900", "--hide-scrollbars")
     found = re.search(r'data-gmsop-layout="([^"]*)"', dom)
     assert found, "the probe found no scorecard table on the landing page"
     layout = json.loads(html_module.unescape(found[1]))
