@@ -154,8 +154,8 @@ rule sklearn_logreg:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """The tiny scenario end to end, plus (a) a config-only variant, (b) a plugin head and (c) a
-    method of the user's own as a rule."""
+    """The tiny scenario end to end, plus (a) a config-only variant, (b) a plugin head, (c) a
+    method of the user's own as a rule, and SR-SOP with a claim on two learned rows."""
     work = tmp_path_factory.mktemp("tiny")
     (work / "my_heads.py").write_text(PLUGIN)
     (work / "my_method.smk").write_text(RULE)
@@ -167,6 +167,9 @@ def tiny_run(tmp_path_factory):
     rows.append({"variant": "MaxAvg", "paper": None})  # (b)
     rows.append({"rule": "sklearn_logreg", "label": "Logistic regression (rule)"})  # (c)
     cfg["experiments"]["table2"]["orderings"].append("Logistic regression (rule) < ResNet-18-512d")
+    # a claim on two single-component rows, both learned on table2's data: tested with an interval
+    rows.append({"variant": "SR-SOP"})
+    cfg["experiments"]["table2"]["orderings"].append("SR-SOP < ResNet-18-512d")
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     t0 = time.time()

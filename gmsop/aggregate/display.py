@@ -209,7 +209,7 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         notes.append("Not in the paper's setting, so no published error: "
                      + "; ".join(f"{m} ({why})" for m, why in outside.items()) + ".")
     agreement = df.attrs.get("rank_agreement")
-    if paper_table and agreement:
+    if paper_table and agreement and (agreement["n"] or agreement.get("left_out")):
         elsewhere = "" if _has(df, "top1_paper") else (
             f" No row ran in {setting}, so the paper's errors are not printed; only the orders are compared"
             + (f" ({next(iter(outside.values()))})." if len(set(outside.values())) == 1 else "."))
