@@ -483,7 +483,8 @@ def make_plan(config: dict) -> Plan:
                 variant=spec["variant"], display=facts.display_name, backbone=spec["backbone"],
                 protocol=spec["protocol"], dataset=spec["dataset"], dataset_name=str(datasets[spec["dataset"]]["name"]),
                 width_mult=float(spec["width_mult"] or 1.0), settings=spec, paper=raw.get("paper", spec["variant"]),
-                num_experts=facts.num_experts, k=facts.k, alpha=facts.alpha, schedule_family=facts.schedule_family,
+                num_experts=facts.num_experts, k=facts.k, alpha=facts.alpha,
+                schedule_family=facts.schedule_family,
             ))
         labels = [r.label for r in rows]
         dup = sorted({x for x in labels if labels.count(x) > 1})

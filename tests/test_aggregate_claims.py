@@ -14,8 +14,8 @@ from scipy import stats
 
 from gmsop.aggregate.claims import (
     CHANCE_FRACTION, CLAIM_COLUMNS, HOLM_COLUMNS, VERDICTS, Claim, ClaimResult, adjust_holm, chance_error,
-    evaluate_claim, evaluate_claims, failed_seeds, holm, kendall_agreement, learned, parse_claim, parse_claims, ranks,
-    verdict_kind,
+    evaluate_claim, evaluate_claims, failed_seeds, holm, kendall_agreement, learned, parse_claim,
+    parse_claims, ranks, verdict_kind,
 )
 
 AB = Claim("A", "B")
@@ -35,7 +35,8 @@ def one(a, b, cb=None, cw=None, **kw):
 
 
 def untested(r):
-    return all(math.isnan(x) for x in (r.ci_low, r.ci_high, r.boot_low, r.boot_high, r.p_improvement, r.p_value))
+    return all(math.isnan(x)
+               for x in (r.ci_low, r.ci_high, r.boot_low, r.boot_high, r.p_improvement, r.p_value))
 
 
 class TestParse:
@@ -113,8 +114,9 @@ class TestVerdicts:
         r = one(a, b)
         assert r.verdict == "not learned" and math.isnan(r.diff) and untested(r)
 
-    @pytest.mark.parametrize("a,b,verdict", [([NAN, 40.0, 41.0], [45.0, 46.0, 47.0], "unstable (1 of 6 seeds failed)"),
-                                             ([40.0, 41.0], [math.inf, 46.0], "unstable (1 of 4 seeds failed)")])
+    @pytest.mark.parametrize("a,b,verdict", [
+        ([NAN, 40.0, 41.0], [45.0, 46.0, 47.0], "unstable (1 of 6 seeds failed)"),
+        ([40.0, 41.0], [math.inf, 46.0], "unstable (1 of 4 seeds failed)")])
     def test_a_diverged_seed_among_learned_ones_is_unstable(self, a, b, verdict):
         r = one(a, b, 10, 10)
         assert r.verdict == verdict and r.n_failed == 1 and math.isnan(r.diff) and untested(r)
@@ -260,8 +262,9 @@ def _holm_by_hand(p, alpha=0.05):
 
 class TestHolm:
     #: five tested claims (one clear, two borderline, two null), an unstable and a missing one
-    ERRORS = {"A": [40.0, 41.0, 40.5], "B": [50.0, 51.0, 49.0], "C": [44.0, 47.0, 45.5], "D": [46.0, 49.5, 48.0],
-              "E": [45.0, 45.5, 46.5], "F": [30.7, 84.8, 28.2], "G": [40.2, 41.5, 40.4]}
+    ERRORS = {"A": [40.0, 41.0, 40.5], "B": [50.0, 51.0, 49.0], "C": [44.0, 47.0, 45.5],
+              "D": [46.0, 49.5, 48.0], "E": [45.0, 45.5, 46.5], "F": [30.7, 84.8, 28.2],
+              "G": [40.2, 41.5, 40.4]}
     CLAIMS = ["A < B", "C < B", "D < B", "A < G", "E < D", "F < B", "A < H"]
 
     def frame(self):
@@ -272,7 +275,7 @@ class TestHolm:
         assert tuple(df.columns[-len(HOLM_COLUMNS):]) == HOLM_COLUMNS
         tested = df[df["verdict"].isin(["holds", "reversed", "inconclusive"])]
         assert len(tested) == 5  # the family: the claims tested with an interval
-        p = [stats.ttest_ind(self.ERRORS[c.split(" < ")[0]], self.ERRORS[c.split(" < ")[1]], equal_var=False).pvalue
+        p = [stats.ttest_ind(*(self.ERRORS[x] for x in c.split(" < ")), equal_var=False).pvalue
              for c in tested["claim"]]
         adjusted, rejected = _holm_by_hand(p)
         assert tested["p_holm"].tolist() == pytest.approx(adjusted)

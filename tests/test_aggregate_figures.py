@@ -229,9 +229,9 @@ def test_alpha_sweep_line_is_the_mean_error_per_alpha(data, tmp_path):
         for r in ALPHA_EXP.rows))
     legend = plot_alpha_sweep(on_paper, metrics.runs).axes[0].get_legend().get_texts()
     assert "paper, Table 2 (α = 100)" in [t.get_text() for t in legend]
-    at_32px = dataclasses.replace(on_paper, rows=tuple(
-        dataclasses.replace(r, settings={**paper_setting, "data": {"options": {"size": 32, "require_full": True}}})
-        for r in on_paper.rows))
+    at_32px = {**paper_setting, "data": {"options": {"size": 32, "require_full": True}}}
+    at_32px = dataclasses.replace(on_paper, rows=tuple(dataclasses.replace(r, settings=at_32px)
+                                                       for r in on_paper.rows))
     legend = plot_alpha_sweep(at_32px, metrics.runs).axes[0].get_legend().get_texts()
     assert "paper, Table 2 (α = 100)" not in [t.get_text() for t in legend]
     df = alpha_data(ALPHA_EXP, metrics.runs)

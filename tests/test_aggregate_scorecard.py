@@ -37,7 +37,8 @@ def card_and_tables(tmp_path_factory):
     exps = []
     for name, claims in CLAIMS.items():
         labels = list(dict.fromkeys(x for c in claims for x in c.split(" < ")))
-        rows = [make_row(x, "SR-SOP", paper=None, seeds=range(len(ERRORS[x])), experiment=name) for x in labels]
+        rows = [make_row(x, "SR-SOP", paper=None, seeds=range(len(ERRORS[x])), experiment=name)
+                for x in labels]
         exps.append(make_experiment(rows, claims, name=name, paper=None, title=name))
     return build_scorecard(exps, runs), {e.name: build_table(e, runs) for e in exps}, tmp
 
@@ -49,8 +50,8 @@ def _expected():
         a, b = (ERRORS[x] for x in c.split(" < "))
         t = stats.ttest_ind(a, b, equal_var=False)
         wins = sum((x < y) + 0.5 * (x == y) for x in a for y in b) / (len(a) * len(b))
-        out[c] = {"diff": np.mean(a) - np.mean(b), "ci": t.confidence_interval(0.95), "p": t.pvalue, "a": a, "b": b,
-                  "p_improvement": wins}
+        out[c] = {"diff": np.mean(a) - np.mean(b), "ci": t.confidence_interval(0.95), "p": t.pvalue,
+                  "a": a, "b": b, "p_improvement": wins}
     order = sorted(out, key=lambda c: out[c]["p"])
     m, level = len(order), None
     for step, c in enumerate(order):  # Holm's step-down procedure, as textbooks state it
@@ -58,7 +59,8 @@ def _expected():
         level = level or (at if out[c]["p"] >= at else None)
         out[c]["holm"] = stats.ttest_ind(out[c]["a"], out[c]["b"], equal_var=False).confidence_interval(
             1 - (level or at))
-        out[c]["holm_verdict"] = ("holds" if out[c]["diff"] < 0 else "reversed") if level is None else "inconclusive"
+        direction = "holds" if out[c]["diff"] < 0 else "reversed"
+        out[c]["holm_verdict"] = direction if level is None else "inconclusive"
     return out
 
 
@@ -110,6 +112,9 @@ def _md_rows(md: str, first_header: str) -> list[list[str]]:
     return [rows[0]] + rows[2:]  # without the alignment rule
 
 
+CLOSE = dict(abs=0.005 + 1e-9)  # two decimals as printed
+
+
 def _check_scorecard_rows(rows, expected):
     head, body = rows[0], rows[1:]
     col = {h: i for i, h in enumerate(head)}
@@ -120,13 +125,13 @@ def _check_scorecard_rows(rows, expected):
             assert r[col["Holm interval"]] == "—" and "[" not in r[col["Difference [95% CI]"]], claim
             continue
         e = expected[claim]
-        assert _numbers(r[col["Difference [95% CI]"]]) == pytest.approx(
-            [e["diff"], e["ci"].low, e["ci"].high], abs=0.005 + 1e-9), claim
-        assert _numbers(r[col["Holm interval"]]) == pytest.approx([e["holm"].low, e["holm"].high], abs=0.005 + 1e-9)
-        assert _numbers(r[col["Ours"]]) == pytest.approx([np.mean(e["a"]), np.mean(e["b"])], abs=0.005 + 1e-9)
-        assert _numbers(r[col["P(left better)"]]) == pytest.approx([e["p_improvement"]], abs=0.005 + 1e-9)
+        diff, holm = _numbers(r[col["Difference [95% CI]"]]), _numbers(r[col["Holm interval"]])
+        assert diff == pytest.approx([e["diff"], e["ci"].low, e["ci"].high], **CLOSE), claim
+        assert holm == pytest.approx([e["holm"].low, e["holm"].high], **CLOSE)
+        assert _numbers(r[col["Ours"]]) == pytest.approx([np.mean(e["a"]), np.mean(e["b"])], **CLOSE)
+        assert _numbers(r[col["P(left better)"]]) == pytest.approx([e["p_improvement"]], **CLOSE)
         assert r[col["Verdict (Holm)"]] == e["holm_verdict"]
-        assert _numbers(r[col["Holm interval"]])[0] <= _numbers(r[col["Difference [95% CI]"]])[1]  # [low, high]
+        assert holm[0] <= diff[1]  # [low, high], the Holm interval the wider
 
 
 def test_scorecard_cells_number_by_number(card_and_tables):
@@ -138,8 +143,8 @@ def test_scorecard_cells_number_by_number(card_and_tables):
     _check_scorecard_rows(_md_rows(render_scorecard_markdown(card), "Verdict (Holm)"), expected)
     _check_scorecard_rows(_html_rows(render_scorecard_html(card), "gmsop-scorecard"), expected)
     verdicts = dict(zip(card["claim"], card["verdict_holm"]))
-    assert [verdicts[c] for c in CLAIMS["t2"][1:]] == ["unstable (1 of 6 seeds failed)", "inconclusive (no spread)",
-                                                        "not learned"]
+    assert [verdicts[c] for c in CLAIMS["t2"][1:]] == [
+        "unstable (1 of 6 seeds failed)", "inconclusive (no spread)", "not learned"]
 
 
 @pytest.mark.parametrize("fmt", ["md", "html"])
@@ -162,11 +167,11 @@ def test_a_tables_claim_block_number_by_number(card_and_tables, fmt):
                 assert "[" not in r[col["Difference [95% CI]"]]
                 continue
             assert _numbers(r[col["Difference [95% CI]"]]) == pytest.approx(
-                [e["diff"], e["ci"].low, e["ci"].high], abs=0.005 + 1e-9)
-            assert _numbers(r[col["Ours"]]) == pytest.approx([np.mean(e["a"]), np.mean(e["b"])], abs=0.005 + 1e-9)
+                [e["diff"], e["ci"].low, e["ci"].high], **CLOSE)
+            assert _numbers(r[col["Ours"]]) == pytest.approx([np.mean(e["a"]), np.mean(e["b"])], **CLOSE)
         tested = sum(c in expected for c in CLAIMS[name])
-        assert (f"This table checks {len(CLAIMS[name])} claims and tests {tested} of them, each with a 95% Welch "
-                "interval") in text
+        assert (f"This table checks {len(CLAIMS[name])} claims and tests {tested} of them, each with a "
+                "95% Welch interval") in text
 
 
 def test_forest_plot_draws_the_scorecards_values(card_and_tables):
@@ -179,15 +184,16 @@ def test_forest_plot_draws_the_scorecards_values(card_and_tables):
     for gid, low, high in (("ci95", "ci_low", "ci_high"), ("holm", "holm_low", "holm_high")):
         segments = [tuple(map(tuple, s)) for s in drawn[gid].get_segments()]
         assert segments == [((r[low], y[r["claim"]]), (r[high], y[r["claim"]])) for _, r in tested.iterrows()]
-    np.testing.assert_allclose(drawn["diff"].get_offsets(), np.c_[tested["diff"], [y[c] for c in tested["claim"]]])
+    np.testing.assert_allclose(drawn["diff"].get_offsets(),
+                               np.c_[tested["diff"], [y[c] for c in tested["claim"]]])
     # untested claims with a finite difference: hollow markers, no bar; every verdict written beside
     untested = card[~card["verdict"].isin(["holds", "reversed", "inconclusive"]) & np.isfinite(card["diff"])]
     np.testing.assert_allclose(drawn["untested"].get_offsets(),
                                np.c_[untested["diff"], [y[c] for c in untested["claim"]]])
     texts = [t.get_text() for t in ax.texts]
     assert texts == card["verdict_holm"].tolist()
-    assert [t.get_text() for t in ax.get_yticklabels()] == [f"{c}  ({e})" for c, e in zip(card["claim"],
-                                                                                           card["experiment"])]
+    labels = [f"{c}  ({e})" for c, e in zip(card["claim"], card["experiment"])]
+    assert [t.get_text() for t in ax.get_yticklabels()] == labels
     # colours follow the Holm verdict
     data = forest_data(card)
     colours = dict(zip(data["verdict_holm"], data["colour"]))
@@ -201,5 +207,7 @@ def test_write_scorecard_puts_the_plot_above_the_table(card_and_tables, tmp_path
                                        "scorecard.png", "landing.html"}
     assert (tmp_path / "scorecard.png").read_bytes().startswith(b"\x89PNG")
     landing = (tmp_path / "landing.html").read_text()
-    assert landing.index('<figure id="gmsop-forest"') < landing.index("<svg") < landing.index('id="gmsop-scorecard"')
+    marks = ('<figure id="gmsop-forest"', "<svg", 'id="gmsop-scorecard"')
+    plot, svg, table = (landing.index(x) for x in marks)
+    assert plot < svg < table
     assert "<?xml" not in landing and 'style="width:100%;height:auto' in landing

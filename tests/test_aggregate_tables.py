@@ -85,7 +85,8 @@ def test_scorecard_lists_every_claim_with_where_it_was_tested(verdict_experiment
     md, page = render_scorecard_markdown(card), render_scorecard_html(card, fragment=True)
     assert "| holds | holds | A < B |" in md and "8 claims of the paper" in md
     assert "Family for Holm's adjustment: the 3 claims this scorecard tests with an interval" in md
-    assert page.startswith('<style>') and '<div class="gmsop-scorecard">' in page and "inconclusive (1 seed)" in page
+    assert page.startswith("<style>") and '<div class="gmsop-scorecard">' in page
+    assert "inconclusive (1 seed)" in page
     # the failed seed is named under the table and marked beside the row's mean
     assert "30.7 vs" not in md and "47.90§ vs 41.00" in md and "table2 / M: seed 1 at 84.80" in md
     assert card.attrs["failed_seeds"] == [{"experiment": "table2", "row": "M", "seed": 1, "error": 84.8}]
@@ -132,22 +133,25 @@ def test_no_paper_delta_on_synthetic_rows_ranks_and_kendall_instead(tmp_path):
 def test_ranks_and_tau_only_over_learned_stable_rows(tmp_path):
     """A row that did not learn and one with a failed seed are left out of the ranks and of τ, and
     the note says how many and why; ranks and τ checked against scipy on the rows kept."""
-    mine = {"ResNet-18": [60.0, 61.0, 59.0], "ResNet-18-512d": [50.0, 52.0, 49.0], "SR-SOP": [40.0, 41.0, 39.5],
-            "GM-SOP-16-8": [45.0, 44.0, 46.0], "Ave-SOP-16": [42.0, 43.0, 41.0],
+    mine = {"ResNet-18": [60.0, 61.0, 59.0], "ResNet-18-512d": [50.0, 52.0, 49.0],
+            "SR-SOP": [40.0, 41.0, 39.5], "GM-SOP-16-8": [45.0, 44.0, 46.0], "Ave-SOP-16": [42.0, 43.0, 41.0],
             "ResNet-18-8256d": [93.5, 93.2, 93.7],  # did not learn (16 classes: 70.31% is 75% of chance)
             "GM-GAP-16-8": [30.7, 84.8, 28.2]}  # one failed seed, mean 47.9
     for label, errs in mine.items():
         _runs(tmp_path, label, errs)
     t = build_table(make_experiment([make_row(k) for k in mine]), _load(tmp_path))
     agreement = t.attrs["rank_agreement"]
-    assert agreement["left_out"] == [("ResNet-18-8256d", "did not learn"), ("GM-GAP-16-8", "1 of 3 seeds failed")]
+    assert agreement["left_out"] == [("ResNet-18-8256d", "did not learn"),
+                                     ("GM-GAP-16-8", "1 of 3 seeds failed")]
     kept = ["ResNet-18", "ResNet-18-512d", "SR-SOP", "GM-SOP-16-8", "Ave-SOP-16"]
-    paper = {"ResNet-18": 52.00, "ResNet-18-512d": 49.08, "SR-SOP": 40.32, "GM-SOP-16-8": 38.21, "Ave-SOP-16": 40.28}
+    paper = {"ResNet-18": 52.00, "ResNet-18-512d": 49.08, "SR-SOP": 40.32, "GM-SOP-16-8": 38.21,
+             "Ave-SOP-16": 40.28}
     ours = [np.mean(mine[k]) for k in kept]
     ref = stats.kendalltau([paper[k] for k in kept], ours)
     assert agreement["n"] == 5 and agreement["tau"] == pytest.approx(ref.statistic)
     t = t.set_index("method")
-    assert t.loc[kept, "paper_rank"].tolist() == stats.rankdata([paper[k] for k in kept], method="min").tolist()
+    paper_ranks = stats.rankdata([paper[k] for k in kept], method="min")
+    assert t.loc[kept, "paper_rank"].tolist() == paper_ranks.tolist()
     assert t.loc[kept, "our_rank"].tolist() == stats.rankdata(ours, method="min").tolist()
     assert t.loc[["ResNet-18-8256d", "GM-GAP-16-8"], ["paper_rank", "our_rank"]].isna().all().all()
     # all seven rows would give another τ: leaving rows out is what the test checks
@@ -216,10 +220,12 @@ def test_paper_error_only_in_the_papers_setting_in_full(tmp_path):
             assert row.paper_setting_gaps(pv.TABLE_DATASETS[exp.paper]) == SETTING_GAPS[row.label], row.label
             for seed, err in ((0, 41.0), (1, 42.0)):
                 write_json(tmp_path / "runs" / row.run / f"seed{seed}" / "metrics.json",
-                           make_metrics(row.variant, seed=seed, top1=err, top5=20.0, run_id=row.run, classes=1000))
+                           make_metrics(row.variant, seed=seed, top1=err, top5=20.0, run_id=row.run,
+                                        classes=1000))
     runs = _load(tmp_path)
     t2 = build_table(plan.experiments["table2"], runs).set_index("method")
-    assert t2.loc["full", "top1_paper"] == 40.32 and t2.loc["full", "top1_delta"] == pytest.approx(41.5 - 40.32)
+    assert t2.loc["full", "top1_paper"] == 40.32
+    assert t2.loc["full", "top1_delta"] == pytest.approx(41.5 - 40.32)
     assert t2.loc["ResNet-18 at 75", "top1_paper"] == 52.00
     others = [k for k, gaps in SETTING_GAPS.items() if gaps and k in t2.index]
     assert t2.loc[others, "top1_paper"].isna().all() and t2.loc[others, "top1_delta"].isna().all()
@@ -256,9 +262,11 @@ def test_rule_row_without_top5_shows_its_top1(tmp_path):
 
     for seed, err in ((0, 21.0), (1, 24.0)):
         write_json(tmp_path / "runs" / "rule" / f"seed{seed}" / "metrics.json",
-                   rule_metrics("my_rule", seed, err, None, dataset="synthetic", num_classes=16, train_size=1280))
+                   rule_metrics("my_rule", seed, err, None, dataset="synthetic", num_classes=16,
+                                train_size=1280))
     _runs(tmp_path, "SR-SOP", [30.0, 31.0])
-    rows = [make_row("SR-SOP", seeds=(0, 1)), make_row("My rule", run="rule:my_rule", seeds=(0, 1), paper=None)]
+    rows = [make_row("SR-SOP", seeds=(0, 1)),
+            make_row("My rule", run="rule:my_rule", seeds=(0, 1), paper=None)]
     t = build_table(make_experiment(rows), _load(tmp_path))
     rule = t.set_index("method").loc["My rule"]
     assert rule["top1_mean"] == 22.5 and rule["top1_std"] == pytest.approx(np.std([21.0, 24.0], ddof=1))

@@ -147,8 +147,9 @@ rule sklearn_logreg:
         clf = SGDClassifier(loss="log_loss", max_iter=5, tol=None, random_state=int(wildcards.seed)).fit(x, y)
         xv, yv = ds.val.images.flatten(1).float().numpy() / 255, ds.val.labels.numpy()
         err = 100.0 * (1.0 - clf.score(xv, yv))
-        atomic_write_json(output[0], rule_metrics("sklearn_logreg", int(wildcards.seed), err, dataset="learnable",
-                                                  num_classes=ds.num_classes, train_size=len(ds.train)))
+        atomic_write_json(output[0], rule_metrics("sklearn_logreg", int(wildcards.seed), err,
+                                                  dataset="learnable", num_classes=ds.num_classes,
+                                                  train_size=len(ds.train)))
 '''
 
 
@@ -235,7 +236,8 @@ def test_a_claim_on_learned_rows_is_tested_with_an_interval(tiny_run):
     for _, r in tested.iterrows():
         assert f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" in md
         assert f"[{r['holm_low']:+.2f}, {r['holm_high']:+.2f}]" in md
-    assert f"the {len(tested)} claim{'s' if len(tested) != 1 else ''} this scorecard tests with an interval" in md
+    plural = "s" if len(tested) != 1 else ""
+    assert f"the {len(tested)} claim{plural} this scorecard tests with an interval" in md
     for ext in ("svg", "png"):
         assert (work / "results" / f"scorecard.{ext}").stat().st_size > 0
 
@@ -327,7 +329,8 @@ LAYOUT_PROBE = """<script>
     out.narrower = [];  // ancestors the table sticks out of (it would cover what lies beside them)
     for (var el = table.parentElement; el && el !== document.body; el = el.parentElement) {
       var r = el.getBoundingClientRect();
-      if (r.left > box.left + 1 || r.right < box.right - 1) out.narrower.push(el.tagName + "." + el.className);
+      if (r.left > box.left + 1 || r.right < box.right - 1)
+        out.narrower.push(el.tagName + "." + el.className);
     }
     document.querySelectorAll("*").forEach(function (el) {
       var x = getComputedStyle(el).overflowX;

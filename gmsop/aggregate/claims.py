@@ -70,9 +70,9 @@ if TYPE_CHECKING:  # pandas and scipy load on first use: planning parses claims,
     import pandas as pd
 
 __all__ = [
-    "Claim", "ClaimResult", "CLAIM_COLUMNS", "CHANCE_FRACTION", "LEVEL", "VERDICTS", "TESTED", "parse_claim", "parse_claims",
-    "chance_error", "learned", "failed_seeds", "verdict_kind", "evaluate_claim", "evaluate_claims", "holm",
-    "adjust_holm", "HOLM_COLUMNS", "kendall_agreement", "ranks",
+    "Claim", "ClaimResult", "CLAIM_COLUMNS", "CHANCE_FRACTION", "LEVEL", "VERDICTS", "TESTED", "parse_claim",
+    "parse_claims", "chance_error", "learned", "failed_seeds", "verdict_kind", "evaluate_claim",
+    "evaluate_claims", "holm", "adjust_holm", "HOLM_COLUMNS", "kendall_agreement", "ranks",
 ]
 
 #: A row counts as learned when its mean error is at most this fraction of chance error, i.e. it
@@ -85,8 +85,8 @@ LEVEL = 0.95
 
 #: Every kind of verdict :func:`evaluate_claim` can give, strongest first. ``unstable`` is given
 #: as ``unstable (k of n seeds failed)``; :func:`verdict_kind` maps a verdict to its kind.
-VERDICTS = ("holds", "reversed", "inconclusive", "inconclusive (no spread)", "inconclusive (1 seed)", "unstable",
-            "not learned", "missing")
+VERDICTS = ("holds", "reversed", "inconclusive", "inconclusive (no spread)", "inconclusive (1 seed)",
+            "unstable", "not learned", "missing")
 
 #: The verdicts of a claim tested with an interval: the family the Holm adjustment counts.
 TESTED = ("holds", "reversed", "inconclusive")
@@ -352,7 +352,8 @@ def adjust_holm(claims: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
             stopped = at
         i = family[pos]
         diff = float(out.loc[i, "diff"])
-        low, high = _t_interval(diff, float(out.loc[i, "se"]), float(out.loc[i, "dof"]), 1.0 - (stopped or at))
+        se, dof = float(out.loc[i, "se"]), float(out.loc[i, "dof"])
+        low, high = _t_interval(diff, se, dof, 1.0 - (stopped or at))
         out.loc[i, ["holm_low", "holm_high"]] = low, high
         rejected = out.loc[i, "p_holm"] < alpha
         out.loc[i, "verdict_holm"] = ("holds" if diff < 0 else "reversed") if rejected else "inconclusive"

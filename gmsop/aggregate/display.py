@@ -19,13 +19,17 @@ import pandas as pd
 
 from gmsop.aggregate import paper_values as pv
 
-__all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title", "NOT_LEARNED_MARK",
-           "FAILED_MARK", "failed_runs", "VERDICT_COLOURS", "verdict_colour"]
+__all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title",
+           "NOT_LEARNED_MARK", "FAILED_MARK", "FAILED_NOTE", "failed_runs", "VERDICT_COLOURS",
+           "verdict_colour"]
 
 #: Marks a row none of whose seeds learned (error above 75% of chance; gmsop.aggregate.claims).
 NOT_LEARNED_MARK = " °"
 #: Marks a row some of whose seeds failed (did not learn or diverged); a footnote names them.
 FAILED_MARK = " §"
+#: The footnote's opening, before the list of failed seeds (tables and scorecard alike).
+FAILED_NOTE = (f"{FAILED_MARK.strip()} failed seeds (top-1 error above 75% of chance, or diverged), "
+               "counted in the row's mean; every claim on such a row is unstable, with no interval")
 
 #: Colour of each kind of verdict (gmsop.aggregate.claims.VERDICTS) in the scorecard and its plot:
 #: green a direction the paper claims, red the opposite, amber no direction, grey no test.
@@ -145,8 +149,9 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
             cells = [d.missing if n and bad5 == n and not bad1 else c
                      for c, n, bad1, bad5 in zip(cells, df["n"], df["top1_nonfinite"], df["top5_nonfinite"])]
         if k == "top1":  # a row that did not learn, or with failed seeds, is marked where its error is
-            cells = [c + d.escape(NOT_LEARNED_MARK if not pd.isna(ok) and not bool(ok) else FAILED_MARK if bad else "")
-                     for c, ok, bad in zip(cells, df["learned"], df["n_failed"])]
+            marks = [NOT_LEARNED_MARK if not pd.isna(ok) and not bool(ok) else FAILED_MARK if bad else ""
+                     for ok, bad in zip(df["learned"], df["n_failed"])]
+            cells = [c + d.escape(m) for c, m in zip(cells, marks)]
         cols[f"{name} err. (%)"] = cells
         if _has(df, f"{k}_paper"):
             cols[f"Paper {name.lower()} (%)"] = [_num(x, ".2f", d) for x in df[f"{k}_paper"]]
@@ -173,7 +178,8 @@ def failed_runs(df: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
     for m, text, ok in zip(df["method"], df["failed_seeds"], df["learned"]):
         if text and not pd.isna(ok) and bool(ok):
             runs = [part.split(":", 1) for part in str(text).split(";")]
-            out[m] = [(int(seed), f"{float(err):.2f}" if _finite(float(err)) else "diverged") for seed, err in runs]
+            out[m] = [(int(seed), f"{float(err):.2f}" if _finite(float(err)) else "diverged")
+                      for seed, err in runs]
     return out
 
 
@@ -190,20 +196,20 @@ def table_notes(df: pd.DataFrame) -> list[str]:
     notes.append("Errors: validation error in %, mean ± sample std over seeds; n = finished runs "
                  "(seeds); — = no finished run.")
     if (df["learned"] == False).any():  # noqa: E712 - a nullable boolean column
-        notes.append(f"{NOT_LEARNED_MARK.strip()} did not learn: no seed's top-1 error is at most 75% of chance "
-                     "(100·(1 − 1/classes)); no claim is tested on such a row.")
+        notes.append(f"{NOT_LEARNED_MARK.strip()} did not learn: no seed's top-1 error is at most 75% of "
+                     "chance (100·(1 − 1/classes)); no claim is tested on such a row.")
     failed = failed_runs(df)
     if failed:
-        listed = "; ".join(f"{m}: " + ", ".join(f"seed {s} at {e}" for s, e in runs) for m, runs in failed.items())
-        notes.append(f"{FAILED_MARK.strip()} failed seeds (top-1 error above 75% of chance, or diverged), counted "
-                     f"in the row's mean; every claim on such a row is unstable, with no interval: {listed}.")
+        listed = "; ".join(f"{m}: " + ", ".join(f"seed {s} at {e}" for s, e in runs)
+                           for m, runs in failed.items())
+        notes.append(f"{FAILED_NOTE}: {listed}.")
     paper_table = df.attrs.get("paper_table")
     name = pv.TABLE_NAMES.get(paper_table, paper_table)
-    setting = (f"the paper's setting in full (its dataset {df.attrs.get('paper_dataset')}, complete, at its input "
-               "size, full width, a schedule as long as the paper's)")
+    setting = (f"the paper's setting in full (its dataset {df.attrs.get('paper_dataset')}, complete, at its "
+               "input size, full width, a schedule as long as the paper's)")
     if paper_table and (_has(df, "top1_paper") or _has(df, "top5_paper")):
-        notes.append(f"Paper: {name} of Wang et al., NeurIPS 2018, shown only for rows that ran in {setting}; "
-                     "Δ = ours − paper (positive: ours is worse).")
+        notes.append(f"Paper: {name} of Wang et al., NeurIPS 2018, shown only for rows that ran in "
+                     f"{setting}; Δ = ours − paper (positive: ours is worse).")
     outside = df.attrs.get("outside_paper_setting") or {}
     if paper_table and outside and (_has(df, "top1_paper") or len(set(outside.values())) > 1):
         notes.append("Not in the paper's setting, so no published error: "
@@ -218,8 +224,8 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         left = agreement.get("left_out") or []
         left_text = (f"; {len(left)} row{'s' if len(left) != 1 else ''} left out: "
                      + ", ".join(f"{m} ({why})" for m, why in left) if left else "")
-        notes.append(f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} prints and our runs "
-                     f"learned with no failed seed; rank agreement {tau_text} over {agreement['n']} "
+        notes.append(f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} prints and our "
+                     f"runs learned with no failed seed; rank agreement {tau_text} over {agreement['n']} "
                      f"row{'s' if agreement['n'] != 1 else ''}"
                      f"{left_text}.{elsewhere}")
     devices = sorted({str(x) for x in df["fps_device"].dropna()})

@@ -56,7 +56,8 @@ from gmsop.aggregate.stats import summarize
 from gmsop.atomic import atomic_write
 
 __all__ = ["routing_data", "plot_routing", "alpha_data", "plot_alpha_sweep", "grid_data", "plot_nk_grid",
-           "curves_data", "plot_training_curves", "save_figure", "render_figure", "figure_paths", "FIGURE_FORMATS"]
+           "curves_data", "plot_training_curves", "save_figure", "render_figure", "figure_paths",
+           "FIGURE_FORMATS"]
 
 #: Formats :func:`save_figure` accepts (by file suffix).
 FIGURE_FORMATS = (".svg", ".png", ".pdf")

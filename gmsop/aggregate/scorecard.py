@@ -21,6 +21,7 @@ page: the plot, then the table.
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -31,7 +32,7 @@ import pandas as pd
 
 from gmsop.aggregate.claims import CLAIM_COLUMNS, HOLM_COLUMNS, LEVEL, TESTED, adjust_holm, evaluate_claims, \
     failed_seeds
-from gmsop.aggregate.display import FAILED_MARK, verdict_colour
+from gmsop.aggregate.display import FAILED_MARK, FAILED_NOTE, verdict_colour
 from gmsop.aggregate.select import one_value, row_runs
 from gmsop.aggregate.tables import row_errors
 from gmsop.atomic import atomic_write
@@ -106,13 +107,15 @@ def _cells(df: pd.DataFrame) -> list[list[str]]:
     failed = _failed_rows(df)
     lines = []
     for _, r in df.iterrows():
-        mark = {side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else "" for side in ("better", "worse")}
+        mark = {side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else ""
+                for side in ("better", "worse")}
         setting = (f"{r['experiment']}: {r['dataset']}, classes {r['classes']}, training images "
                    f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}")
         lines.append([r["verdict_holm"], r["verdict"], r["claim"],
                       f"{_num(r['diff'], '+.2f')} {_interval(r['ci_low'], r['ci_high'])}".replace(" —", ""),
                       _interval(r["holm_low"], r["holm_high"]), _num(r["p_improvement"], ".2f"),
-                      f"{_num(r['better_mean'], '.2f')}{mark['better']} vs {_num(r['worse_mean'], '.2f')}{mark['worse']}",
+                      f"{_num(r['better_mean'], '.2f')}{mark['better']} vs "
+                      f"{_num(r['worse_mean'], '.2f')}{mark['worse']}",
                       f"{r['n_better']} / {r['n_worse']}", setting])
     return lines
 
@@ -127,28 +130,29 @@ def scorecard_summary(df: pd.DataFrame) -> str:
     tested = df[df["verdict"].isin(TESTED)]
     m = len(tested)
     untested = df[~df["verdict"].isin(TESTED)]
-    return (f"{len(df)} claim{'' if len(df) == 1 else 's'} of the paper checked on our runs; {m} tested with a "
-            f"{LEVEL:.0%} Welch interval. Family for Holm's adjustment: the {m} claim{'' if m == 1 else 's'} "
+    plural = "" if m == 1 else "s"
+    return (f"{len(df)} claim{'' if len(df) == 1 else 's'} of the paper checked on our runs; {m} tested "
+            f"with a {LEVEL:.0%} Welch interval. Family for Holm's adjustment: the {m} claim{plural} "
             f"this scorecard tests with an interval (family-wise error {1 - LEVEL:.0%}). "
             f"Holm-adjusted: {_counts(tested['verdict_holm']) if m else 'none'}; "
             f"unadjusted: {_counts(tested['verdict']) if m else 'none'}; "
-            f"not tested: {_counts(untested['verdict']) if len(untested) else 'none'}. A claim holds or is reversed "
-            "only when its interval excludes 0; a row none of whose seeds learned (top-1 error above 75% of "
-            "chance) or with failed seeds supports no test.")
+            f"not tested: {_counts(untested['verdict']) if len(untested) else 'none'}. A claim holds or is "
+            "reversed only when its interval excludes 0; a row none of whose seeds learned (top-1 error "
+            "above 75% of chance) or with failed seeds supports no test.")
 
 
 def _notes(df: pd.DataFrame) -> list[str]:
     notes = ["Difference: mean top-1 error of the left row minus the right row (negative favours the claim), "
              f"with its {LEVEL:.0%} Welch interval. Holm interval: the Welch interval at the level Holm's "
              "step-down procedure tests the claim at; it excludes 0 exactly when the Holm verdict is a "
-             "direction. P(left better): probability of improvement over seed pairs (3 or more seeds per side)."]
+             "direction. P(left better): probability of improvement over seed pairs (3 or more seeds per "
+             "side)."]
     failed = df.attrs.get("failed_seeds") or []
     if failed:
         listed = "; ".join(f"{f['experiment']} / {f['row']}: seed {f['seed']} at "
-                           + (f"{f['error']:.2f}" if f["error"] == f["error"] and abs(f["error"]) != float("inf")
-                              else "diverged") for f in failed)
-        notes.append(f"{FAILED_MARK.strip()} failed seeds (top-1 error above 75% of chance, or diverged), counted "
-                     f"in the row's mean; every claim on such a row is unstable: {listed}.")
+                           + (f"{f['error']:.2f}" if math.isfinite(f["error"]) else "diverged")
+                           for f in failed)
+        notes.append(f"{FAILED_NOTE}: {listed}.")
     return notes
 
 
@@ -191,7 +195,8 @@ def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: by
     rows = []
     for line in _cells(df):
         tds = [f"<td {style(i)}>{html.escape(str(c))}</td>" for i, c in enumerate(line)]
-        tds[0] = (f'<td {style(0)}><b style="color:{verdict_colour(line[0])}">{html.escape(line[0])}</b></td>')
+        colour = verdict_colour(line[0])
+        tds[0] = f'<td {style(0)}><b style="color:{colour}">{html.escape(line[0])}</b></td>'
         rows.append("<tr>" + "".join(tds) + "</tr>")
     table = ('<table id="gmsop-scorecard" style="border-collapse:collapse;font-size:12px;width:100%">'
              "<caption style=\"text-align:left;font-weight:600;padding-bottom:6px\">Scorecard: the paper's claims "

@@ -134,8 +134,8 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
         errors[row.label] = fin["top1_err"].tolist() if not fin.empty else []
         class_of[row.label] = int(classes) if classes is not None else None
         failed = failed_seeds(fin["top1_err"], class_of[row.label]) if not fin.empty else np.zeros(0, bool)
-        failed_text = ";".join(f"{int(s)}:{e:g}" for s, e, f in zip(fin["seed"], fin["top1_err"], failed) if f) \
-            if not fin.empty else ""
+        failed_text = ";".join(f"{int(s)}:{e:g}" for s, e, bad in zip(fin["seed"], fin["top1_err"], failed)
+                               if bad) if not fin.empty else ""
         key = row.paper_key
         paper = pv.paper_value(paper_table, key[0], row.backbone, key[1]) if paper_table and key else None
         gaps = row.paper_setting_gaps(paper_dataset) if paper is not None else ()

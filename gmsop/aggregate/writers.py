@@ -68,9 +68,10 @@ def claims_summary(records) -> str:
         counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
     tested = sum(counts.get(v, 0) for v in TESTED)
     parts = [f"{n} {v}" for v, n in counts.items()]
-    return (f"This table checks {len(records)} claim{'s' if len(records) != 1 else ''} and tests {tested} of them, "
-            f"each with a {LEVEL:.0%} Welch interval (a {1 - LEVEL:.0%} two-sided test per claim, not adjusted for "
-            f"testing several; the scorecard adds Holm's adjustment over all claims): {', '.join(parts)}.")
+    return (f"This table checks {len(records)} claim{'s' if len(records) != 1 else ''} and tests {tested} of "
+            f"them, each with a {LEVEL:.0%} Welch interval (a {1 - LEVEL:.0%} two-sided test per claim, not "
+            f"adjusted for testing several; the scorecard adds Holm's adjustment over all claims): "
+            f"{', '.join(parts)}.")
 
 
 def render_csv(df: pd.DataFrame) -> str:
