@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gmsop.aggregate import paper_values as pv
+from gmsop.aggregate.claims import verdict_kind
 
 __all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title",
            "NOT_LEARNED_MARK", "FAILED_MARK", "FAILED_NOTE", "failed_runs", "VERDICT_COLOURS",
@@ -40,8 +41,6 @@ VERDICT_COLOURS = {"holds": "#1a7f37", "reversed": "#cf222e", "inconclusive": "#
 
 def verdict_colour(verdict: str) -> str:
     """The colour of a verdict ("unstable (1 of 6 seeds failed)" takes the colour of "unstable")."""
-    from gmsop.aggregate.claims import verdict_kind
-
     return VERDICT_COLOURS[verdict_kind(verdict)]
 
 
