@@ -76,6 +76,7 @@ class Row:
     k: int | None = None  # K of a gated mixture
     alpha: float | None = None  # the balance-loss weight a mixture trains with (protocol + overrides)
     rule: str | None = None  # the user's Snakemake rule that writes this row's metrics.json files
+    schedule_family: str | None = None  # the registry's schedule family of the variant ("gap", ...)
 
     def result_path(self, seed: int) -> str:
         """Where the metrics.json of one seed is (the workflow's one path convention for results)."""
@@ -99,10 +100,37 @@ class Row:
             return None
         return (self.paper[:-1], "star") if self.paper.endswith("*") else (self.paper, "")
 
-    def on_paper_data(self, paper_dataset: str) -> bool:
-        """True when a published number on ``paper_dataset`` is comparable with this row: it ran
-        on that dataset (not a stand-in) at full width."""
-        return self.dataset_name == paper_dataset and self.width_mult is not None and float(self.width_mult) == 1.0
+    def paper_setting_gaps(self, paper_dataset: str) -> tuple[str, ...]:
+        """How this row's setting differs from the paper's on ``paper_dataset`` (empty: it is the
+        paper's setting in full, so a published number there is comparable with it): the dataset,
+        its options in :data:`gmsop.aggregate.paper_values.PAPER_DATA_OPTIONS` (input size, the
+        complete download), full width, and a schedule at least as long as the paper's."""
+        from gmsop.aggregate import paper_values as pv
+
+        if self.rule:
+            return (f"trained by rule {self.rule!r}, whose setting the plan does not know",)
+        if self.dataset_name != paper_dataset:
+            return (f"dataset {self.dataset_name}, not {paper_dataset}",)
+        gaps = []
+        options = (self.settings.get("data") or {}).get("options") or {}
+        for key, want in pv.PAPER_DATA_OPTIONS.get(paper_dataset, {}).items():
+            if options.get(key) != want:
+                gaps.append(f"{key} {options.get(key)!r}, not {want!r}")
+        if self.width_mult is None or float(self.width_mult) != 1.0:
+            gaps.append(f"width {self.width_mult:g}, not 1")
+        epochs = sum(int(e) for _, e in self.settings.get("schedule") or ())
+        epochs *= 2 if (self.settings.get("augment") or {}).get("flip_double") else 1
+        need = pv.paper_epochs(paper_dataset, self.backbone, self.variant, self.schedule_family)
+        if need is None:
+            gaps.append(f"no schedule of the paper for {self.variant} on {self.backbone}")
+        elif epochs < need:
+            gaps.append(f"{epochs} epochs, not {need}")
+        return tuple(gaps)
+
+    def in_paper_setting(self, paper_dataset: str) -> bool:
+        """True when a published number on ``paper_dataset`` is comparable with this row
+        (:meth:`paper_setting_gaps` finds no difference)."""
+        return not self.paper_setting_gaps(paper_dataset)
 
 
 @dataclass(frozen=True)
@@ -508,6 +536,7 @@ def make_plan(config: dict) -> Plan:
                 protocol=spec["protocol"], dataset=spec["dataset"], dataset_name=str(datasets[spec["dataset"]]["name"]),
                 width_mult=float(spec["width_mult"] or 1.0), settings=spec, paper=raw.get("paper", spec["variant"]),
                 num_experts=facts.num_experts, k=facts.k, alpha=facts.alpha,
+                schedule_family=facts.schedule_family,
             ))
         if not rows:
             raise ValueError(f"experiments.{name}: plans no run (no rows); give it rows or set "

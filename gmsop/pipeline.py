@@ -162,7 +162,8 @@ def make_table(experiment, runs: list[str], benches: list[str], stem: str | Path
 
 
 def make_scorecard(experiments, runs: list[str], stem: str | Path, landing: str | Path | None = None):
-    """Write ``stem``.{csv,md,html} (and the report's landing fragment): every claim of every experiment."""
+    """Write ``stem``.{csv,md,html}, its forest plot ``stem``.{svg,png} (and the report's landing
+    fragment): every claim of every experiment, Holm-adjusted over the claims tested."""
     from gmsop.aggregate.scorecard import build_scorecard, write_scorecard
 
     data, _ = load_results(runs)

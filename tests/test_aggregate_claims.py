@@ -13,8 +13,9 @@ import pytest
 from scipy import stats
 
 from gmsop.aggregate.claims import (
-    CHANCE_FRACTION, CLAIM_COLUMNS, VERDICTS, Claim, ClaimResult, chance_error, evaluate_claim, evaluate_claims,
-    kendall_agreement, learned, parse_claim, parse_claims, ranks,
+    CHANCE_FRACTION, CLAIM_COLUMNS, HOLM_COLUMNS, VERDICTS, Claim, ClaimResult, adjust_holm, chance_error,
+    evaluate_claim, evaluate_claims, failed_seeds, holm, kendall_agreement, learned, parse_claim,
+    parse_claims, ranks, verdict_kind,
 )
 
 AB = Claim("A", "B")
@@ -34,7 +35,8 @@ def one(a, b, cb=None, cw=None, **kw):
 
 
 def untested(r):
-    return all(math.isnan(x) for x in (r.ci_low, r.ci_high, r.boot_low, r.boot_high, r.p_improvement))
+    return all(math.isnan(x)
+               for x in (r.ci_low, r.ci_high, r.boot_low, r.boot_high, r.p_improvement, r.p_value))
 
 
 class TestParse:
@@ -75,12 +77,17 @@ class TestChance:
             chance_error(classes)
 
     def test_16_classes_at_70_learned_at_71_not(self):
-        learned_rows = one([70.0, 70.0, 70.0], [80.0, 80.0, 80.0], 16, None)
+        learned_rows = one([70.0, 70.3, 69.9], [80.0, 80.5, 79.8], 16, None)
         assert learned_rows.verdict == "holds"
-        r = one([70.0, 70.0, 70.0], [71.0, 71.0, 71.0], 16, 16)
+        r = one([70.0, 70.3, 69.9], [71.0, 71.0, 71.2], 16, 16)
         assert r.verdict == "not learned" and r.diff == pytest.approx(-1.0) and untested(r)
-        assert one([71.0, 71.0], [60.0, 60.0], 16, 16).verdict == "not learned"  # the better side
-        assert one([70.0, 70.0, 70.0], [71.0, 71.0, 71.0], 16, None).verdict == "holds"  # None: no check
+        assert one([71.0, 71.5], [60.0, 60.5], 16, 16).verdict == "not learned"  # the better side
+        assert one([70.0, 70.3, 69.9], [71.0, 71.0, 71.2], 16, None).verdict == "holds"  # None: no check
+
+    def test_failed_seeds_one_by_one(self):
+        assert failed_seeds([30.7, 84.8, 28.2, NAN, math.inf, 70.3125], 16).tolist() == [
+            False, True, False, True, True, False]
+        assert failed_seeds([95.0, NAN], None).tolist() == [False, True]  # classes unknown: only divergence
 
 
 class TestVerdicts:
@@ -102,11 +109,27 @@ class TestVerdicts:
         assert one([40.0, 41.0], []).verdict == "missing"
         assert one([], [NAN]).verdict == "missing"  # nothing to compare beats a diverged run
 
-    @pytest.mark.parametrize("a,b", [([NAN, 40.0, 41.0], [45.0, 46.0, 47.0]), ([40.0, 41.0], [math.inf, 46.0]),
-                                     ([NAN], [45.0])])
-    def test_diverged_run_is_not_learned(self, a, b):
+    @pytest.mark.parametrize("a,b", [([NAN], [45.0]), ([NAN, math.inf], [45.0, 46.0])])
+    def test_a_row_whose_every_run_diverged_is_not_learned(self, a, b):
         r = one(a, b)
         assert r.verdict == "not learned" and math.isnan(r.diff) and untested(r)
+
+    @pytest.mark.parametrize("a,b,verdict", [
+        ([NAN, 40.0, 41.0], [45.0, 46.0, 47.0], "unstable (1 of 6 seeds failed)"),
+        ([40.0, 41.0], [math.inf, 46.0], "unstable (1 of 4 seeds failed)")])
+    def test_a_diverged_seed_among_learned_ones_is_unstable(self, a, b, verdict):
+        r = one(a, b, 10, 10)
+        assert r.verdict == verdict and r.n_failed == 1 and math.isnan(r.diff) and untested(r)
+
+    def test_a_failed_seed_in_a_row_with_a_good_mean_is_unstable(self):
+        """Table 2's GM-SOP-16-8 on the embedded default: one seed of three at chance, mean 47.9."""
+        gm, sr = [30.7, 84.8, 28.2], [8.5, 9.4, 7.6]
+        assert np.mean(gm) < CHANCE_FRACTION * chance_error(16)  # the mean alone looks learned
+        r = one(sr, gm, 16, 16)
+        assert r.verdict == "unstable (1 of 6 seeds failed)" and verdict_kind(r.verdict) == "unstable"
+        assert r.diff == pytest.approx(np.mean(sr) - np.mean(gm)) and untested(r)
+        both = one([30.7, 84.8, 28.2], [90.0, 20.0, 21.0], 16, 16)
+        assert both.verdict == "unstable (2 of 6 seeds failed)"
 
     def test_one_seed(self):
         r = one([40.0], [50.0, 51.0], 10, 10)
@@ -114,16 +137,24 @@ class TestVerdicts:
         assert one([40.0, 41.0], [50.0]).verdict == "inconclusive (1 seed)"
         assert one([80.0], [85.0], 10, 10).verdict == "not learned"  # checked before the seed count
 
-    def test_no_spread_gives_a_point_interval(self):
-        r = one([40.0, 40.0], [41.0, 41.0])
-        assert (r.ci_low, r.ci_high, r.verdict) == (-1.0, -1.0, "holds")
-        r = one([40.0, 40.0, 40.0], [40.0, 40.0, 40.0])
-        assert (r.ci_low, r.ci_high, r.verdict, r.p_improvement) == (0.0, 0.0, "inconclusive", 0.5)
+    @pytest.mark.parametrize("a,b", [([40.0, 40.0], [41.0, 41.0]), ([40.0, 40.0, 40.0], [40.0, 40.0, 40.0])])
+    def test_no_spread_is_no_test(self, a, b):
+        r = one(a, b, 10, 10)
+        assert r.verdict == "inconclusive (no spread)" and r.diff == np.mean(a) - np.mean(b) and untested(r)
+
+    @pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # scipy, on the zero-variance side
+    def test_spread_on_one_side_is_tested(self):
+        r = one([40.0, 40.0, 40.0], [45.0, 47.0, 46.0])
+        ref = stats.ttest_ind([40.0, 40.0, 40.0], [45.0, 47.0, 46.0], equal_var=False)
+        assert r.verdict == "holds" and r.p_value == pytest.approx(ref.pvalue)
 
     def test_every_verdict_is_listed(self):
         cases = [([40.0, 41.0, 40.5], [50.0, 51.0, 49.0]), ([50.0, 51.0, 49.0], [40.0, 41.0, 40.5]),
-                 ([40.0, 44.0], [41.0, 45.0]), ([40.0], [41.0]), ([NAN], [41.0]), ([], [41.0])]
-        assert tuple(one(a, b).verdict for a, b in cases) == VERDICTS
+                 ([40.0, 44.0], [41.0, 45.0]), ([40.0, 40.0], [41.0, 41.0]), ([40.0], [41.0]),
+                 ([40.0, NAN], [41.0, 42.0]), ([NAN], [41.0]), ([], [41.0])]
+        assert tuple(verdict_kind(one(a, b).verdict) for a, b in cases) == VERDICTS
+        with pytest.raises(ValueError, match="'holds, within noise' is not a verdict"):
+            verdict_kind("holds, within noise")
 
 
 class TestWelch:
@@ -213,6 +244,75 @@ class TestFrame:
         assert CLAIM_COLUMNS[:3] == ("claim", "better", "worse") and CLAIM_COLUMNS[-1] == "verdict"
         with pytest.raises(ValueError, match="level"):
             one([40.0, 41.0], [42.0, 43.0], level=95)
+
+
+def _holm_by_hand(p, alpha=0.05):
+    """Holm's procedure as textbooks state it: sort, compare p_(i) with alpha / (m - i + 1), stop at
+    the first that is not smaller; adjusted p_(i) = max over j <= i of (m - j + 1) p_(j), capped at 1."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    adjusted, rejected, running, stopped = [0.0] * m, [False] * m, 0.0, False
+    for step, i in enumerate(order):
+        running = max(running, (m - step) * p[i])
+        adjusted[i] = min(1.0, running)
+        stopped = stopped or not p[i] < alpha / (m - step)
+        rejected[i] = not stopped
+    return adjusted, rejected
+
+
+class TestHolm:
+    #: five tested claims (one clear, two borderline, two null), an unstable and a missing one
+    ERRORS = {"A": [40.0, 41.0, 40.5], "B": [50.0, 51.0, 49.0], "C": [44.0, 47.0, 45.5],
+              "D": [46.0, 49.5, 48.0], "E": [45.0, 45.5, 46.5], "F": [30.7, 84.8, 28.2],
+              "G": [40.2, 41.5, 40.4]}
+    CLAIMS = ["A < B", "C < B", "D < B", "A < G", "E < D", "F < B", "A < H"]
+
+    def frame(self):
+        return adjust_holm(evaluate_claims(self.CLAIMS, self.ERRORS, {k: 16 for k in self.ERRORS}))
+
+    def test_adjusted_p_and_verdicts_match_a_hand_computation(self):
+        df = self.frame()
+        assert tuple(df.columns[-len(HOLM_COLUMNS):]) == HOLM_COLUMNS
+        tested = df[df["verdict"].isin(["holds", "reversed", "inconclusive"])]
+        assert len(tested) == 5  # the family: the claims tested with an interval
+        p = [stats.ttest_ind(*(self.ERRORS[x] for x in c.split(" < ")), equal_var=False).pvalue
+             for c in tested["claim"]]
+        adjusted, rejected = _holm_by_hand(p)
+        assert tested["p_holm"].tolist() == pytest.approx(adjusted)
+        expected = [("holds" if d < 0 else "reversed") if rej else "inconclusive"
+                    for d, rej in zip(tested["diff"], rejected)]
+        assert tested["verdict_holm"].tolist() == expected
+        # the case the adjustment exists for: significant alone, not in a family of five
+        assert (tested["verdict"] != tested["verdict_holm"]).any() and "holds" in expected
+        untested = df[~df["verdict"].isin(["holds", "reversed", "inconclusive"])]
+        assert untested["verdict_holm"].tolist() == ["unstable (1 of 6 seeds failed)", "missing"]
+        assert untested["p_holm"].isna().all() and untested["holm_low"].isna().all()
+
+    def test_holm_matches_the_hand_computation_on_ties_and_caps(self):
+        p = [0.01, 0.04, 0.03, 0.005, 0.04, 0.9]
+        assert holm(p).tolist() == pytest.approx(_holm_by_hand(p)[0])
+        assert holm([]).size == 0
+        with pytest.raises(ValueError, match="p-values"):
+            holm([0.1, NAN])
+
+    def test_holm_interval_is_welch_at_the_step_level(self):
+        df = self.frame()
+        tested = df[df["verdict"].isin(["holds", "reversed", "inconclusive"])].sort_values("p_value")
+        m = len(tested)
+        stopped = None
+        for step, (_, r) in enumerate(tested.iterrows()):
+            level = 0.05 / (m - step)
+            stopped = stopped or (level if not r["p_value"] < level else None)
+            a, b = (self.ERRORS[x] for x in r["claim"].split(" < "))
+            ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(1 - (stopped or level))
+            assert (r["holm_low"], r["holm_high"]) == pytest.approx((ref.low, ref.high))
+            # wider than the unadjusted interval, and it excludes 0 exactly when Holm gives a direction
+            assert r["holm_low"] <= r["ci_low"] and r["holm_high"] >= r["ci_high"]
+            assert (r["holm_high"] < 0 or r["holm_low"] > 0) == (r["verdict_holm"] != "inconclusive")
+
+    def test_no_family(self):
+        df = adjust_holm(evaluate_claims(["A < B"], {"A": [40.0], "B": [41.0]}, {}))
+        assert df["verdict_holm"].tolist() == ["inconclusive (1 seed)"] and df["p_holm"].isna().all()
 
 
 class TestAgreement:

@@ -222,10 +222,18 @@ def test_alpha_sweep_line_is_the_mean_error_per_alpha(data, tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "100"]
     # the paper's point only beside rows on the paper's own data at full width: not on synthetic
     assert "paper, Table 2 (α = 100)" not in [t.get_text() for t in ax.get_legend().get_texts()]
-    on_paper = dataclasses.replace(ALPHA_EXP, rows=tuple(dataclasses.replace(r, dataset_name="imagenet64")
-                                                         for r in ALPHA_EXP.rows))
+    # in the paper's setting in full: its dataset, complete, at 64 px, full width, the full schedule
+    paper_setting = {"data": {"options": {"size": 64, "require_full": True}}, "schedule": [[0.075, 75]]}
+    on_paper = dataclasses.replace(ALPHA_EXP, rows=tuple(
+        dataclasses.replace(r, dataset_name="imagenet64", settings=paper_setting, schedule_family="gap")
+        for r in ALPHA_EXP.rows))
     legend = plot_alpha_sweep(on_paper, metrics.runs).axes[0].get_legend().get_texts()
     assert "paper, Table 2 (α = 100)" in [t.get_text() for t in legend]
+    at_32px = {**paper_setting, "data": {"options": {"size": 32, "require_full": True}}}
+    at_32px = dataclasses.replace(on_paper, rows=tuple(dataclasses.replace(r, settings=at_32px)
+                                                       for r in on_paper.rows))
+    legend = plot_alpha_sweep(at_32px, metrics.runs).axes[0].get_legend().get_texts()
+    assert "paper, Table 2 (α = 100)" not in [t.get_text() for t in legend]
     df = alpha_data(ALPHA_EXP, metrics.runs)
     assert df["n"].tolist() == [3, 2, 3] and df["seeds"].tolist() == ["0;1;2", "0;1", "0;1;2"]
     _check_saved(fig, tmp_path / "fig2_right")

@@ -91,13 +91,14 @@ def test_unused_dataset_root_is_not_checked(tmp_path):
 
 
 def test_batch_larger_than_generated_training_set():
-    cfg = tiny()  # n_train: 64
-    cfg["experiments"]["table2"]["rows"][1]["batch_size"] = 65
+    cfg = tiny()  # table2's dataset: n_train 256
+    cfg["experiments"]["table2"]["rows"][1]["batch_size"] = 257
     missing, errors = check_data(make_plan(cfg))
     assert missing == [] and len(errors) == 1
-    assert errors[0].startswith("experiments.table2.rows[1] (GM-SOP-4-2): batch_size 65 is larger than the training set")
-    assert "datasets.tiny (64 images)" in errors[0]
-    cfg["experiments"]["table2"]["rows"][1]["augment"] = {"flip_double": True}  # 128 samples per epoch
+    assert errors[0].startswith(
+        "experiments.table2.rows[1] (GM-SOP-4-2): batch_size 257 is larger than the training set")
+    assert "datasets.learnable (256 images)" in errors[0]
+    cfg["experiments"]["table2"]["rows"][1]["augment"] = {"flip_double": True}  # 512 samples per epoch
     assert check_data(make_plan(cfg)) == ([], [])
 
 

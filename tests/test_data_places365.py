@@ -237,3 +237,13 @@ def test_read_only_root_is_never_written(tmp_path):
     with read_only_tree(root):
         ds = get_dataset("places365", root=root, workers=1, size=16, crop=16)
     assert snapshot(root) == before and root not in Path(ds.info["cache"]).parents
+
+
+def test_require_full_refuses_a_partial_download(tmp_path):
+    """The paper's setting is the complete release: ``require_full`` stops on a subset (as for
+    imagenet64) instead of training on it with a note."""
+    make_places(tmp_path, per_class=1, n_val=1)
+    with pytest.raises(ValueError, match=r"places365: require_full=True but .* holds a subset: subset: 3 of "
+                                         r"1,803,460 train images; subset: 1 of 36,500 val images"):
+        get_dataset("places365", root=tmp_path, workers=1, require_full=True)
+    assert get_dataset("places365", root=tmp_path, workers=1).train.images.shape[0] == 3  # allowed without it

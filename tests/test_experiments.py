@@ -76,20 +76,20 @@ def test_run_ids_follow_the_data_not_its_spelling(monkeypatch):
     version bump makes a new one, so results of other data are never reused."""
     import gmsop.data.synthetic as synthetic_module
 
-    base = {r.run for r in make_plan(TINY).experiments["table2"].rows}
+    base = {r.run for r in make_plan(TINY).experiments["figure2"].rows}
     spelt = copy.deepcopy(TINY)
     spelt["datasets"]["tiny"]["options"]["difficulty"] = 0.5  # the builder's default
-    assert {r.run for r in make_plan(spelt).experiments["table2"].rows} == base
+    assert {r.run for r in make_plan(spelt).experiments["figure2"].rows} == base
     harder = copy.deepcopy(TINY)
     harder["datasets"]["tiny"]["options"]["difficulty"] = 0.7
-    assert not {r.run for r in make_plan(harder).experiments["table2"].rows} & base
+    assert not {r.run for r in make_plan(harder).experiments["figure2"].rows} & base
     monkeypatch.setattr(synthetic_module.synthetic, "data_version", synthetic_module.synthetic.data_version + 1)
-    assert not {r.run for r in make_plan(TINY).experiments["table2"].rows} & base
+    assert not {r.run for r in make_plan(TINY).experiments["figure2"].rows} & base
     monkeypatch.undo()
     defaults = list(synthetic_module.synthetic.__defaults__)  # every parameter has one, root too
     defaults[list(inspect.signature(synthetic_module.synthetic).parameters).index("contexts")] = 2  # a default changed in code
     monkeypatch.setattr(synthetic_module.synthetic, "__defaults__", tuple(defaults))
-    assert not {r.run for r in make_plan(TINY).experiments["table2"].rows} & base
+    assert not {r.run for r in make_plan(TINY).experiments["figure2"].rows} & base
 
 
 def _bad(mutate):

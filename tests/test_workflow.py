@@ -3,6 +3,7 @@ tiny end-to-end run (every rule, the report, and both ways of adding a variant).
 import copy
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gmsop.aggregate.claims import VERDICTS
+from gmsop.aggregate.claims import TESTED, VERDICTS, verdict_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
@@ -126,34 +127,36 @@ gmsop.register_variant("MaxAvg", "max_avg", overwrite=True)
 '''
 
 
-#: (c) a method of the user's own, as a Snakemake rule: scikit-learn's logistic regression on the
-#: pixels of the row's dataset, one metrics.json per seed (the README example, shortened).
+#: (c) a method of the user's own, as a Snakemake rule: a logistic regression fitted by SGD on the
+#: pixels of the row's dataset, one metrics.json per seed; the seed shuffles the data, so each
+#: seed gives its own error (a table that summarised one seed for both would be caught).
 RULE = '''
 rule sklearn_logreg:
     input:
-        "results/data/tiny.json",
+        "results/data/learnable.json",
     output:
         "results/rules/sklearn_logreg/seed{seed}/metrics.json",
     run:
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import SGDClassifier
         from gmsop.atomic import atomic_write_json
         from gmsop.data import get_dataset
         from gmsop.formats import rule_metrics
 
-        ds = get_dataset("synthetic", **config["datasets"]["tiny"]["options"])
+        ds = get_dataset("synthetic", **config["datasets"]["learnable"]["options"])
         x, y = ds.train.images.flatten(1).float().numpy() / 255, ds.train.labels.numpy()
-        clf = LogisticRegression(max_iter=200, random_state=int(wildcards.seed)).fit(x, y)
+        clf = SGDClassifier(loss="log_loss", max_iter=5, tol=None, random_state=int(wildcards.seed)).fit(x, y)
         xv, yv = ds.val.images.flatten(1).float().numpy() / 255, ds.val.labels.numpy()
         err = 100.0 * (1.0 - clf.score(xv, yv))
-        atomic_write_json(output[0], rule_metrics("sklearn_logreg", int(wildcards.seed), err, dataset="tiny",
-                                                  num_classes=ds.num_classes, train_size=len(ds.train)))
+        atomic_write_json(output[0], rule_metrics("sklearn_logreg", int(wildcards.seed), err,
+                                                  dataset="learnable", num_classes=ds.num_classes,
+                                                  train_size=len(ds.train)))
 '''
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """The tiny scenario end to end, plus (a) a config-only variant, (b) a plugin head and (c) a
-    method of the user's own as a rule."""
+    """The tiny scenario end to end, plus (a) a config-only variant, (b) a plugin head, (c) a
+    method of the user's own as a rule, and SR-SOP with a claim on two learned rows."""
     work = tmp_path_factory.mktemp("tiny")
     (work / "my_heads.py").write_text(PLUGIN)
     (work / "my_method.smk").write_text(RULE)
@@ -165,6 +168,9 @@ def tiny_run(tmp_path_factory):
     rows.append({"variant": "MaxAvg", "paper": None})  # (b)
     rows.append({"rule": "sklearn_logreg", "label": "Logistic regression (rule)"})  # (c)
     cfg["experiments"]["table2"]["orderings"].append("Logistic regression (rule) < ResNet-18-512d")
+    # a claim on two single-component rows, both learned on table2's data: tested with an interval
+    rows.append({"variant": "SR-SOP"})
+    cfg["experiments"]["table2"]["orderings"].append("SR-SOP < ResNet-18-512d")
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     t0 = time.time()
@@ -201,7 +207,9 @@ def test_tables_show_every_row_with_numbers_from_runs(tiny_run):
     rule_row = table.set_index("method").loc["Logistic regression (rule)"]
     files = sorted((work / "results" / "rules" / "sklearn_logreg").glob("seed*/metrics.json"))
     errs = [json.loads(p.read_text())["final"]["top1_err"] for p in files]
+    assert len(set(errs)) == 2, errs  # seed-dependent: a summary of one seed would not pass
     assert rule_row["n"] == 2 == len(errs) and rule_row["top1_mean"] == pytest.approx(np.mean(errs))
+    assert rule_row["top1_std"] == pytest.approx(np.std(errs, ddof=1))
     card = pd.read_csv(work / "results" / "scorecard.csv")
     assert "Logistic regression (rule) < ResNet-18-512d" in set(card["claim"])
     assert (table["n"] >= 1).all()
@@ -211,7 +219,27 @@ def test_tables_show_every_row_with_numbers_from_runs(tiny_run):
     assert maxavg["rep_dim"] == 2 * 16  # width_mult 0.125: 128 -> 16 channels, max + avg
     md = (work / "results" / "tables" / "table2.md").read_text()
     claim = next(line for line in md.splitlines() if line.startswith("| GM-SOP-4-2 < ResNet-18-512d |"))
-    assert claim.rstrip(" |").rsplit("| ", 1)[-1] in VERDICTS, claim
+    assert verdict_kind(claim.rstrip(" |").rsplit("| ", 1)[-1]) in VERDICTS, claim
+
+
+def test_a_claim_on_learned_rows_is_tested_with_an_interval(tiny_run):
+    """Table 2's data is one its single-component rows learn: at least one claim rests on two
+    learned rows with spread and gets an interval (whatever its verdict), shown in the scorecard's
+    cells and in its forest plot."""
+    work = tiny_run[0]
+    table = pd.read_csv(work / "results" / "tables" / "table2.csv").set_index("method")
+    assert table.loc["ResNet-18-512d", "learned"] and table.loc["SR-SOP", "learned"], table["top1_mean"]
+    card = pd.read_csv(work / "results" / "scorecard.csv")
+    tested = card[card["verdict"].isin(TESTED)]
+    assert len(tested) >= 1 and tested["ci_low"].notna().all() and tested["holm_low"].notna().all()
+    md = (work / "results" / "scorecard.md").read_text()
+    for _, r in tested.iterrows():
+        assert f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" in md
+        assert f"[{r['holm_low']:+.2f}, {r['holm_high']:+.2f}]" in md
+    plural = "s" if len(tested) != 1 else ""
+    assert f"the {len(tested)} claim{plural} this scorecard tests with an interval" in md
+    for ext in ("svg", "png"):
+        assert (work / "results" / f"scorecard.{ext}").stat().st_size > 0
 
 
 def test_every_result_file_carries_the_id_it_was_planned_for(tiny_run):
@@ -245,30 +273,32 @@ def test_every_result_file_carries_the_id_it_was_planned_for(tiny_run):
             assert b["run"]["id"] == row.bench and {"experiment": exp.name, "row": row.label} in b["run"]["planned_for"]
     assert checked >= 15
     card = pd.read_csv(work / "results" / "scorecard.csv")
-    assert card["claim"].tolist()[0] == "GM-SOP-4-2 < ResNet-18-512d" and set(card["verdict"]) <= set(VERDICTS)
+    assert card["claim"].tolist()[0] == "GM-SOP-4-2 < ResNet-18-512d"
+    assert {verdict_kind(v) for v in card["verdict"]} <= set(VERDICTS)
 
 
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    return None
+    if os.environ.get("CI"):
+        pytest.fail("CI must install Debian's chromium (see .ci/run) to check the report")
+    pytest.skip("headless Chromium not installed (apt-get install chromium)")
+
+
+def _dump_dom(page: Path, profile: Path, *options: str) -> str:
+    """The DOM of ``page`` after headless Chromium ran its scripts (10 s of virtual time)."""
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", *options, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
 
 
 def test_report_renders_tables_and_figures_in_a_browser(tiny_run):
     """The report, opened in headless Chromium, shows the tables and figures (CI installs it)."""
-    browser = _chromium()
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run) to check the report")
-        pytest.skip("headless Chromium not installed (apt-get install chromium)")
     work = tiny_run[0]
     report = work / "reports" / "report.html"
-    profile = work / "chromium-profile"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", report.as_uri()]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    dom = _dump_dom(report, work / "chromium-profile")
     raw = report.read_text()
     # rendered by the report's JavaScript: category and item elements that the raw file lacks
     for element in (">Tables<", ">Figures<", ">Training curves<"):
@@ -280,6 +310,59 @@ def test_report_renders_tables_and_figures_in_a_browser(tiny_run):
     assert '<table id="gmsop-scorecard"' in dom and '<table id="gmsop-scorecard"' not in raw
     landing = dom[dom.index('<table id="gmsop-scorecard"'):]
     assert "GM-SOP-4-2 &lt; ResNet-18-512d" in landing[: landing.index("</table>")]
+    assert dom.index('<figure id="gmsop-forest"') < dom.index('<table id="gmsop-scorecard"')  # the plot first
+
+
+#: Measures, once the report has drawn its landing page, where the scorecard's columns are and
+#: which elements scroll sideways; written into an attribute of <body> for --dump-dom.
+LAYOUT_PROBE = """<script>
+(function () {
+  function measure() {
+    var table = document.getElementById("gmsop-scorecard");
+    if (!table) { setTimeout(measure, 100); return; }
+    var out = {width: window.innerWidth, columns: {}, scrolling: []};
+    table.querySelectorAll("thead th").forEach(function (th) {
+      var r = th.getBoundingClientRect();
+      out.columns[th.textContent] = [r.left, r.right];
+    });
+    var box = table.getBoundingClientRect();
+    out.narrower = [];  // ancestors the table sticks out of (it would cover what lies beside them)
+    for (var el = table.parentElement; el && el !== document.body; el = el.parentElement) {
+      var r = el.getBoundingClientRect();
+      if (r.left > box.left + 1 || r.right < box.right - 1)
+        out.narrower.push(el.tagName + "." + el.className);
+    }
+    document.querySelectorAll("*").forEach(function (el) {
+      var x = getComputedStyle(el).overflowX;
+      var scrolls = el === document.scrollingElement || x === "auto" || x === "scroll";
+      if (scrolls && el.scrollWidth > el.clientWidth + 1) out.scrolling.push(el.tagName + "." + el.className);
+    });
+    document.body.setAttribute("data-gmsop-layout", JSON.stringify(out));
+  }
+  window.addEventListener("load", function () { setTimeout(measure, 100); });
+})();
+</script>"""
+
+
+def test_scorecard_intervals_are_visible_without_scrolling_sideways_at_1400px(tiny_run):
+    """The report's landing page at a 1,400-px wide window: the difference and Holm interval
+    columns of the scorecard lie inside the window, nothing scrolls sideways, and the table fits
+    the column that holds it (sticking out, it would cover the workflow graph beside it)."""
+    import html as html_module
+
+    work = tiny_run[0]
+    raw = (work / "reports" / "report.html").read_text()
+    end = raw.rindex("</body>")
+    probe = work / "reports" / "report-layout.html"
+    probe.write_text(raw[:end] + LAYOUT_PROBE + raw[end:])
+    dom = _dump_dom(probe, work / "chromium-layout", "--window-size=1400,900", "--hide-scrollbars")
+    found = re.search(r'data-gmsop-layout="([^"]*)"', dom)
+    assert found, "the probe found no scorecard table on the landing page"
+    layout = json.loads(html_module.unescape(found[1]))
+    assert layout["width"] == 1400 and layout["scrolling"] == [] and layout["narrower"] == [], layout
+    for column in ("Difference [95% CI]", "Holm interval"):
+        left, right = layout["columns"][column]
+        assert 0 <= left < right <= layout["width"], (column, layout)
 
 
 def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):

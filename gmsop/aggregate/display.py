@@ -18,18 +18,38 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gmsop.aggregate import paper_values as pv
+from gmsop.aggregate.claims import verdict_kind
 
-__all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title", "NOT_LEARNED_MARK"]
+__all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title",
+           "NOT_LEARNED_MARK", "FAILED_MARK", "FAILED_NOTE", "failed_runs", "VERDICT_COLOURS",
+           "verdict_colour"]
 
-#: Marks a row whose mean error is above 75% of chance: it did not learn (gmsop.aggregate.claims).
+#: Marks a row none of whose seeds learned (error above 75% of chance; gmsop.aggregate.claims).
 NOT_LEARNED_MARK = " °"
+#: Marks a row some of whose seeds failed (did not learn or diverged); a footnote names them.
+FAILED_MARK = " §"
+#: The footnote's opening, before the list of failed seeds (tables and scorecard alike).
+FAILED_NOTE = (f"{FAILED_MARK.strip()} failed seeds (top-1 error above 75% of chance, or diverged), "
+               "counted in the row's mean; every claim on such a row is unstable, with no interval")
+
+#: Colour of each kind of verdict (gmsop.aggregate.claims.VERDICTS) in the scorecard and its plot:
+#: green a direction the paper claims, red the opposite, amber no direction, grey no test.
+VERDICT_COLOURS = {"holds": "#1a7f37", "reversed": "#cf222e", "inconclusive": "#9a6700",
+                   "inconclusive (no spread)": "#9a6700", "inconclusive (1 seed)": "#9a6700",
+                   "unstable": "#8250df", "not learned": "#57606a", "missing": "#57606a"}
+
+
+def verdict_colour(verdict: str) -> str:
+    """The colour of a verdict ("unstable (1 of 6 seeds failed)" takes the colour of "unstable")."""
+    return VERDICT_COLOURS[verdict_kind(verdict)]
 
 
 def _latex_escape(text: str) -> str:
     repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
             "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "−": r"$-$", "—": "--", "–": "--",
-            "≈": r"$\approx$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}"}
+            "≈": r"$\approx$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "§": r"\S{}",
+            "°": r"\textdegree{}", "τ": r"$\tau$"}
     return "".join(repl.get(ch, ch) for ch in text)
 
 
@@ -57,6 +77,7 @@ def _finite(x) -> bool:
 
 
 def _err(mean, std, n, n_nonfinite, d: Dialect) -> str:
+    """One error column's cell from that column's own statistics (its own non-finite count)."""
     if n == 0:
         return d.missing
     if n_nonfinite:
@@ -121,9 +142,15 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
         seeds.append(f"{n}" + (f" (+{u} unfinished)" if u else ""))
     cols["n"] = seeds
     for k, name in (("top1", "Top-1"), ("top5", "Top-5")):
-        cells = [_err(m, s, n, bad, d) for m, s, n, bad in zip(df[f"{k}_mean"], df[f"{k}_std"], df["n"], df["n_nonfinite"])]
-        if k == "top1":  # a row that did not learn is marked where its error is
-            cells = [c + (d.escape(NOT_LEARNED_MARK) if not pd.isna(ok) and not bool(ok) else "") for c, ok in zip(cells, df["learned"])]
+        cells = [_err(m, s, n, bad, d)
+                 for m, s, n, bad in zip(df[f"{k}_mean"], df[f"{k}_std"], df["n"], df[f"{k}_nonfinite"])]
+        if k == "top5":  # no finite top-5 where every top-1 is finite: the method does not report it
+            cells = [d.missing if n and bad5 == n and not bad1 else c
+                     for c, n, bad1, bad5 in zip(cells, df["n"], df["top1_nonfinite"], df["top5_nonfinite"])]
+        if k == "top1":  # a row that did not learn, or with failed seeds, is marked where its error is
+            marks = [NOT_LEARNED_MARK if not pd.isna(ok) and not bool(ok) else FAILED_MARK if bad else ""
+                     for ok, bad in zip(df["learned"], df["n_failed"])]
+            cells = [c + d.escape(m) for c, m in zip(cells, marks)]
         cols[f"{name} err. (%)"] = cells
         if _has(df, f"{k}_paper"):
             cols[f"Paper {name.lower()} (%)"] = [_num(x, ".2f", d) for x in df[f"{k}_paper"]]
@@ -143,6 +170,18 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
     return out
 
 
+def failed_runs(df: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
+    """Row label -> its failed seeds as (seed, error text), from the table's ``failed_seeds`` column,
+    for the rows that learned on other seeds (a row that did not learn at all is marked °)."""
+    out = {}
+    for m, text, ok in zip(df["method"], df["failed_seeds"], df["learned"]):
+        if text and not pd.isna(ok) and bool(ok):
+            runs = [part.split(":", 1) for part in str(text).split(";")]
+            out[m] = [(int(seed), f"{float(err):.2f}" if _finite(float(err)) else "diverged")
+                      for seed, err in runs]
+    return out
+
+
 def table_title(df: pd.DataFrame) -> str:
     """The table's title (spec title, else a generic one naming the table id)."""
     return df.attrs.get("title") or f"Reproduction of {df.attrs.get('table_id') or 'table'}"
@@ -156,23 +195,38 @@ def table_notes(df: pd.DataFrame) -> list[str]:
     notes.append("Errors: validation error in %, mean ± sample std over seeds; n = finished runs "
                  "(seeds); — = no finished run.")
     if (df["learned"] == False).any():  # noqa: E712 - a nullable boolean column
-        notes.append(f"{NOT_LEARNED_MARK.strip()} did not learn: mean top-1 error above 75% of chance "
-                     "(100·(1 − 1/classes)); no claim is tested on such a row.")
+        notes.append(f"{NOT_LEARNED_MARK.strip()} did not learn: no seed's top-1 error is at most 75% of "
+                     "chance (100·(1 − 1/classes)); no claim is tested on such a row.")
+    failed = failed_runs(df)
+    if failed:
+        listed = "; ".join(f"{m}: " + ", ".join(f"seed {s} at {e}" for s, e in runs)
+                           for m, runs in failed.items())
+        notes.append(f"{FAILED_NOTE}: {listed}.")
     paper_table = df.attrs.get("paper_table")
     name = pv.TABLE_NAMES.get(paper_table, paper_table)
+    setting = (f"the paper's setting in full (its dataset {df.attrs.get('paper_dataset')}, complete, at its "
+               "input size, full width, a schedule as long as the paper's)")
     if paper_table and (_has(df, "top1_paper") or _has(df, "top5_paper")):
-        notes.append(f"Paper: {name} of Wang et al., NeurIPS 2018, shown only for rows that ran on its own "
-                     f"dataset ({df.attrs.get('paper_dataset')}) at full width; Δ = ours − paper (positive: ours "
-                     "is worse).")
+        notes.append(f"Paper: {name} of Wang et al., NeurIPS 2018, shown only for rows that ran in "
+                     f"{setting}; Δ = ours − paper (positive: ours is worse).")
+    outside = df.attrs.get("outside_paper_setting") or {}
+    if paper_table and outside and (_has(df, "top1_paper") or len(set(outside.values())) > 1):
+        notes.append("Not in the paper's setting, so no published error: "
+                     + "; ".join(f"{m} ({why})" for m, why in outside.items()) + ".")
     agreement = df.attrs.get("rank_agreement")
-    if paper_table and df["paper_rank"].notna().any():
+    if paper_table and agreement and (agreement["n"] or agreement.get("left_out")):
         elsewhere = "" if _has(df, "top1_paper") else (
-            f" The rows did not run on the paper's dataset ({df.attrs.get('paper_dataset')}) at full width, so "
-            "the paper's errors are not printed; only the orders are compared.")
-        tau = agreement["tau"] if agreement else float("nan")
+            f" No row ran in {setting}, so the paper's errors are not printed; only the orders are compared"
+            + (f" ({next(iter(outside.values()))})." if len(set(outside.values())) == 1 else "."))
+        tau = agreement["tau"]
         tau_text = f"Kendall τ = {tau:.2f}" if _finite(tau) else "Kendall τ undefined"
-        notes.append(f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} and our runs both "
-                     f"have; rank agreement {tau_text} over {agreement['n'] if agreement else 0} rows.{elsewhere}")
+        left = agreement.get("left_out") or []
+        left_text = (f"; {len(left)} row{'s' if len(left) != 1 else ''} left out: "
+                     + ", ".join(f"{m} ({why})" for m, why in left) if left else "")
+        notes.append(f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} prints and our "
+                     f"runs learned with no failed seed; rank agreement {tau_text} over {agreement['n']} "
+                     f"row{'s' if agreement['n'] != 1 else ''}"
+                     f"{left_text}.{elsewhere}")
     devices = sorted({str(x) for x in df["fps_device"].dropna()})
     on = f" on {', '.join(devices)}" if devices else ""
     if df.attrs.get("fps_source") == "bench":

@@ -56,7 +56,8 @@ from gmsop.aggregate.stats import summarize
 from gmsop.atomic import atomic_write
 
 __all__ = ["routing_data", "plot_routing", "alpha_data", "plot_alpha_sweep", "grid_data", "plot_nk_grid",
-           "curves_data", "plot_training_curves", "save_figure", "figure_paths", "FIGURE_FORMATS"]
+           "curves_data", "plot_training_curves", "save_figure", "render_figure", "figure_paths",
+           "FIGURE_FORMATS"]
 
 #: Formats :func:`save_figure` accepts (by file suffix).
 FIGURE_FORMATS = (".svg", ".png", ".pdf")
@@ -256,8 +257,9 @@ def alpha_data(experiment: Any, runs: pd.DataFrame) -> pd.DataFrame:
 
 def _on_paper_data(rows: Sequence[Any], paper_table: str) -> bool:
     """The paper's numbers are drawn only beside rows that ran on its own dataset at full width
-    (``Row.on_paper_data``): on a stand-in dataset or a narrower net they are not comparable."""
-    return bool(rows) and all(r.on_paper_data(pv.TABLE_DATASETS[paper_table]) for r in rows)
+    (``Row.in_paper_setting``): on a stand-in dataset, a narrower net or a shorter schedule they are
+    not comparable."""
+    return bool(rows) and all(r.in_paper_setting(pv.TABLE_DATASETS[paper_table]) for r in rows)
 
 
 def _paper_alpha_points(rows: Sequence[Any]) -> list[tuple[float, float, str]]:
@@ -585,6 +587,16 @@ def figure_paths(stem: str | os.PathLike, formats: Sequence[str] = (".svg", ".pn
     return [stem.with_name(stem.name + f) for f in formats]
 
 
+def render_figure(fig: Figure, fmt: str, dpi: int = 150) -> bytes:
+    """``fig`` as the bytes of one format ("svg", "png", "pdf"), reproducibly: fixed SVG ids and no
+    creation date in the metadata."""
+    meta = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {"Software": None}}[fmt]
+    buf = io.BytesIO()
+    with _style():
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
+    return buf.getvalue()
+
+
 def save_figure(fig: Figure, paths: Iterable[str | os.PathLike], dpi: int = 150) -> list[Path]:
     """Write ``fig`` to every path (format from the suffix: .svg, .png, .pdf), each atomically.
 
@@ -595,12 +607,5 @@ def save_figure(fig: Figure, paths: Iterable[str | os.PathLike], dpi: int = 150)
     bad = [str(p) for p in paths if p.suffix.lower() not in FIGURE_FORMATS]
     if bad or not paths:
         raise ValueError(f"figure paths must end in one of {FIGURE_FORMATS}; got {bad or 'none'}")
-    blobs = []
-    with _style():
-        for p in paths:
-            fmt = p.suffix.lower()[1:]
-            meta = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {"Software": None}}[fmt]
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
-            blobs.append(buf.getvalue())
+    blobs = [render_figure(fig, p.suffix.lower()[1:], dpi) for p in paths]
     return [atomic_write(p, b) for p, b in zip(paths, blobs)]

@@ -39,6 +39,41 @@ TABLE_DATASETS: dict[str, str] = {
     "fig3": "imagenet64",
 }
 
+#: The paper's setting on each of its datasets, as the dataset options of a row must read (a
+#: registered dataset's options, its defaults filled in): the input size the paper trains at
+#: (64x64 ImageNet; Places365 resized to 100x100, 96x96 crops) and the complete release
+#: (``require_full``: a partial download stops the data job instead of training on a subset).
+PAPER_DATA_OPTIONS: dict[str, dict[str, object]] = {
+    "imagenet64": {"size": 64, "require_full": True},
+    "places365": {"size": 100, "crop": 96, "require_full": True},
+}
+
+#: Epochs the paper's schedule trains, per (dataset, backbone, variant or schedule family), counted
+#: over the original training set (a flip-doubled set counts each epoch twice). Where the text
+#: and the released code differ, the shorter: either is the paper's setting. Sources:
+#: shared/reference/method-facts.md and the paper's Sec. 3 (see workflow/configs/paper-*.yaml).
+PAPER_EPOCHS: dict[tuple[str, str, str], int] = {
+    ("imagenet64", "resnet18", "gap"): 75,  # released and text: {50,15,10}
+    ("imagenet64", "resnet18", "srsop"): 40,  # text {20,5,5,5,5}; released {40,10,5,5}
+    ("imagenet64", "resnet18", "gm_sop"): 60,  # released and text: {40,10,5,5}
+    ("imagenet64", "resnet50", "gap"): 75,  # text: every ResNet-50 row {50,15,10}
+    ("imagenet64", "resnet50", "srsop"): 75,
+    ("imagenet64", "resnet50", "gm_sop"): 75,
+    ("imagenet64", "wrn36_2", "gap"): 40,  # released cnn_init_WRN_GM.m: {20,10,10}
+    ("imagenet64", "wrn36_2", "gm_sop"): 40,  # released: {20,10,5,5}
+    ("places365", "resnet18", "gap"): 40,  # text: {25,5,5,5}
+    ("places365", "resnet18", "srsop"): 40,
+    ("places365", "resnet18", "gm_sop"): 40,
+    ("places365", "resnet18", "ResNet-18-8256d"): 60,  # text: {35,10,10,5} for this row alone
+}
+
+
+def paper_epochs(dataset: str, backbone: str, variant: str, family: str | None) -> int | None:
+    """The length of the paper's schedule for a row (:data:`PAPER_EPOCHS`; the variant's own entry
+    first, then its schedule family's), or None where the paper trains no such row."""
+    return PAPER_EPOCHS.get((dataset, backbone, variant), PAPER_EPOCHS.get((dataset, backbone, family or "")))
+
+
 #: How reports name each table id.
 TABLE_NAMES: dict[str, str] = {
     "table2": "Table 2", "table3": "Table 3", "table4": "Table 4",

@@ -6,29 +6,42 @@ with the setting it was tested in (dataset, classes, training images, epochs, wi
 side), the difference with its 95% interval, the probability of improvement and the verdict
 (:mod:`claims`). It is computed from the result files with the same row selection and the same
 statistics as the tables (:func:`tables.row_errors`, :func:`claims.evaluate_claims`), so the two
-can never disagree. Written as CSV (numbers), Markdown, a self-contained HTML page, and an HTML
-fragment the Snakemake report shows first on its landing page.
+can never disagree.
+
+Testing many claims at 95% each makes some "holds" or "reversed" likely by chance alone, so the
+scorecard also adjusts for multiplicity: the family is every claim it tests with an interval, and
+Holm's step-down procedure (:func:`claims.adjust_holm`) gives each an adjusted verdict and
+interval beside the unadjusted ones; the landing page colours the adjusted verdict. Failed seeds
+(:func:`claims.failed_seeds`) are listed under the table with their errors.
+
+Written as CSV (numbers), Markdown, a self-contained HTML page, the forest plot
+(:mod:`forest`, SVG + PNG), and an HTML fragment the Snakemake report shows first on its landing
+page: the plot, then the table.
 """
 from __future__ import annotations
 
 import html
+import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from gmsop.aggregate.claims import CLAIM_COLUMNS, evaluate_claims
+from gmsop.aggregate.claims import CLAIM_COLUMNS, HOLM_COLUMNS, LEVEL, TESTED, adjust_holm, evaluate_claims, \
+    failed_seeds
+from gmsop.aggregate.display import FAILED_MARK, FAILED_NOTE, verdict_colour
 from gmsop.aggregate.select import one_value, row_runs
 from gmsop.aggregate.tables import row_errors
 from gmsop.atomic import atomic_write
 
-__all__ = ["SCORECARD_COLUMNS", "build_scorecard", "render_scorecard_markdown", "render_scorecard_html",
-           "write_scorecard"]
+__all__ = ["SCORECARD_COLUMNS", "build_scorecard", "scorecard_summary", "render_scorecard_markdown",
+           "render_scorecard_html", "write_scorecard"]
 
 _CONTEXT = ("dataset", "classes", "train_images", "epochs", "width")
-SCORECARD_COLUMNS: tuple[str, ...] = ("experiment", "title") + _CONTEXT + tuple(CLAIM_COLUMNS)
+SCORECARD_COLUMNS: tuple[str, ...] = ("experiment", "title") + _CONTEXT + tuple(CLAIM_COLUMNS) + HOLM_COLUMNS
 
 
 def _side(runs: pd.DataFrame, row: Any) -> dict[str, str]:
@@ -47,100 +60,178 @@ def _context(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
 
 
 def build_scorecard(experiments: Iterable[Any], runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim of every experiment (in plan order), columns :data:`SCORECARD_COLUMNS`."""
-    out = []
+    """One row per claim of every experiment (in plan order), columns :data:`SCORECARD_COLUMNS`,
+    Holm-adjusted over the claims tested with an interval. ``attrs["failed_seeds"]``: one record
+    (experiment, row, seed, error) per failed seed of a row some claim uses, that learned on
+    other seeds."""
+    out, failed = [], []
     for exp in experiments:
         if not exp.claims:
             continue
-        errors, classes = row_errors(runs, exp)
+        errors, classes, seeds = row_errors(runs, exp)
         results = evaluate_claims(exp.claims, errors, classes)
         for claim, rec in zip(exp.claims, results.to_dict("records")):
             ctx = _context(_side(runs, exp.row(claim.better)), _side(runs, exp.row(claim.worse)))
             out.append({"experiment": exp.name, "title": exp.title, **ctx, **rec})
-    return pd.DataFrame(out, columns=list(SCORECARD_COLUMNS))
+        used = dict.fromkeys(label for c in exp.claims for label in (c.better, c.worse))
+        for label in used:
+            bad = failed_seeds(errors[label], classes[label])
+            if bad.any() and not bad.all():
+                failed += [{"experiment": exp.name, "row": label, "seed": s, "error": e}
+                           for s, e, b in zip(seeds[label], errors[label], bad) if b]
+    card = adjust_holm(pd.DataFrame(out, columns=list(SCORECARD_COLUMNS[:-len(HOLM_COLUMNS)])), LEVEL)
+    card.attrs["failed_seeds"] = failed
+    return card[list(SCORECARD_COLUMNS)]
 
 
 def _num(x: Any, fmt: str) -> str:
     return format(float(x), fmt) if x == x and x is not None else "—"
 
 
-def _cells(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells: the claim and its verdict first (what a reader looks for), then the
-    numbers, then where it was tested."""
-    head = ["Verdict", "Claim", "Experiment", "Difference [95% CI]", "P(left better)", "Ours", "Seeds",
-            "Dataset", "Classes", "Train images", "Epochs", "Width"]
+def _interval(low: float, high: float) -> str:
+    return f"[{low:+.2f}, {high:+.2f}]" if low == low else "—"
+
+
+def _failed_rows(df: pd.DataFrame) -> set[tuple[str, str]]:
+    return {(f["experiment"], f["row"]) for f in df.attrs.get("failed_seeds", ())}
+
+
+#: Header of the scorecard's cells: the verdicts and the claim first (what a reader looks for),
+#: then the numbers, then where it was tested (one wrapped cell, so the table fits a page).
+SCORECARD_HEAD = ("Verdict (Holm)", "Verdict (unadjusted)", "Claim", "Difference [95% CI]", "Holm interval",
+                  "P(left better)", "Ours", "Seeds", "Tested on")
+_TEXT_COLUMNS = (0, 1, 2, 8)  # left-aligned
+
+
+def _cells(df: pd.DataFrame) -> list[list[str]]:
+    failed = _failed_rows(df)
     lines = []
     for _, r in df.iterrows():
-        diff = _num(r["diff"], "+.2f")
-        if r["ci_low"] == r["ci_low"]:
-            diff += f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-        lines.append([r["verdict"], r["claim"], r["experiment"], diff, _num(r["p_improvement"], ".2f"),
-                      f"{_num(r['better_mean'], '.2f')} vs {_num(r['worse_mean'], '.2f')}",
-                      f"{r['n_better']} / {r['n_worse']}", r["dataset"], r["classes"], r["train_images"], r["epochs"],
-                      r["width"]])
-    return head, lines
+        mark = {side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else ""
+                for side in ("better", "worse")}
+        setting = (f"{r['experiment']}: {r['dataset']}, classes {r['classes']}, training images "
+                   f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}")
+        lines.append([r["verdict_holm"], r["verdict"], r["claim"],
+                      f"{_num(r['diff'], '+.2f')} {_interval(r['ci_low'], r['ci_high'])}".replace(" —", ""),
+                      _interval(r["holm_low"], r["holm_high"]), _num(r["p_improvement"], ".2f"),
+                      f"{_num(r['better_mean'], '.2f')}{mark['better']} vs "
+                      f"{_num(r['worse_mean'], '.2f')}{mark['worse']}",
+                      f"{r['n_better']} / {r['n_worse']}", setting])
+    return lines
 
 
-_TEXT_COLUMNS = (0, 1, 2, 7)  # left-aligned
+def _counts(verdicts: Iterable[str]) -> str:
+    counts = pd.Series(list(verdicts), dtype=object).value_counts()
+    return ", ".join(f"{int(n)} {v}" for v, n in counts.items()) or "none"
 
 
-def _summary(df: pd.DataFrame) -> str:
-    counts = df["verdict"].value_counts()
-    parts = ", ".join(f"{int(n)} {v}" for v, n in counts.items())
-    return (f"{len(df)} claim{'' if len(df) == 1 else 's'} of the paper checked on our runs: {parts or 'none'}. A claim holds or is reversed only "
-            "when the 95% Welch interval of the difference excludes 0; a row whose mean error is above 75% of "
-            "chance did not learn and supports no verdict.")
+def scorecard_summary(df: pd.DataFrame) -> str:
+    """The scorecard's summary line: how many claims, which family Holm adjusts over, the counts."""
+    tested = df[df["verdict"].isin(TESTED)]
+    m = len(tested)
+    untested = df[~df["verdict"].isin(TESTED)]
+    plural = "" if m == 1 else "s"
+    return (f"{len(df)} claim{'' if len(df) == 1 else 's'} of the paper checked on our runs; {m} tested "
+            f"with a {LEVEL:.0%} Welch interval. Family for Holm's adjustment: the {m} claim{plural} "
+            f"this scorecard tests with an interval (family-wise error {1 - LEVEL:.0%}). "
+            f"Holm-adjusted: {_counts(tested['verdict_holm']) if m else 'none'}; "
+            f"unadjusted: {_counts(tested['verdict']) if m else 'none'}; "
+            f"not tested: {_counts(untested['verdict']) if len(untested) else 'none'}. A claim holds or is "
+            "reversed only when its interval excludes 0; a row none of whose seeds learned (top-1 error "
+            "above 75% of chance) or with failed seeds supports no test.")
+
+
+def _notes(df: pd.DataFrame) -> list[str]:
+    notes = ["Difference: mean top-1 error of the left row minus the right row (negative favours the claim), "
+             f"with its {LEVEL:.0%} Welch interval. Holm interval: the Welch interval at the level Holm's "
+             "step-down procedure tests the claim at; it excludes 0 exactly when the Holm verdict is a "
+             "direction. P(left better): probability of improvement over seed pairs (3 or more seeds per "
+             "side)."]
+    failed = df.attrs.get("failed_seeds") or []
+    if failed:
+        listed = "; ".join(f"{f['experiment']} / {f['row']}: seed {f['seed']} at "
+                           + (f"{f['error']:.2f}" if math.isfinite(f["error"]) else "diverged")
+                           for f in failed)
+        notes.append(f"{FAILED_NOTE}: {listed}.")
+    return notes
 
 
 def render_scorecard_markdown(df: pd.DataFrame) -> str:
-    head, lines = _cells(df)
+    lines = _cells(df)
     esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
-    out = ["### Scorecard: the paper's claims on our runs", "", _summary(df), "",
-           "| " + " | ".join(head) + " |", "|" + "|".join(":--" if i in _TEXT_COLUMNS else "--:"
-                                                       for i in range(len(head))) + "|"]
+    out = ["### Scorecard: the paper's claims on our runs", "", scorecard_summary(df), "",
+           "| " + " | ".join(SCORECARD_HEAD) + " |",
+           "|" + "|".join(":--" if i in _TEXT_COLUMNS else "--:" for i in range(len(SCORECARD_HEAD))) + "|"]
     out += ["| " + " | ".join(esc(c) for c in line) + " |" for line in lines]
-    out += ["", "Difference: mean top-1 error of the left row minus the right row (negative favours the claim). "
-            "P(left better): probability of improvement over seed pairs (with 3 or more seeds per side)."]
+    out += [""] + [f"- {n}" for n in _notes(df)]
     return "\n".join(out) + "\n"
 
 
-_VERDICT_COLOUR = {"holds": "#1a7f37", "reversed": "#cf222e", "inconclusive": "#9a6700",
-                   "inconclusive (1 seed)": "#9a6700", "not learned": "#57606a", "missing": "#57606a"}
+def _svg_inline(svg: bytes) -> str:
+    """An SVG file's ``<svg>`` element, scaled to the width of its container, for an HTML page."""
+    text = svg.decode("utf-8")
+    text = text[text.index("<svg"):]
+    return re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"',
+                  r'<svg \1style="width:100%;height:auto;max-width:900px"', text, count=1)
 
 
-def render_scorecard_html(df: pd.DataFrame, fragment: bool = False) -> str:
-    """The scorecard as a page, or (``fragment``) as a ``<div>`` with inline styles for the report."""
-    head, lines = _cells(df)
-    cell = 'style="padding:3px 8px;border-bottom:1px solid #d0d7de;text-align:{};white-space:nowrap"'
+#: The Snakemake report sets its landing text in a 32rem column with the workflow graph beside it:
+#: the column holding the scorecard is widened to the page and the graph moves below it, so the
+#: intervals are read without scrolling sideways (checked in a browser by tests/test_workflow.py).
+_LANDING_STYLE = ("<style>.prose:has(.gmsop-scorecard){max-width:none}"
+                  "div:has(> div > .prose .gmsop-scorecard){flex-wrap:wrap}</style>")
+
+
+def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: bytes | None = None) -> str:
+    """The scorecard as a page, or (``fragment``) as a ``<div>`` with inline styles for the report;
+    ``plot_svg`` (the forest plot as SVG) goes above the table."""
+    cell = ('style="padding:3px 6px;border-bottom:1px solid #d0d7de;text-align:{};vertical-align:top;'
+            'white-space:{}"')
+    wrap = {0: "normal", 1: "normal", 2: "normal", 8: "normal"}  # text wraps; numbers never do
+
+    def style(i: int) -> str:
+        return cell.format("left" if i in _TEXT_COLUMNS else "right", wrap.get(i, "nowrap"))
+
     rows = []
-    for line in lines:
-        tds = [f'<td {cell.format("left" if i in _TEXT_COLUMNS else "right")}>{html.escape(str(c))}</td>'
-               for i, c in enumerate(line)]
-        colour = _VERDICT_COLOUR.get(line[0], "#1f2328")
-        tds[0] = f'<td {cell.format("left")}><b style="color:{colour}">{html.escape(line[0])}</b></td>'
+    for line in _cells(df):
+        tds = [f"<td {style(i)}>{html.escape(str(c))}</td>" for i, c in enumerate(line)]
+        colour = verdict_colour(line[0])
+        tds[0] = f'<td {style(0)}><b style="color:{colour}">{html.escape(line[0])}</b></td>'
         rows.append("<tr>" + "".join(tds) + "</tr>")
-    table = ('<div style="overflow-x:auto;max-width:100%"><table id="gmsop-scorecard" '
-             'style="border-collapse:collapse;font-size:12px;width:max-content">'
+    table = ('<table id="gmsop-scorecard" style="border-collapse:collapse;font-size:12px;width:100%">'
              "<caption style=\"text-align:left;font-weight:600;padding-bottom:6px\">Scorecard: the paper's claims "
              "on our runs</caption><thead><tr>"
-             + "".join(f'<th {cell.format("left" if i in _TEXT_COLUMNS else "right")}>{html.escape(h)}</th>'
-                       for i, h in enumerate(head))
-             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
-    body = (f'<div class="gmsop-scorecard"><p>{html.escape(_summary(df))}</p>{table}'
-            '<p style="font-size:12px;color:#57606a">Difference: mean top-1 error of the left row minus the right '
-            "row (negative favours the claim). Tables and figures follow under Results.</p></div>")
+             + "".join(f"<th {style(i)}>{html.escape(h)}</th>" for i, h in enumerate(SCORECARD_HEAD))
+             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    plot = (f'<figure id="gmsop-forest" style="margin:0 0 12px 0">{_svg_inline(plot_svg)}</figure>'
+            if plot_svg else "")
+    notes = "".join(f'<p style="font-size:12px;color:#57606a">{html.escape(n)}</p>' for n in _notes(df))
+    body = (f'<div class="gmsop-scorecard"><p>{html.escape(scorecard_summary(df))}</p>{plot}{table}{notes}'
+            '<p style="font-size:12px;color:#57606a">Tables and figures follow under Results.</p></div>')
     if fragment:
-        return body + "\n"
+        return _LANDING_STYLE + body + "\n"
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>gmsop scorecard</title></head>'
             f'<body style="font-family:system-ui,sans-serif;margin:1.5em">{body}</body></html>\n')
 
 
-def write_scorecard(df: pd.DataFrame, stem: str | os.PathLike, landing: str | os.PathLike | None = None) -> list[Path]:
-    """``<stem>.csv``, ``.md``, ``.html`` and, with ``landing``, the report's landing fragment."""
+def write_scorecard(df: pd.DataFrame, stem: str | os.PathLike, landing: str | os.PathLike | None = None,
+                    plot: bool = True) -> list[Path]:
+    """``<stem>.csv``, ``.md``, ``.html``, the forest plot ``<stem>.svg`` and ``.png`` (with
+    ``plot``) and, with ``landing``, the report's landing fragment (the plot above the table)."""
     stem = Path(stem)
-    texts = {stem.with_suffix(".csv"): df.to_csv(index=False, lineterminator="\n"),
-             stem.with_suffix(".md"): render_scorecard_markdown(df),
-             stem.with_suffix(".html"): render_scorecard_html(df)}
+    texts: dict[Path, str | bytes] = {}
+    svg = None
+    if plot:
+        from gmsop.aggregate.figures import render_figure
+        from gmsop.aggregate.forest import plot_forest
+
+        fig = plot_forest(df)
+        svg = render_figure(fig, "svg")
+        texts[stem.with_suffix(".svg")] = svg
+        texts[stem.with_suffix(".png")] = render_figure(fig, "png")
+    texts[stem.with_suffix(".csv")] = df.to_csv(index=False, lineterminator="\n")
+    texts[stem.with_suffix(".md")] = render_scorecard_markdown(df)
+    texts[stem.with_suffix(".html")] = render_scorecard_html(df, plot_svg=svg)
     if landing is not None:
-        texts[Path(landing)] = render_scorecard_html(df, fragment=True)
+        texts[Path(landing)] = render_scorecard_html(df, fragment=True, plot_svg=svg)
     return [atomic_write(p, t) for p, t in texts.items()]

@@ -8,19 +8,24 @@ Columns:
 =====================  ===================================================================
 ``method``             the row's label
 ``n``                  finished runs averaged; ``n_unfinished`` started but not finished;
-                       ``n_nonfinite`` finished with a NaN/inf error; ``seeds`` "0;1;2"
-``classes``            classes of the dataset it ran on; ``learned``: its mean top-1 error is
-                       at most 75% of chance (100·(1 − 1/classes)), see :mod:`claims`
+                       ``top1_nonfinite`` / ``top5_nonfinite``: finished runs whose top-1 /
+                       top-5 error is NaN or inf (each column its own); ``seeds`` "0;1;2"
+``classes``            classes of the dataset it ran on; ``learned``: at least one seed has
+                       learned (top-1 error at most 75% of chance, 100·(1 − 1/classes));
+                       ``n_failed`` / ``failed_seeds``: the seeds that did not or diverged,
+                       as "seed:error;..." (:func:`claims.failed_seeds`)
 ``dim``, ``dim_paper``  representation size (ours from the runs; the paper's, at full width only)
 ``params_m``           our parameter count in millions (runs, else the benchmark file)
 ``params_paper_m``     published count (:func:`paper_values.paper_params`) and its source, for
                        rows at full width (a narrower net is not the paper's architecture)
 ``top1_mean/_std``     top-1 error (%), mean and sample std over seeds; likewise top-5
-``top1_paper``         published error, only where the row ran on the paper's own dataset at
-                       full width (:meth:`Row.on_paper_data`); ``top1_delta`` = ours − paper
+``top1_paper``         published error, only where the row ran in the paper's setting in full
+                       (:meth:`Row.paper_setting_gaps`); ``top1_delta`` = ours − paper
 ``paper_rank``         the row's rank (1 = lowest error) among the table's rows in the paper,
-``our_rank``           and ours among the same rows (finished runs); the table's Kendall τ
-                       between the two orders is in ``df.attrs["rank_agreement"]``
+``our_rank``           and ours among the same rows: rows that learned with no failed seed (a
+                       rank of a row that did not learn says nothing about its method); the
+                       table's Kendall τ between the two orders, its row count and the rows
+                       left out with why are in ``df.attrs["rank_agreement"]``
 ``fps``, ``fps_rel``   training images/s and its ratio to the baseline row; ``fps_source`` says
                        whether it is the benchmark median (bench) or the runs' mean (train)
 ``fps_paper[_rel]``    speed the text quotes (GTX 1080) and its ratio to the baseline row (full
@@ -39,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from gmsop.aggregate import paper_values as pv
-from gmsop.aggregate.claims import evaluate_claims, kendall_agreement, learned, ranks
+from gmsop.aggregate.claims import evaluate_claims, failed_seeds, kendall_agreement, ranks
 from gmsop.aggregate.select import one_value, row_bench, row_runs
 from gmsop.aggregate.stats import summarize
 
@@ -48,7 +53,8 @@ __all__ = ["build_table", "TABLE_COLUMNS", "PAPER_TABLES", "row_errors"]
 #: Columns of a built table, in order (also the CSV columns).
 TABLE_COLUMNS: tuple[str, ...] = (
     "table", "row", "method", "variant", "backbone", "dataset", "protocol", "width_mult",
-    "n", "n_unfinished", "n_nonfinite", "seeds", "classes", "learned", "dim", "dim_paper", "params_m",
+    "n", "n_unfinished", "top1_nonfinite", "top5_nonfinite", "seeds", "classes", "learned", "n_failed",
+    "failed_seeds", "dim", "dim_paper", "params_m",
     "params_paper_m", "top1_mean", "top1_std", "top5_mean", "top5_std", "top1_paper", "top5_paper",
     "top1_delta", "top5_delta", "paper_rank", "our_rank", "fps", "fps_rel", "fps_paper", "fps_paper_rel",
     "fps_source", "fps_device", "train_time_s_mean", "paper_source", "params_paper_source",
@@ -62,15 +68,18 @@ PAPER_TABLES = ("table2", "table3", "table4")
 _FPS_PAPER_TABLES = ("table2", "table3")
 
 
-def row_errors(runs: pd.DataFrame, experiment: Any) -> tuple[dict[str, list[float]], dict[str, int | None]]:
-    """Per row label: the top-1 errors of its finished runs, and its dataset's number of classes."""
-    errors, classes = {}, {}
+def row_errors(runs: pd.DataFrame, experiment: Any) -> tuple[dict[str, list[float]], dict[str, int | None],
+                                                              dict[str, list[int]]]:
+    """Per row label: the top-1 errors of its finished runs, its dataset's number of classes, and
+    the runs' seeds (in the errors' order)."""
+    errors, classes, seeds = {}, {}, {}
     for row in experiment.rows:
         fin = row_runs(runs, row)
         errors[row.label] = fin["top1_err"].tolist() if not fin.empty else []
+        seeds[row.label] = [int(s) for s in fin["seed"]] if not fin.empty else []
         c = one_value(fin["hp.num_classes"], "class counts", row) if not fin.empty else None
         classes[row.label] = int(c) if c is not None else None
-    return errors, classes
+    return errors, classes, seeds
 
 
 def _fps(bench: pd.DataFrame, fin: pd.DataFrame, row: Any, source: str) -> tuple[float, str | None, float]:
@@ -86,6 +95,21 @@ def _fps(bench: pd.DataFrame, fin: pd.DataFrame, row: Any, source: str) -> tuple
         return np.nan, None, b_params
     device = one_value(fin["env.device_name"].fillna(fin["env.device"]), "training devices", row)
     return summarize(fin["train_img_s"]).mean, device, b_params
+
+
+def _rank_agreement(df: pd.DataFrame) -> dict[str, Any]:
+    """Kendall's τ between the paper's and our errors over the rows that have a published error and
+    learned with no failed seed; the rows with a published error left out, with why."""
+    keep, left_out = [], []
+    for _, r in df[np.isfinite(df["_paper_top1"].astype(float))].iterrows():
+        why = ("no finished run" if r["n"] == 0 else "diverged" if r["top1_nonfinite"] == r["n"]
+               else "did not learn" if not pd.isna(r["learned"]) and not r["learned"]
+               else f"{r['n_failed']} of {r['n']} seeds failed" if r["n_failed"] else "")
+        (left_out.append((r["method"], why)) if why else keep.append(r))
+    paper = {r["method"]: r["_paper_top1"] for r in keep}
+    ours = {r["method"]: r["top1_mean"] for r in keep}
+    tau, n = kendall_agreement(paper, ours)
+    return {"tau": tau, "n": n, "left_out": left_out, "_paper": paper, "_ours": ours}
 
 
 def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -109,11 +133,13 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
         top1, top5 = summarize(fin["top1_err"]), summarize(fin["top5_err"])
         errors[row.label] = fin["top1_err"].tolist() if not fin.empty else []
         class_of[row.label] = int(classes) if classes is not None else None
-        nonfinite = int((~np.isfinite(fin[["top1_err", "top5_err"]].to_numpy(float))).any(axis=1).sum()) \
-            if not fin.empty else 0
+        failed = failed_seeds(fin["top1_err"], class_of[row.label]) if not fin.empty else np.zeros(0, bool)
+        failed_text = ";".join(f"{int(s)}:{e:g}" for s, e, bad in zip(fin["seed"], fin["top1_err"], failed)
+                               if bad) if not fin.empty else ""
         key = row.paper_key
         paper = pv.paper_value(paper_table, key[0], row.backbone, key[1]) if paper_table and key else None
-        comparable = paper is not None and row.on_paper_data(paper_dataset)
+        gaps = row.paper_setting_gaps(paper_dataset) if paper is not None else ()
+        comparable = paper is not None and not gaps
         # parameters, dimension and speed describe the architecture: comparable at full width only
         same_net = bool(key) and row.width_mult is not None and float(row.width_mult) == 1.0
         p_params = pv.paper_params(key[0], row.backbone) if same_net else None
@@ -123,10 +149,12 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
         out.append({
             "table": experiment.name, "row": i, "method": row.label, "variant": row.variant,
             "backbone": row.backbone, "dataset": row.dataset, "protocol": row.protocol, "width_mult": row.width_mult,
-            "n": top1.n, "n_unfinished": int(len(sel) - len(fin)), "n_nonfinite": nonfinite,
+            "n": top1.n, "n_unfinished": int(len(sel) - len(fin)), "top1_nonfinite": top1.n_nonfinite,
+            "top5_nonfinite": top5.n_nonfinite,
             "seeds": ";".join(str(s) for s in sorted(fin["seed"])) if not fin.empty else "",
             "classes": classes,
-            "learned": (learned(top1.mean, int(classes)) if classes is not None and top1.n else None),
+            "learned": bool(not failed.all()) if classes is not None and top1.n else None,
+            "n_failed": int(failed.sum()), "failed_seeds": failed_text, "_setting_gaps": "; ".join(gaps),
             "dim": dim, "dim_paper": paper.dim if paper and same_net else None,
             "params_m": params / 1e6 if params is not None else np.nan,
             "params_paper_m": p_params[0] if p_params else np.nan,
@@ -141,14 +169,11 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
             "params_paper_source": p_params[1] if p_params else "",
         })
     df = pd.DataFrame(out)
-    # Ranks over the rows that have both a published error and a finished mean of ours.
-    both = df[np.isfinite(df["_paper_top1"].astype(float)) & np.isfinite(df["top1_mean"].astype(float))]
-    paper_ranks = ranks(dict(zip(both["method"], both["_paper_top1"])))
-    our_ranks = ranks(dict(zip(both["method"], both["top1_mean"])))
+    agreement = _rank_agreement(df)
+    paper_ranks, our_ranks = ranks(agreement.pop("_paper")), ranks(agreement.pop("_ours"))
     df["paper_rank"] = pd.array([paper_ranks.get(m) for m in df["method"]], dtype="Int64")
     df["our_rank"] = pd.array([our_ranks.get(m) for m in df["method"]], dtype="Int64")
-    tau, n_tau = kendall_agreement(dict(zip(both["method"], both["_paper_top1"])),
-                                   dict(zip(both["method"], both["top1_mean"])))
+    outside = {m: g for m, g, p in zip(df["method"], df["_setting_gaps"], df["_paper_top1"]) if g and p == p}
     base = [i for i, r in enumerate(experiment.rows) if r.label == experiment.baseline]
     for col, ref in (("fps_rel", "fps"), ("fps_paper_rel", "fps_paper")):
         df[col] = df[ref] / df.loc[base[0], ref] if base else np.nan
@@ -163,7 +188,7 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
     df.attrs.update(
         claims=claims.to_dict("records"), table_id=experiment.name, paper_table=paper_table,
         paper_dataset=paper_dataset, title=experiment.title, caption="",
-        rank_agreement={"tau": tau, "n": n_tau} if paper_table else None,
+        rank_agreement=agreement if paper_table else None, outside_paper_setting=outside,
         baseline=experiment.baseline, fps_source=source,
     )
     return df

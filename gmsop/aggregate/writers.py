@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from gmsop.atomic import atomic_write
+from gmsop.aggregate.claims import LEVEL, TESTED
 from gmsop.aggregate.display import LATEX, TEXT, best_row, display_table, table_notes, table_title
 
 __all__ = [
@@ -60,15 +61,17 @@ def claim_cells(records) -> list[tuple[str, ...]]:
 
 
 def claims_summary(records) -> str:
-    """'Tests 6 claims: 1 holds, 0 reversed, 2 inconclusive, 3 not learned.' (counts per verdict)."""
+    """How many claims the table checks, how many it tests and at what level, counts per verdict."""
     records = list(records or ())
     counts: dict[str, int] = {}
     for c in records:
         counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
-    tested = sum(counts.get(v, 0) for v in ("holds", "reversed", "inconclusive"))
+    tested = sum(counts.get(v, 0) for v in TESTED)
     parts = [f"{n} {v}" for v, n in counts.items()]
-    return (f"This table checks {len(records)} claim{'s' if len(records) != 1 else ''}, {tested} of them with a "
-            f"test: {', '.join(parts)}.")
+    return (f"This table checks {len(records)} claim{'s' if len(records) != 1 else ''} and tests {tested} of "
+            f"them, each with a {LEVEL:.0%} Welch interval (a {1 - LEVEL:.0%} two-sided test per claim, not "
+            f"adjusted for testing several; the scorecard adds Holm's adjustment over all claims): "
+            f"{', '.join(parts)}.")
 
 
 def render_csv(df: pd.DataFrame) -> str:

@@ -14,7 +14,8 @@ image is decoded once, converted to RGB and resized to ``size`` x ``size`` (100,
 into the uint8 memmap cache (``gmsop.data.cache``, default
 ``cache_root()/<root name>-<hash>/places365-<size>``, never inside ``root``) by ``workers``
 processes. The full release has 1,803,460 training and 36,500 validation images; smaller lists
-are accepted and reported in ``Dataset.info["notes"]``.
+are accepted and reported in ``Dataset.info["notes"]`` (``require_full=True`` turns a subset into
+an error, as for ``imagenet64``: the paper's setting is the complete release).
 
 Augmentation (preset ``paper``, the default): random ``crop`` x ``crop`` crop (96) and random
 horizontal flip at training, a single centre ``crop`` at evaluation. Preset ``none`` feeds whole
@@ -115,6 +116,7 @@ def places365(
     cache_dir: str | Path | None = None,
     workers: int | None = None,
     augment: str | AugmentSpec | dict | None = "paper",
+    require_full: bool = False,
 ) -> Dataset:
     """Places365-Standard at ``size`` x ``size`` (100 in the paper) with ``crop`` training crops."""
     name = "places365"
@@ -146,6 +148,9 @@ def places365(
             fp,
             {"dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": notes},
         )
+    subset_notes = [n for n in meta["notes"] if n.startswith("subset")]
+    if subset_notes and require_full:
+        raise ValueError(f"{name}: require_full=True but {root} holds a subset: {'; '.join(subset_notes)}")
     return Dataset(
         name=name,
         num_classes=len(classes),

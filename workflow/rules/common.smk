@@ -116,9 +116,9 @@ def experiments_of_kind(*kinds):
 def get_final_output():
     out = []
     if any(e.claims for e in PLAN.experiments.values()):
-        out += expand("results/scorecard.{ext}", ext=["csv", "md", "html"]) + [
-            "results/report/scorecard-landing.html"
-        ]
+        out += expand(
+            "results/scorecard.{ext}", ext=["csv", "md", "html", "svg", "png"]
+        ) + ["results/report/scorecard-landing.html"]
     for name, exp in PLAN.experiments.items():
         out += expand(
             "results/tables/{experiment}.{ext}",

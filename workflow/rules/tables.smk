@@ -54,6 +54,8 @@ rule scorecard:
             labels={"type": "scorecard"},
         ),
         landing="results/report/scorecard-landing.html",
+        svg="results/scorecard.svg",
+        png="results/scorecard.png",
     log:
         "logs/scorecard.log",
     params:

@@ -1,4 +1,5 @@
-"""Every claim of every experiment: results/scorecard.{csv,md,html} and the report's landing fragment."""
+"""Every claim of every experiment: results/scorecard.{csv,md,html}, its forest plot (.svg, .png) and
+the report's landing fragment."""
 from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)
