@@ -59,3 +59,30 @@ def test_the_planner_scales_by_default_and_the_switch_is_a_distinct_run():
     lrs = [train_config(r.settings, ds, 0, "m.json", "ck").lr_at(1) for r in rows]
     gap = DEFAULT_SCHEDULES["gap"][0][0]
     assert lrs == [pytest.approx(gap * 64 / 256), pytest.approx(gap), pytest.approx(gap)]
+
+
+def test_tables_and_scorecard_label_the_step_size(tmp_path):
+    from gmsop.aggregate.claims import parse_claims
+    from gmsop.aggregate.display import table_notes
+    from gmsop.aggregate.load import load_metrics
+    from gmsop.aggregate.scorecard import build_scorecard
+    from gmsop.aggregate.tables import build_table
+    from gmsop.experiments import Experiment, Row
+    from result_files import make_run_metrics, write_json
+
+    def row(label, run):
+        return Row(experiment="t", index=0, label=label, run=run, bench=f"b-{run}", seeds=(0, 1), variant="ResNet-18",
+                   display="ResNet-18", backbone="resnet18", protocol="official", dataset="s",
+                   dataset_name="synthetic", width_mult=0.25, settings={})
+
+    hp = {"batch_size": 64, "lr_factor": 0.25, "lr_scaling": "linear"}
+    for run, errs in (("a", (20.0, 22.0)), ("b", (30.0, 33.0))):
+        for seed, err in enumerate(errs):
+            write_json(tmp_path / run / f"seed{seed}" / "metrics.json",
+                       make_run_metrics(run, "ResNet-18", seed=seed, top1=err, classes=16, hparams=hp))
+    exp = Experiment(name="t", kind="table", title="T", paper=None, baseline=None,
+                     claims=tuple(parse_claims(["A < B"], ["A", "B"])), rows=(row("A", "a"), row("B", "b")))
+    runs = load_metrics(tmp_path).runs
+    text = "batch 64, lr x 0.25 (linear scaling from batch 256)"
+    assert f"Step size: every row at {text}" in " ".join(table_notes(build_table(exp, runs, None)))
+    assert build_scorecard([exp], runs)["step_size"].tolist() == [text]

@@ -202,6 +202,12 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         listed = "; ".join(f"{m}: " + ", ".join(f"seed {s} at {e}" for s, e in runs)
                            for m, runs in failed.items())
         notes.append(f"{FAILED_NOTE}: {listed}.")
+    steps = df.attrs.get("step_sizes") or {}
+    if steps:
+        kinds = sorted(set(steps.values()))
+        notes.append("Step size: " + (f"every row at {kinds[0]}" if len(kinds) == 1 else
+                                      "; ".join(f"{m}: {v}" for m, v in steps.items()))
+                     + " (README, Known differences: learning rate at another batch).")
     paper_table = df.attrs.get("paper_table")
     name = pv.TABLE_NAMES.get(paper_table, paper_table)
     setting = (f"the paper's setting in full (its dataset {df.attrs.get('paper_dataset')}, complete, at its "

@@ -33,14 +33,14 @@ import pandas as pd
 from gmsop.aggregate.claims import CLAIM_COLUMNS, HOLM_COLUMNS, LEVEL, TESTED, adjust_holm, evaluate_claims, \
     failed_seeds
 from gmsop.aggregate.display import FAILED_MARK, FAILED_NOTE, verdict_colour
-from gmsop.aggregate.select import one_value, row_runs
+from gmsop.aggregate.select import one_value, row_runs, step_size
 from gmsop.aggregate.tables import row_errors
 from gmsop.atomic import atomic_write
 
 __all__ = ["SCORECARD_COLUMNS", "build_scorecard", "scorecard_summary", "render_scorecard_markdown",
            "render_scorecard_html", "write_scorecard"]
 
-_CONTEXT = ("dataset", "classes", "train_images", "epochs", "width")
+_CONTEXT = ("dataset", "classes", "train_images", "epochs", "width", "step_size")
 SCORECARD_COLUMNS: tuple[str, ...] = ("experiment", "title") + _CONTEXT + tuple(CLAIM_COLUMNS) + HOLM_COLUMNS
 
 
@@ -51,7 +51,8 @@ def _side(runs: pd.DataFrame, row: Any) -> dict[str, str]:
         return "—" if v is None else f"{int(v)}"
     return {"dataset": f"{row.dataset} ({row.dataset_name})", "classes": val("hp.num_classes", "class counts"),
             "train_images": val("hp.train_size", "training-set sizes"), "epochs": val("hp.epochs", "epoch counts"),
-            "width": "—" if row.width_mult is None else f"{row.width_mult:g}"}
+            "width": "—" if row.width_mult is None else f"{row.width_mult:g}",
+            "step_size": step_size(fin, row) or "—"}
 
 
 def _context(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
@@ -110,7 +111,7 @@ def _cells(df: pd.DataFrame) -> list[list[str]]:
         mark = {side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else ""
                 for side in ("better", "worse")}
         setting = (f"{r['experiment']}: {r['dataset']}, classes {r['classes']}, training images "
-                   f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}")
+                   f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}, {r['step_size']}")
         lines.append([r["verdict_holm"], r["verdict"], r["claim"],
                       f"{_num(r['diff'], '+.2f')} {_interval(r['ci_low'], r['ci_high'])}".replace(" —", ""),
                       _interval(r["holm_low"], r["holm_high"]), _num(r["p_improvement"], ".2f"),

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["row_runs", "row_bench", "one_value"]
+__all__ = ["row_runs", "row_bench", "one_value", "step_size"]
 
 
 def row_runs(frame: pd.DataFrame, row: Any, finished: bool = True) -> pd.DataFrame:
@@ -51,3 +51,19 @@ def one_value(values: pd.Series, what: str, row: Any) -> Any:
     if len(distinct) > 1:
         raise ValueError(f"row {row.label!r} (run {row.run}): its runs mix {what} {distinct}")
     return distinct[0] if distinct else None
+
+
+def step_size(fin: pd.DataFrame, row: Any) -> str | None:
+    """How a row's finished runs stepped: "batch 64, lr x 0.25 (linear scaling from batch 256)",
+    "batch 256, the schedule's lr" or "batch 64, the schedule's lr (lr_scaling none)"; None for
+    runs that do not record it (a rule row, a run written before the switch existed)."""
+    if fin.empty or "hp.batch_size" not in fin or "hp.lr_factor" not in fin:
+        return None
+    batch = one_value(fin["hp.batch_size"], "batch sizes", row)
+    factor = one_value(fin["hp.lr_factor"], "learning-rate factors", row)
+    scaling = one_value(fin["hp.lr_scaling"], "lr_scaling switches", row) if "hp.lr_scaling" in fin else None
+    if batch is None or factor is None:
+        return None
+    if float(factor) != 1.0:
+        return f"batch {int(batch)}, lr x {float(factor):g} (linear scaling from batch {round(batch / factor)})"
+    return f"batch {int(batch)}, the schedule's lr" + (" (lr_scaling none)" if scaling == "none" else "")

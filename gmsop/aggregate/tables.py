@@ -45,7 +45,7 @@ import pandas as pd
 
 from gmsop.aggregate import paper_values as pv
 from gmsop.aggregate.claims import evaluate_claims, failed_seeds, kendall_agreement, ranks
-from gmsop.aggregate.select import one_value, row_bench, row_runs
+from gmsop.aggregate.select import one_value, row_bench, row_runs, step_size
 from gmsop.aggregate.stats import summarize
 
 __all__ = ["build_table", "TABLE_COLUMNS", "PAPER_TABLES", "row_errors"]
@@ -121,9 +121,12 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
     out = []
     errors: dict[str, list[float]] = {}  # row label -> top-1 errors of its finished runs (claims)
     class_of: dict[str, int | None] = {}
+    steps: dict[str, str] = {}  # row label -> its batch and learning-rate scaling (a table note)
     for i, row in enumerate(experiment.rows):
         sel = row_runs(runs, row, finished=False)
         fin = sel[sel["finished"]] if not sel.empty else sel
+        if (step := step_size(fin, row)) is not None:
+            steps[row.label] = step
         params = one_value(sel["params"], "parameter counts", row) if not sel.empty else None
         dim = one_value(sel["rep_dim"], "representation sizes", row) if not sel.empty else None
         classes = one_value(fin["hp.num_classes"], "class counts", row) if not fin.empty else None
@@ -189,6 +192,6 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
         claims=claims.to_dict("records"), table_id=experiment.name, paper_table=paper_table,
         paper_dataset=paper_dataset, title=experiment.title, caption="",
         rank_agreement=agreement if paper_table else None, outside_paper_setting=outside,
-        baseline=experiment.baseline, fps_source=source,
+        baseline=experiment.baseline, fps_source=source, step_sizes=steps,
     )
     return df
