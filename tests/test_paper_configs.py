@@ -77,8 +77,11 @@ def test_table2_schedules_name_their_source(imagenet):
     # no released script: the text is the only specification
     assert sched["Parametric SR-SOP (text schedule {20,5,5,5,5})"] == SRSOP_TEXT
     assert sched["GM-SOP-16-8"] == sched["Ave-SOP-16"] == GM_SOP
-    for label in ("ResNet-18", "ResNet-18-512d", "Ave-GAP-16", "GM-GAP-16-8", "ResNet-18-8256d"):
+    for label in ("ResNet-18", "ResNet-18-512d", "Ave-GAP-16", "GM-GAP-16-8"):
         assert sched[label] == GAP, label
+    # the 8256d row (ours): GAP's epochs at lr 0.02, where gmsop preflight finds it trains
+    assert [ep for _, ep in sched["ResNet-18-8256d"]] == [ep for _, ep in GAP]
+    assert [lr for lr, _ in sched["ResNet-18-8256d"]] == pytest.approx([0.02, 0.002, 0.0002])
     # a label naming a schedule names the one it runs
     for r in t2.rows:
         m = re.search(r"schedule \{([\d,]+)\}", r.label)
