@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--protocol", default="official", choices=sorted(PROTOCOLS), help="reading of the method (default: %(default)s)"
     )
+    p.add_argument("--width-mult", type=float, default=1.0, metavar="M",
+                   help="scale every width as the embedded default does (0.25); published counts only at 1.0 "
+                        "(default: %(default)s)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
     p.add_argument(
         "--format", choices=["text", "csv", "json", "markdown"], default="text", help="output format (default: %(default)s)"
@@ -39,22 +42,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_rows(variants, backbones, input_size=64, num_classes=1000, protocol="official", flops=True) -> list[dict]:
-    """One dict per (variant, backbone): name, schedule family, params, paper params, rep dim, GFLOPs/image."""
+def model_rows(variants, backbones, input_size=64, num_classes=1000, protocol="official", flops=True,
+               width_mult=1.0) -> list[dict]:
+    """One dict per (variant, backbone): name, schedule family, classifier, params, paper params, rep dim,
+    GFLOPs/image (at ``width_mult``: the 8256d rows keep SR-SOP's dimension at every width)."""
     from gmsop.flops import count_flops, count_params
     from gmsop.registry import build_model, resolve_variant
 
     rows = []
     for backbone in backbones:
         for variant in variants:
-            resolved = resolve_variant(variant, backbone=backbone, protocol=protocol)
-            model = build_model(variant, backbone=backbone, num_classes=num_classes, protocol=protocol)
+            resolved = resolve_variant(variant, backbone=backbone, protocol=protocol, width_mult=width_mult)
+            model = build_model(variant, backbone=backbone, num_classes=num_classes, protocol=protocol,
+                                width_mult=width_mult)
             paper = resolved.paper_params if num_classes == 1000 else None  # published at 1000 classes
             rows.append(
                 {
                     "variant": resolved.display_name,
                     "backbone": resolved.backbone,
                     "schedule_family": resolved.schedule_family,
+                    "classifier": resolved.classifier,
                     "params_M": round(count_params(model) / 1e6, 3),
                     "paper_params_M": paper[0] if paper is not None else None,
                     "rep_dim": model.rep_dim,
@@ -85,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rows = model_rows(
-            args.variants or list_variants(), args.backbones, args.input_size, args.num_classes, args.protocol, not args.no_flops
+            args.variants or list_variants(), args.backbones, args.input_size, args.num_classes, args.protocol,
+            not args.no_flops, args.width_mult,
         )
     except ValueError as err:
         print(f"gmsop models: error: {err}", file=sys.stderr)

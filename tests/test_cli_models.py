@@ -50,3 +50,15 @@ def test_bad_variant_exits_2_with_message(capsys):
 def test_unknown_command(capsys):
     assert gmsop_main(["modles"]) == 2
     assert "unknown command 'modles'" in capsys.readouterr().err
+
+
+def test_models_show_the_8256d_row_beside_sr_sop_at_a_reduced_width(capsys):
+    from gmsop.cli_models import main as models_main
+
+    assert models_main(["--variants", "ResNet-18-8256d", "SR-SOP", "--backbones", "resnet18", "--width-mult", "0.25",
+                        "--no-flops", "--format", "json", "--num-classes", "16"]) == 0
+    import json as _json
+
+    rows = _json.loads(capsys.readouterr().out)
+    assert [(r["variant"], r["rep_dim"], r["classifier"]) for r in rows] == [
+        ("ResNet-18-8256d", 528, "bn_dropout"), ("SR-SOP", 528, "linear")]
