@@ -52,7 +52,8 @@ __all__ = ["main", "PARTS", "TABLE2", "FULL", "TINY", "Sizes", "document", "writ
 FORMAT = "gmsop-device-check/1"
 JSON_NAME, MD_NAME = "device_check.json", "device_check.md"
 #: The variants of config.yaml's ``table2`` experiment (tests/test_device_check.py checks it).
-TABLE2 = ("ResNet-18", "ResNet-18-512d", "Ave-GAP-16", "GM-GAP-16-8", "ResNet-18-8256d", "SR-SOP", "Ave-SOP-16",
+TABLE2 = ("ResNet-18", "ResNet-18-512d", "Ave-GAP-16", "GM-GAP-16-8", "ResNet-18-8256d", "SR-SOP",
+          "Ave-SOP-16",
           "Parametric SR-SOP", "GM-SOP-16-8")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Set for the cuda-tests subprocess, so a check-device a test starts does not recurse.
@@ -76,9 +77,11 @@ class Sizes:
 
 
 FULL = Sizes(width_mult=1.0, image_size=64, batch_size=256, train_images=2560, num_classes=10, lr_scale=1.0,
-             mixture_batch=32, mixture_image=64, bench_classes=1000, bench_warmup=10, bench_steps=40, matmul_n=8192)
+             mixture_batch=32, mixture_image=64, bench_classes=1000, bench_warmup=10, bench_steps=40,
+             matmul_n=8192)
 TINY = Sizes(width_mult=0.25, image_size=16, batch_size=32, train_images=320, num_classes=10, lr_scale=0.5,
-             mixture_batch=6, mixture_image=32, bench_classes=10, bench_warmup=1, bench_steps=3, matmul_n=1024)
+             mixture_batch=6, mixture_image=32, bench_classes=10, bench_warmup=1, bench_steps=3,
+             matmul_n=1024)
 
 
 class Skipped(Exception):
@@ -107,12 +110,14 @@ def _model(variant: str, ctx: Context):
     from gmsop import build_model
 
     torch.manual_seed(0)
-    return build_model(variant, num_classes=ctx.sizes.bench_classes, **_overrides(ctx.sizes)).to(ctx.device).train()
+    model = build_model(variant, num_classes=ctx.sizes.bench_classes, **_overrides(ctx.sizes))
+    return model.to(ctx.device).train()
 
 
 def _env(**extra: str) -> dict[str, str]:
     """This environment with the checkout first on PYTHONPATH (a subprocess elsewhere loses ``.``)."""
-    paths = [str(REPO_ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != "."]]
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != "."]
+    paths = [str(REPO_ROOT), *paths]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
 
 
@@ -129,18 +134,20 @@ def cuda_tests(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     if os.environ.get(NESTED_ENV):
         raise Skipped(f"running inside the cuda-tests part of another check-device ({NESTED_ENV} is set)")
     if not (REPO_ROOT / "tests").is_dir() or importlib.util.find_spec("pytest") is None:
-        raise Skipped(f"needs pytest and the tests/ folder beside the package ({REPO_ROOT}): run from a checkout")
+        raise Skipped(f"needs pytest and the tests/ folder beside the package ({REPO_ROOT}): "
+                      "run from a checkout")
     # only the files that use the marker are collected (importing every test module costs minutes on a small
     # CPU); -o addopts= drops pyproject's options (a bare GPU machine may lack pytest-benchmark)
     files = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "tests").glob("test_*.py")
                    if re.search(r"mark\.cuda\b", p.read_text(encoding="utf-8")))
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider", "-o", "addopts=", *files]
+    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider", "-o",
+           "addopts=", *files]
     figures["command"] = shlex.join(cmd)
     res = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(**{NESTED_ENV: "1"}), capture_output=True, text=True,
                          timeout=600)
     log = ctx.out_dir / "cuda_tests.log"
     log.write_text(res.stdout + res.stderr)
-    summary = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""  # "3 passed, 2 skipped in 4.1s"
+    summary = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""  # "3 passed, 2 skipped"
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", summary)}
     figures.update(returncode=res.returncode, log=str(log), summary=summary, **counts)
     if res.returncode != 0:
@@ -197,7 +204,8 @@ def compare_paths(variant: str, ctx: Context, dtype: str) -> dict[str, Any]:
     tol = TOLERANCES[dtype]
     fig = {"variant": variant, "dtype": dtype, "default_path": model.head.execution_path(ctx.device),
            "output_rel": _rel(la, lb), "input_grad_rel": _rel(xa, xb), "param_grad_rel": _rel(ga, gb),
-           "routing_counts_equal": bool(torch.equal(ca, cb)), "tol_output": tol["output"], "tol_grad": tol["grad"]}
+           "routing_counts_equal": bool(torch.equal(ca, cb)), "tol_output": tol["output"],
+           "tol_grad": tol["grad"]}
     fig["problems"] = [f"{k} {fig[k]:.2e} > {tol[t]:g}" for k, t in
                        (("output_rel", "output"), ("input_grad_rel", "grad"), ("param_grad_rel", "grad"))
                        if not fig[k] <= tol[t]] + ([] if fig["routing_counts_equal"] else ["routing differs"])
@@ -210,7 +218,8 @@ def forward_sync(variant: str, ctx: Context) -> str | None:
     import torch
 
     model = _model(variant, ctx).to(memory_format=torch.channels_last)
-    x = torch.randn(ctx.sizes.mixture_batch, 3, ctx.sizes.mixture_image, ctx.sizes.mixture_image, device=ctx.device)
+    s = ctx.sizes
+    x = torch.randn(s.mixture_batch, 3, s.mixture_image, s.mixture_image, device=ctx.device)
     x = x.contiguous(memory_format=torch.channels_last)
     for debug in (0, "error"):
         torch.cuda.synchronize()
@@ -285,7 +294,8 @@ def write_imagenet_release(root: Path, size: int, n_train: int, n_val: int, num_
         (root / folder).mkdir(parents=True, exist_ok=True)
         extra = {"mean": data.mean(axis=0)} if name.startswith("train") else {}
         np.savez(root / folder / name, data=data, labels=labels + 1, **extra)
-    return {"root": str(root), "size": size, "train_images": n_train, "val_images": n_val, "num_classes": num_classes}
+    return {"root": str(root), "size": size, "train_images": n_train, "val_images": n_val,
+            "num_classes": num_classes}
 
 
 def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
@@ -297,25 +307,29 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
 
     s = ctx.sizes
     root = ctx.work_dir / "imagenet"
-    figures["data"] = write_imagenet_release(root, s.image_size, s.train_images, s.train_images // 8, s.num_classes)
+    figures["data"] = write_imagenet_release(root, s.image_size, s.train_images, s.train_images // 8,
+                                             s.num_classes)
     rows = figures.setdefault("variants", [])
     for variant in TABLE2:
         lr = default_schedule(variant)[0][0] * s.lr_scale
         cfg = TrainConfig(variant=variant, dataset="imagenet64", data_root=str(root), batch_size=s.batch_size,
                           dataset_options={"size": s.image_size, "num_classes": s.num_classes,
                                            "cache_dir": str(ctx.work_dir / "cache")},
-                          schedule=[(lr, 2)], device=str(ctx.device), overrides=_overrides(s), progress="none")
+                          schedule=[(lr, 2)], device=str(ctx.device), overrides=_overrides(s),
+                          progress="none")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SubsetWarning)  # a few thousand images: a "subset", on purpose
             epochs = train(cfg)["epochs"]
         losses = [e["train_loss"] for e in epochs]
-        rows.append({"variant": variant, "lr": lr, "losses": losses, "val_top1_err": epochs[-1]["val_top1_err"],
+        rows.append({"variant": variant, "lr": lr, "losses": losses,
+                     "val_top1_err": epochs[-1]["val_top1_err"],
                      "img_s": epochs[-1]["train_img_s"]})
         print(f"  ... train-smoke: {variant:<18} loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
         if not all(math.isfinite(v) for v in losses) or not losses[-1] < losses[0]:
             fail(f"{variant}: loss did not fall and stay finite ({losses[0]:.3f} -> {losses[-1]:.3f})")
     fell = sum(r["losses"][-1] < r["losses"][0] for r in rows)
-    return f"{fell}/{len(TABLE2)} variants: loss fell ({s.image_size}px, batch {s.batch_size}, width {s.width_mult:g})"
+    return (f"{fell}/{len(TABLE2)} variants: loss fell ({s.image_size}px, batch {s.batch_size}, "
+            f"width {s.width_mult:g})")
 
 
 def matmul_tflops(device, dtype, n: int, seconds: float = 1.0) -> float:
@@ -360,7 +374,8 @@ def throughput(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
             rows.append({"variant": variant, "error": _tail(traceback.format_exc(), 3)})
             fail(f"{variant}: {exc}")
             continue
-        rows.append({k: b[k] for k in ("variant", "train_img_s", "infer_img_s", "peak_mem_mb", "flops_per_image",
+        rows.append({k: b[k] for k in ("variant", "train_img_s", "infer_img_s", "peak_mem_mb",
+                                       "flops_per_image",
                                        "achieved_tflops", "params")})
         rows[-1]["mfu"] = b["achieved_tflops"] / peaks[peak]
         print(f"  ... throughput: {variant:<18} train {b['train_img_s']:.0f} img/s, "
@@ -372,7 +387,8 @@ def throughput(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
 _PROBE = '''import json, os, sys, time  # a gpu=1 job: which GPU the slot allocator gave it, and when
 start = time.time()
 time.sleep(1.0)  # long enough that two jobs running at once would overlap visibly
-json.dump({"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()}, open(sys.argv[1], "w"))
+json.dump({"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()},
+          open(sys.argv[1], "w"))
 '''
 
 
@@ -385,7 +401,8 @@ def snakemake_slots(ctx: Context, figures: dict, fail: Callable[[str], None]) ->
     project.mkdir(parents=True, exist_ok=True)
     py = shlex.quote(sys.executable)
     rules = "".join(f'rule {j}:\n    output: "{j}.json"\n    resources: gpu=1\n'
-                    f'    shell: "{py} -m gmsop.gpu_slots -n 1 -- {py} probe.py {{output}}"\n' for j in ("a", "b"))
+                    f'    shell: "{py} -m gmsop.gpu_slots -n 1 -- {py} probe.py {{output}}"\n'
+                    for j in ("a", "b"))
     (project / "Snakefile").write_text(f'rule all:\n    input: "a.json", "b.json"\n{rules}')
     (project / "probe.py").write_text(_PROBE)
     env = _env(GMSOP_GPU_LOCK_DIR=str(project / "locks"))  # private locks: other jobs' GPUs are not touched
@@ -410,16 +427,19 @@ def snakemake_slots(ctx: Context, figures: dict, fail: Callable[[str], None]) ->
     for job in (a, b):
         if job["cvd"] not in (pool or ["0"]):
             fail(f"a job saw CUDA_VISIBLE_DEVICES={job['cvd']!r}, expected one of {pool or ['0']}")
-    return (f"2 jobs ran {'one after the other' if serial else 'AT ONCE'} on GPU {a['cvd']!r} and {b['cvd']!r}"
+    return (f"2 jobs ran {'one after the other' if serial else 'AT ONCE'} on GPU {a['cvd']!r} and "
+            f"{b['cvd']!r}"
             + ("" if pool else " (a pretend slot: no GPU here)"))
 
 
 #: name -> (part, help), in the order they run
 PARTS: dict[str, tuple[Callable, str]] = {
     "cuda-tests": (cuda_tests, "pytest -m cuda in a subprocess: the tests that skip without CUDA"),
-    "mixture-paths": (mixture_paths, "grouped vs generic mixture paths agree (bf16, fp32); no host sync (CUDA)"),
+    "mixture-paths": (mixture_paths, "grouped vs generic mixture paths agree (bf16, fp32); "
+                      "no host sync (CUDA)"),
     "compile-graphs": (compile_graphs, "torch.compile graphs and breaks of SR-SOP and GM-SOP-16-8"),
-    "train-smoke": (train_smoke, "two short epochs of every Table-2 variant through the imagenet64 reader and trainer"),
+    "train-smoke": (train_smoke, "two short epochs of every Table-2 variant through the imagenet64 "
+                    "reader and trainer"),
     "throughput": (throughput, "gmsop bench of every Table-2 variant, matmul peak and MFU"),
     "snakemake-slots": (snakemake_slots, "two gpu=1 Snakemake jobs through gmsop.gpu_slots"),
 }
@@ -473,7 +493,8 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
     env = doc["env"]
     lines = [f"# gmsop check-device: {doc['verdict'].upper()}", "",
              f"{env.get('device_name')} ({env.get('device')}), torch {env.get('torch_build')}, started "
-             f"{doc['started']}, options {json.dumps(doc['options'])}", "", "```", *map(_line, doc["parts"]), "```"]
+             f"{doc['started']}, options {json.dumps(doc['options'])}", "",
+             "```", *map(_line, doc["parts"]), "```"]
     for r in doc["parts"]:
         lines += ["", f"## {r['name']}: {r['status']}", "", r["reason"] or r["summary"], "", "```json",
                   json.dumps(r["figures"], indent=1), "```"]
@@ -500,16 +521,18 @@ def run_parts(parts: dict[str, Callable], ctx: Context, header: dict[str, Any]) 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gmsop check-device", formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(prog="gmsop check-device",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description=__doc__.split("\n\n")[0],
                                 epilog="parts, in the order they run:\n"
                                 + "\n".join(f"  {n:<16} {h}" for n, (_, h) in PARTS.items()))
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for device_check.json/.md and logs (created)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for device_check.json/.md and logs (created)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                    help="auto: CUDA when available, else the CPU (default: %(default)s)")
     p.add_argument("--tiny", action="store_true",
-                   help="small sizes (width 0.25, 16x16 images, batch 32; 1024^2 matmul): every part on a CPU within "
-                   "a minute. Without it: width 1, 64x64, batch 256, 8192^2 matmul (for CUDA)")
+                   help="small sizes (width 0.25, 16x16 images, batch 32; 1024^2 matmul): every part on a "
+                   "CPU within a minute. Without it: width 1, 64x64, batch 256, 8192^2 matmul (for CUDA)")
     p.add_argument("--parts", default="all", metavar="NAME[,NAME...]",
                    help="run only these parts, comma-separated (default: all)")
     return p
@@ -527,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     from gmsop.engine.env import env_info
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("gmsop check-device: error: --device cuda: CUDA is not available on this machine", file=sys.stderr)
+        print("gmsop check-device: error: --device cuda: CUDA is not available on this machine",
+              file=sys.stderr)
         return 2
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)

@@ -114,7 +114,8 @@ def _model(variant: str, backbone: str | None, protocol: str, overrides: tuple, 
 
 
 def _positive(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
         raise PlanError(f"{where} must be a positive number, got {value!r}")
     return float(value)
 
@@ -146,10 +147,12 @@ def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
         settings = (b.get("run") or {}).get("settings") or {}
         protocol = str(b.get("protocol") or "official")
         out.append(Measurement(
-            model=_model(b["variant"], b["backbone"], protocol, _speed_overrides(overrides), f"{f}: key 'variant'"),
+            model=_model(b["variant"], b["backbone"], protocol, _speed_overrides(overrides),
+                         f"{f}: key 'variant'"),
             width_mult=float(overrides.get("width_mult", settings.get("width_mult") or 1.0)),
             input_size=tuple(int(v) for v in b["input_size"]), num_classes=int(b.get("num_classes") or 1000),
-            batch_size=int(b["batch_size"]), train_img_s=_positive(b["train_img_s"], f"{f}: key 'train_img_s'"),
+            batch_size=int(b["batch_size"]),
+            train_img_s=_positive(b["train_img_s"], f"{f}: key 'train_img_s'"),
             source=str(f), device_name=str(b.get("device_name") or b["device"]), gpu=b["device"] == "cuda",
             flops_per_image=b.get("flops_per_image"),
         ))
@@ -175,7 +178,8 @@ def read_device_check(path: str | Path) -> list[Measurement]:
         side, width, batch = int(sizes["image_size"]), float(sizes["width_mult"]), int(sizes["batch_size"])
         classes = int(sizes.get("bench_classes") or 1000)
     except StopIteration:
-        raise PlanError(f"{where}: no 'throughput' part in 'parts' (run gmsop check-device with it)") from None
+        raise PlanError(f"{where}: no 'throughput' part in 'parts' (run gmsop check-device with it)") \
+            from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise PlanError(f"{where}: missing or bad key {err} (sizes, env, parts[].figures.variants)") from None
     name = str(env.get("device_name") or env.get("device"))
@@ -190,7 +194,8 @@ def read_device_check(path: str | Path) -> list[Measurement]:
         out.append(Measurement(
             model=_model(str(rec.get("variant")), None, "official", (), f"{at}.variant'"), width_mult=width,
             input_size=(3, side, side), num_classes=classes, batch_size=batch,
-            train_img_s=_positive(rec["train_img_s"], f"{at}.train_img_s'"), source=str(path), device_name=name,
+            train_img_s=_positive(rec["train_img_s"], f"{at}.train_img_s'"), source=str(path),
+            device_name=name,
             gpu=env.get("device") == "cuda",
             flops_per_image=_positive(flops, f"{at}.flops_per_image'") if flops is not None else None))
     return out
@@ -200,9 +205,9 @@ def paper_measurements() -> list[Measurement]:
     """The paper's published training speeds (Sec. 3.2: GTX 1080, 64x64, batch 256, ResNet-18)."""
     from gmsop.aggregate.paper_values import TRAIN_FPS
 
-    return [Measurement(model=_model(v, b, "official", (), "TRAIN_FPS"), width_mult=1.0, input_size=(3, 64, 64),
-                        num_classes=1000, batch_size=256, train_img_s=float(fps), source=f"the paper, {quote}",
-                        device_name=PAPER_DEVICE, gpu=True, paper=True)
+    return [Measurement(model=_model(v, b, "official", (), "TRAIN_FPS"), width_mult=1.0,
+                        input_size=(3, 64, 64), num_classes=1000, batch_size=256, train_img_s=float(fps),
+                        source=f"the paper, {quote}", device_name=PAPER_DEVICE, gpu=True, paper=True)
             for (v, b), (fps, quote) in TRAIN_FPS.items()]
 
 
@@ -374,8 +379,9 @@ def _estimate_row(config: str, plan, experiment: str, row, new_jobs: int, measur
         images = new_jobs * epochs * per_epoch
     width = float(spec.get("width_mult") or 1.0)
     size = (3, *facts.input_size) if facts.input_size else None
-    est = RowEstimate(config=config, experiment=experiment, row=row.label, model=f"{row.display} ({row.backbone})",
-                      width_mult=width, input=_fmt_size(size) if size else "?", batch_size=batch,
+    est = RowEstimate(config=config, experiment=experiment, row=row.label,
+                      model=f"{row.display} ({row.backbone})", width_mult=width,
+                      input=_fmt_size(size) if size else "?", batch_size=batch,
                       jobs=len(row.seeds), new_jobs=new_jobs, epochs=epochs, images_per_epoch=per_epoch,
                       images=images, train_img_s=None, speed="no data size", speed_from=facts.note,
                       device_name=None, gpu=None, hours=None, hours_per_job=None)
@@ -383,8 +389,8 @@ def _estimate_row(config: str, plan, experiment: str, row, new_jobs: int, measur
         return est
     model = _model(spec["variant"], row.backbone, spec["protocol"],
                    _speed_overrides(plan.benches[row.bench]["overrides"]), f"{config}: row {row.label!r}")
-    img_s, est.speed, est.speed_from, ref = _speed_for(model, width, size, int(facts.num_classes or 1000), batch,
-                                                       measurements)
+    classes = int(facts.num_classes or 1000)
+    img_s, est.speed, est.speed_from, ref = _speed_for(model, width, size, classes, batch, measurements)
     if img_s:
         est.train_img_s, est.device_name, est.gpu = img_s, ref.device_name, ref.gpu
         est.hours_per_job = epochs * per_epoch / img_s / 3600
@@ -435,13 +441,14 @@ def _hours(h: float | None) -> str:
 
 def total_line(total: dict) -> str:
     word = "GPU-hours" if total["gpu_only"] else "device-hours"
-    published = f"{total['jobs_published']} at the paper's published speed, " if total["jobs_published"] else ""
+    n = total["jobs_published"]
+    published = f"{n} at the paper's published speed, " if n else ""
     line = (f"Total: {total['new_jobs']} training jobs, {_count(total['images'])} images, "
             f"{_hours(total['hours'])} {word} on {'; '.join(total['devices']) or 'none'} "
             f"({total['jobs_measured']} jobs measured, {published}{total['jobs_extrapolated']} extrapolated)")
     if total["jobs_without_speed"]:
-        line += (f"; {total['jobs_without_speed']} jobs ({total['rows_without_speed']} rows) have no measurement "
-                 f"and are NOT in this total")
+        line += (f"; {total['jobs_without_speed']} jobs ({total['rows_without_speed']} rows) have no "
+                 f"measurement and are NOT in this total")
     if len(total["devices"]) > 1:
         line += "; speeds from more than one device: the sum is not one machine's time"
     return line
@@ -460,11 +467,13 @@ def format_text(rows: list[RowEstimate], configs: list[str]) -> str:
                       "row": r.row, "model": r.model, "width": f"{r.width_mult:g}", "input": r.input,
                       "batch": r.batch_size, "jobs": f"{r.new_jobs}/{r.jobs}", "epochs": r.epochs,
                       "img/epoch": _count(r.images_per_epoch), "images": _count(r.images),
-                      "img/s": f"{r.train_img_s:,.0f}" if r.train_img_s else "-", "speed": f"{r.speed} [{note}]",
+                      "img/s": f"{r.train_img_s:,.0f}" if r.train_img_s else "-",
+                      "speed": f"{r.speed} [{note}]",
                       "hours": _hours(r.hours), "h/job": _hours(r.hours_per_job)})
     exp_table = [{**({"config": Path(e["config"]).name} if several else {}), "experiment": e["experiment"],
-                  "rows": e["rows"], "jobs": e["jobs"], "new jobs": e["new_jobs"], "images": _count(e["images"]),
-                  "hours": _hours(e["hours"]), "jobs without speed": e["jobs_without_speed"]} for e in per_exp]
+                  "rows": e["rows"], "jobs": e["jobs"], "new jobs": e["new_jobs"],
+                  "images": _count(e["images"]), "hours": _hours(e["hours"]),
+                  "jobs without speed": e["jobs_without_speed"]} for e in per_exp]
     out = [f"gmsop plan: {', '.join(configs)}", "",
            "Per row (jobs: new training jobs / seeds, a run shared with an earlier row trains once; "
            "hours: of the new jobs, h/job: one job; training steps only)",
@@ -480,7 +489,8 @@ def format_csv(rows: list[RowEstimate]) -> str:
     per_exp, total = summarize(rows)
     recs = [{"level": "row", **asdict(r)} for r in rows]
     recs += [{"level": "experiment", **e, "devices": "; ".join(e["devices"])} for e in per_exp]
-    recs.append({"level": "total", **total, "devices": "; ".join(total["devices"]), "speed_from": total_line(total)})
+    recs.append({"level": "total", **total, "devices": "; ".join(total["devices"]),
+                 "speed_from": total_line(total)})
     return pd.DataFrame(recs).to_csv(index=False)
 
 
@@ -499,10 +509,10 @@ def format_json(rows: list[RowEstimate], configs: list[str]) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gmsop plan",
-        description="Plan a workflow config in training jobs, images and GPU-hours, before running it: per row "
-        "new jobs x epochs x images per epoch / training img/s, each speed labelled measured, published (the "
-        "paper's), extrapolated by the FLOPs ratio (from what is named) or 'no measurement' (left out of the "
-        "total, which counts them). Hours count training steps only.",
+        description="Plan a workflow config in training jobs, images and GPU-hours, before running it: "
+        "per row new jobs x epochs x images per epoch / training img/s, each speed labelled measured, "
+        "published (the paper's), extrapolated by the FLOPs ratio (from what is named) or 'no measurement' "
+        "(left out of the total, which counts them). Hours count training steps only.",
         epilog="Examples:\n"
         "  gmsop plan                                   # the embedded default, speeds from results/bench\n"
         "  gmsop plan --config workflow/configs/paper-imagenet64.yaml --assume-from-paper\n"
@@ -510,16 +520,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", action="append", default=[], metavar="FILE",
-                   help="workflow config (YAML) as given to snakemake --configfile; repeatable (jobs shared between "
-                   "configs count once). Default: ./config.yaml, else the embedded default")
+                   help="workflow config (YAML) as given to snakemake --configfile; repeatable (jobs "
+                   "shared between configs count once). Default: ./config.yaml, else the embedded default")
     p.add_argument("--device-check", action="append", default=[], metavar="FILE",
                    help="device_check.json written by 'gmsop check-device' (its throughput part); repeatable")
     p.add_argument("--bench", action="append", default=None, metavar="DIR_OR_FILE",
-                   help="bench.json files or folders of them; repeatable. Default: results/bench if it exists")
+                   help="bench.json files or folders of them; repeatable. "
+                   "Default: results/bench if it exists")
     p.add_argument("--assume-from-paper", action="store_true",
-                   help="where nothing of yours is measured at a row's width, use the paper's Sec. 3.2 training "
-                   "speeds of four ResNet-18 variants (GTX 1080, 64x64, batch 256), labelled, extrapolated by FLOPs "
-                   "to the other rows")
+                   help="where nothing of yours is measured at a row's width, use the paper's Sec. 3.2 "
+                   "training speeds of four ResNet-18 variants (GTX 1080, 64x64, batch 256), labelled, "
+                   "extrapolated by FLOPs to the other rows")
     p.add_argument("--format", choices=["text", "csv", "json"], default="text",
                    help="text: tables and a total line; csv: one line per row, experiment and total; json "
                    "(default: %(default)s)")

@@ -78,11 +78,13 @@ def test_a_failing_part_does_not_stop_later_parts_and_the_report_follows_each(tm
 
     ctx = dc.Context(device=torch.device("cpu"), sizes=dc.TINY, out_dir=tmp_path, work_dir=tmp_path)
     header = {"started": "now", "options": {}, "env": {"device": "cpu"}}
-    doc = dc.run_parts({"broken": broken, "problem": finds_a_problem, "fine": fine, "skips": skips}, ctx, header)
+    parts = {"broken": broken, "problem": finds_a_problem, "fine": fine, "skips": skips}
+    doc = dc.run_parts(parts, ctx, header)
     assert doc == json.loads((tmp_path / dc.JSON_NAME).read_text())
     assert [p["status"] for p in doc["parts"]] == ["failed", "failed", "passed", "skipped"]
-    assert "ValueError: boom: bad value 42" in doc["parts"][0]["reason"] and doc["parts"][0]["figures"] == {"before": 1}
-    assert doc["parts"][1]["reason"] == "loss nan" and doc["parts"][1]["figures"]["loss"] == "nan"  # strict JSON
+    broke, problem = doc["parts"][:2]
+    assert "ValueError: boom: bad value 42" in broke["reason"] and broke["figures"] == {"before": 1}
+    assert problem["reason"] == "loss nan" and problem["figures"]["loss"] == "nan"  # strict JSON
     assert doc["parts"][3]["reason"] == "needs a GPU" and doc["verdict"] == "failed" and doc["complete"]
     (before_fine,) = snapshots  # rewritten after every part: the first two finished, the rest pending
     assert [p["status"] for p in before_fine["parts"]] == ["failed", "failed", "pending", "pending"]

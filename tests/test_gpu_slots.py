@@ -36,7 +36,8 @@ WORKER = textwrap.dedent(
     print("ready", flush=True)
     time.sleep(hold)
     with open(out, "w") as f:
-        json.dump({"devices": devices, "cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "t0": t0, "t1": time.time()}, f)
+        cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+        json.dump({"devices": devices, "cvd": cvd, "t0": t0, "t1": time.time()}, f)
     """
 )
 
