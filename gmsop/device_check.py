@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import importlib.util
 import json
 import math
@@ -309,8 +310,8 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
     root = ctx.work_dir / "imagenet"
     figures["data"] = write_imagenet_release(root, s.image_size, s.train_images, s.train_images // 8,
                                              s.num_classes)
-    rows = figures.setdefault("variants", [])
-    for variant in TABLE2:
+
+    def one(variant: str) -> dict[str, Any]:
         lr = default_schedule(variant)[0][0] * s.lr_scale
         cfg = TrainConfig(variant=variant, dataset="imagenet64", data_root=str(root), batch_size=s.batch_size,
                           dataset_options={"size": s.image_size, "num_classes": s.num_classes,
@@ -321,15 +322,35 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
             warnings.simplefilter("ignore", SubsetWarning)  # a few thousand images: a "subset", on purpose
             epochs = train(cfg)["epochs"]
         losses = [e["train_loss"] for e in epochs]
-        rows.append({"variant": variant, "lr": lr, "losses": losses,
-                     "val_top1_err": epochs[-1]["val_top1_err"],
-                     "img_s": epochs[-1]["train_img_s"]})
         print(f"  ... train-smoke: {variant:<18} loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
         if not all(math.isfinite(v) for v in losses) or not losses[-1] < losses[0]:
             fail(f"{variant}: loss did not fall and stay finite ({losses[0]:.3f} -> {losses[-1]:.3f})")
-    fell = sum(r["losses"][-1] < r["losses"][0] for r in rows)
+        return {"variant": variant, "lr": lr, "losses": losses, "val_top1_err": epochs[-1]["val_top1_err"],
+                "img_s": epochs[-1]["train_img_s"]}
+
+    rows = _each_variant(one, figures, fail)
+    fell = sum(r["losses"][-1] < r["losses"][0] for r in rows if "losses" in r)
     return (f"{fell}/{len(TABLE2)} variants: loss fell ({s.image_size}px, batch {s.batch_size}, "
             f"width {s.width_mult:g})")
+
+
+def _each_variant(fn: Callable[[str], dict], figures: dict, fail: Callable[[str], None]) -> list[dict]:
+    """``fn(variant)`` of every Table-2 variant into ``figures["variants"]``; one that raises (out of
+    memory, a NaN loss) is recorded with its error and does not hide the others."""
+    import torch
+
+    rows = figures.setdefault("variants", [])
+    for variant in TABLE2:
+        try:
+            rows.append(fn(variant))
+        except Exception as exc:  # noqa: BLE001
+            rows.append({"variant": variant, "error": _tail(traceback.format_exc(), 3)})
+            fail(f"{variant}: {type(exc).__name__}: {exc}")
+        finally:  # free this variant's model and optimizer before the next one's
+            gc.collect()
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+    return rows
 
 
 def matmul_tflops(device, dtype, n: int, seconds: float = 1.0) -> float:
@@ -363,23 +384,20 @@ def throughput(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     peak = "bfloat16" if Runtime.for_device(ctx.device, amp=True).amp_dtype is not None else "float32"
     figures["convention"] = (f"achieved FLOP/s = 3 x forward FLOPs x training img/s; MFU = achieved / this "
                              f"run's {peak} matmul rate")
-    rows = figures.setdefault("variants", [])
-    for variant in TABLE2:
-        try:
-            b = measure_throughput(BenchConfig(
-                variant=variant, input_size=(3, s.image_size, s.image_size), num_classes=s.bench_classes,
-                batch_size=s.batch_size, warmup=s.bench_warmup, steps=s.bench_steps, device=str(ctx.device),
-                overrides=_overrides(s), amp=True))
-        except Exception as exc:  # noqa: BLE001 - one variant (out of memory, say) must not hide the others
-            rows.append({"variant": variant, "error": _tail(traceback.format_exc(), 3)})
-            fail(f"{variant}: {exc}")
-            continue
-        rows.append({k: b[k] for k in ("variant", "train_img_s", "infer_img_s", "peak_mem_mb",
-                                       "flops_per_image",
-                                       "achieved_tflops", "params")})
-        rows[-1]["mfu"] = b["achieved_tflops"] / peaks[peak]
+
+    def one(variant: str) -> dict[str, Any]:
+        b = measure_throughput(BenchConfig(
+            variant=variant, input_size=(3, s.image_size, s.image_size), num_classes=s.bench_classes,
+            batch_size=s.batch_size, warmup=s.bench_warmup, steps=s.bench_steps, device=str(ctx.device),
+            overrides=_overrides(s), amp=True))
+        row = {k: b[k] for k in ("variant", "train_img_s", "infer_img_s", "peak_mem_mb", "flops_per_image",
+                                 "achieved_tflops", "params")}
+        row["mfu"] = b["achieved_tflops"] / peaks[peak]
         print(f"  ... throughput: {variant:<18} train {b['train_img_s']:.0f} img/s, "
-              f"MFU {100 * rows[-1]['mfu']:.1f}%", flush=True)
+              f"MFU {100 * row['mfu']:.1f}%", flush=True)
+        return row
+
+    rows = _each_variant(one, figures, fail)
     done = [r for r in rows if "mfu" in r]
     return f"{len(done)}/{len(TABLE2)} variants measured; {peak} matmul {peaks[peak]:.2f} TFLOP/s"
 

@@ -188,6 +188,8 @@ def read_device_check(path: str | Path) -> list[Measurement]:
     out = []
     for j, rec in enumerate(variants):
         at = f"{where}: key 'parts[{i}].figures.variants[{j}]"
+        if not isinstance(rec, dict):
+            raise PlanError(f"{at}' must be a mapping, got {rec!r}")
         if rec.get("train_img_s") is None:  # the check could not run this variant ("error" says why)
             continue
         flops = rec.get("flops_per_image")
