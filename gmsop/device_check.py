@@ -539,11 +539,13 @@ def run_parts(parts: dict[str, Callable], ctx: Context, header: dict[str, Any]) 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gmsop check-device",
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description=__doc__.split("\n\n")[0],
-                                epilog="parts, in the order they run:\n"
-                                + "\n".join(f"  {n:<16} {h}" for n, (_, h) in PARTS.items()))
+    p = argparse.ArgumentParser(
+        prog="gmsop check-device", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the checks CPU-only CI cannot on this device; print PASSED / FAILED / SKIPPED per\n"
+        "part, write DIR/device_check.json (after every part) and DIR/device_check.md. No time limit\n"
+        "of its own: run it under timeout. Exit status 0 when no part failed, 1 when one did, 2 for a\n"
+        "bad option.",
+        epilog="parts, in the order they run:\n" + "\n".join(f"  {n:<16} {h}" for n, (_, h) in PARTS.items()))
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for device_check.json/.md and logs (created)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
