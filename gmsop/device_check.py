@@ -48,14 +48,14 @@ import numpy as np
 
 from gmsop.atomic import atomic_write, atomic_write_json
 
-__all__ = ["main", "PARTS", "TABLE2", "FULL", "TINY", "Sizes", "document", "write_imagenet_release"]
+__all__ = ["main", "PARTS", "TABLE2", "FULL", "TINY", "Sizes", "Context", "Skipped", "run_parts", "document",
+           "write_imagenet_release"]
 
 FORMAT = "gmsop-device-check/1"
 JSON_NAME, MD_NAME = "device_check.json", "device_check.md"
 #: The variants of config.yaml's ``table2`` experiment (tests/test_device_check.py checks it).
 TABLE2 = ("ResNet-18", "ResNet-18-512d", "Ave-GAP-16", "GM-GAP-16-8", "ResNet-18-8256d", "SR-SOP",
-          "Ave-SOP-16",
-          "Parametric SR-SOP", "GM-SOP-16-8")
+          "Ave-SOP-16", "Parametric SR-SOP", "GM-SOP-16-8")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Set for the cuda-tests subprocess, so a check-device a test starts does not recurse.
 NESTED_ENV = "GMSOP_DEVICE_CHECK_NESTED"
@@ -63,6 +63,8 @@ NESTED_ENV = "GMSOP_DEVICE_CHECK_NESTED"
 
 @dataclass(frozen=True)
 class Sizes:
+    """Every size a part uses: FULL (the paper's setting, for CUDA) or TINY (``--tiny``, any CPU)."""
+
     width_mult: float  # network width (1.0 = the paper's)
     image_size: int  # train-smoke and throughput input, pixels a side
     batch_size: int  # train-smoke and throughput batch
