@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import math
 import sys
@@ -327,8 +328,8 @@ def _speed_for(model: tuple, width: float, input_size: tuple, classes: int, batc
 
 
 def load_config(path: str | Path) -> dict:
-    """A workflow config file (YAML), checked against the workflow's schema."""
-    import jsonschema
+    """A workflow config file (YAML), checked against the workflow's schema where the checkout and
+    jsonschema (the workflow extra) are there."""
     import yaml
 
     from gmsop.experiments import describe_schema_error
@@ -337,7 +338,12 @@ def load_config(path: str | Path) -> dict:
     config = _read(path, "--config", yaml.safe_load, (yaml.YAMLError,))
     if not isinstance(config, dict):
         raise PlanError(f"--config {path}: expected a mapping of config keys, got {type(config).__name__}")
-    schema = yaml.safe_load((_REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema_file = _REPO / "workflow" / "schemas" / "config.schema.yaml"
+    if not schema_file.exists() or importlib.util.find_spec("jsonschema") is None:
+        return config
+    import jsonschema
+
+    schema = yaml.safe_load(schema_file.read_text())
     err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if err is not None:
         raise PlanError(f"--config {path}: config error at {describe_schema_error(err, schema)}")
