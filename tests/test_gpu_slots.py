@@ -1,5 +1,6 @@
 """gmsop.gpu_slots: one GPU per job on a multi-GPU box. Plain file locking, so no GPU is needed:
-the slots are fake (an explicit count, a CUDA_VISIBLE_DEVICES pool, or a fake nvidia-smi)."""
+the slots are fake (a GMSOP_NUM_GPUS count, a CUDA_VISIBLE_DEVICES pool, or a fake nvidia-smi).
+A claim lasts as long as its process, so every claim that succeeds is made in a worker process."""
 import json
 import os
 import signal
@@ -12,32 +13,31 @@ from pathlib import Path
 import pytest
 
 from gmsop import gpu_slots
-from gmsop.gpu_slots import claim_gpus, gpu_slot, release_gpus, visible_gpus
+from gmsop.gpu_slots import claim_gpus, visible_gpus
 
 MODULE = Path(gpu_slots.__file__)
 REPO = MODULE.parents[1]
 
-# A worker process: claims GPUs, records (devices, CUDA_VISIBLE_DEVICES, start, end), exits.
-# It loads gpu_slots.py on its own (not `import gmsop`, which would import torch: slow).
+# A worker process: claims GPUs (twice: the second call must return the first's), records
+# (devices, CUDA_VISIBLE_DEVICES, start, end) and exits; exit 3 on TimeoutError. It loads
+# gpu_slots.py on its own (not `import gmsop`, which would import torch: slow).
 WORKER = textwrap.dedent(
     """
     import importlib.util, json, os, sys, time
     spec = importlib.util.spec_from_file_location("gpu_slots", sys.argv[1])
-    m = sys.modules["gpu_slots"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-    n, num_gpus, lock_dir, hold, out = int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6]
-    timeout = float(sys.argv[7]) if len(sys.argv) > 7 else None
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    n, hold, out = int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     try:
-        claim = m.claim_gpus(n, num_gpus=int(num_gpus) if num_gpus != "env" else None,
-                             lock_directory=lock_dir, poll=0.02, timeout=timeout, quiet=True)
+        devices = m.claim_gpus(n, timeout=float(sys.argv[5]) if len(sys.argv) > 5 else None)
     except TimeoutError:
         sys.exit(3)
+    assert m.claim_gpus(n) == devices
     t0 = time.time()
     print("ready", flush=True)
     time.sleep(hold)
-    t1 = time.time()
     with open(out, "w") as f:
-        json.dump({"pid": os.getpid(), "devices": claim.devices, "reason": claim.reason,
-                   "cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "t0": t0, "t1": t1}, f)
+        cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+        json.dump({"devices": devices, "cvd": cvd, "t0": t0, "t1": time.time()}, f)
     """
 )
 
@@ -47,8 +47,6 @@ def clean_env(monkeypatch, tmp_path):
     for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", gpu_slots.ENV_NUM_GPUS, gpu_slots.ENV_DISABLE):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(gpu_slots.ENV_LOCK_DIR, str(tmp_path / "locks"))
-    yield
-    release_gpus()
 
 
 @pytest.fixture
@@ -57,13 +55,12 @@ def worker(tmp_path):
     script.write_text(WORKER)
     procs = []
 
-    def start(name, n=1, num_gpus=2, hold=0.0, timeout=None, env=None):
+    def start(name, n=1, gpus="2", hold=0.0, timeout=None, **env):
         out = tmp_path / f"{name}.json"
-        cmd = [sys.executable, str(script), str(MODULE), str(n), str(num_gpus), str(tmp_path / "locks"),
-               str(hold), str(out)] + ([str(timeout)] if timeout is not None else [])
-        e = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
-        e.update(env or {})
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=e)
+        cmd = [sys.executable, str(script), str(MODULE), str(n), str(hold), str(out)]
+        e = {**os.environ, gpu_slots.ENV_NUM_GPUS: gpus, **env}
+        p = subprocess.Popen(cmd + ([str(timeout)] if timeout is not None else []), stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=e)
         procs.append(p)
         return p, out
 
@@ -90,10 +87,18 @@ def test_pool_from_cuda_visible_devices(monkeypatch, value, expected):
     assert visible_gpus() == expected
 
 
-def test_explicit_count_beats_environment(monkeypatch):
-    monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "2")
-    assert visible_gpus(3) == ["0", "1", "2"]
-    assert visible_gpus() == ["0", "1"]
+def test_a_count_takes_ids_from_the_visible_pool(monkeypatch):
+    """GMSOP_NUM_GPUS with CUDA_VISIBLE_DEVICES=4,5,6,7: ids from that pool, never 0..n-1."""
+    monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "3")
+    assert visible_gpus() == ["0", "1", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert visible_gpus() == ["4", "5", "6"]
+    monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "5")
+    with pytest.raises(ValueError, match=r"GMSOP_NUM_GPUS=5 but CUDA_VISIBLE_DEVICES='4,5,6,7' names only 4"):
+        visible_gpus()
+    monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "two")
+    with pytest.raises(ValueError, match="GMSOP_NUM_GPUS must be a count.*'two'"):
+        visible_gpus()
 
 
 def test_count_from_fake_nvidia_smi(monkeypatch, tmp_path):
@@ -111,106 +116,44 @@ def test_count_from_fake_nvidia_smi(monkeypatch, tmp_path):
     assert visible_gpus() == ["0", "1"]
 
 
+# ---- when it stands aside (nothing claimed, CUDA_VISIBLE_DEVICES untouched, no lock files) --------
+
 def test_no_gpus_no_nvidia_smi(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here
-    monkeypatch.setattr(gpu_slots, "_count_proc", lambda: 0)
-    assert visible_gpus() == []
-    claim = claim_gpus(1)
-    assert claim.devices == [] and not claim.active and claim.reason == "no GPUs on this machine"
-    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert visible_gpus() == [] and claim_gpus(1) == []
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ and not (tmp_path / "locks").exists()
 
 
-# ---- when it stands aside ------------------------------------------------------------------------
-
-def test_zero_gpus_requested_does_nothing():
-    claim = claim_gpus(0, num_gpus=2)
-    assert claim.devices == [] and claim.reason == "no GPU requested"
-    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+def test_zero_gpus_requested_or_disabled(monkeypatch, tmp_path):
+    monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "2")
+    assert claim_gpus(0) == []
+    monkeypatch.setenv(gpu_slots.ENV_DISABLE, "off")
+    assert claim_gpus(1) == []
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ and not (tmp_path / "locks").exists()
 
 
 def test_slurm_assigned_gpus_are_left_alone(monkeypatch, tmp_path):
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # as slurmd sets it for --gpus=1
-    claim = claim_gpus(1)
-    assert claim.reason == "GPUs assigned by SLURM" and not claim.active
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
-    assert not (tmp_path / "locks").exists()
+    assert claim_gpus(1) == []
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0" and not (tmp_path / "locks").exists()
 
 
-def test_inside_a_larger_slurm_allocation_slots_are_per_job(monkeypatch, tmp_path):
-    monkeypatch.setenv("SLURM_JOB_ID", "42")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")  # salloc --gpus=4, local snakemake inside
-    claim = claim_gpus(1)
-    assert claim.active and len(claim.devices) == 1
-    assert Path(claim.lock_files[0]).parent == tmp_path / "locks" / "slurm-42"
-
-
-def test_disabled_by_environment(monkeypatch):
-    monkeypatch.setenv(gpu_slots.ENV_DISABLE, "off")
-    claim = claim_gpus(1, num_gpus=4)
-    assert claim.reason.startswith("disabled") and "CUDA_VISIBLE_DEVICES" not in os.environ
-
-
-def test_more_gpus_per_job_than_exist():
+def test_more_gpus_per_job_than_exist(monkeypatch):
+    monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "1")
     with pytest.raises(ValueError, match="2 GPU.*only 1 visible"):
-        claim_gpus(2, num_gpus=1)
+        claim_gpus(2)
+    with pytest.raises(ValueError, match="n must be >= 0, got -1"):
+        claim_gpus(-1)
 
 
-# ---- claiming, in one process (flock on separate descriptors conflicts within a process too) -----
+# ---- claims, in worker processes -------------------------------------------------------------------
 
-def test_pool_is_shared_and_exhausted(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
-    with gpu_slot(1, quiet=True) as a:
-        assert os.environ["CUDA_VISIBLE_DEVICES"] == a.devices[0] and a.devices[0] in ("5", "7")
-        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # what the next job would see
-        with gpu_slot(1, quiet=True) as b:
-            assert {a.devices[0], b.devices[0]} == {"5", "7"}
-            os.environ["CUDA_VISIBLE_DEVICES"] = "5,7"
-            t = time.monotonic()
-            with pytest.raises(TimeoutError, match="no 1 free GPU"):
-                with gpu_slot(1, timeout=0.2, poll=0.05, quiet=True):
-                    pass
-            assert time.monotonic() - t >= 0.2
-        # b released: its device is free again
-        os.environ["CUDA_VISIBLE_DEVICES"] = "5,7"
-        with gpu_slot(1, timeout=0, quiet=True) as c:
-            assert c.devices == b.devices
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"  # restored by the context manager
-
-
-def test_context_manager_restores_environment():
-    with gpu_slot(1, num_gpus=2, quiet=True) as claim:
-        assert os.environ["CUDA_VISIBLE_DEVICES"] == claim.devices[0]
-        assert Path(claim.lock_files[0]).read_text().startswith(f"pid={os.getpid()} ")
-    assert "CUDA_VISIBLE_DEVICES" not in os.environ
-
-
-def test_claim_gpus_is_once_per_process():
-    a = claim_gpus(1, num_gpus=3, quiet=True)
-    b = claim_gpus(1, num_gpus=3, quiet=True)
-    assert a is b and a.active
-    release_gpus()
-    assert not a.active
-
-
-def test_two_gpus_per_job():
-    with gpu_slot(2, num_gpus=3, quiet=True) as a:
-        assert len(a.devices) == 2 and os.environ["CUDA_VISIBLE_DEVICES"] == ",".join(a.devices)
-        del os.environ["CUDA_VISIBLE_DEVICES"]
-        with pytest.raises(TimeoutError):  # only one left: a 2-GPU job must wait, holding nothing
-            with gpu_slot(2, num_gpus=3, timeout=0.1, poll=0.02, quiet=True):
-                pass
-        with gpu_slot(1, num_gpus=3, timeout=0, quiet=True) as b:  # ... so a 1-GPU job still fits
-            assert b.devices[0] not in a.devices
-
-
-# ---- real processes contending ---------------------------------------------------------------------
-
-def test_parallel_jobs_never_share_a_gpu(worker):
+def test_parallel_jobs_never_share_a_gpu(worker, tmp_path):
     """6 jobs, 2 fake GPUs (as `snakemake --resources gpu=2` would let them start, and more):
     no two jobs hold one GPU at the same time, both GPUs are used, the rest wait."""
     hold = 0.4
-    jobs = [worker(f"job{i}", n=1, num_gpus=2, hold=hold) for i in range(6)]
+    jobs = [worker(f"job{i}", hold=hold) for i in range(6)]
     t = time.monotonic()
     for p, _ in jobs:
         assert p.wait(timeout=60) == 0
@@ -224,52 +167,55 @@ def test_parallel_jobs_never_share_a_gpu(worker):
             if a["devices"] == b["devices"]:
                 assert not _overlaps(a, b), (a, b)
     assert wall >= 3 * hold * 0.95  # 6 jobs on 2 slots take at least 3 rounds
+    assert sorted(p.name.split("-gpu")[1] for p in (tmp_path / "locks").iterdir()) == ["0.lock", "1.lock"]
+
+
+def test_a_pool_is_shared_and_a_two_gpu_job_holds_nothing_while_it_waits(worker):
+    a, _ = worker("a", n=2, gpus="", hold=60, CUDA_VISIBLE_DEVICES="5,7,9")
+    assert a.stdout.readline().strip() == "ready"
+    b, _ = worker("b", n=2, gpus="", timeout=0.3, CUDA_VISIBLE_DEVICES="5,7,9")
+    assert b.wait(timeout=30) == 3  # only one of three left: a 2-GPU job times out ...
+    c, out_c = worker("c", n=1, gpus="", timeout=2, CUDA_VISIBLE_DEVICES="5,7,9")
+    assert c.wait(timeout=30) == 0  # ... and held nothing, so a 1-GPU job still fits
+    assert json.loads(out_c.read_text())["cvd"] in ("5", "7", "9")
 
 
 def test_killed_holder_frees_its_gpu(worker):
-    holder, _ = worker("holder", num_gpus=1, hold=60)
+    holder, _ = worker("holder", gpus="1", hold=60)
     assert holder.stdout.readline().strip() == "ready"
-    waiter, _ = worker("waiter", num_gpus=1, timeout=0.3)
+    waiter, _ = worker("waiter", gpus="1", timeout=0.3)
     assert waiter.wait(timeout=30) == 3  # TimeoutError: the only GPU is held
     holder.send_signal(signal.SIGKILL)  # no cleanup runs; the kernel drops the flock
     holder.wait(timeout=10)
-    after, out = worker("after", num_gpus=1, timeout=5)
+    after, out = worker("after", gpus="1", timeout=5)
     assert after.wait(timeout=30) == 0
     assert json.loads(out.read_text())["devices"] == ["0"]
 
 
-def test_command_wrapper_holds_the_gpu_while_the_command_runs(tmp_path):
+def test_inside_a_larger_slurm_allocation_slots_are_per_job(worker, tmp_path):
+    p, out = worker("job", gpus="", SLURM_JOB_ID="42", CUDA_VISIBLE_DEVICES="0,1,2,3")  # salloc --gpus=4
+    assert p.wait(timeout=30) == 0 and len(json.loads(out.read_text())["devices"]) == 1
+    assert [f.parent.name for f in (tmp_path / "locks").rglob("*.lock")] == ["slurm-42"]
+
+
+def test_command_wrapper_holds_the_gpu_while_the_command_runs(tmp_path, worker):
     """python -m gmsop.gpu_slots -n 1 -- CMD: CMD (exec'd) sees its GPU and keeps the lock.
     (Run as `python .../gpu_slots.py`, the same main(), to skip importing torch via gmsop.)"""
     marker = tmp_path / "started"
-    cmd = [sys.executable, str(MODULE), "-n", "1", "--num-gpus", "1", "--lock-dir", str(tmp_path / "locks"),
-           "--", sys.executable, "-c",
+    cmd = [sys.executable, str(MODULE), "-n", "1", "--", sys.executable, "-c",
            f"import os, time; open({str(marker)!r}, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); time.sleep(3)"]
-    p = subprocess.Popen(cmd, cwd=REPO)
+    p = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, gpu_slots.ENV_NUM_GPUS: "1"})
     try:
         deadline = time.monotonic() + 60
         while not marker.exists() or not marker.read_text():
             assert p.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         assert marker.read_text() == "0"
-        with pytest.raises(TimeoutError):
-            with gpu_slot(1, num_gpus=1, timeout=0.2, poll=0.05, quiet=True):
-                pass
+        waiter, _ = worker("waiter", gpus="1", timeout=0.2)
+        assert waiter.wait(timeout=30) == 3  # the command holds the only GPU
         assert p.wait(timeout=30) == 0
-        with gpu_slot(1, num_gpus=1, timeout=1, quiet=True) as claim:
-            assert claim.devices == ["0"]
+        after, out = worker("after", gpus="1", timeout=1)
+        assert after.wait(timeout=30) == 0 and json.loads(out.read_text())["devices"] == ["0"]
     finally:
         if p.poll() is None:
             p.kill()
-
-
-def test_a_count_within_a_visible_pool_takes_ids_from_the_pool(monkeypatch):
-    """GMSOP_NUM_GPUS (or num_gpus) with CUDA_VISIBLE_DEVICES=4,5,6,7: ids from that pool."""
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
-    assert gpu_slots.visible_gpus(2) == ["4", "5"]
-    monkeypatch.setenv(gpu_slots.ENV_NUM_GPUS, "3")
-    assert gpu_slots.visible_gpus() == ["4", "5", "6"]
-    with pytest.raises(ValueError, match=r"num_gpus=5 but CUDA_VISIBLE_DEVICES='4,5,6,7' names only 4"):
-        gpu_slots.visible_gpus(5)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert gpu_slots.visible_gpus() == ["0", "1", "2"]

@@ -5,6 +5,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -100,18 +101,20 @@ def test_default_config_jobs_images_measured_extrapolated_and_missing(capsys, cp
 
 
 def _write_device_check(folder: Path, variants: list[dict], **sizes) -> Path:
-    """A device_check.json written by gmsop check-device's own writer, its throughput part holding
-    ``variants`` at the full sizes (64x64, batch 256, width 1) unless ``sizes`` says otherwise."""
+    """A device_check.json as gmsop check-device writes it, its throughput part holding ``variants``
+    at the full sizes (64x64, batch 256, width 1) unless ``sizes`` says otherwise."""
     from dataclasses import asdict, replace
 
-    from gmsop.device_check import report
-    from gmsop.device_check.parts import FULL
+    from gmsop import device_check as dc
 
-    header = {"options": {"tiny": False}, "sizes": asdict(replace(FULL, **sizes)),
+    header = {"options": {"tiny": False}, "sizes": asdict(replace(dc.FULL, **sizes)),
               "env": {"device": "cuda", "device_name": "Test GPU"}}
     record = {"name": "throughput", "status": "passed", "reason": "", "summary": "", "duration_s": 1.0,
-              "budget_s": 2.0, "figures": {"variants": variants}}
-    return report.write_json(folder, report.document(header, [record], 1.0, True))
+              "figures": {"variants": variants}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / dc.JSON_NAME
+    path.write_text(json.dumps(dc.document(header, [record], complete=True)))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +154,19 @@ def test_paper_configs_speed_labels(paper_out, device_check):
     # measured in the device check at the row's own input size
     g = _row(paper_out, "table2", "GM-GAP-16-8")
     assert g["speed"] == "measured" and g["train_img_s"] == 3000.0 and "Test GPU" in g["speed_from"]
-    # the same head on another backbone: extrapolated from the device check, not from the paper
+    # another model: extrapolated from the device check's model nearest in FLOPs, not from the paper
+    from gmsop.flops import count_flops
+    from gmsop.registry import build_model
+
+    measured = {"ResNet-18-512d": 5000.0, "GM-GAP-16-8": 3000.0}
+    flops = {v: count_flops(build_model(v, num_classes=1000), (3, 64, 64)) for v in measured}
+    r50_flops = count_flops(build_model("ResNet-50-512d", backbone="resnet50", num_classes=1000), (3, 64, 64))
+    ref = min(measured, key=lambda v: abs(math.log(flops[v] / r50_flops)))
     r50 = _row(paper_out, "table3", "ResNet-50-512d")
-    assert r50["speed"] == "extrapolated" and "ResNet-18-512d" in r50["speed_from"]
-    assert "same head on another backbone" in r50["speed_from"] and str(device_check) in r50["speed_from"]
-    assert r50["train_img_s"] < 5000.0  # ResNet-50 has more FLOPs per image
+    assert r50["speed"] == "extrapolated"
+    assert f"{ref} (resnet18) at {measured[ref]:,.0f} img/s" in r50["speed_from"]
+    assert "nearest in FLOPs" in r50["speed_from"] and str(device_check) in r50["speed_from"]
+    assert r50["train_img_s"] == pytest.approx(measured[ref] * flops[ref] / r50_flops, rel=1e-6)
     # the same model at another input size (Places365's 96 px crops)
     pl = _row(paper_out, "table4", "ResNet-18-512d")
     assert pl["speed"] == "extrapolated" and "another input size" in pl["speed_from"]
