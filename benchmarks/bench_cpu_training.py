@@ -55,14 +55,13 @@ def _step_runner(variant: str, backbone: str, setting: str, batches: list, width
     """A closure that trains over ``batches`` once with the given runtime; returns img/s."""
     from gmsop import build_model
     from gmsop.engine.loop import Runtime, train_one_epoch
-    from gmsop.engine.sgd import SGD
 
     amp_dtype, channels_last = SETTINGS[setting.split("@")[0]]
     torch.manual_seed(0)
     model = build_model(variant, backbone=backbone, num_classes=num_classes, width_mult=width)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     rt = Runtime(torch.device("cpu"), amp_dtype, channels_last=channels_last)
     head = getattr(model, "head", None)
     experts = int(head.num_experts) if getattr(head, "gate", None) is not None else None

@@ -336,14 +336,13 @@ def sync_check(variant: str, ctx: Context) -> dict[str, Any]:
 
     from gmsop import build_model
     from gmsop.engine.loop import Runtime
-    from gmsop.engine.sgd import SGD
 
     s = ctx.sizes
     torch.manual_seed(0)
     model = build_model(variant, num_classes=s.mixture_classes, **_variant_overrides(s)).to(ctx.device).train()
     rt = Runtime.for_device(ctx.device, amp=True)
     model.to(memory_format=torch.channels_last)
-    opt = SGD(model.parameters(), lr=1e-3, momentum=0.9)  # the optimiser training uses
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)  # the optimiser training uses
     x = rt.place(torch.randn(s.mixture_batch, 3, s.mixture_image, s.mixture_image, device=ctx.device))
     y = torch.randint(0, s.mixture_classes, (s.mixture_batch,), device=ctx.device)
     # warm-up, fp32 and bf16, one whole step: lazily built indices, cuBLAS handles, cuDNN plans
