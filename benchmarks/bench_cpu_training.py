@@ -6,7 +6,7 @@ forward, cross-entropy + balance loss, backward, SGD) over real batches of the d
 distinct network the embedded default trains (every (variant, backbone) of ``config.yaml``'s
 plan; width 0.25, batch 64) and each runtime:
 
-* ``fp32``       float32, contiguous (NCHW) tensors: the CPU default before issue 17;
+* ``fp32``       float32, contiguous (NCHW) tensors: the CPU default before these runtimes were measured;
 * ``bf16``       bf16 autocast of the forward (second-order pooling kept in float32);
 * ``cl``         channels_last (NHWC) model and inputs, float32;
 * ``bf16+cl``    both.

@@ -38,7 +38,7 @@ SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "
 #: compared with a published number only when it ran on one of these at full width.
 PAPER_DATASETS = ("imagenet64", "places365")
 
-#: Keys a row produced by a user's own Snakemake rule may have (README "Add a variant as a rule").
+#: Keys a row produced by a user's own Snakemake rule may have (README "Add a variant").
 RULE_ROW_KEYS = ("rule", "label", "dataset", "paper")
 _RULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -437,7 +437,7 @@ def _points_text(points: list[tuple[int, int]]) -> str:
 
 
 def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str) -> Row:
-    """A row whose metrics.json files a user's own rule writes (README "Add a variant as a rule")."""
+    """A row whose metrics.json files a user's own rule writes (README "Add a variant")."""
     if exp.get("kind", "table") != "table":
         raise ValueError(f"{where}: a 'rule' row belongs in a table experiment, not in kind {exp.get('kind')!r}")
     unknown = sorted(set(raw) - set(RULE_ROW_KEYS))

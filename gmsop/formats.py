@@ -116,8 +116,8 @@ _CHECKS = {
 _RUN_REQUIRED = [("id", "str", False), ("planned_for", "list", False), ("settings", "dict", False)]
 _PLANNED_REQUIRED = [("experiment", "str", False), ("row", "str", False)]
 
-# What every producer writes: the gmsop trainer, or a user's own rule (README "Add a variant as
-# a rule"). The trainer always writes the optional keys too; a foreign method may leave out what
+# What every producer writes: the gmsop trainer, or a user's own rule (README "Add a variant").
+# The trainer always writes the optional keys too; a foreign method may leave out what
 # has no meaning for it (a backbone, a protocol, a representation size).
 _METRICS_REQUIRED = [
     ("format_version", "int", False), ("run", "dict", True),

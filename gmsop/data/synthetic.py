@@ -31,7 +31,7 @@ Design (principled, not tuned to any model ordering; see embedded-data-notes.md)
   gated mixture is meant for (a multimodal distribution, one component per mode); with
   ``contexts = N / K = 2`` Top-8 of GM-SOP-16-8 can pick a disjoint half of its 16 components
   per context. The default is ``contexts = 1`` (no context, white noise: the mosaic design
-  alone). Measured (README, "The paper's orderings, checked"): at 2 contexts and the 3-epoch
+  alone). Measured (reports/findings.md, `contexts`): at 2 contexts and the 3-epoch
   CPU recipe every head stays above 90% error and the trained gates' Top-8 sets do not tell
   the contexts apart, so the knob is offered for longer schedules, not used by the defaults.
 * **Images are mosaics of regions.** An image is a Voronoi partition of the canvas into
