@@ -375,9 +375,26 @@ SECOND_ORDER_COST = 1.5
 MIXTURE_COST = 1.5
 
 
+def train_options(spec: dict) -> dict:
+    """The dataset options a run spec trains with: its dataset's (defaults filled in), with the
+    row's ``augment`` in place of the dataset's own when the row sets one (as
+    ``gmsop.pipeline.train_config`` passes them)."""
+    options = dict(((spec.get("data") or {}).get("options") or {}))
+    if spec.get("augment"):
+        options["augment"] = dict(spec["augment"])
+    return options
+
+
+def _flip_doubled(spec: dict) -> bool:
+    """Whether a run spec's training set is flip-doubled (``gmsop.data.flip_doubled``)."""
+    from gmsop.data import flip_doubled
+
+    return flip_doubled(spec["data"]["name"], train_options(spec))
+
+
 def training_cost(spec: dict) -> float:
     """Rough relative cost of training a run spec once: epochs x training images (twice as many
-    with ``augment.flip_double``) x the per-image factors above (training images count 1 where
+    when flip-doubled, ``gmsop.data.flip_doubled``) x the per-image factors above (training images count 1 where
     the dataset does not say how many).
 
     The workflow gives each training job this as its Snakemake priority, so the costliest runs
@@ -387,7 +404,7 @@ def training_cost(spec: dict) -> float:
     resolved = _variant_or_error(spec, f"run {spec.get('variant')!r}")
     epochs = sum(int(e) for _, e in spec["schedule"])
     images = ((spec.get("data") or {}).get("options") or {}).get("n_train") or 1
-    if (spec.get("augment") or {}).get("flip_double"):  # the mirrored copy doubles an epoch
+    if _flip_doubled(spec):  # the mirrored copy doubles an epoch
         images *= 2
     cost = epochs * float(images) * BACKBONE_COST.get(resolved.backbone, 1.0)
     if resolved.second_order:
@@ -565,10 +582,7 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
             if spec is None or sizes.get(spec["dataset"]) is None:
                 continue
             n = sizes[spec["dataset"]]
-            options_augment = (plan.datasets[spec["dataset"]].get("options") or {}).get("augment")
-            mirrored = bool((spec.get("augment") or {}).get("flip_double")) or isinstance(options_augment, str) or (
-                isinstance(options_augment, dict) and bool(options_augment.get("flip_double")))
-            if int(spec["batch_size"]) > n * (2 if mirrored else 1):
+            if int(spec["batch_size"]) > n * (2 if _flip_doubled(spec) else 1):
                 key = (spec["dataset"], int(spec["batch_size"]), n)
                 too_large.setdefault(key, []).append(f"experiments.{exp.name}.rows[{row.index}] ({row.label})")
     for (dataset, batch, n), rows in too_large.items():

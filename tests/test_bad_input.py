@@ -101,6 +101,26 @@ def test_batch_larger_than_generated_training_set():
     assert check_data(make_plan(cfg)) == ([], [])
 
 
+def test_a_preset_that_does_not_double_lets_no_larger_batch_through():
+    """The dataset's augment option names a preset: only a preset with flip_double doubles."""
+    cfg = tiny()  # n_train: 64
+    cfg["datasets"]["tiny"].setdefault("options", {})["augment"] = "none"
+    cfg["experiments"]["table2"]["rows"][1]["batch_size"] = 65
+    errors = check_data(make_plan(cfg))[1]
+    assert len(errors) == 1 and "batch_size 65 is larger than the training set" in errors[0]
+
+
+def test_flip_doubled_goes_through_the_dataset_presets():
+    from gmsop.data import flip_doubled
+
+    assert flip_doubled("imagenet64", {"augment": "star"})
+    assert not flip_doubled("imagenet64", {"augment": "flip"}) and not flip_doubled("imagenet64")
+    assert flip_doubled("synthetic", {"augment": {"flip_double": True}})
+    assert not flip_doubled("synthetic", {"augment": "none"}) and not flip_doubled("npz", {"augment": "pad_crop"})
+    with pytest.raises(ValueError, match="unknown augment preset 'star'"):
+        flip_doubled("synthetic", {"augment": "star"})
+
+
 def test_batch_larger_than_npz_training_set_read_from_the_header(tmp_path):
     np.savez_compressed(tmp_path / "train.npz", x=np.zeros((5, 8, 8), np.uint8), y=[0, 1, 0, 1, 0])
     np.savez(tmp_path / "val.npz", x=np.zeros((2, 8, 8), np.uint8), y=[0, 1])

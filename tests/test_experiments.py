@@ -241,15 +241,15 @@ def test_training_cost_orders_runs_by_epochs_images_backbone_and_head():
     from gmsop.experiments import training_cost
 
     base = {"variant": "ResNet-18", "backbone": "resnet18", "protocol": "official", "overrides": {}, "width_mult": 0.25,
-            "schedule": [[0.1, 4], [0.01, 2]], "data": {"options": {"n_train": 1000}}}
+            "schedule": [[0.1, 4], [0.01, 2]], "data": {"name": "synthetic", "options": {"n_train": 1000}}}
     r18 = training_cost(base)
     assert r18 == 6 * 1000
     assert training_cost({**base, "schedule": [[0.1, 12]]}) == 2 * r18
-    assert training_cost({**base, "data": {"options": {"n_train": 3000}}}) == 3 * r18
+    assert training_cost({**base, "data": {"name": "synthetic", "options": {"n_train": 3000}}}) == 3 * r18
     assert training_cost({**base, "augment": {"flip_double": True, "pad": 4}}) == 2 * r18
     sr_sop, gm_gap = training_cost({**base, "variant": "SR-SOP"}), training_cost({**base, "variant": "GM-GAP-16-8"})
     gm_sop = training_cost({**base, "variant": "GM-SOP-16-8"})
     assert r18 < sr_sop < gm_sop and r18 < gm_gap < gm_sop
     assert training_cost({**base, "variant": "GM-SOP-16-8", "backbone": "resnet50"}) > gm_sop
     # a dataset that does not say how many images it has counts epochs only
-    assert training_cost({**base, "data": {"options": {}}}) == 6
+    assert training_cost({**base, "data": {"name": "synthetic", "options": {}}}) == 6

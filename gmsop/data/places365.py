@@ -28,9 +28,9 @@ import numpy as np
 
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
-from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
+from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.imagefiles import convert_splits, default_workers
-from gmsop.data.registry import register_dataset, register_source_files
+from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_source_files
 
 __all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
 
@@ -107,6 +107,11 @@ def _places365_files(root: Path | None, **_) -> list[Path]:
     return files
 
 
+@register_augment_presets("places365")
+def _augment_presets(crop: int, **options) -> dict[str, AugmentSpec]:
+    return {"paper": AugmentSpec(flip=True, train_crop=int(crop), eval_crop=int(crop)), "none": AugmentSpec()}
+
+
 @register_dataset("places365")
 def places365(
     root: Path | None,
@@ -122,8 +127,7 @@ def places365(
     size = require_int(name, "size", size, 1)
     crop = require_int(name, "crop", crop, 1, size)
     workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
-    presets = {"paper": AugmentSpec(flip=True, train_crop=crop, eval_crop=crop), "none": AugmentSpec()}
-    augment_spec = resolve_augment(augment, presets, "paper", name)
+    aug = augment_spec(name, {"size": size, "crop": crop, "augment": augment})
     classes = read_categories(root)
     list_files = _list_files(root)
     cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}"))
@@ -153,7 +157,7 @@ def places365(
         val=cache.load_split(cdir, "val", meta),
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),
-        augment=augment_spec,
+        augment=aug,
         classes=tuple(classes),
         info={"source": str(root), "cache": str(cdir), "size": size, "notes": meta["notes"]},
     )
