@@ -221,7 +221,7 @@ def _canonical_overrides(spec: dict) -> dict:
     if not overrides:
         return overrides
     from gmsop.protocol import protocol_fields
-    from gmsop.registry import _head_default, resolve_variant
+    from gmsop.registry import head_default, resolve_variant
 
     try:
         base = resolve_variant(spec["variant"], backbone=spec.get("backbone"), protocol=spec.get("protocol") or "official")
@@ -235,7 +235,7 @@ def _canonical_overrides(spec: dict) -> dict:
         elif key == "classifier":
             default = base.classifier
         else:
-            default = base.head_kwargs.get(key, _head_default(base.head, key))
+            default = base.head_kwargs.get(key, head_default(base.head, key))
         if canonical_value(default) != value or isinstance(default, bool) != isinstance(value, bool):
             out[key] = value
     return out
