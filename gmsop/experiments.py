@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmsop.aggregate.claims import Claim, parse_claims
+from gmsop.formats import CHECKED_METRICS_PATH, RULE_METRICS_PATH, RUN_METRICS_PATH
 from gmsop.protocol import SPEED_NEUTRAL
 
 __all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error",
@@ -80,8 +81,8 @@ class Row:
     def result_path(self, seed: int) -> str:
         """Where the metrics.json of one seed is (the workflow's one path convention for results)."""
         if self.rule:
-            return f"results/rules/{self.rule}/seed{int(seed)}/metrics.json"
-        return f"results/runs/{self.run}/seed{int(seed)}/metrics.json"
+            return RULE_METRICS_PATH.format(rulename=self.rule, seed=int(seed))
+        return RUN_METRICS_PATH.format(run=self.run, seed=int(seed))
 
     def read_path(self, seed: int) -> str:
         """Where tables, figures and the scorecard read the metrics.json of one seed: a rule row's
@@ -89,7 +90,7 @@ class Row:
         malformed file stops right after its rule, before anything depends on it; else
         :meth:`result_path`."""
         if self.rule:
-            return f"results/checked/{self.rule}/seed{int(seed)}/metrics.json"
+            return CHECKED_METRICS_PATH.format(rulename=self.rule, seed=int(seed))
         return self.result_path(seed)
 
     @property

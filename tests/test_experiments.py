@@ -253,3 +253,27 @@ def test_training_cost_orders_runs_by_epochs_images_backbone_and_head():
     assert training_cost({**base, "variant": "GM-SOP-16-8", "backbone": "resnet50"}) > gm_sop
     # a dataset that does not say how many images it has counts epochs only
     assert training_cost({**base, "data": {"name": "synthetic", "options": {}}}) == 6
+
+
+def test_a_job_reads_its_identity_from_the_file_the_plan_wrote(tmp_path, monkeypatch):
+    """The workflow writes every job's identity block when it plans; a job reads its own there
+    (planning only without that file), and the file is left alone while the plan is unchanged."""
+    import json
+
+    from gmsop.formats import run_block
+    from gmsop.pipeline import identity, write_identities
+
+    cfg = copy.deepcopy(TINY)
+    monkeypatch.chdir(tmp_path)
+    plan = make_plan(cfg)
+    run, bench = next(iter(plan.runs)), next(iter(plan.benches))
+    expected = json.loads(json.dumps(run_block(run, plan.planned_for(run), plan.runs[run]), default=str))
+    assert identity(cfg, run) == expected  # no file yet: planned in the job
+    path = write_identities(plan, cfg)
+    written = path.stat().st_mtime_ns
+    assert write_identities(make_plan(cfg), cfg).stat().st_mtime_ns == written
+    assert identity(cfg, run) == expected and identity(cfg, bench, "bench")["id"] == bench
+    blocks = json.loads(path.read_text())
+    blocks["train"][run]["planned_for"] = [{"experiment": "x", "row": "y"}]
+    path.write_text(json.dumps(blocks))
+    assert identity(cfg, run)["planned_for"] == [{"experiment": "x", "row": "y"}]  # read, not replanned
