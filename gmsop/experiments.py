@@ -243,24 +243,20 @@ def _canonical_overrides(spec: dict) -> dict:
 
 
 def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
-    if isinstance(value, str):
-        if value not in schedules:
-            raise ValueError(f"{where}: unknown schedule {value!r}; defined schedules: {', '.join(schedules) or 'none'}")
-        value = schedules[value]
-    from gmsop.engine.config import parse_schedule
+    """A row's schedule as [lr, epochs] pairs: a name resolves in ``schedules`` (the config's),
+    then among the released schedules (``gmsop.engine.config.DEFAULT_SCHEDULES``: gap, srsop,
+    gm_sop), so a config restates them only to change them. Validated by ``parse_schedule``."""
+    from gmsop.engine.config import DEFAULT_SCHEDULES, parse_schedule
 
-    _finite_lrs([s for s in value or () if isinstance(s, (list, tuple)) and len(s) == 2], where)
+    if isinstance(value, str):
+        known = {**DEFAULT_SCHEDULES, **schedules}
+        if value not in known:
+            raise ValueError(f"{where}: unknown schedule {value!r}; defined schedules: {', '.join(known)}")
+        value = known[value]
     try:  # the rule broken: lr > 0 and finite, at least one phase, epochs >= 1
         return [[lr, ep] for lr, ep in parse_schedule(value)]
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
-
-
-def _finite_lrs(schedule, where: str) -> None:
-    """A NaN or infinite learning rate passes ``lr > 0`` checks and the schema: refuse it here."""
-    for lr, _ in schedule:
-        if not math.isfinite(float(lr)):
-            raise ValueError(f"{where}: learning rate {lr} is not a finite number (schedule {schedule!r})")
 
 
 #: A key that becomes a file name (experiments, datasets): no path separators, no leading dot.
@@ -270,8 +266,8 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def _check_config(config: dict) -> None:
     """Plan-time refusals that name the offending key: experiment and dataset keys must be plain
     names (they become file names: ``../../x`` would write outside the working directory), seeds
-    must be distinct (two equal seeds would silently count as one run), and every named schedule's
-    learning rates finite."""
+    must be distinct (two equal seeds would silently count as one run), and every named schedule
+    valid (``gmsop.engine.config.parse_schedule``)."""
     for section in ("experiments", "datasets"):
         for key in (config.get(section) or {}):
             if not isinstance(key, str) or not _PLAIN_NAME.match(key):
@@ -294,8 +290,7 @@ def _check_config(config: dict) -> None:
                if isinstance(e, dict)]
     for where, table in tables:
         for name, schedule in (table or {}).items():
-            if isinstance(schedule, (list, tuple)):
-                _finite_lrs([s for s in schedule if isinstance(s, (list, tuple)) and len(s) == 2], f"{where}.{name}")
+            _schedule(schedule, {}, f"{where}.{name}")  # every named schedule, used or not
 
 
 def _check_dataset_key(dataset: str, config: dict, where: str) -> None:

@@ -135,11 +135,11 @@ def test_batch_larger_than_npz_training_set_read_from_the_header(tmp_path):
 def test_non_finite_learning_rate_refused_when_planning(lr):
     cfg = tiny()
     cfg["schedules"]["short"] = [[lr, 1]]
-    with pytest.raises(ValueError, match=rf"schedules\.short: learning rate {lr} is not a finite number"):
+    with pytest.raises(ValueError, match=rf"schedules\.short: schedule: learning rate must be a positive finite number, got {lr}"):
         make_plan(cfg)
     cfg = tiny()
     cfg["experiments"]["table2"]["rows"][0]["schedule"] = [[0.1, 1], [lr, 1]]
-    with pytest.raises(ValueError, match=rf"experiments\.table2\.rows\[0\]: learning rate {lr} is not a finite"):
+    with pytest.raises(ValueError, match=rf"experiments\.table2\.rows\[0\]: schedule: learning rate must be a positive finite"):
         make_plan(cfg)
 
 

@@ -187,8 +187,14 @@ def test_a_row_without_a_schedule_takes_its_variants_family():
     got = {r.variant: plan.runs[r.run]["schedule"] for r in plan.experiments["table2"].rows}
     assert got == {"ResNet-18-512d": [[0.1, 1]], "GM-SOP-4-2": [[0.3, 1]]}
     assert plan.runs[plan.experiments["protocols"].rows[0].run]["schedule"] == [[0.2, 1]]  # SR-SOP
-    del cfg["schedules"]["gm_sop"]
-    with pytest.raises(ValueError, match=r"table2.rows\[1\]: unknown schedule 'gm_sop'"):
+    del cfg["schedules"]["gm_sop"]  # a family the config does not define: the released schedule
+    from gmsop.engine.config import DEFAULT_SCHEDULES
+
+    plan = make_plan(cfg)
+    gm = plan.experiments["table2"].rows[1]
+    assert plan.runs[gm.run]["schedule"] == [list(p) for p in DEFAULT_SCHEDULES["gm_sop"]]
+    cfg["experiments"]["table2"]["rows"][1]["schedule"] = "gm_sop_typo"
+    with pytest.raises(ValueError, match=r"table2.rows\[1\]: unknown schedule 'gm_sop_typo'"):
         make_plan(cfg)
 
 
