@@ -27,7 +27,7 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_choice, require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
-from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, convert_splits, default_workers
+from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, cached_image_dataset, default_workers
 from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_source_files
 
 __all__ = ["folder", "scan_tree"]
@@ -97,25 +97,5 @@ def folder(
     cdir = Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"folder-{size}-{fit}")
     cdir = cache.prepare_cache_dir(cdir)
     fp = cache.fingerprint(all_files, {"size": size, "fit": fit, "classes": classes}, base=root)
-    meta = cache.read_meta(cdir, fp)
-    if meta is None:
-        cache.invalidate(cdir)
-        stats = convert_splits(splits, cdir, size, fit, workers, dataset=f"folder at {root}")
-        mean, std = stats.result()
-        shapes = {s: {"shape": [len(splits[s][0]), 3, size, size]} for s in ("train", "val")}
-        meta = cache.write_meta(
-            cdir,
-            fp,
-            {"dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": []},
-        )
-    return Dataset(
-        name=name,
-        num_classes=len(classes),
-        train=cache.load_split(cdir, "train", meta),
-        val=cache.load_split(cdir, "val", meta),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        augment=aug,
-        classes=tuple(classes),
-        info={"source": str(root), "cache": str(cdir), "size": size, "fit": fit, "notes": meta["notes"]},
-    )
+    return cached_image_dataset(name, root, classes, lambda: splits, cdir, fp, size, fit, workers, aug,
+                                info={"fit": fit})

@@ -29,7 +29,7 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
-from gmsop.data.imagefiles import convert_splits, default_workers
+from gmsop.data.imagefiles import cached_image_dataset, default_workers
 from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_source_files
 
 __all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
@@ -133,31 +133,6 @@ def places365(
     cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}"))
     # the list files stand for the images: stat-ing 1.8M files on every load would be slow
     fp = cache.fingerprint(list_files, {"size": size, "fit": "stretch"}, base=root)
-    meta = cache.read_meta(cdir, fp)
-    if meta is None:
-        cache.invalidate(cdir)
-        shapes, notes = {}, []
-        lists = {split: read_list(root, split, len(classes)) for split in ("train", "val")}
-        stats = convert_splits(lists, cdir, size, "stretch", workers, dataset=f"places365 at {root}")
-        for split, full in (("train", FULL_TRAIN), ("val", FULL_VAL)):
-            n = len(lists[split][0])
-            shapes[split] = {"shape": [n, 3, size, size]}
-            if n != full:
-                notes.append(f"subset: {n:,} of {full:,} {split} images")
-        mean, std = stats.result()
-        meta = cache.write_meta(
-            cdir,
-            fp,
-            {"dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": notes},
-        )
-    return Dataset(
-        name=name,
-        num_classes=len(classes),
-        train=cache.load_split(cdir, "train", meta),
-        val=cache.load_split(cdir, "val", meta),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        augment=aug,
-        classes=tuple(classes),
-        info={"source": str(root), "cache": str(cdir), "size": size, "notes": meta["notes"]},
-    )
+    return cached_image_dataset(
+        name, root, classes, lambda: {split: read_list(root, split, len(classes)) for split in ("train", "val")},
+        cdir, fp, size, "stretch", workers, aug, full_sizes={"train": FULL_TRAIN, "val": FULL_VAL})
