@@ -390,8 +390,8 @@ def _flip_doubled(spec: dict) -> bool:
 
 def training_cost(spec: dict) -> float:
     """Rough relative cost of training a run spec once: epochs x training images (twice as many
-    when flip-doubled, ``gmsop.data.flip_doubled``) x the per-image factors above (training images count 1 where
-    the dataset does not say how many).
+    when flip-doubled, ``gmsop.data.flip_doubled``) x the per-image factors above (training images
+    count 1 where the dataset does not say how many).
 
     The workflow gives each training job this as its Snakemake priority, so the costliest runs
     start first and no long run is left alone on one core at the end (longest-first scheduling):

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["start_job", "write_identities", "identity", "prepare_dataset", "train_config", "run_training", "run_bench", "make_table", "make_figure", "make_scorecard",
-           "load_results", "check_rule_result"]
+__all__ = ["start_job", "write_identities", "identity", "prepare_dataset", "train_config", "run_training",
+           "run_bench", "make_table", "make_figure", "make_scorecard", "load_results", "check_rule_result"]
 
 
 def start_job(device: str, gpus: int, plugins: list[str]) -> str:

@@ -41,8 +41,9 @@ Training path
 """
 from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
 from gmsop.data.registry import (
-    augment_presets, augment_spec, dataset_fingerprint, dataset_options, flip_doubled, get_dataset, list_datasets,
-    register_augment_presets, register_dataset, register_source_files, register_train_size, source_files, train_size,
+    augment_presets, augment_spec, dataset_fingerprint, dataset_options, flip_doubled, get_dataset,
+    list_datasets, register_augment_presets, register_dataset, register_source_files, register_train_size,
+    source_files, train_size,
 )
 
 # importing the dataset modules registers them

@@ -28,7 +28,9 @@ from gmsop.data import cache
 from gmsop.data._checks import require_choice, require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, cached_image_dataset, default_workers
-from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_source_files
+from gmsop.data.registry import (
+    augment_spec, register_augment_presets, register_dataset, register_source_files,
+)
 
 __all__ = ["folder", "scan_tree"]
 

@@ -252,9 +252,9 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cached_image_dataset(name: str, root: Path, classes: Sequence[str], splits, cache_dir: Path, fingerprint: str,
-                         size: int, fit: str, workers: int, augment: AugmentSpec, info: dict | None = None,
-                         full_sizes: dict[str, int] | None = None) -> Dataset:
+def cached_image_dataset(name: str, root: Path, classes: Sequence[str], splits, cache_dir: Path,
+                         fingerprint: str, size: int, fit: str, workers: int, augment: AugmentSpec,
+                         info: dict | None = None, full_sizes: dict[str, int] | None = None) -> Dataset:
     """A dataset of image files at ``size`` x ``size``, mapped from ``cache_dir`` when its
     metadata matches ``fingerprint``, else converted there first (``convert_splits``). ``splits()``
     gives ``{"train": (paths, labels), "val": ...}``, called only when converting; a split with
@@ -273,8 +273,9 @@ def cached_image_dataset(name: str, root: Path, classes: Sequence[str], splits, 
             if full is not None and n != full:
                 notes.append(f"subset: {n:,} of {full:,} {split} images")
         mean, std = stats.result()
-        meta = cache.write_meta(cache_dir, fingerprint, {"dataset": name, "splits": shapes, "num_classes": len(classes),
-                                                         "mean": mean, "std": std, "notes": notes})
+        meta = cache.write_meta(cache_dir, fingerprint, {
+            "dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": notes,
+        })
     return Dataset(
         name=name,
         num_classes=len(classes),
@@ -284,5 +285,6 @@ def cached_image_dataset(name: str, root: Path, classes: Sequence[str], splits, 
         std=tuple(meta["std"]),
         augment=augment,
         classes=tuple(classes),
-        info={"source": str(root), "cache": str(cache_dir), "size": size, **(info or {}), "notes": meta["notes"]},
+        info={"source": str(root), "cache": str(cache_dir), "size": size, **(info or {}),
+              "notes": meta["notes"]},
     )

@@ -42,7 +42,9 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
-from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_source_files
+from gmsop.data.registry import (
+    augment_spec, register_augment_presets, register_dataset, register_source_files,
+)
 from gmsop.data.stats import ChannelStats
 
 __all__ = ["imagenet64", "find_release_files", "read_batch", "SubsetWarning", "FULL_TRAIN", "FULL_VAL"]

@@ -30,7 +30,9 @@ from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.imagefiles import cached_image_dataset, default_workers
-from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_source_files
+from gmsop.data.registry import (
+    augment_spec, register_augment_presets, register_dataset, register_source_files,
+)
 
 __all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
 
@@ -134,5 +136,5 @@ def places365(
     # the list files stand for the images: stat-ing 1.8M files on every load would be slow
     fp = cache.fingerprint(list_files, {"size": size, "fit": "stretch"}, base=root)
     return cached_image_dataset(
-        name, root, classes, lambda: {split: read_list(root, split, len(classes)) for split in ("train", "val")},
-        cdir, fp, size, "stretch", workers, aug, full_sizes={"train": FULL_TRAIN, "val": FULL_VAL})
+        name, root, classes, lambda: {s: read_list(root, s, len(classes)) for s in ("train", "val")}, cdir, fp,
+        size, "stretch", workers, aug, full_sizes={"train": FULL_TRAIN, "val": FULL_VAL})

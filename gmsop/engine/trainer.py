@@ -168,7 +168,8 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
 
     if start < cfg.epochs:
         progress.message(
-            f"training {run.model.info['variant']} on {run.model.info['backbone']} ({run.params / 1e6:.2f}M params) | "
+            f"training {run.model.info['variant']} on {run.model.info['backbone']} "
+            f"({run.params / 1e6:.2f}M params) | "
             f" {cfg.dataset}: {run.data.train_size} train / "
             f"{run.data.val_size} val, {run.data.num_classes} classes, input {run.data.input_size} | "
             f"{run.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
