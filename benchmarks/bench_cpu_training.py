@@ -6,7 +6,7 @@ forward, cross-entropy + balance loss, backward, SGD) over real batches of the d
 distinct network the embedded default trains (every (variant, backbone) of ``config.yaml``'s
 plan; width 0.25, batch 64) and each runtime:
 
-* ``fp32``       float32, contiguous (NCHW) tensors: the CPU default before issue 17;
+* ``fp32``       float32, contiguous (NCHW) tensors: the CPU default before these runtimes were measured;
 * ``bf16``       bf16 autocast of the forward (second-order pooling kept in float32);
 * ``cl``         channels_last (NHWC) model and inputs, float32;
 * ``bf16+cl``    both.
@@ -55,14 +55,13 @@ def _step_runner(variant: str, backbone: str, setting: str, batches: list, width
     """A closure that trains over ``batches`` once with the given runtime; returns img/s."""
     from gmsop import build_model
     from gmsop.engine.loop import Runtime, train_one_epoch
-    from gmsop.engine.sgd import SGD
 
     amp_dtype, channels_last = SETTINGS[setting.split("@")[0]]
     torch.manual_seed(0)
     model = build_model(variant, backbone=backbone, num_classes=num_classes, width_mult=width)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     rt = Runtime(torch.device("cpu"), amp_dtype, channels_last=channels_last)
     head = getattr(model, "head", None)
     experts = int(head.num_experts) if getattr(head, "gate", None) is not None else None

@@ -1,20 +1,16 @@
 """Start-up of the workflow's jobs, and its share of a finished DAG's time.
 
 What a job spends before its training loop runs: the interpreter, its imports (torch, the
-engine), the dataset, the model with its FLOP count, and one training step (torch.optim's
-optimizers import the compiler at their first step, which a job no longer does:
-``gmsop.engine.sgd``). Measured in fresh subprocesses, as Snakemake starts each job, side by
-side in alternating rounds:
+engine), the dataset, the model and one training step. Measured in fresh subprocesses, as
+Snakemake starts each job, side by side in alternating rounds:
 
-* ``train, nothing cached``: the embedded default's first Table-2 run generating its data and
-  counting its FLOPs in the job (``$GMSOP_CACHE_DIR`` unset);
-* ``train, first of its network``: data mapped from the cache ``prepare_data`` wrote, FLOPs
-  counted (and cached) in the job, which loads the compiler (FlopCounterMode does);
-* ``train, as most jobs run``: data and FLOP count both cached: every later seed, row or
-  benchmark of the same network;
+* ``train, nothing cached``: the embedded default's first Table-2 run generating its data in the
+  job (``$GMSOP_CACHE_DIR`` unset);
+* ``train, as most jobs run``: data mapped from the cache ``prepare_data`` wrote;
 * ``aggregation``: the imports of a table/figure/scorecard job (no torch).
 
-Each line says whether the job loaded torch._dynamo (about 1.3 s).
+Each line says whether the job loaded torch._dynamo (torch.optim and
+``torch.use_deterministic_algorithms`` load it: about 1.3 s of a job on the CPU).
 
 With ``--dag DIR`` (a finished workflow's folder: ``results/benchmarks`` and ``results/runs``
 under it), start-up's share of the DAG is measured in place: for each training job, the seconds
@@ -31,7 +27,6 @@ import csv
 import os
 import statistics
 import subprocess
-import shutil
 import sys
 import tempfile
 import time
@@ -104,21 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         base["OMP_NUM_THREADS"] = "1"
         code = BUILD_RUN.format(config=args.config, out=f"{tmp}/m.json", ckpt=f"{tmp}/ckpt")
         cached = {**base, "GMSOP_CACHE_DIR": f"{tmp}/cache"}
-        no_flops = {**base, "GMSOP_CACHE_DIR": f"{tmp}/cache-data-only"}
         kinds = {
             "train, nothing cached": (code, base),
-            "train, first of its network": (code, no_flops),
             "train, as most jobs run": (code, cached),
             "aggregation": (AGGREGATION, base),
         }
-        for env in (cached, no_flops):
-            _time_process(code, env)  # fills the caches, as prepare_data and the first job do
+        _time_process(code, cached)  # fills the cache, as prepare_data does
         times: dict[str, list[float]] = {k: [] for k in kinds}
         said: dict[str, str] = {}
         for r in range(args.rounds):
             for name in (list(kinds) if r % 2 == 0 else list(kinds)[::-1]):
-                if name == "train, first of its network":  # its FLOP count, not its data, is new each time
-                    shutil.rmtree(Path(no_flops["GMSOP_CACHE_DIR"]) / "flops", ignore_errors=True)
                 seconds, said[name] = _time_process(*kinds[name])
                 times[name].append(seconds)
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmsop.aggregate.claims import Claim, parse_claims
+from gmsop.formats import CHECKED_METRICS_PATH, RULE_METRICS_PATH, RUN_METRICS_PATH
 from gmsop.protocol import SPEED_NEUTRAL
 
 __all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error",
@@ -38,7 +39,7 @@ SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "
 #: compared with a published number only when it ran on one of these at full width.
 PAPER_DATASETS = ("imagenet64", "places365")
 
-#: Keys a row produced by a user's own Snakemake rule may have (README "Add a variant as a rule").
+#: Keys a row produced by a user's own Snakemake rule may have (README "Add a variant").
 RULE_ROW_KEYS = ("rule", "label", "dataset", "paper")
 _RULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -81,8 +82,8 @@ class Row:
     def result_path(self, seed: int) -> str:
         """Where the metrics.json of one seed is (the workflow's one path convention for results)."""
         if self.rule:
-            return f"results/rules/{self.rule}/seed{int(seed)}/metrics.json"
-        return f"results/runs/{self.run}/seed{int(seed)}/metrics.json"
+            return RULE_METRICS_PATH.format(rulename=self.rule, seed=int(seed))
+        return RUN_METRICS_PATH.format(run=self.run, seed=int(seed))
 
     def read_path(self, seed: int) -> str:
         """Where tables, figures and the scorecard read the metrics.json of one seed: a rule row's
@@ -90,7 +91,7 @@ class Row:
         malformed file stops right after its rule, before anything depends on it; else
         :meth:`result_path`."""
         if self.rule:
-            return f"results/checked/{self.rule}/seed{int(seed)}/metrics.json"
+            return CHECKED_METRICS_PATH.format(rulename=self.rule, seed=int(seed))
         return self.result_path(seed)
 
     @property
@@ -249,7 +250,7 @@ def _canonical_overrides(spec: dict) -> dict:
     if not overrides:
         return overrides
     from gmsop.protocol import protocol_fields
-    from gmsop.registry import _head_default, resolve_variant
+    from gmsop.registry import head_default, resolve_variant
 
     try:
         base = resolve_variant(spec["variant"], backbone=spec.get("backbone"), protocol=spec.get("protocol") or "official")
@@ -263,31 +264,27 @@ def _canonical_overrides(spec: dict) -> dict:
         elif key == "classifier":
             default = base.classifier
         else:
-            default = base.head_kwargs.get(key, _head_default(base.head, key))
+            default = base.head_kwargs.get(key, head_default(base.head, key))
         if canonical_value(default) != value or isinstance(default, bool) != isinstance(value, bool):
             out[key] = value
     return out
 
 
 def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
-    if isinstance(value, str):
-        if value not in schedules:
-            raise ValueError(f"{where}: unknown schedule {value!r}; defined schedules: {', '.join(schedules) or 'none'}")
-        value = schedules[value]
-    from gmsop.engine.config import parse_schedule
+    """A row's schedule as [lr, epochs] pairs: a name resolves in ``schedules`` (the config's),
+    then among the released schedules (``gmsop.engine.config.DEFAULT_SCHEDULES``: gap, srsop,
+    gm_sop), so a config restates them only to change them. Validated by ``parse_schedule``."""
+    from gmsop.engine.config import DEFAULT_SCHEDULES, parse_schedule
 
-    _finite_lrs([s for s in value or () if isinstance(s, (list, tuple)) and len(s) == 2], where)
+    if isinstance(value, str):
+        known = {**DEFAULT_SCHEDULES, **schedules}
+        if value not in known:
+            raise ValueError(f"{where}: unknown schedule {value!r}; defined schedules: {', '.join(known)}")
+        value = known[value]
     try:  # the rule broken: lr > 0 and finite, at least one phase, epochs >= 1
         return [[lr, ep] for lr, ep in parse_schedule(value)]
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
-
-
-def _finite_lrs(schedule, where: str) -> None:
-    """A NaN or infinite learning rate passes ``lr > 0`` checks and the schema: refuse it here."""
-    for lr, _ in schedule:
-        if not math.isfinite(float(lr)):
-            raise ValueError(f"{where}: learning rate {lr} is not a finite number (schedule {schedule!r})")
 
 
 #: A key that becomes a file name (experiments, datasets): no path separators, no leading dot.
@@ -297,8 +294,8 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def _check_config(config: dict) -> None:
     """Plan-time refusals that name the offending key: experiment and dataset keys must be plain
     names (they become file names: ``../../x`` would write outside the working directory), seeds
-    must be distinct (two equal seeds would silently count as one run), and every named schedule's
-    learning rates finite."""
+    must be distinct (two equal seeds would silently count as one run), and every named schedule
+    valid (``gmsop.engine.config.parse_schedule``)."""
     for section in ("experiments", "datasets"):
         for key in (config.get(section) or {}):
             if not isinstance(key, str) or not _PLAIN_NAME.match(key):
@@ -321,8 +318,7 @@ def _check_config(config: dict) -> None:
                if isinstance(e, dict)]
     for where, table in tables:
         for name, schedule in (table or {}).items():
-            if isinstance(schedule, (list, tuple)):
-                _finite_lrs([s for s in schedule if isinstance(s, (list, tuple)) and len(s) == 2], f"{where}.{name}")
+            _schedule(schedule, {}, f"{where}.{name}")  # every named schedule, used or not
 
 
 def _check_dataset_key(dataset: str, config: dict, where: str) -> None:
@@ -403,10 +399,27 @@ SECOND_ORDER_COST = 1.5
 MIXTURE_COST = 1.5
 
 
+def train_options(spec: dict) -> dict:
+    """The dataset options a run spec trains with: its dataset's (defaults filled in), with the
+    row's ``augment`` in place of the dataset's own when the row sets one (as
+    ``gmsop.pipeline.train_config`` passes them)."""
+    options = dict(((spec.get("data") or {}).get("options") or {}))
+    if spec.get("augment"):
+        options["augment"] = dict(spec["augment"])
+    return options
+
+
+def _flip_doubled(spec: dict) -> bool:
+    """Whether a run spec's training set is flip-doubled (``gmsop.data.flip_doubled``)."""
+    from gmsop.data import flip_doubled
+
+    return flip_doubled(spec["data"]["name"], train_options(spec))
+
+
 def training_cost(spec: dict) -> float:
     """Rough relative cost of training a run spec once: epochs x training images (twice as many
-    with ``augment.flip_double``) x the per-image factors above (training images count 1 where
-    the dataset does not say how many).
+    when flip-doubled, ``gmsop.data.flip_doubled``) x the per-image factors above (training images
+    count 1 where the dataset does not say how many).
 
     The workflow gives each training job this as its Snakemake priority, so the costliest runs
     start first and no long run is left alone on one core at the end (longest-first scheduling):
@@ -415,7 +428,7 @@ def training_cost(spec: dict) -> float:
     resolved = _variant_or_error(spec, f"run {spec.get('variant')!r}")
     epochs = sum(int(e) for _, e in spec["schedule"])
     images = ((spec.get("data") or {}).get("options") or {}).get("n_train") or 1
-    if (spec.get("augment") or {}).get("flip_double"):  # the mirrored copy doubles an epoch
+    if _flip_doubled(spec):  # the mirrored copy doubles an epoch
         images *= 2
     cost = epochs * float(images) * BACKBONE_COST.get(resolved.backbone, 1.0)
     if resolved.second_order:
@@ -465,7 +478,7 @@ def _points_text(points: list[tuple[int, int]]) -> str:
 
 
 def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str) -> Row:
-    """A row whose metrics.json files a user's own rule writes (README "Add a variant as a rule")."""
+    """A row whose metrics.json files a user's own rule writes (README "Add a variant")."""
     if exp.get("kind", "table") != "table":
         raise ValueError(f"{where}: a 'rule' row belongs in a table experiment, not in kind {exp.get('kind')!r}")
     unknown = sorted(set(raw) - set(RULE_ROW_KEYS))
@@ -594,10 +607,7 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
             if spec is None or sizes.get(spec["dataset"]) is None:
                 continue
             n = sizes[spec["dataset"]]
-            options_augment = (plan.datasets[spec["dataset"]].get("options") or {}).get("augment")
-            mirrored = bool((spec.get("augment") or {}).get("flip_double")) or isinstance(options_augment, str) or (
-                isinstance(options_augment, dict) and bool(options_augment.get("flip_double")))
-            if int(spec["batch_size"]) > n * (2 if mirrored else 1):
+            if int(spec["batch_size"]) > n * (2 if _flip_doubled(spec) else 1):
                 key = (spec["dataset"], int(spec["batch_size"]), n)
                 too_large.setdefault(key, []).append(f"experiments.{exp.name}.rows[{row.index}] ({row.label})")
     for (dataset, batch, n), rows in too_large.items():

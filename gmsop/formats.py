@@ -44,7 +44,8 @@ __all__ = [
     "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS",
     "TIMING_KEYS", "ResultFileError", "run_block", "check_run_block", "check_metrics", "check_bench",
     "read_metrics", "read_bench", "bench_files", "read_progress", "json_schema", "rule_metrics",
-    "rule_run_id", "read_rule_metrics",
+    "rule_run_id", "read_rule_metrics", "RUN_METRICS_PATH", "RULE_METRICS_PATH", "CHECKED_METRICS_PATH",
+    "CHECKPOINT_DIR", "BENCH_DIR", "DATASET_INFO_PATH", "IDENTITIES_PATH",
 ]
 
 #: Version of metrics.json. 2: the ``run`` identity block and ``format_version`` itself.
@@ -60,6 +61,16 @@ PROGRESS_NAME = "progress.jsonl"
 CHECKPOINT_NAME = "last.pt"
 PREVIOUS_CHECKPOINT_NAME = "previous.pt"
 CONFIG_NAME = "config.json"
+
+# Where the workflow keeps each result, as Snakemake patterns (wildcards in braces): the rules use
+# them as they are, ``gmsop.experiments.Row`` fills them in. One definition for both.
+RUN_METRICS_PATH = "results/runs/{run}/seed{seed}/" + METRICS_NAME
+RULE_METRICS_PATH = "results/rules/{rulename}/seed{seed}/" + METRICS_NAME  # a user's rule writes it
+CHECKED_METRICS_PATH = "results/checked/{rulename}/seed{seed}/" + METRICS_NAME  # its checked copy
+CHECKPOINT_DIR = "results/checkpoints/{run}/seed{seed}"
+BENCH_DIR = "results/bench/{experiment}"  # holds {bench}.json (BENCH_SUFFIX) per network shown
+DATASET_INFO_PATH = "results/data/{dataset}.json"  # a prepared dataset's shape and classes
+IDENTITIES_PATH = "results/plan/identities-{config}.json"  # every job's run block, per config hash
 
 #: Keys every checkpoint holds besides ``format`` (gmsop.engine.checkpoint says what each is).
 CHECKPOINT_KEYS = ("fingerprint", "epoch", "model", "optimizer", "rng", "records", "totals")
@@ -116,8 +127,8 @@ _CHECKS = {
 _RUN_REQUIRED = [("id", "str", False), ("planned_for", "list", False), ("settings", "dict", False)]
 _PLANNED_REQUIRED = [("experiment", "str", False), ("row", "str", False)]
 
-# What every producer writes: the gmsop trainer, or a user's own rule (README "Add a variant as
-# a rule"). The trainer always writes the optional keys too; a foreign method may leave out what
+# What every producer writes: the gmsop trainer, or a user's own rule (README "Add a variant").
+# The trainer always writes the optional keys too; a foreign method may leave out what
 # has no meaning for it (a backbone, a protocol, a representation size).
 _METRICS_REQUIRED = [
     ("format_version", "int", False), ("run", "dict", True),

@@ -9,8 +9,26 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["prepare_dataset", "train_config", "run_training", "run_bench", "make_table", "make_figure", "make_scorecard",
-           "load_results", "check_rule_result"]
+__all__ = ["start_job", "write_identities", "identity", "prepare_dataset", "train_config", "run_training",
+           "run_bench", "make_table", "make_figure", "make_scorecard", "load_results", "check_rule_result"]
+
+
+def start_job(device: str, gpus: int, plugins: list[str]) -> str:
+    """What a training or benchmark job does before anything else; returns the device to use.
+
+    Snakemake limits how many GPU jobs run at once but never says which GPU: take a free one
+    (CUDA_VISIBLE_DEVICES) before CUDA starts (a no-op without GPUs or inside a SLURM job). A job
+    that reserved no GPU (gpus_per_job 0) runs "auto" on the CPU (``gmsop.gpu_slots.job_device``).
+    Then the config's plugins are loaded, so their variants and datasets resolve."""
+    from gmsop.gpu_slots import claim_gpus, job_device
+    from gmsop.plugins import load_plugins
+
+    claim_gpus(int(gpus))
+    device, note = job_device(device, int(gpus))
+    if note:
+        print(note, flush=True)
+    load_plugins(plugins)
+    return device
 
 
 def _dataset(ds: dict, **extra):
@@ -111,20 +129,55 @@ def run_bench(spec: dict, bench: dict, dataset_info: str | Path, out: str | Path
     return result
 
 
+def _identities_path(config: dict) -> Path:
+    """Where the plan of workflow ``config`` keeps its identity blocks (a hash of the config)."""
+    import hashlib
+
+    from gmsop.formats import IDENTITIES_PATH
+
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(IDENTITIES_PATH.format(config=key))
+
+
+def _identities(plan) -> dict:
+    from gmsop.formats import run_block
+
+    return {"train": {r: run_block(r, plan.planned_for(r), s) for r, s in plan.runs.items()},
+            "bench": {b: run_block(b, plan.bench_planned_for(b), s) for b, s in plan.benches.items()}}
+
+
+def write_identities(plan, config: dict) -> Path:
+    """Write every job's identity block (see ``identity``) once, when the workflow plans; the
+    file is rewritten only when its content changes."""
+    from gmsop.atomic import atomic_write_json
+
+    path = _identities_path(config)
+    blocks = json.loads(json.dumps(_identities(plan), default=str))
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == blocks:
+            return path
+    except (OSError, ValueError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, blocks)
+    return path
+
+
 def identity(config: dict, run: str, kind: str = "train") -> dict:
     """The identity block of training run (or, ``kind="bench"``, benchmark) ``run`` under the
     workflow ``config``: its id, the rows it was planned for, its resolved settings.
 
-    Computed in the job from the config rather than passed as a rule parameter, so adding a
-    table that reuses a run does not change the training rule's parameters (Snakemake would
-    retrain it)."""
+    Read from the file the workflow wrote when it planned (``write_identities``, found by a hash
+    of the config), not passed as a rule parameter: adding a table that reuses a run changes its
+    rows, and a changed parameter makes Snakemake retrain. Without that file (a job run outside
+    the workflow's planning), the plan is made here."""
+    try:
+        return json.loads(_identities_path(config).read_text(encoding="utf-8"))[kind][run]
+    except (OSError, ValueError, KeyError):
+        pass
     from gmsop.experiments import make_plan
-    from gmsop.formats import run_block
 
-    plan = make_plan(config)
-    if kind == "bench":
-        return run_block(run, plan.bench_planned_for(run), plan.benches[run])
-    return run_block(run, plan.planned_for(run), plan.runs[run])
+    return _identities(make_plan(config))[kind][run]
 
 
 def check_rule_result(path: str | Path, rule: str, seed: int, out: str | Path) -> dict:

@@ -231,24 +231,21 @@ def dataset_facts(entry: dict, row_augment: dict | None = None) -> DataFacts:
     """Training images, input size and classes of a config's dataset entry, with a row's
     ``augment`` applied as training applies it (it replaces the dataset's ``augment`` option),
     known without building the dataset or reading its files."""
-    from gmsop.data import AugmentSpec, dataset_options, resolve_augment, train_size
+    from gmsop.data import augment_spec, dataset_options, train_size
 
     name = entry["name"]
     options = dict(entry.get("options") or {})
     if row_augment:
         options["augment"] = dict(row_augment)
     opts = {**dataset_options(name), **{k: v for k, v in options.items() if v is not None}}
+    spec = augment_spec(name, options)  # through the dataset's presets, as its builder resolves it
     if name == "synthetic":
-        from gmsop.data.synthetic import AUGMENT_PRESETS
-
-        spec = resolve_augment(opts["augment"], AUGMENT_PRESETS, "none", name)
         size = (int(opts["size"]),) * 2
         return DataFacts(train_size(name, entry.get("root"), options), spec.output_size(size, train=True),
                          int(opts["classes"]), spec.flip_double, "generated (option n_train)")
     if name == "imagenet64":
-        from gmsop.data.imagenet64 import AUGMENT_PRESETS, FULL_TRAIN
+        from gmsop.data.imagenet64 import FULL_TRAIN
 
-        spec = resolve_augment(opts["augment"], AUGMENT_PRESETS, "flip", name)
         size = (int(opts["size"]),) * 2
         full = int(opts["num_classes"]) == 1000
         return DataFacts(FULL_TRAIN if full else None, spec.output_size(size, train=True), int(opts["num_classes"]),
@@ -257,15 +254,12 @@ def dataset_facts(entry: dict, row_augment: dict | None = None) -> DataFacts:
     if name == "places365":
         from gmsop.data.places365 import FULL_TRAIN
 
-        crop = int(opts["crop"])
-        # the builder's presets (gmsop/data/places365.py), built from its crop option
-        presets = {"paper": AugmentSpec(flip=True, train_crop=crop, eval_crop=crop), "none": AugmentSpec()}
-        spec = resolve_augment(opts["augment"], presets, "paper", name)
         size = (int(opts["size"]),) * 2
         return DataFacts(FULL_TRAIN, spec.output_size(size, train=True), 365, spec.flip_double,
                          "the full release's training split")
     n = train_size(name, entry.get("root"), options)
-    return DataFacts(n, None, None, False, f"dataset {name!r}: input size not known without building it")
+    return DataFacts(n, None, None, bool(spec and spec.flip_double),
+                     f"dataset {name!r}: input size not known without building it")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from gmsop.protocol import Protocol, get_protocol, protocol_fields
 
 __all__ = [
     "Variant", "ResolvedVariant", "PAPER_VARIANTS", "build_model", "list_variants", "parse_variant", "register_variant",
-    "resolve_variant",
+    "resolve_variant", "head_default",
 ]
 
 
@@ -190,7 +190,7 @@ def _released_gate_dims(head: str, backbone: str, in_channels: int) -> list[int]
     return None
 
 
-def _head_default(head: str, option: str):
+def head_default(head: str, option: str):
     """The default of ``option`` in head family ``head``'s signature (None if it has none)."""
     param = inspect.signature(get_head(head)).parameters.get(option)
     return None if param is None or param.default is inspect.Parameter.empty else param.default
@@ -325,8 +325,9 @@ def resolve_variant(
             kwargs["gate_dims"] = released
 
     traits = head_traits(variant.head)
-    n = kwargs.get("num_experts", _head_default(variant.head, "num_experts")) if "num_experts" in valid_head else None
-    k = kwargs.get("k", _head_default(variant.head, "k")) if "k" in valid_head else None
+    n = (kwargs.get("num_experts", head_default(variant.head, "num_experts")) if "num_experts" in valid_head
+         else None)
+    k = kwargs.get("k", head_default(variant.head, "k")) if "k" in valid_head else None
     if dropout is None:
         dropout = 0.4 if (backbone == "wrn36_2" and variant.head == "gm_sop") else 0.2
     bn_dropout = traits.mixture if classifier is None else CLASSIFIERS[classifier]

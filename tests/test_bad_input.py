@@ -102,6 +102,27 @@ def test_batch_larger_than_generated_training_set():
     assert check_data(make_plan(cfg)) == ([], [])
 
 
+def test_a_preset_that_does_not_double_lets_no_larger_batch_through():
+    """The dataset's augment option names a preset: only a preset with flip_double doubles."""
+    cfg = tiny()  # n_train: 64
+    cfg["datasets"]["tiny"].setdefault("options", {})["augment"] = "none"
+    cfg["experiments"]["table2"]["rows"][1]["batch_size"] = 65
+    errors = check_data(make_plan(cfg))[1]
+    assert len(errors) == 1 and "batch_size 65 is larger than the training set" in errors[0]
+
+
+def test_flip_doubled_goes_through_the_dataset_presets():
+    from gmsop.data import flip_doubled
+
+    assert flip_doubled("imagenet64", {"augment": "star"})
+    assert not flip_doubled("imagenet64", {"augment": "flip"}) and not flip_doubled("imagenet64")
+    assert flip_doubled("synthetic", {"augment": {"flip_double": True}})
+    assert not flip_doubled("synthetic", {"augment": "none"})
+    assert not flip_doubled("npz", {"augment": "pad_crop"})
+    with pytest.raises(ValueError, match="unknown augment preset 'star'"):
+        flip_doubled("synthetic", {"augment": "star"})
+
+
 def test_batch_larger_than_npz_training_set_read_from_the_header(tmp_path):
     np.savez_compressed(tmp_path / "train.npz", x=np.zeros((5, 8, 8), np.uint8), y=[0, 1, 0, 1, 0])
     np.savez(tmp_path / "val.npz", x=np.zeros((2, 8, 8), np.uint8), y=[0, 1])
@@ -116,11 +137,13 @@ def test_batch_larger_than_npz_training_set_read_from_the_header(tmp_path):
 def test_non_finite_learning_rate_refused_when_planning(lr):
     cfg = tiny()
     cfg["schedules"]["short"] = [[lr, 1]]
-    with pytest.raises(ValueError, match=rf"schedules\.short: learning rate {lr} is not a finite number"):
+    message = rf"schedules\.short: schedule: learning rate must be a positive finite number, got {lr}"
+    with pytest.raises(ValueError, match=message):
         make_plan(cfg)
     cfg = tiny()
     cfg["experiments"]["table2"]["rows"][0]["schedule"] = [[0.1, 1], [lr, 1]]
-    with pytest.raises(ValueError, match=rf"experiments\.table2\.rows\[0\]: learning rate {lr} is not a finite"):
+    with pytest.raises(ValueError, match=r"experiments\.table2\.rows\[0\]: schedule: learning rate must be a "
+                                         r"positive finite"):
         make_plan(cfg)
 
 

@@ -218,7 +218,7 @@ def test_training_batches_are_really_flipped_and_shifted(tmp_path):
     assert set(bars(pipe.val_batches())) == {(col, row)}  # evaluation: no flip, no shift
 
 
-# --- GPU readiness (issue 18): same numbers on the CPU, no per-step constants or blocking copies ---
+# --- GPU readiness: same numbers on the CPU, no per-step constants or blocking copies ---
 
 def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
@@ -226,7 +226,7 @@ def _digest(t: torch.Tensor) -> str:
 
 _MEAN, _STD = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
 
-#: Outputs of the code before issue 18 (per-call constants, draws moved with ``.to``) for
+#: Outputs of the earlier code (per-call constants, draws moved with ``.to``) for
 #: ``_batch(32, 12, 12)`` and ``epoch_generator(7, 3, stream=1)``, three calls in a row on one
 #: generator. A change here changes every training run's numbers and breaks resuming old runs.
 _GOLDEN = {

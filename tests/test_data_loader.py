@@ -158,7 +158,7 @@ def test_throughput_measurement_runs():
     assert result["input_size"] == [3, 32, 32]
 
 
-# --- resident data (issue 18): gather on the data's device, same batches as the host path ---
+# --- resident data: gather on the data's device, same batches as the host path ---
 
 
 @pytest.mark.parametrize("flip_double", [False, True])

@@ -13,6 +13,8 @@ import torch
 from gmsop.aggregate.load import read_metrics
 from gmsop.engine import NonFiniteLossError, TrainConfig, train
 from gmsop.engine.checkpoint import CheckpointMismatchError
+from gmsop.engine.progress import Progress
+from gmsop.engine.trainer import build_run
 from gmsop.engine.train_cli import main as train_main
 from gmsop.formats import EPOCH_KEYS
 
@@ -190,6 +192,30 @@ def test_rerun_of_finished_run_reports_again_and_other_config_is_refused(tmp_pat
     with pytest.raises(CheckpointMismatchError, match=r"schedule.*\[\[0\.00125, 1\], \[0\.000125, 1\]\].*\[\[0\.0025, 2\]\]"):
         train(_small(tmp_path, schedule="0.02:2"))
     assert read_metrics(tmp_path / "metrics.json") == json.loads(json.dumps(first))  # a refused rerun touches nothing
+
+
+class _StopAfterFirstEpoch(Progress):
+    def end_epoch(self, record, epochs, eta_s):
+        raise KeyboardInterrupt  # after the epoch's checkpoint, as a kill would be
+
+
+def test_the_optimizer_is_torch_optim_sgd_and_resume_after_an_epoch_is_exact(tmp_path):
+    """A scheduler takes the trainer's optimiser; an interrupted run resumed from its checkpoint
+    (optimiser state included) ends bit-identical to an uninterrupted one."""
+    run = build_run(_small(None))
+    assert isinstance(run.optimizer, torch.optim.SGD)
+    scheduler = torch.optim.lr_scheduler.StepLR(run.optimizer, step_size=1, gamma=0.1)
+    run.optimizer.step()
+    scheduler.step()
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * run.schedule[0][0])
+
+    straight = train(_small(tmp_path / "straight"))
+    with pytest.raises(KeyboardInterrupt):
+        train(_small(tmp_path / "resumed"), progress=_StopAfterFirstEpoch("none"))
+    resumed = train(_small(tmp_path / "resumed"))
+    assert strip_timing(resumed) == strip_timing(straight)
+    wa, wb = weights(tmp_path / "straight" / "ckpt"), weights(tmp_path / "resumed" / "ckpt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def _cli(args: list[str]) -> list[str]:

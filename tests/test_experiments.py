@@ -187,8 +187,14 @@ def test_a_row_without_a_schedule_takes_its_variants_family():
     got = {r.variant: plan.runs[r.run]["schedule"] for r in plan.experiments["table2"].rows}
     assert got == {"ResNet-18-512d": [[0.1, 1]], "GM-SOP-4-2": [[0.3, 1]]}
     assert plan.runs[plan.experiments["protocols"].rows[0].run]["schedule"] == [[0.2, 1]]  # SR-SOP
-    del cfg["schedules"]["gm_sop"]
-    with pytest.raises(ValueError, match=r"table2.rows\[1\]: unknown schedule 'gm_sop'"):
+    del cfg["schedules"]["gm_sop"]  # a family the config does not define: the released schedule
+    from gmsop.engine.config import DEFAULT_SCHEDULES
+
+    plan = make_plan(cfg)
+    gm = plan.experiments["table2"].rows[1]
+    assert plan.runs[gm.run]["schedule"] == [list(p) for p in DEFAULT_SCHEDULES["gm_sop"]]
+    cfg["experiments"]["table2"]["rows"][1]["schedule"] = "gm_sop_typo"
+    with pytest.raises(ValueError, match=r"table2.rows\[1\]: unknown schedule 'gm_sop_typo'"):
         make_plan(cfg)
 
 
@@ -241,15 +247,39 @@ def test_training_cost_orders_runs_by_epochs_images_backbone_and_head():
     from gmsop.experiments import training_cost
 
     base = {"variant": "ResNet-18", "backbone": "resnet18", "protocol": "official", "overrides": {}, "width_mult": 0.25,
-            "schedule": [[0.1, 4], [0.01, 2]], "data": {"options": {"n_train": 1000}}}
+            "schedule": [[0.1, 4], [0.01, 2]], "data": {"name": "synthetic", "options": {"n_train": 1000}}}
     r18 = training_cost(base)
     assert r18 == 6 * 1000
     assert training_cost({**base, "schedule": [[0.1, 12]]}) == 2 * r18
-    assert training_cost({**base, "data": {"options": {"n_train": 3000}}}) == 3 * r18
+    assert training_cost({**base, "data": {"name": "synthetic", "options": {"n_train": 3000}}}) == 3 * r18
     assert training_cost({**base, "augment": {"flip_double": True, "pad": 4}}) == 2 * r18
     sr_sop, gm_gap = training_cost({**base, "variant": "SR-SOP"}), training_cost({**base, "variant": "GM-GAP-16-8"})
     gm_sop = training_cost({**base, "variant": "GM-SOP-16-8"})
     assert r18 < sr_sop < gm_sop and r18 < gm_gap < gm_sop
     assert training_cost({**base, "variant": "GM-SOP-16-8", "backbone": "resnet50"}) > gm_sop
     # a dataset that does not say how many images it has counts epochs only
-    assert training_cost({**base, "data": {"options": {}}}) == 6
+    assert training_cost({**base, "data": {"name": "synthetic", "options": {}}}) == 6
+
+
+def test_a_job_reads_its_identity_from_the_file_the_plan_wrote(tmp_path, monkeypatch):
+    """The workflow writes every job's identity block when it plans; a job reads its own there
+    (planning only without that file), and the file is left alone while the plan is unchanged."""
+    import json
+
+    from gmsop.formats import run_block
+    from gmsop.pipeline import identity, write_identities
+
+    cfg = copy.deepcopy(TINY)
+    monkeypatch.chdir(tmp_path)
+    plan = make_plan(cfg)
+    run, bench = next(iter(plan.runs)), next(iter(plan.benches))
+    expected = json.loads(json.dumps(run_block(run, plan.planned_for(run), plan.runs[run]), default=str))
+    assert identity(cfg, run) == expected  # no file yet: planned in the job
+    path = write_identities(plan, cfg)
+    written = path.stat().st_mtime_ns
+    assert write_identities(make_plan(cfg), cfg).stat().st_mtime_ns == written
+    assert identity(cfg, run) == expected and identity(cfg, bench, "bench")["id"] == bench
+    blocks = json.loads(path.read_text())
+    blocks["train"][run]["planned_for"] = [{"experiment": "x", "row": "y"}]
+    path.write_text(json.dumps(blocks))
+    assert identity(cfg, run)["planned_for"] == [{"experiment": "x", "row": "y"}]  # read, not replanned

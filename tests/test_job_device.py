@@ -47,3 +47,11 @@ def test_embedded_default_and_paper_configs(monkeypatch):
     assert "3 GPU(s)" in job_device("auto", 0)[1]
     with pytest.raises(ValueError, match="gpus_per_job"):
         job_device("auto", -1)
+
+
+def test_a_workflow_job_starts_on_the_device_job_device_gives():
+    """gmsop.pipeline.start_job: what the training and the benchmark job do first."""
+    from gmsop.pipeline import start_job
+
+    assert start_job("cpu", 0, []) == job_device("cpu", 0)[0] == "cpu"
+    assert start_job("auto", 0, []) == job_device("auto", 0)[0]

@@ -232,37 +232,3 @@ def test_importing_gmsop_does_not_load_torchvision_models():
     code = ("import sys, gmsop, gmsop.pipeline, gmsop.engine; gmsop.build_model('GM-SOP-4-2'); "
             "print('torchvision.models' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
-
-
-def test_a_training_job_and_a_benchmark_job_do_not_load_the_compiler(tmp_path):
-    """torch._dynamo costs about 1.3 s of a job's start-up (issue 17), and torch 2.14 loads it from
-    torch.use_deterministic_algorithms, from every torch.optim optimizer and from FlopCounterMode.
-    A job avoids all three (gmsop.engine.env, gmsop.engine.sgd, gmsop.flops.count_flops_cached):
-    once the workflow's cache holds the network's FLOP count, a whole training job and a whole
-    benchmark job, as the workflow runs them, finish without loading the compiler."""
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, GMSOP_CACHE_DIR=str(tmp_path / "cache"))
-    train = ["train", "--variant", "GM-SOP-4-2", "--override", "width_mult=0.25", "--dataset", "synthetic",
-             "--dataset-option", "classes=4", "--dataset-option", "n_train=64", "--dataset-option", "n_val=32",
-             "--dataset-option", "size=16", "--batch-size", "16", "--schedule", "0.1:1", "--max-train-batches", "2",
-             "--progress", "none", "--out", str(tmp_path / "run" / "metrics.json"), "--ckpt-dir", str(tmp_path / "ck")]
-    bench = ["bench", "--variant", "GM-SOP-4-2", "--override", "width_mult=0.25", "--input-size", "3,16,16",
-             "--num-classes", "4", "--batch-size", "4", "--warmup", "1", "--steps", "2", "--device", "cpu",
-             "--out", str(tmp_path / "bench.json")]
-    code = ("import sys, json; from gmsop.cli import main; rc = main(json.loads(sys.argv[1])); "
-            "print('compiler loaded' if 'torch._dynamo' in sys.modules else 'compiler not loaded'); sys.exit(rc)")
-
-    def job(argv):
-        import json
-
-        done = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], capture_output=True, text=True, env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
-        return done.stdout.strip().splitlines()[-1]
-
-    assert job(train) == "compiler loaded"  # the first count of this network
-    assert job(bench) == "compiler not loaded"
-    (tmp_path / "run" / "metrics.json").unlink()
-    assert job(train) == "compiler not loaded"

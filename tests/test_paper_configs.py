@@ -1,6 +1,6 @@
 """The paper configs row by row: every planned run as the paper's text or the released code
 specifies it, with the reading labelled, and no GPU time spent twice or on points the paper
-does not support (issue 20). Planned with ``make_plan`` (what the workflow runs), no Snakemake:
+does not support. Planned with ``make_plan`` (what the workflow runs), no Snakemake:
 the dry runs of the same configs (job counts) are in test_workflow.py and test_slurm.py.
 """
 import copy

@@ -41,8 +41,9 @@ Training path
 """
 from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
 from gmsop.data.registry import (
-    dataset_fingerprint, dataset_options, get_dataset, list_datasets, register_dataset, register_source_files,
-    register_train_size, source_files, train_size,
+    augment_presets, augment_spec, dataset_fingerprint, dataset_options, flip_doubled, get_dataset,
+    list_datasets, register_augment_presets, register_dataset, register_source_files, register_train_size,
+    source_files, train_size,
 )
 
 # importing the dataset modules registers them
@@ -72,6 +73,10 @@ __all__ = [
     "check_labels",
     "resolve_augment",
     # registry
+    "augment_presets",
+    "augment_spec",
+    "flip_doubled",
+    "register_augment_presets",
     "dataset_fingerprint",
     "dataset_options",
     "get_dataset",

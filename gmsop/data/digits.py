@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from gmsop.data._checks import require_float, require_int
-from gmsop.data.base import AugmentSpec, Dataset, Split, resolve_augment
-from gmsop.data.registry import register_dataset, register_train_size
+from gmsop.data.base import AugmentSpec, Dataset, Split
+from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_train_size
 from gmsop.data.stats import channel_mean_std
 
 __all__ = ["digits", "load_digits_uint8"]
@@ -35,6 +35,11 @@ def load_digits_uint8(size: int) -> tuple[np.ndarray, np.ndarray]:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (N, 1, S, S)
     x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()  # (N, 3, S, S)
     return x.numpy(), bunch.target.astype(np.int64)
+
+
+@register_augment_presets("digits")
+def _augment_presets(size: int, **options) -> dict[str, AugmentSpec]:
+    return {"none": AugmentSpec(), "shift": AugmentSpec(pad=max(1, int(size) // 8))}
 
 
 @register_dataset("digits")
@@ -58,7 +63,6 @@ def digits(
     )
     idx_train, idx_val = np.sort(idx_train), np.sort(idx_val)
     mean, std = channel_mean_std(x[idx_train])
-    presets = {"none": AugmentSpec(), "shift": AugmentSpec(pad=max(1, size // 8))}
     source = "sklearn.datasets.load_digits"
     return Dataset(
         name=name,
@@ -67,7 +71,7 @@ def digits(
         val=Split(torch.from_numpy(x[idx_val]), torch.from_numpy(y[idx_val]), source=source + "/val"),
         mean=mean,
         std=std,
-        augment=resolve_augment(augment, presets, "none", name),
+        augment=augment_spec(name, {"size": size, "augment": augment}),
         classes=tuple(str(i) for i in range(10)),
         info={"source": source, "size": size, "val_fraction": val_fraction, "split_seed": split_seed},
     )

@@ -26,9 +26,11 @@ import numpy as np
 
 from gmsop.data import cache
 from gmsop.data._checks import require_choice, require_int, require_root
-from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
-from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, convert_splits, default_workers
-from gmsop.data.registry import register_dataset, register_source_files
+from gmsop.data.base import AugmentSpec, Dataset
+from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, cached_image_dataset, default_workers
+from gmsop.data.registry import (
+    augment_spec, register_augment_presets, register_dataset, register_source_files,
+)
 
 __all__ = ["folder", "scan_tree"]
 
@@ -70,6 +72,12 @@ def _folder_files(root: Path | None, **_) -> list[Path]:
     return splits["train"][0] + splits["val"][0]
 
 
+@register_augment_presets("folder")
+def _augment_presets(size: int, **options) -> dict[str, AugmentSpec]:
+    return {"flip": AugmentSpec(flip=True), "none": AugmentSpec(),
+            "pad_crop": AugmentSpec(flip=True, pad=max(1, int(size) // 8))}
+
+
 @register_dataset("folder")
 def folder(
     root: Path | None,
@@ -85,36 +93,11 @@ def folder(
     size = require_int(name, "size", size, 1)
     fit = require_choice(name, "fit", fit, FITS)
     workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
-    presets = {
-        "flip": AugmentSpec(flip=True),
-        "none": AugmentSpec(),
-        "pad_crop": AugmentSpec(flip=True, pad=max(1, size // 8)),
-    }
-    augment_spec = resolve_augment(augment, presets, "flip", name)
+    aug = augment_spec(name, {"size": size, "augment": augment})
     classes, splits = scan_tree(root)
     all_files = splits["train"][0] + splits["val"][0]
     cdir = Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"folder-{size}-{fit}")
     cdir = cache.prepare_cache_dir(cdir)
     fp = cache.fingerprint(all_files, {"size": size, "fit": fit, "classes": classes}, base=root)
-    meta = cache.read_meta(cdir, fp)
-    if meta is None:
-        cache.invalidate(cdir)
-        stats = convert_splits(splits, cdir, size, fit, workers, dataset=f"folder at {root}")
-        mean, std = stats.result()
-        shapes = {s: {"shape": [len(splits[s][0]), 3, size, size]} for s in ("train", "val")}
-        meta = cache.write_meta(
-            cdir,
-            fp,
-            {"dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": []},
-        )
-    return Dataset(
-        name=name,
-        num_classes=len(classes),
-        train=cache.load_split(cdir, "train", meta),
-        val=cache.load_split(cdir, "val", meta),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        augment=augment_spec,
-        classes=tuple(classes),
-        info={"source": str(root), "cache": str(cdir), "size": size, "fit": fit, "notes": meta["notes"]},
-    )
+    return cached_image_dataset(name, root, classes, lambda: splits, cdir, fp, size, fit, workers, aug,
+                                info={"fit": fit})

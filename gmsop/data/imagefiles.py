@@ -31,10 +31,11 @@ from PIL import Image
 
 from gmsop.atomic import atomic_write, atomic_write_json
 from gmsop.data import cache
+from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.stats import ChannelStats
 
 __all__ = ["FITS", "decode_resize", "convert_image_files", "convert_splits", "check_files_exist",
-           "BadImageFiles", "IMAGE_EXTENSIONS"]
+           "BadImageFiles", "IMAGE_EXTENSIONS", "cached_image_dataset"]
 
 FITS = ("stretch", "crop")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -249,3 +250,41 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def cached_image_dataset(name: str, root: Path, classes: Sequence[str], splits, cache_dir: Path,
+                         fingerprint: str, size: int, fit: str, workers: int, augment: AugmentSpec,
+                         info: dict | None = None, full_sizes: dict[str, int] | None = None) -> Dataset:
+    """A dataset of image files at ``size`` x ``size``, mapped from ``cache_dir`` when its
+    metadata matches ``fingerprint``, else converted there first (``convert_splits``). ``splits()``
+    gives ``{"train": (paths, labels), "val": ...}``, called only when converting; a split with
+    fewer images than ``full_sizes`` names is noted as a subset. ``info`` adds to the source,
+    cache and size that the dataset's info always holds."""
+    meta = cache.read_meta(cache_dir, fingerprint)
+    if meta is None:
+        cache.invalidate(cache_dir)
+        lists = splits()
+        stats = convert_splits(lists, cache_dir, size, fit, workers, dataset=f"{name} at {root}")
+        shapes, notes = {}, []
+        for split in ("train", "val"):
+            n = len(lists[split][0])
+            shapes[split] = {"shape": [n, 3, size, size]}
+            full = (full_sizes or {}).get(split)
+            if full is not None and n != full:
+                notes.append(f"subset: {n:,} of {full:,} {split} images")
+        mean, std = stats.result()
+        meta = cache.write_meta(cache_dir, fingerprint, {
+            "dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": notes,
+        })
+    return Dataset(
+        name=name,
+        num_classes=len(classes),
+        train=cache.load_split(cache_dir, "train", meta),
+        val=cache.load_split(cache_dir, "val", meta),
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        augment=augment,
+        classes=tuple(classes),
+        info={"source": str(root), "cache": str(cache_dir), "size": size, **(info or {}),
+              "notes": meta["notes"]},
+    )

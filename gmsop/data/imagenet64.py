@@ -41,19 +41,16 @@ import numpy as np
 
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
-from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
-from gmsop.data.registry import register_dataset, register_source_files
+from gmsop.data.base import AugmentSpec, Dataset
+from gmsop.data.registry import (
+    augment_spec, register_augment_presets, register_dataset, register_source_files,
+)
 from gmsop.data.stats import ChannelStats
 
 __all__ = ["imagenet64", "find_release_files", "read_batch", "SubsetWarning", "FULL_TRAIN", "FULL_VAL"]
 
 FULL_TRAIN, FULL_VAL = 1_281_167, 50_000
 NUM_TRAIN_BATCHES = 10
-AUGMENT_PRESETS = {
-    "none": AugmentSpec(),
-    "flip": AugmentSpec(flip=True),
-    "star": AugmentSpec(flip_double=True, pad=4, eval_pad_crop=True),
-}
 WHAT = "Imagenet64_train_part1_npz/, ..._part2_npz/ and Imagenet64_val_npz/"
 _FILE_RE = re.compile(r"^(?:train_data_batch_(\d+)|(val_data))(\.npz)?$")
 _RESOLUTION_DIR_RE = re.compile(r"^imagenet(\d+)_", re.IGNORECASE)
@@ -234,6 +231,15 @@ def _imagenet64_files(root: Path | None, size: int = 64, **_) -> list[Path]:
     return [*train_files.values(), val_file]
 
 
+@register_augment_presets("imagenet64")
+def _augment_presets(**options) -> dict[str, AugmentSpec]:
+    return {
+        "none": AugmentSpec(),
+        "flip": AugmentSpec(flip=True),
+        "star": AugmentSpec(flip_double=True, pad=4, eval_pad_crop=True),
+    }
+
+
 @register_dataset("imagenet64")
 def imagenet64(
     root: Path | None,
@@ -248,7 +254,7 @@ def imagenet64(
     root = require_root(name, root, WHAT)
     size = require_int(name, "size", size, 1)
     num_classes = require_int(name, "num_classes", num_classes, 2)
-    augment_spec = resolve_augment(augment, AUGMENT_PRESETS, "flip", name)
+    aug = augment_spec(name, {"augment": augment})
     train_files, val_file, notes = _release_files(root, size)
     files = [*train_files.values(), val_file]
     cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"imagenet{size}"))
@@ -291,6 +297,6 @@ def imagenet64(
         val=cache.load_split(cdir, "val", meta),
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),
-        augment=augment_spec,
+        augment=aug,
         info={"source": str(root), "cache": str(cdir), "size": size, "files": meta["files"], "notes": meta["notes"]},
     )

@@ -29,9 +29,11 @@ import numpy as np
 
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
-from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
-from gmsop.data.imagefiles import convert_splits, default_workers
-from gmsop.data.registry import register_dataset, register_source_files
+from gmsop.data.base import AugmentSpec, Dataset
+from gmsop.data.imagefiles import cached_image_dataset, default_workers
+from gmsop.data.registry import (
+    augment_spec, register_augment_presets, register_dataset, register_source_files,
+)
 
 __all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
 
@@ -108,6 +110,11 @@ def _places365_files(root: Path | None, **_) -> list[Path]:
     return files
 
 
+@register_augment_presets("places365")
+def _augment_presets(crop: int, **options) -> dict[str, AugmentSpec]:
+    return {"paper": AugmentSpec(flip=True, train_crop=int(crop), eval_crop=int(crop)), "none": AugmentSpec()}
+
+
 @register_dataset("places365")
 def places365(
     root: Path | None,
@@ -124,41 +131,16 @@ def places365(
     size = require_int(name, "size", size, 1)
     crop = require_int(name, "crop", crop, 1, size)
     workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
-    presets = {"paper": AugmentSpec(flip=True, train_crop=crop, eval_crop=crop), "none": AugmentSpec()}
-    augment_spec = resolve_augment(augment, presets, "paper", name)
+    aug = augment_spec(name, {"size": size, "crop": crop, "augment": augment})
     classes = read_categories(root)
     list_files = _list_files(root)
     cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}"))
     # the list files stand for the images: stat-ing 1.8M files on every load would be slow
     fp = cache.fingerprint(list_files, {"size": size, "fit": "stretch"}, base=root)
-    meta = cache.read_meta(cdir, fp)
-    if meta is None:
-        cache.invalidate(cdir)
-        shapes, notes = {}, []
-        lists = {split: read_list(root, split, len(classes)) for split in ("train", "val")}
-        stats = convert_splits(lists, cdir, size, "stretch", workers, dataset=f"places365 at {root}")
-        for split, full in (("train", FULL_TRAIN), ("val", FULL_VAL)):
-            n = len(lists[split][0])
-            shapes[split] = {"shape": [n, 3, size, size]}
-            if n != full:
-                notes.append(f"subset: {n:,} of {full:,} {split} images")
-        mean, std = stats.result()
-        meta = cache.write_meta(
-            cdir,
-            fp,
-            {"dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": notes},
-        )
-    subset_notes = [n for n in meta["notes"] if n.startswith("subset")]
+    ds = cached_image_dataset(
+        name, root, classes, lambda: {s: read_list(root, s, len(classes)) for s in ("train", "val")}, cdir, fp,
+        size, "stretch", workers, aug, full_sizes={"train": FULL_TRAIN, "val": FULL_VAL})
+    subset_notes = [n for n in ds.info["notes"] if n.startswith("subset")]
     if subset_notes and require_full:
         raise ValueError(f"{name}: require_full=True but {root} holds a subset: {'; '.join(subset_notes)}")
-    return Dataset(
-        name=name,
-        num_classes=len(classes),
-        train=cache.load_split(cdir, "train", meta),
-        val=cache.load_split(cdir, "val", meta),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        augment=augment_spec,
-        classes=tuple(classes),
-        info={"source": str(root), "cache": str(cdir), "size": size, "notes": meta["notes"]},
-    )
+    return ds

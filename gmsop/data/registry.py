@@ -12,15 +12,17 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-from gmsop.data.base import Dataset
+from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
 
 __all__ = ["register_dataset", "register_train_size", "register_source_files", "get_dataset", "list_datasets",
-           "dataset_options", "dataset_fingerprint", "train_size", "source_files"]
+           "dataset_options", "dataset_fingerprint", "train_size", "source_files", "register_augment_presets",
+           "augment_presets", "augment_spec", "flip_doubled"]
 
 Builder = Callable[..., Dataset]
 _BUILDERS: dict[str, Builder] = {}
 _TRAIN_SIZES: dict[str, Callable[..., "int | None"]] = {}
 _SOURCE_FILES: dict[str, Callable[..., "list[Path]"]] = {}
+_AUGMENT_PRESETS: dict[str, Callable[..., "dict[str, AugmentSpec]"]] = {}
 
 
 def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder]:
@@ -146,3 +148,53 @@ def source_files(name: str, root: str | Path | None,
         return None
     opts = {**dataset_options(name), **_known_options(name, options or {})}
     return list(fn(Path(root).expanduser() if root is not None else None, **opts))
+
+
+def register_augment_presets(name: str):
+    """Decorator recording ``fn(**options) -> {preset name: AugmentSpec}``: the augmentation presets
+    of dataset ``name`` as its options decide them (every option passed, defaults filled in). The
+    builder resolves its ``augment`` option through the same function (``augment_spec``), so the
+    planner knows a run's augmentation without building the dataset. The builder's default for
+    ``augment`` names the default preset."""
+
+    def wrap(fn):
+        _AUGMENT_PRESETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def augment_presets(name: str, options: dict[str, Any] | None = None) -> dict[str, AugmentSpec] | None:
+    """Dataset ``name``'s presets under ``options`` (see ``register_augment_presets``), or None when
+    its presets depend on its files (npz: the pad follows the stored height) or it registers none."""
+    fn = _AUGMENT_PRESETS.get(name)
+    if fn is None:
+        return None
+    return fn(**{**dataset_options(name), **_known_options(name, options or {})})
+
+
+def augment_spec(name: str, options: dict[str, Any] | None = None) -> AugmentSpec | None:
+    """The ``AugmentSpec`` dataset ``name`` trains with under ``options``, resolved through its
+    presets as its builder resolves it; None when that is not known without its files (no
+    registered presets and the ``augment`` option is a preset name). ValueError names an unknown
+    preset or field."""
+    defaults = dataset_options(name)
+    given = _known_options(name, options or {})
+    value = given.get("augment", defaults.get("augment"))
+    presets = augment_presets(name, given)
+    if presets is not None:
+        return resolve_augment(value, presets, defaults["augment"], name)
+    if isinstance(value, AugmentSpec):
+        return value
+    if isinstance(value, dict):
+        return resolve_augment(value, {"base": AugmentSpec()}, "base", name)
+    return None
+
+
+def flip_doubled(name: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether dataset ``name`` under ``options`` trains on its images plus their mirror copies
+    (``AugmentSpec.flip_double``: an epoch of 2N samples). The one answer the trainer's batch
+    check, the planner's cost and batch checks and ``gmsop plan`` use; an augmentation not known
+    without the files (see ``augment_spec``) counts as not doubled, as none of those presets doubles."""
+    spec = augment_spec(name, options)
+    return bool(spec is not None and spec.flip_double)

@@ -31,7 +31,7 @@ Design (principled, not tuned to any model ordering; see embedded-data-notes.md)
   gated mixture is meant for (a multimodal distribution, one component per mode); with
   ``contexts = N / K = 2`` Top-8 of GM-SOP-16-8 can pick a disjoint half of its 16 components
   per context. The default is ``contexts = 1`` (no context, white noise: the mosaic design
-  alone). Measured (README, "The paper's orderings, checked"): at 2 contexts and the 3-epoch
+  alone). Measured (reports/findings.md, `contexts`): at 2 contexts and the 3-epoch
   CPU recipe every head stays above 90% error and the trained gates' Top-8 sets do not tell
   the contexts apart, so the knob is offered for longer schedules, not used by the defaults.
 * **Images are mosaics of regions.** An image is a Voronoi partition of the canvas into
@@ -87,15 +87,16 @@ import torch
 
 from gmsop.data import cache
 from gmsop.data._checks import require_float, require_int
-from gmsop.data.base import AugmentSpec, Dataset, Split, resolve_augment
-from gmsop.data.registry import dataset_options, register_dataset, register_train_size
+from gmsop.data.base import AugmentSpec, Dataset, Split
+from gmsop.data.registry import (
+    augment_spec, dataset_options, register_augment_presets, register_dataset, register_train_size,
+)
 from gmsop.data.stats import channel_mean_std
 
 __all__ = [
     "SyntheticSpec", "TextureBank", "make_bank", "generate_split", "synthetic", "cache_identity", "cache_dir_for",
 ]
 
-AUGMENT_PRESETS = {"none": AugmentSpec(), "flip": AugmentSpec(flip=True)}
 _CHUNK = 1024  # images per random stream; fixed so that results do not depend on n
 _SCALE = 42.5  # grey levels per unit of texture amplitude: +-3 sigma spans 0..255
 _STREAM_BANK, _STREAM_TRAIN, _STREAM_VAL = 0, 1, 2
@@ -283,6 +284,11 @@ def generate_split(
 
 
 # version: bump when the same options start to generate other bytes (new run ids follow).
+@register_augment_presets("synthetic")
+def _augment_presets(**options) -> dict[str, AugmentSpec]:
+    return {"none": AugmentSpec(), "flip": AugmentSpec(flip=True)}
+
+
 @register_dataset("synthetic", version=1)
 def synthetic(
     root: Path | None = None,
@@ -318,7 +324,7 @@ def synthetic(
     )
     n_train = require_int(name, "n_train", n_train, spec.classes)
     n_val = require_int(name, "n_val", n_val, 1)
-    augment_spec = resolve_augment(augment, AUGMENT_PRESETS, "none", name)
+    aug = augment_spec(name, {"augment": augment})
     root_dir = cache.env_cache_root()
     if root_dir is None:  # no cache asked for: generate in memory, write nothing
         data = _generate(spec, n_train, n_val)
@@ -338,7 +344,7 @@ def synthetic(
         val=Split(torch.from_numpy(val[0]), torch.from_numpy(val[1]), source=source + "/val"),
         mean=mean,
         std=std,
-        augment=augment_spec,
+        augment=aug,
         info=info,
     )
 

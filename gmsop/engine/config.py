@@ -32,9 +32,13 @@ __all__ = ["TrainConfig", "parse_schedule", "format_schedule", "default_schedule
 #: stated family. Which family a variant belongs to is the registry's answer
 #: (``resolve_variant(name).schedule_family``, declared per head in gmsop.heads), never a table
 #: here; pass ``schedule`` to change it.
+#: The workflow resolves these names too (a config restates them only to change them).
 DEFAULT_SCHEDULES: dict[str, list[tuple[float, int]]] = {
+    # cnn_init_resnet_GM.m / baseline, and the text ({50,15,10} at 0.075): GAP, GM-GAP, SG-MoE
     "gap": [(0.075, 50), (0.0075, 15), (0.00075, 10)],
+    # the SR-SOP script: 0.15 x {40,10,5,5} (the text gives {20,5,5,5,5})
     "srsop": [(0.15, 40), (0.015, 10), (0.0015, 5), (0.00015, 5)],
+    # the GM-SOP script, and the text (0.1, {40,10,5,5}): GM-SOP, Ave-SOP
     "gm_sop": [(0.1, 40), (0.01, 10), (0.001, 5), (0.0001, 5)],
 }
 

@@ -26,7 +26,7 @@ import torch
 
 __all__ = [
     "resolve_device", "device_name", "configure_determinism", "seed_everything", "capture_rng_state",
-    "restore_rng_state", "env_info", "sync_compiler_determinism", "synchronize", "peak_memory_mb", "reset_peak_memory",
+    "restore_rng_state", "env_info", "synchronize", "peak_memory_mb", "reset_peak_memory",
 ]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -87,32 +87,9 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     """
     if deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    _set_deterministic_algorithms(bool(deterministic), warn_only=device.type != "cpu")
+    torch.use_deterministic_algorithms(bool(deterministic), warn_only=device.type != "cpu")
     torch.backends.cudnn.deterministic = bool(deterministic)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
-
-
-def _set_deterministic_algorithms(mode: bool, warn_only: bool) -> None:
-    """``torch.use_deterministic_algorithms`` without its compiler import.
-
-    torch 2.x's call also sets inductor's copy of the flag, and importing ``torch._inductor``
-    imports ``torch._dynamo``: about 1.3 s of every job's start-up (issue 17) in a process that
-    may never compile. The flag the kernels read is set directly here; the public call is used
-    when the compiler is already loaded or torch lacks the setter, and ``sync_compiler_determinism``
-    brings inductor's copy in line before anything is compiled.
-    """
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is None or "torch._inductor" in sys.modules:
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-    else:
-        setter(mode, warn_only=warn_only)
-
-
-def sync_compiler_determinism() -> None:
-    """Give ``torch.compile`` (inductor) the deterministic setting the eager kernels use; call it
-    before compiling (``configure_determinism`` leaves the compiler unloaded)."""
-    torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
-                                       warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
 
 
 def seed_everything(seed: int) -> None:

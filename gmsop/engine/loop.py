@@ -42,11 +42,12 @@ class NonFiniteLossError(FloatingPointError):
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX tiles).
 
-    Without either, oneDNN emulates bf16 and autocast makes training slower, not faster.
+    Without either, oneDNN emulates bf16 and autocast makes training slower, not faster. Read from
+    ``torch.cpu.get_capabilities()``; a torch without that function answers False (float32).
     """
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(check()) for check in checks if check is not None)
+    get = getattr(torch.cpu, "get_capabilities", None)
+    caps = get() if get is not None else {}
+    return bool(caps.get("avx512_bf16") or caps.get("amx_tile"))
 
 
 @dataclass(frozen=True)

@@ -94,8 +94,7 @@ def _timed(fn, device: torch.device, warmup: int, steps: int) -> list[float]:
 def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     """Run the protocol above; returns the bench JSON object (see the module docstring)."""
     from gmsop import build_model
-    from gmsop.engine.sgd import SGD
-    from gmsop.flops import count_flops_cached, count_params
+    from gmsop.flops import count_flops, count_params
 
     device = resolve_device(cfg.device)
     if device.type == "cuda":
@@ -104,7 +103,7 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.variant, backbone=cfg.backbone, num_classes=cfg.num_classes, protocol=cfg.protocol, **cfg.overrides)
     params = count_params(model)
-    flops = count_flops_cached(model, input_size=cfg.input_size)
+    flops = count_flops(model, input_size=cfg.input_size)
     model.to(device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -113,7 +112,7 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     x = rt.place(torch.randn(cfg.batch_size, *cfg.input_size, generator=gen).to(device))
     y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), generator=gen).to(device)
-    opt = SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=model.protocol.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=model.protocol.weight_decay)
 
     def train_step() -> None:
         with rt.autocast():

@@ -8,8 +8,8 @@
 A run's life, and why each step is where it is:
 
 1. Validate (config dataclass), pick the device, set determinism flags, load the dataset.
-2. Seed, build the model (so its init is a function of the seed), count params and FLOPs
-   (with the RNG forked so counting never shifts the random streams), move it to the device.
+2. Seed, build the model (so its init is a function of the seed), count its parameters, move
+   it to the device.
 3. If ``<ckpt_dir>`` holds a checkpoint (``last.pt``, else a readable ``previous.pt``):
    refuse it if its fingerprint differs (the config, and the content hash of a file-backed
    dataset's files), else restore model, optimiser, every RNG state and the epoch records, and
@@ -45,11 +45,9 @@ from gmsop.engine.config import TrainConfig
 from gmsop.engine.data import DataPipeline
 from gmsop.engine.env import (
     capture_rng_state, configure_determinism, env_info, resolve_device, restore_rng_state, seed_everything,
-    sync_compiler_determinism,
 )
 from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
 from gmsop.engine.progress import Progress
-from gmsop.engine.sgd import SGD
 from gmsop.formats import EPOCH_KEYS, METRICS_FORMAT, check_metrics
 
 __all__ = ["train", "build_run", "Run", "check_writable", "UnwritableOutputError"]
@@ -87,18 +85,17 @@ class Run:
     data: DataPipeline
     model: torch.nn.Module  # the uncompiled module: state_dict keys stay stable
     forward: torch.nn.Module  # what the loop calls (compiled or the same module)
-    optimizer: SGD  # gmsop.engine.sgd.SGD (torch.optim.SGD's update and state dict)
+    optimizer: torch.optim.SGD
     schedule: list[tuple[float, int]]
     weight_decay: float
     params: int
-    flops_per_image: float
     num_experts: int | None
 
 
 def build_run(cfg: TrainConfig) -> Run:
     """Steps 1-2 of the module docstring; raises ValueError for any bad setting."""
     from gmsop import build_model, parse_variant
-    from gmsop.flops import count_flops_cached, count_params
+    from gmsop.flops import count_params
 
     parse_variant(cfg.variant)  # an unknown variant fails before a large dataset is loaded
     schedule = cfg.resolved_schedule()
@@ -110,25 +107,22 @@ def build_run(cfg: TrainConfig) -> Run:
     model = build_model(cfg.variant, backbone=cfg.backbone, num_classes=data.num_classes, protocol=cfg.protocol,
                         dropout=cfg.dropout, **cfg.overrides)
     params = count_params(model)
-    with torch.random.fork_rng(devices=[]):
-        flops = count_flops_cached(model, input_size=(3, *data.input_size))
     rt = Runtime.for_device(device, amp=cfg.amp)
     model.to(device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     if cfg.compile and device.type == "cuda":
-        sync_compiler_determinism()
         forward = torch.compile(model)
     else:
         forward = model
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else float(model.protocol.weight_decay)
     # Weight decay on every parameter (BN and biases included), as plain SGD in PyTorch and
     # MatConvNet's default apply it; the released configs set no per-layer exceptions.
-    # gmsop.engine.sgd.SGD: torch.optim.SGD's update bit for bit, without its compiler import
-    optimizer = SGD(model.parameters(), lr=schedule[0][0], momentum=cfg.momentum, weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=schedule[0][0], momentum=cfg.momentum,
+                                weight_decay=weight_decay)
     head = getattr(model, "head", None)
     num_experts = int(head.num_experts) if getattr(head, "gate", None) is not None else None
-    return Run(cfg, device, rt, data, model, forward, optimizer, schedule, weight_decay, params, flops, num_experts)
+    return Run(cfg, device, rt, data, model, forward, optimizer, schedule, weight_decay, params, num_experts)
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -174,8 +168,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
 
     if start < cfg.epochs:
         progress.message(
-            f"training {run.model.info['variant']} on {run.model.info['backbone']} ({run.params / 1e6:.2f}M params, "
-            f"{run.flops_per_image / 1e6:.1f} MFLOPs/img) | {cfg.dataset}: {run.data.train_size} train / "
+            f"training {run.model.info['variant']} on {run.model.info['backbone']} "
+            f"({run.params / 1e6:.2f}M params) | "
+            f" {cfg.dataset}: {run.data.train_size} train / "
             f"{run.data.val_size} val, {run.data.num_classes} classes, input {run.data.input_size} | "
             f"{run.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
         )
@@ -301,7 +296,7 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "tag": cfg.tag,
         "params": run.params,
         "rep_dim": int(run.model.rep_dim),
-        "flops_per_image": run.flops_per_image,
+        "flops_per_image": None,  # counted where shown: gmsop bench, gmsop models
         "hparams": hparams,
         "env": env_info(run.device, cfg.deterministic, amp="bfloat16" if run.runtime.amp_dtype is not None else None,
                         channels_last=run.runtime.channels_last, compile=run.forward is not run.model),

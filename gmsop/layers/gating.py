@@ -18,7 +18,7 @@ logit (``"per_logit"``, the paper's Eq. 2 read as in Shazeer et al.), or none at
 (``"none"``: an ablation in neither reading, without W_n). No noise in eval mode, so evaluation
 is deterministic. Why the ablation exists: W_n learns from gamma-weighted gradients, so early in
 training its rows drift apart at random and the noise reorders mid-ranked components from step
-to step; on short CPU schedules that can slow GM models (README, "The paper's orderings").
+to step; on short CPU schedules that can slow GM models (reports/findings.md).
 The same noisy logits select and weigh; unselected logits get no gradient because only the K
 kept values enter the softmax.
 
@@ -61,7 +61,7 @@ class GateSpread(NamedTuple):
     noise moves logit i by gamma * scale_i, so when ``noise`` (the spread of the scales) is
     comparable to ``logit`` (the spread of the clean logits), one gamma draw reorders the Top-K.
     A GM run whose clean spread collapses towards 0 routes on tiny differences and trains
-    slowly (README, "The paper's orderings"); the trainer logs both per epoch.
+    slowly (reports/findings.md); the trainer logs both per epoch.
     """
 
     logit: Tensor  # scalar, detached

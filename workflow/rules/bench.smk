@@ -9,7 +9,7 @@ rule bench:
     input:
         datasets_of_benches,
     output:
-        directory("results/bench/{experiment}"),
+        directory(BENCH_DIR),
     log:
         "logs/bench/{experiment}.log",
     benchmark:

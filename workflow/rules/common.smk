@@ -9,6 +9,15 @@ from snakemake.utils import validate
 
 from gmsop.data.cache import CACHE_ENV
 from gmsop.experiments import check_data, describe_schema_error, make_plan
+from gmsop.formats import (
+    BENCH_DIR,
+    CHECKED_METRICS_PATH,
+    CHECKPOINT_DIR,
+    DATASET_INFO_PATH,
+    RULE_METRICS_PATH,
+    RUN_METRICS_PATH,
+)
+from gmsop.pipeline import write_identities
 from gmsop.plugins import load_plugins
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
@@ -31,6 +40,8 @@ if config.get("cache_dir") or not os.environ.get(CACHE_ENV):
     os.environ[CACHE_ENV] = os.path.abspath(config.get("cache_dir") or "results/cache")
 load_plugins(config.get("plugins", []))
 PLAN = make_plan(config)
+# what each training and benchmark job writes as its identity (gmsop.pipeline.identity)
+write_identities(PLAN, config)
 for _line in PLAN.notes:
     logger.warning(_line)
 BENCH = config.get("bench", {}).get("enabled", True)
@@ -83,7 +94,7 @@ def benches_of(experiment):
     """The experiment's benchmark folder (one job measures every network it shows), if any."""
     if not BENCH or not benched(experiment):
         return []
-    return [f"results/bench/{experiment}"]
+    return [BENCH_DIR.format(experiment=experiment)]
 
 
 def check_rule_rows():
@@ -101,12 +112,14 @@ def check_rule_rows():
 
 
 def dataset_of_run(wildcards):
-    return f"results/data/{PLAN.runs[wildcards.run]['dataset']}.json"
+    return DATASET_INFO_PATH.format(dataset=PLAN.runs[wildcards.run]["dataset"])
 
 
 def datasets_of_benches(wildcards):
     benches = benched(wildcards.experiment)
-    return sorted({f"results/data/{PLAN.benches[b]['dataset']}.json" for b in benches})
+    return sorted(
+        {DATASET_INFO_PATH.format(dataset=PLAN.benches[b]["dataset"]) for b in benches}
+    )
 
 
 def experiments_of_kind(*kinds):

@@ -3,7 +3,7 @@
 
 rule prepare_data:
     output:
-        "results/data/{dataset}.json",
+        DATASET_INFO_PATH,
     log:
         "logs/prepare_data/{dataset}.log",
     params:

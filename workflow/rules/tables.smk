@@ -5,9 +5,9 @@
 
 rule check_rule_metrics:
     input:
-        "results/rules/{rulename}/seed{seed}/metrics.json",
+        RULE_METRICS_PATH,
     output:
-        "results/checked/{rulename}/seed{seed}/metrics.json",
+        CHECKED_METRICS_PATH,
     log:
         "logs/check_rule_metrics/{rulename}/seed{seed}.log",
     priority: max(map(PLAN.training_cost, PLAN.runs), default=0) + 1

@@ -9,7 +9,7 @@ rule train:
     input:
         dataset_of_run,
     output:
-        "results/runs/{run}/seed{seed}/metrics.json",
+        RUN_METRICS_PATH,
     log:
         "logs/train/{run}/seed{seed}.log",
     benchmark:
@@ -24,7 +24,9 @@ rule train:
     params:
         spec=lambda wildcards: PLAN.runs[wildcards.run],
         dataset=lambda wildcards: PLAN.datasets[PLAN.runs[wildcards.run]["dataset"]],
-        ckpt_dir=lambda wildcards: f"results/checkpoints/{wildcards.run}/seed{wildcards.seed}",
+        ckpt_dir=lambda wildcards: CHECKPOINT_DIR.format(
+            run=wildcards.run, seed=wildcards.seed
+        ),
         device=config["device"],
         eval_every=config["eval_every"],
         plugins=config["plugins"],
