@@ -104,11 +104,13 @@ def test_batch_larger_than_generated_training_set():
 
 def test_a_preset_that_does_not_double_lets_no_larger_batch_through():
     """The dataset's augment option names a preset: only a preset with flip_double doubles."""
-    cfg = tiny()  # n_train: 64
-    cfg["datasets"]["tiny"].setdefault("options", {})["augment"] = "none"
-    cfg["experiments"]["table2"]["rows"][1]["batch_size"] = 65
+    cfg = tiny()
+    key = cfg["experiments"]["table2"].get("dataset") or cfg["defaults"]["dataset"]
+    n = int(cfg["datasets"][key]["options"]["n_train"])
+    cfg["datasets"][key].setdefault("options", {})["augment"] = "none"
+    cfg["experiments"]["table2"]["rows"][1]["batch_size"] = n + 1
     errors = check_data(make_plan(cfg))[1]
-    assert len(errors) == 1 and "batch_size 65 is larger than the training set" in errors[0]
+    assert len(errors) == 1 and f"batch_size {n + 1} is larger than the training set" in errors[0]
 
 
 def test_flip_doubled_goes_through_the_dataset_presets():
