@@ -391,7 +391,7 @@ def _variant_or_error(spec: dict, where: str):
 
 #: Per-image training cost relative to ResNet-18 with a first-order, single head at equal width.
 #: Used only to order jobs (``training_cost``); no result depends on it. Measured on the embedded
-#: default (2-core CPU, 2026-12-02): ResNet-50 and WRN-36-2 train at 0.4-0.5x ResNet-18's images/s;
+#: default (2-core CPU): ResNet-50 and WRN-36-2 train at 0.4-0.5x ResNet-18's images/s;
 #: a second-order head (SR-SOP) or a mixture (GM-GAP-16-8) at 0.6-0.8x, both (GM-SOP-16-8,
 #: Ave-SOP-16) at 0.3-0.4x.
 BACKBONE_COST = {"resnet50": 2.5, "wrn36_2": 2.0}

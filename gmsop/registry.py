@@ -171,7 +171,7 @@ def _scale_head_kwargs(head: str, kwargs: dict, width_mult: float) -> dict:
         else:
             out["width"] = scaled(width, width_mult)
     if "sop_dim" in valid:
-        out["sop_dim"] = scaled(int(kwargs.get("sop_dim", 128)), width_mult)
+        out["sop_dim"] = scaled(int(kwargs.get("sop_dim", SOP_DIM)), width_mult)
     for key in ("dims", "gate_dims"):
         if key in valid and kwargs.get(key) is not None:
             out[key] = [scaled(int(w), width_mult) for w in kwargs[key]]
