@@ -18,6 +18,7 @@ Ratios are always measured side by side: each round runs every candidate once, i
 order, and a ratio is the median over rounds of the per-round ratio, so a machine shared with
 other work slows all candidates of a round alike. Absolute times from a busy machine are noise.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,9 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
-DEVICE = torch.device(os.environ.get("GMSOP_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+DEVICE = torch.device(
+    os.environ.get("GMSOP_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+)
 CUDA = DEVICE.type == "cuda"
 ROUNDS = _env_int("GMSOP_BENCH_ROUNDS", 10 if CUDA else 3)
 STRICT = os.environ.get("GMSOP_BENCH_STRICT", "") not in ("", "0")
@@ -54,7 +57,9 @@ def sync() -> None:
 
 
 # ------------------------------------------------------------------------------------ timing
-def side_by_side(benchmark, fns: dict[str, Callable[[], object]], rounds: int | None = None) -> dict[str, float]:
+def side_by_side(
+    benchmark, fns: dict[str, Callable[[], object]], rounds: int | None = None
+) -> dict[str, float]:
     """Time every candidate once per round, alternating the order; returns median seconds.
 
     The pytest-benchmark fixture times the whole round (all candidates), so its table shows
@@ -81,7 +86,9 @@ def side_by_side(benchmark, fns: dict[str, Callable[[], object]], rounds: int | 
     med = {n: statistics.median(v) for n, v in times.items()}
     for n in names:
         benchmark.extra_info[f"time_s:{n}"] = med[n]
-        benchmark.extra_info[f"ratio:{n}"] = statistics.median(a / b for a, b in zip(times[n], times[names[0]]))
+        benchmark.extra_info[f"ratio:{n}"] = statistics.median(
+            a / b for a, b in zip(times[n], times[names[0]])
+        )
     return med
 
 

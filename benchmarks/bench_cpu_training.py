@@ -21,6 +21,7 @@ with ``fp32``'s. One thread by default, as the default DAG's jobs run (``threads
     python benchmarks/bench_cpu_training.py                      # every default network
     python benchmarks/bench_cpu_training.py --variants ResNet-18 GM-SOP-16-8 --rounds 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,6 @@ import sys
 import time
 
 import torch
-
 
 
 def default_networks(config_path: str) -> list[tuple[str, str, str]]:
@@ -44,11 +44,20 @@ def default_networks(config_path: str) -> list[tuple[str, str, str]]:
     for spec in plan.runs.values():
         key = (spec["variant"], spec["backbone"])
         if key not in seen:
-            seen[key] = spec["variant"] if spec["backbone"] == "resnet18" else f"{spec['variant']} + {spec['backbone']}"
+            seen[key] = (
+                spec["variant"]
+                if spec["backbone"] == "resnet18"
+                else f"{spec['variant']} + {spec['backbone']}"
+            )
     return [(label, v, b) for (v, b), label in seen.items()]
 
 
-SETTINGS = {"fp32": (None, False), "bf16": (torch.bfloat16, False), "cl": (None, True), "bf16+cl": (torch.bfloat16, True)}
+SETTINGS = {
+    "fp32": (None, False),
+    "bf16": (torch.bfloat16, False),
+    "cl": (None, True),
+    "bf16+cl": (torch.bfloat16, True),
+}
 
 
 def _step_runner(variant: str, backbone: str, setting: str, batches: list, width: float, num_classes: int):
@@ -77,16 +86,32 @@ def _step_runner(variant: str, backbone: str, setting: str, batches: list, width
 def _setting(text: str) -> str:
     name, _, batch = text.partition("@")
     if name not in SETTINGS or (batch and not batch.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected one of {list(SETTINGS)}, optionally @BATCH (e.g. bf16+cl@128)")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected one of {list(SETTINGS)}, optionally @BATCH (e.g. bf16+cl@128)"
+        )
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="config.yaml", help="workflow config whose networks are measured (config.yaml)")
-    p.add_argument("--variants", nargs="*", default=None, help="labels of the config's networks to measure (default: all)")
-    p.add_argument("--settings", nargs="*", default=list(SETTINGS), type=_setting,
-                   help=f"runtimes, each one of {list(SETTINGS)}, optionally @BATCH (default: all at --batch-size)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--config", default="config.yaml", help="workflow config whose networks are measured (config.yaml)"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=None,
+        help="labels of the config's networks to measure (default: all)",
+    )
+    p.add_argument(
+        "--settings",
+        nargs="*",
+        default=list(SETTINGS),
+        type=_setting,
+        help=f"runtimes, each one of {list(SETTINGS)}, optionally @BATCH (default: all at --batch-size)",
+    )
     p.add_argument("--steps", type=int, default=6, help="training steps per measurement (6)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of all settings in turn (3)")
     p.add_argument("--batch-size", type=int, default=64, help="batch (64, the default's)")
@@ -99,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     from gmsop.engine.data import DataPipeline
 
     sizes = {s: int(s.partition("@")[2] or args.batch_size) for s in args.settings}
-    ds = get_dataset("synthetic", None, classes=16, n_train=max(sizes.values()) * args.steps, n_val=64, size=32, seed=0)
+    ds = get_dataset(
+        "synthetic", None, classes=16, n_train=max(sizes.values()) * args.steps, n_val=64, size=32, seed=0
+    )
     batches = {}  # per batch size: the same images, `steps` batches of the largest size
     for b in set(sizes.values()):
         data = DataPipeline(ds, b, seed=0, device=torch.device("cpu"))
@@ -108,28 +135,37 @@ def main(argv: list[str] | None = None) -> int:
     nets = [n for n in networks if args.variants is None or n[0] in args.variants]
     if not nets:
         p.error(f"--variants: none of {args.variants} is one of {[n[0] for n in networks]}")
-    print(f"# torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, width {args.width}, "
-          f"32 px, {args.steps} steps x {args.rounds} rounds, median img/s", flush=True)
+    print(
+        f"# torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, width {args.width}, "
+        f"32 px, {args.steps} steps x {args.rounds} rounds, median img/s",
+        flush=True,
+    )
     rows = []
     for label, variant, backbone in nets:
         t0 = time.perf_counter()
-        runners = {s: _step_runner(variant, backbone, s, batches[sizes[s]], args.width, data.num_classes)
-                   for s in args.settings}
+        runners = {
+            s: _step_runner(variant, backbone, s, batches[sizes[s]], args.width, data.num_classes)
+            for s in args.settings
+        }
         rates: dict[str, list[float]] = {s: [] for s in args.settings}
         for _ in range(args.rounds):
             for s, run in runners.items():
                 rates[s].append(run())
         med = {s: statistics.median(v) for s, v in rates.items()}
         base = med.get("fp32")
-        cells = "  ".join(f"{s} {med[s]:7.0f}" + (f" (x{med[s] / base:.2f})" if base and s != "fp32" else "")
-                          for s in args.settings)
+        cells = "  ".join(
+            f"{s} {med[s]:7.0f}" + (f" (x{med[s] / base:.2f})" if base and s != "fp32" else "")
+            for s in args.settings
+        )
         print(f"{label:<24} {cells}   [{time.perf_counter() - t0:.0f} s]", flush=True)
         rows.append((label, med))
     if "fp32" in args.settings and len(args.settings) > 1:
         for s in args.settings:
             if s != "fp32":
                 ratios = [med[s] / med["fp32"] for _, med in rows]
-                print(f"# {s} / fp32: geometric mean x{statistics.geometric_mean(ratios):.2f} over {len(rows)} networks")
+                print(
+                    f"# {s} / fp32: geometric mean x{statistics.geometric_mean(ratios):.2f} over {len(rows)} networks"
+                )
     return 0
 
 

@@ -20,6 +20,7 @@ epochs, start-up first); each benchmark job counts the ``as most jobs run`` star
     python benchmarks/bench_job_startup.py --rounds 3
     python benchmarks/bench_job_startup.py --dag .
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,9 @@ AGGREGATION = "import gmsop.pipeline, gmsop.experiments, gmsop.aggregate.tables,
 def _time_process(code: str, env: dict) -> tuple[float, str]:
     """(seconds, last line printed) of one fresh interpreter running ``code``."""
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
     lines = done.stdout.strip().splitlines()
     return time.perf_counter() - t0, lines[-1] if lines else ""
 
@@ -79,17 +82,28 @@ def dag_startup(folder: Path, bench_startup: float) -> dict:
     bench = list((bench_dir / "bench").rglob("*.tsv"))
     total = sum(_seconds(t) for t in bench_dir.rglob("*.tsv"))  # every job Snakemake timed
     startup = sum(outside) + len(bench) * bench_startup
-    return {"train_jobs": len(outside), "bench_jobs": len(bench), "job_seconds": total,
-            "outside_epochs_median": statistics.median(outside) if outside else 0.0, "startup": startup,
-            "share": startup / total if total else 0.0}
+    return {
+        "train_jobs": len(outside),
+        "bench_jobs": len(bench),
+        "job_seconds": total,
+        "outside_epochs_median": statistics.median(outside) if outside else 0.0,
+        "startup": startup,
+        "share": startup / total if total else 0.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=str(ROOT / "config.yaml"), help="workflow config (config.yaml)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
-    p.add_argument("--dag", type=Path, default=None,
-                   help="a finished workflow's folder (with results/benchmarks and results/runs)")
+    p.add_argument(
+        "--dag",
+        type=Path,
+        default=None,
+        help="a finished workflow's folder (with results/benchmarks and results/runs)",
+    )
     args = p.parse_args(argv)
     if args.dag is not None and not args.dag.is_dir():
         p.error(f"--dag {args.dag}: not a folder")
@@ -108,19 +122,23 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[float]] = {k: [] for k in kinds}
         said: dict[str, str] = {}
         for r in range(args.rounds):
-            for name in (list(kinds) if r % 2 == 0 else list(kinds)[::-1]):
+            for name in list(kinds) if r % 2 == 0 else list(kinds)[::-1]:
                 seconds, said[name] = _time_process(*kinds[name])
                 times[name].append(seconds)
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         note = f"; {said[k]}" if said[k] else ""
         print(f"{k:<30} {med[k]:6.2f} s  (rounds: {', '.join(f'{t:.2f}' for t in v)}{note})")
-    print(f"as most jobs run / nothing cached: {med['train, as most jobs run'] / med['train, nothing cached']:.2f}")
+    print(
+        f"as most jobs run / nothing cached: {med['train, as most jobs run'] / med['train, nothing cached']:.2f}"
+    )
     if args.dag is not None:
         d = dag_startup(args.dag, med["train, as most jobs run"])
-        print(f"DAG: {d['train_jobs']} training jobs (median {d['outside_epochs_median']:.2f} s outside their epochs) "
-              f"+ {d['bench_jobs']} benchmark jobs x {med['train, as most jobs run']:.2f} s = {d['startup']:.0f} s of "
-              f"{d['job_seconds']:.0f} s of job time: start-up is {100 * d['share']:.1f}% of it")
+        print(
+            f"DAG: {d['train_jobs']} training jobs (median {d['outside_epochs_median']:.2f} s outside their epochs) "
+            f"+ {d['bench_jobs']} benchmark jobs x {med['train, as most jobs run']:.2f} s = {d['startup']:.0f} s of "
+            f"{d['job_seconds']:.0f} s of job time: start-up is {100 * d['share']:.1f}% of it"
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ from a generator on the device, as ``gmsop.engine.data.DataPipeline`` does.
     python benchmarks/bench_loader.py                       # 20k 64x64 images, batch 256, CPU
     python benchmarks/bench_loader.py --device cuda --seconds 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,18 +56,28 @@ def write_release(root: Path, n_images: int, size: int, batches: int, seed: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=20_000, help="training images in the synthetic release (20000)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--images", type=int, default=20_000, help="training images in the synthetic release (20000)"
+    )
     p.add_argument("--size", type=int, default=64, help="image side (64)")
     p.add_argument("--batches", type=int, default=10, help="training files to spread them over (10)")
     p.add_argument("--batch-size", type=int, default=256, help="loader batch size (256)")
     p.add_argument("--seconds", type=float, default=5.0, help="measuring time after warm-up (5)")
     p.add_argument("--device", default="cpu", help="where batches are delivered and augmented (cpu)")
-    p.add_argument("--augment", default="flip", choices=["flip", "star", "none"], help="imagenet64 preset (flip)")
+    p.add_argument(
+        "--augment", default="flip", choices=["flip", "star", "none"], help="imagenet64 preset (flip)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--workdir", default=None, help="folder for the temporary release (default: system temp)")
-    p.add_argument("--paths", default="host,resident", help="loader paths to time, comma-separated (host,resident)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per path; --seconds is split over them (3)")
+    p.add_argument(
+        "--paths", default="host,resident", help="loader paths to time, comma-separated (host,resident)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per path; --seconds is split over them (3)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = p.parse_args(argv)
 
@@ -94,8 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.perf_counter()
         transform = BatchTransform.for_dataset(ds, train=True)
         loaders = {
-            q: BatchLoader(ds.train, args.batch_size, shuffle=True, seed=0, drop_last=True, device=device,
-                           flip_double=ds.augment.flip_double, resident=(q == "resident"))
+            q: BatchLoader(
+                ds.train,
+                args.batch_size,
+                shuffle=True,
+                seed=0,
+                drop_last=True,
+                device=device,
+                flip_double=ds.augment.flip_double,
+                resident=(q == "resident"),
+            )
             for q in paths
         }
         runs: dict[str, list[float]] = {q: [] for q in paths}
@@ -114,8 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "input_size": [3, args.size, args.size],
         "device": str(device),
-        "paths": {q: {"images_per_s": med[q], "rounds_images_per_s": [round(v, 1) for v in runs[q]],
-                      "placement": loaders[q].placement} for q in paths},
+        "paths": {
+            q: {
+                "images_per_s": med[q],
+                "rounds_images_per_s": [round(v, 1) for v in runs[q]],
+                "placement": loaders[q].placement,
+            }
+            for q in paths
+        },
     }
     if "host" in med and "resident" in med:
         result["resident_over_host"] = med["resident"] / med["host"]
@@ -133,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         head = f"loader+augment ({args.augment}, {result['device']}, batch {args.batch_size}, {args.size}x{args.size})"
         for q, r in result["paths"].items():
-            print(f"{head} {q:8s}: {r['images_per_s']:,.0f} img/s (median of {r['rounds_images_per_s']}) [{r['placement']}]")
+            print(
+                f"{head} {q:8s}: {r['images_per_s']:,.0f} img/s (median of {r['rounds_images_per_s']}) [{r['placement']}]"
+            )
         if "resident_over_host" in result:
             print(f"resident / host: {result['resident_over_host']:.3f}")
         print(f"cache conversion of {len(ds.train):,} images took {t2 - t1:.2f} s")

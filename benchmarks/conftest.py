@@ -8,6 +8,7 @@ Not collected by the default test run (``testpaths = ["tests"]``). Run it with
 records the ratios named in the performance issue; a table of them (value, target, met or not)
 is printed at the end of the run.
 """
+
 from __future__ import annotations
 
 import sys

@@ -21,6 +21,7 @@ To benchmark against the public file itself (never copied into this repository),
 ``GMSOP_MPNCOV_FILE`` at a checkout's ``src/representation/MPNCOV.py``: :func:`load_reference`
 then imports it from there and chains its ``CovpoolLayer``, ``SqrtmLayer`` and ``TriuvecLayer``.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ as after a little training (the constant initial gate sends every sample to the 
 Targets: head step time at N = 64 <= 1.15 x the time at N = 16 (K = 8). Also recorded, for
 information: the two execution paths of ``GatedMixture`` side by side at N = 16.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,9 @@ def test_head_cost_does_not_grow_with_n(benchmark, family):
     side_by_side(benchmark, {name: _step(h, x) for name, h in heads.items()})
     r = benchmark.extra_info["ratio:N=64"]
     path = heads["N=16"].execution_path(DEVICE)
-    record("Mixture head: step time N=64 / N=16 (K=8)", f"{family} B={HEAD_BATCH} ({path} path)", r, "<= 1.15")
+    record(
+        "Mixture head: step time N=64 / N=16 (K=8)", f"{family} B={HEAD_BATCH} ({path} path)", r, "<= 1.15"
+    )
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -10,6 +10,7 @@ Targets (side by side): achieved FLOP/s of GM-SOP-16-8 >= 0.9 x Parametric SR-SO
 GM-GAP-16-8 >= 0.9 x ResNet-18-512d's; step time GM-SOP-16-8 / SR-SOP <= 2.2 and
 GM-GAP-16-8 / ResNet-18-512d <= 1.84.
 """
+
 from __future__ import annotations
 
 import os
@@ -90,4 +91,10 @@ def test_gated_mixture_costs_only_its_flops(benchmark, gated):
     )
     for name in others:
         target = f"<= {time_target}" if name == time_base else ""
-        record(section, f"step time {gated} / {name}", 1.0 / time_ratio[name], target, f"({med[gated] * 1e3:.0f} vs {med[name] * 1e3:.0f} ms)")
+        record(
+            section,
+            f"step time {gated} / {name}",
+            1.0 / time_ratio[name],
+            target,
+            f"({med[gated] * 1e3:.0f} vs {med[name] * 1e3:.0f} ms)",
+        )

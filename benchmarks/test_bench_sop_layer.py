@@ -11,6 +11,7 @@ evaluations, what one GM-SOP-16-8 step pools); 3 and 5 iterations. Candidates:
 Targets: reference / gmsop >= 1.5, autograd / gmsop >= 1.0, peak memory below autograd's, and
 outputs + gradients equal to the reference (float64, relative 1e-6).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,9 @@ CANDIDATES = {"gmsop": isqrt_cov, "reference": reference_isqrt_cov, "autograd": 
 def _features(b: int, m: int, dtype=torch.float32, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     side = int(round(m**0.5))
-    return torch.randn(b, D, side, side, generator=g, dtype=dtype).relu_().to(DEVICE)  # ReLU'd like a real map
+    return (
+        torch.randn(b, D, side, side, generator=g, dtype=dtype).relu_().to(DEVICE)
+    )  # ReLU'd like a real map
 
 
 @pytest.mark.parametrize("iterations", [3, 5])
@@ -74,7 +77,13 @@ def test_outputs_and_gradients_equal_the_reference(benchmark, iterations):
                 worst = max(worst, float((a - b).norm() / b.norm()))
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     benchmark.extra_info["max_relative_error"] = worst
-    record("SOP layer: correctness (float64)", f"J={iterations}: max rel. error vs reference/autograd", worst, "<= 1e-6", f"(reference: {REFERENCE})")
+    record(
+        "SOP layer: correctness (float64)",
+        f"J={iterations}: max rel. error vs reference/autograd",
+        worst,
+        "<= 1e-6",
+        f"(reference: {REFERENCE})",
+    )
     assert worst <= 1e-6
 
 
@@ -99,8 +108,20 @@ def test_layer_forward_backward(benchmark, batch, m, iterations):
     # medians of the per-round ratios (robust to a drifting machine load)
     r_ref = benchmark.extra_info["ratio:reference"]
     r_ag = benchmark.extra_info["ratio:autograd"]
-    record("SOP layer: speed-up of gmsop, fwd+bwd", f"{label}: reference / gmsop", r_ref, ">= 1.5", f"(medians {med['reference']*1e3:.0f} / {med['gmsop']*1e3:.0f} ms = {speed_ref:.2f})")
-    record("SOP layer: speed-up of gmsop, fwd+bwd", f"{label}: autograd / gmsop", r_ag, ">= 1.0", f"(medians {med['autograd']*1e3:.0f} / {med['gmsop']*1e3:.0f} ms = {speed_ag:.2f})")
+    record(
+        "SOP layer: speed-up of gmsop, fwd+bwd",
+        f"{label}: reference / gmsop",
+        r_ref,
+        ">= 1.5",
+        f"(medians {med['reference'] * 1e3:.0f} / {med['gmsop'] * 1e3:.0f} ms = {speed_ref:.2f})",
+    )
+    record(
+        "SOP layer: speed-up of gmsop, fwd+bwd",
+        f"{label}: autograd / gmsop",
+        r_ag,
+        ">= 1.0",
+        f"(medians {med['autograd'] * 1e3:.0f} / {med['gmsop'] * 1e3:.0f} ms = {speed_ag:.2f})",
+    )
 
     def mem(fn):
         def run():
@@ -110,7 +131,9 @@ def test_layer_forward_backward(benchmark, batch, m, iterations):
 
         return run
 
-    if batch == min(BATCHES) or CUDA:  # memory does not depend on timing noise: one batch size suffices on the CPU
+    if (
+        batch == min(BATCHES) or CUDA
+    ):  # memory does not depend on timing noise: one batch size suffices on the CPU
         peaks = {name: peak_memory(mem(fn)) for name, fn in CANDIDATES.items()}
         for name, (peak, held) in peaks.items():
             benchmark.extra_info[f"peak_MiB:{name}"] = peak / 2**20
@@ -120,7 +143,7 @@ def test_layer_forward_backward(benchmark, batch, m, iterations):
             f"{label}",
             peaks["gmsop"][0] / peaks["autograd"][0],
             "<= 0.999",
-            f"(peak MiB gmsop {peaks['gmsop'][0]/2**20:.0f}, autograd {peaks['autograd'][0]/2**20:.0f}, "
-            f"reference {peaks['reference'][0]/2**20:.0f}; held after forward {peaks['gmsop'][1]/2**20:.0f} / "
-            f"{peaks['autograd'][1]/2**20:.0f} / {peaks['reference'][1]/2**20:.0f})",
+            f"(peak MiB gmsop {peaks['gmsop'][0] / 2**20:.0f}, autograd {peaks['autograd'][0] / 2**20:.0f}, "
+            f"reference {peaks['reference'][0] / 2**20:.0f}; held after forward {peaks['gmsop'][1] / 2**20:.0f} / "
+            f"{peaks['autograd'][1] / 2**20:.0f} / {peaks['reference'][1] / 2**20:.0f})",
         )

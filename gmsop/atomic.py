@@ -8,6 +8,7 @@ fsync'ed, and is renamed over the target with ``os.replace`` (atomic on POSIX wi
 system); the folder is fsync'ed afterwards so the rename itself survives a crash. A reader sees
 the old file or the new one, never half of either; a failed write removes its temporary file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_path", "atomic_write_bytes", "atomic_write_json", "append_json_line", "to_json", "remove_stale_temps"]
+__all__ = [
+    "atomic_write",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "append_json_line",
+    "to_json",
+    "remove_stale_temps",
+]
 
 
 def _default_mode() -> int:
@@ -69,8 +78,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes]], Any],
-                 encoding: str = "utf-8") -> Path:
+def atomic_write(
+    path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes]], Any], encoding: str = "utf-8"
+) -> Path:
     """Write ``data`` (text, bytes, or a callable ``write(fh)`` on a binary file) to ``path``
     atomically (:func:`atomic_path`); returns the path."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -112,7 +122,9 @@ def to_json(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
     return json.dumps(obj, indent=indent, allow_nan=False, sort_keys=sort_keys) + "\n"
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
+def atomic_write_json(
+    path: str | os.PathLike, obj: Any, indent: int | None = 2, sort_keys: bool = False
+) -> Path:
     return atomic_write(path, to_json(obj, indent, sort_keys))
 
 

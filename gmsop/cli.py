@@ -3,6 +3,7 @@
 Each sub-command lives in its own module and exposes ``main(argv) -> int``; this file only
 dispatches, so ``gmsop --help`` stays cheap (torch is imported by the sub-command, not here).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,9 +15,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("gmsop.engine.train_cli", "train one variant on one dataset (resumable)"),
     "bench": ("gmsop.engine.bench_cli", "measure training/inference throughput (timm protocol)"),
     "data": ("gmsop.data.cli", "prepare, inspect or benchmark a dataset"),
-    "check-device": ("gmsop.device_check", "settle the CUDA path: CUDA tests, mixture paths, training, throughput, GPU slots"),
-    "preflight": ("gmsop.preflight", "a few dozen steps of every network of a config: ok, collapsed, diverged, too slow"),
-    "plan": ("gmsop.plan", "a workflow config in training jobs, images and GPU-hours (measured or extrapolated)"),
+    "check-device": (
+        "gmsop.device_check",
+        "settle the CUDA path: CUDA tests, mixture paths, training, throughput, GPU slots",
+    ),
+    "preflight": (
+        "gmsop.preflight",
+        "a few dozen steps of every network of a config: ok, collapsed, diverged, too slow",
+    ),
+    "plan": (
+        "gmsop.plan",
+        "a workflow config in training jobs, images and GPU-hours (measured or extrapolated)",
+    ),
 }
 
 

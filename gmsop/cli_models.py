@@ -8,12 +8,14 @@ default. Names, published counts and families come from ``gmsop.registry.resolve
 (the counts from gmsop.aggregate.paper_values through it); parameters, dims and FLOPs are
 measured on the built model.
 """
+
 from __future__ import annotations
 
 import argparse
 import csv
 import json
 import sys
+
 
 def _parser() -> argparse.ArgumentParser:
     from gmsop.backbones import list_backbones
@@ -25,25 +27,56 @@ def _parser() -> argparse.ArgumentParser:
         "dimension and forward FLOPs per image (torch.utils.flop_counter, eval mode: a gated "
         "mixture counts the K components it runs).",
     )
-    p.add_argument("--variants", nargs="+", metavar="NAME", help="variant names (default: all, see gmsop.list_variants())")
-    p.add_argument("--backbones", nargs="+", metavar="NAME", default=list_backbones(), help="backbones (default: %(default)s)")
-    p.add_argument("--input-size", type=int, default=64, metavar="PX", help="square input size in pixels (default: %(default)s)")
-    p.add_argument("--num-classes", type=int, default=1000, metavar="N", help="classifier outputs (default: %(default)s)")
     p.add_argument(
-        "--protocol", default="official", choices=sorted(PROTOCOLS), help="reading of the method (default: %(default)s)"
+        "--variants",
+        nargs="+",
+        metavar="NAME",
+        help="variant names (default: all, see gmsop.list_variants())",
     )
-    p.add_argument("--width-mult", type=float, default=1.0, metavar="M",
-                   help="scale every width as the embedded default does (0.25); published counts only at 1.0 "
-                        "(default: %(default)s)")
+    p.add_argument(
+        "--backbones",
+        nargs="+",
+        metavar="NAME",
+        default=list_backbones(),
+        help="backbones (default: %(default)s)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=64,
+        metavar="PX",
+        help="square input size in pixels (default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-classes", type=int, default=1000, metavar="N", help="classifier outputs (default: %(default)s)"
+    )
+    p.add_argument(
+        "--protocol",
+        default="official",
+        choices=sorted(PROTOCOLS),
+        help="reading of the method (default: %(default)s)",
+    )
+    p.add_argument(
+        "--width-mult",
+        type=float,
+        default=1.0,
+        metavar="M",
+        help="scale every width as the embedded default does (0.25); published counts only at 1.0 "
+        "(default: %(default)s)",
+    )
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
     p.add_argument(
-        "--format", choices=["text", "csv", "json", "markdown"], default="text", help="output format (default: %(default)s)"
+        "--format",
+        choices=["text", "csv", "json", "markdown"],
+        default="text",
+        help="output format (default: %(default)s)",
     )
     return p
 
 
-def model_rows(variants, backbones, input_size=64, num_classes=1000, protocol="official", flops=True,
-               width_mult=1.0) -> list[dict]:
+def model_rows(
+    variants, backbones, input_size=64, num_classes=1000, protocol="official", flops=True, width_mult=1.0
+) -> list[dict]:
     """One dict per (variant, backbone): name, schedule family, classifier, params, paper params, rep dim,
     GFLOPs/image (at ``width_mult``: the 8256d rows keep SR-SOP's dimension at every width)."""
     from gmsop.flops import count_flops, count_params
@@ -53,8 +86,9 @@ def model_rows(variants, backbones, input_size=64, num_classes=1000, protocol="o
     for backbone in backbones:
         for variant in variants:
             resolved = resolve_variant(variant, backbone=backbone, protocol=protocol, width_mult=width_mult)
-            model = build_model(variant, backbone=backbone, num_classes=num_classes, protocol=protocol,
-                                width_mult=width_mult)
+            model = build_model(
+                variant, backbone=backbone, num_classes=num_classes, protocol=protocol, width_mult=width_mult
+            )
             paper = resolved.paper_params if num_classes == 1000 else None  # published at 1000 classes
             rows.append(
                 {
@@ -65,7 +99,9 @@ def model_rows(variants, backbones, input_size=64, num_classes=1000, protocol="o
                     "params_M": round(count_params(model) / 1e6, 3),
                     "paper_params_M": paper[0] if paper is not None else None,
                     "rep_dim": model.rep_dim,
-                    "gflops_per_image": round(count_flops(model, (3, input_size, input_size)) / 1e9, 4) if flops else None,
+                    "gflops_per_image": round(count_flops(model, (3, input_size, input_size)) / 1e9, 4)
+                    if flops
+                    else None,
                 }
             )
     return rows
@@ -92,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rows = model_rows(
-            args.variants or list_variants(), args.backbones, args.input_size, args.num_classes, args.protocol,
-            not args.no_flops, args.width_mult,
+            args.variants or list_variants(),
+            args.backbones,
+            args.input_size,
+            args.num_classes,
+            args.protocol,
+            not args.no_flops,
+            args.width_mult,
         )
     except ValueError as err:
         print(f"gmsop models: error: {err}", file=sys.stderr)

@@ -5,6 +5,7 @@ so the count is the first thing to check when a compiled model is not faster. ``
 check-device`` reports it; ``tests/test_compile.py`` asserts that the SOP models compile to one
 graph. ``torch._dynamo.explain``/``reset`` are the tools torch documents for this.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,8 +15,9 @@ import torch
 __all__ = ["compile_graph_count"]
 
 
-def compile_graph_count(model: torch.nn.Module, *inputs: Any, max_reasons: int = 20,
-                        **kwargs: Any) -> dict[str, Any]:
+def compile_graph_count(
+    model: torch.nn.Module, *inputs: Any, max_reasons: int = 20, **kwargs: Any
+) -> dict[str, Any]:
     """``{"graph_count", "graph_break_count", "break_reasons"}`` of ``model(*inputs, **kwargs)``,
     each reason as "file:line function: first line of the reason" (at most ``max_reasons``).
 
@@ -41,5 +43,8 @@ def compile_graph_count(model: torch.nn.Module, *inputs: Any, max_reasons: int =
         frame = r.user_stack[-1] if r.user_stack else None
         where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}" if frame else "?"
         reasons.append(f"{where}: {str(r.reason).strip().splitlines()[0]}")
-    return {"graph_count": int(explained.graph_count), "graph_break_count": int(explained.graph_break_count),
-            "break_reasons": reasons}
+    return {
+        "graph_count": int(explained.graph_count),
+        "graph_break_count": int(explained.graph_break_count),
+        "break_reasons": reasons,
+    }

@@ -23,6 +23,7 @@ is rewritten after every part (a killed run keeps what finished, the rest ``pend
 batch 256); ``--tiny`` sizes prove the code paths on a CPU, not the numbers. Exit status: 0 when
 no part failed, 1 when one did, 2 for a bad option.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,14 +49,34 @@ import numpy as np
 
 from gmsop.atomic import atomic_write, atomic_write_json
 
-__all__ = ["main", "PARTS", "TABLE2", "FULL", "TINY", "Sizes", "Context", "Skipped", "run_parts", "document",
-           "write_imagenet_release"]
+__all__ = [
+    "main",
+    "PARTS",
+    "TABLE2",
+    "FULL",
+    "TINY",
+    "Sizes",
+    "Context",
+    "Skipped",
+    "run_parts",
+    "document",
+    "write_imagenet_release",
+]
 
 FORMAT = "gmsop-device-check/1"
 JSON_NAME, MD_NAME = "device_check.json", "device_check.md"
 #: The variants of config.yaml's ``table2`` experiment (tests/test_device_check.py checks it).
-TABLE2 = ("ResNet-18", "ResNet-18-512d", "Ave-GAP-16", "GM-GAP-16-8", "ResNet-18-8256d", "SR-SOP",
-          "Ave-SOP-16", "Parametric SR-SOP", "GM-SOP-16-8")
+TABLE2 = (
+    "ResNet-18",
+    "ResNet-18-512d",
+    "Ave-GAP-16",
+    "GM-GAP-16-8",
+    "ResNet-18-8256d",
+    "SR-SOP",
+    "Ave-SOP-16",
+    "Parametric SR-SOP",
+    "GM-SOP-16-8",
+)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Set for the cuda-tests subprocess, so a check-device a test starts does not recurse.
 NESTED_ENV = "GMSOP_DEVICE_CHECK_NESTED"
@@ -79,12 +100,34 @@ class Sizes:
     matmul_n: int  # square matmul timed for the device's peak rate
 
 
-FULL = Sizes(width_mult=1.0, image_size=64, batch_size=256, train_images=2560, num_classes=10, lr_scale=1.0,
-             mixture_batch=32, mixture_image=64, bench_classes=1000, bench_warmup=10, bench_steps=40,
-             matmul_n=8192)
-TINY = Sizes(width_mult=0.25, image_size=16, batch_size=32, train_images=320, num_classes=10, lr_scale=0.5,
-             mixture_batch=6, mixture_image=32, bench_classes=10, bench_warmup=1, bench_steps=3,
-             matmul_n=1024)
+FULL = Sizes(
+    width_mult=1.0,
+    image_size=64,
+    batch_size=256,
+    train_images=2560,
+    num_classes=10,
+    lr_scale=1.0,
+    mixture_batch=32,
+    mixture_image=64,
+    bench_classes=1000,
+    bench_warmup=10,
+    bench_steps=40,
+    matmul_n=8192,
+)
+TINY = Sizes(
+    width_mult=0.25,
+    image_size=16,
+    batch_size=32,
+    train_images=320,
+    num_classes=10,
+    lr_scale=0.5,
+    mixture_batch=6,
+    mixture_image=32,
+    bench_classes=10,
+    bench_warmup=1,
+    bench_steps=3,
+    matmul_n=1024,
+)
 
 
 class Skipped(Exception):
@@ -137,17 +180,34 @@ def cuda_tests(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     if os.environ.get(NESTED_ENV):
         raise Skipped(f"running inside the cuda-tests part of another check-device ({NESTED_ENV} is set)")
     if not (REPO_ROOT / "tests").is_dir() or importlib.util.find_spec("pytest") is None:
-        raise Skipped(f"needs pytest and the tests/ folder beside the package ({REPO_ROOT}): "
-                      "run from a checkout")
+        raise Skipped(
+            f"needs pytest and the tests/ folder beside the package ({REPO_ROOT}): run from a checkout"
+        )
     # only the files that use the marker are collected (importing every test module costs minutes on a small
     # CPU); -o addopts= drops pyproject's options (a bare GPU machine may lack pytest-benchmark)
-    files = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "tests").glob("test_*.py")
-                   if re.search(r"mark\.cuda\b", p.read_text(encoding="utf-8")))
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider", "-o",
-           "addopts=", *files]
+    files = sorted(
+        str(p.relative_to(REPO_ROOT))
+        for p in (REPO_ROOT / "tests").glob("test_*.py")
+        if re.search(r"mark\.cuda\b", p.read_text(encoding="utf-8"))
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "cuda",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        *files,
+    ]
     figures["command"] = shlex.join(cmd)
-    res = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(**{NESTED_ENV: "1"}), capture_output=True, text=True,
-                         timeout=600)
+    res = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=_env(**{NESTED_ENV: "1"}), capture_output=True, text=True, timeout=600
+    )
     log = ctx.out_dir / "cuda_tests.log"
     log.write_text(res.stdout + res.stderr)
     summary = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""  # "3 passed, 2 skipped"
@@ -200,18 +260,31 @@ def compare_paths(variant: str, ctx: Context, dtype: str) -> dict[str, Any]:
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             out = model(rt.place(xi))
         (F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()).backward()
-        grads = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device)
-                           for p in model.parameters()])
+        grads = torch.cat(
+            [
+                p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device)
+                for p in model.parameters()
+            ]
+        )
         res[path] = (out.logits.detach().float(), xi.grad, grads, out.gate.counts.detach())
     (la, xa, ga, ca), (lb, xb, gb, cb) = res["grouped"], res["generic"]
     tol = TOLERANCES[dtype]
-    fig = {"variant": variant, "dtype": dtype, "default_path": model.head.execution_path(ctx.device),
-           "output_rel": _rel(la, lb), "input_grad_rel": _rel(xa, xb), "param_grad_rel": _rel(ga, gb),
-           "routing_counts_equal": bool(torch.equal(ca, cb)), "tol_output": tol["output"],
-           "tol_grad": tol["grad"]}
-    fig["problems"] = [f"{k} {fig[k]:.2e} > {tol[t]:g}" for k, t in
-                       (("output_rel", "output"), ("input_grad_rel", "grad"), ("param_grad_rel", "grad"))
-                       if not fig[k] <= tol[t]] + ([] if fig["routing_counts_equal"] else ["routing differs"])
+    fig = {
+        "variant": variant,
+        "dtype": dtype,
+        "default_path": model.head.execution_path(ctx.device),
+        "output_rel": _rel(la, lb),
+        "input_grad_rel": _rel(xa, xb),
+        "param_grad_rel": _rel(ga, gb),
+        "routing_counts_equal": bool(torch.equal(ca, cb)),
+        "tol_output": tol["output"],
+        "tol_grad": tol["grad"],
+    }
+    fig["problems"] = [
+        f"{k} {fig[k]:.2e} > {tol[t]:g}"
+        for k, t in (("output_rel", "output"), ("input_grad_rel", "grad"), ("param_grad_rel", "grad"))
+        if not fig[k] <= tol[t]
+    ] + ([] if fig["routing_counts_equal"] else ["routing differs"])
     return fig
 
 
@@ -271,14 +344,20 @@ def compile_graphs(ctx: Context, figures: dict, fail: Callable[[str], None]) -> 
         x = torch.randn(s.mixture_batch, 3, s.mixture_image, s.mixture_image, device=ctx.device)
         rows.append({"variant": variant, "path": path, **compile_graph_count(model, x, max_reasons=5)})
         if path != "generic" and rows[-1]["graph_break_count"]:
-            fail(f"{variant} {path or ''}: {rows[-1]['graph_break_count']} graph break(s): "
-                 f"{rows[-1]['break_reasons'][:1]}")
-    return "; ".join(f"{r['variant']}{' ' + r['path'] if r['path'] else ''} {r['graph_count']} graph(s) / "
-                     f"{r['graph_break_count']} break(s)" for r in rows)
+            fail(
+                f"{variant} {path or ''}: {rows[-1]['graph_break_count']} graph break(s): "
+                f"{rows[-1]['break_reasons'][:1]}"
+            )
+    return "; ".join(
+        f"{r['variant']}{' ' + r['path'] if r['path'] else ''} {r['graph_count']} graph(s) / "
+        f"{r['graph_break_count']} break(s)"
+        for r in rows
+    )
 
 
-def write_imagenet_release(root: Path, size: int, n_train: int, n_val: int, num_classes: int,
-                           seed: int = 0) -> dict[str, Any]:
+def write_imagenet_release(
+    root: Path, size: int, n_train: int, n_val: int, num_classes: int, seed: int = 0
+) -> dict[str, Any]:
     """Generated images in the downsampled-ImageNet release layout that ``imagenet64`` reads:
     ``Imagenet{size}_train_part1_npz/train_data_batch_1.npz`` and ``Imagenet{size}_val_npz/val_data.npz``
     (uint8 ``data`` (n, 3*size*size) as R, G, B planes, 1-based ``labels``, training ``mean``). A class
@@ -289,16 +368,23 @@ def write_imagenet_release(root: Path, size: int, n_train: int, n_val: int, num_
     rng = np.random.default_rng(seed)
     protos = rng.integers(0, 256, (num_classes, 3, 4, 4)).astype(np.float32)
     idx = (np.arange(size) * 4) // size  # pixel -> pattern cell
-    for folder, name, n in ((f"Imagenet{size}_train_part1_npz", "train_data_batch_1.npz", n_train),
-                            (f"Imagenet{size}_val_npz", "val_data.npz", n_val)):
+    for folder, name, n in (
+        (f"Imagenet{size}_train_part1_npz", "train_data_batch_1.npz", n_train),
+        (f"Imagenet{size}_val_npz", "val_data.npz", n_val),
+    ):
         labels = rng.integers(0, num_classes, n)
         x = protos[labels][:, :, idx][:, :, :, idx] + rng.normal(0.0, 40.0, (n, 3, size, size))
         data = np.clip(x, 0, 255).astype(np.uint8).reshape(n, -1)
         (root / folder).mkdir(parents=True, exist_ok=True)
         extra = {"mean": data.mean(axis=0)} if name.startswith("train") else {}
         np.savez(root / folder / name, data=data, labels=labels + 1, **extra)
-    return {"root": str(root), "size": size, "train_images": n_train, "val_images": n_val,
-            "num_classes": num_classes}
+    return {
+        "root": str(root),
+        "size": size,
+        "train_images": n_train,
+        "val_images": n_val,
+        "num_classes": num_classes,
+    }
 
 
 def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
@@ -310,16 +396,27 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
 
     s = ctx.sizes
     root = ctx.work_dir / "imagenet"
-    figures["data"] = write_imagenet_release(root, s.image_size, s.train_images, s.train_images // 8,
-                                             s.num_classes)
+    figures["data"] = write_imagenet_release(
+        root, s.image_size, s.train_images, s.train_images // 8, s.num_classes
+    )
 
     def one(variant: str) -> dict[str, Any]:
         lr = default_schedule(variant)[0][0] * s.lr_scale
-        cfg = TrainConfig(variant=variant, dataset="imagenet64", data_root=str(root), batch_size=s.batch_size,
-                          dataset_options={"size": s.image_size, "num_classes": s.num_classes,
-                                           "cache_dir": str(ctx.work_dir / "cache")},
-                          schedule=[(lr, 2)], device=str(ctx.device), overrides=_overrides(s),
-                          progress="none")
+        cfg = TrainConfig(
+            variant=variant,
+            dataset="imagenet64",
+            data_root=str(root),
+            batch_size=s.batch_size,
+            dataset_options={
+                "size": s.image_size,
+                "num_classes": s.num_classes,
+                "cache_dir": str(ctx.work_dir / "cache"),
+            },
+            schedule=[(lr, 2)],
+            device=str(ctx.device),
+            overrides=_overrides(s),
+            progress="none",
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SubsetWarning)  # a few thousand images: a "subset", on purpose
             epochs = train(cfg)["epochs"]
@@ -327,13 +424,20 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
         print(f"  ... train-smoke: {variant:<18} loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
         if not all(math.isfinite(v) for v in losses) or not losses[-1] < losses[0]:
             fail(f"{variant}: loss did not fall and stay finite ({losses[0]:.3f} -> {losses[-1]:.3f})")
-        return {"variant": variant, "lr": lr, "losses": losses, "val_top1_err": epochs[-1]["val_top1_err"],
-                "img_s": epochs[-1]["train_img_s"]}
+        return {
+            "variant": variant,
+            "lr": lr,
+            "losses": losses,
+            "val_top1_err": epochs[-1]["val_top1_err"],
+            "img_s": epochs[-1]["train_img_s"],
+        }
 
     rows = _each_variant(one, figures, fail)
     fell = sum(r["losses"][-1] < r["losses"][0] for r in rows if "losses" in r)
-    return (f"{fell}/{len(TABLE2)} variants: loss fell ({s.image_size}px, batch {s.batch_size}, "
-            f"width {s.width_mult:g})")
+    return (
+        f"{fell}/{len(TABLE2)} variants: loss fell ({s.image_size}px, batch {s.batch_size}, "
+        f"width {s.width_mult:g})"
+    )
 
 
 def _each_variant(fn: Callable[[str], dict], figures: dict, fail: Callable[[str], None]) -> list[dict]:
@@ -379,24 +483,50 @@ def throughput(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     from gmsop.engine.throughput import BenchConfig, measure_throughput
 
     s = ctx.sizes
-    peaks = figures["matmul_tflops"] = {str(d).replace("torch.", ""): matmul_tflops(ctx.device, d, s.matmul_n)
-                                        for d in (torch.bfloat16, torch.float32)}
+    peaks = figures["matmul_tflops"] = {
+        str(d).replace("torch.", ""): matmul_tflops(ctx.device, d, s.matmul_n)
+        for d in (torch.bfloat16, torch.float32)
+    }
     # amp=True measures as training runs: bf16 autocast where Runtime.for_device uses it; MFU is
     # against that dtype's matmul rate (the second-order layers stay float32: MFU understates them)
     peak = "bfloat16" if Runtime.for_device(ctx.device, amp=True).amp_dtype is not None else "float32"
-    figures["convention"] = (f"achieved FLOP/s = 3 x forward FLOPs x training img/s; MFU = achieved / this "
-                             f"run's {peak} matmul rate")
+    figures["convention"] = (
+        f"achieved FLOP/s = 3 x forward FLOPs x training img/s; MFU = achieved / this "
+        f"run's {peak} matmul rate"
+    )
 
     def one(variant: str) -> dict[str, Any]:
-        b = measure_throughput(BenchConfig(
-            variant=variant, input_size=(3, s.image_size, s.image_size), num_classes=s.bench_classes,
-            batch_size=s.batch_size, warmup=s.bench_warmup, steps=s.bench_steps, device=str(ctx.device),
-            overrides=_overrides(s), amp=True))
-        row = {k: b[k] for k in ("variant", "train_img_s", "infer_img_s", "peak_mem_mb", "flops_per_image",
-                                 "achieved_tflops", "params")}
+        b = measure_throughput(
+            BenchConfig(
+                variant=variant,
+                input_size=(3, s.image_size, s.image_size),
+                num_classes=s.bench_classes,
+                batch_size=s.batch_size,
+                warmup=s.bench_warmup,
+                steps=s.bench_steps,
+                device=str(ctx.device),
+                overrides=_overrides(s),
+                amp=True,
+            )
+        )
+        row = {
+            k: b[k]
+            for k in (
+                "variant",
+                "train_img_s",
+                "infer_img_s",
+                "peak_mem_mb",
+                "flops_per_image",
+                "achieved_tflops",
+                "params",
+            )
+        }
         row["mfu"] = b["achieved_tflops"] / peaks[peak]
-        print(f"  ... throughput: {variant:<18} train {b['train_img_s']:.0f} img/s, "
-              f"MFU {100 * row['mfu']:.1f}%", flush=True)
+        print(
+            f"  ... throughput: {variant:<18} train {b['train_img_s']:.0f} img/s, "
+            f"MFU {100 * row['mfu']:.1f}%",
+            flush=True,
+        )
         return row
 
     rows = _each_variant(one, figures, fail)
@@ -404,12 +534,12 @@ def throughput(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     return f"{len(done)}/{len(TABLE2)} variants measured; {peak} matmul {peaks[peak]:.2f} TFLOP/s"
 
 
-_PROBE = '''import json, os, sys, time  # a gpu=1 job: which GPU the slot allocator gave it, and when
+_PROBE = """import json, os, sys, time  # a gpu=1 job: which GPU the slot allocator gave it, and when
 start = time.time()
 time.sleep(1.0)  # long enough that two jobs running at once would overlap visibly
 json.dump({"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end": time.time()},
           open(sys.argv[1], "w"))
-'''
+"""
 
 
 def snakemake_slots(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
@@ -420,9 +550,11 @@ def snakemake_slots(ctx: Context, figures: dict, fail: Callable[[str], None]) ->
     project = ctx.work_dir / "snakemake"
     project.mkdir(parents=True, exist_ok=True)
     py = shlex.quote(sys.executable)
-    rules = "".join(f'rule {j}:\n    output: "{j}.json"\n    resources: gpu=1\n'
-                    f'    shell: "{py} -m gmsop.gpu_slots -n 1 -- {py} probe.py {{output}}"\n'
-                    for j in ("a", "b"))
+    rules = "".join(
+        f'rule {j}:\n    output: "{j}.json"\n    resources: gpu=1\n'
+        f'    shell: "{py} -m gmsop.gpu_slots -n 1 -- {py} probe.py {{output}}"\n'
+        for j in ("a", "b")
+    )
     (project / "Snakefile").write_text(f'rule all:\n    input: "a.json", "b.json"\n{rules}')
     (project / "probe.py").write_text(_PROBE)
     env = _env(GMSOP_GPU_LOCK_DIR=str(project / "locks"))  # private locks: other jobs' GPUs are not touched
@@ -447,19 +579,24 @@ def snakemake_slots(ctx: Context, figures: dict, fail: Callable[[str], None]) ->
     for job in (a, b):
         if job["cvd"] not in (pool or ["0"]):
             fail(f"a job saw CUDA_VISIBLE_DEVICES={job['cvd']!r}, expected one of {pool or ['0']}")
-    return (f"2 jobs ran {'one after the other' if serial else 'AT ONCE'} on GPU {a['cvd']!r} and "
-            f"{b['cvd']!r}"
-            + ("" if pool else " (a pretend slot: no GPU here)"))
+    return (
+        f"2 jobs ran {'one after the other' if serial else 'AT ONCE'} on GPU {a['cvd']!r} and "
+        f"{b['cvd']!r}" + ("" if pool else " (a pretend slot: no GPU here)")
+    )
 
 
 #: name -> (part, help), in the order they run
 PARTS: dict[str, tuple[Callable, str]] = {
     "cuda-tests": (cuda_tests, "pytest -m cuda in a subprocess: the tests that skip without CUDA"),
-    "mixture-paths": (mixture_paths, "grouped vs generic mixture paths agree (bf16, fp32); "
-                      "no host sync (CUDA)"),
+    "mixture-paths": (
+        mixture_paths,
+        "grouped vs generic mixture paths agree (bf16, fp32); no host sync (CUDA)",
+    ),
     "compile-graphs": (compile_graphs, "torch.compile graphs and breaks of SR-SOP and GM-SOP-16-8"),
-    "train-smoke": (train_smoke, "two short epochs of every Table-2 variant through the imagenet64 "
-                    "reader and trainer"),
+    "train-smoke": (
+        train_smoke,
+        "two short epochs of every Table-2 variant through the imagenet64 reader and trainer",
+    ),
     "throughput": (throughput, "gmsop bench of every Table-2 variant, matmul peak and MFU"),
     "snakemake-slots": (snakemake_slots, "two gpu=1 Snakemake jobs through gmsop.gpu_slots"),
 }
@@ -483,8 +620,14 @@ def run_part(name: str, fn: Callable, ctx: Context) -> dict[str, Any]:
         problems.append(_tail(traceback.format_exc(), 6))
     if problems:
         status, reason = "failed", "; ".join(problems)
-    return {"name": name, "status": status, "summary": summary or "", "reason": reason,
-            "duration_s": round(time.monotonic() - t0, 3), "figures": figures}
+    return {
+        "name": name,
+        "status": status,
+        "summary": summary or "",
+        "reason": reason,
+        "duration_s": round(time.monotonic() - t0, 3),
+        "figures": figures,
+    }
 
 
 def _finite(obj: Any) -> Any:
@@ -499,9 +642,16 @@ def _finite(obj: Any) -> Any:
 def document(header: dict[str, Any], records: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
     statuses = [r["status"] for r in records]
     verdict = "failed" if "failed" in statuses else "incomplete" if "pending" in statuses else "passed"
-    return _finite({"format": FORMAT, **header, "complete": complete, "verdict": verdict,
-                    "counts": {s: statuses.count(s) for s in ("passed", "failed", "skipped", "pending")},
-                    "parts": records})
+    return _finite(
+        {
+            "format": FORMAT,
+            **header,
+            "complete": complete,
+            "verdict": verdict,
+            "counts": {s: statuses.count(s) for s in ("passed", "failed", "skipped", "pending")},
+            "parts": records,
+        }
+    )
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -511,21 +661,37 @@ def _line(r: dict[str, Any]) -> str:
 
 def write_markdown(path: Path, doc: dict[str, Any]) -> None:
     env = doc["env"]
-    lines = [f"# gmsop check-device: {doc['verdict'].upper()}", "",
-             f"{env.get('device_name')} ({env.get('device')}), torch {env.get('torch_build')}, started "
-             f"{doc['started']}, options {json.dumps(doc['options'])}", "",
-             "```", *map(_line, doc["parts"]), "```"]
+    lines = [
+        f"# gmsop check-device: {doc['verdict'].upper()}",
+        "",
+        f"{env.get('device_name')} ({env.get('device')}), torch {env.get('torch_build')}, started "
+        f"{doc['started']}, options {json.dumps(doc['options'])}",
+        "",
+        "```",
+        *map(_line, doc["parts"]),
+        "```",
+    ]
     for r in doc["parts"]:
-        lines += ["", f"## {r['name']}: {r['status']}", "", r["reason"] or r["summary"], "", "```json",
-                  json.dumps(r["figures"], indent=1), "```"]
+        lines += [
+            "",
+            f"## {r['name']}: {r['status']}",
+            "",
+            r["reason"] or r["summary"],
+            "",
+            "```json",
+            json.dumps(r["figures"], indent=1),
+            "```",
+        ]
     atomic_write(path, "\n".join(lines) + "\n")
 
 
 def run_parts(parts: dict[str, Callable], ctx: Context, header: dict[str, Any]) -> dict[str, Any]:
     """Run ``parts`` in order, rewriting ``device_check.json`` in ``ctx.out_dir`` before each (the
     parts not yet run ``pending``) and at the end, with ``device_check.md``; returns the document."""
-    records = [{"name": n, "status": "pending", "summary": "", "reason": "", "duration_s": 0.0, "figures": {}}
-               for n in parts]
+    records = [
+        {"name": n, "status": "pending", "summary": "", "reason": "", "duration_s": 0.0, "figures": {}}
+        for n in parts
+    ]
     for i, (name, fn) in enumerate(parts.items()):
         atomic_write_json(ctx.out_dir / JSON_NAME, document(header, records, complete=False))
         records[i] = run_part(name, fn, ctx)
@@ -542,21 +708,35 @@ def run_parts(parts: dict[str, Callable], ctx: Context, header: dict[str, Any]) 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="gmsop check-device", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="gmsop check-device",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the checks CPU-only CI cannot on this device; print PASSED / FAILED / SKIPPED per\n"
         "part, write DIR/device_check.json (after every part) and DIR/device_check.md. No time limit\n"
         "of its own: run it under timeout. Exit status 0 when no part failed, 1 when one did, 2 for a\n"
         "bad option.",
-        epilog="parts, in the order they run:\n" + "\n".join(f"  {n:<16} {h}" for n, (_, h) in PARTS.items()))
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="folder for device_check.json/.md and logs (created)")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                   help="auto: CUDA when available, else the CPU (default: %(default)s)")
-    p.add_argument("--tiny", action="store_true",
-                   help="small sizes (width 0.25, 16x16 images, batch 32; 1024^2 matmul): every part on a "
-                   "CPU within a minute. Without it: width 1, 64x64, batch 256, 8192^2 matmul (for CUDA)")
-    p.add_argument("--parts", default="all", metavar="NAME[,NAME...]",
-                   help="run only these parts, comma-separated (default: all)")
+        epilog="parts, in the order they run:\n" + "\n".join(f"  {n:<16} {h}" for n, (_, h) in PARTS.items()),
+    )
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for device_check.json/.md and logs (created)"
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cuda", "cpu"),
+        default="auto",
+        help="auto: CUDA when available, else the CPU (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="small sizes (width 0.25, 16x16 images, batch 32; 1024^2 matmul): every part on a "
+        "CPU within a minute. Without it: width 1, 64x64, batch 256, 8192^2 matmul (for CUDA)",
+    )
+    p.add_argument(
+        "--parts",
+        default="all",
+        metavar="NAME[,NAME...]",
+        help="run only these parts, comma-separated (default: all)",
+    )
     return p
 
 
@@ -572,28 +752,43 @@ def main(argv: list[str] | None = None) -> int:
     from gmsop.engine.env import env_info
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("gmsop check-device: error: --device cuda: CUDA is not available on this machine",
-              file=sys.stderr)
+        print(
+            "gmsop check-device: error: --device cuda: CUDA is not available on this machine", file=sys.stderr
+        )
         return 2
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         print(f"gmsop check-device: error: --out {out} is a file; give a folder", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     sizes = TINY if args.tiny else FULL
-    header = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "options": {"device": args.device, "tiny": args.tiny, "parts": names}, "sizes": asdict(sizes),
-              "env": env_info(device, deterministic=False)}
-    print(f"gmsop check-device: {header['env']['device_name']} ({device}), {'tiny' if args.tiny else 'full'} "
-          f"sizes, {len(names)} part(s)", flush=True)
+    header = {
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "options": {"device": args.device, "tiny": args.tiny, "parts": names},
+        "sizes": asdict(sizes),
+        "env": env_info(device, deterministic=False),
+    }
+    print(
+        f"gmsop check-device: {header['env']['device_name']} ({device}), {'tiny' if args.tiny else 'full'} "
+        f"sizes, {len(names)} part(s)",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="gmsop-device-check-") as work:
         ctx = Context(device=device, sizes=sizes, out_dir=out.resolve(), work_dir=Path(work))
         doc = run_parts({n: PARTS[n][0] for n in names}, ctx, header)
     c = doc["counts"]
-    print(f"{doc['verdict'].upper()}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped; "
-          f"wrote {out / JSON_NAME} and {out / MD_NAME}", flush=True)
+    print(
+        f"{doc['verdict'].upper()}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped; "
+        f"wrote {out / JSON_NAME} and {out / MD_NAME}",
+        flush=True,
+    )
     return 1 if c["failed"] else 0
 
 

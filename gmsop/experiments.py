@@ -13,12 +13,12 @@ builder's defaults filled in) and, for a file-backed dataset, the hash of its fi
 The Snakemake workflow only calls ``make_plan(config)``; the logic lives here, where pytest
 sees it.
 """
+
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +27,50 @@ from gmsop.aggregate.claims import Claim, parse_claims
 from gmsop.formats import CHECKED_METRICS_PATH, RULE_METRICS_PATH, RUN_METRICS_PATH
 from gmsop.protocol import SPEED_NEUTRAL
 
-__all__ = ["Plan", "Row", "Experiment", "make_plan", "run_id", "slug", "PAPER_DATASETS", "check_data", "describe_schema_error",
-           "SPEED_NEUTRAL", "canonical_value", "training_cost"]
+__all__ = [
+    "Plan",
+    "Row",
+    "Experiment",
+    "make_plan",
+    "run_id",
+    "slug",
+    "PAPER_DATASETS",
+    "check_data",
+    "describe_schema_error",
+    "SPEED_NEUTRAL",
+    "canonical_value",
+    "training_cost",
+]
 
-ROW_KEYS = ("variant", "rule", "label", "backbone", "protocol", "dataset", "schedule", "batch_size", "lr_scaling", "width_mult",
-            "overrides", "augment", "paper")
-SPEC_KEYS = ("variant", "backbone", "protocol", "dataset", "data", "schedule", "batch_size", "lr_scaling", "width_mult",
-             "overrides", "augment", "deterministic")
+ROW_KEYS = (
+    "variant",
+    "rule",
+    "label",
+    "backbone",
+    "protocol",
+    "dataset",
+    "schedule",
+    "batch_size",
+    "lr_scaling",
+    "width_mult",
+    "overrides",
+    "augment",
+    "paper",
+)
+SPEC_KEYS = (
+    "variant",
+    "backbone",
+    "protocol",
+    "dataset",
+    "data",
+    "schedule",
+    "batch_size",
+    "lr_scaling",
+    "width_mult",
+    "overrides",
+    "augment",
+    "deterministic",
+)
 
 #: The datasets the paper's numbers were measured on (registered dataset names). A row is
 #: compared with a published number only when it ran on one of these at full width.
@@ -152,7 +189,9 @@ class Experiment:
         for r in self.rows:
             if r.label == label:
                 return r
-        raise KeyError(f"experiment {self.name!r} has no row {label!r}; rows are {[r.label for r in self.rows]}")
+        raise KeyError(
+            f"experiment {self.name!r} has no row {label!r}; rows are {[r.label for r in self.rows]}"
+        )
 
 
 @dataclass
@@ -179,7 +218,12 @@ class Plan:
 
     def planned_for(self, run: str) -> list[dict[str, str]]:
         """The (experiment, row label) pairs that ask for training run ``run``."""
-        return [{"experiment": e.name, "row": r.label} for e in self.experiments.values() for r in e.rows if r.run == run]
+        return [
+            {"experiment": e.name, "row": r.label}
+            for e in self.experiments.values()
+            for r in e.rows
+            if r.run == run
+        ]
 
     def training_cost(self, run: str) -> float:
         """Rough relative cost of training run ``run`` once (see ``training_cost``)."""
@@ -187,7 +231,12 @@ class Plan:
 
     def bench_planned_for(self, bench: str) -> list[dict[str, str]]:
         """The (experiment, row label) pairs that show benchmark ``bench``."""
-        return [{"experiment": e.name, "row": r.label} for e in self.experiments.values() for r in e.rows if r.bench == bench]
+        return [
+            {"experiment": e.name, "row": r.label}
+            for e in self.experiments.values()
+            for r in e.rows
+            if r.bench == bench
+        ]
 
 
 def slug(text: str) -> str:
@@ -253,7 +302,9 @@ def _canonical_overrides(spec: dict) -> dict:
     from gmsop.registry import head_default, resolve_variant
 
     try:
-        base = resolve_variant(spec["variant"], backbone=spec.get("backbone"), protocol=spec.get("protocol") or "official")
+        base = resolve_variant(
+            spec["variant"], backbone=spec.get("backbone"), protocol=spec.get("protocol") or "official"
+        )
     except (ValueError, KeyError):
         return overrides
     switches = set(protocol_fields())
@@ -297,25 +348,33 @@ def _check_config(config: dict) -> None:
     must be distinct (two equal seeds would silently count as one run), and every named schedule
     valid (``gmsop.engine.config.parse_schedule``)."""
     for section in ("experiments", "datasets"):
-        for key in (config.get(section) or {}):
+        for key in config.get(section) or {}:
             if not isinstance(key, str) or not _PLAIN_NAME.match(key):
                 raise ValueError(
                     f"{section}: key {key!r} is not a plain name (letters, digits, '_', '-', '.'; not starting "
                     f"with '.'); it becomes a file name under results/"
                 )
     seed_lists = [("defaults.seeds", (config.get("defaults") or {}).get("seeds"))]
-    seed_lists += [(f"experiments.{n}.seeds", e.get("seeds")) for n, e in (config.get("experiments") or {}).items()
-                   if isinstance(e, dict)]
+    seed_lists += [
+        (f"experiments.{n}.seeds", e.get("seeds"))
+        for n, e in (config.get("experiments") or {}).items()
+        if isinstance(e, dict)
+    ]
     for where, seeds in seed_lists:
         if seeds is None:
             continue
         dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
         if dup:
-            raise ValueError(f"{where}: seed(s) {dup} given more than once in {list(seeds)}; each seed is one run, "
-                             f"so give distinct seeds")
+            raise ValueError(
+                f"{where}: seed(s) {dup} given more than once in {list(seeds)}; each seed is one run, "
+                f"so give distinct seeds"
+            )
     tables = [("schedules", config.get("schedules"))]
-    tables += [(f"experiments.{n}.schedules", e.get("schedules")) for n, e in (config.get("experiments") or {}).items()
-               if isinstance(e, dict)]
+    tables += [
+        (f"experiments.{n}.schedules", e.get("schedules"))
+        for n, e in (config.get("experiments") or {}).items()
+        if isinstance(e, dict)
+    ]
     for where, table in tables:
         for name, schedule in (table or {}).items():
             _schedule(schedule, {}, f"{where}.{name}")  # every named schedule, used or not
@@ -323,7 +382,9 @@ def _check_config(config: dict) -> None:
 
 def _check_dataset_key(dataset: str, config: dict, where: str) -> None:
     if dataset not in config.get("datasets", {}):
-        raise ValueError(f"{where}: unknown dataset {dataset!r}; defined datasets: {', '.join(config.get('datasets', {}))}")
+        raise ValueError(
+            f"{where}: unknown dataset {dataset!r}; defined datasets: {', '.join(config.get('datasets', {}))}"
+        )
 
 
 def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
@@ -332,7 +393,16 @@ def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
     resolves in the experiment's own ``schedules`` first, then in the top-level ones."""
     defaults = config.get("defaults", {})
     spec = {}
-    for key in ("backbone", "protocol", "dataset", "schedule", "batch_size", "lr_scaling", "width_mult", "deterministic"):
+    for key in (
+        "backbone",
+        "protocol",
+        "dataset",
+        "schedule",
+        "batch_size",
+        "lr_scaling",
+        "width_mult",
+        "deterministic",
+    ):
         spec[key] = row.get(key, exp.get(key, defaults.get(key)))
     if spec["lr_scaling"] is None:
         spec["lr_scaling"] = "linear"  # the released step size per image at any batch (gmsop.engine.config)
@@ -383,8 +453,13 @@ def _variant_or_error(spec: dict, where: str):
     from gmsop.registry import resolve_variant
 
     try:
-        return resolve_variant(spec["variant"], backbone=spec["backbone"], protocol=spec["protocol"],
-                               overrides=spec["overrides"], width_mult=float(spec.get("width_mult") or 1.0))
+        return resolve_variant(
+            spec["variant"],
+            backbone=spec["backbone"],
+            protocol=spec["protocol"],
+            overrides=spec["overrides"],
+            width_mult=float(spec.get("width_mult") or 1.0),
+        )
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 
@@ -403,7 +478,7 @@ def train_options(spec: dict) -> dict:
     """The dataset options a run spec trains with: its dataset's (defaults filled in), with the
     row's ``augment`` in place of the dataset's own when the row sets one (as
     ``gmsop.pipeline.train_config`` passes them)."""
-    options = dict(((spec.get("data") or {}).get("options") or {}))
+    options = dict((spec.get("data") or {}).get("options") or {})
     if spec.get("augment"):
         options["augment"] = dict(spec["augment"])
     return options
@@ -442,7 +517,11 @@ def _bench_spec(spec: dict, bench: dict) -> dict:
     keys = ("variant", "backbone", "protocol", "dataset", "width_mult")
     overrides = {k: v for k, v in spec["overrides"].items() if k not in SPEED_NEUTRAL}
     batch = bench.get("batch_size")  # null: each run's own batch (WRN-36-2 trains at 150, the rest at 256)
-    return {**{k: spec[k] for k in keys}, "overrides": overrides, "batch_size": int(batch if batch is not None else spec["batch_size"])}
+    return {
+        **{k: spec[k] for k in keys},
+        "overrides": overrides,
+        "batch_size": int(batch if batch is not None else spec["batch_size"]),
+    }
 
 
 def _rows_of(name: str, exp: dict) -> list[dict]:
@@ -451,19 +530,27 @@ def _rows_of(name: str, exp: dict) -> list[dict]:
     if kind == "table":
         return [dict(r) for r in exp["rows"]]
     if kind == "alpha":
-        return [{"variant": exp["variant"], "label": f"alpha={a:g}", "overrides": {"alpha": float(a)}} for a in exp["alphas"]]
+        return [
+            {"variant": exp["variant"], "label": f"alpha={a:g}", "overrides": {"alpha": float(a)}}
+            for a in exp["alphas"]
+        ]
     if kind == "grid":
         fam = exp.get("family", "GM-GAP")
         points, skipped = _grid_points(exp)
         if not points:
-            raise ValueError(f"experiments.{name}: every grid point has K > N ({_points_text(skipped)}), "
-                             f"so it plans no run; give n values at least as large as some k")
+            raise ValueError(
+                f"experiments.{name}: every grid point has K > N ({_points_text(skipped)}), "
+                f"so it plans no run; give n values at least as large as some k"
+            )
         rows = [{"variant": f"{fam}-{n}-{k}", "label": f"N={n}, K={k}"} for n, k in points]
         if exp.get("baseline"):  # the single-component reference the speed is relative to
             rows.insert(0, {"variant": exp["baseline"], "label": exp["baseline"]})
         return rows
     if kind == "protocols":
-        return [{"variant": exp["variant"], "protocol": p, "label": f"{exp['variant']} ({p})"} for p in exp["protocols"]]
+        return [
+            {"variant": exp["variant"], "protocol": p, "label": f"{exp['variant']} ({p})"}
+            for p in exp["protocols"]
+        ]
     raise ValueError(f"experiments.{name}: unknown kind {kind!r}; valid: table, alpha, grid, protocols")
 
 
@@ -477,26 +564,48 @@ def _points_text(points: list[tuple[int, int]]) -> str:
     return ", ".join(f"N={n} K={k}" for n, k in points)
 
 
-def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str) -> Row:
+def _rule_row(
+    name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str
+) -> Row:
     """A row whose metrics.json files a user's own rule writes (README "Add a variant")."""
     if exp.get("kind", "table") != "table":
-        raise ValueError(f"{where}: a 'rule' row belongs in a table experiment, not in kind {exp.get('kind')!r}")
+        raise ValueError(
+            f"{where}: a 'rule' row belongs in a table experiment, not in kind {exp.get('kind')!r}"
+        )
     unknown = sorted(set(raw) - set(RULE_ROW_KEYS))
     if unknown:
-        raise ValueError(f"{where}: a rule row takes only {', '.join(RULE_ROW_KEYS)}; got {unknown} (the rule itself "
-                         "decides how its method trains)")
+        raise ValueError(
+            f"{where}: a rule row takes only {', '.join(RULE_ROW_KEYS)}; got {unknown} (the rule itself "
+            "decides how its method trains)"
+        )
     rule = raw["rule"]
     if not isinstance(rule, str) or not _RULE_NAME.match(rule):
-        raise ValueError(f"{where}: rule {rule!r} is not a Snakemake rule name (letters, digits, underscores)")
+        raise ValueError(
+            f"{where}: rule {rule!r} is not a Snakemake rule name (letters, digits, underscores)"
+        )
     dataset = raw.get("dataset", exp.get("dataset", config.get("defaults", {}).get("dataset")))
     _check_dataset_key(dataset, config, where)
     from gmsop.formats import rule_run_id
 
     label = raw.get("label") or rule
-    return Row(experiment=name, index=index, label=label, run=rule_run_id(rule), bench="", seeds=seeds, variant=label,
-               display=label, backbone="", protocol="", dataset=dataset,
-               dataset_name=str(config["datasets"][dataset]["name"]), width_mult=None, settings={"rule": rule},
-               paper=raw.get("paper"), rule=rule)
+    return Row(
+        experiment=name,
+        index=index,
+        label=label,
+        run=rule_run_id(rule),
+        bench="",
+        seeds=seeds,
+        variant=label,
+        display=label,
+        backbone="",
+        protocol="",
+        dataset=dataset,
+        dataset_name=str(config["datasets"][dataset]["name"]),
+        width_mult=None,
+        settings={"rule": rule},
+        paper=raw.get("paper"),
+        rule=rule,
+    )
 
 
 def _baseline_label(name: str, baseline: str | None, rows: list[Row]) -> str | None:
@@ -506,7 +615,9 @@ def _baseline_label(name: str, baseline: str | None, rows: list[Row]) -> str | N
     hits = [r for r in rows if r.label == baseline] or [r for r in rows if r.variant == baseline]
     if len(hits) != 1:
         how = "matches no row" if not hits else f"matches {len(hits)} rows; name one by its label"
-        raise ValueError(f"experiments.{name}.baseline: {baseline!r} {how}; rows are {[r.label for r in rows]}")
+        raise ValueError(
+            f"experiments.{name}.baseline: {baseline!r} {how}; rows are {[r.label for r in rows]}"
+        )
     return hits[0].label
 
 
@@ -543,29 +654,51 @@ def make_plan(config: dict) -> Plan:
             bspec = _bench_spec(spec, bench_cfg)
             bid = run_id(bspec | {"schedule": None})
             benches[bid] = bspec
-            rows.append(Row(
-                experiment=name, index=i, label=raw.get("label") or spec["variant"], run=rid, bench=bid, seeds=seeds,
-                variant=spec["variant"], display=facts.display_name, backbone=spec["backbone"],
-                protocol=spec["protocol"], dataset=spec["dataset"], dataset_name=str(datasets[spec["dataset"]]["name"]),
-                width_mult=float(spec["width_mult"] or 1.0), settings=spec, paper=raw.get("paper", spec["variant"]),
-                num_experts=facts.num_experts, k=facts.k, alpha=facts.alpha,
-                schedule_family=facts.schedule_family,
-            ))
+            rows.append(
+                Row(
+                    experiment=name,
+                    index=i,
+                    label=raw.get("label") or spec["variant"],
+                    run=rid,
+                    bench=bid,
+                    seeds=seeds,
+                    variant=spec["variant"],
+                    display=facts.display_name,
+                    backbone=spec["backbone"],
+                    protocol=spec["protocol"],
+                    dataset=spec["dataset"],
+                    dataset_name=str(datasets[spec["dataset"]]["name"]),
+                    width_mult=float(spec["width_mult"] or 1.0),
+                    settings=spec,
+                    paper=raw.get("paper", spec["variant"]),
+                    num_experts=facts.num_experts,
+                    k=facts.k,
+                    alpha=facts.alpha,
+                    schedule_family=facts.schedule_family,
+                )
+            )
         if not rows:
-            raise ValueError(f"experiments.{name}: plans no run (no rows); give it rows or set "
-                             f"enabled: false")
+            raise ValueError(
+                f"experiments.{name}: plans no run (no rows); give it rows or set enabled: false"
+            )
         skipped = _grid_points(exp)[1] if exp.get("kind") == "grid" else []
         if skipped:
             notes.append(f"experiments.{name}: grid points skipped because K > N: {_points_text(skipped)}")
         labels = [r.label for r in rows]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
-            raise ValueError(f"experiments.{name}: duplicate row label(s) {dup}; give each row a distinct 'label'")
+            raise ValueError(
+                f"experiments.{name}: duplicate row label(s) {dup}; give each row a distinct 'label'"
+            )
         experiments[name] = Experiment(
-            name=name, kind=exp.get("kind", "table"), title=exp.get("title", name), paper=exp.get("paper"),
+            name=name,
+            kind=exp.get("kind", "table"),
+            title=exp.get("title", name),
+            paper=exp.get("paper"),
             baseline=_baseline_label(name, exp.get("baseline"), rows),
             claims=parse_claims(exp.get("orderings"), labels, f"experiments.{name}.orderings"),
-            rows=tuple(rows), counts_alphas=tuple(float(a) for a in exp.get("counts_alphas") or ()),
+            rows=tuple(rows),
+            counts_alphas=tuple(float(a) for a in exp.get("counts_alphas") or ()),
             family=exp.get("family"),
         )
     return Plan(runs, benches, experiments, datasets, contents, notes)
@@ -592,7 +725,9 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
         entry = plan.datasets[key]
         root = entry.get("root")
         if root is not None and not Path(root).expanduser().exists():
-            missing.append(f"datasets.{key}.root: {root} does not exist (resolved: {Path(root).expanduser().absolute()})")
+            missing.append(
+                f"datasets.{key}.root: {root} does not exist (resolved: {Path(root).expanduser().absolute()})"
+            )
             sizes[key] = None
         else:
             try:
@@ -609,11 +744,15 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
             n = sizes[spec["dataset"]]
             if int(spec["batch_size"]) > n * (2 if _flip_doubled(spec) else 1):
                 key = (spec["dataset"], int(spec["batch_size"]), n)
-                too_large.setdefault(key, []).append(f"experiments.{exp.name}.rows[{row.index}] ({row.label})")
+                too_large.setdefault(key, []).append(
+                    f"experiments.{exp.name}.rows[{row.index}] ({row.label})"
+                )
     for (dataset, batch, n), rows in too_large.items():
         more = f" and {len(rows) - 3} more rows" if len(rows) > 3 else ""
-        errors.append(f"{', '.join(rows[:3])}{more}: batch_size {batch} is larger than the training set of "
-                      f"datasets.{dataset} ({n} images); every epoch would be empty")
+        errors.append(
+            f"{', '.join(rows[:3])}{more}: batch_size {batch} is larger than the training set of "
+            f"datasets.{dataset} ({n} images); every epoch would be empty"
+        )
     return missing, errors
 
 

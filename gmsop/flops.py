@@ -5,6 +5,7 @@ multiply-add) on a forward pass in eval mode, divided by the batch size. A gated
 counted as it executes: K of the N components per image, plus the gate. Counted only where a
 count is shown (benchmark jobs, ``gmsop models``, ``gmsop plan``), not in training jobs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,9 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, input_size=(3, 64, 64), batch_size: int = 2, device: str | torch.device = "cpu") -> float:
+def count_flops(
+    model: nn.Module, input_size=(3, 64, 64), batch_size: int = 2, device: str | torch.device = "cpu"
+) -> float:
     """Forward FLOPs per image at ``input_size`` (C, H, W); the model's mode is restored."""
     from torch.utils.flop_counter import FlopCounterMode
 

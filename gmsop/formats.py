@@ -30,6 +30,7 @@ wrong type raises :class:`ResultFileError` naming the file and the dotted key
 (``final.top1_err``, ``epochs[3].val_top1_err``), instead of surfacing later as a NaN in a table.
 The trainer checks its own record with the same declaration before writing it.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,38 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "METRICS_FORMAT", "BENCH_FORMAT", "CHECKPOINT_FORMAT", "METRICS_NAME", "BENCH_SUFFIX", "PROGRESS_NAME",
-    "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "CONFIG_NAME", "CHECKPOINT_KEYS", "EPOCH_KEYS",
-    "TIMING_KEYS", "ResultFileError", "run_block", "check_run_block", "check_metrics", "check_bench",
-    "read_metrics", "read_bench", "bench_files", "read_progress", "json_schema", "rule_metrics",
-    "rule_run_id", "read_rule_metrics", "RUN_METRICS_PATH", "RULE_METRICS_PATH", "CHECKED_METRICS_PATH",
-    "CHECKPOINT_DIR", "BENCH_DIR", "DATASET_INFO_PATH", "IDENTITIES_PATH",
+    "METRICS_FORMAT",
+    "BENCH_FORMAT",
+    "CHECKPOINT_FORMAT",
+    "METRICS_NAME",
+    "BENCH_SUFFIX",
+    "PROGRESS_NAME",
+    "CHECKPOINT_NAME",
+    "PREVIOUS_CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "CHECKPOINT_KEYS",
+    "EPOCH_KEYS",
+    "TIMING_KEYS",
+    "ResultFileError",
+    "run_block",
+    "check_run_block",
+    "check_metrics",
+    "check_bench",
+    "read_metrics",
+    "read_bench",
+    "bench_files",
+    "read_progress",
+    "json_schema",
+    "rule_metrics",
+    "rule_run_id",
+    "read_rule_metrics",
+    "RUN_METRICS_PATH",
+    "RULE_METRICS_PATH",
+    "CHECKED_METRICS_PATH",
+    "CHECKPOINT_DIR",
+    "BENCH_DIR",
+    "DATASET_INFO_PATH",
+    "IDENTITIES_PATH",
 ]
 
 #: Version of metrics.json. 2: the ``run`` identity block and ``format_version`` itself.
@@ -77,9 +104,24 @@ CHECKPOINT_KEYS = ("fingerprint", "epoch", "model", "optimizer", "rng", "records
 
 #: Keys of one epoch record, in the order metrics.json and progress.jsonl show them.
 EPOCH_KEYS = (
-    "epoch", "lr", "train_ce", "train_balance", "train_loss", "train_top1_err", "val_top1_err", "val_top5_err",
-    "epoch_time_s", "train_img_s", "routing_counts", "importance", "gate_logit_spread", "gate_noise_spread",
-    "distinct_topk_mean", "distinct_topk_min", "idle_components_mean", "idle_components_max",
+    "epoch",
+    "lr",
+    "train_ce",
+    "train_balance",
+    "train_loss",
+    "train_top1_err",
+    "val_top1_err",
+    "val_top5_err",
+    "epoch_time_s",
+    "train_img_s",
+    "routing_counts",
+    "importance",
+    "gate_logit_spread",
+    "gate_noise_spread",
+    "distinct_topk_mean",
+    "distinct_topk_min",
+    "idle_components_mean",
+    "idle_components_max",
 )
 #: Keys that measure time (they differ between otherwise identical runs).
 TIMING_KEYS = ("epoch_time_s", "train_img_s", "train_time_s")
@@ -100,8 +142,13 @@ class ResultFileError(ValueError):
 # The declarations: (key, kind, nullable) per block; required keys must be present.
 
 _KIND_TEXT = {
-    "str": "a string", "int": "an integer", "num": "a number", "dict": "an object",
-    "list": "a list", "int_list": "a list of integers", "num_list": "a list of numbers",
+    "str": "a string",
+    "int": "an integer",
+    "num": "a number",
+    "dict": "an object",
+    "list": "a list",
+    "int_list": "a list of integers",
+    "num_list": "a list of numbers",
 }
 
 
@@ -131,47 +178,81 @@ _PLANNED_REQUIRED = [("experiment", "str", False), ("row", "str", False)]
 # The trainer always writes the optional keys too; a foreign method may leave out what
 # has no meaning for it (a backbone, a protocol, a representation size).
 _METRICS_REQUIRED = [
-    ("format_version", "int", False), ("run", "dict", True),
-    ("variant", "str", False), ("dataset", "str", False), ("seed", "int", False),
-    ("hparams", "dict", False), ("final", "dict", True), ("epochs", "list", False),
+    ("format_version", "int", False),
+    ("run", "dict", True),
+    ("variant", "str", False),
+    ("dataset", "str", False),
+    ("seed", "int", False),
+    ("hparams", "dict", False),
+    ("final", "dict", True),
+    ("epochs", "list", False),
 ]
 _METRICS_OPTIONAL = [
-    ("backbone", "str", True), ("protocol", "str", True), ("params", "int", True), ("rep_dim", "int", True),
-    ("flops_per_image", "num", True), ("env", "dict", True), ("tag", "str", True),
+    ("backbone", "str", True),
+    ("protocol", "str", True),
+    ("params", "int", True),
+    ("rep_dim", "int", True),
+    ("flops_per_image", "num", True),
+    ("env", "dict", True),
+    ("tag", "str", True),
 ]
 # num_classes decides whether a run learned (chance error); train_size and epochs say where a
 # claim was tested (the scorecard).
 _HPARAMS_REQUIRED = [("epochs", "int", False), ("num_classes", "int", False), ("train_size", "int", False)]
 _HPARAMS_OPTIONAL = [
-    ("batch_size", "int", True), ("schedule", "list", True), ("width_mult", "num", True),
+    ("batch_size", "int", True),
+    ("schedule", "list", True),
+    ("width_mult", "num", True),
     ("protocol_switches", "dict", True),
 ]
 _FINAL_REQUIRED = [("top1_err", "num", False), ("top5_err", "num", True), ("epochs", "int", False)]
 _FINAL_OPTIONAL = [
-    ("train_time_s", "num", True), ("train_img_s", "num", True),
+    ("train_time_s", "num", True),
+    ("train_img_s", "num", True),
     # a gated mixture's last evaluation: images of class c that select component i, images per class
-    ("val_routing", "list", True), ("val_class_counts", "int_list", True),
+    ("val_routing", "list", True),
+    ("val_class_counts", "int_list", True),
 ]
 _EPOCH_REQUIRED = [("epoch", "int", False), ("train_loss", "num", True), ("val_top1_err", "num", True)]
 _EPOCH_OPTIONAL = [
-    ("lr", "num", True), ("train_ce", "num", True), ("train_balance", "num", True),
-    ("train_top1_err", "num", True), ("val_top5_err", "num", True), ("epoch_time_s", "num", True),
-    ("train_img_s", "num", True), ("routing_counts", "num_list", True), ("importance", "num_list", True),
-    ("gate_logit_spread", "num", True), ("gate_noise_spread", "num", True),
+    ("lr", "num", True),
+    ("train_ce", "num", True),
+    ("train_balance", "num", True),
+    ("train_top1_err", "num", True),
+    ("val_top5_err", "num", True),
+    ("epoch_time_s", "num", True),
+    ("train_img_s", "num", True),
+    ("routing_counts", "num_list", True),
+    ("importance", "num_list", True),
+    ("gate_logit_spread", "num", True),
+    ("gate_noise_spread", "num", True),
     # per training batch of a gated mixture: distinct Top-K sets and idle components, mean and worst
-    ("distinct_topk_mean", "num", True), ("distinct_topk_min", "int", True),
-    ("idle_components_mean", "num", True), ("idle_components_max", "int", True),
+    ("distinct_topk_mean", "num", True),
+    ("distinct_topk_min", "int", True),
+    ("idle_components_mean", "num", True),
+    ("idle_components_max", "int", True),
 ]
 _BENCH_REQUIRED = [
-    ("format_version", "int", False), ("run", "dict", True),
-    ("variant", "str", False), ("backbone", "str", False), ("input_size", "int_list", False),
-    ("batch_size", "int", False), ("device", "str", False), ("train_img_s", "num", False),
+    ("format_version", "int", False),
+    ("run", "dict", True),
+    ("variant", "str", False),
+    ("backbone", "str", False),
+    ("input_size", "int_list", False),
+    ("batch_size", "int", False),
+    ("device", "str", False),
+    ("train_img_s", "num", False),
     ("params", "int", False),
 ]
 _BENCH_OPTIONAL = [
-    ("num_classes", "int", True), ("device_name", "str", True), ("train_step_ms_median", "num", True),
-    ("train_step_ms_iqr", "num", True), ("infer_img_s", "num", True), ("peak_mem_mb", "num", True),
-    ("flops_per_image", "num", True), ("achieved_tflops", "num", True), ("env", "dict", True),
+    ("num_classes", "int", True),
+    ("device_name", "str", True),
+    ("train_step_ms_median", "num", True),
+    ("train_step_ms_iqr", "num", True),
+    ("infer_img_s", "num", True),
+    ("peak_mem_mb", "num", True),
+    ("flops_per_image", "num", True),
+    ("achieved_tflops", "num", True),
+    ("env", "dict", True),
     ("tag", "str", True),
 ]
 assert {k for k, _, _ in _EPOCH_REQUIRED + _EPOCH_OPTIONAL} == set(EPOCH_KEYS)
@@ -182,8 +263,11 @@ EPOCH_NUMBERS = tuple(k for k in EPOCH_KEYS if k not in ("epoch", "routing_count
 
 def run_block(run_id: str, planned_for: Sequence[Mapping[str, str]], settings: Mapping[str, Any]) -> dict:
     """The ``run`` identity block a workflow job writes into its metrics.json or bench.json."""
-    return {"id": str(run_id), "planned_for": [{"experiment": str(p["experiment"]), "row": str(p["row"])}
-                                                for p in planned_for], "settings": dict(settings)}
+    return {
+        "id": str(run_id),
+        "planned_for": [{"experiment": str(p["experiment"]), "row": str(p["row"])} for p in planned_for],
+        "settings": dict(settings),
+    }
 
 
 def _check(path: PathLike, obj: Mapping, prefix: str, required, optional=()) -> None:
@@ -200,17 +284,22 @@ def _check(path: PathLike, obj: Mapping, prefix: str, required, optional=()) -> 
             continue
         if not _CHECKS[kind](value):
             raise ResultFileError(
-                path, f"key {name!r} must be {_KIND_TEXT[kind]}, got {value!r} ({type(value).__name__})")
+                path, f"key {name!r} must be {_KIND_TEXT[kind]}, got {value!r} ({type(value).__name__})"
+            )
 
 
 def _check_version(path: PathLike, obj: Mapping, expected: int, what: str) -> None:
     if "format_version" not in obj:
-        raise ResultFileError(path, f"missing required key 'format_version': a {what} written before format "
-                                    f"{expected} (retrain it: snakemake --forcerun train bench)")
+        raise ResultFileError(
+            path,
+            f"missing required key 'format_version': a {what} written before format "
+            f"{expected} (retrain it: snakemake --forcerun train bench)",
+        )
     version = obj["format_version"]
     if version != expected:
-        raise ResultFileError(path, f"key 'format_version' is {version!r}; this gmsop reads {what} format "
-                                    f"{expected} only")
+        raise ResultFileError(
+            path, f"key 'format_version' is {version!r}; this gmsop reads {what} format {expected} only"
+        )
 
 
 def check_run_block(run: Mapping | None, path: PathLike = "run") -> None:
@@ -230,8 +319,9 @@ def _check_epoch(path: PathLike, ep: Any, where: str) -> None:
     _check(path, ep, where, _EPOCH_REQUIRED, _EPOCH_OPTIONAL)
     counts, imp = ep.get("routing_counts"), ep.get("importance")
     if counts is not None and imp is not None and len(counts) != len(imp):
-        raise ResultFileError(path, f"{where}routing_counts has {len(counts)} entries but "
-                                    f"{where}importance has {len(imp)}")
+        raise ResultFileError(
+            path, f"{where}routing_counts has {len(counts)} entries but {where}importance has {len(imp)}"
+        )
 
 
 def _check_record(path: PathLike, obj: Any, version: int, what: str, required, optional) -> None:
@@ -256,8 +346,10 @@ def check_metrics(obj: Any, path: PathLike = "metrics.json") -> dict:
         counts = ep.get("routing_counts")
         if counts is not None:
             if n_components is not None and len(counts) != n_components:
-                raise ResultFileError(path, f"{where}routing_counts has {len(counts)} components, "
-                                            f"earlier epochs have {n_components}")
+                raise ResultFileError(
+                    path,
+                    f"{where}routing_counts has {len(counts)} components, earlier epochs have {n_components}",
+                )
             n_components = len(counts)
     return obj
 
@@ -320,10 +412,15 @@ def read_progress(path: PathLike) -> list[dict]:
 # The same declarations as JSON Schema (workflow/schemas/metrics.schema.json is generated from
 # this and a test keeps it equal), for producers outside Python: a user's own rule.
 
-_JSON_TYPES = {"str": {"type": "string"}, "int": {"type": "integer"}, "num": {"type": "number"},
-               "dict": {"type": "object"}, "list": {"type": "array"},
-               "int_list": {"type": "array", "items": {"type": "integer"}},
-               "num_list": {"type": "array", "items": {"type": "number"}}}
+_JSON_TYPES = {
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "num": {"type": "number"},
+    "dict": {"type": "object"},
+    "list": {"type": "array"},
+    "int_list": {"type": "array", "items": {"type": "integer"}},
+    "num_list": {"type": "array", "items": {"type": "number"}},
+}
 
 
 def _object(required, optional=(), nested: dict | None = None) -> dict:
@@ -336,39 +433,64 @@ def _object(required, optional=(), nested: dict | None = None) -> dict:
 
 def json_schema(kind: str = "metrics") -> dict:
     """JSON Schema (draft 2020-12) of ``metrics.json`` or ``bench.json`` at the current version."""
-    run = _object(_RUN_REQUIRED, nested={"planned_for": {"type": "array", "items": _object(_PLANNED_REQUIRED)}})
+    run = _object(
+        _RUN_REQUIRED, nested={"planned_for": {"type": "array", "items": _object(_PLANNED_REQUIRED)}}
+    )
     if kind == "metrics":
         version, required, optional = METRICS_FORMAT, _METRICS_REQUIRED, _METRICS_OPTIONAL
-        nested = {"run": run, "hparams": _object(_HPARAMS_REQUIRED, _HPARAMS_OPTIONAL),
-                  "final": _object(_FINAL_REQUIRED, _FINAL_OPTIONAL),
-                  "epochs": {"type": "array", "items": _object(_EPOCH_REQUIRED, _EPOCH_OPTIONAL)}}
+        nested = {
+            "run": run,
+            "hparams": _object(_HPARAMS_REQUIRED, _HPARAMS_OPTIONAL),
+            "final": _object(_FINAL_REQUIRED, _FINAL_OPTIONAL),
+            "epochs": {"type": "array", "items": _object(_EPOCH_REQUIRED, _EPOCH_OPTIONAL)},
+        }
         title = "gmsop metrics.json: one finished run (one seed) of a table row"
     elif kind == "bench":
         version, required, optional, nested = BENCH_FORMAT, _BENCH_REQUIRED, _BENCH_OPTIONAL, {"run": run}
         title = "gmsop bench.json: one throughput benchmark"
     else:
         raise ValueError(f"unknown result file kind {kind!r}; valid: metrics, bench")
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title,
-              "description": f"Format version {version}, declared in gmsop/formats.py (generated from it).",
-              **_object(required, optional, nested)}
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "description": f"Format version {version}, declared in gmsop/formats.py (generated from it).",
+        **_object(required, optional, nested),
+    }
     schema["properties"]["format_version"] = {"const": version}
     return schema
 
 
-def rule_metrics(rule: str, seed: int, top1_err: float, top5_err: float | None = None, *, num_classes: int,
-                 train_size: int, dataset: str, epochs: list[dict] | None = None, variant: str | None = None,
-                 **extra: Any) -> dict:
+def rule_metrics(
+    rule: str,
+    seed: int,
+    top1_err: float,
+    top5_err: float | None = None,
+    *,
+    num_classes: int,
+    train_size: int,
+    dataset: str,
+    epochs: list[dict] | None = None,
+    variant: str | None = None,
+    **extra: Any,
+) -> dict:
     """A valid metrics record for a user's own rule (run id ``rule:<rule>``, see README): the final
     errors, the dataset it ran on, and optionally one record per epoch (``epoch``, ``train_loss``,
     ``val_top1_err`` at least); ``extra`` top-level keys (``params``, ``env``...) are copied."""
     epochs = epochs or [{"epoch": 1, "train_loss": None, "val_top1_err": top1_err}]
     record = {
-        "format_version": METRICS_FORMAT, "run": run_block(rule_run_id(rule), [], {"rule": rule}),
-        "variant": variant or rule, "dataset": dataset, "seed": int(seed),
+        "format_version": METRICS_FORMAT,
+        "run": run_block(rule_run_id(rule), [], {"rule": rule}),
+        "variant": variant or rule,
+        "dataset": dataset,
+        "seed": int(seed),
         "hparams": {"epochs": len(epochs), "num_classes": int(num_classes), "train_size": int(train_size)},
-        "final": {"top1_err": float(top1_err), "top5_err": None if top5_err is None else float(top5_err),
-                  "epochs": len(epochs)},
-        "epochs": epochs, **extra,
+        "final": {
+            "top1_err": float(top1_err),
+            "top5_err": None if top5_err is None else float(top5_err),
+            "epochs": len(epochs),
+        },
+        "epochs": epochs,
+        **extra,
     }
     return check_metrics(record, f"rule {rule!r}")
 
@@ -380,8 +502,11 @@ def read_rule_metrics(path: PathLike, rule: str, seed: int) -> dict:
     m = read_metrics(path)
     found = (m.get("run") or {}).get("id")
     if found != rule_run_id(rule):
-        raise ResultFileError(path, f"run.id is {found!r}; a file of rule {rule!r} must say "
-                                    f"{rule_run_id(rule)!r} (gmsop.formats.rule_metrics builds one)")
+        raise ResultFileError(
+            path,
+            f"run.id is {found!r}; a file of rule {rule!r} must say "
+            f"{rule_run_id(rule)!r} (gmsop.formats.rule_metrics builds one)",
+        )
     if m["seed"] != int(seed):
         raise ResultFileError(path, f"seed is {m['seed']!r}, but the file is the one of seed {int(seed)}")
     return m
@@ -395,8 +520,9 @@ def rule_run_id(rule: str) -> str:
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m gmsop.formats",
-                                     description="Print the JSON Schema of a result file gmsop reads.")
+    parser = argparse.ArgumentParser(
+        prog="python -m gmsop.formats", description="Print the JSON Schema of a result file gmsop reads."
+    )
     parser.add_argument("kind", choices=["metrics", "bench"], help="which file")
     args = parser.parse_args(argv)
     print(json.dumps(json_schema(args.kind), indent=2))

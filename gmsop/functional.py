@@ -36,6 +36,7 @@ implementation's algorithm and against autograd through the same iterations):
   Between forward and backward it holds A, Y_k, T_k (k >= 1) and Z_k (2 <= k <= J-2), i.e.
   5 matrices for J = 3 and 11 for J = 5, about half of what autograd keeps.
 """
+
 from __future__ import annotations
 
 import torch

@@ -17,6 +17,7 @@ Which GPUs: those in ``$CUDA_VISIBLE_DEVICES`` (a pool set aside for this user),
 without GPUs, with ``GMSOP_GPU_SLOTS=off``, or in a SLURM job that SLURM gave no more GPUs than
 asked for; inside a larger SLURM allocation the slots are that allocation's own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,15 +61,18 @@ def visible_gpus() -> list[str]:
         if not count.isdigit():
             raise ValueError(f"{ENV_NUM_GPUS} must be a count of GPUs (0, 1, ...), got {count!r}")
         if pool is not None and int(count) > len(pool):
-            raise ValueError(f"{ENV_NUM_GPUS}={count} but CUDA_VISIBLE_DEVICES="
-                             f"{os.environ['CUDA_VISIBLE_DEVICES']!r} names only {len(pool)} GPU(s)")
-        return pool[:int(count)] if pool is not None else [str(i) for i in range(int(count))]
+            raise ValueError(
+                f"{ENV_NUM_GPUS}={count} but CUDA_VISIBLE_DEVICES="
+                f"{os.environ['CUDA_VISIBLE_DEVICES']!r} names only {len(pool)} GPU(s)"
+            )
+        return pool[: int(count)] if pool is not None else [str(i) for i in range(int(count))]
     if pool is not None:
         return pool
     exe = shutil.which("nvidia-smi")
     try:
-        listing = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30).stdout if exe \
-            else ""
+        listing = (
+            subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30).stdout if exe else ""
+        )
     except (OSError, subprocess.SubprocessError):
         listing = ""
     return [str(i) for i in range(len(re.findall(r"(?m)^GPU \d+:", listing)))]
@@ -104,9 +108,11 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
         raise ValueError(f"{n} GPU(s) requested per job but only {len(pool)} visible: {pool}")
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
-        raise RuntimeError("gmsop.gpu_slots: torch already initialised CUDA in this process, so "
-                           "CUDA_VISIBLE_DEVICES can no longer take effect; claim the GPU before using "
-                           "torch.cuda")
+        raise RuntimeError(
+            "gmsop.gpu_slots: torch already initialised CUDA in this process, so "
+            "CUDA_VISIBLE_DEVICES can no longer take effect; claim the GPU before using "
+            "torch.cuda"
+        )
     directory = os.environ.get(ENV_LOCK_DIR) or DEFAULT_LOCK_DIR
     if os.environ.get("SLURM_JOB_ID"):  # inside an allocation: its device ids are its own
         directory = os.path.join(directory, f"slurm-{os.environ['SLURM_JOB_ID']}")
@@ -136,8 +142,9 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
         if timeout is not None and time.monotonic() - start >= timeout:
             raise TimeoutError(f"no {n} free GPU slot(s) of {pool} in {directory} after {timeout:g} s")
         if not said:
-            print(f"gmsop.gpu_slots: all {len(pool)} GPU slot(s) in {directory} busy; waiting",
-                  file=sys.stderr)
+            print(
+                f"gmsop.gpu_slots: all {len(pool)} GPU slot(s) in {directory} busy; waiting", file=sys.stderr
+            )
             said = True
         time.sleep(0.2)
     devices = sorted(got, key=pool.index)
@@ -147,8 +154,9 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
             os.pwrite(fd, f"pid={os.getpid()} host={host} since={time.time():.0f}\n".encode(), 0)
     _held = devices, list(got.values())
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-    print(f"gmsop.gpu_slots: CUDA_VISIBLE_DEVICES={','.join(devices)} (locks in {directory})",
-          file=sys.stderr)
+    print(
+        f"gmsop.gpu_slots: CUDA_VISIBLE_DEVICES={','.join(devices)} (locks in {directory})", file=sys.stderr
+    )
     return devices
 
 
@@ -168,17 +176,24 @@ def job_device(device: str, gpus_per_job: int, visible: int | None = None) -> tu
     if gpus_per_job >= 1 or device not in ("auto", "cuda"):
         return device, ""
     if device == "cuda":
-        return "cuda", ("gmsop: device cuda with gpus_per_job 0: this job reserved no GPU and shares the "
-                        "visible one(s) with every other job")
+        return "cuda", (
+            "gmsop: device cuda with gpus_per_job 0: this job reserved no GPU and shares the "
+            "visible one(s) with every other job"
+        )
     if visible is None:
         try:
             visible = len(visible_gpus())
         except ValueError:  # a bad GMSOP_NUM_GPUS: claim_gpus reports it where it matters
             visible = 0
-    note = "" if not visible else (
-        f"gmsop: device auto with gpus_per_job 0: this job runs on the CPU although {visible} GPU(s) are "
-        f"visible; to use them, set gpus_per_job: 1 and run snakemake with --resources gpu=<GPUs> (one GPU "
-        f"per job), or device: cuda (jobs share them)")
+    note = (
+        ""
+        if not visible
+        else (
+            f"gmsop: device auto with gpus_per_job 0: this job runs on the CPU although {visible} GPU(s) are "
+            f"visible; to use them, set gpus_per_job: 1 and run snakemake with --resources gpu=<GPUs> (one GPU "
+            f"per job), or device: cuda (jobs share them)"
+        )
+    )
     return "cpu", note
 
 

@@ -34,6 +34,7 @@ Each family also declares its ``HeadTraits`` (second order, mixture, gated, sche
 classifier's dropout, the default schedule -- without building a module. A registered head
 declares them as class attributes of the same names or as ``register_head`` arguments.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -59,7 +60,14 @@ from gmsop.layers.gap import global_avg_pool
 from gmsop.protocol import Protocol
 
 __all__ = [
-    "HEADS", "SCHEDULE_FAMILIES", "HeadTraits", "create_head", "get_head", "head_kwargs", "head_traits", "register_head",
+    "HEADS",
+    "SCHEDULE_FAMILIES",
+    "HeadTraits",
+    "create_head",
+    "get_head",
+    "head_kwargs",
+    "head_traits",
+    "register_head",
 ]
 
 #: The released code's schedule families (its lr x epochs: gmsop.engine.config.DEFAULT_SCHEDULES):
@@ -83,7 +91,9 @@ class HeadTraits:
 
     def __post_init__(self):
         if self.schedule_family not in SCHEDULE_FAMILIES:
-            raise ValueError(f"unknown schedule family {self.schedule_family!r}; valid: {', '.join(SCHEDULE_FAMILIES)}")
+            raise ValueError(
+                f"unknown schedule family {self.schedule_family!r}; valid: {', '.join(SCHEDULE_FAMILIES)}"
+            )
 
 
 class _Pool(nn.Module):
@@ -111,7 +121,9 @@ def _gate(
 
 def _psrsop(c: int, p: Protocol, dims=None, sop_dim=128) -> ParametricSRSOP:
     dims = dims if dims is not None else (2 * c, int(sop_dim))
-    return ParametricSRSOP(c, dims, batchnorm=p.cm_batchnorm, iterations=p.ns_iterations, bn_momentum=p.bn_momentum)
+    return ParametricSRSOP(
+        c, dims, batchnorm=p.cm_batchnorm, iterations=p.ns_iterations, bn_momentum=p.bn_momentum
+    )
 
 
 def _gap(c, p):
@@ -136,17 +148,23 @@ def _ave_sop(c, p, num_experts=16, dims=None, sop_dim=128):
 
 def _gm_gap(c, p, num_experts=16, k=8, width=512, sop_dim=128, gate_dims=None):
     gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim, dims=gate_dims)
-    return GatedMixture([ParametricGAP(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
+    return GatedMixture(
+        [ParametricGAP(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch
+    )
 
 
 def _gm_sop(c, p, num_experts=16, k=8, dims=None, sop_dim=128, gate_dims=None):
     gate = _gate(c, p, _n(num_experts), k, second_order=True, out=sop_dim, dims=gate_dims)
-    return GatedMixture([_psrsop(c, p, dims, sop_dim) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
+    return GatedMixture(
+        [_psrsop(c, p, dims, sop_dim) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch
+    )
 
 
 def _sg_moe(c, p, num_experts=16, k=8, width=512, sop_dim=128, gate_dims=None):
     gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim, dims=gate_dims)
-    return GatedMixture([LinearExpert(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch)
+    return GatedMixture(
+        [LinearExpert(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch
+    )
 
 
 def _netvlad(c, p, clusters=64):
@@ -239,7 +257,9 @@ def register_head(
         raise TypeError(f"head {name!r} must be a class or callable, got {head!r}")
     if name in HEADS and not overwrite and HEADS[name] is not head:
         raise ValueError(f"head {name!r} is already registered; pass overwrite=True to replace it")
-    traits = _traits_of(head, second_order=second_order, mixture=mixture, gated=gated, schedule_family=schedule_family)
+    traits = _traits_of(
+        head, second_order=second_order, mixture=mixture, gated=gated, schedule_family=schedule_family
+    )
     HEADS[name] = head
     _TRAITS[name] = (head, traits)
     return head

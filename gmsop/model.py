@@ -4,6 +4,7 @@
 ``balance_loss`` (zero for non-gated heads) to the cross-entropy, and ``gate`` carries the
 per-component routing counts and importance of a gated mixture (None otherwise).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -25,8 +26,16 @@ class ModelOutput(NamedTuple):
 class GMSOPNet(nn.Module):
     """Any head on any backbone; ``info`` records what was built (variant, protocol, dims)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, num_classes: int, dropout: float = 0.2, bn_momentum: float = 0.1,
-                 info: dict | None = None, classifier_bn: bool | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        num_classes: int,
+        dropout: float = 0.2,
+        bn_momentum: float = 0.1,
+        info: dict | None = None,
+        classifier_bn: bool | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -35,11 +44,7 @@ class GMSOPNet(nn.Module):
         bn = self.mixture if classifier_bn is None else bool(classifier_bn)
         self.rep_dim = int(head.out_features)
         self.classifier = ClassifierHead(
-            self.rep_dim,
-            num_classes,
-            batchnorm=bn,
-            dropout=dropout if bn else 0.0,
-            bn_momentum=bn_momentum,
+            self.rep_dim, num_classes, batchnorm=bn, dropout=dropout if bn else 0.0, bn_momentum=bn_momentum
         )
         self.info = dict(info or {}, rep_dim=self.rep_dim, num_classes=num_classes)
         self.init_weights()

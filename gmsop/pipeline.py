@@ -3,14 +3,26 @@
 A step receives the plan's resolved specs (see gmsop.experiments) and file paths; it never
 imports Snakemake, so every step is testable and usable from another workflow manager.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-__all__ = ["start_job", "write_identities", "identity", "prepare_dataset", "train_config", "run_training",
-           "run_bench", "make_table", "make_figure", "make_scorecard", "load_results", "check_rule_result"]
+__all__ = [
+    "start_job",
+    "write_identities",
+    "identity",
+    "prepare_dataset",
+    "train_config",
+    "run_training",
+    "run_bench",
+    "make_table",
+    "make_figure",
+    "make_scorecard",
+    "load_results",
+    "check_rule_result",
+]
 
 
 def start_job(device: str, gpus: int, plugins: list[str]) -> str:
@@ -54,8 +66,16 @@ def _model_overrides(spec: dict) -> dict:
     return overrides
 
 
-def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto", run: dict | None = None,
-                 eval_every: int = 1):
+def train_config(
+    spec: dict,
+    ds: dict,
+    seed: int,
+    out: str,
+    ckpt_dir: str,
+    device: str = "auto",
+    run: dict | None = None,
+    eval_every: int = 1,
+):
     """The TrainConfig of one planned run (spec from gmsop.experiments.make_plan) and seed;
     ``run`` is its identity block (gmsop.formats.run_block), written into metrics.json;
     ``eval_every`` the workflow's (evaluation only: it does not change the training)."""
@@ -86,8 +106,17 @@ def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, devic
     )
 
 
-def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, device: str = "auto", threads: int | None = None,
-                 run: dict | None = None, eval_every: int = 1) -> dict:
+def run_training(
+    spec: dict,
+    ds: dict,
+    seed: int,
+    out: str,
+    ckpt_dir: str,
+    device: str = "auto",
+    threads: int | None = None,
+    run: dict | None = None,
+    eval_every: int = 1,
+) -> dict:
     """Train (or resume) one run; returns the metrics written to ``out``."""
     import torch
 
@@ -98,8 +127,15 @@ def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, devic
     return train(train_config(spec, ds, seed, out, ckpt_dir, device, run=run, eval_every=eval_every))
 
 
-def run_bench(spec: dict, bench: dict, dataset_info: str | Path, out: str | Path, device: str = "auto", threads: int | None = None,
-              run: dict | None = None) -> dict:
+def run_bench(
+    spec: dict,
+    bench: dict,
+    dataset_info: str | Path,
+    out: str | Path,
+    device: str = "auto",
+    threads: int | None = None,
+    run: dict | None = None,
+) -> dict:
     """Measure one variant's throughput at its dataset's input shape; writes ``out`` with the
     identity block ``run`` (gmsop.formats.run_block)."""
     import torch
@@ -142,8 +178,10 @@ def _identities_path(config: dict) -> Path:
 def _identities(plan) -> dict:
     from gmsop.formats import run_block
 
-    return {"train": {r: run_block(r, plan.planned_for(r), s) for r, s in plan.runs.items()},
-            "bench": {b: run_block(b, plan.bench_planned_for(b), s) for b, s in plan.benches.items()}}
+    return {
+        "train": {r: run_block(r, plan.planned_for(r), s) for r, s in plan.runs.items()},
+        "bench": {b: run_block(b, plan.bench_planned_for(b), s) for b, s in plan.benches.items()},
+    }
 
 
 def write_identities(plan, config: dict) -> Path:
@@ -232,7 +270,9 @@ def make_figure(kind: str, experiment, runs: list[str], benches: list[str] | Non
 
     data, bench = load_results(runs, benches)
     if kind == "curves":
-        fig = figures.plot_training_curves(experiment, data.epochs, title=f"Training curves: {experiment.title}")
+        fig = figures.plot_training_curves(
+            experiment, data.epochs, title=f"Training curves: {experiment.title}"
+        )
     elif kind == "alpha_counts":
         fig = figures.plot_routing(experiment, data.routing)
     elif kind == "alpha_error":
@@ -242,5 +282,7 @@ def make_figure(kind: str, experiment, runs: list[str], benches: list[str] | Non
     elif kind == "class_routing":
         fig = figures.plot_class_routing(experiment, data.class_routing)
     else:
-        raise ValueError(f"unknown figure kind {kind!r}; valid: curves, alpha_counts, alpha_error, grid, class_routing")
+        raise ValueError(
+            f"unknown figure kind {kind!r}; valid: curves, alpha_counts, alpha_error, grid, class_routing"
+        )
     figures.save_figure(fig, [Path(p) for p in paths])

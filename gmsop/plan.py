@@ -24,6 +24,7 @@ Each row's speed says where it comes from:
 * ``no measurement``: nothing at the row's width. Its hours are left out of the total, which
   says how many jobs that leaves out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Measurement", "RowEstimate", "PlanError", "read_device_check", "read_bench_files",
-           "paper_measurements", "estimate", "dataset_facts", "main"]
+__all__ = [
+    "Measurement",
+    "RowEstimate",
+    "PlanError",
+    "read_device_check",
+    "read_bench_files",
+    "paper_measurements",
+    "estimate",
+    "dataset_facts",
+    "main",
+]
 
 PAPER_DEVICE = "NVIDIA GeForce GTX 1080 (the paper's PC, MatConvNet)"
 
@@ -63,8 +73,10 @@ class Measurement:
     flops_per_image: float | None = None  # at input_size, when the file says
 
     def where(self) -> str:
-        return (f"{self.source} ({self.device_name}, batch {self.batch_size}, width {self.width_mult:g}, "
-                f"input {_fmt_size(self.input_size)})")
+        return (
+            f"{self.source} ({self.device_name}, batch {self.batch_size}, width {self.width_mult:g}, "
+            f"input {_fmt_size(self.input_size)})"
+        )
 
 
 @dataclass
@@ -99,8 +111,11 @@ def _speed_overrides(overrides: dict | None) -> tuple:
     from gmsop.experiments import canonical_value
     from gmsop.protocol import SPEED_NEUTRAL
 
-    out = {k: canonical_value(v) for k, v in (overrides or {}).items()
-           if k not in SPEED_NEUTRAL and k != "width_mult" and v is not None}
+    out = {
+        k: canonical_value(v)
+        for k, v in (overrides or {}).items()
+        if k not in SPEED_NEUTRAL and k != "width_mult" and v is not None
+    }
     return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in out.items()))
 
 
@@ -147,16 +162,22 @@ def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
         overrides = dict(b.get("overrides") or {})
         settings = (b.get("run") or {}).get("settings") or {}
         protocol = str(b.get("protocol") or "official")
-        out.append(Measurement(
-            model=_model(b["variant"], b["backbone"], protocol, _speed_overrides(overrides),
-                         f"{f}: key 'variant'"),
-            width_mult=float(overrides.get("width_mult", settings.get("width_mult") or 1.0)),
-            input_size=tuple(int(v) for v in b["input_size"]), num_classes=int(b.get("num_classes") or 1000),
-            batch_size=int(b["batch_size"]),
-            train_img_s=_positive(b["train_img_s"], f"{f}: key 'train_img_s'"),
-            source=str(f), device_name=str(b.get("device_name") or b["device"]), gpu=b["device"] == "cuda",
-            flops_per_image=b.get("flops_per_image"),
-        ))
+        out.append(
+            Measurement(
+                model=_model(
+                    b["variant"], b["backbone"], protocol, _speed_overrides(overrides), f"{f}: key 'variant'"
+                ),
+                width_mult=float(overrides.get("width_mult", settings.get("width_mult") or 1.0)),
+                input_size=tuple(int(v) for v in b["input_size"]),
+                num_classes=int(b.get("num_classes") or 1000),
+                batch_size=int(b["batch_size"]),
+                train_img_s=_positive(b["train_img_s"], f"{f}: key 'train_img_s'"),
+                source=str(f),
+                device_name=str(b.get("device_name") or b["device"]),
+                gpu=b["device"] == "cuda",
+                flops_per_image=b.get("flops_per_image"),
+            )
+        )
     return out
 
 
@@ -170,8 +191,10 @@ def read_device_check(path: str | Path) -> list[Measurement]:
     doc = _read(path, "--device-check", json.loads, (json.JSONDecodeError,))
     if not isinstance(doc, dict) or not str(doc.get("format", "")).startswith("gmsop-device-check/"):
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise PlanError(f"{where}: key 'format' must be gmsop-device-check/<version> "
-                        f"(a device_check.json of gmsop check-device), got {got!r}")
+        raise PlanError(
+            f"{where}: key 'format' must be gmsop-device-check/<version> "
+            f"(a device_check.json of gmsop check-device), got {got!r}"
+        )
     try:
         i = next(i for i, p in enumerate(doc["parts"]) if p.get("name") == "throughput")
         variants = doc["parts"][i]["figures"]["variants"]
@@ -179,8 +202,9 @@ def read_device_check(path: str | Path) -> list[Measurement]:
         side, width, batch = int(sizes["image_size"]), float(sizes["width_mult"]), int(sizes["batch_size"])
         classes = int(sizes.get("bench_classes") or 1000)
     except StopIteration:
-        raise PlanError(f"{where}: no 'throughput' part in 'parts' (run gmsop check-device with it)") \
-            from None
+        raise PlanError(
+            f"{where}: no 'throughput' part in 'parts' (run gmsop check-device with it)"
+        ) from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise PlanError(f"{where}: missing or bad key {err} (sizes, env, parts[].figures.variants)") from None
     name = str(env.get("device_name") or env.get("device"))
@@ -194,13 +218,20 @@ def read_device_check(path: str | Path) -> list[Measurement]:
         if rec.get("train_img_s") is None:  # the check could not run this variant ("error" says why)
             continue
         flops = rec.get("flops_per_image")
-        out.append(Measurement(
-            model=_model(str(rec.get("variant")), None, "official", (), f"{at}.variant'"), width_mult=width,
-            input_size=(3, side, side), num_classes=classes, batch_size=batch,
-            train_img_s=_positive(rec["train_img_s"], f"{at}.train_img_s'"), source=str(path),
-            device_name=name,
-            gpu=env.get("device") == "cuda",
-            flops_per_image=_positive(flops, f"{at}.flops_per_image'") if flops is not None else None))
+        out.append(
+            Measurement(
+                model=_model(str(rec.get("variant")), None, "official", (), f"{at}.variant'"),
+                width_mult=width,
+                input_size=(3, side, side),
+                num_classes=classes,
+                batch_size=batch,
+                train_img_s=_positive(rec["train_img_s"], f"{at}.train_img_s'"),
+                source=str(path),
+                device_name=name,
+                gpu=env.get("device") == "cuda",
+                flops_per_image=_positive(flops, f"{at}.flops_per_image'") if flops is not None else None,
+            )
+        )
     return out
 
 
@@ -208,10 +239,21 @@ def paper_measurements() -> list[Measurement]:
     """The paper's published training speeds (Sec. 3.2: GTX 1080, 64x64, batch 256, ResNet-18)."""
     from gmsop.aggregate.paper_values import TRAIN_FPS
 
-    return [Measurement(model=_model(v, b, "official", (), "TRAIN_FPS"), width_mult=1.0,
-                        input_size=(3, 64, 64), num_classes=1000, batch_size=256, train_img_s=float(fps),
-                        source=f"the paper, {quote}", device_name=PAPER_DEVICE, gpu=True, paper=True)
-            for (v, b), (fps, quote) in TRAIN_FPS.items()]
+    return [
+        Measurement(
+            model=_model(v, b, "official", (), "TRAIN_FPS"),
+            width_mult=1.0,
+            input_size=(3, 64, 64),
+            num_classes=1000,
+            batch_size=256,
+            train_img_s=float(fps),
+            source=f"the paper, {quote}",
+            device_name=PAPER_DEVICE,
+            gpu=True,
+            paper=True,
+        )
+        for (v, b), (fps, quote) in TRAIN_FPS.items()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,32 +283,53 @@ def dataset_facts(entry: dict, row_augment: dict | None = None) -> DataFacts:
     spec = augment_spec(name, options)  # through the dataset's presets, as its builder resolves it
     if name == "synthetic":
         size = (int(opts["size"]),) * 2
-        return DataFacts(train_size(name, entry.get("root"), options), spec.output_size(size, train=True),
-                         int(opts["classes"]), spec.flip_double, "generated (option n_train)")
+        return DataFacts(
+            train_size(name, entry.get("root"), options),
+            spec.output_size(size, train=True),
+            int(opts["classes"]),
+            spec.flip_double,
+            "generated (option n_train)",
+        )
     if name == "imagenet64":
         from gmsop.data.imagenet64 import FULL_TRAIN
 
         size = (int(opts["size"]),) * 2
         full = int(opts["num_classes"]) == 1000
-        return DataFacts(FULL_TRAIN if full else None, spec.output_size(size, train=True), int(opts["num_classes"]),
-                         spec.flip_double, "the full release's training split" if full else
-                         "a class subset: its size is known only from the files")
+        return DataFacts(
+            FULL_TRAIN if full else None,
+            spec.output_size(size, train=True),
+            int(opts["num_classes"]),
+            spec.flip_double,
+            "the full release's training split"
+            if full
+            else "a class subset: its size is known only from the files",
+        )
     if name == "places365":
         from gmsop.data.places365 import FULL_TRAIN
 
         size = (int(opts["size"]),) * 2
-        return DataFacts(FULL_TRAIN, spec.output_size(size, train=True), 365, spec.flip_double,
-                         "the full release's training split")
+        return DataFacts(
+            FULL_TRAIN,
+            spec.output_size(size, train=True),
+            365,
+            spec.flip_double,
+            "the full release's training split",
+        )
     n = train_size(name, entry.get("root"), options)
-    return DataFacts(n, None, None, bool(spec and spec.flip_double),
-                     f"dataset {name!r}: input size not known without building it")
+    return DataFacts(
+        n,
+        None,
+        None,
+        bool(spec and spec.flip_double),
+        f"dataset {name!r}: input size not known without building it",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Speeds
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _flops(model: tuple, width: float, input_size: tuple[int, int, int], num_classes: int) -> float:
     """Forward FLOPs per image of one model (built on the CPU, counted by gmsop.flops)."""
     import torch
@@ -289,15 +352,21 @@ def _fmt_size(size) -> str:
     return "x".join(str(int(v)) for v in size)
 
 
-def _speed_for(model: tuple, width: float, input_size: tuple, classes: int, batch: int,
-               measurements: list[Measurement]) -> tuple[float | None, str, str, Measurement | None]:
+def _speed_for(
+    model: tuple, width: float, input_size: tuple, classes: int, batch: int, measurements: list[Measurement]
+) -> tuple[float | None, str, str, Measurement | None]:
     """(img/s, label, where from, reference) of one row (the rule is in the module docstring)."""
     at_width = [m for m in measurements if math.isclose(m.width_mult, width, rel_tol=1e-9)]
     refs = [m for m in at_width if not m.paper] or at_width
     if not refs:
         widths = ", ".join(sorted({f"{m.width_mult:g}" for m in measurements}))
-        return None, "no measurement", f"nothing measured at width {width:g}" + (
-            f" (measurements exist at width {widths})" if widths else ""), None
+        return (
+            None,
+            "no measurement",
+            f"nothing measured at width {width:g}"
+            + (f" (measurements exist at width {widths})" if widths else ""),
+            None,
+        )
     same = [m for m in refs if m.model == model]
     exact = sorted((m for m in same if m.input_size == input_size), key=lambda m: m.batch_size != batch)
     if exact:
@@ -311,9 +380,11 @@ def _speed_for(model: tuple, width: float, input_size: tuple, classes: int, batc
         m = min(refs, key=lambda x: (abs(math.log(_ref_flops(x) / row_flops)), x.model))
         how = "the model nearest in FLOPs"
     ref = _ref_flops(m)
-    text = (f"{m.model[0]} ({m.model[1]}) at {m.train_img_s:,.0f} img/s, {how}: {m.where()}; x FLOPs ratio "
-            f"{ref / 1e9:.3g}/{row_flops / 1e9:.3g} GFLOPs (input {_fmt_size(m.input_size)} -> "
-            f"{_fmt_size(input_size)})")
+    text = (
+        f"{m.model[0]} ({m.model[1]}) at {m.train_img_s:,.0f} img/s, {how}: {m.where()}; x FLOPs ratio "
+        f"{ref / 1e9:.3g}/{row_flops / 1e9:.3g} GFLOPs (input {_fmt_size(m.input_size)} -> "
+        f"{_fmt_size(input_size)})"
+    )
     return m.train_img_s * ref / row_flops, "extrapolated", text, m
 
 
@@ -381,16 +452,36 @@ def _estimate_row(config: str, plan, experiment: str, row, new_jobs: int, measur
         images = new_jobs * epochs * per_epoch
     width = float(spec.get("width_mult") or 1.0)
     size = (3, *facts.input_size) if facts.input_size else None
-    est = RowEstimate(config=config, experiment=experiment, row=row.label,
-                      model=f"{row.display} ({row.backbone})", width_mult=width,
-                      input=_fmt_size(size) if size else "?", batch_size=batch,
-                      jobs=len(row.seeds), new_jobs=new_jobs, epochs=epochs, images_per_epoch=per_epoch,
-                      images=images, train_img_s=None, speed="no data size", speed_from=facts.note,
-                      device_name=None, gpu=None, hours=None, hours_per_job=None)
+    est = RowEstimate(
+        config=config,
+        experiment=experiment,
+        row=row.label,
+        model=f"{row.display} ({row.backbone})",
+        width_mult=width,
+        input=_fmt_size(size) if size else "?",
+        batch_size=batch,
+        jobs=len(row.seeds),
+        new_jobs=new_jobs,
+        epochs=epochs,
+        images_per_epoch=per_epoch,
+        images=images,
+        train_img_s=None,
+        speed="no data size",
+        speed_from=facts.note,
+        device_name=None,
+        gpu=None,
+        hours=None,
+        hours_per_job=None,
+    )
     if size is None or per_epoch is None:
         return est
-    model = _model(spec["variant"], row.backbone, spec["protocol"],
-                   _speed_overrides(plan.benches[row.bench]["overrides"]), f"{config}: row {row.label!r}")
+    model = _model(
+        spec["variant"],
+        row.backbone,
+        spec["protocol"],
+        _speed_overrides(plan.benches[row.bench]["overrides"]),
+        f"{config}: row {row.label!r}",
+    )
     classes = int(facts.num_classes or 1000)
     img_s, est.speed, est.speed_from, ref = _speed_for(model, width, size, classes, batch, measurements)
     if img_s:
@@ -410,11 +501,17 @@ def summarize(rows: list[RowEstimate]) -> tuple[list[dict], dict]:
         counted = [r for r in rs if r.hours is not None]
         missing = [r for r in rs if r.hours is None and r.new_jobs]
         return {
-            "rows": len(rs), "jobs": sum(r.jobs for r in rs), "new_jobs": sum(r.new_jobs for r in rs),
-            "images": sum(r.images or 0 for r in rs), "hours": sum(r.hours for r in counted),
-            **{f"jobs_{s}": sum(r.new_jobs for r in counted if r.speed == s)
-               for s in ("measured", "published", "extrapolated")},
-            "jobs_without_speed": sum(r.new_jobs for r in missing), "rows_without_speed": len(missing),
+            "rows": len(rs),
+            "jobs": sum(r.jobs for r in rs),
+            "new_jobs": sum(r.new_jobs for r in rs),
+            "images": sum(r.images or 0 for r in rs),
+            "hours": sum(r.hours for r in counted),
+            **{
+                f"jobs_{s}": sum(r.new_jobs for r in counted if r.speed == s)
+                for s in ("measured", "published", "extrapolated")
+            },
+            "jobs_without_speed": sum(r.new_jobs for r in missing),
+            "rows_without_speed": len(missing),
             "gpu_only": all(r.gpu for r in counted) if counted else None,
             "devices": sorted({r.device_name for r in counted}),
         }
@@ -445,12 +542,16 @@ def total_line(total: dict) -> str:
     word = "GPU-hours" if total["gpu_only"] else "device-hours"
     n = total["jobs_published"]
     published = f"{n} at the paper's published speed, " if n else ""
-    line = (f"Total: {total['new_jobs']} training jobs, {_count(total['images'])} images, "
-            f"{_hours(total['hours'])} {word} on {'; '.join(total['devices']) or 'none'} "
-            f"({total['jobs_measured']} jobs measured, {published}{total['jobs_extrapolated']} extrapolated)")
+    line = (
+        f"Total: {total['new_jobs']} training jobs, {_count(total['images'])} images, "
+        f"{_hours(total['hours'])} {word} on {'; '.join(total['devices']) or 'none'} "
+        f"({total['jobs_measured']} jobs measured, {published}{total['jobs_extrapolated']} extrapolated)"
+    )
     if total["jobs_without_speed"]:
-        line += (f"; {total['jobs_without_speed']} jobs ({total['rows_without_speed']} rows) have no "
-                 f"measurement and are NOT in this total")
+        line += (
+            f"; {total['jobs_without_speed']} jobs ({total['rows_without_speed']} rows) have no "
+            f"measurement and are NOT in this total"
+        )
     if len(total["devices"]) > 1:
         line += "; speeds from more than one device: the sum is not one machine's time"
     return line
@@ -465,23 +566,53 @@ def format_text(rows: list[RowEstimate], configs: list[str]) -> str:
     table = []
     for r in rows:
         note = notes.setdefault(f"{r.speed}: {r.speed_from}", len(notes) + 1)
-        table.append({**({"config": Path(r.config).name} if several else {}), "experiment": r.experiment,
-                      "row": r.row, "model": r.model, "width": f"{r.width_mult:g}", "input": r.input,
-                      "batch": r.batch_size, "jobs": f"{r.new_jobs}/{r.jobs}", "epochs": r.epochs,
-                      "img/epoch": _count(r.images_per_epoch), "images": _count(r.images),
-                      "img/s": f"{r.train_img_s:,.0f}" if r.train_img_s else "-",
-                      "speed": f"{r.speed} [{note}]",
-                      "hours": _hours(r.hours), "h/job": _hours(r.hours_per_job)})
-    exp_table = [{**({"config": Path(e["config"]).name} if several else {}), "experiment": e["experiment"],
-                  "rows": e["rows"], "jobs": e["jobs"], "new jobs": e["new_jobs"],
-                  "images": _count(e["images"]), "hours": _hours(e["hours"]),
-                  "jobs without speed": e["jobs_without_speed"]} for e in per_exp]
-    out = [f"gmsop plan: {', '.join(configs)}", "",
-           "Per row (jobs: new training jobs / seeds, a run shared with an earlier row trains once; "
-           "hours: of the new jobs, h/job: one job; training steps only)",
-           pd.DataFrame(table).to_string(index=False), "", "Speeds:",
-           *[f"  [{i}] {n}" for n, i in notes.items()],
-           "", "Per experiment", pd.DataFrame(exp_table).to_string(index=False), "", total_line(total)]
+        table.append(
+            {
+                **({"config": Path(r.config).name} if several else {}),
+                "experiment": r.experiment,
+                "row": r.row,
+                "model": r.model,
+                "width": f"{r.width_mult:g}",
+                "input": r.input,
+                "batch": r.batch_size,
+                "jobs": f"{r.new_jobs}/{r.jobs}",
+                "epochs": r.epochs,
+                "img/epoch": _count(r.images_per_epoch),
+                "images": _count(r.images),
+                "img/s": f"{r.train_img_s:,.0f}" if r.train_img_s else "-",
+                "speed": f"{r.speed} [{note}]",
+                "hours": _hours(r.hours),
+                "h/job": _hours(r.hours_per_job),
+            }
+        )
+    exp_table = [
+        {
+            **({"config": Path(e["config"]).name} if several else {}),
+            "experiment": e["experiment"],
+            "rows": e["rows"],
+            "jobs": e["jobs"],
+            "new jobs": e["new_jobs"],
+            "images": _count(e["images"]),
+            "hours": _hours(e["hours"]),
+            "jobs without speed": e["jobs_without_speed"],
+        }
+        for e in per_exp
+    ]
+    out = [
+        f"gmsop plan: {', '.join(configs)}",
+        "",
+        "Per row (jobs: new training jobs / seeds, a run shared with an earlier row trains once; "
+        "hours: of the new jobs, h/job: one job; training steps only)",
+        pd.DataFrame(table).to_string(index=False),
+        "",
+        "Speeds:",
+        *[f"  [{i}] {n}" for n, i in notes.items()],
+        "",
+        "Per experiment",
+        pd.DataFrame(exp_table).to_string(index=False),
+        "",
+        total_line(total),
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -491,8 +622,9 @@ def format_csv(rows: list[RowEstimate]) -> str:
     per_exp, total = summarize(rows)
     recs = [{"level": "row", **asdict(r)} for r in rows]
     recs += [{"level": "experiment", **e, "devices": "; ".join(e["devices"])} for e in per_exp]
-    recs.append({"level": "total", **total, "devices": "; ".join(total["devices"]),
-                 "speed_from": total_line(total)})
+    recs.append(
+        {"level": "total", **total, "devices": "; ".join(total["devices"]), "speed_from": total_line(total)}
+    )
     return pd.DataFrame(recs).to_csv(index=False)
 
 
@@ -500,8 +632,14 @@ def format_json(rows: list[RowEstimate], configs: list[str]) -> str:
     from gmsop.atomic import to_json
 
     per_exp, total = summarize(rows)
-    return to_json({"configs": configs, "rows": [asdict(r) for r in rows], "experiments": per_exp,
-                    "total": {**total, "line": total_line(total)}})
+    return to_json(
+        {
+            "configs": configs,
+            "rows": [asdict(r) for r in rows],
+            "experiments": per_exp,
+            "total": {**total, "line": total_line(total)},
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,21 +659,42 @@ def get_args_parser() -> argparse.ArgumentParser:
         "  gmsop plan --config workflow/configs/paper-places365.yaml --device-check device_check.json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", action="append", default=[], metavar="FILE",
-                   help="workflow config (YAML) as given to snakemake --configfile; repeatable (jobs "
-                   "shared between configs count once). Default: ./config.yaml, else the embedded default")
-    p.add_argument("--device-check", action="append", default=[], metavar="FILE",
-                   help="device_check.json written by 'gmsop check-device' (its throughput part); repeatable")
-    p.add_argument("--bench", action="append", default=None, metavar="DIR_OR_FILE",
-                   help="bench.json files or folders of them; repeatable. "
-                   "Default: results/bench if it exists")
-    p.add_argument("--assume-from-paper", action="store_true",
-                   help="where nothing of yours is measured at a row's width, use the paper's Sec. 3.2 "
-                   "training speeds of four ResNet-18 variants (GTX 1080, 64x64, batch 256), labelled, "
-                   "extrapolated by FLOPs to the other rows")
-    p.add_argument("--format", choices=["text", "csv", "json"], default="text",
-                   help="text: tables and a total line; csv: one line per row, experiment and total; json "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="workflow config (YAML) as given to snakemake --configfile; repeatable (jobs "
+        "shared between configs count once). Default: ./config.yaml, else the embedded default",
+    )
+    p.add_argument(
+        "--device-check",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="device_check.json written by 'gmsop check-device' (its throughput part); repeatable",
+    )
+    p.add_argument(
+        "--bench",
+        action="append",
+        default=None,
+        metavar="DIR_OR_FILE",
+        help="bench.json files or folders of them; repeatable. Default: results/bench if it exists",
+    )
+    p.add_argument(
+        "--assume-from-paper",
+        action="store_true",
+        help="where nothing of yours is measured at a row's width, use the paper's Sec. 3.2 "
+        "training speeds of four ResNet-18 variants (GTX 1080, 64x64, batch 256), labelled, "
+        "extrapolated by FLOPs to the other rows",
+    )
+    p.add_argument(
+        "--format",
+        choices=["text", "csv", "json"],
+        default="text",
+        help="text: tables and a total line; csv: one line per row, experiment and total; json "
+        "(default: %(default)s)",
+    )
     return p
 
 

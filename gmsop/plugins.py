@@ -5,6 +5,7 @@ or a path to a ``.py`` file, relative to the working directory. Importing it run
 ``gmsop.register_head`` / ``register_variant`` calls; the training and benchmark jobs load the
 same list, so a registered variant works in every rule.
 """
+
 from __future__ import annotations
 
 import importlib

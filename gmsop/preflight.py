@@ -17,6 +17,7 @@ last ReLU (channels positive somewhere in the batch):
                       against the mean of the last quarter)
     too slow to tell  none of the above: alive, finite, not yet lower
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,13 @@ class PreflightResult:
         return math.log(self.classes)
 
 
-def verdict(losses: list[float], grad_norms: list[float], live_units: list[float], top_share: list[float],
-            classes: int) -> tuple[str, str]:
+def verdict(
+    losses: list[float],
+    grad_norms: list[float],
+    live_units: list[float],
+    top_share: list[float],
+    classes: int,
+) -> tuple[str, str]:
     """(verdict, reason) from per-step records (module docstring: the rules, in that order)."""
     ln_c = math.log(classes)
     for i, loss in enumerate(losses, start=1):
@@ -74,24 +80,35 @@ def verdict(losses: list[float], grad_norms: list[float], live_units: list[float
     if live_units[-1] < DEAD_FRACTION:
         return "collapsed", f"{100 * live_units[-1]:.0f}% of the backbone's last-ReLU units alive at the end"
     if live_units[-1] < DYING_RATIO * live_units[0]:
-        return "collapsed", (f"the backbone's last-ReLU units are dying: {100 * live_units[0]:.0f}% alive at the "
-                             f"start, {100 * live_units[-1]:.0f}% at the end")
+        return "collapsed", (
+            f"the backbone's last-ReLU units are dying: {100 * live_units[0]:.0f}% alive at the "
+            f"start, {100 * live_units[-1]:.0f}% at the end"
+        )
     if grad_norms[0] > 0 and grad_norms[-1] < VANISHED_RATIO * grad_norms[0]:
         return "collapsed", f"gradients vanished (norm {grad_norms[0]:.3g} -> {grad_norms[-1]:.3g})"
     peak = max(losses)
     if peak > DIVERGE_FACTOR * ln_c:
         step = losses.index(peak) + 1
-        return "diverged", (f"loss peaked at {peak:.2f} at step {step} (> {DIVERGE_FACTOR:g} ln {classes} = "
-                            f"{DIVERGE_FACTOR * ln_c:.2f}), ended at {losses[-1]:.2f}")
+        return "diverged", (
+            f"loss peaked at {peak:.2f} at step {step} (> {DIVERGE_FACTOR:g} ln {classes} = "
+            f"{DIVERGE_FACTOR * ln_c:.2f}), ended at {losses[-1]:.2f}"
+        )
     tail = max(2, len(losses) // 4)
     start, end = sum(losses[:2]) / len(losses[:2]), sum(losses[-tail:]) / tail
     if top_share[-1] >= ONE_CLASS_SHARE and abs(end - ln_c) < MIN_DROP * ln_c:
-        return "collapsed", (f"predicts one class for {100 * top_share[-1]:.0f}% of the batch at the prior's loss "
-                             f"({end:.2f} ~ ln {classes})")
+        return "collapsed", (
+            f"predicts one class for {100 * top_share[-1]:.0f}% of the batch at the prior's loss "
+            f"({end:.2f} ~ ln {classes})"
+        )
     if start - end >= MIN_DROP * ln_c:
-        return "ok", f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}), {100 * live_units[-1]:.0f}% units alive"
-    return "too slow to tell", (f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}); alive "
-                                f"({100 * live_units[-1]:.0f}% units, gradient norm {grad_norms[-1]:.3g}): more steps")
+        return (
+            "ok",
+            f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}), {100 * live_units[-1]:.0f}% units alive",
+        )
+    return "too slow to tell", (
+        f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}); alive "
+        f"({100 * live_units[-1]:.0f}% units, gradient norm {grad_norms[-1]:.3g}): more steps"
+    )
 
 
 def _textures(classes: int) -> int:
@@ -102,8 +119,15 @@ def _textures(classes: int) -> int:
     return textures
 
 
-def preflight_network(spec: dict[str, Any], classes: int, input_size: int, steps: int = 24, device: str = "auto",
-                      seed: int = 0, label: str = "") -> PreflightResult:
+def preflight_network(
+    spec: dict[str, Any],
+    classes: int,
+    input_size: int,
+    steps: int = 24,
+    device: str = "auto",
+    seed: int = 0,
+    label: str = "",
+) -> PreflightResult:
     """Train one planned network (a run spec of gmsop.experiments) for ``steps`` SGD steps on
     generated data of ``classes`` classes at ``input_size`` px and judge it (:func:`verdict`)."""
     import torch
@@ -113,16 +137,25 @@ def preflight_network(spec: dict[str, Any], classes: int, input_size: int, steps
     from gmsop.pipeline import train_config
 
     batch = int(spec["batch_size"])
-    options = {"classes": int(classes), "n_train": batch * int(steps), "n_val": batch, "size": int(input_size),
-               "seed": seed, "textures": _textures(classes)}
-    cfg = train_config(spec, {"name": "synthetic", "options": options}, seed, out="-", ckpt_dir="-", device=device)
+    options = {
+        "classes": int(classes),
+        "n_train": batch * int(steps),
+        "n_val": batch,
+        "size": int(input_size),
+        "seed": seed,
+        "textures": _textures(classes),
+    }
+    cfg = train_config(
+        spec, {"name": "synthetic", "options": options}, seed, out="-", ckpt_dir="-", device=device
+    )
     run = build_run(dataclasses.replace(cfg, out=None, ckpt_dir=None, progress="none"))
     lr = cfg.lr_at(1)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     live: list[float] = []
     hook = run.model.backbone.register_forward_hook(
-        lambda _m, _i, out: live.append(float((out.detach() > 0).flatten(2).any(dim=2).float().mean())))
+        lambda _m, _i, out: live.append(float((out.detach() > 0).flatten(2).any(dim=2).float().mean()))
+    )
     losses, norms, shares = [], [], []
     params = [p for p in run.model.parameters() if p.requires_grad]
     run.model.train()
@@ -146,9 +179,22 @@ def preflight_network(spec: dict[str, Any], classes: int, input_size: int, steps
                 break
     finally:
         hook.remove()
-    result = PreflightResult(label or spec["variant"], spec["variant"], str(spec["backbone"]),
-                             float(spec.get("width_mult") or 1.0), batch, lr, int(classes), int(input_size),
-                             len(losses), losses, norms, live[:len(losses)], shares, time.perf_counter() - t0)
+    result = PreflightResult(
+        label or spec["variant"],
+        spec["variant"],
+        str(spec["backbone"]),
+        float(spec.get("width_mult") or 1.0),
+        batch,
+        lr,
+        int(classes),
+        int(input_size),
+        len(losses),
+        losses,
+        norms,
+        live[: len(losses)],
+        shares,
+        time.perf_counter() - t0,
+    )
     result.verdict, result.reason = verdict(losses, norms, result.live_units, shares, classes)
     return result
 
@@ -156,7 +202,9 @@ def preflight_network(spec: dict[str, Any], classes: int, input_size: int, steps
 def _network_key(spec: dict) -> str:
     """What makes a network distinct for a preflight: everything but its dataset's content."""
     keys = ("variant", "backbone", "protocol", "batch_size", "lr_scaling", "width_mult", "overrides")
-    return json.dumps({**{k: spec.get(k) for k in keys}, "lr": spec["schedule"][0][0]}, sort_keys=True, default=str)
+    return json.dumps(
+        {**{k: spec.get(k) for k in keys}, "lr": spec["schedule"][0][0]}, sort_keys=True, default=str
+    )
 
 
 def networks(config: dict) -> list[tuple[str, dict, int, int]]:
@@ -175,7 +223,9 @@ def networks(config: dict) -> list[tuple[str, dict, int, int]]:
             spec = plan.runs[row.run]
             facts = dataset_facts(config["datasets"][spec["dataset"]], spec.get("augment"))
             if facts.num_classes is None or facts.input_size is None:
-                raise ValueError(f"dataset {spec['dataset']!r}: {facts.note}; preflight needs its classes and input size")
+                raise ValueError(
+                    f"dataset {spec['dataset']!r}: {facts.note}; preflight needs its classes and input size"
+                )
             key = json.dumps([_network_key(spec), facts.num_classes, facts.input_size])
             entry = found.setdefault(key, ([], spec, int(facts.num_classes), int(facts.input_size[0])))
             entry[0].append(f"{exp.name}: {row.label}")
@@ -195,13 +245,26 @@ def _load_config(path: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="gmsop preflight", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="a workflow config (config.yaml, workflow/configs/paper-*.yaml)")
-    p.add_argument("--steps", type=int, default=24, help="SGD steps per network (default: 24); shrink steps, "
-                                                         "never width or batch, to fit a CPU")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--only", action="append", metavar="TEXT", help="only networks whose label or variant contains "
-                                                                   "TEXT (repeatable)")
+        prog="gmsop preflight", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--config", required=True, help="a workflow config (config.yaml, workflow/configs/paper-*.yaml)"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=24,
+        help="SGD steps per network (default: 24); shrink steps, never width or batch, to fit a CPU",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="only networks whose label or variant contains TEXT (repeatable)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write every network's per-step records to FILE")
     args = p.parse_args(argv)
     if args.steps < 4:
@@ -213,16 +276,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.only:
         todo = [n for n in todo if any(t in n[0] or t in n[1]["variant"] for t in args.only)]
-    print(f"{len(todo)} networks, {args.steps} steps each, on generated data of each dataset's classes and input size",
-          flush=True)
+    print(
+        f"{len(todo)} networks, {args.steps} steps each, on generated data of each dataset's classes and input size",
+        flush=True,
+    )
     results, t0 = [], time.perf_counter()
     for i, (label, spec, classes, size) in enumerate(todo, start=1):
         r = preflight_network(spec, classes, size, steps=args.steps, device=args.device, label=label)
         results.append(r)
-        print(f"[{i}/{len(todo)}] {r.verdict:<16} {r.variant} on {r.backbone} (width {r.width_mult:g}, batch "
-              f"{r.batch_size}, lr {r.lr:g}, {classes} classes, {size} px, {r.seconds:.0f} s): {r.reason}"
-              f"\n      for {label}", flush=True)
-    counts = {v: sum(r.verdict == v for r in results) for v in ("ok", "too slow to tell", "collapsed", "diverged")}
+        print(
+            f"[{i}/{len(todo)}] {r.verdict:<16} {r.variant} on {r.backbone} (width {r.width_mult:g}, batch "
+            f"{r.batch_size}, lr {r.lr:g}, {classes} classes, {size} px, {r.seconds:.0f} s): {r.reason}"
+            f"\n      for {label}",
+            flush=True,
+        )
+    counts = {
+        v: sum(r.verdict == v for r in results) for v in ("ok", "too slow to tell", "collapsed", "diverged")
+    }
     print(f"done in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     if args.json:
         from gmsop.atomic import atomic_write_json

@@ -21,21 +21,37 @@ building a module: display name, head options, protocol, last stride, N and K, a
 schedule family, the published parameter count. ``build_model`` builds exactly what it resolves,
 and planning, the training config and ``gmsop models`` ask it, so no caller keeps its own copy.
 """
+
 from __future__ import annotations
 
 import inspect
 import re
 from dataclasses import dataclass, field
 
+from gmsop.backbones import (
+    BACKBONES,
+    backbone_widths,
+    create_backbone,
+    list_backbones,
+    paper_name,
+    resolve_backbone,
+    scaled,
+)
 from gmsop.functional import triu_dim
-from gmsop.backbones import BACKBONES, backbone_widths, create_backbone, list_backbones, paper_name, resolve_backbone, scaled
 from gmsop.heads import HEADS, SCHEDULE_FAMILIES, create_head, get_head, head_kwargs, head_traits
 from gmsop.model import GMSOPNet
 from gmsop.protocol import Protocol, get_protocol, protocol_fields
 
 __all__ = [
-    "Variant", "ResolvedVariant", "PAPER_VARIANTS", "build_model", "list_variants", "parse_variant", "register_variant",
-    "resolve_variant", "head_default",
+    "Variant",
+    "ResolvedVariant",
+    "PAPER_VARIANTS",
+    "build_model",
+    "list_variants",
+    "parse_variant",
+    "register_variant",
+    "resolve_variant",
+    "head_default",
 ]
 
 
@@ -50,8 +66,17 @@ class Variant:
 
 #: Every method row of Tables 2-4 (backbone-independent names); see ``list_variants``.
 PAPER_VARIANTS = [
-    "ResNet-18", "ResNet-18-512d", "Ave-GAP-16", "GM-GAP-16-8", "ResNet-18-8256d", "SR-SOP",
-    "Ave-SOP-16", "Parametric SR-SOP", "GM-SOP-16-8", "NetVLAD", "SG-MoE",
+    "ResNet-18",
+    "ResNet-18-512d",
+    "Ave-GAP-16",
+    "GM-GAP-16-8",
+    "ResNet-18-8256d",
+    "SR-SOP",
+    "Ave-SOP-16",
+    "Parametric SR-SOP",
+    "GM-SOP-16-8",
+    "NetVLAD",
+    "SG-MoE",
 ]
 
 _CUSTOM: dict[str, Variant] = {}
@@ -78,22 +103,29 @@ _PATTERNS: list[tuple[str, callable]] = [
     (r"^Parametric[ _-]?SR-SOP$", lambda m: Variant("Parametric SR-SOP", "psrsop")),
     (
         r"^Ave-(GAP|SOP)-(\d+)$",
-        lambda m: Variant(f"Ave-{m[1].upper()}-{int(m[2])}", f"ave_{m[1].lower()}", {"num_experts": int(m[2])}),
+        lambda m: Variant(
+            f"Ave-{m[1].upper()}-{int(m[2])}", f"ave_{m[1].lower()}", {"num_experts": int(m[2])}
+        ),
     ),
     (
         r"^GM-(GAP|SOP)-(\d+)-(\d+)$",
         lambda m: Variant(
-            f"GM-{m[1].upper()}-{int(m[2])}-{int(m[3])}", f"gm_{m[1].lower()}", {"num_experts": int(m[2]), "k": int(m[3])}
+            f"GM-{m[1].upper()}-{int(m[2])}-{int(m[3])}",
+            f"gm_{m[1].lower()}",
+            {"num_experts": int(m[2]), "k": int(m[3])},
         ),
     ),
     (
         r"^NetVLAD(?:-(\d+))?$",
-        lambda m: Variant(f"NetVLAD-{int(m[1])}" if m[1] else "NetVLAD", "netvlad", {"clusters": int(m[1])} if m[1] else {}),
+        lambda m: Variant(
+            f"NetVLAD-{int(m[1])}" if m[1] else "NetVLAD", "netvlad", {"clusters": int(m[1])} if m[1] else {}
+        ),
     ),
     (
         r"^SG-MoE(?:-(\d+)-(\d+))?$",
         lambda m: Variant(
-            f"SG-MoE-{int(m[1])}-{int(m[2])}" if m[1] else "SG-MoE", "sg_moe",
+            f"SG-MoE-{int(m[1])}-{int(m[2])}" if m[1] else "SG-MoE",
+            "sg_moe",
             {"num_experts": int(m[1]), "k": int(m[2])} if m[1] else {},
         ),
     ),
@@ -109,7 +141,9 @@ def register_variant(
     gets by default, where it differs from what the head family declares.
     """
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r} for variant {name!r}; valid: {', '.join(HEADS)} (register_head first)")
+        raise ValueError(
+            f"unknown head {head!r} for variant {name!r}; valid: {', '.join(HEADS)} (register_head first)"
+        )
     if name in _CUSTOM and not overwrite:
         raise ValueError(f"variant {name!r} is already registered; pass overwrite=True to replace it")
     bad = sorted(set(kwargs) - set(head_kwargs(head)))
@@ -155,7 +189,9 @@ def _check_nk(variant: Variant, kwargs: dict) -> None:
     if n is not None and int(n) < 1:
         raise ValueError(f"variant {variant.name!r}: number of components N must be >= 1, got N={n}")
     if k is not None and not 1 <= int(k) <= int(n if n is not None else 16):
-        raise ValueError(f"variant {variant.name!r}: K must satisfy 1 <= K <= N, got N={n if n is not None else 16}, K={k}")
+        raise ValueError(
+            f"variant {variant.name!r}: K must satisfy 1 <= K <= N, got N={n if n is not None else 16}, K={k}"
+        )
 
 
 def _scale_head_kwargs(head: str, kwargs: dict, width_mult: float) -> dict:
@@ -213,7 +249,9 @@ class ResolvedVariant:
     schedule and listing models agree with what training builds by construction.
     """
 
-    display_name: str  # the variant's name on the chosen backbone ("ResNet-50-512d" for ResNet-18-512d on resnet50)
+    display_name: (
+        str  # the variant's name on the chosen backbone ("ResNet-50-512d" for ResNet-18-512d on resnet50)
+    )
     variant: Variant  # the parsed name (its preset head options and implied backbone)
     head: str  # head family in gmsop.heads.HEADS
     head_kwargs: dict  # the head's arguments: the name's, then head overrides, width-scaled
@@ -290,7 +328,9 @@ def resolve_variant(
         backbone = resolve_backbone(backbone)
     except ValueError:
         valid = ", ".join(list_backbones())
-        raise ValueError(f"unknown backbone {backbone!r} for variant {variant.name!r}; valid: {valid}") from None
+        raise ValueError(
+            f"unknown backbone {backbone!r} for variant {variant.name!r}; valid: {valid}"
+        ) from None
     display = variant.name
     if variant.backbone and variant.backbone != backbone:
         # "ResNet-18-512d" names a head *and* a default backbone; an explicit backbone wins
@@ -301,7 +341,9 @@ def resolve_variant(
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     classifier = overrides.pop("classifier", None)
     if classifier is not None and classifier not in CLASSIFIERS:
-        raise ValueError(f"variant {display!r}: unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}")
+        raise ValueError(
+            f"variant {display!r}: unknown classifier {classifier!r}; valid: {', '.join(CLASSIFIERS)}"
+        )
     proto_over = {k: v for k, v in overrides.items() if k in protocol_fields()}
     head_over = {k: v for k, v in overrides.items() if k not in proto_over}
     valid_head = head_kwargs(variant.head)
@@ -325,8 +367,11 @@ def resolve_variant(
             kwargs["gate_dims"] = released
 
     traits = head_traits(variant.head)
-    n = (kwargs.get("num_experts", head_default(variant.head, "num_experts")) if "num_experts" in valid_head
-         else None)
+    n = (
+        kwargs.get("num_experts", head_default(variant.head, "num_experts"))
+        if "num_experts" in valid_head
+        else None
+    )
     k = kwargs.get("k", head_default(variant.head, "k")) if "k" in valid_head else None
     if dropout is None:
         dropout = 0.4 if (backbone == "wrn36_2" and variant.head == "gm_sop") else 0.2
@@ -384,8 +429,17 @@ def build_model(
                 f"(the registry plans with the declaration); set {flag} as a class attribute or pass "
                 f"register_head({r.head!r}, ..., {flag}={built})"
             )
-    trunk = create_backbone(r.backbone, last_stride=r.last_stride, bn_momentum=r.protocol.bn_momentum, width_mult=r.width_mult)
-    model = GMSOPNet(trunk, head, num_classes, dropout=r.dropout, bn_momentum=r.protocol.bn_momentum, info=r.info(),
-                     classifier_bn=r.classifier == "bn_dropout")
+    trunk = create_backbone(
+        r.backbone, last_stride=r.last_stride, bn_momentum=r.protocol.bn_momentum, width_mult=r.width_mult
+    )
+    model = GMSOPNet(
+        trunk,
+        head,
+        num_classes,
+        dropout=r.dropout,
+        bn_momentum=r.protocol.bn_momentum,
+        info=r.info(),
+        classifier_bn=r.classifier == "bn_dropout",
+    )
     model.protocol = r.protocol
     return model

@@ -7,6 +7,7 @@ width, data and ``lr_scaling``; only the training-set size and the schedule's ep
 
     python reports/recipe_search.py --out /tmp/recipes --jobs 2 [--recipe NAME ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,34 @@ def _one(job):
 
     n_train, e1, e2 = RECIPES[recipe]
     lr = BASE_LR[family]
-    spec = {"variant": variant, "backbone": "resnet18", "protocol": "official", "batch_size": 64,
-            "lr_scaling": "linear", "width_mult": 0.25, "overrides": {"alpha": 25}, "augment": {},
-            "schedule": [[lr, e1], [lr / 10, e2]], "deterministic": True}
-    ds = {"name": "synthetic", "options": {"classes": 16, "n_train": n_train, "n_val": 1280, "size": 32, "seed": 0}}
+    spec = {
+        "variant": variant,
+        "backbone": "resnet18",
+        "protocol": "official",
+        "batch_size": 64,
+        "lr_scaling": "linear",
+        "width_mult": 0.25,
+        "overrides": {"alpha": 25},
+        "augment": {},
+        "schedule": [[lr, e1], [lr / 10, e2]],
+        "deterministic": True,
+    }
+    ds = {
+        "name": "synthetic",
+        "options": {"classes": 16, "n_train": n_train, "n_val": 1280, "size": 32, "seed": 0},
+    }
     path = Path(out) / recipe / variant / f"seed{seed}" / "metrics.json"
     if not path.exists():
-        run_training(spec, ds, seed, str(path), str(path.parent / "ckpt"), device="cpu", threads=1,
-                     eval_every=max(e1 + e2, 1))
+        run_training(
+            spec,
+            ds,
+            seed,
+            str(path),
+            str(path.parent / "ckpt"),
+            device="cpu",
+            threads=1,
+            eval_every=max(e1 + e2, 1),
+        )
     return recipe, variant, seed, json.loads(path.read_text())["final"]["top1_err"]
 
 
@@ -57,15 +78,19 @@ def main(argv=None):
     p.add_argument("--recipe", action="append", choices=list(RECIPES), help="recipes to run (default: all)")
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args(argv)
-    jobs = [(r, v, f, s, args.out) for r in (args.recipe or RECIPES) for v, f in ROWS for s in range(args.seeds)]
+    jobs = [
+        (r, v, f, s, args.out) for r in (args.recipe or RECIPES) for v, f in ROWS for s in range(args.seeds)
+    ]
     results: dict = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         for recipe, variant, seed, err in pool.map(_one, jobs):
             results.setdefault(recipe, {}).setdefault(variant, []).append(err)
             print(f"{recipe} {variant} seed {seed}: {err:.2f}", flush=True)
     for recipe, rows in results.items():
-        cells = [f"{v} {statistics.mean(e):.1f} +- {statistics.stdev(e) if len(e) > 1 else 0:.1f}"
-                 for v, e in rows.items()]
+        cells = [
+            f"{v} {statistics.mean(e):.1f} +- {statistics.stdev(e) if len(e) > 1 else 0:.1f}"
+            for v, e in rows.items()
+        ]
         print(f"{recipe}: " + "; ".join(cells))
     Path(args.out, "summary.yaml").write_text(yaml.safe_dump(results))
 

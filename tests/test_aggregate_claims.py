@@ -3,6 +3,7 @@
 Intervals and scores are checked against independent computations (scipy's Welch test, a
 brute-force count over seed pairs, scipy's bootstrap), not against a copy of the formulas.
 """
+
 import ast
 import itertools
 import math
@@ -13,9 +14,24 @@ import pytest
 from scipy import stats
 
 from gmsop.aggregate.claims import (
-    CHANCE_FRACTION, CLAIM_COLUMNS, HOLM_COLUMNS, VERDICTS, Claim, ClaimResult, adjust_holm, chance_error,
-    evaluate_claim, evaluate_claims, failed_seeds, holm, kendall_agreement, learned, parse_claim,
-    parse_claims, ranks, verdict_kind,
+    CHANCE_FRACTION,
+    CLAIM_COLUMNS,
+    HOLM_COLUMNS,
+    VERDICTS,
+    Claim,
+    ClaimResult,
+    adjust_holm,
+    chance_error,
+    evaluate_claim,
+    evaluate_claims,
+    failed_seeds,
+    holm,
+    kendall_agreement,
+    learned,
+    parse_claim,
+    parse_claims,
+    ranks,
+    verdict_kind,
 )
 
 AB = Claim("A", "B")
@@ -35,8 +51,9 @@ def one(a, b, cb=None, cw=None, **kw):
 
 
 def untested(r):
-    return all(math.isnan(x)
-               for x in (r.ci_low, r.ci_high, r.boot_low, r.boot_high, r.p_improvement, r.p_value))
+    return all(
+        math.isnan(x) for x in (r.ci_low, r.ci_high, r.boot_low, r.boot_high, r.p_improvement, r.p_value)
+    )
 
 
 class TestParse:
@@ -45,7 +62,9 @@ class TestParse:
         assert (c.better, c.worse) == ("GM-SOP-16-8 + WRN-36-2", "GM-GAP-16-8*")
         assert str(c) == "GM-SOP-16-8 + WRN-36-2 < GM-GAP-16-8*"
 
-    @pytest.mark.parametrize("text", ["SR-SOP<ResNet-18", "SR-SOP > ResNet-18", "A < B < C", " < B", "A < A", 3])
+    @pytest.mark.parametrize(
+        "text", ["SR-SOP<ResNet-18", "SR-SOP > ResNet-18", "A < B < C", " < B", "A < A", 3]
+    )
     def test_malformed(self, text):
         with pytest.raises(ValueError, match="orderings"):
             parse_claim(text)
@@ -66,7 +85,11 @@ class TestParse:
 class TestChance:
     def test_threshold_is_three_quarters_of_chance(self):
         assert CHANCE_FRACTION == 0.75
-        assert chance_error(16) == 93.75 and chance_error(10) == 90.0 and chance_error(1000) == pytest.approx(99.9)
+        assert (
+            chance_error(16) == 93.75
+            and chance_error(10) == 90.0
+            and chance_error(1000) == pytest.approx(99.9)
+        )
         assert CHANCE_FRACTION * chance_error(16) == 70.3125
         assert learned(70.0, 16) and learned(70.3125, 16) and not learned(71.0, 16)
         assert not learned(NAN, 16) and not learned(math.inf, 16)
@@ -86,7 +109,13 @@ class TestChance:
 
     def test_failed_seeds_one_by_one(self):
         assert failed_seeds([30.7, 84.8, 28.2, NAN, math.inf, 70.3125], 16).tolist() == [
-            False, True, False, True, True, False]
+            False,
+            True,
+            False,
+            True,
+            True,
+            False,
+        ]
         assert failed_seeds([95.0, NAN], None).tolist() == [False, True]  # classes unknown: only divergence
 
 
@@ -114,9 +143,13 @@ class TestVerdicts:
         r = one(a, b)
         assert r.verdict == "not learned" and math.isnan(r.diff) and untested(r)
 
-    @pytest.mark.parametrize("a,b,verdict", [
-        ([NAN, 40.0, 41.0], [45.0, 46.0, 47.0], "unstable (1 of 6 seeds failed)"),
-        ([40.0, 41.0], [math.inf, 46.0], "unstable (1 of 4 seeds failed)")])
+    @pytest.mark.parametrize(
+        "a,b,verdict",
+        [
+            ([NAN, 40.0, 41.0], [45.0, 46.0, 47.0], "unstable (1 of 6 seeds failed)"),
+            ([40.0, 41.0], [math.inf, 46.0], "unstable (1 of 4 seeds failed)"),
+        ],
+    )
     def test_a_diverged_seed_among_learned_ones_is_unstable(self, a, b, verdict):
         r = one(a, b, 10, 10)
         assert r.verdict == verdict and r.n_failed == 1 and math.isnan(r.diff) and untested(r)
@@ -149,9 +182,16 @@ class TestVerdicts:
         assert r.verdict == "holds" and r.p_value == pytest.approx(ref.pvalue)
 
     def test_every_verdict_is_listed(self):
-        cases = [([40.0, 41.0, 40.5], [50.0, 51.0, 49.0]), ([50.0, 51.0, 49.0], [40.0, 41.0, 40.5]),
-                 ([40.0, 44.0], [41.0, 45.0]), ([40.0, 40.0], [41.0, 41.0]), ([40.0], [41.0]),
-                 ([40.0, NAN], [41.0, 42.0]), ([NAN], [41.0]), ([], [41.0])]
+        cases = [
+            ([40.0, 41.0, 40.5], [50.0, 51.0, 49.0]),
+            ([50.0, 51.0, 49.0], [40.0, 41.0, 40.5]),
+            ([40.0, 44.0], [41.0, 45.0]),
+            ([40.0, 40.0], [41.0, 41.0]),
+            ([40.0], [41.0]),
+            ([40.0, NAN], [41.0, 42.0]),
+            ([NAN], [41.0]),
+            ([], [41.0]),
+        ]
         assert tuple(verdict_kind(one(a, b).verdict) for a, b in cases) == VERDICTS
         with pytest.raises(ValueError, match="'holds, within noise' is not a verdict"):
             verdict_kind("holds, within noise")
@@ -168,7 +208,9 @@ class TestWelch:
     def test_other_levels_match_scipy(self):
         a, b = UNEQUAL[2]
         ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.8)
-        assert (one(a, b, level=0.8).ci_low, one(a, b, level=0.8).ci_high) == pytest.approx((ref.low, ref.high))
+        assert (one(a, b, level=0.8).ci_low, one(a, b, level=0.8).ci_high) == pytest.approx(
+            (ref.low, ref.high)
+        )
 
     def test_not_student(self):
         """Pooling the variance would narrow this interval until it excluded zero: Welch does not."""
@@ -180,8 +222,15 @@ class TestWelch:
 
 
 class TestProbabilityOfImprovement:
-    @pytest.mark.parametrize("a,b", [([1.0, 2.0, 2.0, 5.0], [2.0, 3.0, 0.0]), *UNEQUAL[:2], UNEQUAL[3],
-                                     ([40.0, 40.0, 41.0], [40.0, 41.0, 41.0, 39.0])])
+    @pytest.mark.parametrize(
+        "a,b",
+        [
+            ([1.0, 2.0, 2.0, 5.0], [2.0, 3.0, 0.0]),
+            *UNEQUAL[:2],
+            UNEQUAL[3],
+            ([40.0, 40.0, 41.0], [40.0, 41.0, 41.0, 39.0]),
+        ],
+    )
     def test_brute_force_and_mann_whitney(self, a, b):
         wins = sum(1.0 if x < y else 0.5 if x == y else 0.0 for x, y in itertools.product(a, b))
         r = one(a, b)
@@ -214,8 +263,13 @@ class TestBootstrap:
     def test_agrees_with_scipy_percentile_bootstrap(self):
         rng = np.random.default_rng(7)
         a, b = rng.normal(40.0, 2.0, 8), rng.normal(43.0, 0.5, 6)
-        ref = stats.bootstrap((a, b), lambda x, y, axis: x.mean(axis) - y.mean(axis), method="percentile",
-                              n_resamples=20000, rng=np.random.default_rng(3)).confidence_interval
+        ref = stats.bootstrap(
+            (a, b),
+            lambda x, y, axis: x.mean(axis) - y.mean(axis),
+            method="percentile",
+            n_resamples=20000,
+            rng=np.random.default_rng(3),
+        ).confidence_interval
         r = one(a, b, n_boot=20000)
         assert (r.boot_low, r.boot_high) == pytest.approx((ref.low, ref.high), abs=0.15)
 
@@ -262,9 +316,15 @@ def _holm_by_hand(p, alpha=0.05):
 
 class TestHolm:
     #: five tested claims (one clear, two borderline, two null), an unstable and a missing one
-    ERRORS = {"A": [40.0, 41.0, 40.5], "B": [50.0, 51.0, 49.0], "C": [44.0, 47.0, 45.5],
-              "D": [46.0, 49.5, 48.0], "E": [45.0, 45.5, 46.5], "F": [30.7, 84.8, 28.2],
-              "G": [40.2, 41.5, 40.4]}
+    ERRORS = {
+        "A": [40.0, 41.0, 40.5],
+        "B": [50.0, 51.0, 49.0],
+        "C": [44.0, 47.0, 45.5],
+        "D": [46.0, 49.5, 48.0],
+        "E": [45.0, 45.5, 46.5],
+        "F": [30.7, 84.8, 28.2],
+        "G": [40.2, 41.5, 40.4],
+    }
     CLAIMS = ["A < B", "C < B", "D < B", "A < G", "E < D", "F < B", "A < H"]
 
     def frame(self):
@@ -272,15 +332,19 @@ class TestHolm:
 
     def test_adjusted_p_and_verdicts_match_a_hand_computation(self):
         df = self.frame()
-        assert tuple(df.columns[-len(HOLM_COLUMNS):]) == HOLM_COLUMNS
+        assert tuple(df.columns[-len(HOLM_COLUMNS) :]) == HOLM_COLUMNS
         tested = df[df["verdict"].isin(["holds", "reversed", "inconclusive"])]
         assert len(tested) == 5  # the family: the claims tested with an interval
-        p = [stats.ttest_ind(*(self.ERRORS[x] for x in c.split(" < ")), equal_var=False).pvalue
-             for c in tested["claim"]]
+        p = [
+            stats.ttest_ind(*(self.ERRORS[x] for x in c.split(" < ")), equal_var=False).pvalue
+            for c in tested["claim"]
+        ]
         adjusted, rejected = _holm_by_hand(p)
         assert tested["p_holm"].tolist() == pytest.approx(adjusted)
-        expected = [("holds" if d < 0 else "reversed") if rej else "inconclusive"
-                    for d, rej in zip(tested["diff"], rejected)]
+        expected = [
+            ("holds" if d < 0 else "reversed") if rej else "inconclusive"
+            for d, rej in zip(tested["diff"], rejected)
+        ]
         assert tested["verdict_holm"].tolist() == expected
         # the case the adjustment exists for: significant alone, not in a family of five
         assert (tested["verdict"] != tested["verdict_holm"]).any() and "holds" in expected

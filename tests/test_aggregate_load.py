@@ -1,12 +1,19 @@
 """Reading result files: tidy frames from valid files, a named key and file for broken ones."""
+
 import json
 
 import pytest
+from result_files import make_bench, make_metrics, write_json
 
 from gmsop.aggregate.load import (
-    RUN_COLUMNS, ResultFileError, load_bench, load_metrics, load_routing, load_runs, read_metrics,
+    RUN_COLUMNS,
+    ResultFileError,
+    load_bench,
+    load_metrics,
+    load_routing,
+    load_runs,
+    read_metrics,
 )
-from result_files import make_bench, make_metrics, write_json
 
 
 def _write(tmp_path, name, obj):
@@ -70,15 +77,21 @@ class TestRouting:
 
 
 class TestValidation:
-    @pytest.mark.parametrize("mutate, message", [
-        (lambda m: m.pop("seed"), "missing required key 'seed'"),
-        (lambda m: m["final"].pop("top1_err"), "missing required key 'final.top1_err'"),
-        (lambda m: m["epochs"][2].pop("val_top1_err"), r"missing required key 'epochs\[2\].val_top1_err'"),
-        (lambda m: m.update(seed="zero"), "key 'seed' must be an integer, got 'zero'"),
-        (lambda m: m.update(seed=True), "key 'seed' must be an integer"),
-        (lambda m: m.update(variant=None), "key 'variant' must be a string, got null"),
-        (lambda m: m["final"].update(top5_err="17%"), "key 'final.top5_err' must be a number"),
-    ])
+    @pytest.mark.parametrize(
+        "mutate, message",
+        [
+            (lambda m: m.pop("seed"), "missing required key 'seed'"),
+            (lambda m: m["final"].pop("top1_err"), "missing required key 'final.top1_err'"),
+            (
+                lambda m: m["epochs"][2].pop("val_top1_err"),
+                r"missing required key 'epochs\[2\].val_top1_err'",
+            ),
+            (lambda m: m.update(seed="zero"), "key 'seed' must be an integer, got 'zero'"),
+            (lambda m: m.update(seed=True), "key 'seed' must be an integer"),
+            (lambda m: m.update(variant=None), "key 'variant' must be a string, got null"),
+            (lambda m: m["final"].update(top5_err="17%"), "key 'final.top5_err' must be a number"),
+        ],
+    )
     def test_bad_metrics_name_file_and_key(self, tmp_path, mutate, message):
         m = make_metrics()
         mutate(m)
@@ -110,7 +123,9 @@ class TestValidation:
 class TestBench:
     def test_frame(self, tmp_path):
         write_json(tmp_path / "a" / "bench.json", make_bench(train_img_s=100.0))
-        write_json(tmp_path / "b" / "bench.json", make_bench("SR-SOP", train_img_s=50.0, input_size=(3, 96, 96)))
+        write_json(
+            tmp_path / "b" / "bench.json", make_bench("SR-SOP", train_img_s=50.0, input_size=(3, 96, 96))
+        )
         b = load_bench(tmp_path)
         assert sorted(b["train_img_s"]) == [50.0, 100.0]
         assert set(b["input_size"]) == {"3x64x64", "3x96x96"}
@@ -137,14 +152,20 @@ class TestFormat:
         _write(tmp_path, "by-hand", make_metrics(run_id=None))
         assert sorted(load_runs(tmp_path)["run_id"]) == ["", "abc_123"]
 
-    @pytest.mark.parametrize("mutate,message", [
-        (lambda m: m.pop("format_version"), r"missing required key 'format_version'.*before format 2"),
-        (lambda m: m.update(format_version=1), r"'format_version' is 1; this gmsop reads metrics.json format 2"),
-        (lambda m: m.pop("run"), r"missing required key 'run'"),
-        (lambda m: m["run"].pop("planned_for"), r"missing required key 'run.planned_for'"),
-        (lambda m: m["run"]["planned_for"][0].pop("row"), r"'run.planned_for\[0\].row'"),
-        (lambda m: m["hparams"].pop("num_classes"), r"'hparams.num_classes'"),
-    ])
+    @pytest.mark.parametrize(
+        "mutate,message",
+        [
+            (lambda m: m.pop("format_version"), r"missing required key 'format_version'.*before format 2"),
+            (
+                lambda m: m.update(format_version=1),
+                r"'format_version' is 1; this gmsop reads metrics.json format 2",
+            ),
+            (lambda m: m.pop("run"), r"missing required key 'run'"),
+            (lambda m: m["run"].pop("planned_for"), r"missing required key 'run.planned_for'"),
+            (lambda m: m["run"]["planned_for"][0].pop("row"), r"'run.planned_for\[0\].row'"),
+            (lambda m: m["hparams"].pop("num_classes"), r"'hparams.num_classes'"),
+        ],
+    )
     def test_version_and_identity_keys(self, tmp_path, mutate, message):
         m = make_metrics()
         mutate(m)
@@ -182,15 +203,20 @@ class TestSchemaFiles:
         from gmsop.formats import json_schema
 
         shipped = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / f"{kind}.schema.json"
-        assert json.loads(shipped.read_text()) == json_schema(kind), f"regenerate: python -m gmsop.formats {kind}"
+        assert json.loads(shipped.read_text()) == json_schema(kind), (
+            f"regenerate: python -m gmsop.formats {kind}"
+        )
 
     def test_schema_accepts_what_gmsop_accepts_and_rejects_a_broken_file(self, tmp_path):
         import jsonschema
 
         from gmsop.formats import json_schema, rule_metrics
 
-        for record in (make_metrics(), make_metrics(run_id=None), rule_metrics("my_rule", 0, 12.5, dataset="d",
-                                                                              num_classes=10, train_size=100)):
+        for record in (
+            make_metrics(),
+            make_metrics(run_id=None),
+            rule_metrics("my_rule", 0, 12.5, dataset="d", num_classes=10, train_size=100),
+        ):
             jsonschema.validate(record, json_schema("metrics"))
         broken = rule_metrics("my_rule", 0, 12.5, dataset="d", num_classes=10, train_size=100)
         del broken["hparams"]["num_classes"]
@@ -206,4 +232,8 @@ class TestSchemaFiles:
 
         rec = rule_metrics("my_rule", 1, 20.0, 5.0, dataset="synthetic", num_classes=16, train_size=1280)
         runs = load_runs([write_json(tmp_path / "m.json", rec)])
-        assert runs.loc[0, "run_id"] == "rule:my_rule" and runs.loc[0, "top1_err"] == 20.0 and runs.loc[0, "finished"]
+        assert (
+            runs.loc[0, "run_id"] == "rule:my_rule"
+            and runs.loc[0, "top1_err"] == 20.0
+            and runs.loc[0, "finished"]
+        )

@@ -1,4 +1,5 @@
 """The published numbers: complete where the paper prints them, absent where it does not."""
+
 import math
 
 import pytest
@@ -16,9 +17,15 @@ class TestTables:
     def test_table2_top1_in_paper_order(self):
         got = [(v.variant, v.dim, v.top1_err) for v in pv.paper_rows("table2")]
         assert got == [
-            ("ResNet-18", 128, 52.00), ("ResNet-18-512d", 512, 49.08), ("Ave-GAP-16", 512, 47.44),
-            ("GM-GAP-16-8", 512, 42.37), ("ResNet-18-8256d", 8256, 47.29), ("SR-SOP", 8256, 40.32),
-            ("Ave-SOP-16", 8256, 40.28), ("Parametric SR-SOP", 8256, 40.01), ("GM-SOP-16-8", 8256, 38.21),
+            ("ResNet-18", 128, 52.00),
+            ("ResNet-18-512d", 512, 49.08),
+            ("Ave-GAP-16", 512, 47.44),
+            ("GM-GAP-16-8", 512, 42.37),
+            ("ResNet-18-8256d", 8256, 47.29),
+            ("SR-SOP", 8256, 40.32),
+            ("Ave-SOP-16", 8256, 40.28),
+            ("Parametric SR-SOP", 8256, 40.01),
+            ("GM-SOP-16-8", 8256, 38.21),
         ]
         assert all(v.top5_err is None for v in pv.paper_rows("table2"))  # no top-5 column
 
@@ -44,8 +51,11 @@ class TestTables:
 
     def test_figure3_only_quoted_points(self):
         got = {v.variant: (v.top1_err, v.train_fps) for v in pv.paper_rows("fig3")}
-        assert got == {"GM-GAP-16-8": (42.37, 800.0), "GM-GAP-128-32": (42.52, None),
-                       "ResNet-18-512d": (49.08, 1470.0)}
+        assert got == {
+            "GM-GAP-16-8": (42.37, 800.0),
+            "GM-GAP-128-32": (42.52, None),
+            "ResNet-18-512d": (49.08, 1470.0),
+        }
 
 
 class TestLookups:
@@ -60,7 +70,11 @@ class TestLookups:
 
     def test_train_fps(self):
         assert {k[0]: v[0] for k, v in pv.TRAIN_FPS.items()} == {
-            "ResNet-18-512d": 1470.0, "GM-GAP-16-8": 800.0, "SR-SOP": 670.0, "Parametric SR-SOP": 680.0}
+            "ResNet-18-512d": 1470.0,
+            "GM-GAP-16-8": 800.0,
+            "SR-SOP": 670.0,
+            "Parametric SR-SOP": 680.0,
+        }
 
     def test_params_prefers_table3_then_released_code(self):
         assert pv.paper_params("GM-SOP-16-8", "resnet18") == (10.3, "Table 3")

@@ -1,26 +1,29 @@
 """Tables and the scorecard from result files: rows selected by planned run id, honest claims
 (each verdict built from real files, intervals checked against scipy), paper values only on
 the paper's data, ranks and their agreement elsewhere."""
+
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from planned import make_experiment, make_row
+from result_files import make_bench, make_metrics, write_json
 from scipy import stats
 
+from gmsop.aggregate import paper_values as pv
 from gmsop.aggregate.load import load_bench, load_metrics
 from gmsop.aggregate.scorecard import build_scorecard, render_scorecard_html, render_scorecard_markdown
 from gmsop.aggregate.tables import build_table
-from gmsop.aggregate import paper_values as pv
 from gmsop.aggregate.writers import render_html, render_markdown
-from planned import make_experiment, make_row
-from result_files import make_bench, make_metrics, write_json
 
 
 def _runs(tmp_path, label, errors, variant=None, classes=16, run=None, **kw):
     """One metrics.json per seed for row ``label`` (run id ``run-<label>``), errors in seed order."""
     for seed, err in enumerate(errors):
-        rec = make_metrics(variant or label, seed=seed, top1=err, run_id=run or f"run-{label}", classes=classes, **kw)
+        rec = make_metrics(
+            variant or label, seed=seed, top1=err, run_id=run or f"run-{label}", classes=classes, **kw
+        )
         write_json(tmp_path / "runs" / (run or f"run-{label}") / f"seed{seed}" / "metrics.json", rec)
 
 
@@ -80,8 +83,13 @@ def test_scorecard_lists_every_claim_with_where_it_was_tested(verdict_experiment
     assert card["claim"].tolist() == list(VERDICT_CASES)
     assert card["verdict"].tolist() == [v for v, _, _ in VERDICT_CASES.values()]
     first = card.iloc[0]
-    assert (first["dataset"], first["classes"], first["train_images"], first["epochs"], first["width"]) == \
-        ("synthetic (synthetic)", "16", "16000", "3", "0.25")
+    assert (first["dataset"], first["classes"], first["train_images"], first["epochs"], first["width"]) == (
+        "synthetic (synthetic)",
+        "16",
+        "16000",
+        "3",
+        "0.25",
+    )
     md, page = render_scorecard_markdown(card), render_scorecard_html(card, fragment=True)
     assert "| holds | holds | A < B |" in md and "8 claims of the paper" in md
     assert "Family for Holm's adjustment: the 3 claims this scorecard tests with an interval" in md
@@ -95,12 +103,17 @@ def test_scorecard_lists_every_claim_with_where_it_was_tested(verdict_experiment
 def test_rows_take_their_runs_by_planned_id_not_by_name_or_path(tmp_path):
     _runs(tmp_path, "SR-SOP", [40.0, 42.0])
     _runs(tmp_path, "SR-SOP (other)", [10.0, 12.0], variant="SR-SOP")  # same variant, another run id
-    write_json(tmp_path / "runs" / "by-hand" / "seed0" / "metrics.json", make_metrics("SR-SOP", top1=1.0, run_id=None))
+    write_json(
+        tmp_path / "runs" / "by-hand" / "seed0" / "metrics.json",
+        make_metrics("SR-SOP", top1=1.0, run_id=None),
+    )
     exp = make_experiment([make_row("SR-SOP", seeds=(0, 1)), make_row("GM-SOP-16-8", seeds=(0, 1))])
     t = build_table(exp, _load(tmp_path)).set_index("method")
     assert t.loc["SR-SOP", "n"] == 2 and t.loc["SR-SOP", "top1_mean"] == pytest.approx(41.0)
     assert t.loc["SR-SOP", "top1_std"] == pytest.approx(np.std([40.0, 42.0], ddof=1))
-    assert t.loc["GM-SOP-16-8", "n"] == 0 and np.isnan(t.loc["GM-SOP-16-8", "top1_mean"])  # missing stays missing
+    assert t.loc["GM-SOP-16-8", "n"] == 0 and np.isnan(
+        t.loc["GM-SOP-16-8", "top1_mean"]
+    )  # missing stays missing
     # only the planned seeds count
     one_seed = make_experiment([make_row("SR-SOP", seeds=(1,))])
     assert build_table(one_seed, _load(tmp_path))["top1_mean"].tolist() == [42.0]
@@ -108,7 +121,10 @@ def test_rows_take_their_runs_by_planned_id_not_by_name_or_path(tmp_path):
 
 def test_duplicate_seed_of_one_row_is_refused(tmp_path):
     _runs(tmp_path, "SR-SOP", [40.0])
-    write_json(tmp_path / "runs" / "copy" / "seed0" / "metrics.json", make_metrics("SR-SOP", top1=41.0, run_id="run-SR-SOP"))
+    write_json(
+        tmp_path / "runs" / "copy" / "seed0" / "metrics.json",
+        make_metrics("SR-SOP", top1=41.0, run_id="run-SR-SOP"),
+    )
     with pytest.raises(ValueError, match=r"seed 0 appears in 2 files"):
         build_table(make_experiment([make_row("SR-SOP")]), _load(tmp_path))
 
@@ -126,26 +142,40 @@ def test_no_paper_delta_on_synthetic_rows_ranks_and_kendall_instead(tmp_path):
     agreement = t.attrs["rank_agreement"]
     assert agreement["n"] == 3 and agreement["tau"] == pytest.approx(tau) and agreement["left_out"] == []
     md = render_markdown(t.reset_index())
-    assert "Paper top-1" not in md and "Δ" not in md and "Rank: paper / ours" in md and "Kendall τ = 0.33" in md
+    assert (
+        "Paper top-1" not in md and "Δ" not in md and "Rank: paper / ours" in md and "Kendall τ = 0.33" in md
+    )
     assert "(dataset synthetic, not imagenet64)" in md
 
 
 def test_ranks_and_tau_only_over_learned_stable_rows(tmp_path):
     """A row that did not learn and one with a failed seed are left out of the ranks and of τ, and
     the note says how many and why; ranks and τ checked against scipy on the rows kept."""
-    mine = {"ResNet-18": [60.0, 61.0, 59.0], "ResNet-18-512d": [50.0, 52.0, 49.0],
-            "SR-SOP": [40.0, 41.0, 39.5], "GM-SOP-16-8": [45.0, 44.0, 46.0], "Ave-SOP-16": [42.0, 43.0, 41.0],
-            "ResNet-18-8256d": [93.5, 93.2, 93.7],  # did not learn (16 classes: 70.31% is 75% of chance)
-            "GM-GAP-16-8": [30.7, 84.8, 28.2]}  # one failed seed, mean 47.9
+    mine = {
+        "ResNet-18": [60.0, 61.0, 59.0],
+        "ResNet-18-512d": [50.0, 52.0, 49.0],
+        "SR-SOP": [40.0, 41.0, 39.5],
+        "GM-SOP-16-8": [45.0, 44.0, 46.0],
+        "Ave-SOP-16": [42.0, 43.0, 41.0],
+        "ResNet-18-8256d": [93.5, 93.2, 93.7],  # did not learn (16 classes: 70.31% is 75% of chance)
+        "GM-GAP-16-8": [30.7, 84.8, 28.2],
+    }  # one failed seed, mean 47.9
     for label, errs in mine.items():
         _runs(tmp_path, label, errs)
     t = build_table(make_experiment([make_row(k) for k in mine]), _load(tmp_path))
     agreement = t.attrs["rank_agreement"]
-    assert agreement["left_out"] == [("ResNet-18-8256d", "did not learn"),
-                                     ("GM-GAP-16-8", "1 of 3 seeds failed")]
+    assert agreement["left_out"] == [
+        ("ResNet-18-8256d", "did not learn"),
+        ("GM-GAP-16-8", "1 of 3 seeds failed"),
+    ]
     kept = ["ResNet-18", "ResNet-18-512d", "SR-SOP", "GM-SOP-16-8", "Ave-SOP-16"]
-    paper = {"ResNet-18": 52.00, "ResNet-18-512d": 49.08, "SR-SOP": 40.32, "GM-SOP-16-8": 38.21,
-             "Ave-SOP-16": 40.28}
+    paper = {
+        "ResNet-18": 52.00,
+        "ResNet-18-512d": 49.08,
+        "SR-SOP": 40.32,
+        "GM-SOP-16-8": 38.21,
+        "Ave-SOP-16": 40.28,
+    }
     ours = [np.mean(mine[k]) for k in kept]
     ref = stats.kendalltau([paper[k] for k in kept], ours)
     assert agreement["n"] == 5 and agreement["tau"] == pytest.approx(ref.statistic)
@@ -155,12 +185,15 @@ def test_ranks_and_tau_only_over_learned_stable_rows(tmp_path):
     assert t.loc[kept, "our_rank"].tolist() == stats.rankdata(ours, method="min").tolist()
     assert t.loc[["ResNet-18-8256d", "GM-GAP-16-8"], ["paper_rank", "our_rank"]].isna().all().all()
     # all seven rows would give another τ: leaving rows out is what the test checks
-    everything = stats.kendalltau([52.00, 49.08, 40.32, 38.21, 40.28, 47.29, 42.37],
-                                  [np.mean(v) for v in mine.values()])
+    everything = stats.kendalltau(
+        [52.00, 49.08, 40.32, 38.21, 40.28, 47.29, 42.37], [np.mean(v) for v in mine.values()]
+    )
     assert everything.statistic != pytest.approx(ref.statistic)
     md = render_markdown(t.reset_index())
-    assert (f"Kendall τ = {ref.statistic:.2f} over 5 rows; 2 rows left out: ResNet-18-8256d (did not learn), "
-            "GM-GAP-16-8 (1 of 3 seeds failed)") in md
+    assert (
+        f"Kendall τ = {ref.statistic:.2f} over 5 rows; 2 rows left out: ResNet-18-8256d (did not learn), "
+        "GM-GAP-16-8 (1 of 3 seeds failed)"
+    ) in md
     # the failed seed is marked in its row and named in a footnote; the not-learned row is marked °
     cells = {line.split(" | ")[0].strip("| *"): line for line in md.splitlines() if line.startswith("| ")}
     gm, r8 = mine["GM-GAP-16-8"], mine["ResNet-18-8256d"]
@@ -179,33 +212,57 @@ PAPER_SETTING = {
         "places": {"name": "places365", "root": "pl", "options": {"require_full": True}},
         "places_partial": {"name": "places365", "root": "pl"},
     },
-    "defaults": {"backbone": "resnet18", "protocol": "official", "dataset": "full", "batch_size": 256,
-                 "width_mult": 1.0, "seeds": [0, 1]},
-    "schedules": {"srsop_text": [[0.15, 20], [0.015, 5], [0.0015, 5], [0.00015, 5], [0.000015, 5]],
-                  "short": [[0.15, 3]], "gap": [[0.075, 50], [0.0075, 15], [0.00075, 10]],
-                  "places": [[0.1, 25], [0.01, 5], [0.001, 5], [0.0001, 5]]},
+    "defaults": {
+        "backbone": "resnet18",
+        "protocol": "official",
+        "dataset": "full",
+        "batch_size": 256,
+        "width_mult": 1.0,
+        "seeds": [0, 1],
+    },
+    "schedules": {
+        "srsop_text": [[0.15, 20], [0.015, 5], [0.0015, 5], [0.00015, 5], [0.000015, 5]],
+        "short": [[0.15, 3]],
+        "gap": [[0.075, 50], [0.0075, 15], [0.00075, 10]],
+        "places": [[0.1, 25], [0.01, 5], [0.001, 5], [0.0001, 5]],
+    },
     "experiments": {
-        "table2": {"paper": "table2", "schedule": "srsop_text", "rows": [
-            {"variant": "SR-SOP", "label": "full"},
-            {"variant": "SR-SOP", "label": "32 px", "dataset": "px32"},
-            {"variant": "SR-SOP", "label": "partial download", "dataset": "partial"},
-            {"variant": "SR-SOP", "label": "3 epochs", "schedule": "short"},
-            {"variant": "SR-SOP", "label": "half width", "width_mult": 0.5},
-            # 40 epochs is the text's SR-SOP schedule, but 75 is the GAP baselines'
-            {"variant": "ResNet-18", "label": "ResNet-18 at 40 epochs"},
-            {"variant": "ResNet-18", "label": "ResNet-18 at 75", "schedule": "gap"}]},
-        "table4": {"paper": "table4", "schedule": "places", "rows": [
-            {"variant": "SR-SOP", "label": "places full", "dataset": "places"},
-            {"variant": "SR-SOP", "label": "places partial", "dataset": "places_partial"}]},
+        "table2": {
+            "paper": "table2",
+            "schedule": "srsop_text",
+            "rows": [
+                {"variant": "SR-SOP", "label": "full"},
+                {"variant": "SR-SOP", "label": "32 px", "dataset": "px32"},
+                {"variant": "SR-SOP", "label": "partial download", "dataset": "partial"},
+                {"variant": "SR-SOP", "label": "3 epochs", "schedule": "short"},
+                {"variant": "SR-SOP", "label": "half width", "width_mult": 0.5},
+                # 40 epochs is the text's SR-SOP schedule, but 75 is the GAP baselines'
+                {"variant": "ResNet-18", "label": "ResNet-18 at 40 epochs"},
+                {"variant": "ResNet-18", "label": "ResNet-18 at 75", "schedule": "gap"},
+            ],
+        },
+        "table4": {
+            "paper": "table4",
+            "schedule": "places",
+            "rows": [
+                {"variant": "SR-SOP", "label": "places full", "dataset": "places"},
+                {"variant": "SR-SOP", "label": "places partial", "dataset": "places_partial"},
+            ],
+        },
     },
 }
 
 #: Each case's gaps from the paper's setting (empty: in the paper's setting in full).
 SETTING_GAPS = {
-    "full": (), "32 px": ("size 32, not 64",), "partial download": ("require_full False, not True",),
-    "3 epochs": ("3 epochs, not 40",), "half width": ("width 0.5, not 1",),
-    "ResNet-18 at 40 epochs": ("40 epochs, not 75",), "ResNet-18 at 75": (),
-    "places full": (), "places partial": ("require_full False, not True",),
+    "full": (),
+    "32 px": ("size 32, not 64",),
+    "partial download": ("require_full False, not True",),
+    "3 epochs": ("3 epochs, not 40",),
+    "half width": ("width 0.5, not 1",),
+    "ResNet-18 at 40 epochs": ("40 epochs, not 75",),
+    "ResNet-18 at 75": (),
+    "places full": (),
+    "places partial": ("require_full False, not True",),
 }
 
 
@@ -219,9 +276,10 @@ def test_paper_error_only_in_the_papers_setting_in_full(tmp_path):
         for row in exp.rows:
             assert row.paper_setting_gaps(pv.TABLE_DATASETS[exp.paper]) == SETTING_GAPS[row.label], row.label
             for seed, err in ((0, 41.0), (1, 42.0)):
-                write_json(tmp_path / "runs" / row.run / f"seed{seed}" / "metrics.json",
-                           make_metrics(row.variant, seed=seed, top1=err, top5=20.0, run_id=row.run,
-                                        classes=1000))
+                write_json(
+                    tmp_path / "runs" / row.run / f"seed{seed}" / "metrics.json",
+                    make_metrics(row.variant, seed=seed, top1=err, top5=20.0, run_id=row.run, classes=1000),
+                )
     runs = _load(tmp_path)
     t2 = build_table(plan.experiments["table2"], runs).set_index("method")
     assert t2.loc["full", "top1_paper"] == 40.32
@@ -230,12 +288,16 @@ def test_paper_error_only_in_the_papers_setting_in_full(tmp_path):
     others = [k for k, gaps in SETTING_GAPS.items() if gaps and k in t2.index]
     assert t2.loc[others, "top1_paper"].isna().all() and t2.loc[others, "top1_delta"].isna().all()
     md = render_markdown(t2.reset_index())
-    assert ("32 px (size 32, not 64); partial download (require_full False, not True); "
-            "3 epochs (3 epochs, not 40)") in md
+    assert (
+        "32 px (size 32, not 64); partial download (require_full False, not True); "
+        "3 epochs (3 epochs, not 40)"
+    ) in md
     t4 = build_table(plan.experiments["table4"], runs).set_index("method")
     published = pv.paper_value("table4", "SR-SOP", "resnet18")
-    assert (t4.loc["places full", "top1_paper"], t4.loc["places full", "top5_paper"]) == \
-        (published.top1_err, published.top5_err)
+    assert (t4.loc["places full", "top1_paper"], t4.loc["places full", "top5_paper"]) == (
+        published.top1_err,
+        published.top5_err,
+    )
     assert np.isnan(t4.loc["places partial", "top1_paper"])
 
 
@@ -261,12 +323,15 @@ def test_rule_row_without_top5_shows_its_top1(tmp_path):
     from gmsop.formats import rule_metrics
 
     for seed, err in ((0, 21.0), (1, 24.0)):
-        write_json(tmp_path / "runs" / "rule" / f"seed{seed}" / "metrics.json",
-                   rule_metrics("my_rule", seed, err, None, dataset="synthetic", num_classes=16,
-                                train_size=1280))
+        write_json(
+            tmp_path / "runs" / "rule" / f"seed{seed}" / "metrics.json",
+            rule_metrics("my_rule", seed, err, None, dataset="synthetic", num_classes=16, train_size=1280),
+        )
     _runs(tmp_path, "SR-SOP", [30.0, 31.0])
-    rows = [make_row("SR-SOP", seeds=(0, 1)),
-            make_row("My rule", run="rule:my_rule", seeds=(0, 1), paper=None)]
+    rows = [
+        make_row("SR-SOP", seeds=(0, 1)),
+        make_row("My rule", run="rule:my_rule", seeds=(0, 1), paper=None),
+    ]
     t = build_table(make_experiment(rows), _load(tmp_path))
     rule = t.set_index("method").loc["My rule"]
     assert rule["top1_mean"] == 22.5 and rule["top1_std"] == pytest.approx(np.std([21.0, 24.0], ddof=1))
@@ -280,8 +345,10 @@ def test_rule_row_without_top5_shows_its_top1(tmp_path):
 
 def test_a_diverged_top5_is_counted_in_its_own_column(tmp_path):
     for seed, (t1, t5) in enumerate(((40.0, 20.0), (42.0, float("nan")))):
-        write_json(tmp_path / "runs" / "run-SR-SOP" / f"seed{seed}" / "metrics.json",
-                   make_metrics("SR-SOP", seed=seed, top1=t1, top5=t5, run_id="run-SR-SOP"))
+        write_json(
+            tmp_path / "runs" / "run-SR-SOP" / f"seed{seed}" / "metrics.json",
+            make_metrics("SR-SOP", seed=seed, top1=t1, top5=t5, run_id="run-SR-SOP"),
+        )
     t = build_table(make_experiment([make_row("SR-SOP", seeds=(0, 1))]), _load(tmp_path))
     assert (t.loc[0, "top1_nonfinite"], t.loc[0, "top5_nonfinite"]) == (0, 1)
     md = render_markdown(t)
@@ -292,10 +359,18 @@ def test_not_learned_rows_are_marked_and_fps_comes_from_planned_benches(tmp_path
     _runs(tmp_path, "ResNet-18-512d", [80.0, 82.0], rep_dim=512)
     _runs(tmp_path, "GM-GAP-16-8", [30.0, 31.0])
     for label, fps in (("ResNet-18-512d", 400.0), ("GM-GAP-16-8", 200.0)):
-        write_json(tmp_path / "bench" / f"bench-{label}.json", make_bench(label, train_img_s=fps, bench_id=f"bench-{label}"))
-    write_json(tmp_path / "bench" / "stray.json", make_bench("GM-GAP-16-8", train_img_s=1.0, bench_id="other"))
-    exp = make_experiment([make_row("ResNet-18-512d", seeds=(0, 1)), make_row("GM-GAP-16-8", seeds=(0, 1))],
-                          ["GM-GAP-16-8 < ResNet-18-512d"], baseline="ResNet-18-512d")
+        write_json(
+            tmp_path / "bench" / f"bench-{label}.json",
+            make_bench(label, train_img_s=fps, bench_id=f"bench-{label}"),
+        )
+    write_json(
+        tmp_path / "bench" / "stray.json", make_bench("GM-GAP-16-8", train_img_s=1.0, bench_id="other")
+    )
+    exp = make_experiment(
+        [make_row("ResNet-18-512d", seeds=(0, 1)), make_row("GM-GAP-16-8", seeds=(0, 1))],
+        ["GM-GAP-16-8 < ResNet-18-512d"],
+        baseline="ResNet-18-512d",
+    )
     bench = load_bench(sorted((tmp_path / "bench").glob("*.json")))
     t = build_table(exp, _load(tmp_path), bench)
     assert t["learned"].tolist() == [False, True]
@@ -318,12 +393,16 @@ def test_aggregation_jobs_import_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, pickle, gmsop, gmsop.pipeline, gmsop.experiments, gmsop.aggregate.tables, "
-            "gmsop.aggregate.scorecard, gmsop.aggregate.figures, gmsop.formats; "
-            "from planned import make_experiment, make_row; "
-            "pickle.loads(pickle.dumps(make_experiment([make_row('SR-SOP')]))); "
-            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
+    code = (
+        "import sys, pickle, gmsop, gmsop.pipeline, gmsop.experiments, gmsop.aggregate.tables, "
+        "gmsop.aggregate.scorecard, gmsop.aggregate.figures, gmsop.formats; "
+        "from planned import make_experiment, make_row; "
+        "pickle.loads(pickle.dumps(make_experiment([make_row('SR-SOP')]))); "
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -331,9 +410,14 @@ def test_paper_architecture_numbers_only_at_full_width(tmp_path):
     """Parameters, dimension and speed describe the net: a width-0.25 row is not the paper's."""
     _runs(tmp_path, "ResNet-18-512d", [40.0], rep_dim=128)
     _runs(tmp_path, "GM-GAP-16-8", [40.0], rep_dim=512, run="full")
-    rows = [make_row("ResNet-18-512d", seeds=(0,)), make_row("GM-GAP-16-8", seeds=(0,), run="full", width_mult=1.0)]
+    rows = [
+        make_row("ResNet-18-512d", seeds=(0,)),
+        make_row("GM-GAP-16-8", seeds=(0,), run="full", width_mult=1.0),
+    ]
     t = build_table(make_experiment(rows), _load(tmp_path)).set_index("method")
-    assert np.isnan(t.loc["ResNet-18-512d", "params_paper_m"]) and pd.isna(t.loc["ResNet-18-512d", "dim_paper"])
+    assert np.isnan(t.loc["ResNet-18-512d", "params_paper_m"]) and pd.isna(
+        t.loc["ResNet-18-512d", "dim_paper"]
+    )
     assert np.isnan(t.loc["ResNet-18-512d", "fps_paper"])
     assert t.loc["GM-GAP-16-8", "params_paper_m"] == 2.3 and t.loc["GM-GAP-16-8", "dim_paper"] == 512
     assert t.loc["GM-GAP-16-8", "fps_paper"] == 800.0

@@ -1,17 +1,18 @@
 """Every writer produces parseable output that holds the table's rows; writes are atomic."""
+
 import os
 import re
 from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
+from planned import make_experiment, make_row
+from result_files import make_metrics, write_json
 
 from gmsop import atomic as _atomic
 from gmsop.aggregate.load import load_runs
 from gmsop.aggregate.tables import build_table
 from gmsop.aggregate.writers import render_html, render_latex, render_markdown, write_table
-from planned import make_experiment, make_row
-from result_files import make_metrics, write_json
 
 ROWS = ["ResNet-18-512d", "SR-SOP", "GM-SOP-16-8"]
 
@@ -20,12 +21,21 @@ ROWS = ["ResNet-18-512d", "SR-SOP", "GM-SOP-16-8"]
 def table(tmp_path):
     for s, e in enumerate([38.0, 38.4]):
         write_json(tmp_path / f"r/{s}/metrics.json", make_metrics(seed=s, top1=e, run_id="gm"))
-    write_json(tmp_path / "r/b/metrics.json",
-               make_metrics("ResNet-18-512d", top1=49.0, params=1_300_000, rep_dim=512, train_img_s=400.0, run_id="base"))
-    rows = [make_row("ResNet-18-512d", run="base", dataset_name="imagenet64", width_mult=1.0),
-            make_row("SR-SOP"), make_row("GM-SOP-16-8", run="gm", dataset_name="imagenet64", width_mult=1.0)]
-    return build_table(make_experiment(rows, baseline="ResNet-18-512d", title="Table 2 & friends: 100% reproduced_?"),
-                       load_runs(tmp_path / "r"))
+    write_json(
+        tmp_path / "r/b/metrics.json",
+        make_metrics(
+            "ResNet-18-512d", top1=49.0, params=1_300_000, rep_dim=512, train_img_s=400.0, run_id="base"
+        ),
+    )
+    rows = [
+        make_row("ResNet-18-512d", run="base", dataset_name="imagenet64", width_mult=1.0),
+        make_row("SR-SOP"),
+        make_row("GM-SOP-16-8", run="gm", dataset_name="imagenet64", width_mult=1.0),
+    ]
+    return build_table(
+        make_experiment(rows, baseline="ResNet-18-512d", title="Table 2 & friends: 100% reproduced_?"),
+        load_runs(tmp_path / "r"),
+    )
 
 
 class _Cells(HTMLParser):

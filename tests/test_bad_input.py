@@ -1,6 +1,7 @@
 """Bad input is refused early and clearly: one test (or a few) per case, in one place so the list
 can grow. Each case says where it is caught (plan time, dataset build, ``gmsop train`` start) and
 checks that the message names what is wrong (the key, the file, the index, the value)."""
+
 from __future__ import annotations
 
 import copy
@@ -81,7 +82,9 @@ def test_missing_dataset_root_is_found_when_planning(tmp_path):
     cfg["experiments"]["table2"]["dataset"] = "mine"
     missing, errors = check_data(make_plan(cfg))
     assert errors == []
-    assert missing == [f"datasets.mine.root: {tmp_path / 'nope'} does not exist (resolved: {tmp_path / 'nope'})"]
+    assert missing == [
+        f"datasets.mine.root: {tmp_path / 'nope'} does not exist (resolved: {tmp_path / 'nope'})"
+    ]
 
 
 def test_unused_dataset_root_is_not_checked(tmp_path):
@@ -96,7 +99,8 @@ def test_batch_larger_than_generated_training_set():
     missing, errors = check_data(make_plan(cfg))
     assert missing == [] and len(errors) == 1
     assert errors[0].startswith(
-        "experiments.table2.rows[1] (GM-SOP-4-2): batch_size 257 is larger than the training set")
+        "experiments.table2.rows[1] (GM-SOP-4-2): batch_size 257 is larger than the training set"
+    )
     assert "datasets.learnable (256 images)" in errors[0]
     cfg["experiments"]["table2"]["rows"][1]["augment"] = {"flip_double": True}  # 512 samples per epoch
     assert check_data(make_plan(cfg)) == ([], [])
@@ -144,8 +148,11 @@ def test_non_finite_learning_rate_refused_when_planning(lr):
         make_plan(cfg)
     cfg = tiny()
     cfg["experiments"]["table2"]["rows"][0]["schedule"] = [[0.1, 1], [lr, 1]]
-    with pytest.raises(ValueError, match=r"experiments\.table2\.rows\[0\]: schedule: learning rate must be a "
-                                         r"positive finite"):
+    with pytest.raises(
+        ValueError,
+        match=r"experiments\.table2\.rows\[0\]: schedule: learning rate must be a "
+        r"positive finite",
+    ):
         make_plan(cfg)
 
 
@@ -162,8 +169,11 @@ def _npz(root: Path, y_train, y_val, n: int | None = None):
 
 def test_npz_validation_label_outside_training_classes(tmp_path):
     _npz(tmp_path, [0, 1, 2, 1], [0, 4, 1])
-    with pytest.raises(ValueError, match=r"val\.npz\[y\]: label 4 at index 1 is outside the classes seen in "
-                                         r"training \(0\.\.2, from .*train\.npz\[y\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"val\.npz\[y\]: label 4 at index 1 is outside the classes seen in "
+        r"training \(0\.\.2, from .*train\.npz\[y\]\)",
+    ):
         get_dataset("npz", root=tmp_path)
     assert get_dataset("npz", root=tmp_path, num_classes=5).num_classes == 5  # said on purpose: accepted
 
@@ -184,9 +194,31 @@ def test_npz_label_errors_name_the_y_array(tmp_path):
 
 
 def _train_args(out: Path, *extra: str) -> list[str]:
-    return ["--variant", "ResNet-18", "--dataset", "synthetic", "--dataset-option", "classes=2",
-            "--dataset-option", "n_train=8", "--dataset-option", "n_val=4", "--dataset-option", "size=8",
-            "--batch-size", "4", "--schedule", "0.1:1", "--device", "cpu", "--progress", "none", "--out", str(out), *extra]
+    return [
+        "--variant",
+        "ResNet-18",
+        "--dataset",
+        "synthetic",
+        "--dataset-option",
+        "classes=2",
+        "--dataset-option",
+        "n_train=8",
+        "--dataset-option",
+        "n_val=4",
+        "--dataset-option",
+        "size=8",
+        "--batch-size",
+        "4",
+        "--schedule",
+        "0.1:1",
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -239,9 +271,16 @@ def test_train_help_documents_the_exit_status(capsys):
 
 
 def test_empty_npz_training_split_is_named(tmp_path):
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((0, 3, 4, 4), np.uint8), y_train=np.zeros(0, np.int64),
-             x_val=np.zeros((2, 3, 4, 4), np.uint8), y_val=[0, 1])
-    with pytest.raises(ValueError, match=r"npz: the train split is empty: .*d\.npz\[x_train\] holds 0 images"):
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((0, 3, 4, 4), np.uint8),
+        y_train=np.zeros(0, np.int64),
+        x_val=np.zeros((2, 3, 4, 4), np.uint8),
+        y_val=[0, 1],
+    )
+    with pytest.raises(
+        ValueError, match=r"npz: the train split is empty: .*d\.npz\[x_train\] holds 0 images"
+    ):
         get_dataset("npz", root=tmp_path / "d.npz")
 
 
@@ -267,13 +306,22 @@ def _schema_error(cfg: dict) -> str:
 @pytest.mark.parametrize(
     "mutate, first",
     [
-        (lambda c: c["experiments"]["table2"]["rows"][1].update(batch_szie=8),
-         "experiments.table2.rows[1]: unknown key 'batch_szie'; allowed here: augment, backbone, batch_size"),
-        (lambda c: c["experiments"]["table2"]["rows"].__setitem__(0, {"varaint": "SR-SOP"}),
-         "experiments.table2.rows[0]: unknown key 'varaint'"),
-        (lambda c: c["experiments"]["table2"]["rows"][0].update(augment={"flpi": True}),
-         "experiments.table2.rows[0].augment: unknown key 'flpi'; allowed here: eval_crop"),
-        (lambda c: c["defaults"].update(batch_szie=8), "defaults: unknown key 'batch_szie'; allowed here: augment"),
+        (
+            lambda c: c["experiments"]["table2"]["rows"][1].update(batch_szie=8),
+            "experiments.table2.rows[1]: unknown key 'batch_szie'; allowed here: augment, backbone, batch_size",
+        ),
+        (
+            lambda c: c["experiments"]["table2"]["rows"].__setitem__(0, {"varaint": "SR-SOP"}),
+            "experiments.table2.rows[0]: unknown key 'varaint'",
+        ),
+        (
+            lambda c: c["experiments"]["table2"]["rows"][0].update(augment={"flpi": True}),
+            "experiments.table2.rows[0].augment: unknown key 'flpi'; allowed here: eval_crop",
+        ),
+        (
+            lambda c: c["defaults"].update(batch_szie=8),
+            "defaults: unknown key 'batch_szie'; allowed here: augment",
+        ),
         (lambda c: c["defaults"].update(batch_size="x"), "defaults.batch_size: 'x' is not of type 'integer'"),
     ],
 )
@@ -310,12 +358,14 @@ def test_truncated_npz_is_named_when_planning(tmp_path, monkeypatch, cut):
     (tmp_path / cut).write_bytes(whole[: len(whole) // 2])  # a copy cut short
     cfg = tiny()
     cfg["datasets"]["mine"] = {"name": "npz", "root": str(tmp_path)}
-    cfg["experiments"] = {"t": {"kind": "table", "dataset": "mine",
-                                "rows": [{"variant": "ResNet-18", "batch_size": 2}]}}
+    cfg["experiments"] = {
+        "t": {"kind": "table", "dataset": "mine", "rows": [{"variant": "ResNet-18", "batch_size": 2}]}
+    }
     missing, errors = check_data(make_plan(cfg))
     assert missing == [] and errors == [
         f"datasets.mine: {tmp_path / cut}: cannot read (BadZipFile: File is not a zip file); "
-        f"the file may be truncated or corrupt"]
+        f"the file may be truncated or corrupt"
+    ]
 
 
 def test_npz_labels_of_another_length_are_named_when_planning(tmp_path, monkeypatch):
@@ -323,8 +373,9 @@ def test_npz_labels_of_another_length_are_named_when_planning(tmp_path, monkeypa
     _npz(tmp_path, [0, 1, 0], [0, 1], n=4)
     cfg = tiny()
     cfg["datasets"]["mine"] = {"name": "npz", "root": str(tmp_path)}
-    cfg["experiments"] = {"t": {"kind": "table", "dataset": "mine",
-                                "rows": [{"variant": "ResNet-18", "batch_size": 2}]}}
+    cfg["experiments"] = {
+        "t": {"kind": "table", "dataset": "mine", "rows": [{"variant": "ResNet-18", "batch_size": 2}]}
+    }
     errors = check_data(make_plan(cfg))[1]
     assert errors == [f"datasets.mine: {tmp_path / 'train.npz'}[y]: 3 labels for 4 images"]
 
@@ -332,25 +383,35 @@ def test_npz_labels_of_another_length_are_named_when_planning(tmp_path, monkeypa
 # --- a schedule: the rule it breaks, not "not valid under any of the given schemas" ---------
 
 
-@pytest.mark.parametrize("schedule, first", [
-    ([[-0.1, 2]], r"schedules\.short\[0\]\[0\]: -0\.1 is less than or equal to the minimum of 0"),
-    ([], r"schedules\.short: \[\] (should be non-empty|is too short)"),
-    ([[0.1, 0]], r"schedules\.short\[0\]\[1\]: 0 is less than the minimum of 1"),
-])
+@pytest.mark.parametrize(
+    "schedule, first",
+    [
+        ([[-0.1, 2]], r"schedules\.short\[0\]\[0\]: -0\.1 is less than or equal to the minimum of 0"),
+        ([], r"schedules\.short: \[\] (should be non-empty|is too short)"),
+        ([[0.1, 0]], r"schedules\.short\[0\]\[1\]: 0 is less than the minimum of 1"),
+    ],
+)
 def test_schedule_schema_error_names_the_rule_broken(schedule, first):
     cfg = tiny()
     cfg["schedules"]["short"] = schedule
     message = _schema_error(cfg)
     assert re.match(first, message), message
-    assert "at least one [learning rate, epochs] phase, each learning rate > 0 and finite, each epochs " \
-           "an integer >= 1" in message and "not valid under any" not in message
+    assert (
+        "at least one [learning rate, epochs] phase, each learning rate > 0 and finite, each epochs "
+        "an integer >= 1"
+        in message
+        and "not valid under any" not in message
+    )
 
 
-@pytest.mark.parametrize("schedule, rule", [
-    ([[-0.1, 2]], r"learning rate must be a positive finite number, got -0\.1"),
-    ([], r"schedule is empty"),
-    ([[0.1, 0]], r"epochs must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "schedule, rule",
+    [
+        ([[-0.1, 2]], r"learning rate must be a positive finite number, got -0\.1"),
+        ([], r"schedule is empty"),
+        ([[0.1, 0]], r"epochs must be >= 1, got 0"),
+    ],
+)
 def test_schedule_rule_broken_is_named_by_the_planner(schedule, rule):
     cfg = tiny()
     cfg["experiments"]["table2"]["rows"][0]["schedule"] = schedule
@@ -364,8 +425,11 @@ def test_schedule_rule_broken_is_named_by_the_planner(schedule, rule):
 def test_grid_whose_every_point_has_k_above_n_is_refused():
     cfg = tiny()
     cfg["experiments"]["figure3"].update(n=[1, 2], k=[4, 8])
-    with pytest.raises(ValueError, match=r"experiments\.figure3: every grid point has K > N "
-                                         r"\(N=1 K=4, N=1 K=8, N=2 K=4, N=2 K=8\), so it plans no run"):
+    with pytest.raises(
+        ValueError,
+        match=r"experiments\.figure3: every grid point has K > N "
+        r"\(N=1 K=4, N=1 K=8, N=2 K=4, N=2 K=8\), so it plans no run",
+    ):
         make_plan(cfg)
 
 

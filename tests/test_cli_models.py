@@ -1,4 +1,5 @@
 """``gmsop models`` prints the variant table and fails clearly on a bad name."""
+
 import json
 
 from gmsop.cli import main as gmsop_main
@@ -6,7 +7,10 @@ from gmsop.cli_models import main
 
 
 def test_json_table_has_params_dims_and_flops(capsys):
-    assert main(["--variants", "ResNet-18-512d", "GM-GAP-16-8", "--backbones", "resnet18", "--format", "json"]) == 0
+    assert (
+        main(["--variants", "ResNet-18-512d", "GM-GAP-16-8", "--backbones", "resnet18", "--format", "json"])
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["variant"] for r in rows] == ["ResNet-18-512d", "GM-GAP-16-8"]
     assert rows[0]["rep_dim"] == 512 and rows[0]["paper_params_M"] == 1.3
@@ -17,8 +21,23 @@ def test_rows_come_from_the_registry(capsys):
     from gmsop.aggregate.paper_values import paper_params
     from gmsop.registry import resolve_variant
 
-    assert main(["--variants", "ResNet-18", "ResNet-18-512d", "GM-SOP-16-8", "NetVLAD", "--backbones", "resnet50",
-                 "--no-flops", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "--variants",
+                "ResNet-18",
+                "ResNet-18-512d",
+                "GM-SOP-16-8",
+                "NetVLAD",
+                "--backbones",
+                "resnet50",
+                "--no-flops",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["variant"] for r in rows] == ["ResNet-50", "ResNet-50-512d", "GM-SOP-16-8", "NetVLAD"]
     assert [r["schedule_family"] for r in rows] == ["gap", "gap", "gm_sop", "srsop"]
@@ -31,13 +50,41 @@ def test_rows_come_from_the_registry(capsys):
 
 
 def test_no_published_count_at_another_class_count(capsys):
-    assert main(["--variants", "SR-SOP", "--backbones", "resnet18", "--no-flops", "--num-classes", "10",
-                 "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "--variants",
+                "SR-SOP",
+                "--backbones",
+                "resnet18",
+                "--no-flops",
+                "--num-classes",
+                "10",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)[0]["paper_params_M"] is None
 
 
 def test_markdown_and_dispatcher(capsys):
-    assert gmsop_main(["models", "--variants", "SR-SOP", "--backbones", "resnet18", "--no-flops", "--format", "markdown"]) == 0
+    assert (
+        gmsop_main(
+            [
+                "models",
+                "--variants",
+                "SR-SOP",
+                "--backbones",
+                "resnet18",
+                "--no-flops",
+                "--format",
+                "markdown",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("| variant") and "8256" in out and "schedule_family" in out and "srsop" in out
 
@@ -55,10 +102,29 @@ def test_unknown_command(capsys):
 def test_models_show_the_8256d_row_beside_sr_sop_at_a_reduced_width(capsys):
     from gmsop.cli_models import main as models_main
 
-    assert models_main(["--variants", "ResNet-18-8256d", "SR-SOP", "--backbones", "resnet18", "--width-mult", "0.25",
-                        "--no-flops", "--format", "json", "--num-classes", "16"]) == 0
+    assert (
+        models_main(
+            [
+                "--variants",
+                "ResNet-18-8256d",
+                "SR-SOP",
+                "--backbones",
+                "resnet18",
+                "--width-mult",
+                "0.25",
+                "--no-flops",
+                "--format",
+                "json",
+                "--num-classes",
+                "16",
+            ]
+        )
+        == 0
+    )
     import json as _json
 
     rows = _json.loads(capsys.readouterr().out)
     assert [(r["variant"], r["rep_dim"], r["classifier"]) for r in rows] == [
-        ("ResNet-18-8256d", 528, "bn_dropout"), ("SR-SOP", 528, "linear")]
+        ("ResNet-18-8256d", 528, "bn_dropout"),
+        ("SR-SOP", 528, "linear"),
+    ]

@@ -7,6 +7,7 @@ Functions' forward and backward (a side effect Dynamo refuses inside a higher-or
 ``backend="eager"`` traces with Dynamo but runs the captured ops as they are, so it checks the
 graph structure quickly and its outputs must equal the uncompiled model's exactly.
 """
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """Batched augmentation: flips, crops (with fused padding), normalisation, the spec-driven chain."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,16 @@ import torch
 
 from gmsop.data import AugmentSpec, BatchTransform, epoch_generator
 from gmsop.data import augment as augment_module
-from gmsop.data.augment import center_crop, crop_at, hflip_where, normalize, pad_fill, random_crop, random_hflip, to_float
+from gmsop.data.augment import (
+    center_crop,
+    crop_at,
+    hflip_where,
+    normalize,
+    pad_fill,
+    random_crop,
+    random_hflip,
+    to_float,
+)
 
 
 def _batch(b=16, h=8, w=8):
@@ -118,14 +128,19 @@ class TestNormalize:
         assert out.dtype == torch.float32
         expected = torch.tensor([[[[-2.0, 3.1]], [[0.0, -1.0]], [[0.0, 2.0]]]])
         assert torch.allclose(out, expected)
-        assert torch.allclose(normalize(x, (100.0, 128.0, 10.0)), to_float(x) - torch.tensor([100.0, 128.0, 10.0]).view(1, 3, 1, 1))
+        assert torch.allclose(
+            normalize(x, (100.0, 128.0, 10.0)),
+            to_float(x) - torch.tensor([100.0, 128.0, 10.0]).view(1, 3, 1, 1),
+        )
 
 
 class TestBatchTransform:
     MEAN, STD = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
 
     def test_eval_centre_crop_is_deterministic(self):
-        tf = BatchTransform(AugmentSpec(flip=True, train_crop=6, eval_crop=6), self.MEAN, self.STD, train=False)
+        tf = BatchTransform(
+            AugmentSpec(flip=True, train_crop=6, eval_crop=6), self.MEAN, self.STD, train=False
+        )
         x = _batch(4, 8, 8)
         out = tf(x)
         assert out.shape == (4, 3, 6, 6)
@@ -152,7 +167,9 @@ class TestBatchTransform:
         assert torch.allclose(tf(x), x.float() - torch.tensor(self.MEAN).view(1, 3, 1, 1))
 
     def test_star_eval_random_crops_with_generator(self):
-        tf = BatchTransform(AugmentSpec(flip_double=True, pad=4, eval_pad_crop=True), self.MEAN, self.STD, train=False)
+        tf = BatchTransform(
+            AugmentSpec(flip_double=True, pad=4, eval_pad_crop=True), self.MEAN, self.STD, train=False
+        )
         x = _batch(16)
         a, b = tf(x, _gen(7)), tf(x, _gen(7))
         assert torch.equal(a, b) and not torch.equal(a, normalize(x, self.MEAN, self.STD))
@@ -193,7 +210,7 @@ def test_training_batches_are_really_flipped_and_shifted(tmp_path):
 
     n, size, col, row = 64, 24, 4, 8
     x = np.full((n, 3, size, size), 20, np.uint8)
-    x[:, :, row:row + 4, col] = 250  # a bright vertical bar near the left edge
+    x[:, :, row : row + 4, col] = 250  # a bright vertical bar near the left edge
     np.savez(tmp_path / "train.npz", x=x, y=np.arange(n) % 2)
     np.savez(tmp_path / "val.npz", x=x[:8], y=np.arange(8) % 2)
     ds = get_dataset("npz", root=tmp_path, augment={"flip": True, "pad": 4})
@@ -220,6 +237,7 @@ def test_training_batches_are_really_flipped_and_shifted(tmp_path):
 
 # --- GPU readiness: same numbers on the CPU, no per-step constants or blocking copies ---
 
+
 def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
 
@@ -230,9 +248,16 @@ _MEAN, _STD = (120.0, 110.0, 100.0), (60.0, 50.0, 40.0)
 #: ``_batch(32, 12, 12)`` and ``epoch_generator(7, 3, stream=1)``, three calls in a row on one
 #: generator. A change here changes every training run's numbers and breaks resuming old runs.
 _GOLDEN = {
-    "flip_pad": (AugmentSpec(flip=True, pad=4), True, ["6a3255ce03e13e94", "d640d1b58803bf59", "c9c2db5892f23e46"]),
-    "flip_crop": (AugmentSpec(flip=True, train_crop=10, eval_crop=10), False,
-                  ["89c20d90d5334a34", "af2b9b8cd8010be5", "e64d81190375ac19"]),
+    "flip_pad": (
+        AugmentSpec(flip=True, pad=4),
+        True,
+        ["6a3255ce03e13e94", "d640d1b58803bf59", "c9c2db5892f23e46"],
+    ),
+    "flip_crop": (
+        AugmentSpec(flip=True, train_crop=10, eval_crop=10),
+        False,
+        ["89c20d90d5334a34", "af2b9b8cd8010be5", "e64d81190375ac19"],
+    ),
     "pad_only": (AugmentSpec(pad=2), True, ["a56d632b2c9cc6b3", "e4d56bea6b41e505", "adca8eaff8c58fd1"]),
 }
 
@@ -260,7 +285,12 @@ def test_training_transform_equals_the_explicit_old_recipe():
         left = torch.randint(0, 2 * pad + 1, (32,), generator=g_old)
         padded = torch.tensor([120, 110, 100], dtype=torch.uint8).view(1, 3, 1, 1).repeat(32, 1, 20, 20)
         padded[:, :, pad:-pad, pad:-pad] = flipped
-        crops = torch.stack([padded[i, :, t : t + 12, l : l + 12] for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))])
+        crops = torch.stack(
+            [
+                padded[i, :, t : t + 12, l : l + 12]
+                for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))
+            ]
+        )
         want = (crops.float() - torch.tensor(_MEAN).view(1, 3, 1, 1)) / torch.tensor(_STD).view(1, 3, 1, 1)
         assert torch.equal(got, want)
 
@@ -281,18 +311,28 @@ def test_constants_are_built_once_per_device(monkeypatch):
     built = []
     for fn in ("tensor", "as_tensor", "full", "empty"):  # every way to make a constant from Python values
         real = getattr(torch, fn)
-        monkeypatch.setattr(torch, fn, lambda *a, _real=real, _fn=fn, **k: built.append(_fn) or _real(*a, **k))
+        monkeypatch.setattr(
+            torch, fn, lambda *a, _real=real, _fn=fn, **k: built.append(_fn) or _real(*a, **k)
+        )
     used = []
     real_normalize, real_pad = augment_module.normalize, augment_module.pad_fill
-    monkeypatch.setattr(augment_module, "normalize", lambda x, m, s=None: used.append((m, s)) or real_normalize(x, m, s))
+    monkeypatch.setattr(
+        augment_module, "normalize", lambda x, m, s=None: used.append((m, s)) or real_normalize(x, m, s)
+    )
     monkeypatch.setattr(augment_module, "pad_fill", lambda x, p, f=0: used.append(f) or real_pad(x, p, f))
     for _ in range(3):
         tf(x, g)
     assert built == [] and len(tf._constants) == 1
     assert all(f is fill for f in used[0::2]) and all(m is mean and s is std for m, s in used[1::2])
     assert tf.constants(torch.device("cpu"))[0] is mean
-    assert mean.dtype == torch.float32 and fill.dtype == torch.uint8 and fill.flatten().tolist() == [120, 110, 100]
-    assert BatchTransform(AugmentSpec(), _MEAN, _STD, train=False, divide_std=False).constants("cpu")[1] is None
+    assert (
+        mean.dtype == torch.float32
+        and fill.dtype == torch.uint8
+        and fill.flatten().tolist() == [120, 110, 100]
+    )
+    assert (
+        BatchTransform(AugmentSpec(), _MEAN, _STD, train=False, divide_std=False).constants("cpu")[1] is None
+    )
 
 
 def test_cpu_draws_reach_another_device_through_pinned_non_blocking_copies(monkeypatch):
@@ -330,10 +370,19 @@ def test_pipeline_batches_on_cpu_are_bit_identical_to_before():
     def split(n, k):
         i, r = torch.arange(n).view(n, 1, 1, 1), torch.arange(12).view(1, 1, 12, 1)
         c, ch = torch.arange(12).view(1, 1, 1, 12), torch.arange(3).view(1, 3, 1, 1)
-        return Split(((i * 37 + r * 11 + c * 5 + ch * 71 + k) % 256).to(torch.uint8).contiguous(), torch.arange(n) % 5)
+        return Split(
+            ((i * 37 + r * 11 + c * 5 + ch * 71 + k) % 256).to(torch.uint8).contiguous(), torch.arange(n) % 5
+        )
 
-    ds = Dataset("golden", 5, split(100, 0), split(20, 9), (121.3, 119.6, 126.2), (70.0, 71.0, 72.0),
-                 AugmentSpec(flip=True, pad=4, flip_double=True, eval_pad_crop=True))
+    ds = Dataset(
+        "golden",
+        5,
+        split(100, 0),
+        split(20, 9),
+        (121.3, 119.6, 126.2),
+        (70.0, 71.0, 72.0),
+        AugmentSpec(flip=True, pad=4, flip_double=True, eval_pad_crop=True),
+    )
     golden = {
         "mean": ("6edb8e0d936d88dc", "5de1eb19d64f4933", "41d4b7a7aeef94b7"),
         "mean_std": ("c327ba19deffd4f2", "8807c4d29f10b7b1", "4b1895d374d63c53"),
@@ -364,9 +413,18 @@ def test_cuda_training_epoch_never_synchronises_and_resumes_exactly(resident):
     from gmsop.data.base import Dataset
     from gmsop.engine.data import DataPipeline
 
-    images = torch.randint(0, 256, (96, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    ds = Dataset("cuda-check", 4, Split(images, torch.arange(96) % 4), Split(images[:16], torch.arange(16) % 4),
-                 (120.0, 110.0, 100.0), (60.0, 50.0, 40.0), AugmentSpec(flip=True, pad=4, flip_double=True))
+    images = torch.randint(
+        0, 256, (96, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    ds = Dataset(
+        "cuda-check",
+        4,
+        Split(images, torch.arange(96) % 4),
+        Split(images[:16], torch.arange(16) % 4),
+        (120.0, 110.0, 100.0),
+        (60.0, 50.0, 40.0),
+        AugmentSpec(flip=True, pad=4, flip_double=True),
+    )
     dev = torch.device("cuda")
 
     def epoch(pipe, e):
@@ -385,5 +443,7 @@ def test_cuda_training_epoch_never_synchronises_and_resumes_exactly(resident):
     assert all(x.device.type == "cuda" and x.dtype == torch.float32 for x, _ in batches)
     again = epoch(DataPipeline(ds, 16, seed=3, device=dev, resident=resident), 1)
     assert all(torch.equal(x.cpu(), a) and torch.equal(y.cpu(), b) for (x, y), (a, b) in zip(batches, again))
-    other = epoch(DataPipeline(ds, 16, seed=3, device=dev, resident=not resident), 1)  # placement changes nothing
+    other = epoch(
+        DataPipeline(ds, 16, seed=3, device=dev, resident=not resident), 1
+    )  # placement changes nothing
     assert all(torch.equal(x.cpu(), a) and torch.equal(y.cpu(), b) for (x, y), (a, b) in zip(batches, other))

@@ -1,4 +1,5 @@
 """The dataset interface: Split / AugmentSpec / Dataset validation, the registry, stats, cache files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from gmsop.data import AugmentSpec, Dataset, Split, dataset_options, get_dataset, list_datasets, resolve_augment
-from gmsop.data import cache
+from gmsop.data import (
+    AugmentSpec,
+    Dataset,
+    Split,
+    cache,
+    dataset_options,
+    get_dataset,
+    list_datasets,
+    resolve_augment,
+)
 from gmsop.data.stats import ChannelStats, channel_mean_std
 
 
@@ -35,7 +44,11 @@ class TestSplit:
         "images, labels, match",
         [
             (torch.zeros(2, 3, 4, 4, dtype=torch.float32), torch.zeros(2, dtype=torch.int64), "uint8"),
-            (torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64), r"\(N, 3, H, W\)"),
+            (
+                torch.zeros(2, 4, 4, 3, dtype=torch.uint8),
+                torch.zeros(2, dtype=torch.int64),
+                r"\(N, 3, H, W\)",
+            ),
             (torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int32), "int64"),
             (torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), r"shape \(2,\)"),
             (np.zeros((2, 3, 4, 4), np.uint8), torch.zeros(2, dtype=torch.int64), "torch tensors"),
@@ -55,7 +68,9 @@ class TestAugmentSpec:
         assert AugmentSpec(pad=4).output_size((64, 64), True) == (64, 64)
         assert AugmentSpec(pad=4, eval_pad_crop=True).output_size((64, 64), False) == (64, 64)
 
-    @pytest.mark.parametrize("field, value", [("pad", -1), ("pad", 1.5), ("train_crop", 0), ("flip", 1), ("eval_crop", True)])
+    @pytest.mark.parametrize(
+        "field, value", [("pad", -1), ("pad", 1.5), ("train_crop", 0), ("flip", 1), ("eval_crop", True)]
+    )
     def test_rejects_bad_fields(self, field, value):
         with pytest.raises(ValueError, match=field):
             AugmentSpec(**{field: value})
@@ -87,7 +102,9 @@ class TestDataset:
         assert summary["train"]["n"] == 4 and summary["input_size"] == [6, 6]
 
     def test_label_out_of_range_names_source_and_value(self):
-        bad = Split(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 7]), source="/data/val.npy")
+        bad = Split(
+            torch.zeros(3, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 7]), source="/data/val.npy"
+        )
         with pytest.raises(ValueError, match=r"/data/val.npy: label 7 at index 2 is outside \[0, 3\)"):
             _dataset(val=bad)
         neg = Split(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.tensor([-1]), source="neg")
@@ -207,9 +224,17 @@ class TestCacheFiles:
     def test_default_cache_dir_is_outside_the_data(self, tmp_path, monkeypatch):
         monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path / "c"))
         a = cache.default_cache_dir(tmp_path / "data", "folder-64-crop")
-        assert a.parent.parent == tmp_path / "c" and a.name == "folder-64-crop" and a.parent.name.startswith("data-")
-        assert cache.default_cache_dir(tmp_path / "other" / "data", "folder-64-crop") != a  # one folder per root
-        assert cache.default_cache_dir(tmp_path / "x" / ".." / "data", "folder-64-crop") == a  # by absolute path
+        assert (
+            a.parent.parent == tmp_path / "c"
+            and a.name == "folder-64-crop"
+            and a.parent.name.startswith("data-")
+        )
+        assert (
+            cache.default_cache_dir(tmp_path / "other" / "data", "folder-64-crop") != a
+        )  # one folder per root
+        assert (
+            cache.default_cache_dir(tmp_path / "x" / ".." / "data", "folder-64-crop") == a
+        )  # by absolute path
         monkeypatch.delenv("GMSOP_CACHE_DIR")
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
         assert cache.cache_root() == tmp_path / "xdg" / "gmsop"

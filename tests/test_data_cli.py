@@ -1,4 +1,5 @@
 """``gmsop data``: list, info, prepare, bench through main(argv)."""
+
 from __future__ import annotations
 
 import json
@@ -69,6 +70,19 @@ def test_prepare_builds_cache_once(tmp_path, capsys):
 
 
 def test_bench(capsys):
-    argv = ["bench", "synthetic", "--classes", "3", "--n-train", "300", "--n-val", "3", "--batch-size", "32", "--seconds", "0.1"]
+    argv = [
+        "bench",
+        "synthetic",
+        "--classes",
+        "3",
+        "--n-train",
+        "300",
+        "--n-val",
+        "3",
+        "--batch-size",
+        "32",
+        "--seconds",
+        "0.1",
+    ]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["images_per_s"] > 0

@@ -1,4 +1,5 @@
 """scikit-learn digits: real bundled data, upsampled, replicated to 3 channels, fixed split."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """ImageFolder trees: real PNG/JPEG files, resized and cached."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gmsop.data import get_dataset
-from gmsop.data import imagefiles
+from gmsop.data import get_dataset, imagefiles
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +99,9 @@ def test_cache_reuse_and_invalidation(tmp_path, monkeypatch):
         raise AssertionError("decoded again")
 
     monkeypatch.setattr(imagefiles, "decode_resize", refuse)
-    assert torch.equal(get_dataset("folder", root=tmp_path, size=8, workers=1).train.images, first.train.images)
+    assert torch.equal(
+        get_dataset("folder", root=tmp_path, size=8, workers=1).train.images, first.train.images
+    )
     monkeypatch.setattr(imagefiles, "decode_resize", real)
     Image.new("RGB", (5, 5), (1, 2, 3)).save(tmp_path / "train" / "dog" / "new.png")  # a new image
     assert len(get_dataset("folder", root=tmp_path, size=8, workers=1).train) == 5
@@ -113,8 +115,10 @@ def test_bad_fit(tmp_path):
 
 def snapshot(root: Path) -> list[tuple]:
     """Every path under ``root`` (and ``root`` itself) with its size and modification time."""
-    return sorted((str(p.relative_to(root)), p.is_dir(), p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in [root, *root.rglob("*")])
+    return sorted(
+        (str(p.relative_to(root)), p.is_dir(), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in [root, *root.rglob("*")]
+    )
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
 """Downsampled ImageNet: tiny files in both release packagings, read through the real parsers."""
+
 from __future__ import annotations
 
 import pickle
@@ -98,7 +99,11 @@ def test_plane_layout_red_plane_is_channel_0(tmp_path):
     data[:, 2 * s * s :] = 128  # B plane
     (tmp_path / "Imagenet64_train_part1_npz").mkdir()
     (tmp_path / "Imagenet64_val_npz").mkdir()
-    np.savez(tmp_path / "Imagenet64_train_part1_npz" / "train_data_batch_1.npz", data=data, labels=np.array([1, 2, 3]))
+    np.savez(
+        tmp_path / "Imagenet64_train_part1_npz" / "train_data_batch_1.npz",
+        data=data,
+        labels=np.array([1, 2, 3]),
+    )
     np.savez(tmp_path / "Imagenet64_val_npz" / "val_data.npz", data=data[:1], labels=np.array([1000]))
     ds = _load(tmp_path)
     assert ds.train.images.shape == (3, 3, 64, 64)
@@ -135,7 +140,9 @@ def test_cache_is_reused_without_parsing(tmp_path, monkeypatch):
     monkeypatch.setattr(inet, "_load_raw", refuse)
     second = _load(tmp_path, size=8)
     assert torch.equal(first.train.images, second.train.images)
-    assert isinstance(second.train.images, torch.Tensor) and second.train.images.untyped_storage().nbytes() > 0
+    assert (
+        isinstance(second.train.images, torch.Tensor) and second.train.images.untyped_storage().nbytes() > 0
+    )
     assert second.info["cache"] == str(cache_dir)
 
 
@@ -171,7 +178,9 @@ def test_truncated_pickle_names_the_file(tmp_path):
         _load(tmp_path, size=8)
 
 
-@pytest.mark.parametrize("bad, match", [(0, r"0 at index 0 .*1-based"), (1001, "1001 at index 0 is outside 1..1000")])
+@pytest.mark.parametrize(
+    "bad, match", [(0, r"0 at index 0 .*1-based"), (1001, "1001 at index 0 is outside 1..1000")]
+)
 def test_labels_out_of_range(tmp_path, bad, match):
     make_release(tmp_path)
     d = tmp_path / "Imagenet8_val_npz"
@@ -201,7 +210,11 @@ def test_wrong_dtype_and_missing_keys(tmp_path):
 
 def test_label_count_mismatch(tmp_path):
     make_release(tmp_path)
-    np.savez(tmp_path / "Imagenet8_val_npz" / "val_data.npz", data=np.zeros((3, 192), np.uint8), labels=np.array([1, 1]))
+    np.savez(
+        tmp_path / "Imagenet8_val_npz" / "val_data.npz",
+        data=np.zeros((3, 192), np.uint8),
+        labels=np.array([1, 1]),
+    )
     with pytest.raises(ValueError, match="2 labels for 3 images"):
         _load(tmp_path, size=8)
 

@@ -1,11 +1,19 @@
 """BatchLoader: resumable order, coverage, drop_last, mirror doubling, prefetch equivalence."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from gmsop.data import BatchLoader, Split, batch_order, epoch_permutation, get_dataset, measure_loader_throughput
+from gmsop.data import (
+    BatchLoader,
+    Split,
+    batch_order,
+    epoch_permutation,
+    get_dataset,
+    measure_loader_throughput,
+)
 
 
 def _split(n=50, h=4, w=4):
@@ -146,7 +154,10 @@ def test_cuda_delivery_matches_cpu():
     cpu = _collect(BatchLoader(split, 16, seed=3), 0)
     gpu = [(x.cpu(), y.cpu()) for x, y in BatchLoader(split, 16, seed=3, device="cuda").iter_epoch(0)]
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(cpu, gpu))
-    dbl = [(x.cpu(), y.cpu()) for x, y in BatchLoader(split, 16, seed=3, device="cuda", flip_double=True).iter_epoch(0)]
+    dbl = [
+        (x.cpu(), y.cpu())
+        for x, y in BatchLoader(split, 16, seed=3, device="cuda", flip_double=True).iter_epoch(0)
+    ]
     ref = _collect(BatchLoader(split, 16, seed=3, flip_double=True), 0)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(ref, dbl))
 
@@ -185,7 +196,9 @@ def test_resident_equals_host_with_drop_last_and_no_shuffle():
     for kw in ({"drop_last": True}, {"shuffle": False}):
         a = _collect(BatchLoader(split, 16, seed=2, resident=False, **kw), 1)
         b = _collect(BatchLoader(split, 16, seed=2, resident=True, **kw), 1)
-        assert len(a) == len(b) and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+        assert len(a) == len(b) and all(
+            torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b)
+        )
 
 
 def test_auto_on_cpu_keeps_the_host_path():

@@ -1,4 +1,5 @@
 """User arrays in .npz files: layout detection, ambiguity, validation."""
+
 from __future__ import annotations
 
 import numpy as np

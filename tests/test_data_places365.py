@@ -1,4 +1,5 @@
 """Places365-Standard: list files and real JPEGs written with PIL, read through the real parser."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gmsop.data import get_dataset
-from gmsop.data import imagefiles
+from gmsop.data import get_dataset, imagefiles
 from gmsop.data.cache import default_cache_dir
 from gmsop.data.places365 import read_categories
 
@@ -19,12 +19,15 @@ def _cache_root(tmp_path_factory, monkeypatch):
     """Caches go to a fresh folder outside the data (never ~/.cache, never the test's root)."""
     monkeypatch.setenv("GMSOP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
+
 # solid colours survive JPEG compression to within a few grey levels
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
 CLASSES = ["/a/airfield", "/b/bakery/shop", "/c/canyon"]
 
 
-def make_places(root, train_dir="data_256_standard", val_dir="val_256", per_class=2, n_val=3, size=(256, 256)):
+def make_places(
+    root, train_dir="data_256_standard", val_dir="val_256", per_class=2, n_val=3, size=(256, 256)
+):
     """A miniature Places365 tree; image i of class c is a solid COLOURS[c] JPEG."""
     (root / "categories_places365.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(CLASSES)))
     lines = []
@@ -74,7 +77,9 @@ def test_resize_is_bicubic_like_pil(tmp_path):
         "/a/airfield/00000000.png 0\n/b/bakery/shop/00000000.jpg 1\n/c/canyon/00000000.jpg 2\n"
     )
     ds = get_dataset("places365", root=tmp_path, workers=1)
-    expected = np.asarray(Image.fromarray(img).resize((100, 100), Image.Resampling.BICUBIC)).transpose(2, 0, 1)
+    expected = np.asarray(Image.fromarray(img).resize((100, 100), Image.Resampling.BICUBIC)).transpose(
+        2, 0, 1
+    )
     assert np.array_equal(ds.train.images[0].numpy(), expected)
 
 
@@ -124,8 +129,10 @@ def _count_decodes(monkeypatch) -> list[str]:
 
 def test_every_missing_image_is_named_in_one_message_before_decoding(tmp_path, monkeypatch):
     make_places(tmp_path)
-    gone = [tmp_path / "data_256_standard" / "b" / "bakery" / "shop" / "00000001.jpg",
-            tmp_path / "val_256" / "Places365_val_00000002.jpg"]
+    gone = [
+        tmp_path / "data_256_standard" / "b" / "bakery" / "shop" / "00000001.jpg",
+        tmp_path / "val_256" / "Places365_val_00000002.jpg",
+    ]
     for path in gone:
         path.unlink()
     decoded = _count_decodes(monkeypatch)
@@ -138,15 +145,21 @@ def test_every_missing_image_is_named_in_one_message_before_decoding(tmp_path, m
 
 def test_undecodable_images_all_named_and_the_converted_rows_kept(tmp_path, monkeypatch):
     make_places(tmp_path)
-    clean = get_dataset("places365", root=tmp_path, workers=1,
-                        cache_dir=tmp_path.parent / f"{tmp_path.name}-clean")
-    bad = [tmp_path / "data_256_standard" / "a" / "airfield" / "00000000.jpg",
-           tmp_path / "data_256_standard" / "c" / "canyon" / "00000001.jpg"]
+    clean = get_dataset(
+        "places365", root=tmp_path, workers=1, cache_dir=tmp_path.parent / f"{tmp_path.name}-clean"
+    )
+    bad = [
+        tmp_path / "data_256_standard" / "a" / "airfield" / "00000000.jpg",
+        tmp_path / "data_256_standard" / "c" / "canyon" / "00000001.jpg",
+    ]
     good = {p: p.read_bytes() for p in bad}
     for path in bad:
         path.write_bytes(good[path][:100])
-    with pytest.raises(ValueError, match=r"2 of 6 train image files cannot be used; the 4 others are "
-                                         r"converted and kept") as exc:
+    with pytest.raises(
+        ValueError,
+        match=r"2 of 6 train image files cannot be used; the 4 others are "
+        r"converted and kept",
+    ) as exc:
         get_dataset("places365", root=tmp_path, workers=1)
     assert all(f"{path}: cannot decode" in str(exc.value) for path in bad)
     cache_dir = default_cache_dir(tmp_path, "places365-100")
@@ -195,7 +208,11 @@ def test_truncated_jpeg(tmp_path):
 
 def test_label_out_of_range_names_line(tmp_path):
     make_places(tmp_path)
-    text = (tmp_path / "places365_val.txt").read_text().replace("Places365_val_00000002.jpg 1", "Places365_val_00000002.jpg 3")
+    text = (
+        (tmp_path / "places365_val.txt")
+        .read_text()
+        .replace("Places365_val_00000002.jpg 1", "Places365_val_00000002.jpg 3")
+    )
     (tmp_path / "places365_val.txt").write_text(text)
     with pytest.raises(ValueError, match=r"places365_val.txt:2: class index 3 is outside 0..2"):
         get_dataset("places365", root=tmp_path, workers=1)
@@ -243,7 +260,10 @@ def test_require_full_refuses_a_partial_download(tmp_path):
     """The paper's setting is the complete release: ``require_full`` stops on a subset (as for
     imagenet64) instead of training on it with a note."""
     make_places(tmp_path, per_class=1, n_val=1)
-    with pytest.raises(ValueError, match=r"places365: require_full=True but .* holds a subset: subset: 3 of "
-                                         r"1,803,460 train images; subset: 1 of 36,500 val images"):
+    with pytest.raises(
+        ValueError,
+        match=r"places365: require_full=True but .* holds a subset: subset: 3 of "
+        r"1,803,460 train images; subset: 1 of 36,500 val images",
+    ):
         get_dataset("places365", root=tmp_path, workers=1, require_full=True)
     assert get_dataset("places365", root=tmp_path, workers=1).train.images.shape[0] == 3  # allowed without it

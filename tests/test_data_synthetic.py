@@ -1,5 +1,6 @@
 """The generated default dataset: determinism, the design's stated properties, knob validation,
 and its cache under $GMSOP_CACHE_DIR (built once, mapped after, nothing written without it)."""
+
 from __future__ import annotations
 
 import json
@@ -107,7 +108,9 @@ def test_context_is_visible_in_the_noise_colour():
     spec = SyntheticSpec(classes=10, contexts=2)
     x, _, z, _ = generate_split(spec, "val", 400)
     f = x.astype(np.float64) - 128
-    hp = f[..., 1:-1, 1:-1] - 0.25 * (f[..., :-2, 1:-1] + f[..., 2:, 1:-1] + f[..., 1:-1, :-2] + f[..., 1:-1, 2:])
+    hp = f[..., 1:-1, 1:-1] - 0.25 * (
+        f[..., :-2, 1:-1] + f[..., 2:, 1:-1] + f[..., 1:-1, :-2] + f[..., 1:-1, 2:]
+    )
     hp = hp.reshape(len(x), 3, -1)
     cov = np.einsum("nip,njp->nij", hp, hp)
     d = np.sqrt(np.einsum("nii->ni", cov))
@@ -273,14 +276,27 @@ def test_other_options_or_version_use_another_folder(monkeypatch, tmp_path):
     identity = synthetic_module.cache_identity(spec, TINY["n_train"], TINY["n_val"])
     # every option but augment is in the key, defaults filled in
     assert set(identity["options"]) == set(synthetic_module.dataset_options("synthetic")) - {"augment"}
-    assert identity["options"]["difficulty"] == 0.5 and identity["version"] == synthetic_module.synthetic.data_version
+    assert (
+        identity["options"]["difficulty"] == 0.5
+        and identity["version"] == synthetic_module.synthetic.data_version
+    )
     others = {
         get_dataset("synthetic", **{**TINY, **change}).info["cache"]
-        for change in (dict(seed=1), dict(n_train=44), dict(n_val=13), dict(difficulty=0.4), dict(size=12),
-                       dict(classes=5), dict(regions=5), dict(contexts=2))
+        for change in (
+            dict(seed=1),
+            dict(n_train=44),
+            dict(n_val=13),
+            dict(difficulty=0.4),
+            dict(size=12),
+            dict(classes=5),
+            dict(regions=5),
+            dict(contexts=2),
+        )
     }
     assert len(others) == 8 and base not in others
-    monkeypatch.setattr(synthetic_module.synthetic, "data_version", synthetic_module.synthetic.data_version + 1)
+    monkeypatch.setattr(
+        synthetic_module.synthetic, "data_version", synthetic_module.synthetic.data_version + 1
+    )
     bumped = get_dataset("synthetic", **TINY).info["cache"]
     assert bumped != base and bumped not in others
 

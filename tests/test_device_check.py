@@ -4,6 +4,7 @@ that fails does not stop the others, the report is rewritten after every part, o
 Not marked ``cuda``: the check's own cuda-tests part runs ``pytest -m cuda``, and must not run
 this file again.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,8 +29,14 @@ def test_tiny_cpu_run_reports_every_part(tmp_path):
     out = tmp_path / "dc"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "gmsop", "check-device", "--device", "cpu", "--tiny", "--out", str(out)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "gmsop", "check-device", "--device", "cpu", "--tiny", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     wall = time.monotonic() - t0
     assert res.returncode == 0, res.stdout + res.stderr
     doc = json.loads((out / dc.JSON_NAME).read_text())
@@ -128,7 +135,9 @@ def test_generated_release_reads_back_through_imagenet64(tmp_path):
     dc.write_imagenet_release(tmp_path / "data", size=8, n_train=30, n_val=6, num_classes=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SubsetWarning)
-        ds = get_dataset("imagenet64", tmp_path / "data", size=8, num_classes=3, cache_dir=str(tmp_path / "cache"))
+        ds = get_dataset(
+            "imagenet64", tmp_path / "data", size=8, num_classes=3, cache_dir=str(tmp_path / "cache")
+        )
     assert tuple(ds.train.images.shape) == (30, 3, 8, 8) and tuple(ds.val.images.shape) == (6, 3, 8, 8)
     assert set(ds.train.labels.tolist()) <= {0, 1, 2}
     assert Path(ds.info["cache"]).is_relative_to(tmp_path / "cache")
@@ -144,6 +153,7 @@ def test_every_test_that_skips_without_cuda_is_marked_cuda():
                 continue
             decorators = [ast.get_source_segment(source, d) or "" for d in node.decorator_list]
             if any("skipif" in d and "not torch.cuda.is_available()" in d for d in decorators) and not any(
-                    d.strip() == "pytest.mark.cuda" for d in decorators):
+                d.strip() == "pytest.mark.cuda" for d in decorators
+            ):
                 unmarked.append(f"{path.name}::{node.name}")
     assert not unmarked, f"add @pytest.mark.cuda to {unmarked}"

@@ -1,14 +1,15 @@
 """Throughput measurement (timm protocol) and the `gmsop bench` command."""
+
 import json
 
 import pytest
 import torch
 
+from gmsop import build_model
 from gmsop.aggregate.load import read_bench
 from gmsop.engine.bench_cli import main as bench_main
 from gmsop.engine.throughput import BenchConfig, measure_throughput, step_stats
 from gmsop.flops import count_params
-from gmsop import build_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,11 +28,27 @@ def test_step_stats_median_and_iqr():
 
 
 def test_measure_throughput_sane_values():
-    r = measure_throughput(BenchConfig(variant="GM-GAP-4-2", input_size=(3, 16, 16), num_classes=10, batch_size=8,
-                                       warmup=1, steps=3, device="cpu"))
-    assert (r["variant"], r["backbone"], r["input_size"], r["device"]) == ("GM-GAP-4-2", "resnet18", [3, 16, 16], "cpu")
+    r = measure_throughput(
+        BenchConfig(
+            variant="GM-GAP-4-2",
+            input_size=(3, 16, 16),
+            num_classes=10,
+            batch_size=8,
+            warmup=1,
+            steps=3,
+            device="cpu",
+        )
+    )
+    assert (r["variant"], r["backbone"], r["input_size"], r["device"]) == (
+        "GM-GAP-4-2",
+        "resnet18",
+        [3, 16, 16],
+        "cpu",
+    )
     assert r["params"] == count_params(build_model("GM-GAP-4-2", num_classes=10))
-    assert r["train_step_ms_median"] > r["infer_step_ms_median"] > 0  # backward + SGD cost more than a forward
+    assert (
+        r["train_step_ms_median"] > r["infer_step_ms_median"] > 0
+    )  # backward + SGD cost more than a forward
     assert r["train_img_s"] == pytest.approx(8 / (r["train_step_ms_median"] / 1e3))
     assert r["infer_img_s"] > r["train_img_s"] > 0
     assert r["train_step_ms_iqr"] >= 0 and r["peak_mem_mb"] > 10
@@ -42,20 +59,43 @@ def test_measure_throughput_sane_values():
 
 def test_bench_cli_writes_valid_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = bench_main(["--variant", "ResNet-18-512d", "--input-size", "3,16,16", "--num-classes", "10", "--batch-size", "4",
-                     "--warmup", "1", "--steps", "2", "--device", "cpu", "--override", "width_mult=0.5", "--out", str(out)])
+    rc = bench_main(
+        [
+            "--variant",
+            "ResNet-18-512d",
+            "--input-size",
+            "3,16,16",
+            "--num-classes",
+            "10",
+            "--batch-size",
+            "4",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--override",
+            "width_mult=0.5",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     on_disk = read_bench(out)  # the aggregation module's validator
     assert on_disk == json.loads(capsys.readouterr().out)
     assert on_disk["variant"] == "ResNet-18-512d" and on_disk["rep_dim"] == 256 and on_disk["batch_size"] == 4
 
 
-@pytest.mark.parametrize("argv, word", [
-    (["--variant", "GM-NOPE"], "GM-NOPE"),
-    (["--batch-size", "1"], "batch_size"),
-    (["--steps", "0"], "steps"),
-    (["--override", "nonsense=3"], "nonsense"),
-])
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["--variant", "GM-NOPE"], "GM-NOPE"),
+        (["--batch-size", "1"], "batch_size"),
+        (["--steps", "0"], "steps"),
+        (["--override", "nonsense=3"], "nonsense"),
+    ],
+)
 def test_bench_cli_bad_values(argv, word, capsys):
     assert bench_main(argv + ["--input-size", "3,8,8", "--device", "cpu"]) == 2
     assert word in capsys.readouterr().err
@@ -69,8 +109,19 @@ def test_bench_cli_bad_input_size_and_help(capsys):
         bench_main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for opt in ("--variant", "--backbone", "--input-size", "--num-classes", "--batch-size", "--warmup", "--steps",
-                "--device", "--protocol", "--override", "--out"):
+    for opt in (
+        "--variant",
+        "--backbone",
+        "--input-size",
+        "--num-classes",
+        "--batch-size",
+        "--warmup",
+        "--steps",
+        "--device",
+        "--protocol",
+        "--override",
+        "--out",
+    ):
         assert opt in text
 
 
@@ -102,8 +153,17 @@ def test_the_protocol_runs_exactly_its_warmup_and_timed_steps(warmup, steps):
     count_flops(build_model("CountingPool", num_classes=4), input_size=(3, 16, 16))  # what counting costs
     flops_passes = dict(_CountingPool.calls)
     _CountingPool.calls = {"train": 0, "eval": 0, "infer": 0}
-    r = measure_throughput(BenchConfig(variant="CountingPool", input_size=(3, 16, 16), num_classes=4, batch_size=4,
-                                       warmup=warmup, steps=steps, device="cpu"))
+    r = measure_throughput(
+        BenchConfig(
+            variant="CountingPool",
+            input_size=(3, 16, 16),
+            num_classes=4,
+            batch_size=4,
+            warmup=warmup,
+            steps=steps,
+            device="cpu",
+        )
+    )
     assert _CountingPool.calls["train"] == warmup + steps + flops_passes["train"]
     assert _CountingPool.calls["infer"] == warmup + steps + flops_passes["infer"]
     assert (r["warmup"], r["steps"]) == (warmup, steps)

@@ -1,12 +1,19 @@
 """TrainConfig validation, schedules and the `gmsop train` option parsing (no training here)."""
+
 import json
+from pathlib import Path
 
 import pytest
 
-from pathlib import Path
-
-from gmsop.engine.config import DEFAULT_SCHEDULES, TrainConfig, default_schedule, parse_key_value, parse_schedule
-from gmsop.engine.train_cli import config_from_args, get_args_parser, main as train_main
+from gmsop.engine.config import (
+    DEFAULT_SCHEDULES,
+    TrainConfig,
+    default_schedule,
+    parse_key_value,
+    parse_schedule,
+)
+from gmsop.engine.train_cli import config_from_args, get_args_parser
+from gmsop.engine.train_cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,10 +23,20 @@ class TestSchedule:
         assert parse_schedule("0.1:40,0.01:10") == [(0.1, 40), (0.01, 10)]
         assert parse_schedule([[0.1, 40], [0.01, 10]]) == [(0.1, 40), (0.01, 10)]
 
-    @pytest.mark.parametrize("bad, word", [
-        ("", "empty"), ([], "empty"), ("0.1", "LR:EPOCHS"), ("0:5", "positive"), ("-0.1:5", "positive"),
-        ("0.1:0", "epochs must be >= 1"), ("0.1:2.5", "LR:EPOCHS"), ([[0.1, "x"]], "epochs"), ("nan:3", "positive"),
-    ])
+    @pytest.mark.parametrize(
+        "bad, word",
+        [
+            ("", "empty"),
+            ([], "empty"),
+            ("0.1", "LR:EPOCHS"),
+            ("0:5", "positive"),
+            ("-0.1:5", "positive"),
+            ("0.1:0", "epochs must be >= 1"),
+            ("0.1:2.5", "LR:EPOCHS"),
+            ([[0.1, "x"]], "epochs"),
+            ("nan:3", "positive"),
+        ],
+    )
     def test_bad_schedules_name_the_value(self, bad, word):
         with pytest.raises(ValueError, match=word):
             parse_schedule(bad)
@@ -64,10 +81,17 @@ class TestSchedule:
                 d.clear()
                 d.update(content)
 
-    @pytest.mark.parametrize("path", sorted(
-        str(p.relative_to(ROOT)) for p in [ROOT / "config.yaml", *ROOT.glob("workflow/configs/**/*.yaml"),
-                                           *ROOT.glob("tests/data/*.yaml")]
-    ))
+    @pytest.mark.parametrize(
+        "path",
+        sorted(
+            str(p.relative_to(ROOT))
+            for p in [
+                ROOT / "config.yaml",
+                *ROOT.glob("workflow/configs/**/*.yaml"),
+                *ROOT.glob("tests/data/*.yaml"),
+            ]
+        ),
+    )
     def test_shipped_configs_name_schedules_as_the_engine_does(self, path):
         """One naming everywhere: a workflow schedule named after a family uses the family's name."""
         import yaml
@@ -81,22 +105,25 @@ class TestSchedule:
 
 
 class TestConfig:
-    @pytest.mark.parametrize("kwargs, word", [
-        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
-        ({"batch_size": -3}, "batch_size"),
-        ({"batch_size": True}, "batch_size must be an integer"),
-        ({"schedule": []}, "empty"),
-        ({"momentum": 1.0}, "momentum"),
-        ({"weight_decay": -1e-4}, "weight_decay"),
-        ({"seed": -1}, "seed"),
-        ({"device": "gpu0"}, "gpu0"),
-        ({"max_train_batches": 0}, "max_train_batches"),
-        ({"progress": "fancy"}, "fancy"),
-        ({"input_norm": "zscore"}, "zscore"),
-        ({"variant": ""}, "variant"),
-        ({"overrides": [1, 2]}, "overrides"),
-        ({"weight_decay": 1e-4, "overrides": {"weight_decay": 5e-4}}, "weight decay given twice"),
-    ])
+    @pytest.mark.parametrize(
+        "kwargs, word",
+        [
+            ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+            ({"batch_size": -3}, "batch_size"),
+            ({"batch_size": True}, "batch_size must be an integer"),
+            ({"schedule": []}, "empty"),
+            ({"momentum": 1.0}, "momentum"),
+            ({"weight_decay": -1e-4}, "weight_decay"),
+            ({"seed": -1}, "seed"),
+            ({"device": "gpu0"}, "gpu0"),
+            ({"max_train_batches": 0}, "max_train_batches"),
+            ({"progress": "fancy"}, "fancy"),
+            ({"input_norm": "zscore"}, "zscore"),
+            ({"variant": ""}, "variant"),
+            ({"overrides": [1, 2]}, "overrides"),
+            ({"weight_decay": 1e-4, "overrides": {"weight_decay": 5e-4}}, "weight decay given twice"),
+        ],
+    )
     def test_bad_values_are_named(self, kwargs, word):
         with pytest.raises(ValueError, match=word):
             TrainConfig(**kwargs)
@@ -132,18 +159,53 @@ class TestCli:
             train_main(["--help"])
         assert exc.value.code == 0
         text = capsys.readouterr().out
-        for opt in ("--variant", "--backbone", "--dataset", "--data-root", "--dataset-option", "--protocol", "--override",
-                    "--batch-size", "--schedule", "--seed", "--deterministic", "--out", "--ckpt-dir", "--device",
-                    "--compile", "--max-train-batches", "--config", "--weight-decay", "--momentum", "--progress",
-                    "--input-norm", "--eval-every", "--amp", "--tag", "--dropout"):
+        for opt in (
+            "--variant",
+            "--backbone",
+            "--dataset",
+            "--data-root",
+            "--dataset-option",
+            "--protocol",
+            "--override",
+            "--batch-size",
+            "--schedule",
+            "--seed",
+            "--deterministic",
+            "--out",
+            "--ckpt-dir",
+            "--device",
+            "--compile",
+            "--max-train-batches",
+            "--config",
+            "--weight-decay",
+            "--momentum",
+            "--progress",
+            "--input-norm",
+            "--eval-every",
+            "--amp",
+            "--tag",
+            "--dropout",
+        ):
             assert opt in text, opt
 
     def test_config_file_then_flags(self, tmp_path):
         f = tmp_path / "run.yaml"
-        f.write_text("variant: SR-SOP\nbatch_size: 16\nschedule: 0.1:3\ndataset_options: {classes: 10, size: 16}\n"
-                     "overrides: {ns_iterations: 5}\n")
-        args = get_args_parser().parse_args(["--config", str(f), "--batch-size", "8", "--dataset-option", "n_train=64",
-                                             "--override", "alpha=0"])
+        f.write_text(
+            "variant: SR-SOP\nbatch_size: 16\nschedule: 0.1:3\ndataset_options: {classes: 10, size: 16}\n"
+            "overrides: {ns_iterations: 5}\n"
+        )
+        args = get_args_parser().parse_args(
+            [
+                "--config",
+                str(f),
+                "--batch-size",
+                "8",
+                "--dataset-option",
+                "n_train=64",
+                "--override",
+                "alpha=0",
+            ]
+        )
         cfg = config_from_args(args)
         assert cfg.variant == "SR-SOP" and cfg.batch_size == 8 and cfg.schedule == [(0.1, 3)]
         assert cfg.dataset_options == {"classes": 10, "size": 16, "n_train": 64}
@@ -155,19 +217,38 @@ class TestCli:
         assert train_main(["--config", str(f)]) == 2
         assert "epochz" in capsys.readouterr().err
 
-    @pytest.mark.parametrize("argv, word", [
-        (["--schedule", ""], "empty"),
-        (["--schedule", "0.1:-1"], "epochs must be >= 1"),
-        (["--schedule=-0.1:1"], "positive"),
-        (["--batch-size", "0"], "batch_size"),
-        (["--variant", "GM-XYZ-1-1", "--schedule", "0.1:1"], "GM-XYZ-1-1"),
-        (["--dataset", "mnist9", "--schedule", "0.1:1"], "mnist9"),
-        (["--dataset-option", "colourz=3", "--schedule", "0.1:1"], "colourz"),
-        (["--override", "bogus=1", "--schedule", "0.1:1", "--dataset-option", "classes=4",
-          "--dataset-option", "n_train=8", "--dataset-option", "n_val=4", "--dataset-option", "size=8",
-          "--batch-size", "4"], "bogus"),
-        (["--device", "cuda:7"], "cuda:7"),
-    ])
+    @pytest.mark.parametrize(
+        "argv, word",
+        [
+            (["--schedule", ""], "empty"),
+            (["--schedule", "0.1:-1"], "epochs must be >= 1"),
+            (["--schedule=-0.1:1"], "positive"),
+            (["--batch-size", "0"], "batch_size"),
+            (["--variant", "GM-XYZ-1-1", "--schedule", "0.1:1"], "GM-XYZ-1-1"),
+            (["--dataset", "mnist9", "--schedule", "0.1:1"], "mnist9"),
+            (["--dataset-option", "colourz=3", "--schedule", "0.1:1"], "colourz"),
+            (
+                [
+                    "--override",
+                    "bogus=1",
+                    "--schedule",
+                    "0.1:1",
+                    "--dataset-option",
+                    "classes=4",
+                    "--dataset-option",
+                    "n_train=8",
+                    "--dataset-option",
+                    "n_val=4",
+                    "--dataset-option",
+                    "size=8",
+                    "--batch-size",
+                    "4",
+                ],
+                "bogus",
+            ),
+            (["--device", "cuda:7"], "cuda:7"),
+        ],
+    )
     def test_bad_config_exits_2_naming_the_value(self, argv, word, capsys, tmp_path):
         assert train_main(argv + ["--out", str(tmp_path / "m.json")]) == 2
         err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Atomic writes, RNG state capture/restore, checkpoints, device resolution."""
+
 import random
 
 import numpy as np
@@ -6,7 +7,12 @@ import pytest
 import torch
 
 from gmsop.atomic import append_json_line, atomic_write, atomic_write_json
-from gmsop.engine.checkpoint import CheckpointMismatchError, check_fingerprint, load_checkpoint, save_checkpoint
+from gmsop.engine.checkpoint import (
+    CheckpointMismatchError,
+    check_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from gmsop.engine.env import capture_rng_state, resolve_device, restore_rng_state
 
 
@@ -40,8 +46,18 @@ def test_append_json_line(tmp_path):
 def test_rng_round_trip_through_a_weights_only_checkpoint(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     torch.randn(3), np.random.randn(3), random.random()
-    save_checkpoint(tmp_path / "c.pt", {"fingerprint": {"seed": 0}, "epoch": 0, "model": {}, "optimizer": {},
-                                        "rng": capture_rng_state(), "records": [], "totals": {}})
+    save_checkpoint(
+        tmp_path / "c.pt",
+        {
+            "fingerprint": {"seed": 0},
+            "epoch": 0,
+            "model": {},
+            "optimizer": {},
+            "rng": capture_rng_state(),
+            "records": [],
+            "totals": {},
+        },
+    )
     expected = (torch.randn(5), np.random.randn(5), [random.random() for _ in range(5)])
     torch.manual_seed(99), np.random.seed(99), random.seed(99)
     restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
@@ -89,15 +105,29 @@ def test_progress_modes():
 
     from gmsop.engine.progress import Progress
 
-    record = {"epoch": 1, "lr": 0.1, "train_loss": 2.0, "train_ce": 1.9, "train_balance": 0.1, "train_top1_err": 80.0,
-              "val_top1_err": None, "val_top5_err": None, "train_img_s": 100.0, "epoch_time_s": 3.0}
+    record = {
+        "epoch": 1,
+        "lr": 0.1,
+        "train_loss": 2.0,
+        "train_ce": 1.9,
+        "train_balance": 0.1,
+        "train_top1_err": 80.0,
+        "val_top1_err": None,
+        "val_top5_err": None,
+        "train_img_s": 100.0,
+        "epoch_time_s": 3.0,
+    }
     lines = io.StringIO()
     p = Progress("auto", stream=lines)  # not a terminal: one line per epoch
     assert p.mode == "lines"
     p.start_epoch(1, 2, 4, 0.1)
     p.step(2.0)
     p.end_epoch(record, 2, 3.0)
-    assert lines.getvalue().count("\n") == 1 and "epoch 1/2 lr 0.1" in lines.getvalue() and "ETA 0:00:03" in lines.getvalue()
+    assert (
+        lines.getvalue().count("\n") == 1
+        and "epoch 1/2 lr 0.1" in lines.getvalue()
+        and "ETA 0:00:03" in lines.getvalue()
+    )
     bar = io.StringIO()
     p = Progress("bar", stream=bar)
     p.start_epoch(1, 2, 4, 0.1)

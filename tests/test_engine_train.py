@@ -1,4 +1,5 @@
 """The trainer on tiny synthetic data: learning, routing, schema, determinism, resume, NaN stop."""
+
 import json
 import os
 import signal
@@ -14,8 +15,8 @@ from gmsop.aggregate.load import read_metrics
 from gmsop.engine import NonFiniteLossError, TrainConfig, train
 from gmsop.engine.checkpoint import CheckpointMismatchError
 from gmsop.engine.progress import Progress
-from gmsop.engine.trainer import build_run
 from gmsop.engine.train_cli import main as train_main
+from gmsop.engine.trainer import build_run
 from gmsop.formats import EPOCH_KEYS
 
 DS = {"classes": 10, "n_train": 192, "n_val": 64, "size": 16}
@@ -36,7 +37,9 @@ def strip_timing(metrics: dict) -> dict:
     """Everything but wall-clock measurements and the environment (which differ between runs)."""
     m = {k: v for k, v in metrics.items() if k != "env"}
     m["final"] = {k: v for k, v in m["final"].items() if k not in ("train_time_s", "train_img_s")}
-    m["epochs"] = [{k: v for k, v in e.items() if k not in ("epoch_time_s", "train_img_s")} for e in m["epochs"]]
+    m["epochs"] = [
+        {k: v for k, v in e.items() if k not in ("epoch_time_s", "train_img_s")} for e in m["epochs"]
+    ]
     return m
 
 
@@ -55,8 +58,15 @@ def family_runs(tmp_path_factory):
     out = {}
     for variant, lr in FAMILIES.items():
         d = tmp_path_factory.mktemp(variant.replace(" ", "_"))
-        cfg = TrainConfig(variant=variant, dataset_options=DS, batch_size=32, schedule=[(lr, 2)], deterministic=True,
-                          out=str(d / "metrics.json"), progress="none")
+        cfg = TrainConfig(
+            variant=variant,
+            dataset_options=DS,
+            batch_size=32,
+            schedule=[(lr, 2)],
+            deterministic=True,
+            out=str(d / "metrics.json"),
+            progress="none",
+        )
         out[variant] = (cfg, train(cfg))
     return out
 
@@ -76,21 +86,55 @@ def test_metrics_json_schema(family_runs):
     cfg, m = family_runs["GM-GAP-16-8"]
     on_disk = read_metrics(cfg.out)  # the aggregation module's own validator
     assert on_disk == json.loads(json.dumps(m))
-    for key in ("variant", "backbone", "protocol", "dataset", "seed", "params", "rep_dim", "flops_per_image",
-                "hparams", "env", "final", "epochs"):
+    for key in (
+        "variant",
+        "backbone",
+        "protocol",
+        "dataset",
+        "seed",
+        "params",
+        "rep_dim",
+        "flops_per_image",
+        "hparams",
+        "env",
+        "final",
+        "epochs",
+    ):
         assert key in on_disk, key
     assert (on_disk["variant"], on_disk["backbone"], on_disk["protocol"], on_disk["dataset"]) == (
-        "GM-GAP-16-8", "resnet18", "official", "synthetic")
-    for key in ("batch_size", "schedule", "weight_decay", "momentum", "overrides", "dataset_options", "protocol_switches"):
+        "GM-GAP-16-8",
+        "resnet18",
+        "official",
+        "synthetic",
+    )
+    for key in (
+        "batch_size",
+        "schedule",
+        "weight_decay",
+        "momentum",
+        "overrides",
+        "dataset_options",
+        "protocol_switches",
+    ):
         assert key in on_disk["hparams"], key
     # the schedule trained: 0.01 at the released batch 256, x 32/256 at batch 32 (lr_scaling: linear)
-    assert on_disk["hparams"]["schedule"] == [[0.01 * 32 / 256, 2]] and on_disk["hparams"]["weight_decay"] == 1e-4
+    assert (
+        on_disk["hparams"]["schedule"] == [[0.01 * 32 / 256, 2]]
+        and on_disk["hparams"]["weight_decay"] == 1e-4
+    )
     assert on_disk["hparams"]["dataset_options"] == DS
     for key in ("torch", "cuda", "device", "device_name", "gmsop", "deterministic"):
         assert key in on_disk["env"], key
-    assert on_disk["env"]["device"] == "cpu" and on_disk["env"]["cuda"] is None and on_disk["env"]["deterministic"]
+    assert (
+        on_disk["env"]["device"] == "cpu"
+        and on_disk["env"]["cuda"] is None
+        and on_disk["env"]["deterministic"]
+    )
     assert set(on_disk["final"]) >= {"top1_err", "top5_err", "epochs", "train_time_s", "train_img_s"}
-    assert on_disk["final"]["epochs"] == 2 and on_disk["final"]["top1_err"] == on_disk["epochs"][-1]["val_top1_err"]
+    assert (
+        on_disk["final"]["epochs"] == 2
+        and on_disk["final"]["top1_err"] == on_disk["epochs"][-1]["val_top1_err"]
+    )
     assert [list(e) for e in on_disk["epochs"]] == [list(EPOCH_KEYS)] * 2
     # progress.jsonl holds the same records, one line per epoch
     lines = (Path(cfg.out).parent / "ckpt" / "progress.jsonl").read_text().splitlines()
@@ -117,8 +161,16 @@ def test_gate_routing_counts_sum_to_samples_times_k(family_runs):
 
 
 def test_gm_sop_routing_with_capped_batches(tmp_path):
-    m = train(TrainConfig(variant="GM-SOP-4-2", dataset_options=DS, batch_size=32, schedule="0.01:1",
-                          max_train_batches=2, progress="none"))
+    m = train(
+        TrainConfig(
+            variant="GM-SOP-4-2",
+            dataset_options=DS,
+            batch_size=32,
+            schedule="0.01:1",
+            max_train_batches=2,
+            progress="none",
+        )
+    )
     e = m["epochs"][0]
     assert sum(e["routing_counts"]) == 2 * 32 * 2 and len(e["routing_counts"]) == 4
     assert sum(e["importance"]) == pytest.approx(64, rel=1e-5)
@@ -134,7 +186,9 @@ def test_unrouted_components_take_the_same_sgd_step_on_both_execution_paths(vari
 
     lr, wd, mom = 0.01, 0.1, 0.9
     torch.manual_seed(5)
-    batches = [(torch.randn(2, 3, 16, 16), torch.tensor([0, 3])) for _ in range(2)]  # 2 images x K=2: >= 4 idle CMs
+    batches = [
+        (torch.randn(2, 3, 16, 16), torch.tensor([0, 3])) for _ in range(2)
+    ]  # 2 images x K=2: >= 4 idle CMs
     finals, init = {}, None
     for path in ("generic", "grouped"):
         torch.manual_seed(0)
@@ -161,9 +215,18 @@ def test_unrouted_components_take_the_same_sgd_step_on_both_execution_paths(vari
 # --------------------------------------------------------------------------------------------
 # Determinism, resume, refusal of a foreign checkpoint.
 
+
 def _small(tmp: Path | None, seed: int = 0, **kw) -> TrainConfig:
-    args = dict(variant="GM-GAP-4-2", dataset_options=DS, batch_size=32, schedule="0.01:1,0.001:1",
-                max_train_batches=3, seed=seed, deterministic=True, progress="none")
+    args = dict(
+        variant="GM-GAP-4-2",
+        dataset_options=DS,
+        batch_size=32,
+        schedule="0.01:1,0.001:1",
+        max_train_batches=3,
+        seed=seed,
+        deterministic=True,
+        progress="none",
+    )
     if tmp is not None:
         args["out"] = str(tmp / "metrics.json")
     args.update(kw)
@@ -189,9 +252,13 @@ def test_rerun_of_finished_run_reports_again_and_other_config_is_refused(tmp_pat
     assert strip_timing(again) == strip_timing(first) and (tmp_path / "metrics.json").exists()
     assert "resuming" in capsys.readouterr().err
     # the trained schedules (x 32/256: lr_scaling linear at batch 32)
-    with pytest.raises(CheckpointMismatchError, match=r"schedule.*\[\[0\.00125, 1\], \[0\.000125, 1\]\].*\[\[0\.0025, 2\]\]"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"schedule.*\[\[0\.00125, 1\], \[0\.000125, 1\]\].*\[\[0\.0025, 2\]\]"
+    ):
         train(_small(tmp_path, schedule="0.02:2"))
-    assert read_metrics(tmp_path / "metrics.json") == json.loads(json.dumps(first))  # a refused rerun touches nothing
+    assert read_metrics(tmp_path / "metrics.json") == json.loads(
+        json.dumps(first)
+    )  # a refused rerun touches nothing
 
 
 class _StopAfterFirstEpoch(Progress):
@@ -226,15 +293,36 @@ def _cli(args: list[str]) -> list[str]:
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     """Kill -9 a real `gmsop train` during epoch 2, rerun it, compare with an uninterrupted run."""
     ds = {**DS, "n_train": 448}  # 14 batches per epoch: long enough to be killed inside epoch 2
-    common = ["--variant", "GM-GAP-4-2", "--batch-size", "32", "--schedule", "0.01:2,0.001:1", "--deterministic",
-              "--seed", "3", "--progress", "lines"] + [a for k, v in ds.items() for a in ("--dataset-option", f"{k}={v}")]
+    common = [
+        "--variant",
+        "GM-GAP-4-2",
+        "--batch-size",
+        "32",
+        "--schedule",
+        "0.01:2,0.001:1",
+        "--deterministic",
+        "--seed",
+        "3",
+        "--progress",
+        "lines",
+    ] + [a for k, v in ds.items() for a in ("--dataset-option", f"{k}={v}")]
     # One thread: identical in all three processes (bit-identity needs the same reduction
     # splits) and immune to OpenMP spin-waiting when the test machine is oversubscribed.
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+    }
     killed = tmp_path / "killed"
     progress = killed / "ckpt" / "progress.jsonl"
-    proc = subprocess.Popen(_cli(common + ["--out", str(killed / "metrics.json")]), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli(common + ["--out", str(killed / "metrics.json")]),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600  # generous: CI machines may be shared
         while not (progress.exists() and progress.read_text().count("\n") >= 1):
@@ -252,45 +340,80 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     done = progress.read_text().count("\n")
     assert done in (1, 2), f"killed after {done} epochs"  # not finished: epoch 3 never completed
     assert not (killed / "metrics.json").exists()
-    resumed = subprocess.run(_cli(common + ["--out", str(killed / "metrics.json")]), cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(
+        _cli(common + ["--out", str(killed / "metrics.json")]),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch {done}/3" in resumed.stderr
     assert not [p.name for p in killed.rglob("*.tmp")]  # no half-written file survives the rerun
 
     straight = tmp_path / "straight"
-    ref = subprocess.run(_cli(common + ["--out", str(straight / "metrics.json")]), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=900)
+    ref = subprocess.run(
+        _cli(common + ["--out", str(straight / "metrics.json")]),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert ref.returncode == 0, ref.stderr
     a, b = read_metrics(killed / "metrics.json"), read_metrics(straight / "metrics.json")
     assert strip_timing(a) == strip_timing(b)
     wa, wb = weights(killed / "ckpt"), weights(straight / "ckpt")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert [json.loads(x) for x in (killed / "ckpt" / "progress.jsonl").read_text().splitlines()] == a["epochs"]
+    assert [json.loads(x) for x in (killed / "ckpt" / "progress.jsonl").read_text().splitlines()] == a[
+        "epochs"
+    ]
 
 
 # --------------------------------------------------------------------------------------------
 # A loss that blows up.
 
+
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, capsys):
     out = tmp_path / "metrics.json"
     out.write_text('{"stale": "a previous run"}')
-    args = ["--variant", "ResNet-18", "--batch-size", "32", "--schedule", "0.01:1,1e30:1", "--progress", "lines",
-            "--out", str(out)] + [a for k, v in DS.items() for a in ("--dataset-option", f"{k}={v}")]
+    args = [
+        "--variant",
+        "ResNet-18",
+        "--batch-size",
+        "32",
+        "--schedule",
+        "0.01:1,1e30:1",
+        "--progress",
+        "lines",
+        "--out",
+        str(out),
+    ] + [a for k, v in DS.items() for a in ("--dataset-option", f"{k}={v}")]
     assert train_main(args) == 1
     err = capsys.readouterr().err
     assert "gmsop train: error: non-finite training loss" in err and "at epoch 2, step" in err, err
     assert not out.exists()
     ckpt = torch.load(tmp_path / "ckpt" / "last.pt", map_location="cpu", weights_only=True)
-    assert ckpt["epoch"] == 1 and all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    assert ckpt["epoch"] == 1 and all(
+        torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point()
+    )
     assert len((tmp_path / "ckpt" / "progress.jsonl").read_text().splitlines()) == 1
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_nan_in_first_epoch_python_api(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+ of 6.*no checkpoint was written") as exc:
-        train(TrainConfig(variant="SR-SOP", dataset_options=DS, batch_size=32, schedule="1e30:1",
-                          out=str(tmp_path / "metrics.json"), progress="none"))
+        train(
+            TrainConfig(
+                variant="SR-SOP",
+                dataset_options=DS,
+                batch_size=32,
+                schedule="1e30:1",
+                out=str(tmp_path / "metrics.json"),
+                progress="none",
+            )
+        )
     assert exc.value.epoch == 1 and exc.value.step >= 2
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "ckpt" / "last.pt").exists()
 
@@ -298,11 +421,20 @@ def test_nan_in_first_epoch_python_api(tmp_path):
 def test_evaluating_less_often_changes_nothing_that_is_trained():
     """``eval_every`` only skips evaluations: the training (gate noise and dropout included) and
     the final evaluation are the same, so the workflow may evaluate every 3rd epoch."""
-    common = dict(variant="GM-GAP-4-2", dataset_options=DS, batch_size=32, schedule="0.05:3", deterministic=True,
-                  max_train_batches=2, progress="none", overrides={"width_mult": 0.25})
+    common = dict(
+        variant="GM-GAP-4-2",
+        dataset_options=DS,
+        batch_size=32,
+        schedule="0.05:3",
+        deterministic=True,
+        max_train_batches=2,
+        progress="none",
+        overrides={"width_mult": 0.25},
+    )
     every, third = train(TrainConfig(**common)), train(TrainConfig(**common, eval_every=3))
     assert [e["val_top1_err"] is not None for e in third["epochs"]] == [False, False, True]
     timing = ("train_img_s", "train_time_s")
     assert {k: v for k, v in third["final"].items() if k not in timing} == {
-        k: v for k, v in every["final"].items() if k not in timing}
+        k: v for k, v in every["final"].items() if k not in timing
+    }
     assert [e["train_loss"] for e in third["epochs"]] == [e["train_loss"] for e in every["epochs"]]

@@ -1,4 +1,5 @@
 """The config -> plan expansion: shared runs, resolved settings, clear config errors."""
+
 import copy
 import inspect
 from pathlib import Path
@@ -45,9 +46,14 @@ def test_an_experiments_own_schedules_replace_the_named_ones_for_its_rows_only()
     t3 = {r.label: r for r in plan.experiments["table3"].rows}
     assert plan.runs[t3["ResNet-18-512d"].run]["schedule"] == short["gap"]  # the variant's family, named here
     assert plan.runs[t3["NetVLAD"].run]["schedule"] == short["srsop"]  # `schedule: srsop` on the row
-    assert plan.runs[t3["GM-SOP-16-8"].run]["schedule"] == cfg["schedules"]["gm_sop"]  # not named here: top level
+    assert (
+        plan.runs[t3["GM-SOP-16-8"].run]["schedule"] == cfg["schedules"]["gm_sop"]
+    )  # not named here: top level
     assert plan.runs[t2["ResNet-18-512d"].run]["schedule"] == cfg["schedules"]["gap"]
-    assert t2["ResNet-18-512d"].run != t3["ResNet-18-512d"].run and t2["GM-SOP-16-8"].run == t3["GM-SOP-16-8"].run
+    assert (
+        t2["ResNet-18-512d"].run != t3["ResNet-18-512d"].run
+        and t2["GM-SOP-16-8"].run == t3["GM-SOP-16-8"].run
+    )
     cfg["experiments"]["table3"]["schedules"] = {"gap": [[float("nan"), 2]]}
     with pytest.raises(ValueError, match=r"experiments.table3.schedules.gap"):
         make_plan(cfg)
@@ -83,11 +89,15 @@ def test_run_ids_follow_the_data_not_its_spelling(monkeypatch):
     harder = copy.deepcopy(TINY)
     harder["datasets"]["tiny"]["options"]["difficulty"] = 0.7
     assert not {r.run for r in make_plan(harder).experiments["figure2"].rows} & base
-    monkeypatch.setattr(synthetic_module.synthetic, "data_version", synthetic_module.synthetic.data_version + 1)
+    monkeypatch.setattr(
+        synthetic_module.synthetic, "data_version", synthetic_module.synthetic.data_version + 1
+    )
     assert not {r.run for r in make_plan(TINY).experiments["figure2"].rows} & base
     monkeypatch.undo()
     defaults = list(synthetic_module.synthetic.__defaults__)  # every parameter has one, root too
-    defaults[list(inspect.signature(synthetic_module.synthetic).parameters).index("contexts")] = 2  # a default changed in code
+    defaults[list(inspect.signature(synthetic_module.synthetic).parameters).index("contexts")] = (
+        2  # a default changed in code
+    )
     monkeypatch.setattr(synthetic_module.synthetic, "__defaults__", tuple(defaults))
     assert not {r.run for r in make_plan(TINY).experiments["figure2"].rows} & base
 
@@ -101,15 +111,46 @@ def _bad(mutate):
 @pytest.mark.parametrize(
     "mutate,message",
     [
-        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "GM-SOP-4-8"}), r"table2.rows\[2\].*K must satisfy.*N=4, K=8"),
-        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "GM-SOB-4-2"}), r"table2.rows\[2\].*unknown variant 'GM-SOB-4-2'"),
-        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "shedule": "short"}), r"unknown key\(s\) \['shedule'\]"),
-        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "dataset": "imagenet"}), r"unknown dataset 'imagenet'"),
-        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "schedule": "long"}), r"unknown schedule 'long'"),
-        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "overrides": {"iterations": 5}}), r"unknown option\(s\) \['iterations'\] for variant 'SR-SOP'"),
-        (lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "backbone": "resnet34"}), r"unknown backbone 'resnet34'"),
-        (lambda c: c["datasets"]["tiny"]["options"].update(clases=4), r"datasets.tiny: dataset 'synthetic' has no option\(s\) 'clases'"),
-        (lambda c: c["datasets"]["tiny"].update(name="imagenet"), r"datasets.tiny: unknown dataset 'imagenet'"),
+        (
+            lambda c: c["experiments"]["table2"]["rows"].append({"variant": "GM-SOP-4-8"}),
+            r"table2.rows\[2\].*K must satisfy.*N=4, K=8",
+        ),
+        (
+            lambda c: c["experiments"]["table2"]["rows"].append({"variant": "GM-SOB-4-2"}),
+            r"table2.rows\[2\].*unknown variant 'GM-SOB-4-2'",
+        ),
+        (
+            lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "shedule": "short"}),
+            r"unknown key\(s\) \['shedule'\]",
+        ),
+        (
+            lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "dataset": "imagenet"}),
+            r"unknown dataset 'imagenet'",
+        ),
+        (
+            lambda c: c["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "schedule": "long"}),
+            r"unknown schedule 'long'",
+        ),
+        (
+            lambda c: c["experiments"]["table2"]["rows"].append(
+                {"variant": "SR-SOP", "overrides": {"iterations": 5}}
+            ),
+            r"unknown option\(s\) \['iterations'\] for variant 'SR-SOP'",
+        ),
+        (
+            lambda c: c["experiments"]["table2"]["rows"].append(
+                {"variant": "SR-SOP", "backbone": "resnet34"}
+            ),
+            r"unknown backbone 'resnet34'",
+        ),
+        (
+            lambda c: c["datasets"]["tiny"]["options"].update(clases=4),
+            r"datasets.tiny: dataset 'synthetic' has no option\(s\) 'clases'",
+        ),
+        (
+            lambda c: c["datasets"]["tiny"].update(name="imagenet"),
+            r"datasets.tiny: unknown dataset 'imagenet'",
+        ),
     ],
 )
 def test_config_errors_name_the_key_and_value(mutate, message):
@@ -121,13 +162,28 @@ def test_rows_carry_what_readers_need():
     """Tables, claims and figures read these from the row; nobody re-parses names or paths."""
     plan = make_plan(CONFIG)
     gm = plan.experiments["table2"].row("GM-SOP-16-8")
-    assert (gm.num_experts, gm.k, gm.alpha, gm.dataset_name, gm.width_mult) == (16, 8, 25.0, "synthetic", 0.25)
+    assert (gm.num_experts, gm.k, gm.alpha, gm.dataset_name, gm.width_mult) == (
+        16,
+        8,
+        25.0,
+        "synthetic",
+        0.25,
+    )
     assert gm.settings == plan.runs[gm.run] and gm.paper_key == ("GM-SOP-16-8", "")
     assert plan.experiments["table3"].row("GM-GAP-16-8*").paper_key == ("GM-GAP-16-8", "star")
     assert [r.alpha for r in plan.experiments["figure2"].rows] == [0.0, 1.0, 10.0, 100.0, 1000.0]
     grid = plan.experiments["figure3"]
     assert grid.baseline == "ResNet-18-512d" and grid.rows[0].num_experts is None
-    assert {(r.num_experts, r.k) for r in grid.rows[1:]} == {(4, 2), (4, 4), (8, 2), (8, 4), (8, 8), (16, 2), (16, 4), (16, 8)}
+    assert {(r.num_experts, r.k) for r in grid.rows[1:]} == {
+        (4, 2),
+        (4, 4),
+        (8, 2),
+        (8, 4),
+        (8, 8),
+        (16, 2),
+        (16, 4),
+        (16, 8),
+    }
     assert plan.experiments["table2"].claims[0].better == "SR-SOP"
     # a run shared by several rows knows all of them
     gm3 = plan.experiments["table3"].row("GM-SOP-16-8")
@@ -147,7 +203,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config.yaml", *sorted((ROOT / "workflow/configs").glob("*.yaml"))]
 #: Overlays are not configs of their own: each is layered on orderings-synthetic.yaml (as its
 #: header's command does), merged as ``snakemake --configfile BASE OVERLAY`` merges them.
-OVERLAYS = {p: ROOT / "workflow/configs/orderings-synthetic.yaml" for p in sorted((ROOT / "workflow/configs/overlays").glob("*.yaml"))}
+OVERLAYS = {
+    p: ROOT / "workflow/configs/orderings-synthetic.yaml"
+    for p in sorted((ROOT / "workflow/configs/overlays").glob("*.yaml"))
+}
 
 
 def _load_config(path: Path) -> dict:
@@ -170,7 +229,11 @@ def test_shipped_claims_are_what_the_paper_reports(path):
         table = exp.paper if exp.paper in ("table2", "table3", "table4") else None
         paper_err = {}
         for r in exp.rows:
-            v = pv.paper_value(table, r.paper_key[0], r.backbone, r.paper_key[1]) if table and r.paper_key else None
+            v = (
+                pv.paper_value(table, r.paper_key[0], r.backbone, r.paper_key[1])
+                if table and r.paper_key
+                else None
+            )
             paper_err[r.label] = [v.top1_err] if v and v.top1_err is not None else []
         for c in evaluate_claims(exp.claims, paper_err, {}).itertuples():
             assert c.diff < 0, f"{path.name} {name}: the paper does not report {c.claim}"
@@ -211,20 +274,33 @@ def test_equal_resolved_settings_give_one_run_id():
     spec = dict(next(iter(plan.runs.values())))
 
     def rid(variant, backbone="resnet18", protocol="official", **overrides):
-        return run_id({**spec, "variant": variant, "backbone": backbone, "protocol": protocol, "overrides": overrides})
+        return run_id(
+            {**spec, "variant": variant, "backbone": backbone, "protocol": protocol, "overrides": overrides}
+        )
 
     base = rid("GM-GAP-16-4")
-    same = [rid("GM-GAP-16-4", alpha=100), rid("GM-GAP-16-4", alpha=100.0), rid("GM-GAP-16-4", num_experts=16, k=4),
-            rid("GM-GAP-16-4", alpha_per_batch=True, gate_noise="per_image", ns_iterations=3, width=None),
-            rid("GM-GAP-16-4", width=512)]  # the head's default
+    same = [
+        rid("GM-GAP-16-4", alpha=100),
+        rid("GM-GAP-16-4", alpha=100.0),
+        rid("GM-GAP-16-4", num_experts=16, k=4),
+        rid("GM-GAP-16-4", alpha_per_batch=True, gate_noise="per_image", ns_iterations=3, width=None),
+        rid("GM-GAP-16-4", width=512),
+    ]  # the head's default
     assert set(same) == {base}
-    assert rid("GM-GAP-16-4", protocol="paper", alpha=100, alpha_per_batch=False) == rid("GM-GAP-16-4", protocol="paper")
+    assert rid("GM-GAP-16-4", protocol="paper", alpha=100, alpha_per_batch=False) == rid(
+        "GM-GAP-16-4", protocol="paper"
+    )
     assert rid("GM-GAP-16-8", "wrn36_2", gate_dims=[512]) == rid("GM-GAP-16-8", "wrn36_2")
     assert rid("GM-GAP-16-4", alpha=10) == rid("GM-GAP-16-4", alpha=10.0)
     # a different setting is a different run
-    different = {base, rid("GM-GAP-16-4", alpha=10), rid("GM-GAP-16-4", alpha_per_batch=False),
-                 rid("GM-GAP-16-4", width=256), rid("GM-GAP-16-8", "wrn36_2", gate_dims=[512, 128]),
-                 rid("GM-GAP-16-4", protocol="paper")}
+    different = {
+        base,
+        rid("GM-GAP-16-4", alpha=10),
+        rid("GM-GAP-16-4", alpha_per_batch=False),
+        rid("GM-GAP-16-4", width=256),
+        rid("GM-GAP-16-8", "wrn36_2", gate_dims=[512, 128]),
+        rid("GM-GAP-16-4", protocol="paper"),
+    }
     assert len(different) == 6
     # a spec with no redundant override keeps the id it always had (the digest of the spec itself)
     from gmsop.experiments import _digest, slug
@@ -246,14 +322,24 @@ def test_training_cost_orders_runs_by_epochs_images_backbone_and_head():
     """The scheduler's rough cost (gmsop.experiments.training_cost): only its order matters."""
     from gmsop.experiments import training_cost
 
-    base = {"variant": "ResNet-18", "backbone": "resnet18", "protocol": "official", "overrides": {}, "width_mult": 0.25,
-            "schedule": [[0.1, 4], [0.01, 2]], "data": {"name": "synthetic", "options": {"n_train": 1000}}}
+    base = {
+        "variant": "ResNet-18",
+        "backbone": "resnet18",
+        "protocol": "official",
+        "overrides": {},
+        "width_mult": 0.25,
+        "schedule": [[0.1, 4], [0.01, 2]],
+        "data": {"name": "synthetic", "options": {"n_train": 1000}},
+    }
     r18 = training_cost(base)
     assert r18 == 6 * 1000
     assert training_cost({**base, "schedule": [[0.1, 12]]}) == 2 * r18
     assert training_cost({**base, "data": {"name": "synthetic", "options": {"n_train": 3000}}}) == 3 * r18
     assert training_cost({**base, "augment": {"flip_double": True, "pad": 4}}) == 2 * r18
-    sr_sop, gm_gap = training_cost({**base, "variant": "SR-SOP"}), training_cost({**base, "variant": "GM-GAP-16-8"})
+    sr_sop, gm_gap = (
+        training_cost({**base, "variant": "SR-SOP"}),
+        training_cost({**base, "variant": "GM-GAP-16-8"}),
+    )
     gm_sop = training_cost({**base, "variant": "GM-SOP-16-8"})
     assert r18 < sr_sop < gm_sop and r18 < gm_gap < gm_sop
     assert training_cost({**base, "variant": "GM-SOP-16-8", "backbone": "resnet50"}) > gm_sop

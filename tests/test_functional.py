@@ -1,4 +1,5 @@
 """The second-order pooling functions against closed forms, scipy and autograd."""
+
 import numpy as np
 import pytest
 import scipy.linalg

@@ -1,6 +1,7 @@
 """gmsop.gpu_slots: one GPU per job on a multi-GPU box. Plain file locking, so no GPU is needed:
 the slots are fake (a GMSOP_NUM_GPUS count, a CUDA_VISIBLE_DEVICES pool, or a fake nvidia-smi).
 A claim lasts as long as its process, so every claim that succeeds is made in a worker process."""
+
 import json
 import os
 import signal
@@ -59,8 +60,13 @@ def worker(tmp_path):
         out = tmp_path / f"{name}.json"
         cmd = [sys.executable, str(script), str(MODULE), str(n), str(hold), str(out)]
         e = {**os.environ, gpu_slots.ENV_NUM_GPUS: gpus, **env}
-        p = subprocess.Popen(cmd + ([str(timeout)] if timeout is not None else []), stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env=e)
+        p = subprocess.Popen(
+            cmd + ([str(timeout)] if timeout is not None else []),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=e,
+        )
         procs.append(p)
         return p, out
 
@@ -77,10 +83,18 @@ def _overlaps(a, b):
 
 # ---- which GPUs ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "value, expected",
-    [("2,3", ["2", "3"]), ("0", ["0"]), ("", []), ("-1", []), ("0,-1,1", ["0"]),
-     ("GPU-8a1f,GPU-77c2", ["GPU-8a1f", "GPU-77c2"]), (" 1, 0 ", ["1", "0"])],
+    [
+        ("2,3", ["2", "3"]),
+        ("0", ["0"]),
+        ("", []),
+        ("-1", []),
+        ("0,-1,1", ["0"]),
+        ("GPU-8a1f,GPU-77c2", ["GPU-8a1f", "GPU-77c2"]),
+        (" 1, 0 ", ["1", "0"]),
+    ],
 )
 def test_pool_from_cuda_visible_devices(monkeypatch, value, expected):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
@@ -118,6 +132,7 @@ def test_count_from_fake_nvidia_smi(monkeypatch, tmp_path):
 
 # ---- when it stands aside (nothing claimed, CUDA_VISIBLE_DEVICES untouched, no lock files) --------
 
+
 def test_no_gpus_no_nvidia_smi(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here
     assert visible_gpus() == [] and claim_gpus(1) == []
@@ -149,6 +164,7 @@ def test_more_gpus_per_job_than_exist(monkeypatch):
 
 # ---- claims, in worker processes -------------------------------------------------------------------
 
+
 def test_parallel_jobs_never_share_a_gpu(worker, tmp_path):
     """6 jobs, 2 fake GPUs (as `snakemake --resources gpu=2` would let them start, and more):
     no two jobs hold one GPU at the same time, both GPUs are used, the rest wait."""
@@ -163,7 +179,7 @@ def test_parallel_jobs_never_share_a_gpu(worker, tmp_path):
         assert len(r["devices"]) == 1 and r["cvd"] == r["devices"][0]
     assert {r["devices"][0] for r in recs} == {"0", "1"}
     for i, a in enumerate(recs):
-        for b in recs[i + 1:]:
+        for b in recs[i + 1 :]:
             if a["devices"] == b["devices"]:
                 assert not _overlaps(a, b), (a, b)
     assert wall >= 3 * hold * 0.95  # 6 jobs on 2 slots take at least 3 rounds
@@ -202,8 +218,16 @@ def test_command_wrapper_holds_the_gpu_while_the_command_runs(tmp_path, worker):
     """python -m gmsop.gpu_slots -n 1 -- CMD: CMD (exec'd) sees its GPU and keeps the lock.
     (Run as `python .../gpu_slots.py`, the same main(), to skip importing torch via gmsop.)"""
     marker = tmp_path / "started"
-    cmd = [sys.executable, str(MODULE), "-n", "1", "--", sys.executable, "-c",
-           f"import os, time; open({str(marker)!r}, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); time.sleep(3)"]
+    cmd = [
+        sys.executable,
+        str(MODULE),
+        "-n",
+        "1",
+        "--",
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(marker)!r}, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); time.sleep(3)",
+    ]
     p = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, gpu_slots.ENV_NUM_GPUS: "1"})
     try:
         deadline = time.monotonic() + 60

@@ -1,6 +1,7 @@
 """gmsop.gpu_slots.job_device: which device a workflow job trains on, from the config's ``device``
 and ``gpus_per_job`` (GPU counts injected: no GPU needed). A job that reserved no GPU does not
 take one on its own: with the embedded default (auto, 0) a GPU machine runs the jobs on the CPU."""
+
 import pytest
 
 from gmsop.gpu_slots import job_device
@@ -11,7 +12,11 @@ def test_auto_without_a_reserved_gpu_is_the_cpu(visible):
     device, note = job_device("auto", 0, visible=visible)
     assert device == "cpu"
     if visible:  # the log says why the GPUs sit idle and how to use them
-        assert f"{visible} GPU(s) are visible" in note and "gpus_per_job: 1" in note and "--resources gpu=" in note
+        assert (
+            f"{visible} GPU(s) are visible" in note
+            and "gpus_per_job: 1" in note
+            and "--resources gpu=" in note
+        )
     else:
         assert note == ""
 

@@ -1,10 +1,18 @@
 """The sparsity-constrained gate, the balance loss and the sparse gated mixture."""
+
 import pytest
 import torch
 from torch import nn
 
 from gmsop.layers import (
-    GAP, AverageMixture, GatedMixture, NoisyTopKGate, ParametricGAP, ParametricSRSOP, balance_loss, gating_trunk,
+    GAP,
+    AverageMixture,
+    GatedMixture,
+    NoisyTopKGate,
+    ParametricGAP,
+    ParametricSRSOP,
+    balance_loss,
+    gating_trunk,
 )
 
 
@@ -133,7 +141,9 @@ class TestGateSpread:
     def test_constant_init_has_zero_spread_and_no_noise_gate_zero_noise(self):
         init = NoisyTopKGate(nn.Sequential(nn.Conv2d(8, 8, 1), _TrunkPool()), 8, 6, 2)
         *_, spread = init.train().forward_with_spread(torch.randn(4, 8, 4, 4))
-        assert float(spread.logit) == pytest.approx(0.0, abs=1e-6) and float(spread.noise) == pytest.approx(0.0, abs=1e-6)
+        assert float(spread.logit) == pytest.approx(0.0, abs=1e-6) and float(spread.noise) == pytest.approx(
+            0.0, abs=1e-6
+        )
         *_, spread = _gate(noise="none").train().forward_with_spread(torch.randn(4, 8, 4, 4))
         assert float(spread.logit) > 0 and float(spread.noise) == 0.0
 
@@ -177,7 +187,10 @@ class TestGatedMixture:
         y, _ = m(x)
         top_w, top_idx, _ = m.gate(x)
         ref = torch.stack(
-            [sum(top_w[s, j] * m.components[int(top_idx[s, j])](x[s : s + 1])[0] for j in range(m.k)) for s in range(6)]
+            [
+                sum(top_w[s, j] * m.components[int(top_idx[s, j])](x[s : s + 1])[0] for j in range(m.k))
+                for s in range(6)
+            ]
         )
         torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
 
@@ -188,7 +201,9 @@ class TestGatedMixture:
         m = _mixture(n=6, k=2, sop=True).train()
         seen = [0] * 6
         for i, c in enumerate(m.components):
-            c.convs.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, seen[i] + inp[0].shape[0]))
+            c.convs.register_forward_hook(
+                lambda mod, inp, out, i=i: seen.__setitem__(i, seen[i] + inp[0].shape[0])
+            )
         x = torch.randn(10, 8, 4, 4)
         _, stats = m(x)
         assert sum(seen) == 10 * 2  # B * K component evaluations, not B * N

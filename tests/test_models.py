@@ -1,4 +1,5 @@
 """Every variant on every backbone: parameter counts against the paper, shapes, gradients."""
+
 import pytest
 import torch
 
@@ -60,8 +61,15 @@ def test_wrn_gm_gap_gate_is_one_conv_to_a_512d_feature():
     assert _gate_convs(two) == [(256, 512), (512, 128)] and two.feat_dim == 128
 
 
-@pytest.mark.parametrize("variant,backbone", [("GM-GAP-16-8", "resnet18"), ("GM-SOP-16-8", "resnet18"),
-                                              ("SG-MoE", "resnet18"), ("GM-GAP-16-8", "resnet50")])
+@pytest.mark.parametrize(
+    "variant,backbone",
+    [
+        ("GM-GAP-16-8", "resnet18"),
+        ("GM-SOP-16-8", "resnet18"),
+        ("SG-MoE", "resnet18"),
+        ("GM-GAP-16-8", "resnet50"),
+    ],
+)
 def test_resnet_gates_are_the_two_released_layers(variant, backbone):
     """The ResNet gates are untouched by gate_dims: conv C->2C and 2C->128 (+BN+ReLU); the same
     modules, in the same order, and so the same weights under a seed as an explicit [256, 128]."""
@@ -78,8 +86,14 @@ def test_resnet_gates_are_the_two_released_layers(variant, backbone):
 
 @pytest.mark.parametrize(
     "variant,dim",
-    [("ResNet-18", 128), ("ResNet-18-512d", 512), ("GM-GAP-16-8", 512), ("SR-SOP", 8256), ("GM-SOP-16-8", 8256),
-     ("NetVLAD", 8192)],
+    [
+        ("ResNet-18", 128),
+        ("ResNet-18-512d", 512),
+        ("GM-GAP-16-8", 512),
+        ("SR-SOP", 8256),
+        ("GM-SOP-16-8", 8256),
+        ("NetVLAD", 8192),
+    ],
 )
 def test_representation_dimensions(variant, dim):
     assert gmsop.build_model(variant, num_classes=10).rep_dim == dim
@@ -120,7 +134,11 @@ class TestProtocols:
         assert m.protocol.name == "official" and m.protocol.weight_decay == 1e-4
 
     def test_bn_momentum(self):
-        bns = [x for x in gmsop.build_model("ResNet-18", num_classes=10).modules() if isinstance(x, torch.nn.BatchNorm2d)]
+        bns = [
+            x
+            for x in gmsop.build_model("ResNet-18", num_classes=10).modules()
+            if isinstance(x, torch.nn.BatchNorm2d)
+        ]
         assert {b.momentum for b in bns} == {0.3}
 
     def test_gate_noise_ablation_drops_the_noise_weights(self):
@@ -229,6 +247,13 @@ def test_importing_gmsop_does_not_load_torchvision_models():
     import subprocess
     import sys
 
-    code = ("import sys, gmsop, gmsop.pipeline, gmsop.engine; gmsop.build_model('GM-SOP-4-2'); "
-            "print('torchvision.models' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = (
+        "import sys, gmsop, gmsop.pipeline, gmsop.engine; gmsop.build_model('GM-SOP-4-2'); "
+        "print('torchvision.models' in sys.modules)"
+    )
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )

@@ -3,6 +3,7 @@ specifies it, with the reading labelled, and no GPU time spent twice or on point
 does not support. Planned with ``make_plan`` (what the workflow runs), no Snakemake:
 the dry runs of the same configs (job counts) are in test_workflow.py and test_slurm.py.
 """
+
 import copy
 import re
 from pathlib import Path
@@ -65,9 +66,16 @@ def _enabled(cfg, name):
 
 # ---- downsampled ImageNet ------------------------------------------------------------------------
 
+
 def test_imagenet_plans_33_runs_each_once(imagenet):
     assert len(imagenet.runs) == 33 and len(imagenet.train_jobs()) == 99 and len(imagenet.benches) == 26
-    assert set(imagenet.experiments) == {"table2", "table3", "figure2", "figure3", "protocols"}  # extension off
+    assert set(imagenet.experiments) == {
+        "table2",
+        "table3",
+        "figure2",
+        "figure3",
+        "protocols",
+    }  # extension off
 
 
 def test_table2_schedules_name_their_source(imagenet):
@@ -96,11 +104,17 @@ def test_wrn_rows_as_released(imagenet):
     t3 = imagenet.experiments["table3"]
     gap, sop = t3.row("GM-GAP-16-8 + WRN-36-2"), t3.row("GM-SOP-16-8 + WRN-36-2")
     for row, sched in ((gap, WRN_GM_GAP), (sop, WRN_GM_SOP)):
-        assert row.backbone == "wrn36_2" and row.settings["batch_size"] == 150 and row.settings["schedule"] == sched
+        assert (
+            row.backbone == "wrn36_2"
+            and row.settings["batch_size"] == 150
+            and row.settings["schedule"] == sched
+        )
         assert _facts(row).protocol.weight_decay == 1e-4
         assert _effective_alpha(row) == pytest.approx(100 / 150)
     assert _facts(gap).head_kwargs["gate_dims"] == [512]  # one conv 256->512 + BN + ReLU, GAP: a 512-d gate
-    assert "gate_dims" not in _facts(sop).head_kwargs and _facts(sop).dropout == 0.4  # gate [512, 128] + SR-SOP
+    assert (
+        "gate_dims" not in _facts(sop).head_kwargs and _facts(sop).dropout == 0.4
+    )  # gate [512, 128] + SR-SOP
     # every other row trains at the paper's batch 256; official: alpha on the summed loss = alpha/256;
     # the paper's text (the protocols experiment's "paper" row): alpha on the mean loss
     for exp in imagenet.experiments.values():
@@ -121,7 +135,9 @@ def test_starred_rows_are_labelled_and_offer_equal_steps(imagenet):
         assert row.paper_key == ("GM-GAP-16-8", "star") and row.settings["augment"]["flip_double"] is True
         assert row.settings["augment"]["pad"] == 4 and row.settings["augment"]["eval_pad_crop"] is True
     assert _epochs(plain) == _epochs(literal) == 75  # the doubled set for 75 epochs: twice the steps
-    assert 2 * _epochs(equal) / _epochs(plain) == pytest.approx(1.0, abs=0.02)  # equal steps (38 doubled epochs)
+    assert 2 * _epochs(equal) / _epochs(plain) == pytest.approx(
+        1.0, abs=0.02
+    )  # equal steps (38 doubled epochs)
     claims = {(c.better, c.worse) for c in t3.claims}
     assert {(literal.label, "GM-GAP-16-8"), (equal.label, "GM-GAP-16-8")} <= claims
 
@@ -132,13 +148,26 @@ def test_figure2_alphas_are_scaled_by_the_batch(imagenet):
     assert [_effective_alpha(r) for r in rows] == pytest.approx([0, 1 / 256, 10 / 256, 100 / 256, 1000 / 256])
     assert _effective_alpha(rows[-1]) == pytest.approx(3.9, abs=0.01)
     # the alpha = 100 point is Figure 3's N = 16, K = 4 point: one run, trained once
-    assert imagenet.experiments["figure2"].row("alpha=100").run == imagenet.experiments["figure3"].row("N=16, K=4").run
+    assert (
+        imagenet.experiments["figure2"].row("alpha=100").run
+        == imagenet.experiments["figure3"].row("N=16, K=4").run
+    )
 
 
 def test_figure3_plans_the_grid_the_paper_supports(imagenet):
     grid = imagenet.experiments["figure3"]
     points = {(r.num_experts, r.k) for r in grid.rows if r.num_experts is not None}
-    assert points == {(16, 4), (16, 8), (16, 12), (16, 16), (128, 4), (128, 8), (128, 12), (128, 16), (128, 32)}
+    assert points == {
+        (16, 4),
+        (16, 8),
+        (16, 12),
+        (16, 16),
+        (128, 4),
+        (128, 8),
+        (128, 12),
+        (128, 16),
+        (128, 32),
+    }
     assert all(k > 1 for _, k in points)  # the paper requires K > 1
     # the points the text names are in it
     assert {(16, 8), (16, 12), (16, 16), (128, 32)} <= points
@@ -169,12 +198,15 @@ def test_imagenet_requires_the_full_dataset():
 
 # ---- Places365 -----------------------------------------------------------------------------------
 
+
 def test_places_rows_and_the_stride_reading(places):
     assert len(places.runs) == 6 and len(places.train_jobs()) == 18 and len(places.benches) == 6
     t4 = places.experiments["table4"]
     for row in t4.rows:
         assert row.settings["batch_size"] == 256
-        assert row.settings["schedule"] == (PLACES_8256D if row.variant == "ResNet-18-8256d" else PLACES_SCHED)
+        assert row.settings["schedule"] == (
+            PLACES_8256D if row.variant == "ResNet-18-8256d" else PLACES_SCHED
+        )
         if row.alpha is not None:
             assert _effective_alpha(row) == pytest.approx(100 / 256)
     # default reading: the released code's rule, second-order heads keep stage 5 at stride 1 (24x24 at 96 px)
@@ -195,6 +227,7 @@ def test_places_stride2_reading_is_a_labelled_switch():
 
 
 # ---- both --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cfg", [IMAGENET, PLACES], ids=["imagenet64", "places365"])
 def test_cluster_requests_fit_common_partitions(cfg):
@@ -230,11 +263,18 @@ def test_figure2_axis_and_legend_show_the_batch_scaled_alpha(imagenet):
         for s in r.seeds:
             path = f"{r.run}/seed{s}"
             runs.append({"run_id": r.run, "seed": s, "top1_err": 45.0 - i, "finished": True, "path": path})
-            routing += [{"run_id": r.run, "seed": s, "path": path, "epoch": 75, "component": c, "count": 100.0 + c}
-                        for c in range(16)]
+            routing += [
+                {"run_id": r.run, "seed": s, "path": path, "epoch": 75, "component": c, "count": 100.0 + c}
+                for c in range(16)
+            ]
     ax = plot_alpha_sweep(exp, pd.DataFrame(runs)).axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0\n(0)", "1\n(0.0039)", "10\n(0.039)", "100\n(0.39)",
-                                                           "1000\n(3.9)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "0\n(0)",
+        "1\n(0.0039)",
+        "10\n(0.039)",
+        "100\n(0.39)",
+        "1000\n(3.9)",
+    ]
     assert "α/256, its weight on the mean loss" in ax.get_xlabel()
     legend = [t.get_text() for t in plot_routing(exp, pd.DataFrame(routing)).axes[0].get_legend().get_texts()]
     assert any(t.startswith("α = 100 (α/256 = 0.39)") for t in legend)
@@ -246,9 +286,15 @@ def test_wrn_rows_are_benchmarked_at_their_training_batch():
 
     from gmsop.experiments import make_plan
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/configs/paper-imagenet64.yaml").read_text())
+    cfg = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "workflow/configs/paper-imagenet64.yaml").read_text()
+    )
     plan = make_plan(cfg)
     for exp in plan.experiments.values():
         for row in exp.rows:
             assert plan.benches[row.bench]["batch_size"] == plan.runs[row.run]["batch_size"], row.label
-    assert {plan.benches[r.bench]["batch_size"] for r in plan.experiments["table3"].rows if r.backbone == "wrn36_2"} == {150}
+    assert {
+        plan.benches[r.bench]["batch_size"]
+        for r in plan.experiments["table3"].rows
+        if r.backbone == "wrn36_2"
+    } == {150}

@@ -12,6 +12,7 @@
 * On CUDA the forward of a gated SOP model makes no host-device synchronisation (skipped
   without a GPU).
 """
+
 import pytest
 import torch
 from torch import nn
@@ -19,8 +20,24 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import gmsop
 import gmsop.functional as functional
-from gmsop.functional import EPS, _ns_backward, _ns_forward, covariance, isqrt_cov, sqrtm_newton_schulz, triu_vector
-from gmsop.layers import GAP, GatedMixture, LinearExpert, NoisyTopKGate, ParametricGAP, ParametricSRSOP, gating_trunk
+from gmsop.functional import (
+    EPS,
+    _ns_backward,
+    _ns_forward,
+    covariance,
+    isqrt_cov,
+    sqrtm_newton_schulz,
+    triu_vector,
+)
+from gmsop.layers import (
+    GAP,
+    GatedMixture,
+    LinearExpert,
+    NoisyTopKGate,
+    ParametricGAP,
+    ParametricSRSOP,
+    gating_trunk,
+)
 
 
 def _plain_isqrt_cov(x, iterations):
@@ -145,7 +162,12 @@ class TestFusedIsqrtCov:
         for iterations in (1, 2, 3, 4):
             _, saved = _ns_forward(a, iterations)
             general = _ns_backward(gy, saved, iterations, symmetric=False)
-            sym = _ns_backward(gy.clone(), [s for s in _ns_forward(a, iterations, keep_last_z=False)[1]], iterations, symmetric=True)
+            sym = _ns_backward(
+                gy.clone(),
+                [s for s in _ns_forward(a, iterations, keep_last_z=False)[1]],
+                iterations,
+                symmetric=True,
+            )
             torch.testing.assert_close(sym + sym.mT, general + general.mT, rtol=1e-10, atol=1e-12)
 
     def test_sqrtm_backward_leaves_the_incoming_gradient_untouched(self):
@@ -265,7 +287,12 @@ class TestMixturePaths:
         x = torch.randn(5, 8, 3, 3)
         y, _ = m(x)
         top_w, top_idx, _ = m.gate(x)
-        ref = torch.stack([sum(top_w[s, j] * comps[int(top_idx[s, j])](x[s : s + 1])[0] for j in range(2)) for s in range(5)])
+        ref = torch.stack(
+            [
+                sum(top_w[s, j] * comps[int(top_idx[s, j])](x[s : s + 1])[0] for j in range(2))
+                for s in range(5)
+            ]
+        )
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
 
     def test_subclass_with_its_own_forward_is_called_as_a_module(self):
@@ -281,7 +308,12 @@ class TestMixturePaths:
         x = torch.randn(3, 8, 3, 3)
         y, _ = m(x)
         top_w, top_idx, _ = m.gate(x)
-        ref = torch.stack([sum(top_w[s, j] * comps[int(top_idx[s, j])](x[s : s + 1])[0] for j in range(2)) for s in range(3)])
+        ref = torch.stack(
+            [
+                sum(top_w[s, j] * comps[int(top_idx[s, j])](x[s : s + 1])[0] for j in range(2))
+                for s in range(3)
+            ]
+        )
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
 
     def test_batchnorm_components_use_their_own_statistics(self):

@@ -1,6 +1,7 @@
 """``gmsop plan``: jobs, epochs x images and hours of a workflow config, each row's speed measured,
 extrapolated (and from what) or missing (left out of the total, counted), clear errors on bad
 files. Expected numbers are derived here from the config files, not from the planner's output."""
+
 import contextlib
 import copy
 import io
@@ -39,9 +40,31 @@ def cpu_bench(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("bench")
     out = folder / "r18-512d.json"
     with contextlib.redirect_stdout(io.StringIO()):  # it also prints the record
-        assert bench_main(["--variant", "ResNet-18-512d", "--override", "width_mult=0.25", "--input-size", "3,32,32",
-                           "--num-classes", "16", "--batch-size", "4", "--warmup", "0", "--steps", "1",
-                           "--device", "cpu", "--out", str(out)]) == 0
+        assert (
+            bench_main(
+                [
+                    "--variant",
+                    "ResNet-18-512d",
+                    "--override",
+                    "width_mult=0.25",
+                    "--input-size",
+                    "3,32,32",
+                    "--num-classes",
+                    "16",
+                    "--batch-size",
+                    "4",
+                    "--warmup",
+                    "0",
+                    "--steps",
+                    "1",
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     return folder
 
 
@@ -49,14 +72,17 @@ def cpu_bench(tmp_path_factory) -> Path:
 def default_with_half_width(tmp_path_factory) -> Path:
     """The embedded default plus one table-2 row at width 0.5, which nothing measures."""
     cfg = yaml.safe_load(DEFAULT.read_text())
-    cfg["experiments"]["table2"]["rows"].append({"variant": "SR-SOP", "label": "SR-SOP (width 0.5)",
-                                                 "width_mult": 0.5, "schedule": "srsop"})
+    cfg["experiments"]["table2"]["rows"].append(
+        {"variant": "SR-SOP", "label": "SR-SOP (width 0.5)", "width_mult": 0.5, "schedule": "srsop"}
+    )
     path = tmp_path_factory.mktemp("cfg") / "half.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def test_default_config_jobs_images_measured_extrapolated_and_missing(capsys, cpu_bench, default_with_half_width):
+def test_default_config_jobs_images_measured_extrapolated_and_missing(
+    capsys, cpu_bench, default_with_half_width
+):
     cfg = yaml.safe_load(default_with_half_width.read_text())
     out = _run_json(capsys, "--config", str(default_with_half_width), "--bench", str(cpu_bench))
     total = out["total"]
@@ -70,11 +96,17 @@ def test_default_config_jobs_images_measured_extrapolated_and_missing(capsys, cp
     n_train = cfg["datasets"]["synthetic"]["options"]["n_train"]
     batch = cfg["defaults"]["batch_size"]
     r = _row(out, "table2", "ResNet-18-512d")
-    assert (r["epochs"], r["images_per_epoch"], r["new_jobs"]) == (gap_epochs, n_train // batch * batch, seeds)
+    assert (r["epochs"], r["images_per_epoch"], r["new_jobs"]) == (
+        gap_epochs,
+        n_train // batch * batch,
+        seeds,
+    )
     assert r["images"] == seeds * gap_epochs * (n_train // batch * batch)
     bench = json.loads((cpu_bench / "r18-512d.json").read_text())
     assert r["speed"] == "measured" and r["train_img_s"] == pytest.approx(bench["train_img_s"])
-    assert "r18-512d.json" in r["speed_from"] and "batch 4" in r["speed_from"] and "3x32x32" in r["speed_from"]
+    assert (
+        "r18-512d.json" in r["speed_from"] and "batch 4" in r["speed_from"] and "3x32x32" in r["speed_from"]
+    )
     assert r["hours"] == pytest.approx(r["images"] / bench["train_img_s"] / 3600)
     # figure3 asks for table3's run (the same recipe): counted once, for table3
     assert _row(out, "table3", "ResNet-18-512d")["new_jobs"] == 1
@@ -86,10 +118,13 @@ def test_default_config_jobs_images_measured_extrapolated_and_missing(capsys, cp
 
     g = _row(out, "table2", "GM-GAP-16-8")
     assert g["speed"] == "extrapolated" and "ResNet-18-512d" in g["speed_from"] and "FLOPs" in g["speed_from"]
-    flops = {v: count_flops(build_model(v, num_classes=16, width_mult=0.25), (3, 32, 32))
-             for v in ("ResNet-18-512d", "GM-GAP-16-8")}
-    assert g["train_img_s"] == pytest.approx(bench["train_img_s"] * flops["ResNet-18-512d"] / flops["GM-GAP-16-8"],
-                                             rel=1e-6)
+    flops = {
+        v: count_flops(build_model(v, num_classes=16, width_mult=0.25), (3, 32, 32))
+        for v in ("ResNet-18-512d", "GM-GAP-16-8")
+    }
+    assert g["train_img_s"] == pytest.approx(
+        bench["train_img_s"] * flops["ResNet-18-512d"] / flops["GM-GAP-16-8"], rel=1e-6
+    )
 
     # nothing measured at width 0.5: no number, left out of the total, and the total says so
     m = _row(out, "table2", "SR-SOP (width 0.5)")
@@ -107,10 +142,19 @@ def _write_device_check(folder: Path, variants: list[dict], **sizes) -> Path:
 
     from gmsop import device_check as dc
 
-    header = {"options": {"tiny": False}, "sizes": asdict(replace(dc.FULL, **sizes)),
-              "env": {"device": "cuda", "device_name": "Test GPU"}}
-    record = {"name": "throughput", "status": "passed", "reason": "", "summary": "", "duration_s": 1.0,
-              "figures": {"variants": variants}}
+    header = {
+        "options": {"tiny": False},
+        "sizes": asdict(replace(dc.FULL, **sizes)),
+        "env": {"device": "cuda", "device_name": "Test GPU"},
+    }
+    record = {
+        "name": "throughput",
+        "status": "passed",
+        "reason": "",
+        "summary": "",
+        "duration_s": 1.0,
+        "figures": {"variants": variants},
+    }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / dc.JSON_NAME
     path.write_text(json.dumps(dc.document(header, [record], complete=True)))
@@ -120,11 +164,14 @@ def _write_device_check(folder: Path, variants: list[dict], **sizes) -> Path:
 @pytest.fixture(scope="module")
 def device_check(tmp_path_factory) -> Path:
     """Two variants measured at 64x64, one the check could not run."""
-    return _write_device_check(tmp_path_factory.mktemp("dc"), [
-        {"variant": "ResNet-18-512d", "train_img_s": 5000.0},
-        {"variant": "GM-GAP-16-8", "train_img_s": 3000.0},
-        {"variant": "SR-SOP", "error": "RuntimeError: out of memory"},
-    ])
+    return _write_device_check(
+        tmp_path_factory.mktemp("dc"),
+        [
+            {"variant": "ResNet-18-512d", "train_img_s": 5000.0},
+            {"variant": "GM-GAP-16-8", "train_img_s": 3000.0},
+            {"variant": "SR-SOP", "error": "RuntimeError: out of memory"},
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,14 +179,30 @@ def paper_out(device_check):
     """Both paper configs with the device check and the paper's speeds (JSON output)."""
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert gp.main(["--config", str(IMAGENET), "--config", str(PLACES), "--device-check", str(device_check),
-                        "--assume-from-paper", "--format", "json"]) == 0
+        assert (
+            gp.main(
+                [
+                    "--config",
+                    str(IMAGENET),
+                    "--config",
+                    str(PLACES),
+                    "--device-check",
+                    str(device_check),
+                    "--assume-from-paper",
+                    "--format",
+                    "json",
+                ]
+            )
+            == 0
+        )
     return json.loads(buf.getvalue())
 
 
 def test_paper_configs_rows_by_hand(paper_out):
     imagenet, places = yaml.safe_load(IMAGENET.read_text()), yaml.safe_load(PLACES.read_text())
-    assert paper_out["total"]["new_jobs"] == len(make_plan(imagenet).train_jobs()) + len(make_plan(places).train_jobs())
+    assert paper_out["total"]["new_jobs"] == len(make_plan(imagenet).train_jobs()) + len(
+        make_plan(places).train_jobs()
+    )
     # the starred row: 75 epochs of the flip-doubled full release (1,281,167 images), whole batches of 256
     star = _row(paper_out, "table3", "GM-GAP-16-8* (2x set, 75 epochs)")
     per_epoch = 2 * 1_281_167 // 256 * 256

@@ -1,4 +1,5 @@
 """The two readings and their switches."""
+
 import pytest
 
 from gmsop.protocol import OFFICIAL, PAPER, get_protocol, protocol_fields
@@ -6,7 +7,15 @@ from gmsop.protocol import OFFICIAL, PAPER, get_protocol, protocol_fields
 
 def test_readings_differ_exactly_where_method_facts_says():
     diff = {f for f in protocol_fields() if getattr(OFFICIAL, f) != getattr(PAPER, f)}
-    assert diff == {"ns_iterations", "weight_decay", "sop_stage5_stride", "alpha_per_batch", "cm_batchnorm", "gate_noise", "bn_momentum"}
+    assert diff == {
+        "ns_iterations",
+        "weight_decay",
+        "sop_stage5_stride",
+        "alpha_per_batch",
+        "cm_batchnorm",
+        "gate_noise",
+        "bn_momentum",
+    }
     assert (OFFICIAL.ns_iterations, PAPER.ns_iterations) == (3, 5)
 
 

@@ -1,4 +1,5 @@
 """``resolve_variant``: one resolution of a variant, which build_model, schedules and reports share."""
+
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ def _restore_registrations():
     for d, content in saved:
         d.clear()
         d.update(content)
+
 
 #: name -> (head, N, K, alpha, last stride official, last stride paper, schedule family, mixture)
 PAPER = {
@@ -44,7 +46,12 @@ def test_paper_variants_resolve(name):
     for r in (official, paper):
         assert isinstance(r, ResolvedVariant)
         assert (r.display_name, r.head, r.num_experts, r.k, r.alpha) == (name, head, n, k, alpha)
-        assert (r.schedule_family, r.mixture, r.backbone, r.backbone_name) == (family, mixture, "resnet18", "ResNet-18")
+        assert (r.schedule_family, r.mixture, r.backbone, r.backbone_name) == (
+            family,
+            mixture,
+            "resnet18",
+            "ResNet-18",
+        )
         assert r.second_order == (family != "gap" and head != "netvlad")
         assert r.dropout == (0.2 if mixture else 0.0)
     assert (official.last_stride, paper.last_stride) == (stride_official, stride_paper)
@@ -67,12 +74,21 @@ def test_paper_params_only_for_the_papers_configuration():
     assert resolve_variant("Ave-SOP-16").paper_params is None  # Table 3 has no such row
     assert resolve_variant("GM-SOP-16-8", width_mult=0.25).paper_params is None  # a scaled net
     assert resolve_variant("GM-SOP-16-8", overrides={"dims": [256, 64]}).paper_params is None  # another head
-    assert resolve_variant("GM-SOP-16-8", overrides={"alpha": 0}).paper_params == (10.3, "Table 3")  # loss only
+    assert resolve_variant("GM-SOP-16-8", overrides={"alpha": 0}).paper_params == (
+        10.3,
+        "Table 3",
+    )  # loss only
 
 
 def test_overrides_split_between_protocol_and_head():
     r = resolve_variant("GM-SOP-16-8", overrides={"alpha": 0, "ns_iterations": 5, "k": 4, "dims": None})
-    assert (r.alpha, r.protocol.ns_iterations, r.protocol.name, r.k, r.num_experts) == (0, 5, "official", 4, 16)
+    assert (r.alpha, r.protocol.ns_iterations, r.protocol.name, r.k, r.num_experts) == (
+        0,
+        5,
+        "official",
+        4,
+        16,
+    )
     assert r.head_kwargs == {"num_experts": 16, "k": 4}
     assert resolve_variant("SR-SOP", overrides={"sop_stage5_stride": 2}).last_stride == 2
     assert resolve_variant("SG-MoE-8-2").num_experts == 8
@@ -90,11 +106,18 @@ def test_wrn_gm_gap_gate_is_the_released_one_layer_gate():
     r = resolve_variant("GM-GAP-16-8", backbone="wrn36_2")
     assert r.head_kwargs == {"num_experts": 16, "k": 8, "gate_dims": [512]} and r.in_channels == 256
     assert r.paper_params[0] == 8.7  # still the published row: the registry's choice, not an override
-    assert resolve_variant("GM-GAP-16-8", backbone="wrn36_2", width_mult=0.25).head_kwargs["gate_dims"] == [128]
-    assert resolve_variant("GM-GAP-16-8", backbone="wrn36_2", overrides={"gate_dims": [512, 128]}).head_kwargs[
-        "gate_dims"] == [512, 128]  # an override wins
-    for name, backbone in [("GM-GAP-16-8", "resnet18"), ("GM-GAP-16-8", "resnet50"), ("GM-SOP-16-8", "wrn36_2"),
-                           ("SG-MoE", "wrn36_2")]:
+    assert resolve_variant("GM-GAP-16-8", backbone="wrn36_2", width_mult=0.25).head_kwargs["gate_dims"] == [
+        128
+    ]
+    assert resolve_variant(
+        "GM-GAP-16-8", backbone="wrn36_2", overrides={"gate_dims": [512, 128]}
+    ).head_kwargs["gate_dims"] == [512, 128]  # an override wins
+    for name, backbone in [
+        ("GM-GAP-16-8", "resnet18"),
+        ("GM-GAP-16-8", "resnet50"),
+        ("GM-SOP-16-8", "wrn36_2"),
+        ("SG-MoE", "wrn36_2"),
+    ]:
         assert "gate_dims" not in resolve_variant(name, backbone=backbone).head_kwargs, (name, backbone)
 
 
@@ -105,15 +128,22 @@ def test_dropout():
     assert resolve_variant("SR-SOP", dropout=0.3).dropout == 0.0  # no dropout without a mixture
 
 
-@pytest.mark.parametrize("name, kwargs, message", [
-    ("GM-SOB-16-8", {}, "unknown variant 'GM-SOB-16-8'"),
-    ("GM-SOP-8-9", {}, "K must satisfy 1 <= K <= N, got N=8, K=9"),
-    ("GM-SOP-16-8", {"backbone": "resnet34"}, "unknown backbone 'resnet34' for variant 'GM-SOP-16-8'"),
-    ("GM-GAP-16-8", {"overrides": {"widht": 256}}, r"unknown option\(s\) \['widht'\] for variant 'GM-GAP-16-8'"),
-    ("SR-SOP", {"protocol": "released"}, "unknown protocol 'released'"),
-    ("GM-GAP-16-8", {"overrides": {"gate_noise": "sometimes"}}, "gate_noise must be one of"),
-    ("SR-SOP", {"width_mult": 0}, "width_mult must be > 0"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("GM-SOB-16-8", {}, "unknown variant 'GM-SOB-16-8'"),
+        ("GM-SOP-8-9", {}, "K must satisfy 1 <= K <= N, got N=8, K=9"),
+        ("GM-SOP-16-8", {"backbone": "resnet34"}, "unknown backbone 'resnet34' for variant 'GM-SOP-16-8'"),
+        (
+            "GM-GAP-16-8",
+            {"overrides": {"widht": 256}},
+            r"unknown option\(s\) \['widht'\] for variant 'GM-GAP-16-8'",
+        ),
+        ("SR-SOP", {"protocol": "released"}, "unknown protocol 'released'"),
+        ("GM-GAP-16-8", {"overrides": {"gate_noise": "sometimes"}}, "gate_noise must be one of"),
+        ("SR-SOP", {"width_mult": 0}, "width_mult must be > 0"),
+    ],
+)
 def test_refuses_what_build_model_refuses_with_the_same_message(name, kwargs, message):
     with pytest.raises(ValueError, match=message) as resolved:
         resolve_variant(name, **kwargs)
@@ -163,14 +193,22 @@ def test_plugin_head_declaring_second_order_resolves_as_second_order():
     gmsop.register_head("test_outer", _SecondOrderPool, overwrite=True)
     gmsop.register_variant("Test-Outer", "test_outer", overwrite=True)
     r = resolve_variant("Test-Outer")
-    assert (r.second_order, r.last_stride, r.schedule_family, r.mixture, r.alpha) == (True, 1, "srsop", False, None)
+    assert (r.second_order, r.last_stride, r.schedule_family, r.mixture, r.alpha) == (
+        True,
+        1,
+        "srsop",
+        False,
+        None,
+    )
     assert resolve_variant("Test-Outer", protocol="paper").last_stride == 2
     m = build_model("Test-Outer", num_classes=3, width_mult=0.25)
     assert m.info["last_stride"] == 1 and m.backbone(torch.randn(1, 3, 64, 64)).shape[-1] == 16
 
 
 def test_plugin_traits_from_register_head_and_register_variant():
-    gmsop.register_head("test_factory", lambda in_channels: _SecondOrderPool(in_channels), overwrite=True, second_order=True)
+    gmsop.register_head(
+        "test_factory", lambda in_channels: _SecondOrderPool(in_channels), overwrite=True, second_order=True
+    )
     assert head_traits("test_factory").second_order and head_traits("test_factory").schedule_family == "srsop"
     gmsop.register_variant("Test-Factory", "test_factory", overwrite=True, schedule_family="gm_sop")
     assert resolve_variant("Test-Factory").schedule_family == "gm_sop"

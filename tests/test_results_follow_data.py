@@ -1,6 +1,7 @@
 """Results follow the data and survive mistakes: a file-backed dataset is identified by its files'
 content (run ids, resume), a finished metrics.json is never deleted by a rerun that cannot start,
 and a cut checkpoint falls back to the previous one or stops saying what to do."""
+
 from __future__ import annotations
 
 import copy
@@ -46,9 +47,16 @@ def two_dataset_config(root: Path) -> dict:
     cfg = copy.deepcopy(TINY)
     cfg["datasets"]["mine"] = {"name": "npz", "root": str(root)}
     cfg["defaults"]["batch_size"] = 4
-    cfg["experiments"] = {"t": {"kind": "table", "seeds": [0], "rows": [
-        {"variant": "ResNet-18-512d", "label": "tiny"},
-        {"variant": "ResNet-18-512d", "label": "mine", "dataset": "mine"}]}}
+    cfg["experiments"] = {
+        "t": {
+            "kind": "table",
+            "seeds": [0],
+            "rows": [
+                {"variant": "ResNet-18-512d", "label": "tiny"},
+                {"variant": "ResNet-18-512d", "label": "mine", "dataset": "mine"},
+            ],
+        }
+    }
     return cfg
 
 
@@ -115,9 +123,18 @@ def test_folder_content_covers_every_image(tmp_path):
 
 
 def _npz_config(out: Path, root: Path, **kw) -> TrainConfig:
-    return TrainConfig(variant="ResNet-18", dataset="npz", data_root=str(root), batch_size=4,
-                       schedule="0.05:2", deterministic=True, out=str(out), progress="none",
-                       overrides={"width_mult": 0.125}, **kw)
+    return TrainConfig(
+        variant="ResNet-18",
+        dataset="npz",
+        data_root=str(root),
+        batch_size=4,
+        schedule="0.05:2",
+        deterministic=True,
+        out=str(out),
+        progress="none",
+        overrides={"width_mult": 0.125},
+        **kw,
+    )
 
 
 def test_mistyped_data_root_keeps_the_finished_metrics(tmp_path, capsys):
@@ -127,9 +144,25 @@ def test_mistyped_data_root_keeps_the_finished_metrics(tmp_path, capsys):
     out = tmp_path / "run" / "metrics.json"
     train(_npz_config(out, root))
     before = out.read_bytes()
-    args = ["--variant", "ResNet-18", "--dataset", "npz", "--data-root", str(tmp_path / "dta"),
-            "--batch-size", "4", "--schedule", "0.05:2", "--deterministic", "--override", "width_mult=0.125",
-            "--progress", "none", "--out", str(out)]
+    args = [
+        "--variant",
+        "ResNet-18",
+        "--dataset",
+        "npz",
+        "--data-root",
+        str(tmp_path / "dta"),
+        "--batch-size",
+        "4",
+        "--schedule",
+        "0.05:2",
+        "--deterministic",
+        "--override",
+        "width_mult=0.125",
+        "--progress",
+        "none",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 2
     assert f"{tmp_path / 'dta'} does not exist" in capsys.readouterr().err
     assert out.read_bytes() == before
@@ -153,16 +186,24 @@ def test_resume_refuses_other_data_under_another_root(tmp_path):
 
 
 def _synthetic(out: Path) -> TrainConfig:
-    return TrainConfig(variant="ResNet-18",
-                       dataset_options={"classes": 4, "n_train": 32, "n_val": 8, "size": 8},
-                       batch_size=8, schedule="0.05:2", deterministic=True, out=str(out),
-                       progress="lines", overrides={"width_mult": 0.125})
+    return TrainConfig(
+        variant="ResNet-18",
+        dataset_options={"classes": 4, "n_train": 32, "n_val": 8, "size": 8},
+        batch_size=8,
+        schedule="0.05:2",
+        deterministic=True,
+        out=str(out),
+        progress="lines",
+        overrides={"width_mult": 0.125},
+    )
 
 
 def _strip(m: dict) -> dict:
     timing = ("epoch_time_s", "train_img_s", "train_time_s")
-    return {"final": {k: v for k, v in m["final"].items() if k not in timing},
-            "epochs": [{k: v for k, v in e.items() if k not in timing} for e in m["epochs"]]}
+    return {
+        "final": {k: v for k, v in m["final"].items() if k not in timing},
+        "epochs": [{k: v for k, v in e.items() if k not in timing} for e in m["epochs"]],
+    }
 
 
 def test_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path, capsys):
@@ -192,8 +233,11 @@ def test_no_readable_checkpoint_stops_naming_the_file_and_what_to_do(tmp_path):
     for name in ("last.pt", "previous.pt"):
         (tmp_path / "ckpt" / name).write_bytes(b"PK\x03\x04 cut")
     last = tmp_path / "ckpt" / "last.pt"
-    with pytest.raises(ValueError, match=rf"cannot read checkpoint {last}.*previous checkpoint cannot be "
-                                         rf"used either.*delete {last}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"cannot read checkpoint {last}.*previous checkpoint cannot be "
+        rf"used either.*delete {last}",
+    ):
         train(_synthetic(out))
     assert out.read_bytes() == before
 
@@ -202,8 +246,15 @@ def test_a_checkpoint_that_does_not_read_back_replaces_nothing(tmp_path, monkeyp
     from gmsop.engine import checkpoint
 
     path = tmp_path / "last.pt"
-    state = {"fingerprint": {}, "epoch": 1, "model": {}, "optimizer": {}, "rng": {}, "records": [],
-             "totals": {}}
+    state = {
+        "fingerprint": {},
+        "epoch": 1,
+        "model": {},
+        "optimizer": {},
+        "rng": {},
+        "records": [],
+        "totals": {},
+    }
     checkpoint.save_checkpoint(path, state)
     good = path.read_bytes()
     monkeypatch.setattr(checkpoint.torch, "save", lambda obj, fh: fh.write(b"PK\x03\x04 disk full"))

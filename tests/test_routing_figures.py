@@ -1,12 +1,13 @@
 """The class x component heatmap and the per-batch routing curves draw exactly the numbers of the
 planned rows' metrics.json files (decoys under another run id and seed carry other numbers)."""
+
 import numpy as np
 import pytest
+from result_files import make_run_metrics, write_json
 
 from gmsop.aggregate.figures import class_routing_data, curves_data, plot_class_routing, plot_training_curves
 from gmsop.aggregate.load import load_metrics
 from gmsop.experiments import Experiment, Row
-from result_files import make_run_metrics, write_json
 
 ROUTING = {  # seed -> (val_routing [class][component], images per class): 3 classes, N = 4, K = 2
     0: ([[10, 10, 0, 0], [0, 5, 5, 10], [4, 4, 6, 6]], [10, 10, 10]),
@@ -15,21 +16,47 @@ ROUTING = {  # seed -> (val_routing [class][component], images per class): 3 cla
 
 
 def _row(label, run, variant, k):
-    return Row(experiment="t", index=0, label=label, run=run, bench=f"b-{run}", seeds=(0, 1), variant=variant,
-               display=variant, backbone="resnet18", protocol="official", dataset="tiny", dataset_name="synthetic",
-               width_mult=1.0, settings={}, num_experts=4 if k else None, k=k)
+    return Row(
+        experiment="t",
+        index=0,
+        label=label,
+        run=run,
+        bench=f"b-{run}",
+        seeds=(0, 1),
+        variant=variant,
+        display=variant,
+        backbone="resnet18",
+        protocol="official",
+        dataset="tiny",
+        dataset_name="synthetic",
+        width_mult=1.0,
+        settings={},
+        num_experts=4 if k else None,
+        k=k,
+    )
 
 
-EXP = Experiment(name="t", kind="table", title="T", paper=None, baseline=None, claims=(),
-                 rows=(_row("GAP", "gap-run", "ResNet-18", None), _row("GM", "gm-run", "GM-GAP-4-2", 2)))
+EXP = Experiment(
+    name="t",
+    kind="table",
+    title="T",
+    paper=None,
+    baseline=None,
+    claims=(),
+    rows=(_row("GAP", "gap-run", "ResNet-18", None), _row("GM", "gm-run", "GM-GAP-4-2", 2)),
+)
 
 
 def _write(tmp_path, run, seed, routing, per_class, distinct=(5.0, 3), idle=(0.5, 1)):
     m = make_run_metrics(run, "GM-GAP-4-2", seed=seed, routing=[1, 1, 1, 1], classes=3)
     m["final"].update(val_routing=routing, val_class_counts=per_class)
     for ep in m["epochs"]:
-        ep.update(distinct_topk_mean=distinct[0] + ep["epoch"], distinct_topk_min=distinct[1],
-                  idle_components_mean=idle[0], idle_components_max=idle[1])
+        ep.update(
+            distinct_topk_mean=distinct[0] + ep["epoch"],
+            distinct_topk_min=distinct[1],
+            idle_components_mean=idle[0],
+            idle_components_max=idle[1],
+        )
     return write_json(tmp_path / run / f"seed{seed}" / "metrics.json", m)
 
 
@@ -63,7 +90,11 @@ def test_routing_curves_panels_show_mean_and_worst(data):
     fig = plot_training_curves(EXP, data.epochs)
     assert len(fig.axes) == 4
     lines = fig.axes[2].get_lines()
-    assert lines[0].get_ydata().tolist() == [6.0, 7.0, 8.0] and lines[1].get_ydata().tolist() == [3.0, 3.0, 3.0]
+    assert lines[0].get_ydata().tolist() == [6.0, 7.0, 8.0] and lines[1].get_ydata().tolist() == [
+        3.0,
+        3.0,
+        3.0,
+    ]
 
 
 def test_no_mixture_row_with_records_is_an_error(tmp_path):

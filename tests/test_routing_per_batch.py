@@ -1,6 +1,6 @@
 """Per-batch routing statistics (distinct Top-K sets, idle components) and the class x component
 routing of the last evaluation, against hand-computed cases and a real run."""
-import pytest
+
 import torch
 
 from gmsop.engine.config import TrainConfig
@@ -22,8 +22,17 @@ DS = {"classes": 4, "n_train": 96, "n_val": 40, "size": 16}
 
 
 def test_a_mixture_run_records_per_batch_routing_and_class_routing():
-    m = train(TrainConfig(variant="GM-GAP-4-2", dataset_options=DS, batch_size=32, schedule="0.05:2",
-                          progress="none", overrides={"width_mult": 0.125}, seed=3))
+    m = train(
+        TrainConfig(
+            variant="GM-GAP-4-2",
+            dataset_options=DS,
+            batch_size=32,
+            schedule="0.05:2",
+            progress="none",
+            overrides={"width_mult": 0.125},
+            seed=3,
+        )
+    )
     for e in m["epochs"]:
         assert 1 <= e["distinct_topk_min"] <= e["distinct_topk_mean"] <= 6  # C(4, 2) sets exist
         assert 0 <= e["idle_components_mean"] <= e["idle_components_max"] <= 2  # K = 2 of 4 always busy
@@ -37,8 +46,16 @@ def test_a_mixture_run_records_per_batch_routing_and_class_routing():
 
 
 def test_a_single_head_run_has_no_routing():
-    m = train(TrainConfig(variant="ResNet-18", dataset_options=DS, batch_size=32, schedule="0.05:1",
-                          progress="none", overrides={"width_mult": 0.125}))
+    m = train(
+        TrainConfig(
+            variant="ResNet-18",
+            dataset_options=DS,
+            batch_size=32,
+            schedule="0.05:1",
+            progress="none",
+            overrides={"width_mult": 0.125},
+        )
+    )
     e = m["epochs"][0]
     assert e["distinct_topk_mean"] is None and e["idle_components_max"] is None
     assert m["final"]["val_routing"] is None and sum(m["final"]["val_class_counts"]) == 40

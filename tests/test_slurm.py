@@ -16,6 +16,7 @@ The local cluster has no accounting database, so sacct does not work: the plugin
 with `--slurm-status-command squeue` (with sacct it silently loses the jobs and Snakemake
 hangs); every run is wrapped in `timeout -k`.
 """
+
 import importlib.util
 import os
 import re
@@ -55,9 +56,25 @@ requires_plugin = pytest.mark.skipif(
 
 def snakemake(workdir, *args, config=TINY, limit=600, profile=PROFILE):
     """snakemake on the repository's Snakefile under the SLURM profile, killed after ``limit`` s."""
-    cmd = ["timeout", "-k", "10", str(limit), sys.executable, "-m", "snakemake",
-           "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--workflow-profile", str(profile), "--configfile", str(config), "--replace-workflow-config", *args]
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        str(limit),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        str(profile),
+        "--configfile",
+        str(config),
+        "--replace-workflow-config",
+        *args,
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=limit + 60)
     proc.seconds = time.monotonic() - t0
@@ -70,7 +87,7 @@ def job_counts(output: str) -> dict[str, int]:
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
     counts = {}
-    for line in lines[start + 3:]:
+    for line in lines[start + 3 :]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break
@@ -116,8 +133,10 @@ def targets_of(cfg: dict, experiments: list[str]) -> list[str]:
     for name in experiments:
         kind = cfg["experiments"][name]["kind"]
         out += [f"results/tables/{name}.csv", f"results/figures/curves_{name}.svg"]
-        out += {"alpha": [f"results/figures/{name}_counts.svg", f"results/figures/{name}_error.svg"],
-                "grid": [f"results/figures/{name}_grid.svg"]}.get(kind, [])
+        out += {
+            "alpha": [f"results/figures/{name}_counts.svg", f"results/figures/{name}_error.svg"],
+            "grid": [f"results/figures/{name}_grid.svg"],
+        }.get(kind, [])
     return out
 
 
@@ -129,13 +148,16 @@ def profile_value(rule: str, key: str, attempt: int = 1):
 
 # ---- the paper configs under the SLURM profile (no cluster needed) ---------------------------------
 
+
 def test_profile_is_read_by_this_snakemake():
     """profile.yaml is only read by Snakemake >= 9.19; config.yaml by every 9.x (pyproject: >=9.1)."""
     prof = yaml.safe_load((PROFILE / "config.yaml").read_text())
     assert prof["executor"] == "slurm"
     assert not (PROFILE / "profile.yaml").exists(), "two profile files: Snakemake reads only one of them"
     for key in ("runtime", "mem_mb"):
-        assert profile_value("prepare_data", key) > 0 and profile_value("prepare_data", key, 2) > profile_value("prepare_data", key)
+        assert profile_value("prepare_data", key) > 0 and profile_value(
+            "prepare_data", key, 2
+        ) > profile_value("prepare_data", key)
 
 
 @requires_plugin
@@ -169,7 +191,9 @@ def test_paper_config_dry_run_under_slurm_profile(tmp_path, config_name):
         if rule in CLUSTER_RULES:
             assert isinstance(res.get("runtime"), int) and res["runtime"] > 0, (rule, res)
             assert isinstance(res.get("mem_mb"), int) and res["mem_mb"] > 0, (rule, res)
-            s = summary.setdefault(rule, {"jobs": 0, "gpu": set(), "cpus": set(), "runtime_min": set(), "mem_mb": set()})
+            s = summary.setdefault(
+                rule, {"jobs": 0, "gpu": set(), "cpus": set(), "runtime_min": set(), "mem_mb": set()}
+            )
             s["jobs"] += 1
             s["gpu"].add(res.get("gpu", 0))
             s["cpus"].add(job["threads"])
@@ -177,7 +201,10 @@ def test_paper_config_dry_run_under_slurm_profile(tmp_path, config_name):
             s["mem_mb"].add(res["mem_mb"])
     print(f"\n{config_name} under workflow/profiles/slurm (attempt 1):")
     for rule, s in summary.items():
-        print(f"  {rule:13s} {s['jobs']:4d} jobs  " + "  ".join(f"{k}={sorted(v)}" for k, v in s.items() if k != "jobs"))
+        print(
+            f"  {rule:13s} {s['jobs']:4d} jobs  "
+            + "  ".join(f"{k}={sorted(v)}" for k, v in s.items() if k != "jobs")
+        )
 
 
 def profile_with(tmp_path, **train_resources) -> Path:
@@ -209,8 +236,14 @@ def sbatch_options(job: dict) -> str:
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     fake = SimpleNamespace(resources=_Resources(job["resources"]), threads=job["threads"])
-    params = {"run_uuid": "uuid", "slurm_logfile": "job.log", "comment_str": f"rule_{job['rule']}",
-              "account": "", "partition": "", "workdir": "/work"}
+    params = {
+        "run_uuid": "uuid",
+        "slurm_logfile": "job.log",
+        "comment_str": f"rule_{job['rule']}",
+        "account": "",
+        "partition": "",
+        "workdir": "/work",
+    }
     return get_submit_command(fake, params) + set_gres_string(fake)
 
 
@@ -224,8 +257,16 @@ def test_paper_config_retry_and_gpu_model_reach_sbatch(tmp_path, config_name):
     cfg = yaml.safe_load(config_path.read_text())
     work = tmp_path / "work"
     work.mkdir()
-    proc = snakemake(work, "--dry-run", "--cores", "1024", "--attempt", "2", config=config_path,
-                     profile=profile_with(tmp_path, gpu_model="a100"))
+    proc = snakemake(
+        work,
+        "--dry-run",
+        "--cores",
+        "1024",
+        "--attempt",
+        "2",
+        config=config_path,
+        profile=profile_with(tmp_path, gpu_model="a100"),
+    )
     assert proc.returncode == 0, proc.output[-5000:]
     jobs = dry_run_jobs(proc.output)
     train = [j for j in jobs if j["rule"] == "train"]
@@ -233,10 +274,19 @@ def test_paper_config_retry_and_gpu_model_reach_sbatch(tmp_path, config_name):
     runtime, mem, gpus = 2 * cfg["train_runtime_min"], 2 * cfg["train_mem_mb"], cfg["gpus_per_job"]
     for job in train:
         res = job["resources"]
-        assert (res["runtime"], res["mem_mb"], res["gpu"], res["gpu_model"]) == (runtime, mem, gpus, "a100"), res
+        assert (res["runtime"], res["mem_mb"], res["gpu"], res["gpu_model"]) == (
+            runtime,
+            mem,
+            gpus,
+            "a100",
+        ), res
         assert job["threads"] == cfg["threads_per_job"]
     (prep,) = [j for j in jobs if j["rule"] == "prepare_data"]
-    assert prep["resources"]["runtime"] == profile_value("prepare_data", "runtime", 2) > profile_value("prepare_data", "runtime")
+    assert (
+        prep["resources"]["runtime"]
+        == profile_value("prepare_data", "runtime", 2)
+        > profile_value("prepare_data", "runtime")
+    )
     assert prep["resources"]["mem_mb"] == profile_value("prepare_data", "mem_mb", 2)
     bench = [j for j in jobs if j["rule"] == "bench"]
     assert bench and all(j["resources"]["gpu"] == gpus and "gpu_model" not in j["resources"] for j in bench)
@@ -245,18 +295,22 @@ def test_paper_config_retry_and_gpu_model_reach_sbatch(tmp_path, config_name):
     assert f"--gpus=a100:{gpus}" in call and f"--cpus-per-task={cfg['threads_per_job']}" in call
     assert call[call.index("-t") + 1] == str(runtime) and call[call.index("--mem") + 1] == str(mem)
     # without a model the request is a plain count; prepare_data asks for no GPU at all
-    plain = sbatch_options({**train[0], "resources": {k: v for k, v in train[0]["resources"].items() if k != "gpu_model"}})
+    plain = sbatch_options(
+        {**train[0], "resources": {k: v for k, v in train[0]["resources"].items() if k != "gpu_model"}}
+    )
     assert f"--gpus={gpus}" in plain.split()
     assert "--gpus" not in sbatch_options(prep) and "--ntasks=1" in sbatch_options(prep).split()
 
 
 # ---- the tiny config through a real SLURM cluster ---------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def slurm_cluster():
     if os.environ.get("GMSOP_SLURM_TEST") != "1":
         why = os.environ.get("GMSOP_SLURM_SKIP_REASON") or (
-            "run `sudo bash .ci/slurm/start_local_slurm.sh` and set GMSOP_SLURM_TEST=1 (.ci/run does both)")
+            "run `sudo bash .ci/slurm/start_local_slurm.sh` and set GMSOP_SLURM_TEST=1 (.ci/run does both)"
+        )
         pytest.skip(f"no local SLURM cluster: {why}")
     # the cluster is supposed to be up: from here on, anything missing is a failure
     if PLUGIN_MISSING:
@@ -275,7 +329,14 @@ def squeue_all() -> dict[str, dict]:
     jobs = {}
     for line in out.stdout.splitlines():
         jid, name, state, limit, mem, cpus, comment = line.strip().split("|", 6)
-        jobs[jid] = {"name": name, "state": state, "limit": limit, "mem": mem, "cpus": int(cpus), "comment": comment}
+        jobs[jid] = {
+            "name": name,
+            "state": state,
+            "limit": limit,
+            "mem": mem,
+            "cpus": int(cpus),
+            "comment": comment,
+        }
     return jobs
 
 
@@ -294,23 +355,35 @@ def _diagnostics(work: Path, proc) -> str:
 def tiny_on_slurm(slurm_cluster, tmp_path_factory):
     work = tmp_path_factory.mktemp("slurm")
     cfg = yaml.safe_load(TINY.read_text())
-    assert cfg.get("gpus_per_job", 1) == 0, "the local cluster has no GPUs: tiny.yaml must ask for gpus_per_job: 0"
+    assert cfg.get("gpus_per_job", 1) == 0, (
+        "the local cluster has no GPUs: tiny.yaml must ask for gpus_per_job: 0"
+    )
     experiments = list(cfg["experiments"]) if SLURM_EXPERIMENTS == "all" else SLURM_EXPERIMENTS.split(",")
     proc = snakemake(
         work,
         *targets_of(cfg, experiments),
-        "--executor", "slurm",
-        "--jobs", "10",                                 # keep the node's queue full
-        "--slurm-status-command", "squeue",             # no slurmdbd here: sacct cannot work
-        "--slurm-init-seconds-before-status-checks", "2",
+        "--executor",
+        "slurm",
+        "--jobs",
+        "10",  # keep the node's queue full
+        "--slurm-status-command",
+        "squeue",  # no slurmdbd here: sacct cannot work
+        "--slurm-init-seconds-before-status-checks",
+        "2",
         "--slurm-keep-successful-logs",
-        "--latency-wait", "5",
-        "--retries", "0",
+        "--latency-wait",
+        "5",
+        "--retries",
+        "0",
         # small requests that fit any CI machine (the profile's prepare_data wants 16 GB)
-        "--set-resources", "prepare_data:runtime=10", "prepare_data:mem_mb=1000",
+        "--set-resources",
+        "prepare_data:runtime=10",
+        "prepare_data:mem_mb=1000",
         limit=RUN_LIMIT_S,
     )
-    print(f"\ntiny workflow ({','.join(experiments)}) through SLURM: {proc.seconds:.0f} s (rc={proc.returncode})")
+    print(
+        f"\ntiny workflow ({','.join(experiments)}) through SLURM: {proc.seconds:.0f} s (rc={proc.returncode})"
+    )
     assert proc.returncode == 0, _diagnostics(work, proc)
     return work, cfg, proc, experiments
 
@@ -332,8 +405,12 @@ def test_cluster_jobs_went_through_slurm_and_aggregation_ran_locally(tiny_on_slu
 
     # 1. the plugin's per-job logs: .snakemake/slurm_logs/rule_<rule>/<wildcards>/<SLURM job id>.log
     logs = sorted((work / ".snakemake" / "slurm_logs").rglob("*.log"))
-    by_rule = Counter(p.relative_to(work / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_") for p in logs)
-    assert dict(by_rule) == expected, f"one SLURM job per data/train/bench job, none for local rules: {dict(by_rule)}"
+    by_rule = Counter(
+        p.relative_to(work / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_") for p in logs
+    )
+    assert dict(by_rule) == expected, (
+        f"one SLURM job per data/train/bench job, none for local rules: {dict(by_rule)}"
+    )
     job_ids = {p.stem for p in logs}
     assert len(job_ids) == len(logs) and all(j.isdigit() for j in job_ids)
 

@@ -1,6 +1,6 @@
 """The Snakemake workflow: lint/format, dry-runs of the paper configs, config errors, and one
 tiny end-to-end run (every rule, the report, and both ways of adding a variant)."""
-import copy
+
 import json
 import os
 import re
@@ -25,12 +25,28 @@ pytestmark = pytest.mark.slow
 
 def snakemake(workdir, *args, config=None, timeout=600, check=True):
     """Run snakemake on the repository's Snakefile in ``workdir`` (never the default profile)."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--workflow-profile", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        "none",
+    ]
     if config is not None:  # one file, or several layered in order
-        cmd += ["--configfile", *map(str, config if isinstance(config, (list, tuple)) else [config]), "--replace-workflow-config"]
+        cmd += [
+            "--configfile",
+            *map(str, config if isinstance(config, (list, tuple)) else [config]),
+            "--replace-workflow-config",
+        ]
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=workdir)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -54,7 +70,12 @@ def test_lint_and_format(tmp_path):
     lints = [line.strip() for line in out.splitlines() if line.strip().startswith("* ")]
     assert "Lints for rule" in out or proc.returncode == 0, out
     assert lints and all(line.startswith("* Specify a conda environment or container") for line in lints), out
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], capture_output=True, text=True, cwd=ROOT)
+    fmt = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
@@ -68,12 +89,30 @@ def test_lint_and_format(tmp_path):
         ("paper-places365.yaml", {"train": 18, "bench": 1, "table": 1, "prepare_data": 1}),
         ("orderings-synthetic.yaml", {"train": 18, "bench": None, "table": 1, "prepare_data": 1}),
         # other budgets, the released recipe, the paper's protocol and more images are layered on orderings-synthetic.yaml
-        (("orderings-synthetic.yaml", "overlays/orderings-12ep.yaml"), {"train": 18, "bench": None, "table": 1}),
-        (("orderings-synthetic.yaml", "overlays/orderings-30ep.yaml"), {"train": 15, "bench": None, "table": 1}),
-        (("orderings-synthetic.yaml", "overlays/orderings-batch256-12ep.yaml"), {"train": 15, "bench": None, "table": 1}),
-        (("orderings-synthetic.yaml", "overlays/orderings-paper-protocol.yaml"), {"train": 18, "bench": None, "table": 1}),
-        (("orderings-synthetic.yaml", "overlays/orderings-40k-images.yaml"), {"train": 15, "bench": None, "table": 1}),
-        (("orderings-synthetic.yaml", "overlays/orderings-released-schedules.yaml"), {"train": 18, "bench": None, "table": 1}),
+        (
+            ("orderings-synthetic.yaml", "overlays/orderings-12ep.yaml"),
+            {"train": 18, "bench": None, "table": 1},
+        ),
+        (
+            ("orderings-synthetic.yaml", "overlays/orderings-30ep.yaml"),
+            {"train": 15, "bench": None, "table": 1},
+        ),
+        (
+            ("orderings-synthetic.yaml", "overlays/orderings-batch256-12ep.yaml"),
+            {"train": 15, "bench": None, "table": 1},
+        ),
+        (
+            ("orderings-synthetic.yaml", "overlays/orderings-paper-protocol.yaml"),
+            {"train": 18, "bench": None, "table": 1},
+        ),
+        (
+            ("orderings-synthetic.yaml", "overlays/orderings-40k-images.yaml"),
+            {"train": 15, "bench": None, "table": 1},
+        ),
+        (
+            ("orderings-synthetic.yaml", "overlays/orderings-released-schedules.yaml"),
+            {"train": 18, "bench": None, "table": 1},
+        ),
     ],
 )
 def test_paper_configs_dry_run_every_job(tmp_path, config, expected):
@@ -130,7 +169,7 @@ gmsop.register_variant("MaxAvg", "max_avg", overwrite=True)
 #: (c) a method of the user's own, as a Snakemake rule: a logistic regression fitted by SGD on the
 #: pixels of the row's dataset, one metrics.json per seed; the seed shuffles the data, so each
 #: seed gives its own error (a table that summarised one seed for both would be caught).
-RULE = '''
+RULE = """
 rule sklearn_logreg:
     input:
         "results/data/learnable.json",
@@ -150,7 +189,7 @@ rule sklearn_logreg:
         atomic_write_json(output[0], rule_metrics("sklearn_logreg", int(wildcards.seed), err,
                                                   dataset="learnable", num_classes=ds.num_classes,
                                                   train_size=len(ds.train)))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +203,9 @@ def tiny_run(tmp_path_factory):
     cfg["plugins"] = ["my_heads.py"]
     cfg["rule_files"] = ["my_method.smk"]
     rows = cfg["experiments"]["table2"]["rows"]
-    rows.append({"variant": "GM-GAP-4-1", "label": "GM-GAP-4-1 (alpha 10)", "overrides": {"alpha": 10}, "paper": None})  # (a)
+    rows.append(
+        {"variant": "GM-GAP-4-1", "label": "GM-GAP-4-1 (alpha 10)", "overrides": {"alpha": 10}, "paper": None}
+    )  # (a)
     rows.append({"variant": "MaxAvg", "paper": None})  # (b)
     rows.append({"rule": "sklearn_logreg", "label": "Logistic regression (rule)"})  # (c)
     cfg["experiments"]["table2"]["orderings"].append("Logistic regression (rule) < ResNet-18-512d")
@@ -270,7 +311,10 @@ def test_every_result_file_carries_the_id_it_was_planned_for(tiny_run):
                 assert m["run"]["settings"] == json.loads(json.dumps(plan.runs[row.run]))
                 checked += 1
             b = read_bench(work / "results" / "bench" / exp.name / f"{row.bench}.json")
-            assert b["run"]["id"] == row.bench and {"experiment": exp.name, "row": row.label} in b["run"]["planned_for"]
+            assert (
+                b["run"]["id"] == row.bench
+                and {"experiment": exp.name, "row": row.label} in b["run"]["planned_for"]
+            )
     assert checked >= 15
     card = pd.read_csv(work / "results" / "scorecard.csv")
     assert card["claim"].tolist()[0] == "GM-SOP-4-2 < ResNet-18-512d"
@@ -288,9 +332,22 @@ def _chromium():
 
 def _dump_dom(page: Path, profile: Path, *options: str) -> str:
     """The DOM of ``page`` after headless Chromium ran its scripts (10 s of virtual time)."""
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", *options, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *options,
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
 
 
@@ -308,7 +365,7 @@ def test_report_renders_tables_and_figures_in_a_browser(tiny_run):
     # the landing page opens on the scorecard: a real table element (the raw file holds it only
     # as an escaped string inside the report's data), with the tiny config's one claim
     assert '<table id="gmsop-scorecard"' in dom and '<table id="gmsop-scorecard"' not in raw
-    landing = dom[dom.index('<table id="gmsop-scorecard"'):]
+    landing = dom[dom.index('<table id="gmsop-scorecard"') :]
     assert "GM-SOP-4-2 &lt; ResNet-18-512d" in landing[: landing.index("</table>")]
     assert dom.index('<figure id="gmsop-forest"') < dom.index('<table id="gmsop-scorecard"')  # the plot first
 
@@ -373,9 +430,19 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     # when the short run finishes late: 2048 images per epoch (about 2.3 s on 2 cores), 20
     # epochs (a margin of ~40 s)
     cfg["schedules"] = {"short": [[0.05, 1]], "long": [[0.05, 20]]}
-    cfg["datasets"]["big"] = {"name": "synthetic", "options": {**cfg["datasets"]["tiny"]["options"], "n_train": 2048}}
+    cfg["datasets"]["big"] = {
+        "name": "synthetic",
+        "options": {**cfg["datasets"]["tiny"]["options"], "n_train": 2048},
+    }
     cfg["experiments"] = {
-        "table2": {"kind": "table", "seeds": [0], "rows": [{"variant": "ResNet-18-512d"}, {"variant": "SR-SOP", "schedule": "long", "dataset": "big"}]}
+        "table2": {
+            "kind": "table",
+            "seeds": [0],
+            "rows": [
+                {"variant": "ResNet-18-512d"},
+                {"variant": "SR-SOP", "schedule": "long", "dataset": "big"},
+            ],
+        }
     }
     cfg["bench"] = {"enabled": False}
     # With retries, the training job killed by the SIGINT can be restarted (and run to the end)
@@ -383,15 +450,36 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     cfg["train_retries"] = 0
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--workflow-profile", "none", "--configfile", str(path), "--replace-workflow-config", "--cores", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--workflow-profile",
+        "none",
+        "--configfile",
+        str(path),
+        "--replace-workflow-config",
+        "--cores",
+        "2",
+    ]
     # Snakemake's output goes to a file: an unread pipe fills up (each job's "reason" can be
     # kilobytes) and blocks Snakemake, which then cannot start the short job in time.
     out_log = (tmp_path / "snakemake.out").open("w")
     # SIGINT back to its default in the child: a test run started in the background of a
     # non-interactive shell (`bash .ci/run &`) inherits SIGINT ignored, and so would Snakemake.
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out_log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=out_log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     progress = None
     while time.time() < deadline and proc.poll() is None:
@@ -403,7 +491,9 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
             progress = found[0]
             break
         time.sleep(0.5)
-    assert progress is not None, "the long run never reached epoch 2:\n" + (tmp_path / "snakemake.out").read_text()[-3000:]
+    assert progress is not None, (
+        "the long run never reached epoch 2:\n" + (tmp_path / "snakemake.out").read_text()[-3000:]
+    )
     time.sleep(3)  # let Snakemake register the short job as finished
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=60)
@@ -413,10 +503,13 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
     mtime = finished[0].stat().st_mtime
     done_before = len(progress.read_text().splitlines())
     assert not list((tmp_path / "results" / "runs").glob("sr-sop*/seed0/metrics.json")), (
-        "the long run finished before the SIGINT:\n" + (tmp_path / "snakemake.out").read_text()[-3000:])
+        "the long run finished before the SIGINT:\n" + (tmp_path / "snakemake.out").read_text()[-3000:]
+    )
 
     # --rerun-incomplete is in the default profile: a job killed mid-run is restarted
-    rerun = subprocess.run(cmd + ["--rerun-incomplete"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        cmd + ["--rerun-incomplete"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert finished[0].stat().st_mtime == mtime  # not retrained
     log = next((tmp_path / "logs" / "train").glob("sr-sop*/seed0.log")).read_text()
@@ -429,8 +522,18 @@ def test_interrupted_training_resumes_and_finished_runs_survive(tmp_path):
 def test_plain_snakemake_finds_the_default_profile(tmp_path):
     """`snakemake` with no option works: Snakemake 9 finds profiles/default beside the Snakefile
     (cores, rerun-incomplete, show-failed-logs) — a dry run without --cores must plan the DAG."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--configfile", str(ROOT / "config.yaml"), "-n"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        "-n",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

@@ -1,6 +1,7 @@
 """The workflow follows the data: a replaced npz retrains exactly the runs that read it (nothing
 else is touched), an unchanged one is reused, and a rule row's malformed metrics.json stops the
 workflow in its own check job, before a table reads it."""
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,13 @@ def mtimes(folder: Path) -> dict[str, int]:
 
 def test_replaced_npz_retrains_exactly_its_runs(tmp_path):
     write_npz(tmp_path / "data")
-    path = config(tmp_path, [{"variant": "ResNet-18-512d", "label": "tiny"},
-                             {"variant": "ResNet-18-512d", "label": "mine", "dataset": "mine"}])
+    path = config(
+        tmp_path,
+        [
+            {"variant": "ResNet-18-512d", "label": "tiny"},
+            {"variant": "ResNet-18-512d", "label": "mine", "dataset": "mine"},
+        ],
+    )
     snakemake(tmp_path, "--cores", "2", config=path)
     runs = tmp_path / "results" / "runs"
     first = {p.parent.parent.name for p in runs.glob("*/seed0/metrics.json")}
@@ -66,7 +72,7 @@ def test_replaced_npz_retrains_exactly_its_runs(tmp_path):
     assert table.loc["mine", "n"] == 1 == table.loc["tiny", "n"]
 
 
-BAD_RULE = '''
+BAD_RULE = """
 rule bad_rule:
     output:
         "results/rules/bad_rule/seed{seed}/metrics.json",
@@ -78,13 +84,16 @@ rule bad_rule:
         del m["final"]["top1_err"]
         with open(output[0], "w") as fh:
             json.dump(m, fh)
-'''
+"""
 
 
 def test_malformed_rule_metrics_stop_in_their_own_check_job(tmp_path):
     (tmp_path / "bad_rule.smk").write_text(BAD_RULE)
-    path = config(tmp_path, [{"variant": "ResNet-18-512d"}, {"rule": "bad_rule", "label": "Mine"}],
-                  rule_files=["bad_rule.smk"])
+    path = config(
+        tmp_path,
+        [{"variant": "ResNet-18-512d"}, {"rule": "bad_rule", "label": "Mine"}],
+        rule_files=["bad_rule.smk"],
+    )
     proc = snakemake(tmp_path, "--cores", "2", config=path, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0

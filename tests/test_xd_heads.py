@@ -1,5 +1,6 @@
 """ResNet-X-Xd as the paper defines it: a parametric GAP read as a single-CM GM-GAP (the mixture's
 BN1d + dropout classifier after it), with the 8256d rows at SR-SOP's dimension at every width."""
+
 import pytest
 import torch
 from torch import nn
@@ -20,7 +21,9 @@ def test_8256d_takes_sr_sops_dimension_at_every_width(width_mult, dim):
     sop = build_model("SR-SOP", num_classes=10, width_mult=width_mult)
     assert xd.rep_dim == sop.rep_dim == dim
     # other widths of the name scale linearly, as every head width does
-    assert build_model("ResNet-18-512d", num_classes=10, width_mult=width_mult).rep_dim == int(512 * width_mult)
+    assert build_model("ResNet-18-512d", num_classes=10, width_mult=width_mult).rep_dim == int(
+        512 * width_mult
+    )
 
 
 @pytest.mark.parametrize("width_mult", [1.0, 0.25])
@@ -56,8 +59,10 @@ def test_a_classifier_override_equal_to_the_default_changes_no_run_id():
     assert _canonical_overrides({**spec, "overrides": {"classifier": "linear"}}) == {"classifier": "linear"}
 
 
-@pytest.mark.parametrize("name, backbone", [("ResNet-18-512d", "resnet18"), ("ResNet-50-512d", "resnet50"),
-                                            ("ResNet-50-8256d", "resnet50")])
+@pytest.mark.parametrize(
+    "name, backbone",
+    [("ResNet-18-512d", "resnet18"), ("ResNet-50-512d", "resnet50"), ("ResNet-50-8256d", "resnet50")],
+)
 def test_full_width_parameters_within_3_percent_of_the_published(name, backbone):
     published, _ = paper_params(name, backbone)
     for overrides in ({}, {"classifier": "linear"}, {"conv_bn": True}):

@@ -17,26 +17,71 @@ Modules: ``load`` (files -> frames), ``select`` (a planned row's files), ``stats
 ``display`` and ``writers`` (formats), ``paper_values`` (published numbers and setting),
 ``figures`` and ``forest`` (the scorecard's plot; lazy: matplotlib).
 """
+
 import importlib
 
 #: Public name -> the module that defines it. Imported on first use (PEP 562): a job that only
 #: parses claims (planning) must not pay for pandas, scipy and matplotlib.
 _WHERE = {
-    "claims": ("Claim", "adjust_holm", "evaluate_claim", "evaluate_claims", "failed_seeds", "holm",
-               "kendall_agreement", "parse_claims", "verdict_kind"),
-    "load": ("BENCH_COLUMNS", "RUN_COLUMNS", "MetricsData", "ResultFileError", "find_result_files", "load_bench",
-             "load_epochs", "load_metrics", "load_routing", "load_runs", "select_epoch"),
-    "paper_values": ("PAPER_VALUES", "TABLES", "PaperValue", "paper_frame", "paper_params", "paper_rows",
-                     "paper_train_fps", "paper_value"),
+    "claims": (
+        "Claim",
+        "adjust_holm",
+        "evaluate_claim",
+        "evaluate_claims",
+        "failed_seeds",
+        "holm",
+        "kendall_agreement",
+        "parse_claims",
+        "verdict_kind",
+    ),
+    "load": (
+        "BENCH_COLUMNS",
+        "RUN_COLUMNS",
+        "MetricsData",
+        "ResultFileError",
+        "find_result_files",
+        "load_bench",
+        "load_epochs",
+        "load_metrics",
+        "load_routing",
+        "load_runs",
+        "select_epoch",
+    ),
+    "paper_values": (
+        "PAPER_VALUES",
+        "TABLES",
+        "PaperValue",
+        "paper_frame",
+        "paper_params",
+        "paper_rows",
+        "paper_train_fps",
+        "paper_value",
+    ),
     "scorecard": ("build_scorecard", "write_scorecard"),
     "select": ("row_bench", "row_runs"),
     "stats": ("Summary", "summarize", "summarize_groups"),
     "tables": ("TABLE_COLUMNS", "build_table"),
-    "writers": ("FORMATS", "render_csv", "render_html", "render_latex", "render_markdown", "write_csv", "write_html",
-                "write_latex", "write_markdown", "write_table"),
+    "writers": (
+        "FORMATS",
+        "render_csv",
+        "render_html",
+        "render_latex",
+        "render_markdown",
+        "write_csv",
+        "write_html",
+        "write_latex",
+        "write_markdown",
+        "write_table",
+    ),
     "forest": ("forest_data", "plot_forest"),
-    "figures": ("plot_routing", "plot_alpha_sweep", "plot_nk_grid", "plot_training_curves", "save_figure",
-                "figure_paths"),
+    "figures": (
+        "plot_routing",
+        "plot_alpha_sweep",
+        "plot_nk_grid",
+        "plot_training_curves",
+        "save_figure",
+        "figure_paths",
+    ),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 

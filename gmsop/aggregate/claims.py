@@ -55,13 +55,13 @@ a family of claims, which keeps the chance of any false "holds"/"reversed" in th
 :func:`kendall_agreement` and :func:`ranks` compare whole columns instead of chosen pairs: does
 our ranking of the rows agree with the paper's, whatever the absolute numbers?
 """
+
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,9 +70,26 @@ if TYPE_CHECKING:  # pandas and scipy load on first use: planning parses claims,
     import pandas as pd
 
 __all__ = [
-    "Claim", "ClaimResult", "CLAIM_COLUMNS", "CHANCE_FRACTION", "LEVEL", "VERDICTS", "TESTED", "parse_claim",
-    "parse_claims", "chance_error", "learned", "failed_seeds", "verdict_kind", "evaluate_claim",
-    "evaluate_claims", "holm", "adjust_holm", "HOLM_COLUMNS", "kendall_agreement", "ranks",
+    "Claim",
+    "ClaimResult",
+    "CLAIM_COLUMNS",
+    "CHANCE_FRACTION",
+    "LEVEL",
+    "VERDICTS",
+    "TESTED",
+    "parse_claim",
+    "parse_claims",
+    "chance_error",
+    "learned",
+    "failed_seeds",
+    "verdict_kind",
+    "evaluate_claim",
+    "evaluate_claims",
+    "holm",
+    "adjust_holm",
+    "HOLM_COLUMNS",
+    "kendall_agreement",
+    "ranks",
 ]
 
 #: A row counts as learned when its mean error is at most this fraction of chance error, i.e. it
@@ -85,8 +102,16 @@ LEVEL = 0.95
 
 #: Every kind of verdict :func:`evaluate_claim` can give, strongest first. ``unstable`` is given
 #: as ``unstable (k of n seeds failed)``; :func:`verdict_kind` maps a verdict to its kind.
-VERDICTS = ("holds", "reversed", "inconclusive", "inconclusive (no spread)", "inconclusive (1 seed)",
-            "unstable", "not learned", "missing")
+VERDICTS = (
+    "holds",
+    "reversed",
+    "inconclusive",
+    "inconclusive (no spread)",
+    "inconclusive (1 seed)",
+    "unstable",
+    "not learned",
+    "missing",
+)
 
 #: The verdicts of a claim tested with an interval: the family the Holm adjustment counts.
 TESTED = ("holds", "reversed", "inconclusive")
@@ -116,19 +141,24 @@ def parse_claim(text: str, labels: Sequence[str] | None = None, where: str = "or
         raise ValueError(f"{where}: {text!r} is not a string like 'SR-SOP < ResNet-18'")
     parts = _SPLIT.split(text.strip())
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"{where}: {text!r} is not of the form 'A < B' (row labels, lower error on the left)")
+        raise ValueError(
+            f"{where}: {text!r} is not of the form 'A < B' (row labels, lower error on the left)"
+        )
     claim = Claim(parts[0].strip(), parts[1].strip())
     if claim.better == claim.worse:
         raise ValueError(f"{where}: {text!r} compares a row with itself")
     if labels is not None:
         unknown = [s for s in (claim.better, claim.worse) if s not in labels]
         if unknown:
-            raise ValueError(f"{where}: {text!r} names {unknown}, not a row of the table; rows are {list(labels)}")
+            raise ValueError(
+                f"{where}: {text!r} names {unknown}, not a row of the table; rows are {list(labels)}"
+            )
     return claim
 
 
-def parse_claims(items: Iterable[str] | None, labels: Sequence[str] | None = None,
-                 where: str = "orderings") -> tuple[Claim, ...]:
+def parse_claims(
+    items: Iterable[str] | None, labels: Sequence[str] | None = None, where: str = "orderings"
+) -> tuple[Claim, ...]:
     """Parse a list of ``"A < B"`` strings (see :func:`parse_claim`); errors name ``where[i]``."""
     if items is None:
         return ()
@@ -212,7 +242,7 @@ def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     needs two runs a side and some spread on at least one side."""
     va, vb = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
     se = math.sqrt(va + vb)
-    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
     from scipy import stats
 
     t = float(a.mean() - b.mean()) / se
@@ -227,7 +257,9 @@ def _t_interval(diff: float, se: float, dof: float, level: float) -> tuple[float
     return diff - half, diff + half
 
 
-def _bootstrap_interval(a: np.ndarray, b: np.ndarray, level: float, n_boot: int, seed: int) -> tuple[float, float]:
+def _bootstrap_interval(
+    a: np.ndarray, b: np.ndarray, level: float, n_boot: int, seed: int
+) -> tuple[float, float]:
     """Percentile bootstrap interval of mean(a) - mean(b), resampling each side on its own."""
     rng = np.random.default_rng(seed)
     ma = a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1)
@@ -242,9 +274,17 @@ def _p_improvement(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.less.outer(a, b).sum() + 0.5 * np.equal.outer(a, b).sum()) / (a.size * b.size))
 
 
-def evaluate_claim(claim: Claim, better_errors: Sequence[float], worse_errors: Sequence[float],
-                   better_classes: int | None, worse_classes: int | None, *,
-                   level: float = LEVEL, n_boot: int = 10000, seed: int = 0) -> ClaimResult:
+def evaluate_claim(
+    claim: Claim,
+    better_errors: Sequence[float],
+    worse_errors: Sequence[float],
+    better_classes: int | None,
+    worse_classes: int | None,
+    *,
+    level: float = LEVEL,
+    n_boot: int = 10000,
+    seed: int = 0,
+) -> ClaimResult:
     """Test ``claim`` on the top-1 errors (percent) of each row's finished runs.
 
     ``*_classes`` is the number of classes of the row's dataset, for the failed-seed check
@@ -258,10 +298,25 @@ def evaluate_claim(claim: Claim, better_errors: Sequence[float], worse_errors: S
     a = np.asarray(list(better_errors), dtype=float).ravel()
     b = np.asarray(list(worse_errors), dtype=float).ravel()
     ma, mb = _mean(a), _mean(b)
-    out = dict(claim=str(claim), better=claim.better, worse=claim.worse, better_mean=ma, worse_mean=mb,
-               diff=ma - mb, ci_low=_NAN, ci_high=_NAN, boot_low=_NAN, boot_high=_NAN,
-               n_better=int(a.size), n_worse=int(b.size), p_improvement=_NAN, p_value=_NAN, se=_NAN, dof=_NAN,
-               n_failed=0)
+    out = dict(
+        claim=str(claim),
+        better=claim.better,
+        worse=claim.worse,
+        better_mean=ma,
+        worse_mean=mb,
+        diff=ma - mb,
+        ci_low=_NAN,
+        ci_high=_NAN,
+        boot_low=_NAN,
+        boot_high=_NAN,
+        n_better=int(a.size),
+        n_worse=int(b.size),
+        p_improvement=_NAN,
+        p_value=_NAN,
+        se=_NAN,
+        dof=_NAN,
+        n_failed=0,
+    )
     if a.size == 0 or b.size == 0:
         return ClaimResult(**out, verdict="missing")
     fa, fb = failed_seeds(a, better_classes), failed_seeds(b, worse_classes)
@@ -284,9 +339,15 @@ def evaluate_claim(claim: Claim, better_errors: Sequence[float], worse_errors: S
     return ClaimResult(**out, verdict=verdict)
 
 
-def evaluate_claims(claims: Iterable[Claim | str], errors: Mapping[str, Sequence[float]],
-                    classes: Mapping[str, int | None], *,
-                    level: float = LEVEL, n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
+def evaluate_claims(
+    claims: Iterable[Claim | str],
+    errors: Mapping[str, Sequence[float]],
+    classes: Mapping[str, int | None],
+    *,
+    level: float = LEVEL,
+    n_boot: int = 10000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per claim, in order, with columns :data:`CLAIM_COLUMNS`.
 
     ``errors``: row label -> top-1 errors of its finished runs (a label absent is "missing");
@@ -295,8 +356,16 @@ def evaluate_claims(claims: Iterable[Claim | str], errors: Mapping[str, Sequence
     rows = []
     for c in claims:
         c = parse_claim(c) if isinstance(c, str) else c
-        r = evaluate_claim(c, errors.get(c.better, ()), errors.get(c.worse, ()),
-                           classes.get(c.better), classes.get(c.worse), level=level, n_boot=n_boot, seed=seed)
+        r = evaluate_claim(
+            c,
+            errors.get(c.better, ()),
+            errors.get(c.worse, ()),
+            classes.get(c.better),
+            classes.get(c.worse),
+            level=level,
+            n_boot=n_boot,
+            seed=seed,
+        )
         rows.append(r.to_dict())
     import pandas as pd
 

@@ -9,6 +9,7 @@ parameter counts in millions with two decimals (the paper prints one); Δ signed
 to whole images/s; ratios with two decimals and "×". Paper-side columns that are empty for every
 row (Table 2 has no top-5 column; only a few rows have a quoted speed) are left out.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,23 +21,44 @@ import pandas as pd
 from gmsop.aggregate import paper_values as pv
 from gmsop.aggregate.claims import verdict_kind
 
-__all__ = ["Dialect", "TEXT", "LATEX", "display_table", "best_row", "table_notes", "table_title",
-           "NOT_LEARNED_MARK", "FAILED_MARK", "FAILED_NOTE", "failed_runs", "VERDICT_COLOURS",
-           "verdict_colour"]
+__all__ = [
+    "Dialect",
+    "TEXT",
+    "LATEX",
+    "display_table",
+    "best_row",
+    "table_notes",
+    "table_title",
+    "NOT_LEARNED_MARK",
+    "FAILED_MARK",
+    "FAILED_NOTE",
+    "failed_runs",
+    "VERDICT_COLOURS",
+    "verdict_colour",
+]
 
 #: Marks a row none of whose seeds learned (error above 75% of chance; gmsop.aggregate.claims).
 NOT_LEARNED_MARK = " °"
 #: Marks a row some of whose seeds failed (did not learn or diverged); a footnote names them.
 FAILED_MARK = " §"
 #: The footnote's opening, before the list of failed seeds (tables and scorecard alike).
-FAILED_NOTE = (f"{FAILED_MARK.strip()} failed seeds (top-1 error above 75% of chance, or diverged), "
-               "counted in the row's mean; every claim on such a row is unstable, with no interval")
+FAILED_NOTE = (
+    f"{FAILED_MARK.strip()} failed seeds (top-1 error above 75% of chance, or diverged), "
+    "counted in the row's mean; every claim on such a row is unstable, with no interval"
+)
 
 #: Colour of each kind of verdict (gmsop.aggregate.claims.VERDICTS) in the scorecard and its plot:
 #: green a direction the paper claims, red the opposite, amber no direction, grey no test.
-VERDICT_COLOURS = {"holds": "#1a7f37", "reversed": "#cf222e", "inconclusive": "#9a6700",
-                   "inconclusive (no spread)": "#9a6700", "inconclusive (1 seed)": "#9a6700",
-                   "unstable": "#8250df", "not learned": "#57606a", "missing": "#57606a"}
+VERDICT_COLOURS = {
+    "holds": "#1a7f37",
+    "reversed": "#cf222e",
+    "inconclusive": "#9a6700",
+    "inconclusive (no spread)": "#9a6700",
+    "inconclusive (1 seed)": "#9a6700",
+    "unstable": "#8250df",
+    "not learned": "#57606a",
+    "missing": "#57606a",
+}
 
 
 def verdict_colour(verdict: str) -> str:
@@ -45,11 +67,30 @@ def verdict_colour(verdict: str) -> str:
 
 
 def _latex_escape(text: str) -> str:
-    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-            "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "−": r"$-$", "—": "--", "–": "--",
-            "≈": r"$\approx$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "§": r"\S{}",
-            "°": r"\textdegree{}", "τ": r"$\tau$"}
+    repl = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "±": r"$\pm$",
+        "×": r"$\times$",
+        "Δ": r"$\Delta$",
+        "−": r"$-$",
+        "—": "--",
+        "–": "--",
+        "≈": r"$\approx$",
+        "†": r"\textsuperscript{\dag}",
+        "‡": r"\textsuperscript{\ddag}",
+        "§": r"\S{}",
+        "°": r"\textdegree{}",
+        "τ": r"$\tau$",
+    }
     return "".join(repl.get(ch, ch) for ch in text)
 
 
@@ -127,44 +168,61 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
     dims = []
     for ours, paper in zip(df["dim"], df["dim_paper"]):
         if _finite(ours):
-            dims.append(f"{int(ours)}" + (f" (paper {int(paper)})" if _finite(paper) and paper != ours else ""))
+            dims.append(
+                f"{int(ours)}" + (f" (paper {int(paper)})" if _finite(paper) and paper != ours else "")
+            )
         else:
             dims.append(d.missing + (f" (paper {int(paper)})" if _finite(paper) else ""))
     cols["Dim."] = dims
     cols["Params (M)"] = [_num(x, ".2f", d) for x in df["params_m"]]
     if _has(df, "params_paper_m"):
-        marks = [("" if not _finite(x) or src.startswith("Table 3") else "†")
-                 + ("‡" if (v, b) in pv.PARAMS_NOTES else "")
-                 for x, src, v, b in zip(df["params_paper_m"], df["params_paper_source"], df["variant"], df["backbone"])]
-        cols["Paper params (M)"] = [_num(x, ".1f", d) + d.escape(m) for x, m in zip(df["params_paper_m"], marks)]
+        marks = [
+            ("" if not _finite(x) or src.startswith("Table 3") else "†")
+            + ("‡" if (v, b) in pv.PARAMS_NOTES else "")
+            for x, src, v, b in zip(
+                df["params_paper_m"], df["params_paper_source"], df["variant"], df["backbone"]
+            )
+        ]
+        cols["Paper params (M)"] = [
+            _num(x, ".1f", d) + d.escape(m) for x, m in zip(df["params_paper_m"], marks)
+        ]
     seeds = []
     for n, u in zip(df["n"], df["n_unfinished"]):
         seeds.append(f"{n}" + (f" (+{u} unfinished)" if u else ""))
     cols["n"] = seeds
     for k, name in (("top1", "Top-1"), ("top5", "Top-5")):
-        cells = [_err(m, s, n, bad, d)
-                 for m, s, n, bad in zip(df[f"{k}_mean"], df[f"{k}_std"], df["n"], df[f"{k}_nonfinite"])]
+        cells = [
+            _err(m, s, n, bad, d)
+            for m, s, n, bad in zip(df[f"{k}_mean"], df[f"{k}_std"], df["n"], df[f"{k}_nonfinite"])
+        ]
         if k == "top5":  # no finite top-5 where every top-1 is finite: the method does not report it
-            cells = [d.missing if n and bad5 == n and not bad1 else c
-                     for c, n, bad1, bad5 in zip(cells, df["n"], df["top1_nonfinite"], df["top5_nonfinite"])]
+            cells = [
+                d.missing if n and bad5 == n and not bad1 else c
+                for c, n, bad1, bad5 in zip(cells, df["n"], df["top1_nonfinite"], df["top5_nonfinite"])
+            ]
         if k == "top1":  # a row that did not learn, or with failed seeds, is marked where its error is
-            marks = [NOT_LEARNED_MARK if not pd.isna(ok) and not bool(ok) else FAILED_MARK if bad else ""
-                     for ok, bad in zip(df["learned"], df["n_failed"])]
+            marks = [
+                NOT_LEARNED_MARK if not pd.isna(ok) and not bool(ok) else FAILED_MARK if bad else ""
+                for ok, bad in zip(df["learned"], df["n_failed"])
+            ]
             cells = [c + d.escape(m) for c, m in zip(cells, marks)]
         cols[f"{name} err. (%)"] = cells
         if _has(df, f"{k}_paper"):
             cols[f"Paper {name.lower()} (%)"] = [_num(x, ".2f", d) for x in df[f"{k}_paper"]]
             cols[f"Δ {name.lower()}"] = [_signed(x, d) for x in df[f"{k}_delta"]]
     if df["paper_rank"].notna().any():
-        cols["Rank: paper / ours"] = [f"{int(a)} / {int(b)}" if pd.notna(a) and pd.notna(b) else d.missing
-                                      for a, b in zip(df["paper_rank"], df["our_rank"])]
+        cols["Rank: paper / ours"] = [
+            f"{int(a)} / {int(b)}" if pd.notna(a) and pd.notna(b) else d.missing
+            for a, b in zip(df["paper_rank"], df["our_rank"])
+        ]
     cols["Train FPS (img/s)"] = [_fps(x, d) for x in df["fps"]]
     if df.attrs.get("baseline") is not None:
         cols["FPS rel."] = [_ratio(x, d) for x in df["fps_rel"]]
     if _has(df, "fps_paper"):
         cols["Paper FPS"] = [
             _fps(x, d) + (f" ({_ratio(r, d)})" if _finite(r) else "") if _finite(x) else d.missing
-            for x, r in zip(df["fps_paper"], df["fps_paper_rel"])]
+            for x, r in zip(df["fps_paper"], df["fps_paper_rel"])
+        ]
     out = pd.DataFrame(cols, index=df.index)
     out.columns = [d.escape(c) for c in out.columns]
     return out
@@ -177,8 +235,9 @@ def failed_runs(df: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
     for m, text, ok in zip(df["method"], df["failed_seeds"], df["learned"]):
         if text and not pd.isna(ok) and bool(ok):
             runs = [part.split(":", 1) for part in str(text).split(";")]
-            out[m] = [(int(seed), f"{float(err):.2f}" if _finite(float(err)) else "diverged")
-                      for seed, err in runs]
+            out[m] = [
+                (int(seed), f"{float(err):.2f}" if _finite(float(err)) else "diverged") for seed, err in runs
+            ]
     return out
 
 
@@ -192,47 +251,76 @@ def table_notes(df: pd.DataFrame) -> list[str]:
     notes = []
     if df.attrs.get("caption"):
         notes.append(str(df.attrs["caption"]))
-    notes.append("Errors: validation error in %, mean ± sample std over seeds; n = finished runs "
-                 "(seeds); — = no finished run.")
+    notes.append(
+        "Errors: validation error in %, mean ± sample std over seeds; n = finished runs "
+        "(seeds); — = no finished run."
+    )
     if (df["learned"] == False).any():  # noqa: E712 - a nullable boolean column
-        notes.append(f"{NOT_LEARNED_MARK.strip()} did not learn: no seed's top-1 error is at most 75% of "
-                     "chance (100·(1 − 1/classes)); no claim is tested on such a row.")
+        notes.append(
+            f"{NOT_LEARNED_MARK.strip()} did not learn: no seed's top-1 error is at most 75% of "
+            "chance (100·(1 − 1/classes)); no claim is tested on such a row."
+        )
     failed = failed_runs(df)
     if failed:
-        listed = "; ".join(f"{m}: " + ", ".join(f"seed {s} at {e}" for s, e in runs)
-                           for m, runs in failed.items())
+        listed = "; ".join(
+            f"{m}: " + ", ".join(f"seed {s} at {e}" for s, e in runs) for m, runs in failed.items()
+        )
         notes.append(f"{FAILED_NOTE}: {listed}.")
     steps = df.attrs.get("step_sizes") or {}
     if steps:
         kinds = sorted(set(steps.values()))
-        notes.append("Step size: " + (f"every row at {kinds[0]}" if len(kinds) == 1 else
-                                      "; ".join(f"{m}: {v}" for m, v in steps.items()))
-                     + " (README, Known differences: learning rate at another batch).")
+        notes.append(
+            "Step size: "
+            + (
+                f"every row at {kinds[0]}"
+                if len(kinds) == 1
+                else "; ".join(f"{m}: {v}" for m, v in steps.items())
+            )
+            + " (README, Known differences: learning rate at another batch)."
+        )
     paper_table = df.attrs.get("paper_table")
     name = pv.TABLE_NAMES.get(paper_table, paper_table)
-    setting = (f"the paper's setting in full (its dataset {df.attrs.get('paper_dataset')}, complete, at its "
-               "input size, full width, a schedule as long as the paper's)")
+    setting = (
+        f"the paper's setting in full (its dataset {df.attrs.get('paper_dataset')}, complete, at its "
+        "input size, full width, a schedule as long as the paper's)"
+    )
     if paper_table and (_has(df, "top1_paper") or _has(df, "top5_paper")):
-        notes.append(f"Paper: {name} of Wang et al., NeurIPS 2018, shown only for rows that ran in "
-                     f"{setting}; Δ = ours − paper (positive: ours is worse).")
+        notes.append(
+            f"Paper: {name} of Wang et al., NeurIPS 2018, shown only for rows that ran in "
+            f"{setting}; Δ = ours − paper (positive: ours is worse)."
+        )
     outside = df.attrs.get("outside_paper_setting") or {}
     if paper_table and outside and (_has(df, "top1_paper") or len(set(outside.values())) > 1):
-        notes.append("Not in the paper's setting, so no published error: "
-                     + "; ".join(f"{m} ({why})" for m, why in outside.items()) + ".")
+        notes.append(
+            "Not in the paper's setting, so no published error: "
+            + "; ".join(f"{m} ({why})" for m, why in outside.items())
+            + "."
+        )
     agreement = df.attrs.get("rank_agreement")
     if paper_table and agreement and (agreement["n"] or agreement.get("left_out")):
-        elsewhere = "" if _has(df, "top1_paper") else (
-            f" No row ran in {setting}, so the paper's errors are not printed; only the orders are compared"
-            + (f" ({next(iter(outside.values()))})." if len(set(outside.values())) == 1 else "."))
+        elsewhere = (
+            ""
+            if _has(df, "top1_paper")
+            else (
+                f" No row ran in {setting}, so the paper's errors are not printed; only the orders are compared"
+                + (f" ({next(iter(outside.values()))})." if len(set(outside.values())) == 1 else ".")
+            )
+        )
         tau = agreement["tau"]
         tau_text = f"Kendall τ = {tau:.2f}" if _finite(tau) else "Kendall τ undefined"
         left = agreement.get("left_out") or []
-        left_text = (f"; {len(left)} row{'s' if len(left) != 1 else ''} left out: "
-                     + ", ".join(f"{m} ({why})" for m, why in left) if left else "")
-        notes.append(f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} prints and our "
-                     f"runs learned with no failed seed; rank agreement {tau_text} over {agreement['n']} "
-                     f"row{'s' if agreement['n'] != 1 else ''}"
-                     f"{left_text}.{elsewhere}")
+        left_text = (
+            f"; {len(left)} row{'s' if len(left) != 1 else ''} left out: "
+            + ", ".join(f"{m} ({why})" for m, why in left)
+            if left
+            else ""
+        )
+        notes.append(
+            f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} prints and our "
+            f"runs learned with no failed seed; rank agreement {tau_text} over {agreement['n']} "
+            f"row{'s' if agreement['n'] != 1 else ''}"
+            f"{left_text}.{elsewhere}"
+        )
     devices = sorted({str(x) for x in df["fps_device"].dropna()})
     on = f" on {', '.join(devices)}" if devices else ""
     if df.attrs.get("fps_source") == "bench":
@@ -242,10 +330,14 @@ def table_notes(df: pd.DataFrame) -> list[str]:
     if df.attrs.get("baseline") is not None:
         notes.append(f"FPS rel.: ratio to the {df.attrs['baseline']} row.")
     if _has(df, "fps_paper"):
-        notes.append("Paper FPS: speed quoted in the paper's text (GTX 1080); compare ratios, not absolute values.")
+        notes.append(
+            "Paper FPS: speed quoted in the paper's text (GTX 1080); compare ratios, not absolute values."
+        )
     if _has(df, "params_paper_m"):
-        if any(_finite(x) and not s.startswith("Table 3")
-               for x, s in zip(df["params_paper_m"], df["params_paper_source"])):
+        if any(
+            _finite(x) and not s.startswith("Table 3")
+            for x, s in zip(df["params_paper_m"], df["params_paper_source"])
+        ):
             notes.append("† not printed in the paper: the count of the authors' released code.")
         for v, b in zip(df["variant"], df["backbone"]):
             if (v, b) in pv.PARAMS_NOTES:

@@ -31,6 +31,7 @@ value makes the mean NaN instead of being skipped). Component identity is arbitr
 (component 3 of one run has nothing to do with component 3 of another), so routing bars are
 ranked by load within each run (rank 1 = most samples) before averaging over seeds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,9 +56,20 @@ from gmsop.aggregate.select import row_bench, row_runs
 from gmsop.aggregate.stats import summarize
 from gmsop.atomic import atomic_write
 
-__all__ = ["routing_data", "plot_routing", "alpha_data", "plot_alpha_sweep", "grid_data", "plot_nk_grid",
-           "curves_data", "plot_training_curves", "save_figure", "render_figure", "figure_paths",
-           "FIGURE_FORMATS"]
+__all__ = [
+    "routing_data",
+    "plot_routing",
+    "alpha_data",
+    "plot_alpha_sweep",
+    "grid_data",
+    "plot_nk_grid",
+    "curves_data",
+    "plot_training_curves",
+    "save_figure",
+    "render_figure",
+    "figure_paths",
+    "FIGURE_FORMATS",
+]
 
 #: Formats :func:`save_figure` accepts (by file suffix).
 FIGURE_FORMATS = (".svg", ".png", ".pdf")
@@ -112,18 +124,22 @@ def _seeds(values: Iterable[Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Figure 2 (left): routing balance.
 
+
 def _counts_rows(experiment: Any) -> list[Any]:
     """The rows Figure 2 (left) compares: one per α of ``experiment.counts_alphas``, in that order."""
     what = f"routing figure ({experiment.name})"
     if not experiment.counts_alphas:
-        raise ValueError(f"{what}: the experiment lists no counts_alphas (the alphas whose routing to compare)")
+        raise ValueError(
+            f"{what}: the experiment lists no counts_alphas (the alphas whose routing to compare)"
+        )
     rows = []
     for a in experiment.counts_alphas:
         hits = [r for r in experiment.rows if r.alpha is not None and math.isclose(r.alpha, a, abs_tol=1e-12)]
         if len(hits) != 1:
             have = [r.alpha for r in experiment.rows]
-            raise ValueError(f"{what}: counts alpha {a:g} matches {len(hits)} rows (need one); "
-                             f"the rows' alphas are {have}")
+            raise ValueError(
+                f"{what}: counts alpha {a:g} matches {len(hits)} rows (need one); the rows' alphas are {have}"
+            )
         rows.append(hits[0])
     return rows
 
@@ -139,15 +155,26 @@ def routing_data(experiment: Any, routing: pd.DataFrame) -> pd.DataFrame:
     for row in _counts_rows(experiment):
         sel = row_runs(routing, row)
         if sel.empty:
-            raise ValueError(f"routing figure ({experiment.name}): row {row.label!r} (run {row.run}, seeds "
-                             f"{list(row.seeds)}) has no routing counts (no runs yet, or {row.variant!r} is not a "
-                             f"gated mixture)")
+            raise ValueError(
+                f"routing figure ({experiment.name}): row {row.label!r} (run {row.run}, seeds "
+                f"{list(row.seeds)}) has no routing counts (no runs yet, or {row.variant!r} is not a "
+                f"gated mixture)"
+            )
         last = select_epoch(sel, "last").copy()
         last["rank"] = last.groupby("path")["count"].rank(method="first", ascending=False).astype(int)
         for rank, grp in last.groupby("rank", sort=True):
             s = summarize(grp["count"])
-            out.append({"label": row.label, "alpha": float(row.alpha), "rank": int(rank), "count_mean": s.mean,
-                        "count_std": s.std, "n": s.n, "seeds": _seeds(grp["seed"])})
+            out.append(
+                {
+                    "label": row.label,
+                    "alpha": float(row.alpha),
+                    "rank": int(rank),
+                    "count_mean": s.mean,
+                    "count_std": s.std,
+                    "n": s.n,
+                    "seeds": _seeds(grp["seed"]),
+                }
+            )
     return pd.DataFrame(out, columns=["label", "alpha", "rank", "count_mean", "count_std", "n", "seeds"])
 
 
@@ -189,8 +216,10 @@ def _alpha_axis(rows: Sequence[Any]) -> tuple[str, int | None]:
         per = f"α/{batch}" if batch else "α/B"
         # official, as released: α multiplies the batch-SUMMED loss, so its weight on the mean loss is α/B
         label = "balance-loss weight α (symmetric log scale)\n" + (
-            f"in brackets: {per}, its weight on the mean loss" if batch
-            else f"official: α weighs the summed loss, {per} on the mean loss")
+            f"in brackets: {per}, its weight on the mean loss"
+            if batch
+            else f"official: α weighs the summed loss, {per} on the mean loss"
+        )
         return label, batch
     if scaled is False:
         return "balance-loss weight α on the mean loss (symmetric log scale)", None
@@ -213,15 +242,25 @@ def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
             sub = data[data["label"] == row.label].sort_values("rank")
             x = sub["rank"].to_numpy(float) + (i - (len(alphas) - 1) / 2) * width
             err = sub["count_std"].to_numpy(float)
-            ax.bar(x, sub["count_mean"].to_numpy(float), width=width, color=palette[i],
-                   yerr=np.nan_to_num(err) if np.isfinite(err).any() else None, capsize=2, error_kw={"linewidth": 1.0},
-                   label=f"{_alpha_name(alpha, batch)}, n={int(sub['n'].max())}")
+            ax.bar(
+                x,
+                sub["count_mean"].to_numpy(float),
+                width=width,
+                color=palette[i],
+                yerr=np.nan_to_num(err) if np.isfinite(err).any() else None,
+                capsize=2,
+                error_kw={"linewidth": 1.0},
+                label=f"{_alpha_name(alpha, batch)}, n={int(sub['n'].max())}",
+            )
         balanced = float(data["count_mean"].mean())
         ax.axhline(balanced, color="0.3", linestyle="--", linewidth=1.0, label="perfectly balanced")
         ax.set_xticks(ranks)
         ax.set_xticklabels([str(r) for r in ranks])
-        ax.set(xlabel="component, ranked by samples received (1 = most)", ylabel="samples routed in the last epoch",
-               title=f"Figure 2 (left): load per component, {_variant_title(rows)}")
+        ax.set(
+            xlabel="component, ranked by samples received (1 = most)",
+            ylabel="samples routed in the last epoch",
+            title=f"Figure 2 (left): load per component, {_variant_title(rows)}",
+        )
         ax.legend(title="bars: mean ± std over seeds (n runs)", fontsize="small", title_fontsize="small")
         _footnote(fig, _context(rows))
     return fig
@@ -229,6 +268,7 @@ def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
 
 # ---------------------------------------------------------------------------------------------
 # Figure 2 (right): the α sweep.
+
 
 def alpha_data(experiment: Any, runs: pd.DataFrame) -> pd.DataFrame:
     """Per row, sorted by alpha: ``label``, ``alpha`` (= row.alpha), ``n``, ``seeds``,
@@ -239,19 +279,35 @@ def alpha_data(experiment: Any, runs: pd.DataFrame) -> pd.DataFrame:
     out = []
     for row in experiment.rows:
         if row.alpha is None:
-            raise ValueError(f"{what}: row {row.label!r} ({row.variant}) has no balance-loss weight α (not a mixture)")
+            raise ValueError(
+                f"{what}: row {row.label!r} ({row.variant}) has no balance-loss weight α (not a mixture)"
+            )
         fin = row_runs(runs, row)
         if fin.empty:
-            raise ValueError(f"{what}: row {row.label!r} (run {row.run}, seeds {list(row.seeds)}) has no finished runs")
+            raise ValueError(
+                f"{what}: row {row.label!r} (run {row.run}, seeds {list(row.seeds)}) has no finished runs"
+            )
         fin = fin.sort_values("seed")
         s = summarize(fin["top1_err"])
-        out.append({"label": row.label, "alpha": float(row.alpha), "n": s.n, "seeds": _seeds(fin["seed"]),
-                    "top1_err_mean": s.mean, "top1_err_std": s.std, "top1_errs": tuple(fin["top1_err"].astype(float))})
-    df = pd.DataFrame(out, columns=["label", "alpha", "n", "seeds", "top1_err_mean", "top1_err_std", "top1_errs"])
+        out.append(
+            {
+                "label": row.label,
+                "alpha": float(row.alpha),
+                "n": s.n,
+                "seeds": _seeds(fin["seed"]),
+                "top1_err_mean": s.mean,
+                "top1_err_std": s.std,
+                "top1_errs": tuple(fin["top1_err"].astype(float)),
+            }
+        )
+    df = pd.DataFrame(
+        out, columns=["label", "alpha", "n", "seeds", "top1_err_mean", "top1_err_std", "top1_errs"]
+    )
     dup = df[df["alpha"].duplicated(keep=False)]
     if not dup.empty:
-        raise ValueError(f"{what}: rows {dup['label'].tolist()} share alpha {dup['alpha'].iloc[0]:g}; "
-                         "one row per alpha")
+        raise ValueError(
+            f"{what}: rows {dup['label'].tolist()} share alpha {dup['alpha'].iloc[0]:g}; one row per alpha"
+        )
     return df.sort_values("alpha", kind="stable").reset_index(drop=True)
 
 
@@ -271,9 +327,12 @@ def _paper_alpha_points(rows: Sequence[Any]) -> list[tuple[float, float, str]]:
     keys = {(r.paper_key, r.backbone) for r in rows if r.paper_key}
     if len(keys) != 1:
         return []
-    ((variant, tag), backbone), = keys
-    pts = [(100.0, v.top1_err, "paper, Fig. 2 right") for v in pv.paper_rows("fig2_right")
-           if v.variant == variant and v.backbone == backbone and v.top1_err is not None]
+    (((variant, tag), backbone),) = keys
+    pts = [
+        (100.0, v.top1_err, "paper, Fig. 2 right")
+        for v in pv.paper_rows("fig2_right")
+        if v.variant == variant and v.backbone == backbone and v.top1_err is not None
+    ]
     t2 = pv.paper_value("table2", variant, backbone, tag)
     if not pts and t2 is not None and t2.top1_err is not None:
         pts.append((100.0, t2.top1_err, "paper, Table 2 (α = 100)"))
@@ -291,10 +350,19 @@ def plot_alpha_sweep(experiment: Any, runs: pd.DataFrame) -> Figure:
         fig, (ax,) = _figure()
         ax.set_xscale("symlog", linthresh=linthresh, linscale=0.6)
         dots = [(a, e) for a, errs in zip(xs, data["top1_errs"]) for e in errs]
-        ax.scatter([a for a, _ in dots], [e for _, e in dots], s=14, color="0.6", zorder=2, label="single seed")
-        ax.errorbar(xs, data["top1_err_mean"].to_numpy(float), yerr=data["top1_err_std"].fillna(0.0).to_numpy(float),
-                    marker="o", capsize=3, color=sns.color_palette("colorblind")[0], zorder=3,
-                    label="ours, mean ± std")
+        ax.scatter(
+            [a for a, _ in dots], [e for _, e in dots], s=14, color="0.6", zorder=2, label="single seed"
+        )
+        ax.errorbar(
+            xs,
+            data["top1_err_mean"].to_numpy(float),
+            yerr=data["top1_err_std"].fillna(0.0).to_numpy(float),
+            marker="o",
+            capsize=3,
+            color=sns.color_palette("colorblind")[0],
+            zorder=3,
+            label="ours, mean ± std",
+        )
         for x, y, n in zip(xs, data["top1_err_mean"], data["n"]):
             if math.isfinite(y):
                 ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 6), fontsize="x-small")
@@ -303,8 +371,11 @@ def plot_alpha_sweep(experiment: Any, runs: pd.DataFrame) -> Figure:
         xlabel, batch = _alpha_axis(rows)
         ax.set_xticks(xs)
         ax.set_xticklabels([_fmt_num(x) + (f"\n({_fmt_eff(x / batch)})" if batch else "") for x in xs])
-        ax.set(xlabel=xlabel, ylabel="top-1 error (%)",
-               title=f"Figure 2 (right): top-1 error vs α, {_variant_title(rows)}")
+        ax.set(
+            xlabel=xlabel,
+            ylabel="top-1 error (%)",
+            title=f"Figure 2 (right): top-1 error vs α, {_variant_title(rows)}",
+        )
         ax.legend(fontsize="small")
         _footnote(fig, _context(rows))
     return fig
@@ -312,6 +383,7 @@ def plot_alpha_sweep(experiment: Any, runs: pd.DataFrame) -> Figure:
 
 # ---------------------------------------------------------------------------------------------
 # Figure 3: a mixture family over N and K.
+
 
 def _grid_rows(experiment: Any) -> tuple[list[Any], Any | None]:
     """(the mixture rows, the baseline row or None). Rows without ``num_experts`` are baselines."""
@@ -361,19 +433,35 @@ def grid_data(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = 
     for r in grid:
         fin = fins[r.label]
         s = summarize(fin["top1_err"])
-        out.append({"label": r.label, "N": int(r.num_experts), "K": int(r.k), "n": s.n,
-                    "seeds": _seeds(fin["seed"]) if not fin.empty else "", "top1_err_mean": s.mean,
-                    "top1_err_std": s.std, "fps": _row_speed(r, fin, bench, use_bench)})
+        out.append(
+            {
+                "label": r.label,
+                "N": int(r.num_experts),
+                "K": int(r.k),
+                "n": s.n,
+                "seeds": _seeds(fin["seed"]) if not fin.empty else "",
+                "top1_err_mean": s.mean,
+                "top1_err_std": s.std,
+                "fps": _row_speed(r, fin, bench, use_bench),
+            }
+        )
     df = pd.DataFrame(out).sort_values(["K", "N"], kind="stable").reset_index(drop=True)
     base_err = base_fps = float("nan")
     if base is not None:
-        base_err = summarize(fins[base.label]["top1_err"]).mean if not fins[base.label].empty else float("nan")
+        base_err = (
+            summarize(fins[base.label]["top1_err"]).mean if not fins[base.label].empty else float("nan")
+        )
         base_fps = _row_speed(base, fins[base.label], bench, use_bench)
     relative = math.isfinite(base_fps) and base_fps > 0
     df["speed"] = df["fps"] / base_fps if relative else df["fps"]
-    df.attrs.update(fps_source="bench" if use_bench else "train", relative=relative,
-                    baseline=base.label if base is not None else None, baseline_top1_err=base_err,
-                    baseline_fps=base_fps, absent=absent)
+    df.attrs.update(
+        fps_source="bench" if use_bench else "train",
+        relative=relative,
+        baseline=base.label if base is not None else None,
+        baseline_top1_err=base_err,
+        baseline_fps=base_fps,
+        absent=absent,
+    )
     return df
 
 
@@ -401,36 +489,67 @@ def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None
     paper = _paper_grid_points(grid)
     paper_base = None
     if base is not None and base.paper_key:
-        paper_base = pv.paper_value("fig3", base.paper_key[0], base.backbone, base.paper_key[1]) \
-            if _on_paper_data([base], "fig3") else None
+        paper_base = (
+            pv.paper_value("fig3", base.paper_key[0], base.backbone, base.paper_key[1])
+            if _on_paper_data([base], "fig3")
+            else None
+        )
     ks = sorted(data["K"].unique())
     palette = dict(zip(ks, sns.color_palette("colorblind", len(ks))))
     with _style():
         fig, (ax_e, ax_f) = _figure(ncols=2, height=4.8)
         for k in ks:
             sub = data[data["K"] == k].sort_values("N")
-            ax_e.errorbar(sub["N"].to_numpy(float), sub["top1_err_mean"].to_numpy(float),
-                          yerr=sub["top1_err_std"].fillna(0.0).to_numpy(float), marker="o", capsize=3,
-                          color=palette[k], label=f"K = {k}")
-            ax_f.plot(sub["N"].to_numpy(float), sub["speed"].to_numpy(float), marker="o", color=palette[k],
-                      label=f"K = {k}")
+            ax_e.errorbar(
+                sub["N"].to_numpy(float),
+                sub["top1_err_mean"].to_numpy(float),
+                yerr=sub["top1_err_std"].fillna(0.0).to_numpy(float),
+                marker="o",
+                capsize=3,
+                color=palette[k],
+                label=f"K = {k}",
+            )
+            ax_f.plot(
+                sub["N"].to_numpy(float),
+                sub["speed"].to_numpy(float),
+                marker="o",
+                color=palette[k],
+                label=f"K = {k}",
+            )
         if math.isfinite(data.attrs["baseline_top1_err"]):
-            ax_e.axhline(data.attrs["baseline_top1_err"], color="0.35", linestyle="--", linewidth=1,
-                         label=f"{baseline} (ours)")
+            ax_e.axhline(
+                data.attrs["baseline_top1_err"],
+                color="0.35",
+                linestyle="--",
+                linewidth=1,
+                label=f"{baseline} (ours)",
+            )
         if paper_base is not None and paper_base.top1_err is not None:
-            ax_e.axhline(paper_base.top1_err, color="black", linestyle=":", linewidth=1, label=f"{baseline} (paper)")
+            ax_e.axhline(
+                paper_base.top1_err, color="black", linestyle=":", linewidth=1, label=f"{baseline} (paper)"
+            )
         quoted = [(n, k, v) for n, k, v in paper if v.top1_err is not None]
         for i, (n, k, v) in enumerate(quoted):
             ax_e.scatter([n], [v.top1_err], label="paper (text)" if i == 0 else None, **_PAPER_STYLE)
-            ax_e.annotate(f"N={n},K={k}", (n, v.top1_err), textcoords="offset points", xytext=(6, -10),
-                          fontsize="x-small")
+            ax_e.annotate(
+                f"N={n},K={k}",
+                (n, v.top1_err),
+                textcoords="offset points",
+                xytext=(6, -10),
+                fontsize="x-small",
+            )
         if relative:
             if paper_base is not None and paper_base.train_fps:
                 pts = [(n, k, v.train_fps / paper_base.train_fps) for n, k, v in paper if v.train_fps]
                 for i, (n, k, r) in enumerate(pts):
                     ax_f.scatter([n], [r], label="paper (GTX 1080)" if i == 0 else None, **_PAPER_STYLE)
-                    ax_f.annotate(f"N={n},K={k}", (n, r), textcoords="offset points", xytext=(6, -10),
-                                  fontsize="x-small")
+                    ax_f.annotate(
+                        f"N={n},K={k}",
+                        (n, r),
+                        textcoords="offset points",
+                        xytext=(6, -10),
+                        fontsize="x-small",
+                    )
             ax_f.axhline(1.0, color="0.35", linestyle="--", linewidth=1, label=f"{baseline} (= 1)")
         ns = sorted(set(data["N"]))
         for ax in (ax_e, ax_f):
@@ -438,7 +557,9 @@ def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None
             ax.set_xticks(ns)
             ax.set_xticklabels([str(n) for n in ns])
             ax.set_xlabel("number of components N (log scale)")
-            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+            ax.legend(
+                fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False
+            )
         ax_e.set(ylabel="top-1 error (%)", title="top-1 error (mean ± std over seeds)")
         source = "benchmark" if data.attrs["fps_source"] == "bench" else "training runs"
         if relative:
@@ -447,9 +568,17 @@ def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None
             ax_f.set(ylabel="training images / s", title=f"training speed ({source})")
         family = experiment.family or _one(grid, "variant")
         backbones = " / ".join(dict.fromkeys(pv.backbone_name(r.backbone) for r in grid))
-        fig.suptitle(f"Figure 3: {family} with various N and K, {backbones} ({_context(grid)})", fontweight="bold")
+        fig.suptitle(
+            f"Figure 3: {family} with various N and K, {backbones} ({_context(grid)})", fontweight="bold"
+        )
         if data.attrs["absent"]:
-            fig.text(0.01, 0.005, "no runs yet: " + ", ".join(data.attrs["absent"]), fontsize="x-small", color="0.4")
+            fig.text(
+                0.01,
+                0.005,
+                "no runs yet: " + ", ".join(data.attrs["absent"]),
+                fontsize="x-small",
+                color="0.4",
+            )
     return fig
 
 
@@ -458,8 +587,10 @@ def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None
 
 _CURVE_VALUES = ("val_top1_err", "train_loss")
 #: per-batch routing of gated mixtures (gmsop.engine.loop): (mean column, worst column, axis label)
-_ROUTING_CURVES = (("distinct_topk_mean", "distinct_topk_min", "distinct Top-K sets per batch"),
-                   ("idle_components_mean", "idle_components_max", "idle components per batch"))
+_ROUTING_CURVES = (
+    ("distinct_topk_mean", "distinct_topk_min", "distinct Top-K sets per batch"),
+    ("idle_components_mean", "idle_components_max", "idle components per batch"),
+)
 
 
 def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
@@ -514,17 +645,26 @@ def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | Non
                 ax.plot(x, sub[f"{worst_col}_mean"].to_numpy(float), color=color, linestyle=":")
             ax.set(xlabel="epoch", ylabel=label, title=f"{label} (dotted: worst batch)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for ax, col, label in ((ax_v, "val_top1_err", "validation top-1 error (%)"),
-                               (ax_l, "train_loss", "training loss (cross-entropy + balance)")):
+        for ax, col, label in (
+            (ax_v, "val_top1_err", "validation top-1 error (%)"),
+            (ax_l, "train_loss", "training loss (cross-entropy + balance)"),
+        ):
             for color, name in zip(palette, order):
                 sub = data[data["label"] == name].sort_values("epoch")
-                sub = sub[np.isfinite(sub[f"{col}_mean"].to_numpy(float))]  # epochs not evaluated (eval_every)
+                sub = sub[
+                    np.isfinite(sub[f"{col}_mean"].to_numpy(float))
+                ]  # epochs not evaluated (eval_every)
                 x = sub["epoch"].to_numpy(float)
                 mean, std = sub[f"{col}_mean"].to_numpy(float), sub[f"{col}_std"].to_numpy(float)
                 if not len(x):
                     continue
-                ax.plot(x, mean, color=color, marker="o" if len(x) <= 4 else None,
-                        label=f"{name} (n={int(sub['runs'].iloc[0])})")
+                ax.plot(
+                    x,
+                    mean,
+                    color=color,
+                    marker="o" if len(x) <= 4 else None,
+                    label=f"{name} (n={int(sub['runs'].iloc[0])})",
+                )
                 if np.isfinite(std).any():
                     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             ax.set(xlabel="epoch", ylabel=label)
@@ -534,12 +674,19 @@ def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | Non
         ax_v.legend(title="row (seeds)", fontsize="small", title_fontsize="small")
         fig.suptitle(title or f"Training curves: {experiment.title}", fontweight="bold")
         if data.attrs["absent"]:
-            fig.text(0.01, 0.005, "no runs yet: " + ", ".join(data.attrs["absent"]), fontsize="x-small", color="0.4")
+            fig.text(
+                0.01,
+                0.005,
+                "no runs yet: " + ", ".join(data.attrs["absent"]),
+                fontsize="x-small",
+                color="0.4",
+            )
     return fig
 
 
 # ---------------------------------------------------------------------------------------------
 # What each component learned: class x component routing of the last evaluation.
+
 
 def class_routing_data(experiment: Any, class_routing: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per gated-mixture row with routing records: a (class x component) frame of the fraction of
@@ -571,8 +718,15 @@ def plot_class_routing(experiment: Any, class_routing: pd.DataFrame) -> Figure:
         FigureCanvasAgg(fig)
         for i, (label, frac) in enumerate(data.items()):
             ax = fig.add_subplot(nrows, ncols, i + 1)
-            sns.heatmap(frac, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", cbar=i % ncols == ncols - 1,
-                        cbar_kws={"label": "fraction of the class's images"})
+            sns.heatmap(
+                frac,
+                ax=ax,
+                vmin=0.0,
+                vmax=1.0,
+                cmap="viridis",
+                cbar=i % ncols == ncols - 1,
+                cbar_kws={"label": "fraction of the class's images"},
+            )
             ax.set(xlabel="component", ylabel="class", title=label)
         fig.suptitle(f"What each component learned: {experiment.title}", fontweight="bold")
     return fig
@@ -580,6 +734,7 @@ def plot_class_routing(experiment: Any, class_routing: pd.DataFrame) -> Figure:
 
 # ---------------------------------------------------------------------------------------------
 # Saving.
+
 
 def figure_paths(stem: str | os.PathLike, formats: Sequence[str] = (".svg", ".png")) -> list[Path]:
     """``stem`` + each suffix: ``figure_paths("results/fig3")`` -> [fig3.svg, fig3.png]."""

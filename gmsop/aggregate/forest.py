@@ -8,6 +8,7 @@ A claim with no test (rows that did not learn, failed seeds, one seed, no spread
 bar: a hollow grey marker at its difference where that is finite, and its verdict written at the
 right edge, as every claim has. :func:`forest_data` returns exactly what is drawn.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,18 @@ from gmsop.aggregate.figures import _figure, _style
 __all__ = ["forest_data", "plot_forest", "FOREST_COLUMNS"]
 
 #: Columns of :func:`forest_data`: one row per claim, ``y`` = its line (0 at the top).
-FOREST_COLUMNS = ("y", "label", "diff", "ci_low", "ci_high", "holm_low", "holm_high", "verdict_holm",
-                  "tested", "colour")
+FOREST_COLUMNS = (
+    "y",
+    "label",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "holm_low",
+    "holm_high",
+    "verdict_holm",
+    "tested",
+    "colour",
+)
 
 
 def forest_data(card: pd.DataFrame) -> pd.DataFrame:
@@ -33,11 +44,20 @@ def forest_data(card: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for y, (_, r) in enumerate(card.iterrows()):
         tested = r["verdict"] in TESTED
-        rows.append({"y": y, "label": f"{r['claim']}  ({r['experiment']})", "diff": float(r["diff"]),
-                     "ci_low": float(r["ci_low"]), "ci_high": float(r["ci_high"]),
-                     "holm_low": float(r["holm_low"]), "holm_high": float(r["holm_high"]),
-                     "verdict_holm": r["verdict_holm"], "tested": tested,
-                     "colour": verdict_colour(r["verdict_holm"])})
+        rows.append(
+            {
+                "y": y,
+                "label": f"{r['claim']}  ({r['experiment']})",
+                "diff": float(r["diff"]),
+                "ci_low": float(r["ci_low"]),
+                "ci_high": float(r["ci_high"]),
+                "holm_low": float(r["holm_low"]),
+                "holm_high": float(r["holm_high"]),
+                "verdict_holm": r["verdict_holm"],
+                "tested": tested,
+                "colour": verdict_colour(r["verdict_holm"]),
+            }
+        )
     return pd.DataFrame(rows, columns=list(FOREST_COLUMNS))
 
 
@@ -53,25 +73,62 @@ def plot_forest(card: pd.DataFrame) -> Figure:
             return fig
         ax.axvline(0.0, color="0.3", linewidth=0.8, zorder=1)
         t = data[data["tested"]]
-        ax.hlines(t["y"], t["holm_low"], t["holm_high"], colors=t["colour"], linewidth=1.2, zorder=2,
-                  gid="holm", label="Holm-adjusted interval")
-        ax.hlines(t["y"], t["ci_low"], t["ci_high"], colors=t["colour"], linewidth=4.0, alpha=0.8, zorder=3,
-                  gid="ci95", label="95% interval")
+        ax.hlines(
+            t["y"],
+            t["holm_low"],
+            t["holm_high"],
+            colors=t["colour"],
+            linewidth=1.2,
+            zorder=2,
+            gid="holm",
+            label="Holm-adjusted interval",
+        )
+        ax.hlines(
+            t["y"],
+            t["ci_low"],
+            t["ci_high"],
+            colors=t["colour"],
+            linewidth=4.0,
+            alpha=0.8,
+            zorder=3,
+            gid="ci95",
+            label="95% interval",
+        )
         ax.scatter(t["diff"], t["y"], c=t["colour"], s=28, zorder=4, gid="diff", label="difference")
         u = data[~data["tested"] & np.isfinite(data["diff"])]
-        ax.scatter(u["diff"], u["y"], facecolors="none", edgecolors=u["colour"], s=28, zorder=4,
-                   gid="untested", label="difference, no test")
+        ax.scatter(
+            u["diff"],
+            u["y"],
+            facecolors="none",
+            edgecolors=u["colour"],
+            s=28,
+            zorder=4,
+            gid="untested",
+            label="difference, no test",
+        )
         right = blended_transform_factory(ax.transAxes, ax.transData)
         for _, r in data.iterrows():
             kind = verdict_kind(r["verdict_holm"])
-            ax.text(1.01, r["y"], r["verdict_holm"], transform=right, va="center", ha="left",
-                    fontsize="small", color=r["colour"],
-                    fontweight="bold" if kind in ("holds", "reversed") else "normal")
+            ax.text(
+                1.01,
+                r["y"],
+                r["verdict_holm"],
+                transform=right,
+                va="center",
+                ha="left",
+                fontsize="small",
+                color=r["colour"],
+                fontweight="bold" if kind in ("holds", "reversed") else "normal",
+            )
         ax.set_yticks(data["y"], data["label"], fontsize="small")
         ax.set_ylim(n - 0.5, -0.5)
         ax.grid(axis="y", visible=False)
-        finite = [x for c in ("diff", "ci_low", "ci_high", "holm_low", "holm_high") for x in data[c]
-                  if math.isfinite(x)]
+        finite = [
+            x
+            for c in ("diff", "ci_low", "ci_high", "holm_low", "holm_high")
+            for x in data[c]
+            if math.isfinite(x)
+        ]
         span = max([abs(x) for x in finite] + [1.0])
         ax.set_xlim(-1.08 * span, 1.08 * span)
         ax.set_xlabel("difference of mean top-1 error, left row − right row (points; < 0 favours the claim)")

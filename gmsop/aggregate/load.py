@@ -20,6 +20,7 @@ trainer writes with and this module reads with); a broken file raises
 A run counts as ``finished`` when its ``final`` block is present and it trained at least as many
 epochs as ``hparams.schedule`` (pairs of ``[lr, epochs]``) plans.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,17 @@ import pandas as pd
 from gmsop.formats import EPOCH_NUMBERS, ResultFileError, read_bench, read_metrics
 
 __all__ = [
-    "ResultFileError", "MetricsData", "find_result_files", "load_metrics", "load_runs", "load_epochs",
-    "load_routing", "load_bench", "select_epoch", "RUN_COLUMNS", "BENCH_COLUMNS",
+    "ResultFileError",
+    "MetricsData",
+    "find_result_files",
+    "load_metrics",
+    "load_runs",
+    "load_epochs",
+    "load_routing",
+    "load_bench",
+    "select_epoch",
+    "RUN_COLUMNS",
+    "BENCH_COLUMNS",
 ]
 
 PathLike = str | os.PathLike
@@ -43,6 +53,7 @@ PathLike = str | os.PathLike
 
 # ---------------------------------------------------------------------------------------------
 # Finding files.
+
 
 def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> list[Path]:
     """Expand ``sources`` (files and/or folders) into a sorted list of result files.
@@ -69,17 +80,52 @@ def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> 
 
 #: Columns of the runs frame that come before the ``hp.*`` columns, in this order.
 RUN_COLUMNS: tuple[str, ...] = (
-    "path", "run_id", "variant", "backbone", "protocol", "dataset", "seed", "tag", "finished",
-    "top1_err", "top5_err", "epochs_done", "epochs_planned", "train_time_s", "train_img_s",
-    "params", "rep_dim", "flops_per_image", "env.torch", "env.device", "env.device_name", "env.gmsop",
+    "path",
+    "run_id",
+    "variant",
+    "backbone",
+    "protocol",
+    "dataset",
+    "seed",
+    "tag",
+    "finished",
+    "top1_err",
+    "top5_err",
+    "epochs_done",
+    "epochs_planned",
+    "train_time_s",
+    "train_img_s",
+    "params",
+    "rep_dim",
+    "flops_per_image",
+    "env.torch",
+    "env.device",
+    "env.device_name",
+    "env.gmsop",
 )
 _ID_COLUMNS = ("path", "run_id", "variant", "backbone", "protocol", "dataset", "seed", "tag")
 
 #: Columns of the bench frame, in this order.
 BENCH_COLUMNS: tuple[str, ...] = (
-    "path", "bench_id", "variant", "backbone", "tag", "input_size", "num_classes", "batch_size", "device",
-    "device_name", "train_img_s", "train_step_ms_median", "train_step_ms_iqr", "infer_img_s",
-    "peak_mem_mb", "params", "flops_per_image", "achieved_tflops", "env.torch",
+    "path",
+    "bench_id",
+    "variant",
+    "backbone",
+    "tag",
+    "input_size",
+    "num_classes",
+    "batch_size",
+    "device",
+    "device_name",
+    "train_img_s",
+    "train_step_ms_median",
+    "train_step_ms_iqr",
+    "infer_img_s",
+    "peak_mem_mb",
+    "params",
+    "flops_per_image",
+    "achieved_tflops",
+    "env.torch",
 )
 _EPOCH_FIELDS = ("epoch",) + EPOCH_NUMBERS
 _ROUTING_FIELDS = ("epoch", "component", "count", "importance", "share")
@@ -123,17 +169,28 @@ def _run_row(path: Path, m: dict) -> dict[str, Any]:
     planned = _planned_epochs(m["hparams"])
     done = final.get("epochs")
     row = {
-        "path": str(path), "run_id": (m["run"] or {}).get("id", ""), "variant": m["variant"],
-        "backbone": m.get("backbone"), "protocol": m.get("protocol"), "dataset": m["dataset"], "seed": int(m["seed"]),
+        "path": str(path),
+        "run_id": (m["run"] or {}).get("id", ""),
+        "variant": m["variant"],
+        "backbone": m.get("backbone"),
+        "protocol": m.get("protocol"),
+        "dataset": m["dataset"],
+        "seed": int(m["seed"]),
         "tag": m.get("tag") or m["hparams"].get("tag") or "",
         "finished": bool(m["final"]) and (planned is None or (done is not None and done >= planned)),
-        "top1_err": _num(final.get("top1_err")), "top5_err": _num(final.get("top5_err")),
-        "epochs_done": done, "epochs_planned": planned,
-        "train_time_s": _num(final.get("train_time_s")), "train_img_s": _num(final.get("train_img_s")),
-        "params": _int(m.get("params")), "rep_dim": _int(m.get("rep_dim")),
+        "top1_err": _num(final.get("top1_err")),
+        "top5_err": _num(final.get("top5_err")),
+        "epochs_done": done,
+        "epochs_planned": planned,
+        "train_time_s": _num(final.get("train_time_s")),
+        "train_img_s": _num(final.get("train_img_s")),
+        "params": _int(m.get("params")),
+        "rep_dim": _int(m.get("rep_dim")),
         "flops_per_image": _num(m.get("flops_per_image")),
-        "env.torch": env.get("torch"), "env.device": env.get("device"),
-        "env.device_name": env.get("device_name"), "env.gmsop": env.get("gmsop"),
+        "env.torch": env.get("torch"),
+        "env.device": env.get("device"),
+        "env.device_name": env.get("device_name"),
+        "env.gmsop": env.get("gmsop"),
     }
     row.update(_flatten(m["hparams"], "hp."))
     return row
@@ -167,8 +224,10 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
         final = m["final"] or {}
         if final.get("val_routing") is not None and final.get("val_class_counts") is not None:
             for c, (row, images) in enumerate(zip(final["val_routing"], final["val_class_counts"])):
-                class_rows += [{**ident, "class": c, "component": i, "count": float(v), "class_images": float(images)}
-                               for i, v in enumerate(row)]
+                class_rows += [
+                    {**ident, "class": c, "component": i, "count": float(v), "class_images": float(images)}
+                    for i, v in enumerate(row)
+                ]
         for ep in m["epochs"]:
             epoch_rows.append({**ident, **{k: ep.get(k) for k in _EPOCH_FIELDS}})
             counts, imp = ep.get("routing_counts"), ep.get("importance")
@@ -176,19 +235,27 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
                 continue
             total = float(sum(counts))
             for i, c in enumerate(counts):
-                routing_rows.append({
-                    **ident, "epoch": ep["epoch"], "component": i, "count": float(c),
-                    "importance": float(imp[i]) if imp is not None else float("nan"),
-                    "share": float(c) / total if total > 0 else float("nan"),
-                })
+                routing_rows.append(
+                    {
+                        **ident,
+                        "epoch": ep["epoch"],
+                        "component": i,
+                        "count": float(c),
+                        "importance": float(imp[i]) if imp is not None else float("nan"),
+                        "share": float(c) / total if total > 0 else float("nan"),
+                    }
+                )
     runs = _frame(run_rows, RUN_COLUMNS)
     if runs.duplicated("path").any():
         dup = runs.loc[runs.duplicated("path"), "path"].iloc[0]
         raise ValueError(f"result file listed twice: {dup}")
     epochs = _frame(epoch_rows, _ID_COLUMNS + _EPOCH_FIELDS)
     routing = _frame(routing_rows, _ID_COLUMNS + _ROUTING_FIELDS)
-    for frame, cols in ((runs, ("top1_err", "top5_err", "train_time_s", "train_img_s")),
-                        (epochs, _EPOCH_FIELDS[1:]), (routing, _ROUTING_FIELDS[2:])):
+    for frame, cols in (
+        (runs, ("top1_err", "top5_err", "train_time_s", "train_img_s")),
+        (epochs, _EPOCH_FIELDS[1:]),
+        (routing, _ROUTING_FIELDS[2:]),
+    ):
         for c in cols:  # null-able numeric fields: float with NaN, never object
             frame[c] = pd.to_numeric(frame[c], errors="raise").astype(float)
     runs["finished"] = runs["finished"].astype(bool)
@@ -233,12 +300,23 @@ def load_bench(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     for path in find_result_files(sources, "bench.json"):
         b = read_bench(path)
         row = {k: b.get(k) for k in BENCH_COLUMNS if k not in ("path", "bench_id", "input_size", "env.torch")}
-        row.update(path=str(path), bench_id=(b["run"] or {}).get("id", ""), tag=b.get("tag") or "",
-                   input_size="x".join(str(int(x)) for x in b["input_size"]),
-                   **{"env.torch": (b.get("env") or {}).get("torch")})
+        row.update(
+            path=str(path),
+            bench_id=(b["run"] or {}).get("id", ""),
+            tag=b.get("tag") or "",
+            input_size="x".join(str(int(x)) for x in b["input_size"]),
+            **{"env.torch": (b.get("env") or {}).get("torch")},
+        )
         rows.append(row)
     bench = _frame(rows, BENCH_COLUMNS)
-    for c in ("train_img_s", "train_step_ms_median", "train_step_ms_iqr", "infer_img_s",
-              "peak_mem_mb", "flops_per_image", "achieved_tflops"):
+    for c in (
+        "train_img_s",
+        "train_step_ms_median",
+        "train_step_ms_iqr",
+        "infer_img_s",
+        "peak_mem_mb",
+        "flops_per_image",
+        "achieved_tflops",
+    ):
         bench[c] = pd.to_numeric(bench[c], errors="raise").astype(float)
     return bench

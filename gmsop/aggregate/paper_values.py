@@ -20,6 +20,7 @@ in, from Table 3 first and otherwise from the released code's counts recorded in
 ``shared/reference/method-facts.md`` (the two rows Table 3 does not list: ResNet-18 with GAP and
 SR-SOP); each answer carries its source so reports can say which is which.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -35,7 +36,10 @@ TABLES: tuple[str, ...] = ("table2", "table3", "table4", "fig2_right", "fig3")
 #: The dataset each table's numbers were measured on (a registered dataset name): a row is
 #: compared with them only when it ran on that dataset at full width.
 TABLE_DATASETS: dict[str, str] = {
-    "table2": "imagenet64", "table3": "imagenet64", "table4": "places365", "fig2_right": "imagenet64",
+    "table2": "imagenet64",
+    "table3": "imagenet64",
+    "table4": "places365",
+    "fig2_right": "imagenet64",
     "fig3": "imagenet64",
 }
 
@@ -76,8 +80,11 @@ def paper_epochs(dataset: str, backbone: str, variant: str, family: str | None) 
 
 #: How reports name each table id.
 TABLE_NAMES: dict[str, str] = {
-    "table2": "Table 2", "table3": "Table 3", "table4": "Table 4",
-    "fig2_right": "Figure 2 (right)", "fig3": "the text on Figure 3",
+    "table2": "Table 2",
+    "table3": "Table 3",
+    "table4": "Table 4",
+    "fig2_right": "Figure 2 (right)",
+    "fig3": "the text on Figure 3",
 }
 
 #: Display names of backbone ids, as the paper writes them: the backbones' own ``paper_name``
@@ -119,8 +126,9 @@ def _t3(variant, backbone, params, dim, top1, top5, label, tag="", source="Table
 
 
 def _t4(variant: str, dim: int, top1: float, top5: float) -> PaperValue:
-    return PaperValue("table4", variant, "resnet18", dim=dim, top1_err=top1, top5_err=top5, label=variant,
-                      source="Table 4")
+    return PaperValue(
+        "table4", variant, "resnet18", dim=dim, top1_err=top1, top5_err=top5, label=variant, source="Table 4"
+    )
 
 
 _WRN_SRC = "Table 3, copied from Chrabaszcz et al. 2017 [6]"
@@ -161,12 +169,32 @@ PAPER_VALUES: tuple[PaperValue, ...] = (
     _t4("Parametric SR-SOP", 8256, 47.48, 17.52),
     _t4("GM-SOP-16-8", 8256, 47.18, 17.02),
     # Figure 3 (GM-GAP over N and K): only the points the text of Sec. 3.2 quotes.
-    PaperValue("fig3", "GM-GAP-16-8", "resnet18", top1_err=42.37, train_fps=800.0,
-               label="GM-GAP-16-8", source="Sec. 3.2 text on Figure 3: '(42.37%, 800Hz)'"),
-    PaperValue("fig3", "GM-GAP-128-32", "resnet18", top1_err=42.52, label="GM-GAP-128-32",
-               source="Sec. 3.2 text on Figure 3: 'N=128 and K=32 obtains 42.52%'"),
-    PaperValue("fig3", "ResNet-18-512d", "resnet18", top1_err=49.08, train_fps=1470.0,
-               label="baseline with one CM", source="Sec. 3.2 text on Figure 3: '(49.08%, 1470Hz)'"),
+    PaperValue(
+        "fig3",
+        "GM-GAP-16-8",
+        "resnet18",
+        top1_err=42.37,
+        train_fps=800.0,
+        label="GM-GAP-16-8",
+        source="Sec. 3.2 text on Figure 3: '(42.37%, 800Hz)'",
+    ),
+    PaperValue(
+        "fig3",
+        "GM-GAP-128-32",
+        "resnet18",
+        top1_err=42.52,
+        label="GM-GAP-128-32",
+        source="Sec. 3.2 text on Figure 3: 'N=128 and K=32 obtains 42.52%'",
+    ),
+    PaperValue(
+        "fig3",
+        "ResNet-18-512d",
+        "resnet18",
+        top1_err=49.08,
+        train_fps=1470.0,
+        label="baseline with one CM",
+        source="Sec. 3.2 text on Figure 3: '(49.08%, 1470Hz)'",
+    ),
 )
 
 #: Training speed quoted in the text (images/s, GTX 1080, ResNet-18, 64x64 inputs).
@@ -194,7 +222,7 @@ _RELEASED_PARAMS: dict[tuple[str, str], tuple[float, str]] = {
 
 #: Known mismatches between a published count and what the released configuration builds.
 PARAMS_NOTES: dict[tuple[str, str], str] = {
-    ("GM-SOP-16-8", "wrn36_2"): "published 15.7M; the released configuration counts about 17.8M",
+    ("GM-SOP-16-8", "wrn36_2"): "published 15.7M; the released configuration counts about 17.8M"
 }
 
 _INDEX: dict[tuple[str, str, str, str], PaperValue] = {}

@@ -18,6 +18,7 @@ Written as CSV (numbers), Markdown, a self-contained HTML page, the forest plot
 (:mod:`forest`, SVG + PNG), and an HTML fragment the Snakemake report shows first on its landing
 page: the plot, then the table.
 """
+
 from __future__ import annotations
 
 import html
@@ -30,15 +31,28 @@ from typing import Any
 
 import pandas as pd
 
-from gmsop.aggregate.claims import CLAIM_COLUMNS, HOLM_COLUMNS, LEVEL, TESTED, adjust_holm, evaluate_claims, \
-    failed_seeds
+from gmsop.aggregate.claims import (
+    CLAIM_COLUMNS,
+    HOLM_COLUMNS,
+    LEVEL,
+    TESTED,
+    adjust_holm,
+    evaluate_claims,
+    failed_seeds,
+)
 from gmsop.aggregate.display import FAILED_MARK, FAILED_NOTE, verdict_colour
 from gmsop.aggregate.select import one_value, row_runs, step_size
 from gmsop.aggregate.tables import row_errors
 from gmsop.atomic import atomic_write
 
-__all__ = ["SCORECARD_COLUMNS", "build_scorecard", "scorecard_summary", "render_scorecard_markdown",
-           "render_scorecard_html", "write_scorecard"]
+__all__ = [
+    "SCORECARD_COLUMNS",
+    "build_scorecard",
+    "scorecard_summary",
+    "render_scorecard_markdown",
+    "render_scorecard_html",
+    "write_scorecard",
+]
 
 _CONTEXT = ("dataset", "classes", "train_images", "epochs", "width", "step_size")
 SCORECARD_COLUMNS: tuple[str, ...] = ("experiment", "title") + _CONTEXT + tuple(CLAIM_COLUMNS) + HOLM_COLUMNS
@@ -46,13 +60,19 @@ SCORECARD_COLUMNS: tuple[str, ...] = ("experiment", "title") + _CONTEXT + tuple(
 
 def _side(runs: pd.DataFrame, row: Any) -> dict[str, str]:
     fin = row_runs(runs, row)
+
     def val(col: str, what: str) -> str:
         v = one_value(fin[col], what, row) if not fin.empty and col in fin else None
         return "—" if v is None else f"{int(v)}"
-    return {"dataset": f"{row.dataset} ({row.dataset_name})", "classes": val("hp.num_classes", "class counts"),
-            "train_images": val("hp.train_size", "training-set sizes"), "epochs": val("hp.epochs", "epoch counts"),
-            "width": "—" if row.width_mult is None else f"{row.width_mult:g}",
-            "step_size": step_size(fin, row) or "—"}
+
+    return {
+        "dataset": f"{row.dataset} ({row.dataset_name})",
+        "classes": val("hp.num_classes", "class counts"),
+        "train_images": val("hp.train_size", "training-set sizes"),
+        "epochs": val("hp.epochs", "epoch counts"),
+        "width": "—" if row.width_mult is None else f"{row.width_mult:g}",
+        "step_size": step_size(fin, row) or "—",
+    }
 
 
 def _context(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
@@ -78,9 +98,12 @@ def build_scorecard(experiments: Iterable[Any], runs: pd.DataFrame) -> pd.DataFr
         for label in used:
             bad = failed_seeds(errors[label], classes[label])
             if bad.any() and not bad.all():
-                failed += [{"experiment": exp.name, "row": label, "seed": s, "error": e}
-                           for s, e, b in zip(seeds[label], errors[label], bad) if b]
-    card = adjust_holm(pd.DataFrame(out, columns=list(SCORECARD_COLUMNS[:-len(HOLM_COLUMNS)])), LEVEL)
+                failed += [
+                    {"experiment": exp.name, "row": label, "seed": s, "error": e}
+                    for s, e, b in zip(seeds[label], errors[label], bad)
+                    if b
+                ]
+    card = adjust_holm(pd.DataFrame(out, columns=list(SCORECARD_COLUMNS[: -len(HOLM_COLUMNS)])), LEVEL)
     card.attrs["failed_seeds"] = failed
     return card[list(SCORECARD_COLUMNS)]
 
@@ -99,8 +122,17 @@ def _failed_rows(df: pd.DataFrame) -> set[tuple[str, str]]:
 
 #: Header of the scorecard's cells: the verdicts and the claim first (what a reader looks for),
 #: then the numbers, then where it was tested (one wrapped cell, so the table fits a page).
-SCORECARD_HEAD = ("Verdict (Holm)", "Verdict (unadjusted)", "Claim", "Difference [95% CI]", "Holm interval",
-                  "P(left better)", "Ours", "Seeds", "Tested on")
+SCORECARD_HEAD = (
+    "Verdict (Holm)",
+    "Verdict (unadjusted)",
+    "Claim",
+    "Difference [95% CI]",
+    "Holm interval",
+    "P(left better)",
+    "Ours",
+    "Seeds",
+    "Tested on",
+)
 _TEXT_COLUMNS = (0, 1, 2, 8)  # left-aligned
 
 
@@ -108,16 +140,28 @@ def _cells(df: pd.DataFrame) -> list[list[str]]:
     failed = _failed_rows(df)
     lines = []
     for _, r in df.iterrows():
-        mark = {side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else ""
-                for side in ("better", "worse")}
-        setting = (f"{r['experiment']}: {r['dataset']}, classes {r['classes']}, training images "
-                   f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}, {r['step_size']}")
-        lines.append([r["verdict_holm"], r["verdict"], r["claim"],
-                      f"{_num(r['diff'], '+.2f')} {_interval(r['ci_low'], r['ci_high'])}".replace(" —", ""),
-                      _interval(r["holm_low"], r["holm_high"]), _num(r["p_improvement"], ".2f"),
-                      f"{_num(r['better_mean'], '.2f')}{mark['better']} vs "
-                      f"{_num(r['worse_mean'], '.2f')}{mark['worse']}",
-                      f"{r['n_better']} / {r['n_worse']}", setting])
+        mark = {
+            side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else ""
+            for side in ("better", "worse")
+        }
+        setting = (
+            f"{r['experiment']}: {r['dataset']}, classes {r['classes']}, training images "
+            f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}, {r['step_size']}"
+        )
+        lines.append(
+            [
+                r["verdict_holm"],
+                r["verdict"],
+                r["claim"],
+                f"{_num(r['diff'], '+.2f')} {_interval(r['ci_low'], r['ci_high'])}".replace(" —", ""),
+                _interval(r["holm_low"], r["holm_high"]),
+                _num(r["p_improvement"], ".2f"),
+                f"{_num(r['better_mean'], '.2f')}{mark['better']} vs "
+                f"{_num(r['worse_mean'], '.2f')}{mark['worse']}",
+                f"{r['n_better']} / {r['n_worse']}",
+                setting,
+            ]
+        )
     return lines
 
 
@@ -132,27 +176,33 @@ def scorecard_summary(df: pd.DataFrame) -> str:
     m = len(tested)
     untested = df[~df["verdict"].isin(TESTED)]
     plural = "" if m == 1 else "s"
-    return (f"{len(df)} claim{'' if len(df) == 1 else 's'} of the paper checked on our runs; {m} tested "
-            f"with a {LEVEL:.0%} Welch interval. Family for Holm's adjustment: the {m} claim{plural} "
-            f"this scorecard tests with an interval (family-wise error {1 - LEVEL:.0%}). "
-            f"Holm-adjusted: {_counts(tested['verdict_holm']) if m else 'none'}; "
-            f"unadjusted: {_counts(tested['verdict']) if m else 'none'}; "
-            f"not tested: {_counts(untested['verdict']) if len(untested) else 'none'}. A claim holds or is "
-            "reversed only when its interval excludes 0; a row none of whose seeds learned (top-1 error "
-            "above 75% of chance) or with failed seeds supports no test.")
+    return (
+        f"{len(df)} claim{'' if len(df) == 1 else 's'} of the paper checked on our runs; {m} tested "
+        f"with a {LEVEL:.0%} Welch interval. Family for Holm's adjustment: the {m} claim{plural} "
+        f"this scorecard tests with an interval (family-wise error {1 - LEVEL:.0%}). "
+        f"Holm-adjusted: {_counts(tested['verdict_holm']) if m else 'none'}; "
+        f"unadjusted: {_counts(tested['verdict']) if m else 'none'}; "
+        f"not tested: {_counts(untested['verdict']) if len(untested) else 'none'}. A claim holds or is "
+        "reversed only when its interval excludes 0; a row none of whose seeds learned (top-1 error "
+        "above 75% of chance) or with failed seeds supports no test."
+    )
 
 
 def _notes(df: pd.DataFrame) -> list[str]:
-    notes = ["Difference: mean top-1 error of the left row minus the right row (negative favours the claim), "
-             f"with its {LEVEL:.0%} Welch interval. Holm interval: the Welch interval at the level Holm's "
-             "step-down procedure tests the claim at; it excludes 0 exactly when the Holm verdict is a "
-             "direction. P(left better): probability of improvement over seed pairs (3 or more seeds per "
-             "side)."]
+    notes = [
+        "Difference: mean top-1 error of the left row minus the right row (negative favours the claim), "
+        f"with its {LEVEL:.0%} Welch interval. Holm interval: the Welch interval at the level Holm's "
+        "step-down procedure tests the claim at; it excludes 0 exactly when the Holm verdict is a "
+        "direction. P(left better): probability of improvement over seed pairs (3 or more seeds per "
+        "side)."
+    ]
     failed = df.attrs.get("failed_seeds") or []
     if failed:
-        listed = "; ".join(f"{f['experiment']} / {f['row']}: seed {f['seed']} at "
-                           + (f"{f['error']:.2f}" if math.isfinite(f["error"]) else "diverged")
-                           for f in failed)
+        listed = "; ".join(
+            f"{f['experiment']} / {f['row']}: seed {f['seed']} at "
+            + (f"{f['error']:.2f}" if math.isfinite(f["error"]) else "diverged")
+            for f in failed
+        )
         notes.append(f"{FAILED_NOTE}: {listed}.")
     return notes
 
@@ -160,9 +210,14 @@ def _notes(df: pd.DataFrame) -> list[str]:
 def render_scorecard_markdown(df: pd.DataFrame) -> str:
     lines = _cells(df)
     esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
-    out = ["### Scorecard: the paper's claims on our runs", "", scorecard_summary(df), "",
-           "| " + " | ".join(SCORECARD_HEAD) + " |",
-           "|" + "|".join(":--" if i in _TEXT_COLUMNS else "--:" for i in range(len(SCORECARD_HEAD))) + "|"]
+    out = [
+        "### Scorecard: the paper's claims on our runs",
+        "",
+        scorecard_summary(df),
+        "",
+        "| " + " | ".join(SCORECARD_HEAD) + " |",
+        "|" + "|".join(":--" if i in _TEXT_COLUMNS else "--:" for i in range(len(SCORECARD_HEAD))) + "|",
+    ]
     out += ["| " + " | ".join(esc(c) for c in line) + " |" for line in lines]
     out += [""] + [f"- {n}" for n in _notes(df)]
     return "\n".join(out) + "\n"
@@ -171,23 +226,31 @@ def render_scorecard_markdown(df: pd.DataFrame) -> str:
 def _svg_inline(svg: bytes) -> str:
     """An SVG file's ``<svg>`` element, scaled to the width of its container, for an HTML page."""
     text = svg.decode("utf-8")
-    text = text[text.index("<svg"):]
-    return re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"',
-                  r'<svg \1style="width:100%;height:auto;max-width:900px"', text, count=1)
+    text = text[text.index("<svg") :]
+    return re.sub(
+        r'<svg ([^>]*?)width="[^"]*" height="[^"]*"',
+        r'<svg \1style="width:100%;height:auto;max-width:900px"',
+        text,
+        count=1,
+    )
 
 
 #: The Snakemake report sets its landing text in a 32rem column with the workflow graph beside it:
 #: the column holding the scorecard is widened to the page and the graph moves below it, so the
 #: intervals are read without scrolling sideways (checked in a browser by tests/test_workflow.py).
-_LANDING_STYLE = ("<style>.prose:has(.gmsop-scorecard){max-width:none}"
-                  "div:has(> div > .prose .gmsop-scorecard){flex-wrap:wrap}</style>")
+_LANDING_STYLE = (
+    "<style>.prose:has(.gmsop-scorecard){max-width:none}"
+    "div:has(> div > .prose .gmsop-scorecard){flex-wrap:wrap}</style>"
+)
 
 
 def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: bytes | None = None) -> str:
     """The scorecard as a page, or (``fragment``) as a ``<div>`` with inline styles for the report;
     ``plot_svg`` (the forest plot as SVG) goes above the table."""
-    cell = ('style="padding:3px 6px;border-bottom:1px solid #d0d7de;text-align:{};vertical-align:top;'
-            'white-space:{}"')
+    cell = (
+        'style="padding:3px 6px;border-bottom:1px solid #d0d7de;text-align:{};vertical-align:top;'
+        'white-space:{}"'
+    )
     wrap = {0: "normal", 1: "normal", 2: "normal", 8: "normal"}  # text wraps; numbers never do
 
     def style(i: int) -> str:
@@ -199,24 +262,36 @@ def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: by
         colour = verdict_colour(line[0])
         tds[0] = f'<td {style(0)}><b style="color:{colour}">{html.escape(line[0])}</b></td>'
         rows.append("<tr>" + "".join(tds) + "</tr>")
-    table = ('<table id="gmsop-scorecard" style="border-collapse:collapse;font-size:12px;width:100%">'
-             "<caption style=\"text-align:left;font-weight:600;padding-bottom:6px\">Scorecard: the paper's claims "
-             "on our runs</caption><thead><tr>"
-             + "".join(f"<th {style(i)}>{html.escape(h)}</th>" for i, h in enumerate(SCORECARD_HEAD))
-             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
-    plot = (f'<figure id="gmsop-forest" style="margin:0 0 12px 0">{_svg_inline(plot_svg)}</figure>'
-            if plot_svg else "")
+    table = (
+        '<table id="gmsop-scorecard" style="border-collapse:collapse;font-size:12px;width:100%">'
+        '<caption style="text-align:left;font-weight:600;padding-bottom:6px">Scorecard: the paper\'s claims '
+        "on our runs</caption><thead><tr>"
+        + "".join(f"<th {style(i)}>{html.escape(h)}</th>" for i, h in enumerate(SCORECARD_HEAD))
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+    plot = (
+        f'<figure id="gmsop-forest" style="margin:0 0 12px 0">{_svg_inline(plot_svg)}</figure>'
+        if plot_svg
+        else ""
+    )
     notes = "".join(f'<p style="font-size:12px;color:#57606a">{html.escape(n)}</p>' for n in _notes(df))
-    body = (f'<div class="gmsop-scorecard"><p>{html.escape(scorecard_summary(df))}</p>{plot}{table}{notes}'
-            '<p style="font-size:12px;color:#57606a">Tables and figures follow under Results.</p></div>')
+    body = (
+        f'<div class="gmsop-scorecard"><p>{html.escape(scorecard_summary(df))}</p>{plot}{table}{notes}'
+        '<p style="font-size:12px;color:#57606a">Tables and figures follow under Results.</p></div>'
+    )
     if fragment:
         return _LANDING_STYLE + body + "\n"
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>gmsop scorecard</title></head>'
-            f'<body style="font-family:system-ui,sans-serif;margin:1.5em">{body}</body></html>\n')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>gmsop scorecard</title></head>'
+        f'<body style="font-family:system-ui,sans-serif;margin:1.5em">{body}</body></html>\n'
+    )
 
 
-def write_scorecard(df: pd.DataFrame, stem: str | os.PathLike, landing: str | os.PathLike | None = None,
-                    plot: bool = True) -> list[Path]:
+def write_scorecard(
+    df: pd.DataFrame, stem: str | os.PathLike, landing: str | os.PathLike | None = None, plot: bool = True
+) -> list[Path]:
     """``<stem>.csv``, ``.md``, ``.html``, the forest plot ``<stem>.svg`` and ``.png`` (with
     ``plot``) and, with ``landing``, the report's landing fragment (the plot above the table)."""
     stem = Path(stem)

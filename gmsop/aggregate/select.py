@@ -5,6 +5,7 @@ seed is one of the row's seeds; its benchmarks are the bench.json files whose ``
 row's bench id. Ids are read from the files (never parsed from paths), so moving or renaming a
 results folder cannot change what a table shows, and a run trained by hand (no id) joins no row.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,8 +30,10 @@ def row_runs(frame: pd.DataFrame, row: Any, finished: bool = True) -> pd.DataFra
     files = sel.groupby("seed")["path"].unique() if not sel.empty else pd.Series(dtype=object)
     dup = files[files.map(len) > 1]
     if not dup.empty:  # runs, epochs and routing frames alike: one file per seed
-        raise ValueError(f"row {row.label!r} (run {row.run}): seed {int(dup.index[0])} appears in "
-                         f"{len(dup.iloc[0])} files {sorted(dup.iloc[0])}; remove the stray copies")
+        raise ValueError(
+            f"row {row.label!r} (run {row.run}): seed {int(dup.index[0])} appears in "
+            f"{len(dup.iloc[0])} files {sorted(dup.iloc[0])}; remove the stray copies"
+        )
     return sel
 
 
@@ -65,5 +68,7 @@ def step_size(fin: pd.DataFrame, row: Any) -> str | None:
     if batch is None or factor is None:
         return None
     if float(factor) != 1.0:
-        return f"batch {int(batch)}, lr x {float(factor):g} (linear scaling from batch {round(batch / factor)})"
+        return (
+            f"batch {int(batch)}, lr x {float(factor):g} (linear scaling from batch {round(batch / factor)})"
+        )
     return f"batch {int(batch)}, the schedule's lr" + (" (lr_scaling none)" if scaling == "none" else "")

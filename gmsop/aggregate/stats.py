@@ -9,6 +9,7 @@ Conventions (used by every table and figure, so they agree):
   report the survivors as if they were all.
 * ``n`` counts the values given, i.e. the finished runs the caller selected.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence

@@ -36,6 +36,7 @@ A row without finished runs keeps NaN in every measured column and ``n = 0``; no
 filled in from the paper. The claims of the experiment are evaluated on the same runs
 (:func:`claims.evaluate_claims`) and stored as records in ``df.attrs["claims"]``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,12 +53,46 @@ __all__ = ["build_table", "TABLE_COLUMNS", "PAPER_TABLES", "row_errors"]
 
 #: Columns of a built table, in order (also the CSV columns).
 TABLE_COLUMNS: tuple[str, ...] = (
-    "table", "row", "method", "variant", "backbone", "dataset", "protocol", "width_mult",
-    "n", "n_unfinished", "top1_nonfinite", "top5_nonfinite", "seeds", "classes", "learned", "n_failed",
-    "failed_seeds", "dim", "dim_paper", "params_m",
-    "params_paper_m", "top1_mean", "top1_std", "top5_mean", "top5_std", "top1_paper", "top5_paper",
-    "top1_delta", "top5_delta", "paper_rank", "our_rank", "fps", "fps_rel", "fps_paper", "fps_paper_rel",
-    "fps_source", "fps_device", "train_time_s_mean", "paper_source", "params_paper_source",
+    "table",
+    "row",
+    "method",
+    "variant",
+    "backbone",
+    "dataset",
+    "protocol",
+    "width_mult",
+    "n",
+    "n_unfinished",
+    "top1_nonfinite",
+    "top5_nonfinite",
+    "seeds",
+    "classes",
+    "learned",
+    "n_failed",
+    "failed_seeds",
+    "dim",
+    "dim_paper",
+    "params_m",
+    "params_paper_m",
+    "top1_mean",
+    "top1_std",
+    "top5_mean",
+    "top5_std",
+    "top1_paper",
+    "top5_paper",
+    "top1_delta",
+    "top5_delta",
+    "paper_rank",
+    "our_rank",
+    "fps",
+    "fps_rel",
+    "fps_paper",
+    "fps_paper_rel",
+    "fps_source",
+    "fps_device",
+    "train_time_s_mean",
+    "paper_source",
+    "params_paper_source",
 )
 
 #: The paper's tables a table experiment may name as ``paper``.
@@ -68,8 +103,9 @@ PAPER_TABLES = ("table2", "table3", "table4")
 _FPS_PAPER_TABLES = ("table2", "table3")
 
 
-def row_errors(runs: pd.DataFrame, experiment: Any) -> tuple[dict[str, list[float]], dict[str, int | None],
-                                                              dict[str, list[int]]]:
+def row_errors(
+    runs: pd.DataFrame, experiment: Any
+) -> tuple[dict[str, list[float]], dict[str, int | None], dict[str, list[int]]]:
     """Per row label: the top-1 errors of its finished runs, its dataset's number of classes, and
     the runs' seeds (in the errors' order)."""
     errors, classes, seeds = {}, {}, {}
@@ -102,9 +138,17 @@ def _rank_agreement(df: pd.DataFrame) -> dict[str, Any]:
     learned with no failed seed; the rows with a published error left out, with why."""
     keep, left_out = [], []
     for _, r in df[np.isfinite(df["_paper_top1"].astype(float))].iterrows():
-        why = ("no finished run" if r["n"] == 0 else "diverged" if r["top1_nonfinite"] == r["n"]
-               else "did not learn" if not pd.isna(r["learned"]) and not r["learned"]
-               else f"{r['n_failed']} of {r['n']} seeds failed" if r["n_failed"] else "")
+        why = (
+            "no finished run"
+            if r["n"] == 0
+            else "diverged"
+            if r["top1_nonfinite"] == r["n"]
+            else "did not learn"
+            if not pd.isna(r["learned"]) and not r["learned"]
+            else f"{r['n_failed']} of {r['n']} seeds failed"
+            if r["n_failed"]
+            else ""
+        )
         (left_out.append((r["method"], why)) if why else keep.append(r))
     paper = {r["method"]: r["_paper_top1"] for r in keep}
     ours = {r["method"]: r["top1_mean"] for r in keep}
@@ -116,7 +160,9 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
     """Summarise the result files of ``experiment``'s rows (see the module docstring)."""
     paper_table = experiment.paper if experiment.paper in PAPER_TABLES else None
     paper_dataset = pv.TABLE_DATASETS.get(paper_table) if paper_table else None
-    has_bench = bench is not None and not bench.empty and any(not row_bench(bench, r).empty for r in experiment.rows)
+    has_bench = (
+        bench is not None and not bench.empty and any(not row_bench(bench, r).empty for r in experiment.rows)
+    )
     source = "bench" if has_bench else "train"
     out = []
     errors: dict[str, list[float]] = {}  # row label -> top-1 errors of its finished runs (claims)
@@ -137,8 +183,11 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
         errors[row.label] = fin["top1_err"].tolist() if not fin.empty else []
         class_of[row.label] = int(classes) if classes is not None else None
         failed = failed_seeds(fin["top1_err"], class_of[row.label]) if not fin.empty else np.zeros(0, bool)
-        failed_text = ";".join(f"{int(s)}:{e:g}" for s, e, bad in zip(fin["seed"], fin["top1_err"], failed)
-                               if bad) if not fin.empty else ""
+        failed_text = (
+            ";".join(f"{int(s)}:{e:g}" for s, e, bad in zip(fin["seed"], fin["top1_err"], failed) if bad)
+            if not fin.empty
+            else ""
+        )
         key = row.paper_key
         paper = pv.paper_value(paper_table, key[0], row.backbone, key[1]) if paper_table and key else None
         gaps = row.paper_setting_gaps(paper_dataset) if paper is not None else ()
@@ -146,31 +195,55 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
         # parameters, dimension and speed describe the architecture: comparable at full width only
         same_net = bool(key) and row.width_mult is not None and float(row.width_mult) == 1.0
         p_params = pv.paper_params(key[0], row.backbone) if same_net else None
-        p_fps = pv.paper_train_fps(key[0], row.backbone) if same_net and paper_table in _FPS_PAPER_TABLES else None
+        p_fps = (
+            pv.paper_train_fps(key[0], row.backbone)
+            if same_net and paper_table in _FPS_PAPER_TABLES
+            else None
+        )
         top1_paper = paper.top1_err if comparable and paper.top1_err is not None else np.nan
         top5_paper = paper.top5_err if comparable and paper.top5_err is not None else np.nan
-        out.append({
-            "table": experiment.name, "row": i, "method": row.label, "variant": row.variant,
-            "backbone": row.backbone, "dataset": row.dataset, "protocol": row.protocol, "width_mult": row.width_mult,
-            "n": top1.n, "n_unfinished": int(len(sel) - len(fin)), "top1_nonfinite": top1.n_nonfinite,
-            "top5_nonfinite": top5.n_nonfinite,
-            "seeds": ";".join(str(s) for s in sorted(fin["seed"])) if not fin.empty else "",
-            "classes": classes,
-            "learned": bool(not failed.all()) if classes is not None and top1.n else None,
-            "n_failed": int(failed.sum()), "failed_seeds": failed_text, "_setting_gaps": "; ".join(gaps),
-            "dim": dim, "dim_paper": paper.dim if paper and same_net else None,
-            "params_m": params / 1e6 if params is not None else np.nan,
-            "params_paper_m": p_params[0] if p_params else np.nan,
-            "top1_mean": top1.mean, "top1_std": top1.std, "top5_mean": top5.mean, "top5_std": top5.std,
-            "top1_paper": top1_paper, "top5_paper": top5_paper,
-            "top1_delta": top1.mean - top1_paper, "top5_delta": top5.mean - top5_paper,
-            "_paper_top1": paper.top1_err if paper and paper.top1_err is not None else np.nan,
-            "fps": fps, "fps_paper": p_fps[0] if p_fps else np.nan,
-            "fps_source": source, "fps_device": fps_device,
-            "train_time_s_mean": summarize(fin["train_time_s"]).mean if not fin.empty else np.nan,
-            "paper_source": paper.source if paper else "",
-            "params_paper_source": p_params[1] if p_params else "",
-        })
+        out.append(
+            {
+                "table": experiment.name,
+                "row": i,
+                "method": row.label,
+                "variant": row.variant,
+                "backbone": row.backbone,
+                "dataset": row.dataset,
+                "protocol": row.protocol,
+                "width_mult": row.width_mult,
+                "n": top1.n,
+                "n_unfinished": int(len(sel) - len(fin)),
+                "top1_nonfinite": top1.n_nonfinite,
+                "top5_nonfinite": top5.n_nonfinite,
+                "seeds": ";".join(str(s) for s in sorted(fin["seed"])) if not fin.empty else "",
+                "classes": classes,
+                "learned": bool(not failed.all()) if classes is not None and top1.n else None,
+                "n_failed": int(failed.sum()),
+                "failed_seeds": failed_text,
+                "_setting_gaps": "; ".join(gaps),
+                "dim": dim,
+                "dim_paper": paper.dim if paper and same_net else None,
+                "params_m": params / 1e6 if params is not None else np.nan,
+                "params_paper_m": p_params[0] if p_params else np.nan,
+                "top1_mean": top1.mean,
+                "top1_std": top1.std,
+                "top5_mean": top5.mean,
+                "top5_std": top5.std,
+                "top1_paper": top1_paper,
+                "top5_paper": top5_paper,
+                "top1_delta": top1.mean - top1_paper,
+                "top5_delta": top5.mean - top5_paper,
+                "_paper_top1": paper.top1_err if paper and paper.top1_err is not None else np.nan,
+                "fps": fps,
+                "fps_paper": p_fps[0] if p_fps else np.nan,
+                "fps_source": source,
+                "fps_device": fps_device,
+                "train_time_s_mean": summarize(fin["train_time_s"]).mean if not fin.empty else np.nan,
+                "paper_source": paper.source if paper else "",
+                "params_paper_source": p_params[1] if p_params else "",
+            }
+        )
     df = pd.DataFrame(out)
     agreement = _rank_agreement(df)
     paper_ranks, our_ranks = ranks(agreement.pop("_paper")), ranks(agreement.pop("_ours"))
@@ -184,14 +257,25 @@ def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None 
     for col in ("dim", "dim_paper", "classes"):
         df[col] = pd.array([None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64")
     df["learned"] = pd.array(df["learned"].tolist(), dtype="boolean")
-    float_cols = [c for c in TABLE_COLUMNS if c not in ("dim_paper",)
-                  and (c == "fps" or c.endswith(("_m", "_mean", "_std", "_paper", "_delta", "_rel")))]
+    float_cols = [
+        c
+        for c in TABLE_COLUMNS
+        if c not in ("dim_paper",)
+        and (c == "fps" or c.endswith(("_m", "_mean", "_std", "_paper", "_delta", "_rel")))
+    ]
     df[float_cols] = df[float_cols].astype(float)
     claims = evaluate_claims(experiment.claims, errors, class_of)
     df.attrs.update(
-        claims=claims.to_dict("records"), table_id=experiment.name, paper_table=paper_table,
-        paper_dataset=paper_dataset, title=experiment.title, caption="",
-        rank_agreement=agreement if paper_table else None, outside_paper_setting=outside,
-        baseline=experiment.baseline, fps_source=source, step_sizes=steps,
+        claims=claims.to_dict("records"),
+        table_id=experiment.name,
+        paper_table=paper_table,
+        paper_dataset=paper_dataset,
+        title=experiment.title,
+        caption="",
+        rank_agreement=agreement if paper_table else None,
+        outside_paper_setting=outside,
+        baseline=experiment.baseline,
+        fps_source=source,
+        step_sizes=steps,
     )
     return df

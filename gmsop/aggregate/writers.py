@@ -11,6 +11,7 @@ The human formats share the cell rules of :mod:`display`; the best row (lowest m
 is set in bold as in the paper. ``render_*`` return the text, ``write_*`` write it through
 :func:`gmsop.atomic.atomic_write`, so a reader never sees a half-written table.
 """
+
 from __future__ import annotations
 
 import html
@@ -19,13 +20,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from gmsop.atomic import atomic_write
 from gmsop.aggregate.claims import LEVEL, TESTED
 from gmsop.aggregate.display import LATEX, TEXT, best_row, display_table, table_notes, table_title
+from gmsop.atomic import atomic_write
 
 __all__ = [
-    "render_csv", "render_markdown", "render_html", "render_latex",
-    "write_csv", "write_markdown", "write_html", "write_latex", "write_table", "FORMATS",
+    "render_csv",
+    "render_markdown",
+    "render_html",
+    "render_latex",
+    "write_csv",
+    "write_markdown",
+    "write_html",
+    "write_latex",
+    "write_table",
+    "FORMATS",
 ]
 
 #: Format name -> file suffix, in the order :func:`write_table` writes them.
@@ -35,12 +44,20 @@ _LEFT = {"Method", "Backbone"}  # text columns; every other column is right-alig
 _BOLD = {"Method", "Top-1 err. (%)"}
 
 
-CLAIM_HEAD = ("Claim (top-1 err., lower on the left)", "Ours", "Difference [95% CI]", "n", "P(left better)",
-              "Verdict")
+CLAIM_HEAD = (
+    "Claim (top-1 err., lower on the left)",
+    "Ours",
+    "Difference [95% CI]",
+    "n",
+    "P(left better)",
+    "Verdict",
+)
 _CLAIM_ALIGN = ("l", "r", "r", "r", "r", "l")
 _CLAIM_NAME = "The paper's claims, on our runs"
-_CLAIM_DETAIL = ("(difference of mean top-1 errors, left − right, with its 95% Welch t-interval over seeds; "
-                 "holds / reversed only when the interval excludes 0)")
+_CLAIM_DETAIL = (
+    "(difference of mean top-1 errors, left − right, with its 95% Welch t-interval over seeds; "
+    "holds / reversed only when the interval excludes 0)"
+)
 
 
 def _num(x: float, fmt: str) -> str:
@@ -55,8 +72,16 @@ def claim_cells(records) -> list[tuple[str, ...]]:
         diff = _num(c["diff"], "+.2f")
         if c["ci_low"] == c["ci_low"]:
             diff += f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
-        lines.append((c["claim"], ours, diff, f"{c['n_better']} / {c['n_worse']}",
-                      _num(c["p_improvement"], ".2f"), c["verdict"]))
+        lines.append(
+            (
+                c["claim"],
+                ours,
+                diff,
+                f"{c['n_better']} / {c['n_worse']}",
+                _num(c["p_improvement"], ".2f"),
+                c["verdict"],
+            )
+        )
     return lines
 
 
@@ -68,10 +93,12 @@ def claims_summary(records) -> str:
         counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
     tested = sum(counts.get(v, 0) for v in TESTED)
     parts = [f"{n} {v}" for v, n in counts.items()]
-    return (f"This table checks {len(records)} claim{'s' if len(records) != 1 else ''} and tests {tested} of "
-            f"them, each with a {LEVEL:.0%} Welch interval (a {1 - LEVEL:.0%} two-sided test per claim, not "
-            f"adjusted for testing several; the scorecard adds Holm's adjustment over all claims): "
-            f"{', '.join(parts)}.")
+    return (
+        f"This table checks {len(records)} claim{'s' if len(records) != 1 else ''} and tests {tested} of "
+        f"them, each with a {LEVEL:.0%} Welch interval (a {1 - LEVEL:.0%} two-sided test per claim, not "
+        f"adjusted for testing several; the scorecard adds Holm's adjustment over all claims): "
+        f"{', '.join(parts)}."
+    )
 
 
 def render_csv(df: pd.DataFrame) -> str:
@@ -95,10 +122,12 @@ def render_markdown(df: pd.DataFrame) -> str:
     claims = claim_cells(df.attrs.get("claims"))
     if claims:
         rule = "|" + "|".join(":--" if a == "l" else "--:" for a in _CLAIM_ALIGN) + "|"
-        lines += ["", f"**{_CLAIM_NAME}** {_CLAIM_DETAIL}", "",
-                  "| " + " | ".join(CLAIM_HEAD) + " |", rule]
+        lines += ["", f"**{_CLAIM_NAME}** {_CLAIM_DETAIL}", "", "| " + " | ".join(CLAIM_HEAD) + " |", rule]
         lines += ["| " + " | ".join(esc(c) for c in line) + " |" for line in claims]
-        lines += ["", claims_summary(df.attrs.get("claims")) + " All claims of all experiments: results/scorecard.md."]
+        lines += [
+            "",
+            claims_summary(df.attrs.get("claims")) + " All claims of all experiments: results/scorecard.md.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -129,9 +158,17 @@ def render_html(df: pd.DataFrame) -> str:
     table_id = html.escape(str(df.attrs.get("table_id") or "table"), quote=True)
     align = ["l" if c in _LEFT else "r" for c in cells.columns]
     out = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>{title}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>",
-        f'<table class="gmsop" id="{table_id}">', f"<caption>{title}</caption>", "<thead><tr>",
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{title}</title>",
+        f"<style>\n{_CSS}\n</style>",
+        "</head>",
+        "<body>",
+        f'<table class="gmsop" id="{table_id}">',
+        f"<caption>{title}</caption>",
+        "<thead><tr>",
     ]
     out += [f'<th class="{a}">{html.escape(c)}</th>' for c, a in zip(cells.columns, align)]
     out += ["</tr></thead>", "<tbody>"]
@@ -150,15 +187,26 @@ def render_html(df: pd.DataFrame) -> str:
     out.append("</ul>")
     claims = claim_cells(df.attrs.get("claims"))
     if claims:
-        out += [f'<table class="gmsop" id="{table_id}-claims">',
-                f"<caption>{html.escape(f'{_CLAIM_NAME} {_CLAIM_DETAIL}')}</caption>",
-                "<thead><tr>" + "".join(f'<th class="{a}">{html.escape(h)}</th>'
-                                        for a, h in zip(_CLAIM_ALIGN, CLAIM_HEAD)) + "</tr></thead>", "<tbody>"]
-        out += ["<tr>" + "".join(f'<td class="{a}">{html.escape(c)}</td>' for a, c in zip(_CLAIM_ALIGN, line)) + "</tr>"
-                for line in claims]
-        out += ["</tbody>", "</table>",
-                f'<p class="notes">{html.escape(claims_summary(df.attrs.get("claims")))} All claims of all '
-                "experiments are in the scorecard.</p>"]
+        out += [
+            f'<table class="gmsop" id="{table_id}-claims">',
+            f"<caption>{html.escape(f'{_CLAIM_NAME} {_CLAIM_DETAIL}')}</caption>",
+            "<thead><tr>"
+            + "".join(f'<th class="{a}">{html.escape(h)}</th>' for a, h in zip(_CLAIM_ALIGN, CLAIM_HEAD))
+            + "</tr></thead>",
+            "<tbody>",
+        ]
+        out += [
+            "<tr>"
+            + "".join(f'<td class="{a}">{html.escape(c)}</td>' for a, c in zip(_CLAIM_ALIGN, line))
+            + "</tr>"
+            for line in claims
+        ]
+        out += [
+            "</tbody>",
+            "</table>",
+            f'<p class="notes">{html.escape(claims_summary(df.attrs.get("claims")))} All claims of all '
+            "experiments are in the scorecard.</p>",
+        ]
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
 
@@ -173,10 +221,15 @@ def render_latex(df: pd.DataFrame) -> str:
     label = str(df.attrs.get("table_id") or "table").replace(" ", "-")
     lines = [
         "% Written by gmsop.aggregate.writers; needs \\usepackage{booktabs}.",
-        "\\begin{table}[t]", "\\centering", "\\small",
-        f"\\caption{{{LATEX.escape(table_title(df))}}}", f"\\label{{tab:{label}}}",
-        f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
-        " & ".join(cells.columns) + " \\\\", "\\midrule",
+        "\\begin{table}[t]",
+        "\\centering",
+        "\\small",
+        f"\\caption{{{LATEX.escape(table_title(df))}}}",
+        f"\\label{{tab:{label}}}",
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(cells.columns) + " \\\\",
+        "\\midrule",
     ]
     for pos, (_, row) in enumerate(cells.iterrows()):
         vals = [f"\\textbf{{{v}}}" if pos == best and c in bold_cols else v for c, v in row.items()]

@@ -2,6 +2,7 @@
 
 Each entry is data (blocks per stage, widths, stem width); there is one code path (ResNet).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,9 +18,20 @@ def __getattr__(name: str):
         return getattr(importlib.import_module("gmsop.backbones.resnet"), name)
     raise AttributeError(f"module 'gmsop.backbones' has no attribute {name!r}")
 
+
 __all__ = [
-    "BACKBONES", "CITED_BACKBONES", "ResNet", "backbone_widths", "scaled", "conv1x1", "conv3x3", "create_backbone",
-    "list_backbones", "paper_name", "paper_names", "resolve_backbone",
+    "BACKBONES",
+    "CITED_BACKBONES",
+    "ResNet",
+    "backbone_widths",
+    "scaled",
+    "conv1x1",
+    "conv3x3",
+    "create_backbone",
+    "list_backbones",
+    "paper_name",
+    "paper_names",
+    "resolve_backbone",
 ]
 
 #: name -> (blocks per stage, widths, stem width, paper name)
@@ -70,7 +82,9 @@ def backbone_widths(name: str, width_mult: float = 1.0) -> tuple[int, ...]:
     return tuple(scaled(w, width_mult) for w in BACKBONES[resolve_backbone(name)]["widths"])
 
 
-def create_backbone(name: str, last_stride: int = 2, bn_momentum: float = 0.1, width_mult: float = 1.0) -> ResNet:
+def create_backbone(
+    name: str, last_stride: int = 2, bn_momentum: float = 0.1, width_mult: float = 1.0
+) -> ResNet:
     """Backbone ``name``; ``width_mult`` scales every width (1.0 = the paper's net)."""
     if not width_mult > 0:
         raise ValueError(f"width_mult must be > 0, got {width_mult!r}")

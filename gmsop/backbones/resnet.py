@@ -16,6 +16,7 @@ and ``torchvision.ops``), and every workflow job is a fresh process. A 1x1 conv 
 shortcut is added where width or stride changes.
 Init: He-normal (fan_in) convs, BN weight 1 / bias 0, BN momentum from the protocol.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,8 +40,14 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), two 3x3 convs (He et al. 2016)."""
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
-                 norm_layer=nn.BatchNorm2d):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        norm_layer=nn.BatchNorm2d,
+    ):
         super().__init__()
         self.conv1 = conv3x3(in_channels, width, stride)
         self.bn1 = norm_layer(width)
@@ -77,7 +84,9 @@ class ResNet(nn.Module):
     ):
         super().__init__()
         if len(blocks) != len(widths) or not blocks:
-            raise ValueError(f"blocks {list(blocks)} and widths {list(widths)} must be non-empty and of equal length")
+            raise ValueError(
+                f"blocks {list(blocks)} and widths {list(widths)} must be non-empty and of equal length"
+            )
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
         self._norm = partial(nn.BatchNorm2d, momentum=bn_momentum)

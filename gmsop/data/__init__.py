@@ -39,16 +39,26 @@ Training path
         for x, y in loader.iter_epoch(epoch):      # uint8 (B, 3, H, W), int64 (B,) on device
             x = tf(x, g)                           # float32 (B, 3, *ds.input_size), normalised
 """
+
 from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
 from gmsop.data.registry import (
-    augment_presets, augment_spec, dataset_fingerprint, dataset_options, flip_doubled, get_dataset,
-    list_datasets, register_augment_presets, register_dataset, register_source_files, register_train_size,
-    source_files, train_size,
+    augment_presets,
+    augment_spec,
+    dataset_fingerprint,
+    dataset_options,
+    flip_doubled,
+    get_dataset,
+    list_datasets,
+    register_augment_presets,
+    register_dataset,
+    register_source_files,
+    register_train_size,
+    source_files,
+    train_size,
 )
 
 # importing the dataset modules registers them
 from gmsop.data import digits, folder, imagenet64, npz, places365, synthetic  # noqa: E402,F401  isort: skip
-from gmsop.data.content import content_fingerprint  # noqa: E402
 from gmsop.data.augment import (
     BatchTransform,
     center_crop,
@@ -61,6 +71,7 @@ from gmsop.data.augment import (
     random_hflip,
     to_float,
 )
+from gmsop.data.content import content_fingerprint  # noqa: E402
 from gmsop.data.imagenet64 import SubsetWarning
 from gmsop.data.loader import BatchLoader, batch_order, epoch_permutation
 from gmsop.data.throughput import measure_loader_throughput

@@ -1,11 +1,14 @@
 """Small option validators shared by the dataset builders: each raises ValueError naming the option."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 
-def require_int(dataset: str, name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+def require_int(
+    dataset: str, name: str, value: Any, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """``value`` as an int within bounds (bools and floats with a fraction are refused)."""
     whole_float = isinstance(value, float) and value.is_integer()
     if isinstance(value, bool) or not (isinstance(value, int) or whole_float):
@@ -43,4 +46,3 @@ def require_root(dataset: str, root: Path | None, what: str) -> Path:
     if not root.exists():
         raise ValueError(f"{dataset}: root {root} does not exist (expected the folder holding {what})")
     return root
-

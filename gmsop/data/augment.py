@@ -32,9 +32,10 @@ float32 last. ``BatchTransform`` chains them as an ``AugmentSpec`` says.
 The default padding fill of ``BatchTransform`` is the rounded dataset mean, so that after mean
 subtraction the padding is ~0, which is what zero-padding a mean-subtracted image gives.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -56,7 +57,9 @@ __all__ = [
 ]
 
 
-def epoch_generator(seed: int, epoch: int, stream: int = 1, device: str | torch.device = "cpu") -> torch.Generator:
+def epoch_generator(
+    seed: int, epoch: int, stream: int = 1, device: str | torch.device = "cpu"
+) -> torch.Generator:
     """A generator that is a pure function of (seed, epoch, stream): resumed runs redraw the same.
 
     ``stream`` separates independent uses (the loader's permutation uses numpy's
@@ -244,13 +247,17 @@ class BatchTransform:
         cached = self._constants.get(device)
         if cached is None:
             mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-            std = None if self.std is None else torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+            std = (
+                None
+                if self.std is None
+                else torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+            )
             fill = torch.tensor(self.fill, dtype=torch.float32).to(torch.uint8).view(1, -1, 1, 1).to(device)
             cached = self._constants[device] = (mean, std, fill)
         return cached
 
     @classmethod
-    def for_dataset(cls, dataset, train: bool, divide_std: bool = True) -> "BatchTransform":
+    def for_dataset(cls, dataset, train: bool, divide_std: bool = True) -> BatchTransform:
         """The transform ``dataset.augment`` prescribes, with the dataset's statistics."""
         return cls(dataset.augment, dataset.mean, dataset.std, train, divide_std)
 
@@ -259,7 +266,9 @@ class BatchTransform:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.dtype != torch.uint8 or x.dim() != 4:
-            raise ValueError(f"BatchTransform expects a uint8 (B, C, H, W) batch, got {x.dtype} {tuple(x.shape)}")
+            raise ValueError(
+                f"BatchTransform expects a uint8 (B, C, H, W) batch, got {x.dtype} {tuple(x.shape)}"
+            )
         s, hw = self.spec, (x.shape[-2], x.shape[-1])
         mean, std, fill = self.constants(x.device)
         if self.train or s.eval_pad_crop:

@@ -12,11 +12,13 @@ never hard-codes "Places365 gets a 96-pixel crop": it asks the dataset.
 Every constructor validates its inputs and raises ``ValueError`` naming the offending value and,
 where there is one, the file it came from (``Split.source``).
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -208,7 +210,11 @@ class Dataset:
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2:
+        if (
+            not isinstance(self.num_classes, int)
+            or isinstance(self.num_classes, bool)
+            or self.num_classes < 2
+        ):
             raise ValueError(f"{self.name}: num_classes must be an int >= 2, got {self.num_classes!r}")
         for split_name in ("train", "val"):
             if not isinstance(getattr(self, split_name), Split):
@@ -223,7 +229,9 @@ class Dataset:
         if min(self.std) <= 0:
             raise ValueError(f"{self.name}: std must be positive, got {self.std}")
         if not isinstance(self.augment, AugmentSpec):
-            raise ValueError(f"{self.name}: augment must be an AugmentSpec, got {type(self.augment).__name__}")
+            raise ValueError(
+                f"{self.name}: augment must be an AugmentSpec, got {type(self.augment).__name__}"
+            )
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
             if len(self.classes) != self.num_classes:

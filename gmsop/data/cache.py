@@ -36,14 +36,16 @@ memory and nothing is written. Their folder is ``<root>/generated/<name>-v<versi
 the hash (``identity_hash``) taken over every option that decides the bytes and the builder's
 version, so no two configurations share one and a version bump starts a new folder.
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -201,7 +203,9 @@ def load_split(cache_dir: Path, split: str, meta: dict[str, Any]) -> Split:
     try:
         labels = np.load(lpath)
     except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{lpath}: cannot read the cached labels ({exc}); delete {cache_dir} to rebuild it") from None
+        raise ValueError(
+            f"{lpath}: cannot read the cached labels ({exc}); delete {cache_dir} to rebuild it"
+        ) from None
     if labels.dtype != np.int64 or labels.shape != (expected[0],):
         raise ValueError(
             f"{lpath}: cached labels are {labels.dtype} {labels.shape}, expected int64 ({expected[0]},); "

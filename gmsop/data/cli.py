@@ -11,6 +11,7 @@ Dataset options are passed as ``--name value`` (dashes or underscores), e.g.
 parse (numbers, true/false/null, {"pad": 4}), else as strings. ``gmsop data info NAME --help``
 lists NAME's options and defaults.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -131,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         if cache is None:
             print(f"{args.name}: nothing to prepare (no cache; data is generated or loaded directly)")
         else:
-            print(f"{args.name}: cache ready at {cache} ({len(dataset.train):,} train, {len(dataset.val):,} val)")
+            print(
+                f"{args.name}: cache ready at {cache} ({len(dataset.train):,} train, {len(dataset.val):,} val)"
+            )
     else:  # bench
         from gmsop.data.throughput import measure_loader_throughput
 

@@ -13,6 +13,7 @@ answer (``gmsop.data.registry.source_files``): ``npz`` its one or two .npz files
 every image file, ``imagenet64`` the release files, ``places365`` its three list files (the
 list files stand for the 1.8M images, as for its cache).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,9 @@ def file_digests(root: Path, files: list[Path]) -> dict[str, str]:
     return {name: entry[2] for name, entry in fresh.items()}
 
 
-def content_fingerprint(name: str, root: str | Path | None,
-                        options: dict[str, Any] | None = None) -> str | None:
+def content_fingerprint(
+    name: str, root: str | Path | None, options: dict[str, Any] | None = None
+) -> str | None:
     """``sha256:<hex>`` over the relative path and bytes of every file dataset ``name`` reads
     from ``root``; None for a dataset that reads no files. ValueError (from the dataset) when
     the root or a file it needs is missing."""

@@ -8,6 +8,7 @@ replicated to 3 channels and split into train/val by a stratified split fixed by
 No flip augmentation by default: a mirrored 2, 3, 4, 5, 7 or 9 is not the same digit. The
 ``shift`` preset pads by size // 8 and random-crops back (small translations keep the class).
 """
+
 from __future__ import annotations
 
 import math

@@ -18,6 +18,7 @@ triggers a rebuild. It is written outside ``root`` (``cache_dir=``, else
 Augmentation presets: ``flip`` (default: random horizontal flip), ``none``, and ``pad_crop``
 (flip, pad by size // 8 and random crop back to ``size``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,10 @@ from gmsop.data._checks import require_choice, require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, cached_image_dataset, default_workers
 from gmsop.data.registry import (
-    augment_spec, register_augment_presets, register_dataset, register_source_files,
+    augment_spec,
+    register_augment_presets,
+    register_dataset,
+    register_source_files,
 )
 
 __all__ = ["folder", "scan_tree"]
@@ -43,7 +47,9 @@ def scan_tree(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.nda
     split_dirs = {"train": root / "train", "val": root / "val"}
     for split, d in split_dirs.items():
         if not d.is_dir():
-            raise ValueError(f"folder: missing {d}; expected {root}/train/<class>/... and {root}/val/<class>/...")
+            raise ValueError(
+                f"folder: missing {d}; expected {root}/train/<class>/... and {root}/val/<class>/..."
+            )
     classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
     if len(classes) < 2:
         raise ValueError(f"folder: {split_dirs['train']} has {len(classes)} class folder(s); need at least 2")
@@ -74,8 +80,11 @@ def _folder_files(root: Path | None, **_) -> list[Path]:
 
 @register_augment_presets("folder")
 def _augment_presets(size: int, **options) -> dict[str, AugmentSpec]:
-    return {"flip": AugmentSpec(flip=True), "none": AugmentSpec(),
-            "pad_crop": AugmentSpec(flip=True, pad=max(1, int(size) // 8))}
+    return {
+        "flip": AugmentSpec(flip=True),
+        "none": AugmentSpec(),
+        "pad_crop": AugmentSpec(flip=True, pad=max(1, int(size) // 8)),
+    }
 
 
 @register_dataset("folder")
@@ -99,5 +108,6 @@ def folder(
     cdir = Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"folder-{size}-{fit}")
     cdir = cache.prepare_cache_dir(cdir)
     fp = cache.fingerprint(all_files, {"size": size, "fit": fit, "classes": classes}, base=root)
-    return cached_image_dataset(name, root, classes, lambda: splits, cdir, fp, size, fit, workers, aug,
-                                info={"fit": fit})
+    return cached_image_dataset(
+        name, root, classes, lambda: splits, cdir, fp, size, fit, workers, aug, info={"fit": fit}
+    )

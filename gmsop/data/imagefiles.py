@@ -17,14 +17,15 @@ them are named in one error at the end, and the rows that did decode are kept
 (``<split>_partial.npy`` and its ``_rows.json`` index, as every complete split has one), so the
 next conversion copies them and decodes only the files that are new, changed or failed.
 """
+
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -34,8 +35,16 @@ from gmsop.data import cache
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.stats import ChannelStats
 
-__all__ = ["FITS", "decode_resize", "convert_image_files", "convert_splits", "check_files_exist",
-           "BadImageFiles", "IMAGE_EXTENSIONS", "cached_image_dataset"]
+__all__ = [
+    "FITS",
+    "decode_resize",
+    "convert_image_files",
+    "convert_splits",
+    "check_files_exist",
+    "BadImageFiles",
+    "IMAGE_EXTENSIONS",
+    "cached_image_dataset",
+]
 
 FITS = ("stretch", "crop")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -69,8 +78,9 @@ class BadImageFiles(ValueError):
     """Listed image files that are missing or cannot be decoded (every one of them named)."""
 
 
-def _fill_rows(out_file: str, rows: Sequence[int], paths: Sequence[str], size: int, fit: str
-               ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def _fill_rows(
+    out_file: str, rows: Sequence[int], paths: Sequence[str], size: int, fit: str
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Worker: decode ``paths`` into ``rows`` of the memmap; return the histogram of the rows it
     filled and, for each file it could not decode, (row, reason)."""
     out = np.load(out_file, mmap_mode="r+")
@@ -136,11 +146,16 @@ def check_files_exist(files: dict[str, Sequence[str | Path]], dataset: str) -> N
 
 def _bad_files_message(dataset: str, split: str, bad: list[str], total: int, listing: Path | None) -> str:
     shown = bad if len(bad) <= _SHOWN else bad[:_SHOWN] + [f"... and {len(bad) - _SHOWN} more"]
-    kept = (f"; the {total - len(bad)} others are converted and kept, so the next run decodes only these"
-            if listing is not None else "")
+    kept = (
+        f"; the {total - len(bad)} others are converted and kept, so the next run decodes only these"
+        if listing is not None
+        else ""
+    )
     where = f" (all of them in {listing})" if listing is not None and len(bad) > _SHOWN else ""
-    return (f"{dataset}: {len(bad)} of {total} {split} image files cannot be used{kept}; fix or remove them "
-            f"(from the list or the folder) and run again{where}:\n  " + "\n  ".join(shown))
+    return (
+        f"{dataset}: {len(bad)} of {total} {split} image files cannot be used{kept}; fix or remove them "
+        f"(from the list or the folder) and run again{where}:\n  " + "\n  ".join(shown)
+    )
 
 
 def convert_image_files(
@@ -174,8 +189,11 @@ def convert_image_files(
     done: dict[int, list] = {}  # row -> [size, mtime_ns] of the file it holds
     with cache.atomic_memmap(cache.images_path(cache_dir, split), (n, 3, size, size)) as out:
         for images, rows in kept:  # copy what an earlier conversion decoded from the same files
-            reuse = [(i, rows[p][2]) for i, p in enumerate(names)
-                     if i not in done and i not in bad and rows.get(p, [None])[:2] == stamps[i]]
+            reuse = [
+                (i, rows[p][2])
+                for i, p in enumerate(names)
+                if i not in done and i not in bad and rows.get(p, [None])[:2] == stamps[i]
+            ]
             if reuse:
                 old = np.load(images, mmap_mode="r")
                 for s in range(0, len(reuse), _CHUNK):
@@ -205,14 +223,23 @@ def convert_image_files(
             raise BadImageFiles(_bad_files_message(dataset, split, lines, n, listing))
     cache.atomic_save_npy(cache.labels_path(cache_dir, split), np.asarray(labels, dtype=np.int64))
     _write_index(cache.images_path(cache_dir, split), size, fit, names, done)
-    for stale in (_partial_path(cache_dir, split), _index_path(_partial_path(cache_dir, split)),
-                  Path(cache_dir) / f"{split}_bad_files.txt"):
+    for stale in (
+        _partial_path(cache_dir, split),
+        _index_path(_partial_path(cache_dir, split)),
+        Path(cache_dir) / f"{split}_bad_files.txt",
+    ):
         stale.unlink(missing_ok=True)
     return stats
 
 
-def convert_splits(splits: dict[str, tuple[Sequence[str | Path], np.ndarray]], cache_dir: Path, size: int,
-                   fit: str, workers: int, dataset: str) -> ChannelStats:
+def convert_splits(
+    splits: dict[str, tuple[Sequence[str | Path], np.ndarray]],
+    cache_dir: Path,
+    size: int,
+    fit: str,
+    workers: int,
+    dataset: str,
+) -> ChannelStats:
     """``convert_image_files`` for each split (``{"train": (paths, labels), "val": ...}``) after
     ``check_files_exist`` over all of them; every split is tried, and the files no split could
     use are named in one ``BadImageFiles``. Returns the training split's histogram."""
@@ -228,15 +255,17 @@ def convert_splits(splits: dict[str, tuple[Sequence[str | Path], np.ndarray]], c
     return stats["train"]
 
 
-def _decode(out_file: str, tasks: list[list[int]], names: list[str], size: int, fit: str, workers: int
-            ) -> list[tuple[np.ndarray, list[tuple[int, str]]]]:
+def _decode(
+    out_file: str, tasks: list[list[int]], names: list[str], size: int, fit: str, workers: int
+) -> list[tuple[np.ndarray, list[tuple[int, str]]]]:
     """``_fill_rows`` over ``tasks`` (lists of rows), in ``workers`` processes when it pays."""
     if workers <= 1 or len(tasks) <= 1:
         return [_fill_rows(out_file, rows, [names[i] for i in rows], size, fit) for rows in tasks]
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
-        futures = [pool.submit(_fill_rows, out_file, rows, [names[i] for i in rows], size, fit)
-                   for rows in tasks]
+        futures = [
+            pool.submit(_fill_rows, out_file, rows, [names[i] for i in rows], size, fit) for rows in tasks
+        ]
         try:
             return [fut.result() for fut in futures]
         except BaseException:
@@ -252,9 +281,20 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cached_image_dataset(name: str, root: Path, classes: Sequence[str], splits, cache_dir: Path,
-                         fingerprint: str, size: int, fit: str, workers: int, augment: AugmentSpec,
-                         info: dict | None = None, full_sizes: dict[str, int] | None = None) -> Dataset:
+def cached_image_dataset(
+    name: str,
+    root: Path,
+    classes: Sequence[str],
+    splits,
+    cache_dir: Path,
+    fingerprint: str,
+    size: int,
+    fit: str,
+    workers: int,
+    augment: AugmentSpec,
+    info: dict | None = None,
+    full_sizes: dict[str, int] | None = None,
+) -> Dataset:
     """A dataset of image files at ``size`` x ``size``, mapped from ``cache_dir`` when its
     metadata matches ``fingerprint``, else converted there first (``convert_splits``). ``splits()``
     gives ``{"train": (paths, labels), "val": ...}``, called only when converting; a split with
@@ -273,9 +313,18 @@ def cached_image_dataset(name: str, root: Path, classes: Sequence[str], splits, 
             if full is not None and n != full:
                 notes.append(f"subset: {n:,} of {full:,} {split} images")
         mean, std = stats.result()
-        meta = cache.write_meta(cache_dir, fingerprint, {
-            "dataset": name, "splits": shapes, "num_classes": len(classes), "mean": mean, "std": std, "notes": notes,
-        })
+        meta = cache.write_meta(
+            cache_dir,
+            fingerprint,
+            {
+                "dataset": name,
+                "splits": shapes,
+                "num_classes": len(classes),
+                "mean": mean,
+                "std": std,
+                "notes": notes,
+            },
+        )
     return Dataset(
         name=name,
         num_classes=len(classes),
@@ -285,6 +334,11 @@ def cached_image_dataset(name: str, root: Path, classes: Sequence[str], splits, 
         std=tuple(meta["std"]),
         augment=augment,
         classes=tuple(classes),
-        info={"source": str(root), "cache": str(cache_dir), "size": size, **(info or {}),
-              "notes": meta["notes"]},
+        info={
+            "source": str(root),
+            "cache": str(cache_dir),
+            "size": size,
+            **(info or {}),
+            "notes": meta["notes"],
+        },
     )

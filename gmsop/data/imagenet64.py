@@ -28,6 +28,7 @@ Augmentation presets: ``flip`` (default; the paper's Table 2: random horizontal 
 normalisation) and ``star`` (Table 3's starred rows: the training set doubled by mirror images,
 4-pixel padding and random crop at training and prediction), and ``none``.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -43,7 +44,10 @@ from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.registry import (
-    augment_spec, register_augment_presets, register_dataset, register_source_files,
+    augment_spec,
+    register_augment_presets,
+    register_dataset,
+    register_source_files,
 )
 from gmsop.data.stats import ChannelStats
 
@@ -117,7 +121,9 @@ def find_release_files(root: Path, size: int) -> tuple[dict[int, Path], Path | N
     train = {k: p for k, p in chosen.items() if k != "val"}
     bad = sorted(k for k in train if not 1 <= k <= NUM_TRAIN_BATCHES)  # type: ignore[operator]
     if bad:
-        raise ValueError(f"imagenet64: unexpected training batch number(s) {bad} under {root} (expected 1..10)")
+        raise ValueError(
+            f"imagenet64: unexpected training batch number(s) {bad} under {root} (expected 1..10)"
+        )
     return dict(sorted(train.items())), chosen.get("val"), notes  # type: ignore[arg-type]
 
 
@@ -137,13 +143,25 @@ def _load_raw(path: Path, keys: tuple[str, ...]) -> dict[str, object]:
             raise
         raise ValueError(f"{path}: cannot read ({exc}); the file may be truncated or corrupt") from None
     except _RefusedGlobal as exc:
-        raise ValueError(f"{path}: {exc}; a release pickle holds only numpy arrays, lists and numbers") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: {exc}; a release pickle holds only numpy arrays, lists and numbers"
+        ) from None
+    except (
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        pickle.UnpicklingError,
+        KeyError,
+        TypeError,
+    ) as exc:
         raise ValueError(
             f"{path}: cannot read ({type(exc).__name__}: {exc}); the file may be truncated or corrupt"
         ) from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a pickled dict with 'data' and 'labels', got {type(obj).__name__}")
+        raise ValueError(
+            f"{path}: expected a pickled dict with 'data' and 'labels', got {type(obj).__name__}"
+        )
     missing = [k for k in keys if k not in obj]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(map(str, obj))}")
@@ -177,8 +195,14 @@ def read_batch(path: Path, size: int, num_classes: int = 1000) -> tuple[np.ndarr
     n, row = data.shape
     if row != 3 * size * size:
         side = int(round((row / 3) ** 0.5))
-        hint = f" (rows of {row} values are {side}x{side} images: pass size={side})" if 3 * side * side == row else ""
-        raise ValueError(f"{path}: rows hold {row} values, expected 3*{size}*{size} = {3 * size * size}{hint}")
+        hint = (
+            f" (rows of {row} values are {side}x{side} images: pass size={side})"
+            if 3 * side * side == row
+            else ""
+        )
+        raise ValueError(
+            f"{path}: rows hold {row} values, expected 3*{size}*{size} = {3 * size * size}{hint}"
+        )
     labels = _labels_0based(raw["labels"], n, num_classes, path)
     return data.reshape(n, 3, size, size), labels  # R, G, B planes: (n, 3*S*S) -> (n, 3, S, S)
 
@@ -196,7 +220,9 @@ def _convert_split(
     counts = [_count(p, num_classes) for p in files]
     total = sum(counts)
     if total == 0:
-        raise ValueError(f"imagenet64: the {split} split is empty: {', '.join(map(str, files))} hold 0 images")
+        raise ValueError(
+            f"imagenet64: the {split} split is empty: {', '.join(map(str, files))} hold 0 images"
+        )
     labels = np.empty(total, dtype=np.int64)
     stats = ChannelStats(what=f"imagenet64: the {split} split")
     with cache.atomic_memmap(cache.images_path(cache_dir, split), (total, 3, size, size)) as out:
@@ -204,7 +230,9 @@ def _convert_split(
         for path, expected in zip(files, counts):
             x, y = read_batch(path, size, num_classes)  # (n, 3, S, S), (n,)
             if len(x) != expected:
-                raise ValueError(f"{path}: holds {len(x)} images now but {expected} when counted; did it change?")
+                raise ValueError(
+                    f"{path}: holds {len(x)} images now but {expected} when counted; did it change?"
+                )
             out[offset : offset + len(x)] = x
             labels[offset : offset + len(x)] = y
             stats.update(x)
@@ -217,11 +245,13 @@ def _release_files(root: Path, size: int) -> tuple[dict[int, Path], Path, list[s
     """``find_release_files``, refusing a root without training or validation files."""
     train_files, val_file, notes = find_release_files(root, size)
     if not train_files:
-        raise ValueError(f"imagenet64: no train_data_batch_* files under {root} "
-                         f"(looked in it and its sub-folders)")
+        raise ValueError(
+            f"imagenet64: no train_data_batch_* files under {root} (looked in it and its sub-folders)"
+        )
     if val_file is None:
-        raise ValueError(f"imagenet64: no val_data or val_data.npz under {root} "
-                         f"(looked in it and its sub-folders)")
+        raise ValueError(
+            f"imagenet64: no val_data or val_data.npz under {root} (looked in it and its sub-folders)"
+        )
     return train_files, val_file, notes
 
 
@@ -257,7 +287,9 @@ def imagenet64(
     aug = augment_spec(name, {"augment": augment})
     train_files, val_file, notes = _release_files(root, size)
     files = [*train_files.values(), val_file]
-    cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"imagenet{size}"))
+    cdir = cache.prepare_cache_dir(
+        Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"imagenet{size}")
+    )
     fp = cache.fingerprint(files, {"size": size, "num_classes": num_classes}, base=root)
     meta = cache.read_meta(cdir, fp)
     if meta is None:
@@ -277,7 +309,10 @@ def imagenet64(
             fp,
             {
                 "dataset": name,
-                "splits": {"train": {"shape": [n_train, 3, size, size]}, "val": {"shape": [n_val, 3, size, size]}},
+                "splits": {
+                    "train": {"shape": [n_train, 3, size, size]},
+                    "val": {"shape": [n_val, 3, size, size]},
+                },
                 "num_classes": num_classes,
                 "mean": mean,
                 "std": std,
@@ -288,7 +323,9 @@ def imagenet64(
     subset_notes = [n for n in meta["notes"] if n.startswith("subset")]
     if subset_notes:
         if require_full:
-            raise ValueError(f"{name}: require_full=True but {root} holds a subset: {'; '.join(subset_notes)}")
+            raise ValueError(
+                f"{name}: require_full=True but {root} holds a subset: {'; '.join(subset_notes)}"
+            )
         warnings.warn(f"{name} at {root}: {'; '.join(subset_notes)}", SubsetWarning, stacklevel=3)
     return Dataset(
         name=name,
@@ -298,5 +335,11 @@ def imagenet64(
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),
         augment=aug,
-        info={"source": str(root), "cache": str(cdir), "size": size, "files": meta["files"], "notes": meta["notes"]},
+        info={
+            "source": str(root),
+            "cache": str(cdir),
+            "size": size,
+            "files": meta["files"],
+            "notes": meta["notes"],
+        },
     )

@@ -32,10 +32,11 @@ Yields ``(images, labels)``: uint8 (B, 3, H, W) and int64 (B,) on ``device``. Au
 normalisation are ``gmsop.data.augment``'s job. One iteration at a time per loader: the pinned
 buffers are the loader's own.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -52,13 +53,7 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def batch_order(
-    n: int,
-    batch_size: int,
-    *,
-    seed: int = 0,
-    epoch: int = 0,
-    shuffle: bool = True,
-    drop_last: bool = False,
+    n: int, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, drop_last: bool = False
 ) -> list[np.ndarray]:
     """The (sorted) sample indices of every batch of one epoch over ``n`` samples."""
     order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n)
@@ -114,13 +109,20 @@ class BatchLoader:
             )
         if resident not in (True, False, "auto") or not isinstance(resident, (bool, str)):
             raise ValueError(f"BatchLoader: resident must be 'auto', True or False, got {resident!r}")
-        if isinstance(resident_fraction, bool) or not isinstance(resident_fraction, (int, float)) \
-                or not 0 < resident_fraction <= 1:
-            raise ValueError(f"BatchLoader: resident_fraction must be a number in (0, 1], got {resident_fraction!r}")
+        if (
+            isinstance(resident_fraction, bool)
+            or not isinstance(resident_fraction, (int, float))
+            or not 0 < resident_fraction <= 1
+        ):
+            raise ValueError(
+                f"BatchLoader: resident_fraction must be a number in (0, 1], got {resident_fraction!r}"
+            )
         self.resident_fraction = float(resident_fraction)
         self._buffers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._events: list[torch.cuda.Event | None] = [None, None]
-        self._data: tuple[torch.Tensor, torch.Tensor] | None = None  # (images, labels) where gathered on the device path
+        self._data: tuple[torch.Tensor, torch.Tensor] | None = (
+            None  # (images, labels) where gathered on the device path
+        )
         self.resident, self.placement = self._place(resident)
         self._pinned = not self.resident and self.device.type == "cuda" and torch.cuda.is_available()
 
@@ -139,8 +141,10 @@ class BatchLoader:
                 return False, f"host memory ({dev})"
             free, total = torch.cuda.mem_get_info(dev)
             if size > self.resident_fraction * free:
-                return False, (f"host memory, pinned overlapped copies to {dev} ({_gb(size)} > "
-                               f"{self.resident_fraction:.0%} of {_gb(free)} free of {_gb(total)})")
+                return False, (
+                    f"host memory, pinned overlapped copies to {dev} ({_gb(size)} > "
+                    f"{self.resident_fraction:.0%} of {_gb(free)} free of {_gb(total)})"
+                )
             where = f"{_gb(size)} of {_gb(free)} free"
         elif resident:
             if dev.type == "cuda" and not torch.cuda.is_available():
@@ -191,7 +195,9 @@ class BatchLoader:
             ]
         return self._buffers[slot]
 
-    def _gather(self, virtual: np.ndarray, slot: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _gather(
+        self, virtual: np.ndarray, slot: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Host path: images and labels of one batch on the CPU (pinned for CUDA), plus the
         mirror mask (pinned too, so that its copy does not block either)."""
         n = len(self.split)

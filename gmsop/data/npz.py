@@ -21,6 +21,7 @@ transposed once); no cache is written, and nothing is ever written into ``root``
 
 Augmentation presets: ``flip`` (default), ``none``, ``pad_crop`` (flip, pad H // 8, crop back).
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -104,8 +105,9 @@ def _unreadable(path: Path, exc: Exception) -> ValueError:
     """The one message for an npz that cannot be read: the file, the reason, what it may mean."""
     if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
         return exc
-    return ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc}); "
-                      f"the file may be truncated or corrupt")
+    return ValueError(
+        f"{path}: cannot read ({type(exc).__name__}: {exc}); the file may be truncated or corrupt"
+    )
 
 
 def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
@@ -163,7 +165,9 @@ def npz(
         "none": AugmentSpec(),
         "pad_crop": AugmentSpec(flip=True, pad=max(1, h // 8)),
     }
-    splits = {s: Split(torch.from_numpy(x), torch.from_numpy(y), source=src) for s, (x, y, src, _) in arrays.items()}
+    splits = {
+        s: Split(torch.from_numpy(x), torch.from_numpy(y), source=src) for s, (x, y, src, _) in arrays.items()
+    }
     return Dataset(
         name=name,
         num_classes=num_classes,
@@ -172,8 +176,14 @@ def npz(
         mean=mean,
         std=std,
         augment=resolve_augment(augment, presets, "flip", name),
-        info={"source": str(root), "layout": layout, "channels": channels["train"],
-              "notes": ["grayscale: the one channel is replicated to R, G, B"] if 1 in channels.values() else []},
+        info={
+            "source": str(root),
+            "layout": layout,
+            "channels": channels["train"],
+            "notes": ["grayscale: the one channel is replicated to R, G, B"]
+            if 1 in channels.values()
+            else [],
+        },
     )
 
 

@@ -21,6 +21,7 @@ Augmentation (preset ``paper``, the default): random ``crop`` x ``crop`` crop (9
 horizontal flip at training, a single centre ``crop`` at evaluation. Preset ``none`` feeds whole
 images.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,7 +33,10 @@ from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.imagefiles import cached_image_dataset, default_workers
 from gmsop.data.registry import (
-    augment_spec, register_augment_presets, register_dataset, register_source_files,
+    augment_spec,
+    register_augment_presets,
+    register_dataset,
+    register_source_files,
 )
 
 __all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
@@ -83,7 +87,9 @@ def read_list(root: Path, split: str, num_classes: int) -> tuple[list[Path], np.
     dirs = TRAIN_DIRS if split == "train" else VAL_DIRS
     image_dir = next((root / d for d in dirs if (root / d).is_dir()), None)
     if image_dir is None:
-        raise ValueError(f"places365: no {split} image folder under {root}; expected one of {', '.join(dirs)}")
+        raise ValueError(
+            f"places365: no {split} image folder under {root}; expected one of {', '.join(dirs)}"
+        )
     labels = np.fromiter((lab for _, lab in pairs), dtype=np.int64, count=len(pairs))
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
@@ -134,12 +140,24 @@ def places365(
     aug = augment_spec(name, {"size": size, "crop": crop, "augment": augment})
     classes = read_categories(root)
     list_files = _list_files(root)
-    cdir = cache.prepare_cache_dir(Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}"))
+    cdir = cache.prepare_cache_dir(
+        Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}")
+    )
     # the list files stand for the images: stat-ing 1.8M files on every load would be slow
     fp = cache.fingerprint(list_files, {"size": size, "fit": "stretch"}, base=root)
     ds = cached_image_dataset(
-        name, root, classes, lambda: {s: read_list(root, s, len(classes)) for s in ("train", "val")}, cdir, fp,
-        size, "stretch", workers, aug, full_sizes={"train": FULL_TRAIN, "val": FULL_VAL})
+        name,
+        root,
+        classes,
+        lambda: {s: read_list(root, s, len(classes)) for s in ("train", "val")},
+        cdir,
+        fp,
+        size,
+        "stretch",
+        workers,
+        aug,
+        full_sizes={"train": FULL_TRAIN, "val": FULL_VAL},
+    )
     subset_notes = [n for n in ds.info["notes"] if n.startswith("subset")]
     if subset_notes and require_full:
         raise ValueError(f"{name}: require_full=True but {root} holds a subset: {'; '.join(subset_notes)}")

@@ -6,23 +6,37 @@ keyword parameters before calling it, so a misspelt option in a config fails wit
 instead of being swallowed, and options whose value is None are dropped (an unset CLI or config
 value leaves the builder's default alone).
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
 
-__all__ = ["register_dataset", "register_train_size", "register_source_files", "get_dataset", "list_datasets",
-           "dataset_options", "dataset_fingerprint", "train_size", "source_files", "register_augment_presets",
-           "augment_presets", "augment_spec", "flip_doubled"]
+__all__ = [
+    "register_dataset",
+    "register_train_size",
+    "register_source_files",
+    "get_dataset",
+    "list_datasets",
+    "dataset_options",
+    "dataset_fingerprint",
+    "train_size",
+    "source_files",
+    "register_augment_presets",
+    "augment_presets",
+    "augment_spec",
+    "flip_doubled",
+]
 
 Builder = Callable[..., Dataset]
 _BUILDERS: dict[str, Builder] = {}
-_TRAIN_SIZES: dict[str, Callable[..., "int | None"]] = {}
-_SOURCE_FILES: dict[str, Callable[..., "list[Path]"]] = {}
-_AUGMENT_PRESETS: dict[str, Callable[..., "dict[str, AugmentSpec]"]] = {}
+_TRAIN_SIZES: dict[str, Callable[..., int | None]] = {}
+_SOURCE_FILES: dict[str, Callable[..., list[Path]]] = {}
+_AUGMENT_PRESETS: dict[str, Callable[..., dict[str, AugmentSpec]]] = {}
 
 
 def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder]:
@@ -85,7 +99,11 @@ def dataset_fingerprint(name: str, options: dict[str, Any] | None = None) -> dic
     files does not change the data.
     """
     given = _known_options(name, options or {})
-    return {"name": name, "version": _builder(name).data_version, "options": {**dataset_options(name), **given}}
+    return {
+        "name": name,
+        "version": _builder(name).data_version,
+        "options": {**dataset_options(name), **given},
+    }
 
 
 def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
@@ -100,7 +118,7 @@ def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> Da
     return builder(Path(root).expanduser() if root is not None else None, **options)
 
 
-def register_train_size(name: str) -> Callable[[Callable[..., "int | None"]], Callable[..., "int | None"]]:
+def register_train_size(name: str) -> Callable[[Callable[..., int | None]], Callable[..., int | None]]:
     """Decorator recording ``fn(root, **options) -> int | None``: the number of training images of
     dataset ``name`` when it is cheap to know without building the dataset (an option, an array
     header), else None. The workflow uses it to refuse a batch larger than the training set when
@@ -113,7 +131,9 @@ def register_train_size(name: str) -> Callable[[Callable[..., "int | None"]], Ca
     return wrap
 
 
-def train_size(name: str, root: str | Path | None = None, options: dict[str, Any] | None = None) -> int | None:
+def train_size(
+    name: str, root: str | Path | None = None, options: dict[str, Any] | None = None
+) -> int | None:
     """Training images of dataset ``name`` (with ``options``, defaults filled in) if cheap to know
     without building it, else None (no estimator, or the root is missing: the dataset's own
     builder then reports it). A file that cannot be read raises the estimator's ValueError, which
@@ -127,7 +147,7 @@ def train_size(name: str, root: str | Path | None = None, options: dict[str, Any
     return fn(Path(root).expanduser() if root is not None else None, **opts)
 
 
-def register_source_files(name: str) -> Callable[[Callable[..., "list[Path]"]], Callable[..., "list[Path]"]]:
+def register_source_files(name: str) -> Callable[[Callable[..., list[Path]]], Callable[..., list[Path]]]:
     """Decorator recording ``fn(root, **options) -> [files]``: every file dataset ``name`` reads
     from ``root`` (ValueError naming what is missing, as the builder would). A dataset with such
     a function is file-backed: its identity includes the content of those files
@@ -140,8 +160,9 @@ def register_source_files(name: str) -> Callable[[Callable[..., "list[Path]"]], 
     return wrap
 
 
-def source_files(name: str, root: str | Path | None,
-                 options: dict[str, Any] | None = None) -> list[Path] | None:
+def source_files(
+    name: str, root: str | Path | None, options: dict[str, Any] | None = None
+) -> list[Path] | None:
     """The files dataset ``name`` reads (see ``register_source_files``), or None when it reads none."""
     fn = _SOURCE_FILES.get(name)
     if fn is None:

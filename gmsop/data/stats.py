@@ -5,6 +5,7 @@ sum(v) and sum(v^2) exactly (integer arithmetic, no float accumulation error ove
 and never materialises a float copy of the data. ``ChannelStats`` accumulates chunk by chunk, so
 a converter can feed it each source file as it writes the cache.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,9 @@ class ChannelStats:
         values = np.arange(256, dtype=np.float64)
         count = self.hist.sum(axis=1).astype(np.float64)
         if np.any(count == 0):
-            raise ValueError(f"{self.what or 'a training split'} is empty (0 images): no per-channel mean and std")
+            raise ValueError(
+                f"{self.what or 'a training split'} is empty (0 images): no per-channel mean and std"
+            )
         mean = (self.hist * values).sum(axis=1) / count
         var = (self.hist * (values - mean[:, None]) ** 2).sum(axis=1) / count
         std = np.maximum(np.sqrt(var), min_std)

@@ -74,6 +74,7 @@ labels, mean/std, sources; ``info`` adds "cache"). Without the variable, data is
 memory and nothing is written: tests and library users get no files in ~/.cache for data that
 needs none.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -89,12 +90,22 @@ from gmsop.data import cache
 from gmsop.data._checks import require_float, require_int
 from gmsop.data.base import AugmentSpec, Dataset, Split
 from gmsop.data.registry import (
-    augment_spec, dataset_options, register_augment_presets, register_dataset, register_train_size,
+    augment_spec,
+    dataset_options,
+    register_augment_presets,
+    register_dataset,
+    register_train_size,
 )
 from gmsop.data.stats import channel_mean_std
 
 __all__ = [
-    "SyntheticSpec", "TextureBank", "make_bank", "generate_split", "synthetic", "cache_identity", "cache_dir_for",
+    "SyntheticSpec",
+    "TextureBank",
+    "make_bank",
+    "generate_split",
+    "synthetic",
+    "cache_identity",
+    "cache_dir_for",
 ]
 
 _CHUNK = 1024  # images per random stream; fixed so that results do not depend on n
@@ -252,7 +263,9 @@ def _render_chunk(
     image = np.take_along_axis(tex, slot[:, None, None], axis=1)[:, 0]  # (n, 3, s, s)
     grain = rng.standard_normal((n, 3, s, s), dtype=np.float32)  # pixel noise, coloured by context
     coloured = context != 0  # context 0's noise is white: no mixing, the same bytes as before contexts
-    grain[coloured] = (bank.noise_chol[context[coloured]] @ grain[coloured].reshape(-1, 3, s * s)).reshape(-1, 3, s, s)
+    grain[coloured] = (bank.noise_chol[context[coloured]] @ grain[coloured].reshape(-1, 3, s * s)).reshape(
+        -1, 3, s, s
+    )
     x = np.float32(math.sqrt(1.0 - spec.difficulty)) * image + np.float32(math.sqrt(spec.difficulty)) * grain
     pixels = np.clip(np.rint(128.0 + _SCALE * x), 0, 255).astype(np.uint8)
     mode_map = np.take_along_axis(sets, slot.reshape(n, -1), axis=1).reshape(n, s, s)
@@ -273,7 +286,9 @@ def generate_split(
         raise ValueError(f"synthetic: split must be 'train' or 'val', got {split!r}")
     bank = make_bank(spec) if bank is None else bank
     stream = _STREAM_TRAIN if split == "train" else _STREAM_VAL
-    labels, context = _balanced_labels(n, spec.classes, spec.contexts, np.random.default_rng([spec.seed, stream, 0]))
+    labels, context = _balanced_labels(
+        n, spec.classes, spec.contexts, np.random.default_rng([spec.seed, stream, 0])
+    )
     images = np.empty((n, 3, spec.size, spec.size), dtype=np.uint8)
     mode_map = np.empty((n, spec.size, spec.size), dtype=np.int64)
     for c, start in enumerate(range(0, n, _CHUNK)):

@@ -5,6 +5,7 @@ Why: a model's training throughput is only meaningful if the input pipeline is n
 split, then ``BatchTransform`` with the dataset's augmentation) for a fixed wall-clock time and
 reports images per second, to be compared with the model's training images per second.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_loader(loader: BatchLoader, transform: BatchTransform, seconds: float, warmup_batches: int = 3,
-                seed: int = 0, epoch: int = 0) -> dict[str, Any]:
+def time_loader(
+    loader: BatchLoader,
+    transform: BatchTransform,
+    seconds: float,
+    warmup_batches: int = 3,
+    seed: int = 0,
+    epoch: int = 0,
+) -> dict[str, Any]:
     """Images/s of ``loader`` + ``transform`` over ``seconds`` after ``warmup_batches``, from
     ``epoch`` on (epochs repeat as needed); augmentation draws on the loader's device, as
     ``gmsop.engine.data.DataPipeline`` does. The one timing loop of the data path."""
@@ -72,7 +79,13 @@ def measure_loader_throughput(
     if warmup_batches < 1:
         raise ValueError(f"measure_loader_throughput: warmup_batches must be >= 1, got {warmup_batches}")
     loader = BatchLoader(
-        dataset.train, batch_size, shuffle=True, seed=seed, drop_last=True, device=torch.device(device),
-        flip_double=dataset.augment.flip_double, resident=resident,
+        dataset.train,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+        device=torch.device(device),
+        flip_double=dataset.augment.flip_double,
+        resident=resident,
     )
     return time_loader(loader, BatchTransform.for_dataset(dataset, train=True), seconds, warmup_batches, seed)

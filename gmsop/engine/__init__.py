@@ -19,12 +19,21 @@ Modules:
     throughput.py   timm-protocol img/s, step-time median/IQR, peak memory, FLOP/s
     train_cli.py    ``gmsop train``;  bench_cli.py  ``gmsop bench``
 """
+
 from gmsop.engine.config import TrainConfig, default_schedule, parse_schedule
 from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
 from gmsop.engine.throughput import BenchConfig, measure_throughput
 from gmsop.engine.trainer import train
 
 __all__ = [
-    "TrainConfig", "parse_schedule", "default_schedule", "train", "train_one_epoch", "evaluate", "Runtime",
-    "NonFiniteLossError", "BenchConfig", "measure_throughput",
+    "TrainConfig",
+    "parse_schedule",
+    "default_schedule",
+    "train",
+    "train_one_epoch",
+    "evaluate",
+    "Runtime",
+    "NonFiniteLossError",
+    "BenchConfig",
+    "measure_throughput",
 ]

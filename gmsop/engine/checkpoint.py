@@ -23,6 +23,7 @@ the saved generator states, so restarting the interrupted epoch from its beginni
 state saved after the previous one replays it exactly; mid-epoch checkpoints would add state
 (loader position) for no gain in correctness.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,12 +34,25 @@ import torch
 
 from gmsop.atomic import atomic_path
 from gmsop.formats import (
-    CHECKPOINT_FORMAT, CHECKPOINT_KEYS, CHECKPOINT_NAME, CONFIG_NAME, PREVIOUS_CHECKPOINT_NAME, PROGRESS_NAME,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_KEYS,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    PREVIOUS_CHECKPOINT_NAME,
+    PROGRESS_NAME,
 )
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "PREVIOUS_CHECKPOINT_NAME", "PROGRESS_NAME", "CONFIG_NAME",
-    "CheckpointMismatchError", "save_checkpoint", "load_checkpoint", "resume_checkpoint", "check_fingerprint",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "PREVIOUS_CHECKPOINT_NAME",
+    "PROGRESS_NAME",
+    "CONFIG_NAME",
+    "CheckpointMismatchError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resume_checkpoint",
+    "check_fingerprint",
 ]
 
 
@@ -70,7 +84,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"cannot read checkpoint {path}: {err}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"checkpoint {path} has format {found!r}, this gmsop writes format {CHECKPOINT_FORMAT}")
+        raise ValueError(
+            f"checkpoint {path} has format {found!r}, this gmsop writes format {CHECKPOINT_FORMAT}"
+        )
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}")
@@ -115,8 +131,11 @@ def check_fingerprint(ckpt: dict[str, Any], fingerprint: dict[str, Any], path: s
     """Refuse to resume from a checkpoint of another configuration, naming every difference."""
     saved = ckpt["fingerprint"]
     keys = sorted(set(saved) | set(fingerprint))
-    diffs = [f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {fingerprint.get(k, '<absent>')!r}"
-             for k in keys if saved.get(k) != fingerprint.get(k)]
+    diffs = [
+        f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {fingerprint.get(k, '<absent>')!r}"
+        for k in keys
+        if saved.get(k) != fingerprint.get(k)
+    ]
     if diffs:
         raise CheckpointMismatchError(
             f"checkpoint {path} was written by a different configuration ({'; '.join(diffs)}); "

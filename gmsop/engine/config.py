@@ -12,6 +12,7 @@ schedule per head family when none is given (``default_schedule``).
 stores it and a resume refuses a checkpoint whose fingerprint differs (paths, the tag, the
 progress display and ``compile`` may change between a run and its resume; the data may move).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,17 @@ from typing import Any
 
 from gmsop.registry import resolve_variant
 
-__all__ = ["TrainConfig", "parse_schedule", "format_schedule", "default_schedule", "parse_key_value", "DEFAULT_SCHEDULES",
-           "LR_SCALINGS", "released_batch", "lr_factor"]
+__all__ = [
+    "TrainConfig",
+    "parse_schedule",
+    "format_schedule",
+    "default_schedule",
+    "parse_key_value",
+    "DEFAULT_SCHEDULES",
+    "LR_SCALINGS",
+    "released_batch",
+    "lr_factor",
+]
 
 #: Released schedules, lr x epochs (method-facts.md), per schedule family. GAP baselines and
 #: GM-GAP, SR-SOP, GM-SOP are stated there; the other heads take the schedule of the closest
@@ -89,7 +99,12 @@ def parse_schedule(value: Any) -> list[tuple[float, int]]:
             lr, ep = entry
             if isinstance(lr, bool) or not isinstance(lr, (int, float)):
                 raise ValueError(f"schedule entry {list(entry)!r}: lr must be a number, got {lr!r}")
-            if isinstance(ep, bool) or not isinstance(ep, (int, float)) or not math.isfinite(ep) or float(ep) != int(ep):
+            if (
+                isinstance(ep, bool)
+                or not isinstance(ep, (int, float))
+                or not math.isfinite(ep)
+                or float(ep) != int(ep)
+            ):
                 raise ValueError(f"schedule entry {list(entry)!r}: epochs must be an integer, got {ep!r}")
             pairs.append((float(lr), int(ep)))
     else:
@@ -152,18 +167,24 @@ class TrainConfig:
     lr_scaling: str = "linear"  # lrs x batch / released batch (256; 150 for WRN-36-2), or "none"
     momentum: float = 0.9
     weight_decay: float | None = None  # None: the protocol's (1e-4 official, 5e-4 paper)
-    input_norm: str = "mean"  # released code: subtract the per-channel mean only; "mean_std" also divides by std
+    input_norm: str = (
+        "mean"  # released code: subtract the per-channel mean only; "mean_std" also divides by std
+    )
     seed: int = 0  # model init, augmentation, gate noise, dropout, batch order
     deterministic: bool = False  # bit-reproducible kernels (slower on CUDA: no cuDNN autotune)
     device: str = "auto"  # auto: CUDA if available, else CPU
     compile: bool = False  # torch.compile the model (CUDA only; ignored on CPU)
-    amp: bool = True  # bf16 autocast of the forward on CUDA and on CPUs with native bf16 (SOP layers stay float32)
+    amp: bool = (
+        True  # bf16 autocast of the forward on CUDA and on CPUs with native bf16 (SOP layers stay float32)
+    )
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     max_train_batches: int | None = None  # cap on training batches per epoch (smoke tests)
     out: str | None = None  # final metrics.json (written atomically, only at the very end)
     ckpt_dir: str | None = None  # last.pt + progress.jsonl; None: <dir of out>/ckpt, or none
     tag: str | None = None  # free label copied into metrics.json (ablation name, ...)
-    run: dict | None = None  # the workflow's identity block (gmsop.formats.run_block), copied into metrics.json
+    run: dict | None = (
+        None  # the workflow's identity block (gmsop.formats.run_block), copied into metrics.json
+    )
     progress: str = "auto"  # auto: a tqdm bar on a terminal, one line per epoch otherwise; bar|lines|none
 
     def __post_init__(self) -> None:
@@ -272,7 +293,7 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a mapping; keys may use '-' or '_'; an unknown key is an error naming it."""
         if not isinstance(data, dict):
             raise ValueError(f"a training config must be a mapping, got {type(data).__name__}")
@@ -283,7 +304,7 @@ class TrainConfig:
         return cls(**norm)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
+    def from_file(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(load_config_file(path))
 
 
@@ -302,11 +323,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
-        raise ValueError(f"config file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {err}") from None
+        raise ValueError(
+            f"config file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {err}"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+        raise ValueError(
+            f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}"
+        )
     return data
 
 
@@ -317,7 +342,12 @@ def _require_str(name: str, value: Any) -> str:
 
 
 def _require_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or float(value) != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or float(value) != int(value)
+    ):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")

@@ -28,6 +28,7 @@ Normalisation: ``input_norm="mean"`` subtracts the per-channel training mean onl
 code on downsampled ImageNet, method-facts.md "Training"); ``"mean_std"`` also divides by the
 per-channel std.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,16 @@ TRAIN_STREAM, EVAL_STREAM = 1, 2  # epoch_generator streams (see gmsop.data.augm
 class DataPipeline:
     """Training and validation batches of one dataset for one run."""
 
-    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device,
-                 max_train_batches: int | None = None, input_norm: str = "mean", resident: bool | str = "auto"):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        max_train_batches: int | None = None,
+        input_norm: str = "mean",
+        resident: bool | str = "auto",
+    ):
         from gmsop.data import BatchLoader, BatchTransform
 
         if input_norm not in ("mean", "mean_std"):
@@ -56,13 +65,24 @@ class DataPipeline:
         aug = dataset.augment
         n_train = len(dataset.train) * (2 if aug.flip_double else 1)
         if batch_size > n_train:
-            raise ValueError(f"batch_size {batch_size} is larger than the training set of {dataset.name} "
-                             f"({n_train} samples per epoch); every epoch would be empty")
+            raise ValueError(
+                f"batch_size {batch_size} is larger than the training set of {dataset.name} "
+                f"({n_train} samples per epoch); every epoch would be empty"
+            )
         # train first: with "auto", the validation split is judged against what is left
-        self.train_loader = BatchLoader(dataset.train, batch_size, shuffle=True, seed=seed, drop_last=True,
-                                        device=device, flip_double=aug.flip_double, resident=resident)
-        self.val_loader = BatchLoader(dataset.val, batch_size, shuffle=False, drop_last=False, device=device,
-                                      resident=resident)
+        self.train_loader = BatchLoader(
+            dataset.train,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
+            device=device,
+            flip_double=aug.flip_double,
+            resident=resident,
+        )
+        self.val_loader = BatchLoader(
+            dataset.val, batch_size, shuffle=False, drop_last=False, device=device, resident=resident
+        )
         self.placement = f"train: {self.train_loader.placement}; val: {self.val_loader.placement}"
         divide = input_norm == "mean_std"
         self.train_tf = BatchTransform.for_dataset(dataset, train=True, divide_std=divide)
@@ -72,12 +92,13 @@ class DataPipeline:
         self.train_steps = min(full, max_train_batches) if max_train_batches else full
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device) -> "DataPipeline":
+    def from_config(cls, cfg, device: torch.device) -> DataPipeline:
         from gmsop.data import get_dataset
 
         ds = get_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
-        return cls(ds, cfg.batch_size, cfg.seed, device, cfg.max_train_batches, cfg.input_norm,
-                   resident="auto")  # on the device when it fits there (BatchLoader), else pinned copies
+        return cls(
+            ds, cfg.batch_size, cfg.seed, device, cfg.max_train_batches, cfg.input_norm, resident="auto"
+        )  # on the device when it fits there (BatchLoader), else pinned copies
 
     @property
     def num_classes(self) -> int:

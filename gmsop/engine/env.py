@@ -11,6 +11,7 @@ capture and restore side by side makes a forgotten stream visible.
 RNG states are converted to tensors and plain containers so that checkpoints load with
 ``torch.load(..., weights_only=True)`` (no pickled numpy objects or tuples of arbitrary types).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,16 @@ import numpy as np
 import torch
 
 __all__ = [
-    "resolve_device", "device_name", "configure_determinism", "seed_everything", "capture_rng_state",
-    "restore_rng_state", "env_info", "synchronize", "peak_memory_mb", "reset_peak_memory",
+    "resolve_device",
+    "device_name",
+    "configure_determinism",
+    "seed_everything",
+    "capture_rng_state",
+    "restore_rng_state",
+    "env_info",
+    "synchronize",
+    "peak_memory_mb",
+    "reset_peak_memory",
 ]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -51,7 +60,9 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
             raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine")
         index = device.index or 0
         if index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise ValueError(
+                f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
     return device
 
 
@@ -105,14 +116,20 @@ def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> d
     py_version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        "cuda": torch.cuda.get_rng_state_all()
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else [],
         "numpy": {
             "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached),
         },
-        "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64), "gauss_next": py_gauss},
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss_next": py_gauss,
+        },
         "generators": {name: g.get_state() for name, g in (generators or {}).items()},
     }
     return state
@@ -127,13 +144,23 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
         for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, index)
     npst = state["numpy"]
-    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
     saved = state.get("generators", {})
     generators = generators or {}
     if set(saved) != set(generators):
-        raise ValueError(f"checkpoint has random generators {sorted(saved)} but this run has {sorted(generators)}")
+        raise ValueError(
+            f"checkpoint has random generators {sorted(saved)} but this run has {sorted(generators)}"
+        )
     for name, g in generators.items():
         g.set_state(saved[name])
 

@@ -13,6 +13,7 @@ needs a read, so on CUDA it runs every ``check_every`` steps on the recorded los
 names the first bad step; on the CPU there is nothing to overlap and every step is checked.
 A non-finite loss raises :class:`NonFiniteLossError` naming the epoch and step.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,11 +70,15 @@ class Runtime:
     check_every: int = 1  # steps between non-finite checks (1 on CPU)
 
     @classmethod
-    def for_device(cls, device: torch.device, amp: bool = True) -> "Runtime":
+    def for_device(cls, device: torch.device, amp: bool = True) -> Runtime:
         cuda = device.type == "cuda"
         bf16 = amp and (cuda or (device.type == "cpu" and cpu_has_native_bf16()))
-        return cls(device, torch.bfloat16 if bf16 else None, channels_last=device.type in ("cuda", "cpu"),
-                   check_every=20 if cuda else 1)
+        return cls(
+            device,
+            torch.bfloat16 if bf16 else None,
+            channels_last=device.type in ("cuda", "cpu"),
+            check_every=20 if cuda else 1,
+        )
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -160,8 +165,9 @@ def train_one_epoch(
                     spreads += torch.stack([out.gate.logit_spread, out.gate.noise_spread]).double() * n
                     spread_samples += n
                 if out.gate.selected is not None:
-                    now = torch.stack([distinct_selections(out.gate.selected, num_experts),
-                                       (out.gate.counts == 0).sum()]).double()
+                    now = torch.stack(
+                        [distinct_selections(out.gate.selected, num_experts), (out.gate.counts == 0).sum()]
+                    ).double()
                     per_batch += now
                     worst = torch.stack([torch.minimum(worst[0], now[0]), torch.maximum(worst[1], now[1])])
                     routed_batches += 1
@@ -196,11 +202,16 @@ def _routing_per_batch(sums: Tensor, worst: Tensor, batches: int) -> dict:
     """Per-batch routing of an epoch: distinct Top-K sets and idle components (mean and worst);
     None without a gate that reports its selections."""
     if not batches:
-        return dict.fromkeys(("distinct_topk_mean", "distinct_topk_min", "idle_components_mean",
-                              "idle_components_max"))
+        return dict.fromkeys(
+            ("distinct_topk_mean", "distinct_topk_min", "idle_components_mean", "idle_components_max")
+        )
     (distinct, idle), (fewest, most) = sums.tolist(), worst.tolist()
-    return {"distinct_topk_mean": distinct / batches, "distinct_topk_min": int(fewest),
-            "idle_components_mean": idle / batches, "idle_components_max": int(most)}
+    return {
+        "distinct_topk_mean": distinct / batches,
+        "distinct_topk_min": int(fewest),
+        "idle_components_mean": idle / batches,
+        "idle_components_max": int(most),
+    }
 
 
 def _zero_missing_grads(params: list[Tensor]) -> None:
@@ -226,8 +237,14 @@ def _check(pending: list[Tensor], checked: int, epoch: int, steps: int | None) -
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], rt: Runtime, *, num_classes: int,
-             num_experts: int | None = None) -> dict:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    rt: Runtime,
+    *,
+    num_classes: int,
+    num_experts: int | None = None,
+) -> dict:
     """Top-1 / top-5 error (percent) and mean CE over ``batches``, in eval mode (no gate noise).
 
     Top-5 becomes top-min(5, classes): with fewer than 5 classes it is trivially 0. For a gated

@@ -4,6 +4,7 @@ Why two modes: a bar redraws with carriage returns, which turns a Snakemake or S
 into megabytes of noise, while a person at a terminal wants to see the current epoch move. The
 machine-readable record of a run is the progress.jsonl file, not this output.
 """
+
 from __future__ import annotations
 
 import sys
@@ -50,8 +51,14 @@ class Progress:
             return
         from tqdm import tqdm
 
-        self._bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs} lr {lr:g}", unit="batch",
-                         file=self.stream, leave=False, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{epochs} lr {lr:g}",
+            unit="batch",
+            file=self.stream,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def step(self, loss: float | None = None) -> None:
         if self._bar is not None:

@@ -18,6 +18,7 @@ Protocol (timm ``benchmark.py``; snakemake-notes.md pitfall 16):
 The median is used rather than the mean because a CPU step is occasionally delayed by other
 processes, and the IQR says how much the steps varied.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -28,7 +29,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gmsop.engine.env import device_name, env_info, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from gmsop.engine.env import (
+    device_name,
+    env_info,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+)
 from gmsop.engine.loop import Runtime
 from gmsop.formats import BENCH_FORMAT
 
@@ -64,7 +72,9 @@ class BenchConfig:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         if self.batch_size < 2:
             # BatchNorm in training mode needs more than one value per channel.
-            raise ValueError(f"batch_size must be >= 2 for a training step with BatchNorm, got {self.batch_size}")
+            raise ValueError(
+                f"batch_size must be >= 2 for a training step with BatchNorm, got {self.batch_size}"
+            )
         if not isinstance(self.overrides, dict):
             raise ValueError(f"overrides must be a mapping, got {self.overrides!r}")
 
@@ -101,7 +111,13 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True  # as training does outside deterministic mode
     rt = Runtime.for_device(device, amp=cfg.amp)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.variant, backbone=cfg.backbone, num_classes=cfg.num_classes, protocol=cfg.protocol, **cfg.overrides)
+    model = build_model(
+        cfg.variant,
+        backbone=cfg.backbone,
+        num_classes=cfg.num_classes,
+        protocol=cfg.protocol,
+        **cfg.overrides,
+    )
     params = count_params(model)
     flops = count_flops(model, input_size=cfg.input_size)
     model.to(device)
@@ -164,6 +180,11 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
         "warmup": cfg.warmup,
         "steps": cfg.steps,
         "overrides": dict(cfg.overrides),
-        "env": env_info(device, deterministic=False, amp=str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None,
-                        channels_last=rt.channels_last, compile=fwd is not model),
+        "env": env_info(
+            device,
+            deterministic=False,
+            amp=str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None,
+            channels_last=rt.channels_last,
+            compile=fwd is not model,
+        ),
     }

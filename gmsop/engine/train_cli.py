@@ -9,6 +9,7 @@ Rerunning the same command resumes from ``<ckpt-dir>/last.pt``. Exit status: 0 o
 value), 3 when the output or checkpoint folder cannot be written (checked before training),
 130 when interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description=textwrap.fill(
             "Train one GM-SOP variant on one dataset with SGD + momentum and a step learning-rate schedule; "
             "loss = mean cross-entropy + the gate's balance loss. Checkpoints every epoch (atomically) and "
-            "resumes automatically when rerun with the same settings; writes metrics.json only at the end.", 88),
+            "resumes automatically when rerun with the same settings; writes metrics.json only at the end.",
+            88,
+        ),
         epilog="files written:\n"
         "  <out>                       metrics.json (final; atomic; only when training completes)\n"
         "  <ckpt-dir>/last.pt          resume checkpoint after every epoch (model, optimiser, RNG states, records)\n"
@@ -57,52 +60,125 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad configuration,\n"
         "  3 cannot write --out's folder or --ckpt-dir (checked before training starts), 130 interrupted",
     )
-    p.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the keys below (underscored: batch_size, "
-                   "dataset_options, ...); command-line options override it")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON or YAML file with any of the keys below (underscored: batch_size, "
+        "dataset_options, ...); command-line options override it",
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--variant", help=f"variant name: ResNet-18, ResNet-18-512d, SR-SOP, GM-GAP-16-8, GM-SOP-16-8, ... (default: {d.variant})")
-    g.add_argument("--backbone", help="resnet18, resnet50 or wrn36_2 (default: the one the variant names, else resnet18)")
-    g.add_argument("--protocol", help=f"'official' (released code) or 'paper' (the paper's text) (default: {d.protocol})")
-    g.add_argument("--override", action="append", type=_kv("--override"), metavar="KEY=VALUE",
-                   help="protocol switch (ns_iterations, weight_decay, alpha, sop_stage5_stride, ...) or head option "
-                        "(num_experts, k, width, dims, ...) or width_mult (CPU-sized nets: backbone and head widths scaled); VALUE is "
-                        "parsed as JSON when possible; repeatable")
-    g.add_argument("--dropout", type=float, help="dropout before the classifier of a mixture (default: 0.2; 0.4 for GM-SOP on WRN-36-2)")
+    g.add_argument(
+        "--variant",
+        help=f"variant name: ResNet-18, ResNet-18-512d, SR-SOP, GM-GAP-16-8, GM-SOP-16-8, ... (default: {d.variant})",
+    )
+    g.add_argument(
+        "--backbone", help="resnet18, resnet50 or wrn36_2 (default: the one the variant names, else resnet18)"
+    )
+    g.add_argument(
+        "--protocol", help=f"'official' (released code) or 'paper' (the paper's text) (default: {d.protocol})"
+    )
+    g.add_argument(
+        "--override",
+        action="append",
+        type=_kv("--override"),
+        metavar="KEY=VALUE",
+        help="protocol switch (ns_iterations, weight_decay, alpha, sop_stage5_stride, ...) or head option "
+        "(num_experts, k, width, dims, ...) or width_mult (CPU-sized nets: backbone and head widths scaled); VALUE is "
+        "parsed as JSON when possible; repeatable",
+    )
+    g.add_argument(
+        "--dropout",
+        type=float,
+        help="dropout before the classifier of a mixture (default: 0.2; 0.4 for GM-SOP on WRN-36-2)",
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help=f"dataset name, e.g. synthetic, imagenet64, places365 (default: {d.dataset})")
+    g.add_argument(
+        "--dataset", help=f"dataset name, e.g. synthetic, imagenet64, places365 (default: {d.dataset})"
+    )
     g.add_argument("--data-root", help="folder holding a file-backed dataset (not needed for synthetic)")
-    g.add_argument("--dataset-option", action="append", type=_kv("--dataset-option"), metavar="KEY=VALUE",
-                   help="dataset builder option, e.g. classes=10, n_train=500, size=32; VALUE parsed as JSON when possible; repeatable")
-    g.add_argument("--input-norm", choices=["mean", "mean_std"],
-                   help="input normalisation: subtract the per-channel training mean (released code) or also divide "
-                        "by the std (default: mean)")
+    g.add_argument(
+        "--dataset-option",
+        action="append",
+        type=_kv("--dataset-option"),
+        metavar="KEY=VALUE",
+        help="dataset builder option, e.g. classes=10, n_train=500, size=32; VALUE parsed as JSON when possible; repeatable",
+    )
+    g.add_argument(
+        "--input-norm",
+        choices=["mean", "mean_std"],
+        help="input normalisation: subtract the per-channel training mean (released code) or also divide "
+        "by the std (default: mean)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=int, help=f"images per SGD step (default: {d.batch_size})")
-    g.add_argument("--schedule", metavar="LR:EPOCHS,...",
-                   help="step schedule, e.g. 0.1:40,0.01:10,0.001:5,0.0001:5 (default: the released code's for the "
-                        "variant's family: GAP/GM-GAP 0.075:50,0.0075:15,0.00075:10; SR-SOP 0.15:40,0.015:10,0.0015:5,"
-                        "0.00015:5; GM-SOP 0.1:40,0.01:10,0.001:5,0.0001:5)")
-    g.add_argument("--lr-scaling", choices=["linear", "none"],
-                   help="linear: every lr of the schedule x batch / the batch it was published with (256; 150 for "
-                        "WRN-36-2), the released step size per image; none: the schedule's rates as given "
-                        f"(default: {d.lr_scaling})")
+    g.add_argument(
+        "--schedule",
+        metavar="LR:EPOCHS,...",
+        help="step schedule, e.g. 0.1:40,0.01:10,0.001:5,0.0001:5 (default: the released code's for the "
+        "variant's family: GAP/GM-GAP 0.075:50,0.0075:15,0.00075:10; SR-SOP 0.15:40,0.015:10,0.0015:5,"
+        "0.00015:5; GM-SOP 0.1:40,0.01:10,0.001:5,0.0001:5)",
+    )
+    g.add_argument(
+        "--lr-scaling",
+        choices=["linear", "none"],
+        help="linear: every lr of the schedule x batch / the batch it was published with (256; 150 for "
+        "WRN-36-2), the released step size per image; none: the schedule's rates as given "
+        f"(default: {d.lr_scaling})",
+    )
     g.add_argument("--momentum", type=float, help=f"SGD momentum (default: {d.momentum})")
-    g.add_argument("--weight-decay", type=float, help="SGD weight decay (default: the protocol's, 1e-4 official, 5e-4 paper)")
-    g.add_argument("--seed", type=int, help=f"seed of model init, augmentation, gate noise, dropout and batch order (default: {d.seed})")
-    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
-                   help="deterministic kernels: the same seed gives bit-identical results (slower on CUDA) (default: off)")
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        help="SGD weight decay (default: the protocol's, 1e-4 official, 5e-4 paper)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed of model init, augmentation, gate noise, dropout and batch order (default: {d.seed})",
+    )
+    g.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        help="deterministic kernels: the same seed gives bit-identical results (slower on CUDA) (default: off)",
+    )
     g = p.add_argument_group("execution")
     g.add_argument("--device", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model on CUDA (default: off)")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast of the forward on CUDA and on a CPU with native bf16, "
-                   "AVX512-BF16 or AMX (default: on; the second-order pooling stays float32)")
-    g.add_argument("--eval-every", type=int, help="evaluate every N epochs; the last epoch is always evaluated (default: 1)")
-    g.add_argument("--max-train-batches", type=int, help="stop each epoch after this many batches (smoke tests; default: all)")
-    g.add_argument("--progress", choices=["auto", "bar", "lines", "none"],
-                   help="stderr progress: a tqdm bar (auto on a terminal) or one line per epoch (default: auto)")
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model on CUDA (default: off)",
+    )
+    g.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        help="bf16 autocast of the forward on CUDA and on a CPU with native bf16, "
+        "AVX512-BF16 or AMX (default: on; the second-order pooling stays float32)",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        help="evaluate every N epochs; the last epoch is always evaluated (default: 1)",
+    )
+    g.add_argument(
+        "--max-train-batches",
+        type=int,
+        help="stop each epoch after this many batches (smoke tests; default: all)",
+    )
+    g.add_argument(
+        "--progress",
+        choices=["auto", "bar", "lines", "none"],
+        help="stderr progress: a tqdm bar (auto on a terminal) or one line per epoch (default: auto)",
+    )
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="metrics.json", help="final metrics file, written atomically at the very end (default: none)")
-    g.add_argument("--ckpt-dir", help="checkpoint + progress folder; rerunning resumes from it (default: <dir of --out>/ckpt)")
+    g.add_argument(
+        "--out",
+        metavar="metrics.json",
+        help="final metrics file, written atomically at the very end (default: none)",
+    )
+    g.add_argument(
+        "--ckpt-dir",
+        help="checkpoint + progress folder; rerunning resumes from it (default: <dir of --out>/ckpt)",
+    )
     g.add_argument("--tag", help="free label stored in metrics.json (e.g. an ablation name)")
     return p
 
@@ -141,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gmsop train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gmsop train: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        print(
+            "gmsop train: interrupted; rerun the same command to resume from the last checkpoint",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

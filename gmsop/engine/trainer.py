@@ -26,6 +26,7 @@ A run's life, and why each step is where it is:
 On a non-finite loss the loop raises ``NonFiniteLossError`` naming epoch and step; the last
 good checkpoint (the previous epoch's) is untouched.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,12 +40,22 @@ import torch
 from gmsop.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
 from gmsop.data.content import content_fingerprint
 from gmsop.engine.checkpoint import (
-    CHECKPOINT_NAME, CONFIG_NAME, PROGRESS_NAME, check_fingerprint, resume_checkpoint, save_checkpoint,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    PROGRESS_NAME,
+    check_fingerprint,
+    resume_checkpoint,
+    save_checkpoint,
 )
 from gmsop.engine.config import TrainConfig
 from gmsop.engine.data import DataPipeline
 from gmsop.engine.env import (
-    capture_rng_state, configure_determinism, env_info, resolve_device, restore_rng_state, seed_everything,
+    capture_rng_state,
+    configure_determinism,
+    env_info,
+    resolve_device,
+    restore_rng_state,
+    seed_everything,
 )
 from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
 from gmsop.engine.progress import Progress
@@ -61,8 +72,13 @@ def check_writable(out: Path | None, ckpt_dir: Path | None) -> None:
     """Create the folders of ``out`` and ``ckpt_dir`` and write a probe file in each, so that a
     location training cannot write fails now, in one line, not after the last epoch."""
     if out is not None and out.is_dir():
-        raise UnwritableOutputError(f"the output {out} is a folder; --out names the metrics.json file to write")
-    for what, folder in (("output folder", out.parent if out is not None else None), ("checkpoint folder", ckpt_dir)):
+        raise UnwritableOutputError(
+            f"the output {out} is a folder; --out names the metrics.json file to write"
+        )
+    for what, folder in (
+        ("output folder", out.parent if out is not None else None),
+        ("checkpoint folder", ckpt_dir),
+    ):
         if folder is None:
             continue
         try:
@@ -104,8 +120,14 @@ def build_run(cfg: TrainConfig) -> Run:
     data = DataPipeline.from_config(cfg, device)
 
     seed_everything(cfg.seed)
-    model = build_model(cfg.variant, backbone=cfg.backbone, num_classes=data.num_classes, protocol=cfg.protocol,
-                        dropout=cfg.dropout, **cfg.overrides)
+    model = build_model(
+        cfg.variant,
+        backbone=cfg.backbone,
+        num_classes=data.num_classes,
+        protocol=cfg.protocol,
+        dropout=cfg.dropout,
+        **cfg.overrides,
+    )
     params = count_params(model)
     rt = Runtime.for_device(device, amp=cfg.amp)
     model.to(device)
@@ -118,8 +140,9 @@ def build_run(cfg: TrainConfig) -> Run:
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else float(model.protocol.weight_decay)
     # Weight decay on every parameter (BN and biases included), as plain SGD in PyTorch and
     # MatConvNet's default apply it; the released configs set no per-layer exceptions.
-    optimizer = torch.optim.SGD(model.parameters(), lr=schedule[0][0], momentum=cfg.momentum,
-                                weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=schedule[0][0], momentum=cfg.momentum, weight_decay=weight_decay
+    )
     head = getattr(model, "head", None)
     num_experts = int(head.num_experts) if getattr(head, "gate", None) is not None else None
     return Run(cfg, device, rt, data, model, forward, optimizer, schedule, weight_decay, params, num_experts)
@@ -129,7 +152,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train (or resume, or just re-report a finished run) and return the metrics object."""
     progress = progress or Progress(cfg.progress)
     ckpt_dir = cfg.resolved_ckpt_dir()
-    check_writable(Path(cfg.out) if cfg.out else None, Path(ckpt_dir) if ckpt_dir else None)  # before any work
+    check_writable(
+        Path(cfg.out) if cfg.out else None, Path(ckpt_dir) if ckpt_dir else None
+    )  # before any work
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
     fingerprint = cfg.fingerprint(resolve_device(cfg.device).type)
     content = content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)
@@ -164,7 +189,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
         out.unlink(missing_ok=True)  # data and checkpoint are good: the run trains again, its old result goes
     if ckpt_dir is not None:
         atomic_write_json(ckpt_dir / CONFIG_NAME, {"config": cfg.to_dict(), "fingerprint": fingerprint})
-        atomic_write_bytes(ckpt_dir / PROGRESS_NAME, "".join(to_json(_epoch_line(r), indent=None) for r in records).encode())
+        atomic_write_bytes(
+            ckpt_dir / PROGRESS_NAME, "".join(to_json(_epoch_line(r), indent=None) for r in records).encode()
+        )
 
     if start < cfg.epochs:
         progress.message(
@@ -181,15 +208,18 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
             records.append(record)
             totals = {k: totals[k] + epoch_totals[k] for k in totals}
             if ckpt_path is not None:
-                save_checkpoint(ckpt_path, {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "model": run.model.state_dict(),
-                    "optimizer": run.optimizer.state_dict(),
-                    "rng": capture_rng_state(),
-                    "records": records,
-                    "totals": totals,
-                })
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "fingerprint": fingerprint,
+                        "epoch": epoch,
+                        "model": run.model.state_dict(),
+                        "optimizer": run.optimizer.state_dict(),
+                        "rng": capture_rng_state(),
+                        "records": records,
+                        "totals": totals,
+                    },
+                )
                 append_json_line(ckpt_dir / PROGRESS_NAME, _epoch_line(record))
             done_s = sum(r["epoch_time_s"] for r in records[start:])
             eta = done_s / (epoch - start) * (cfg.epochs - epoch)
@@ -203,7 +233,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     return metrics
 
 
-def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None) -> tuple[dict[str, Any], dict[str, float]]:
+def _run_epoch(
+    run: Run, epoch: int, progress: Progress, ckpt_path: Path | None
+) -> tuple[dict[str, Any], dict[str, float]]:
     cfg = run.config
     lr = cfg.lr_at(epoch)
     for group in run.optimizer.param_groups:
@@ -212,17 +244,34 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None)
     steps = run.data.train_steps
     progress.start_epoch(epoch, cfg.epochs, steps, lr)
     try:
-        tr = train_one_epoch(run.forward, run.data.train_batches(epoch), run.optimizer, run.runtime,
-                             epoch=epoch, steps=steps, num_experts=run.num_experts, progress=progress)
+        tr = train_one_epoch(
+            run.forward,
+            run.data.train_batches(epoch),
+            run.optimizer,
+            run.runtime,
+            epoch=epoch,
+            steps=steps,
+            num_experts=run.num_experts,
+            progress=progress,
+        )
     except NonFiniteLossError as err:
-        kept = (f"; the last good checkpoint ({ckpt_path}, after epoch {epoch - 1}) is kept"
-                if ckpt_path is not None and epoch > 1 else "; no checkpoint was written")
-        raise NonFiniteLossError(err.epoch, err.step, steps, err.value,
-                                 f" (lr {lr:g}); training stopped, no metrics written{kept}") from None
+        kept = (
+            f"; the last good checkpoint ({ckpt_path}, after epoch {epoch - 1}) is kept"
+            if ckpt_path is not None and epoch > 1
+            else "; no checkpoint was written"
+        )
+        raise NonFiniteLossError(
+            err.epoch, err.step, steps, err.value, f" (lr {lr:g}); training stopped, no metrics written{kept}"
+        ) from None
     val = None
     if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-        val = evaluate(run.forward, run.data.val_batches(), run.runtime, num_classes=run.data.num_classes,
-                       num_experts=run.num_experts)
+        val = evaluate(
+            run.forward,
+            run.data.val_batches(),
+            run.runtime,
+            num_classes=run.data.num_classes,
+            num_experts=run.num_experts,
+        )
     record = {
         "epoch": epoch,
         "lr": lr,
@@ -238,8 +287,15 @@ def _run_epoch(run: Run, epoch: int, progress: Progress, ckpt_path: Path | None)
         "importance": tr["importance"],
         "gate_logit_spread": tr["gate_logit_spread"],
         "gate_noise_spread": tr["gate_noise_spread"],
-        **{key: tr[key] for key in ("distinct_topk_mean", "distinct_topk_min", "idle_components_mean",
-                                    "idle_components_max")},
+        **{
+            key: tr[key]
+            for key in (
+                "distinct_topk_mean",
+                "distinct_topk_min",
+                "idle_components_mean",
+                "idle_components_max",
+            )
+        },
     }
     if val is not None and epoch == cfg.epochs:  # what each component learned: metrics.json's "final"
         record.update(val_routing=val["val_routing"], val_class_counts=val["val_class_counts"])
@@ -298,8 +354,13 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "rep_dim": int(run.model.rep_dim),
         "flops_per_image": None,  # counted where shown: gmsop bench, gmsop models
         "hparams": hparams,
-        "env": env_info(run.device, cfg.deterministic, amp="bfloat16" if run.runtime.amp_dtype is not None else None,
-                        channels_last=run.runtime.channels_last, compile=run.forward is not run.model),
+        "env": env_info(
+            run.device,
+            cfg.deterministic,
+            amp="bfloat16" if run.runtime.amp_dtype is not None else None,
+            channels_last=run.runtime.channels_last,
+            compile=run.forward is not run.model,
+        ),
         "final": {
             "top1_err": last["val_top1_err"],
             "top5_err": last["val_top5_err"],

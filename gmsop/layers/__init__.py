@@ -1,4 +1,5 @@
 """Layers of GM-SOP, one concept per module (see each module's docstring for the formula)."""
+
 from gmsop.layers.classifier import ClassifierHead
 from gmsop.layers.experts import LinearExpert
 from gmsop.layers.gap import GAP, ParametricGAP, XdHead, global_avg_pool
@@ -10,13 +11,26 @@ from gmsop.layers.sop import SRSOP, ParametricSRSOP, conv_stack
 
 __all__ = [
     # gap.py
-    "GAP", "ParametricGAP", "XdHead", "global_avg_pool",
+    "GAP",
+    "ParametricGAP",
+    "XdHead",
+    "global_avg_pool",
     # sop.py
-    "SRSOP", "ParametricSRSOP", "conv_stack",
+    "SRSOP",
+    "ParametricSRSOP",
+    "conv_stack",
     # gating.py
-    "GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk",
+    "GateStats",
+    "NoisyTopKGate",
+    "balance_loss",
+    "cv_squared",
+    "gating_trunk",
     # mixture.py / grouped.py
-    "AverageMixture", "GatedMixture", "GroupedPlan",
+    "AverageMixture",
+    "GatedMixture",
+    "GroupedPlan",
     # netvlad.py / experts.py / classifier.py
-    "NetVLAD", "LinearExpert", "ClassifierHead",
+    "NetVLAD",
+    "LinearExpert",
+    "ClassifierHead",
 ]

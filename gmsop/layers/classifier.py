@@ -4,6 +4,7 @@ Mixture models (Ave-N, GM-N-K, SG-MoE): BatchNorm1d -> Dropout(p) -> Linear, as 
 (p = 0.2; the released WRN-36-2 GM-SOP uses 0.4). Single-representation baselines go straight
 to the Linear layer, as in the released code.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -13,7 +14,12 @@ __all__ = ["ClassifierHead"]
 
 class ClassifierHead(nn.Module):
     def __init__(
-        self, in_features: int, num_classes: int, batchnorm: bool = False, dropout: float = 0.0, bn_momentum: float = 0.1
+        self,
+        in_features: int,
+        num_classes: int,
+        batchnorm: bool = False,
+        dropout: float = 0.0,
+        bn_momentum: float = 0.1,
     ):
         super().__init__()
         if num_classes < 1:

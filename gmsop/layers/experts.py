@@ -5,6 +5,7 @@ Linear(C, width) -> (B, width); 128 x 512 on ResNet-18. Sixteen of them behind t
 GM-GAP make "ResNet-18 + One-layer-SG-MoE". As a ``GroupedPlan`` it is GAP (kept as a column)
 then one matmul + bias, so a gated mixture batches its experts like the other built-in CMs.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn

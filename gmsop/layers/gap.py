@@ -6,6 +6,7 @@ first-order component model (512-d in GM-GAP); ``XdHead`` is the same as a netwo
 second-order heads they split into ``transform`` and a parameter-free ``pool``; the parametric
 GAP also describes itself as a ``GroupedPlan`` (matmul + ReLU, then GAP) for batched mixtures.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -74,7 +75,7 @@ class ParametricGAP(nn.Module):
 
 
 class XdHead(nn.Module):
-    """"ResNet-X-Xd" as the paper defines it (Sec. 3.1, note 2): a parametric GAP read as a gated
+    """ "ResNet-X-Xd" as the paper defines it (Sec. 3.1, note 2): a parametric GAP read as a gated
     mixture of first-order GAP with a single CM, so the mixture's classifier (BN1d + dropout)
     follows it (``mixture = True``; the model builds that classifier).
 

@@ -26,6 +26,7 @@ Balance loss: importance_i = sum_s w_i(X_s); L_B = alpha * (std(importance) / me
 unbiased (N-1) std. ``alpha_per_batch`` divides alpha by the batch size (the released code puts
 alpha on a batch-summed cross-entropy).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,8 +38,16 @@ from torch import Tensor, nn
 
 from gmsop.protocol import GATE_NOISES
 
-__all__ = ["GateSpread", "GateStats", "NoisyTopKGate", "balance_loss", "cv_squared", "gating_trunk", "selection_mask",
-           "distinct_selections"]
+__all__ = [
+    "GateSpread",
+    "GateStats",
+    "NoisyTopKGate",
+    "balance_loss",
+    "cv_squared",
+    "gating_trunk",
+    "selection_mask",
+    "distinct_selections",
+]
 
 
 class GateStats(NamedTuple):
@@ -50,7 +59,9 @@ class GateStats(NamedTuple):
     importance: Tensor  # (N,) float: summed gate weights per component (detached)
     # Diagnostics (detached; None where a gate does not report them, e.g. a plug-in's):
     logit_spread: Tensor | None = None  # scalar: batch mean of the per-image std over N of the CLEAN logits
-    noise_spread: Tensor | None = None  # scalar: the same of the noise scale softplus(W_n f) (training only; 0 without noise)
+    noise_spread: Tensor | None = (
+        None  # scalar: the same of the noise scale softplus(W_n f) (training only; 0 without noise)
+    )
     selected: Tensor | None = None  # (B, K) int64: the Top-K components of each image (detached)
 
 

@@ -4,6 +4,7 @@ It lives in its own module, below every layer that returns one (gap.py, sop.py, 
 and the mixture that consumes them (mixture.py), so the components import it at the top and
 mixture.py needs none of them: the layers form a tree, not a cycle.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

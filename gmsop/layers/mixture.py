@@ -35,6 +35,7 @@ same outputs, statistics and gradients:
 
 Unrouted (sample, component) pairs are never computed on either path.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -99,7 +100,10 @@ def _plan_of(c: nn.Module) -> GroupedPlan | None:
 
 def _has_hooks(module: nn.Module) -> bool:
     return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or getattr(m, "_backward_pre_hooks", None)
+        m._forward_hooks
+        or m._forward_pre_hooks
+        or m._backward_hooks
+        or getattr(m, "_backward_pre_hooks", None)
         for m in module.modules()
     )
 
@@ -220,7 +224,9 @@ class GatedMixture(nn.Module):
         super().__init__()
         self.out_features = _check_components(components)
         if gate.num_experts != len(components):
-            raise ValueError(f"gate has {gate.num_experts} outputs but there are {len(components)} components")
+            raise ValueError(
+                f"gate has {gate.num_experts} outputs but there are {len(components)} components"
+            )
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha!r}")
         self.components = nn.ModuleList(components)
@@ -243,13 +249,17 @@ class GatedMixture(nn.Module):
         b, k, n = x.shape[0], self.gate.k, self.num_experts
         top_w, top_idx, dense, spread = self.gate.forward_with_spread(x)  # (B, K), (B, K), (B, N)
         flat_idx = top_idx.flatten()  # (B*K,) component of each (sample, slot)
-        counts = torch.zeros(n, device=x.device, dtype=torch.long).index_add_(0, flat_idx, torch.ones_like(flat_idx))
+        counts = torch.zeros(n, device=x.device, dtype=torch.long).index_add_(
+            0, flat_idx, torch.ones_like(flat_idx)
+        )
         plans = _grouped_plans(self.components)
         path = self._path(x.device, plans)
         if path == "grouped":
             pooled = _run_grouped(plans, x, flat_idx, k)  # (B*K, D), (sample, slot) order
             with torch.autocast(device_type=x.device.type, enabled=False):  # keep the pooled dtype
-                y = torch.bmm(top_w.to(pooled.dtype).view(b, 1, k), pooled.view(b, k, -1)).view(b, -1)  # (B, D)
+                y = torch.bmm(top_w.to(pooled.dtype).view(b, 1, k), pooled.view(b, k, -1)).view(
+                    b, -1
+                )  # (B, D)
         else:
             pooled, order = self._forward_generic(x, flat_idx, counts)  # sorted by component
             sample = order // k
@@ -259,8 +269,15 @@ class GatedMixture(nn.Module):
         importance = dense.sum(dim=0)  # (N,)
         cv2 = cv_squared(importance)
         alpha = self.alpha / b if self.alpha_per_batch else self.alpha
-        stats = GateStats(alpha * cv2, cv2.detach(), counts.detach().float(), importance.detach(),
-                          spread.logit, spread.noise, top_idx.detach())
+        stats = GateStats(
+            alpha * cv2,
+            cv2.detach(),
+            counts.detach().float(),
+            importance.detach(),
+            spread.logit,
+            spread.noise,
+            top_idx.detach(),
+        )
         return y, stats
 
     def execution_path(self, device: torch.device | str) -> str:

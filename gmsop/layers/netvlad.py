@@ -5,6 +5,7 @@ to K clusters, a = softmax_k(w_k x_m + b_k); V_k = sum_m a_km (x_m - c_k), compu
 form as A X^T - (sum_m a_km) c_k (never a [B, K, C, M] tensor); intra-normalise each V_k,
 flatten, L2-normalise. K = 64 on 128-d gives the paper's 8192-d representation.
 """
+
 from __future__ import annotations
 
 import torch

@@ -13,6 +13,7 @@ then pool all routed samples in ONE batched Newton-Schulz call. Without BatchNor
 SR-SOP also describes itself as a ``GroupedPlan`` (matmul + ReLU per conv, then SR-SOP), which
 lets a mixture run all its components as batched matmuls on stacked weights.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -52,10 +53,14 @@ class SRSOP(nn.Module):
         return self.pool(x)
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, iterations={self.iterations}, out_features={self.out_features}"
+        return (
+            f"in_channels={self.in_channels}, iterations={self.iterations}, out_features={self.out_features}"
+        )
 
 
-def conv_stack(in_channels: int, dims: Sequence[int], batchnorm: bool, bn_momentum: float = 0.1) -> nn.Sequential:
+def conv_stack(
+    in_channels: int, dims: Sequence[int], batchnorm: bool, bn_momentum: float = 0.1
+) -> nn.Sequential:
     """1x1 conv (no bias) [-> BN] -> ReLU for each width in ``dims``: the P_j X steps of Eq. 6."""
     layers: list[nn.Module] = []
     c = in_channels

@@ -1,4 +1,5 @@
 """Send a script's stdout/stderr to its rule's log file (imported first by every script)."""
+
 import os
 import sys
 

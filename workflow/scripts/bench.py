@@ -1,5 +1,6 @@
 """Measure the training/inference throughput of every network one experiment shows, one after
 the other, each at its dataset's input shape: results/bench/{experiment}/{bench}.json."""
+
 from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)
@@ -26,5 +27,8 @@ for i, (bench, spec) in enumerate(benches.items(), start=1):
         run=identity(snakemake.config, bench, kind="bench"),  # noqa: F821
     )
     infer = result.get("infer_img_s")
-    print(f"    training {result['train_img_s']:.1f} img/s, inference "
-          f"{'-' if infer is None else f'{infer:.1f}'} img/s", flush=True)
+    print(
+        f"    training {result['train_img_s']:.1f} img/s, inference "
+        f"{'-' if infer is None else f'{infer:.1f}'} img/s",
+        flush=True,
+    )

@@ -1,4 +1,5 @@
 """Check a user's rule's metrics.json (format, run id, seed) and copy it to where tables read it."""
+
 from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,5 @@
 """One figure (curves, alpha_counts, alpha_error, grid or class_routing) as SVG + PNG."""
+
 from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)

@@ -1,4 +1,5 @@
 """Build a dataset's cache once and record its shape: results/data/{dataset}.json."""
+
 from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)

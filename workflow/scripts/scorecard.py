@@ -1,5 +1,6 @@
 """Every claim of every experiment: results/scorecard.{csv,md,html}, its forest plot (.svg, .png) and
 the report's landing fragment."""
+
 from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)

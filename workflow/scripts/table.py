@@ -1,4 +1,5 @@
 """One experiment's table: results/tables/{experiment}.{csv,md,html,tex}."""
+
 from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)

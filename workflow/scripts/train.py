@@ -1,4 +1,5 @@
 """Train (or resume) one planned run for one seed; writes metrics.json last, atomically."""
+
 from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)
