@@ -61,7 +61,8 @@ def test_training_step(benchmark, variant):
         variant,
         rate / matmul_peak_flops(),
         "",
-        f"({step.flops / 1e9:.1f} GFLOP, {med[variant] * 1e3:.0f} ms, {rate / 1e9:.1f} GFLOP/s; matmul {matmul_peak_flops() / 1e9:.1f} GFLOP/s)",
+        f"({step.flops / 1e9:.1f} GFLOP, {med[variant] * 1e3:.0f} ms, {rate / 1e9:.1f} GFLOP/s; "
+        f"matmul {matmul_peak_flops() / 1e9:.1f} GFLOP/s)",
     )
 
 

@@ -387,25 +387,6 @@ def test_table_columns_are_stable(tmp_path):
     assert t.loc[0, "classes"] == 16 and bool(t.loc[0, "learned"])
 
 
-def test_aggregation_jobs_import_no_torch():
-    """A table, figure or scorecard job loads the plan's rows and result files: no torch (≈1.5 s
-    of start-up per job), which `import gmsop` and the plan's classes must not pull in."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, pickle, gmsop, gmsop.pipeline, gmsop.experiments, gmsop.aggregate.tables, "
-        "gmsop.aggregate.scorecard, gmsop.aggregate.figures, gmsop.formats; "
-        "from planned import make_experiment, make_row; "
-        "pickle.loads(pickle.dumps(make_experiment([make_row('SR-SOP')]))); "
-        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-
 def test_paper_architecture_numbers_only_at_full_width(tmp_path):
     """Parameters, dimension and speed describe the net: a width-0.25 row is not the paper's."""
     _runs(tmp_path, "ResNet-18-512d", [40.0], rep_dim=128)

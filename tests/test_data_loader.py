@@ -111,7 +111,7 @@ def test_flip_double_yields_each_image_and_its_mirror():
     loader = BatchLoader(split, 8, seed=0, flip_double=True)
     assert loader.num_samples == 40 and len(loader) == 5
     count = {}
-    for x, y in loader:
+    for x, _ in loader:
         for img in x:
             i = int(img[0, 0, 1])
             mirrored = bool(img[0, 0, -1] == 255)
