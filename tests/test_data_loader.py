@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from gmsop.data import (
-    BatchLoader,
-    Split,
-    batch_order,
-    epoch_permutation,
-    get_dataset,
-    measure_loader_throughput,
-)
+from gmsop.data import BatchLoader, Split, get_dataset
+from gmsop.data.loader import batch_order, epoch_permutation
+from gmsop.data.throughput import measure_loader_throughput
 
 
 def _split(n=50, h=4, w=4):

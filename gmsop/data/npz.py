@@ -90,18 +90,19 @@ def _to_nchw(x: np.ndarray, layout: str, source: str) -> tuple[np.ndarray, int]:
     return x, 3
 
 
-def _load(path: Path, keys: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Arrays ``keys`` of an .npz file, with one error naming the file for anything wrong."""
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(z.files)}")
-            return z[keys[0]], z[keys[1]]
+            return {k: z[k] for k in keys}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, exc) from None
 
 
-def _unreadable(path: Path, exc: Exception) -> ValueError:
+def unreadable(path: Path, exc: Exception) -> ValueError:
     """The one message for an npz that cannot be read: the file, the reason, what it may mean."""
     if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
         return exc
@@ -133,7 +134,7 @@ def npz(
     arrays, channels = {}, {}
     for split, (path, keys) in sources.items():
         src, ysrc = f"{path}[{keys[0]}]", f"{path}[{keys[1]}]"
-        x, y = _load(path, keys)
+        x, y = load_npz(path, keys).values()
         x, channels[split] = _to_nchw(x, layout, src)
         if len(x) == 0:
             raise ValueError(f"npz: the {split} split is empty: {src} holds 0 images")
@@ -231,7 +232,7 @@ def _npz_train_size(root: Path | None, **_) -> int | None:
                     raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(names)}")
                 n_x, n_y = (_header_length(zf, f"{k}.npy") for k in keys)
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-            raise _unreadable(path, exc) from None
+            raise unreadable(path, exc) from None
         if n_x != n_y:
             raise ValueError(f"{path}[{keys[1]}]: {n_y} labels for {n_x} images")
         sizes[split] = n_x

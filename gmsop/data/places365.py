@@ -140,9 +140,7 @@ def places365(
     aug = augment_spec(name, {"size": size, "crop": crop, "augment": augment})
     classes = read_categories(root)
     list_files = _list_files(root)
-    cdir = cache.prepare_cache_dir(
-        Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}")
-    )
+    cdir = cache.dataset_cache_dir(root, cache_dir, f"places365-{size}")
     # the list files stand for the images: stat-ing 1.8M files on every load would be slow
     fp = cache.fingerprint(list_files, {"size": size, "fit": "stretch"}, base=root)
     ds = cached_image_dataset(
