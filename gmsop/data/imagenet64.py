@@ -63,9 +63,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise _RefusedGlobal(f"refusing to unpickle {module}.{name}")
 
 
-def find_release_files(root: Path, size: int) -> tuple[dict[int, Path], Path | None, list[str]]:
+def find_release_files(root: Path, size: int) -> tuple[dict[int, Path], Path, list[str]]:
     """{batch index: path} of the ``train_data_batch_k`` files under ``root`` (one level deep), the
-    ``val_data`` file (or None) and notes about choices made."""
+    ``val_data`` file and notes about choices made; ValueError when either is missing."""
     folders = [root]
     for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "gmsop-cache"):
         m = _RESOLUTION_DIR_RE.match(d.name)
@@ -99,7 +99,12 @@ def find_release_files(root: Path, size: int) -> tuple[dict[int, Path], Path | N
         raise ValueError(
             f"imagenet64: unexpected training batch number(s) {bad} under {root} (expected 1..10)"
         )
-    return dict(sorted(train.items())), chosen.get("val"), notes  # type: ignore[arg-type]
+    where = f"under {root} (looked in it and its sub-folders)"
+    if not train:
+        raise ValueError(f"imagenet64: no train_data_batch_* files {where}")
+    if "val" not in chosen:
+        raise ValueError(f"imagenet64: no val_data or val_data.npz {where}")
+    return dict(sorted(train.items())), chosen["val"], notes  # type: ignore[arg-type]
 
 
 def _load_raw(path: Path, keys: tuple[str, ...]) -> dict[str, object]:
@@ -198,23 +203,9 @@ def _convert_split(
     return total, stats
 
 
-def _release_files(root: Path, size: int) -> tuple[dict[int, Path], Path, list[str]]:
-    """``find_release_files``, refusing a root without training or validation files."""
-    train_files, val_file, notes = find_release_files(root, size)
-    if not train_files:
-        raise ValueError(
-            f"imagenet64: no train_data_batch_* files under {root} (looked in it and its sub-folders)"
-        )
-    if val_file is None:
-        raise ValueError(
-            f"imagenet64: no val_data or val_data.npz under {root} (looked in it and its sub-folders)"
-        )
-    return train_files, val_file, notes
-
-
 @register_source_files("imagenet64")
 def _imagenet64_files(root: Path | None, size: int = 64, **_) -> list[Path]:
-    train_files, val_file, _ = _release_files(require_root("imagenet64", root, WHAT), int(size))
+    train_files, val_file, _ = find_release_files(require_root("imagenet64", root, WHAT), int(size))
     return [*train_files.values(), val_file]
 
 
@@ -242,7 +233,7 @@ def imagenet64(
     size = require_int(name, "size", size, 1)
     num_classes = require_int(name, "num_classes", num_classes, 2)
     aug = augment_spec(name, {"augment": augment})
-    train_files, val_file, notes = _release_files(root, size)
+    train_files, val_file, notes = find_release_files(root, size)
     files = [*train_files.values(), val_file]
     cdir = cache.dataset_cache_dir(root, cache_dir, f"imagenet{size}")
     fp = cache.fingerprint(files, {"size": size, "num_classes": num_classes}, base=root)
