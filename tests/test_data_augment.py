@@ -18,7 +18,6 @@ from gmsop.data.augment import (
     pad_fill,
     random_crop,
     random_hflip,
-    to_float,
 )
 
 
@@ -130,7 +129,7 @@ class TestNormalize:
         assert torch.allclose(out, expected)
         assert torch.allclose(
             normalize(x, (100.0, 128.0, 10.0)),
-            to_float(x) - torch.tensor([100.0, 128.0, 10.0]).view(1, 3, 1, 1),
+            x.to(torch.float32) - torch.tensor([100.0, 128.0, 10.0]).view(1, 3, 1, 1),
         )
 
 
