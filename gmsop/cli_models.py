@@ -5,7 +5,7 @@ code's, for the two rows it leaves out), so a reader sees at once where our buil
 agree (and the one known mismatch, GM-SOP-16-8 on WRN-36-2: the released configuration counts
 17.8M, the paper prints 15.7M), and the schedule family a run of the variant trains with by
 default. Names, published counts and families come from ``gmsop.registry.resolve_variant``
-(the counts from gmsop.aggregate.paper_values through it); parameters, dims and FLOPs are
+(the counts from gmsop.paper_values through it); parameters, dims and FLOPs are
 measured on the built model.
 """
 

@@ -15,7 +15,7 @@ Each row's speed says where it comes from:
   of the row's model (variant, backbone, protocol, overrides that change computation, width) at
   its input size; the same batch size is preferred.
 * ``published`` (``--assume-from-paper``): the paper's Sec. 3.2 speed of the row's model on its
-  GTX 1080 (64x64, batch 256, ResNet-18; ``gmsop.aggregate.paper_values.TRAIN_FPS``).
+  GTX 1080 (64x64, batch 256, ResNet-18; ``gmsop.paper_values.TRAIN_FPS``).
 * ``extrapolated``: ``ref img/s x ref FLOPs / row FLOPs`` (forward FLOPs, ``gmsop.flops``), the
   reference being the same model at another input size, else the model nearest in FLOPs. The
   references are your measurements at the row's width if there are any, else the paper's: one
@@ -237,7 +237,7 @@ def read_device_check(path: str | Path) -> list[Measurement]:
 
 def paper_measurements() -> list[Measurement]:
     """The paper's published training speeds (Sec. 3.2: GTX 1080, 64x64, batch 256, ResNet-18)."""
-    from gmsop.aggregate.paper_values import TRAIN_FPS
+    from gmsop.paper_values import TRAIN_FPS
 
     return [
         Measurement(

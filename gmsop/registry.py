@@ -40,6 +40,7 @@ from gmsop.backbones import (
 from gmsop.functional import triu_dim
 from gmsop.heads import HEADS, SCHEDULE_FAMILIES, create_head, get_head, head_kwargs, head_traits
 from gmsop.model import GMSOPNet
+from gmsop.paper_values import paper_params
 from gmsop.protocol import Protocol, get_protocol, protocol_fields
 
 __all__ = [
@@ -232,15 +233,6 @@ def head_default(head: str, option: str):
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def _paper_params(name: str, backbone: str) -> tuple[float, str] | None:
-    """gmsop.aggregate.paper_values.paper_params, imported on first use: the aggregate package
-    loads pandas and every report module, which neither ``import gmsop`` nor building or
-    training a model should depend on."""
-    from gmsop.aggregate.paper_values import paper_params
-
-    return paper_params(name, backbone)
-
-
 @dataclass(frozen=True)
 class ResolvedVariant:
     """A variant resolved on a backbone under a protocol: everything ``build_model`` builds from.
@@ -277,11 +269,10 @@ class ResolvedVariant:
     def paper_params(self) -> tuple[float, str] | None:
         """The published parameter count (millions) and its source, or None.
 
-        Looked up on access (gmsop.aggregate.paper_values), so resolving a variant to build or
-        train it never loads the report package. None where the count would not describe this
-        model: ``width_mult`` != 1 or head options changed by overrides.
+        None where the count would not describe this model: ``width_mult`` != 1 or head options
+        changed by overrides.
         """
-        return _paper_params(*self._paper_row) if self._paper_row is not None else None
+        return paper_params(*self._paper_row) if self._paper_row is not None else None
 
     def info(self) -> dict:
         """The ``GMSOPNet.info`` record of a model built from this resolution (before its dims)."""

@@ -5,15 +5,8 @@ import json
 import pytest
 from result_files import make_bench, make_metrics, write_json
 
-from gmsop.aggregate.load import (
-    RUN_COLUMNS,
-    ResultFileError,
-    load_bench,
-    load_metrics,
-    load_routing,
-    load_runs,
-    read_metrics,
-)
+from gmsop.aggregate.load import RUN_COLUMNS, load_bench, load_metrics, load_routing, load_runs, read_metrics
+from gmsop.formats import BENCH_DIR, ResultFileError, bench_files
 
 
 def _write(tmp_path, name, obj):
@@ -137,6 +130,15 @@ class TestBench:
         with pytest.raises(ResultFileError, match="missing required key 'train_img_s'") as err:
             load_bench(tmp_path)
         assert str(p) in str(err.value)
+
+    def test_finds_the_files_bench_files_finds(self, tmp_path):
+        folder = tmp_path / BENCH_DIR.format(experiment="table2")
+        for name, fps in (("bench-sr-sop", 50.0), ("bench-gap", 100.0)):
+            write_json(folder / f"{name}.json", make_bench(train_img_s=fps))
+        root = tmp_path / "results" / "bench"
+        want = [str(p) for p in bench_files([root])]
+        assert len(want) == 2
+        assert load_bench(root)["path"].tolist() == want == load_bench([root])["path"].tolist()
 
     def test_bad_input_size(self, tmp_path):
         p = write_json(tmp_path / "x" / "bench.json", make_bench(input_size=(64, 64)))

@@ -11,7 +11,7 @@ from planned import make_experiment, make_row
 from result_files import make_bench, make_metrics, write_json
 from scipy import stats
 
-from gmsop.aggregate import paper_values as pv
+from gmsop import paper_values as pv
 from gmsop.aggregate.load import load_bench, load_metrics
 from gmsop.aggregate.scorecard import build_scorecard, render_scorecard_html, render_scorecard_markdown
 from gmsop.aggregate.tables import build_table

@@ -1,12 +1,8 @@
-"""The scorecard as a forest plot: every claim's difference with its 95% and Holm intervals.
+"""The scorecard as a forest plot: each claim's difference with its 95% and Holm intervals.
 
-One line per claim, top to bottom in the scorecard's order. A tested claim is a dot at its
-difference (mean top-1 error of the left row minus the right row; left of 0 favours the claim)
-with its 95% Welch interval as a thick bar and its Holm-adjusted interval as a thin, wider one,
-coloured by the Holm-adjusted verdict (the scorecard's colours, :data:`display.VERDICT_COLOURS`).
-A claim with no test (rows that did not learn, failed seeds, one seed, no spread, no run) has no
-bar: a hollow grey marker at its difference where that is finite, and its verdict written at the
-right edge, as every claim has. :func:`forest_data` returns exactly what is drawn.
+One line per claim in the scorecard's order: a dot at the difference (left of 0 favours the
+claim), the 95% Welch interval thick and the Holm-adjusted one thin, coloured by the Holm verdict;
+an untested claim is a hollow marker. :func:`forest_data` returns exactly what is drawn.
 """
 
 from __future__ import annotations
@@ -21,8 +17,6 @@ from matplotlib.transforms import blended_transform_factory
 from gmsop.aggregate.claims import TESTED, verdict_kind
 from gmsop.aggregate.display import verdict_colour
 from gmsop.aggregate.figures import _figure, _style
-
-__all__ = ["forest_data", "plot_forest", "FOREST_COLUMNS"]
 
 #: Columns of :func:`forest_data`: one row per claim, ``y`` = its line (0 at the top).
 FOREST_COLUMNS = (

@@ -1,24 +1,13 @@
-"""Result files -> tidy DataFrames: the runs, their epochs, their routing, the benchmarks.
+"""Result files -> tidy DataFrames (layout and validation: :mod:`gmsop.formats`).
 
-The files' layout and their validation live in :mod:`gmsop.formats` (one declaration the
-trainer writes with and this module reads with); a broken file raises
-:class:`~gmsop.formats.ResultFileError` naming the file and the dotted key. Frames built here:
-
-* runs (:func:`load_runs`): one row per training run. ``run_id`` is read from the file (the id
-  the workflow planned it under; empty for a run trained by hand), then identity columns,
-  ``finished``, final errors, cost, environment, and every hyper-parameter flattened to an
+* runs: one row per ``metrics.json``: ``run_id`` (from the file; empty for a run trained by
+  hand), identity, ``finished``, final errors, cost, environment, and every hyper-parameter as an
   ``hp.<name>`` column (nested dicts as ``hp.a.b``; lists and dicts as canonical JSON text).
-* epochs (:func:`load_epochs`): one row per (run, epoch), for training curves.
-* routing (:func:`load_routing`): one row per (run, epoch, mixture component) with the number of
-  samples routed to it and its summed gate weight; empty for non-mixture variants.
-* class_routing (``MetricsData.class_routing``): one row per (run, class, component) of gated
-  mixtures from the last evaluation: ``count`` images of the class that selected the component,
-  ``class_images`` the class's validation images.
-* bench (:func:`load_bench`): one row per benchmark file with its ``bench_id``; ``input_size``
-  becomes "3x64x64".
-
-A run counts as ``finished`` when its ``final`` block is present and it trained at least as many
-epochs as ``hparams.schedule`` (pairs of ``[lr, epochs]``) plans.
+  A run is ``finished`` when it has a ``final`` block and trained the epochs its schedule plans.
+* epochs: one row per (run, epoch); routing: one per (run, epoch, mixture component) with the
+  samples routed to it and its summed gate weight; class_routing: one per (run, class, component)
+  of the last evaluation.
+* bench: one row per benchmark file, ``input_size`` as "3x64x64".
 """
 
 from __future__ import annotations
@@ -32,35 +21,14 @@ from typing import Any
 
 import pandas as pd
 
-from gmsop.formats import EPOCH_NUMBERS, ResultFileError, read_bench, read_metrics
-
-__all__ = [
-    "ResultFileError",
-    "MetricsData",
-    "find_result_files",
-    "load_metrics",
-    "load_runs",
-    "load_epochs",
-    "load_routing",
-    "load_bench",
-    "select_epoch",
-    "RUN_COLUMNS",
-    "BENCH_COLUMNS",
-]
+from gmsop.formats import EPOCH_NUMBERS, METRICS_NAME, bench_files, read_bench, read_metrics
 
 PathLike = str | os.PathLike
 
 
-# ---------------------------------------------------------------------------------------------
-# Finding files.
-
-
 def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> list[Path]:
-    """Expand ``sources`` (files and/or folders) into a sorted list of result files.
-
-    A folder contributes every ``filename`` below it (recursively); a file is taken as given, so
-    Snakemake can pass its exact inputs. A source that does not exist raises ``FileNotFoundError``.
-    """
+    """``sources`` (files and folders) as a list of files: a folder gives every ``filename`` below
+    it, sorted; a file is taken as given; a source that does not exist raises ``FileNotFoundError``."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     found: list[Path] = []
@@ -74,9 +42,6 @@ def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> 
             raise FileNotFoundError(f"result source does not exist: {p}")
     return found
 
-
-# ---------------------------------------------------------------------------------------------
-# Frames.
 
 #: Columns of the runs frame that come before the ``hp.*`` columns, in this order.
 RUN_COLUMNS: tuple[str, ...] = (
@@ -103,7 +68,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "env.device_name",
     "env.gmsop",
 )
-_ID_COLUMNS = ("path", "run_id", "variant", "backbone", "protocol", "dataset", "seed", "tag")
+_ID_COLUMNS = RUN_COLUMNS[:8]
 
 #: Columns of the bench frame, in this order.
 BENCH_COLUMNS: tuple[str, ...] = (
@@ -197,7 +162,7 @@ def _run_row(path: Path, m: dict) -> dict[str, Any]:
 
 
 def _frame(rows: list[dict], leading: Iterable[str]) -> pd.DataFrame:
-    """DataFrame with ``leading`` columns first (present even when there are no rows), then the rest sorted."""
+    """``leading`` columns first (present even with no rows), then the rest sorted."""
     leading = list(leading)
     extra = sorted({k for r in rows for k in r} - set(leading))
     return pd.DataFrame(rows, columns=leading + extra)
@@ -205,7 +170,7 @@ def _frame(rows: list[dict], leading: Iterable[str]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class MetricsData:
-    """The frames built from one set of ``metrics.json`` files (each file parsed once)."""
+    """The frames of one set of ``metrics.json`` files (each file parsed once)."""
 
     runs: pd.DataFrame
     epochs: pd.DataFrame
@@ -214,9 +179,9 @@ class MetricsData:
 
 
 def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
-    """Validate every ``metrics.json`` under ``sources`` and build the runs, epochs and routing frames."""
+    """Validate every ``metrics.json`` under ``sources`` and build its frames."""
     run_rows, epoch_rows, routing_rows, class_rows = [], [], [], []
-    for path in find_result_files(sources, "metrics.json"):
+    for path in find_result_files(sources, METRICS_NAME):
         m = read_metrics(path)
         run = _run_row(path, m)
         run_rows.append(run)
@@ -266,7 +231,7 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
 
 
 def load_runs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
-    """One row per training run (see the module docstring for the columns)."""
+    """One row per training run."""
     return load_metrics(sources).runs
 
 
@@ -295,9 +260,9 @@ def select_epoch(routing: pd.DataFrame, epoch: int | str = "last") -> pd.DataFra
 
 
 def load_bench(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
-    """One row per ``bench.json`` (see the module docstring)."""
+    """One row per benchmark file (``sources``: files and folders, :func:`gmsop.formats.bench_files`)."""
     rows = []
-    for path in find_result_files(sources, "bench.json"):
+    for path in bench_files(sources):
         b = read_bench(path)
         row = {k: b.get(k) for k in BENCH_COLUMNS if k not in ("path", "bench_id", "input_size", "env.torch")}
         row.update(
@@ -309,14 +274,6 @@ def load_bench(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
         )
         rows.append(row)
     bench = _frame(rows, BENCH_COLUMNS)
-    for c in (
-        "train_img_s",
-        "train_step_ms_median",
-        "train_step_ms_iqr",
-        "infer_img_s",
-        "peak_mem_mb",
-        "flops_per_image",
-        "achieved_tflops",
-    ):
+    for c in BENCH_COLUMNS[10:15] + BENCH_COLUMNS[16:18]:  # the measured floats
         bench[c] = pd.to_numeric(bench[c], errors="raise").astype(float)
     return bench
