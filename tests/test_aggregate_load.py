@@ -5,7 +5,7 @@ import json
 import pytest
 from result_files import make_bench, make_metrics, write_json
 
-from gmsop.aggregate.load import RUN_COLUMNS, load_bench, load_metrics, load_routing, load_runs, read_metrics
+from gmsop.aggregate.load import RUN_COLUMNS, load_bench, load_metrics, load_runs, read_metrics, select_epoch
 from gmsop.formats import BENCH_DIR, ResultFileError, bench_files
 
 
@@ -55,11 +55,12 @@ class TestRouting:
     def test_long_format_last_epoch(self, tmp_path):
         _write(tmp_path, "gm", make_metrics(variant="GM-GAP-16-4", routing=[30, 10, 0, 60], epochs=3))
         _write(tmp_path, "plain", make_metrics(variant="SR-SOP"))
-        r = load_routing(tmp_path)
+        routing = load_metrics(tmp_path).routing
+        r = select_epoch(routing)
         assert len(r) == 4 and set(r["epoch"]) == {3}
         assert r["count"].tolist() == [30, 10, 0, 60]
         assert r["share"].sum() == pytest.approx(1.0)
-        assert len(load_routing(tmp_path, epoch="all")) == 12
+        assert len(select_epoch(routing, "all")) == 12 and len(select_epoch(routing, 2)) == 4
 
     def test_length_mismatch(self, tmp_path):
         m = make_metrics(routing=[1, 2, 3])

@@ -168,25 +168,10 @@ def evaluate_claim(
     a = np.asarray(list(better_errors), dtype=float).ravel()
     b = np.asarray(list(worse_errors), dtype=float).ravel()
     ma, mb = _mean(a), _mean(b)
-    out = dict(
-        claim=str(claim),
-        better=claim.better,
-        worse=claim.worse,
-        better_mean=ma,
-        worse_mean=mb,
-        diff=ma - mb,
-        ci_low=_NAN,
-        ci_high=_NAN,
-        boot_low=_NAN,
-        boot_high=_NAN,
-        n_better=int(a.size),
-        n_worse=int(b.size),
-        p_improvement=_NAN,
-        p_value=_NAN,
-        se=_NAN,
-        dof=_NAN,
-        n_failed=0,
-    )
+    untested = ("ci_low", "ci_high", "boot_low", "boot_high", "p_improvement", "p_value", "se", "dof")
+    out = dict(claim=str(claim), better=claim.better, worse=claim.worse, better_mean=ma, worse_mean=mb)
+    out.update(diff=ma - mb, **dict.fromkeys(untested, _NAN), n_better=int(a.size), n_worse=int(b.size))
+    out["n_failed"] = 0
     if a.size == 0 or b.size == 0:
         return ClaimResult(**out, verdict="missing")
     fa, fb = failed_seeds(a, better_classes), failed_seeds(b, worse_classes)

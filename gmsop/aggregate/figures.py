@@ -205,16 +205,10 @@ def plot_routing(experiment: Experiment, routing: pd.DataFrame) -> Figure:
             sub = data[data["label"] == row.label].sort_values("rank")
             x = sub["rank"].to_numpy(float) + (i - (len(alphas) - 1) / 2) * width
             err = sub["count_std"].to_numpy(float)
-            ax.bar(
-                x,
-                sub["count_mean"].to_numpy(float),
-                width=width,
-                color=palette[i],
-                yerr=np.nan_to_num(err) if np.isfinite(err).any() else None,
-                capsize=2,
-                error_kw={"linewidth": 1.0},
-                label=f"{_alpha_name(alpha, batch)}, n={int(sub['n'].max())}",
-            )
+            bar = dict(width=width, color=palette[i], capsize=2, error_kw={"linewidth": 1.0})
+            label = f"{_alpha_name(alpha, batch)}, n={int(sub['n'].max())}"
+            yerr = np.nan_to_num(err) if np.isfinite(err).any() else None
+            ax.bar(x, sub["count_mean"].to_numpy(float), yerr=yerr, label=label, **bar)
         balanced = float(data["count_mean"].mean())
         ax.axhline(balanced, color="0.3", linestyle="--", linewidth=1.0, label="perfectly balanced")
         ax.set_xticks(ranks)
@@ -301,16 +295,9 @@ def plot_alpha_sweep(experiment: Experiment, runs: pd.DataFrame) -> Figure:
         ax.scatter(
             [a for a, _ in dots], [e for _, e in dots], s=14, color="0.6", zorder=2, label="single seed"
         )
-        ax.errorbar(
-            xs,
-            data["top1_err_mean"].to_numpy(float),
-            yerr=data["top1_err_std"].fillna(0.0).to_numpy(float),
-            marker="o",
-            capsize=3,
-            color=sns.color_palette("colorblind")[0],
-            zorder=3,
-            label="ours, mean ± std",
-        )
+        mean, std = data["top1_err_mean"].to_numpy(float), data["top1_err_std"].fillna(0.0).to_numpy(float)
+        line = dict(marker="o", capsize=3, color=sns.color_palette("colorblind")[0], zorder=3)
+        ax.errorbar(xs, mean, yerr=std, label="ours, mean ± std", **line)
         for x, y, n in zip(xs, data["top1_err_mean"], data["n"]):
             if math.isfinite(y):
                 ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 6), fontsize="x-small")
@@ -433,30 +420,13 @@ def plot_nk_grid(experiment: Experiment, runs: pd.DataFrame, bench: pd.DataFrame
         fig, (ax_e, ax_f) = _figure(ncols=2, height=4.8)
         for k in ks:
             sub = data[data["K"] == k].sort_values("N")
-            ax_e.errorbar(
-                sub["N"].to_numpy(float),
-                sub["top1_err_mean"].to_numpy(float),
-                yerr=sub["top1_err_std"].fillna(0.0).to_numpy(float),
-                marker="o",
-                capsize=3,
-                color=palette[k],
-                label=f"K = {k}",
-            )
-            ax_f.plot(
-                sub["N"].to_numpy(float),
-                sub["speed"].to_numpy(float),
-                marker="o",
-                color=palette[k],
-                label=f"K = {k}",
-            )
+            n, line = sub["N"].to_numpy(float), dict(marker="o", color=palette[k], label=f"K = {k}")
+            std = sub["top1_err_std"].fillna(0.0).to_numpy(float)
+            ax_e.errorbar(n, sub["top1_err_mean"].to_numpy(float), yerr=std, capsize=3, **line)
+            ax_f.plot(n, sub["speed"].to_numpy(float), **line)
         if math.isfinite(data.attrs["baseline_top1_err"]):
-            ax_e.axhline(
-                data.attrs["baseline_top1_err"],
-                color="0.35",
-                linestyle="--",
-                linewidth=1,
-                label=f"{baseline} (ours)",
-            )
+            ours = dict(color="0.35", linestyle="--", linewidth=1, label=f"{baseline} (ours)")
+            ax_e.axhline(data.attrs["baseline_top1_err"], **ours)
         if paper_base is not None and paper_base.top1_err is not None:
             ax_e.axhline(
                 paper_base.top1_err, color="black", linestyle=":", linewidth=1, label=f"{baseline} (paper)"
@@ -556,13 +526,8 @@ def plot_training_curves(experiment: Experiment, epochs: pd.DataFrame, title: st
                 mean, std = sub[f"{col}_mean"].to_numpy(float), sub[f"{col}_std"].to_numpy(float)
                 if not len(x):
                     continue
-                ax.plot(
-                    x,
-                    mean,
-                    color=color,
-                    marker="o" if len(x) <= 4 else None,
-                    label=f"{name} (n={int(sub['runs'].iloc[0])})",
-                )
+                seeds = f"{name} (n={int(sub['runs'].iloc[0])})"
+                ax.plot(x, mean, color=color, marker="o" if len(x) <= 4 else None, label=seeds)
                 if np.isfinite(std).any():
                     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             ax.set(xlabel="epoch", ylabel=label)
@@ -606,15 +571,8 @@ def plot_class_routing(experiment: Experiment, class_routing: pd.DataFrame) -> F
         FigureCanvasAgg(fig)
         for i, (label, frac) in enumerate(data.items()):
             ax = fig.add_subplot(nrows, ncols, i + 1)
-            sns.heatmap(
-                frac,
-                ax=ax,
-                vmin=0.0,
-                vmax=1.0,
-                cmap="viridis",
-                cbar=i % ncols == ncols - 1,
-                cbar_kws={"label": "fraction of the class's images"},
-            )
+            bar = dict(cbar=i % ncols == ncols - 1, cbar_kws={"label": "fraction of the class's images"})
+            sns.heatmap(frac, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", **bar)
             ax.set(xlabel="component", ylabel="class", title=label)
         fig.suptitle(f"What each component learned: {experiment.title}", fontweight="bold")
     return fig

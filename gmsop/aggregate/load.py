@@ -44,54 +44,20 @@ def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> 
 
 
 #: Columns of the runs frame that come before the ``hp.*`` columns, in this order.
-RUN_COLUMNS: tuple[str, ...] = (
-    "path",
-    "run_id",
-    "variant",
-    "backbone",
-    "protocol",
-    "dataset",
-    "seed",
-    "tag",
-    "finished",
-    "top1_err",
-    "top5_err",
-    "epochs_done",
-    "epochs_planned",
-    "train_time_s",
-    "train_img_s",
-    "params",
-    "rep_dim",
-    "flops_per_image",
-    "env.torch",
-    "env.device",
-    "env.device_name",
-    "env.gmsop",
+RUN_COLUMNS: tuple[str, ...] = tuple(
+    "path run_id variant backbone protocol dataset seed tag finished top1_err top5_err epochs_done "
+    "epochs_planned train_time_s train_img_s params rep_dim flops_per_image env.torch env.device "
+    "env.device_name env.gmsop".split()
 )
 _ID_COLUMNS = RUN_COLUMNS[:8]
 
 #: Columns of the bench frame, in this order.
-BENCH_COLUMNS: tuple[str, ...] = (
-    "path",
-    "bench_id",
-    "variant",
-    "backbone",
-    "tag",
-    "input_size",
-    "num_classes",
-    "batch_size",
-    "device",
-    "device_name",
-    "train_img_s",
-    "train_step_ms_median",
-    "train_step_ms_iqr",
-    "infer_img_s",
-    "peak_mem_mb",
-    "params",
-    "flops_per_image",
-    "achieved_tflops",
-    "env.torch",
+BENCH_COLUMNS: tuple[str, ...] = tuple(
+    "path bench_id variant backbone tag input_size num_classes batch_size device device_name "
+    "train_img_s train_step_ms_median train_step_ms_iqr infer_img_s peak_mem_mb params "
+    "flops_per_image achieved_tflops env.torch".split()
 )
+_FINAL_FLOATS = ("top1_err", "top5_err", "train_time_s", "train_img_s")
 _EPOCH_FIELDS = ("epoch",) + EPOCH_NUMBERS
 _ROUTING_FIELDS = ("epoch", "component", "count", "importance", "share")
 _CLASS_ROUTING_FIELDS = ("class", "component", "count", "class_images")
@@ -143,19 +109,13 @@ def _run_row(path: Path, m: dict) -> dict[str, Any]:
         "seed": int(m["seed"]),
         "tag": m.get("tag") or m["hparams"].get("tag") or "",
         "finished": bool(m["final"]) and (planned is None or (done is not None and done >= planned)),
-        "top1_err": _num(final.get("top1_err")),
-        "top5_err": _num(final.get("top5_err")),
         "epochs_done": done,
         "epochs_planned": planned,
-        "train_time_s": _num(final.get("train_time_s")),
-        "train_img_s": _num(final.get("train_img_s")),
         "params": _int(m.get("params")),
         "rep_dim": _int(m.get("rep_dim")),
         "flops_per_image": _num(m.get("flops_per_image")),
-        "env.torch": env.get("torch"),
-        "env.device": env.get("device"),
-        "env.device_name": env.get("device_name"),
-        "env.gmsop": env.get("gmsop"),
+        **{k: _num(final.get(k)) for k in _FINAL_FLOATS},
+        **{f"env.{k}": env.get(k) for k in ("torch", "device", "device_name", "gmsop")},
     }
     row.update(_flatten(m["hparams"], "hp."))
     return row
@@ -216,11 +176,7 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
         raise ValueError(f"result file listed twice: {dup}")
     epochs = _frame(epoch_rows, _ID_COLUMNS + _EPOCH_FIELDS)
     routing = _frame(routing_rows, _ID_COLUMNS + _ROUTING_FIELDS)
-    for frame, cols in (
-        (runs, ("top1_err", "top5_err", "train_time_s", "train_img_s")),
-        (epochs, _EPOCH_FIELDS[1:]),
-        (routing, _ROUTING_FIELDS[2:]),
-    ):
+    for frame, cols in ((runs, _FINAL_FLOATS), (epochs, _EPOCH_FIELDS[1:]), (routing, _ROUTING_FIELDS[2:])):
         for c in cols:  # null-able numeric fields: float with NaN, never object
             frame[c] = pd.to_numeric(frame[c], errors="raise").astype(float)
     runs["finished"] = runs["finished"].astype(bool)
@@ -235,20 +191,9 @@ def load_runs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     return load_metrics(sources).runs
 
 
-def load_epochs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
-    """One row per (run, epoch): the per-epoch training and validation metrics."""
-    return load_metrics(sources).epochs
-
-
-def load_routing(sources: PathLike | Iterable[PathLike], epoch: int | str = "last") -> pd.DataFrame:
-    """One row per (run, epoch, component) of gated mixtures; ``epoch="last"`` keeps each run's
-    last epoch that carries routing counts, ``"all"`` keeps every epoch, an int keeps that epoch."""
-    routing = load_metrics(sources).routing
-    return select_epoch(routing, epoch)
-
-
 def select_epoch(routing: pd.DataFrame, epoch: int | str = "last") -> pd.DataFrame:
-    """Restrict a routing (or epochs) frame to one epoch per run: "last", "all" or a number."""
+    """A routing (or epochs) frame at one epoch per run: "last" (each run's last epoch with routing
+    counts), "all" or a number."""
     if epoch == "all" or routing.empty:
         return routing
     if epoch == "last":

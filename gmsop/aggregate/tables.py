@@ -24,47 +24,12 @@ from gmsop.aggregate.stats import summarize
 from gmsop.experiments import Experiment, Row
 
 #: Columns of a built table, in order (also the CSV columns).
-TABLE_COLUMNS: tuple[str, ...] = (
-    "table",
-    "row",
-    "method",
-    "variant",
-    "backbone",
-    "dataset",
-    "protocol",
-    "width_mult",
-    "n",
-    "n_unfinished",
-    "top1_nonfinite",
-    "top5_nonfinite",
-    "seeds",
-    "classes",
-    "learned",
-    "n_failed",
-    "failed_seeds",
-    "dim",
-    "dim_paper",
-    "params_m",
-    "params_paper_m",
-    "top1_mean",
-    "top1_std",
-    "top5_mean",
-    "top5_std",
-    "top1_paper",
-    "top5_paper",
-    "top1_delta",
-    "top5_delta",
-    "paper_rank",
-    "our_rank",
-    "fps",
-    "fps_rel",
-    "fps_paper",
-    "fps_paper_rel",
-    "fps_source",
-    "fps_device",
-    "train_time_s_mean",
-    "paper_source",
-    "params_paper_source",
+TABLE_COLUMNS: tuple[str, ...] = tuple(
+    "table row method variant backbone dataset protocol width_mult n n_unfinished top1_nonfinite "
+    "top5_nonfinite seeds classes learned n_failed failed_seeds dim dim_paper params_m "
+    "params_paper_m top1_mean top1_std top5_mean top5_std top1_paper top5_paper top1_delta "
+    "top5_delta paper_rank our_rank fps fps_rel fps_paper fps_paper_rel fps_source fps_device "
+    "train_time_s_mean paper_source params_paper_source".split()
 )
 
 #: The paper's tables a table experiment may name as ``paper``.

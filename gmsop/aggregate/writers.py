@@ -127,6 +127,15 @@ ul.notes, p.notes { font-size: 12px; color: #57606a; max-width: 64em; padding-le
 """.strip()
 
 
+def _tr(tag: str, cells, classes) -> str:
+    """One HTML table row of ``tag`` cells, each escaped, with its class."""
+    return (
+        "<tr>"
+        + "".join(f'<{tag} class="{c}">{html.escape(v)}</{tag}>' for v, c in zip(cells, classes))
+        + "</tr>"
+    )
+
+
 def render_html(df: pd.DataFrame) -> str:
     """A complete, self-contained HTML page holding the table and its notes."""
     cells = display_table(df)
@@ -135,56 +144,37 @@ def render_html(df: pd.DataFrame) -> str:
     table_id = html.escape(str(df.attrs.get("table_id") or "table"), quote=True)
     align = ["l" if c in _LEFT else "r" for c in cells.columns]
     out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{title}</title>",
-        f"<style>\n{_CSS}\n</style>",
-        "</head>",
-        "<body>",
-        f'<table class="gmsop" id="{table_id}">',
-        f"<caption>{title}</caption>",
-        "<thead><tr>",
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>',
+        f"<style>\n{_CSS}\n</style>\n</head>\n<body>",
+        f'<table class="gmsop" id="{table_id}">\n<caption>{title}</caption>\n<thead><tr>',
+        *(f'<th class="{a}">{html.escape(c)}</th>' for c, a in zip(cells.columns, align)),
+        "</tr></thead>\n<tbody>",
     ]
-    out += [f'<th class="{a}">{html.escape(c)}</th>' for c, a in zip(cells.columns, align)]
-    out += ["</tr></thead>", "<tbody>"]
     for pos, (_, row) in enumerate(cells.iterrows()):
-        tds = []
-        for (col, val), a in zip(row.items(), align):
-            cls = [a]
-            if val.startswith(TEXT.missing):
-                cls.append("missing")
-            if pos == best and col in _BOLD:
-                cls.append("best")
-            tds.append(f'<td class="{" ".join(cls)}">{html.escape(val)}</td>')
-        out.append("<tr>" + "".join(tds) + "</tr>")
-    out += ["</tbody>", "</table>", '<ul class="notes">']
-    out += [f"<li>{html.escape(n)}</li>" for n in table_notes(df)]
+        classes = [
+            " ".join(
+                [a] + ["missing"] * val.startswith(TEXT.missing) + ["best"] * (pos == best and col in _BOLD)
+            )
+            for (col, val), a in zip(row.items(), align)
+        ]
+        out.append(_tr("td", row, classes))
+    out += [
+        '</tbody>\n</table>\n<ul class="notes">',
+        *(f"<li>{html.escape(n)}</li>" for n in table_notes(df)),
+    ]
     out.append("</ul>")
     claims = claim_cells(df.attrs.get("claims"))
     if claims:
         out += [
             f'<table class="gmsop" id="{table_id}-claims">',
             f"<caption>{html.escape(f'{_CLAIM_NAME} {_CLAIM_DETAIL}')}</caption>",
-            "<thead><tr>"
-            + "".join(f'<th class="{a}">{html.escape(h)}</th>' for a, h in zip(_CLAIM_ALIGN, CLAIM_HEAD))
-            + "</tr></thead>",
-            "<tbody>",
-        ]
-        out += [
-            "<tr>"
-            + "".join(f'<td class="{a}">{html.escape(c)}</td>' for a, c in zip(_CLAIM_ALIGN, line))
-            + "</tr>"
-            for line in claims
-        ]
-        out += [
-            "</tbody>",
-            "</table>",
+            f"<thead>{_tr('th', CLAIM_HEAD, _CLAIM_ALIGN)}</thead>\n<tbody>",
+            *(_tr("td", line, _CLAIM_ALIGN) for line in claims),
+            "</tbody>\n</table>",
             f'<p class="notes">{html.escape(claims_summary(df.attrs.get("claims")))} All claims of all '
             "experiments are in the scorecard.</p>",
         ]
-    out += ["</body>", "</html>"]
+    out.append("</body>\n</html>")
     return "\n".join(out) + "\n"
 
 
@@ -198,15 +188,10 @@ def render_latex(df: pd.DataFrame) -> str:
     label = str(df.attrs.get("table_id") or "table").replace(" ", "-")
     lines = [
         "% Written by gmsop.aggregate.writers; needs \\usepackage{booktabs}.",
-        "\\begin{table}[t]",
-        "\\centering",
-        "\\small",
-        f"\\caption{{{LATEX.escape(table_title(df))}}}",
-        f"\\label{{tab:{label}}}",
-        f"\\begin{{tabular}}{{{spec}}}",
-        "\\toprule",
-        " & ".join(cells.columns) + " \\\\",
-        "\\midrule",
+        "\\begin{table}[t]\n\\centering\n\\small",
+        f"\\caption{{{LATEX.escape(table_title(df))}}}\n\\label{{tab:{label}}}",
+        f"\\begin{{tabular}}{{{spec}}}\n\\toprule",
+        " & ".join(cells.columns) + " \\\\\n\\midrule",
     ]
     for pos, (_, row) in enumerate(cells.iterrows()):
         vals = [f"\\textbf{{{v}}}" if pos == best and c in bold_cols else v for c, v in row.items()]
