@@ -123,38 +123,23 @@ def _n(num_experts) -> int:
     return int(num_experts)
 
 
-#: family name -> factory(in_channels, protocol, **kwargs)
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    "gap": _gap,
-    "pgap": _pgap,
-    "srsop": _srsop,
-    "psrsop": _psrsop,
-    "ave_gap": _ave_gap,
-    "ave_sop": _ave_sop,
-    "gm_gap": _gm_gap,
-    "gm_sop": _gm_sop,
-    "sg_moe": _sg_moe,
-    "netvlad": _netvlad,
-}
-
 _FIRST, _SECOND = HeadTraits(), HeadTraits(second_order=True, schedule_family="srsop")
 #: family name -> (the factory the traits were declared for, its traits): a family replaced behind
 #: register_head's back (HEADS[name] = ...) is not described by stale traits.
 _TRAITS: dict[str, tuple[Callable[..., nn.Module], HeadTraits]] = {
-    name: (HEADS[name], traits)
-    for name, traits in {
-        "gap": _FIRST,
-        "pgap": HeadTraits(mixture=True),  # the paper's single-CM GM-GAP (Sec. 3.1, note 2)
-        "srsop": _SECOND,
-        "psrsop": _SECOND,
-        "ave_gap": HeadTraits(mixture=True),
-        "ave_sop": HeadTraits(second_order=True, mixture=True, schedule_family="srsop"),
-        "gm_gap": HeadTraits(mixture=True, gated=True),
-        "gm_sop": HeadTraits(second_order=True, mixture=True, gated=True, schedule_family="gm_sop"),
-        "sg_moe": HeadTraits(mixture=True, gated=True),
-        "netvlad": HeadTraits(schedule_family="srsop"),  # first-order, but trained on SR-SOP's schedule
-    }.items()
+    "gap": (_gap, _FIRST),
+    "pgap": (_pgap, HeadTraits(mixture=True)),  # the paper's single-CM GM-GAP (Sec. 3.1, note 2)
+    "srsop": (_srsop, _SECOND),
+    "psrsop": (_psrsop, _SECOND),
+    "ave_gap": (_ave_gap, HeadTraits(mixture=True)),
+    "ave_sop": (_ave_sop, HeadTraits(second_order=True, mixture=True, schedule_family="srsop")),
+    "gm_gap": (_gm_gap, HeadTraits(mixture=True, gated=True)),
+    "gm_sop": (_gm_sop, HeadTraits(second_order=True, mixture=True, gated=True, schedule_family="gm_sop")),
+    "sg_moe": (_sg_moe, HeadTraits(mixture=True, gated=True)),
+    "netvlad": (_netvlad, HeadTraits(schedule_family="srsop")),  # first-order, trained on SR-SOP's schedule
 }
+#: family name -> factory(in_channels, protocol, **kwargs)
+HEADS: dict[str, Callable[..., nn.Module]] = {name: factory for name, (factory, _) in _TRAITS.items()}
 
 
 def _declared_flag(head: Callable[..., nn.Module], attr: str) -> bool:

@@ -2,7 +2,7 @@
 
 from gmsop.layers.gap import GAP, LinearExpert, ParametricGAP, XdHead, global_avg_pool
 from gmsop.layers.gating import GateSpread, GateStats, NoisyTopKGate, cv_squared, gating_trunk
-from gmsop.layers.grouped import GroupedPlan, TransformPool, conv_stack
+from gmsop.layers.grouped import GroupedPlan
 from gmsop.layers.mixture import AverageMixture, GatedMixture
 from gmsop.layers.netvlad import NetVLAD
 from gmsop.layers.sop import SRSOP, ParametricSRSOP
@@ -23,7 +23,5 @@ __all__ = [
     "AverageMixture",
     "GatedMixture",
     "GroupedPlan",
-    "TransformPool",
-    "conv_stack",
     "NetVLAD",
 ]

@@ -132,12 +132,9 @@ class NoisyTopKGate(nn.Module):
         return top_w, top_idx, dense, spread
 
     def select(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """The K largest logits per row and their indices, ties broken at random in training.
-
-        At initialisation all logits of a row are equal; ``topk``'s positional tie-break would send
-        every image to the same K components and the other N-K would never train. Evaluation keeps
-        the positional order, so it stays deterministic.
-        """
+        """The K largest logits per row and their indices, ties broken at random in training: at
+        init all logits of a row are equal, and ``topk``'s positional tie-break would send every
+        image to the same K components (the others would never train). Eval stays deterministic."""
         if not self.training:
             return h.topk(self.k, dim=1)
         perm = torch.rand(h.shape, device=h.device).argsort(dim=1)  # (B, N) random column order

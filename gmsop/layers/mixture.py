@@ -91,12 +91,8 @@ def _gather(weight: Tensor, idx: Tensor) -> Tensor:
 
 
 class _RoutedBmm(torch.autograd.Function):
-    """out[p] = W[idx[p]] @ h[p // r] for every routed pair p: one batched matmul.
-
-    weight (N, O, I) stacked component weights; idx (P,) component of each pair; h (P / r, I, M)
-    (r = K for the first layer, whose K slots per sample read the same map; 1 afterwards). The
-    gathered (P, O, I) weights are not saved but gathered again in the backward.
-    """
+    """out[p] = W[idx[p]] @ h[p // r] for every routed pair p: one batched matmul. weight (N, O, I),
+    idx (P,), h (P / r, I, M) (r = K in the first layer, 1 after); the gathered weights are not saved."""
 
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, idx: Tensor) -> Tensor:
