@@ -90,9 +90,8 @@ class NoisyTopKGate(nn.Module):
             raise ValueError(f"K must satisfy 1 <= K <= N (N={num_experts}), got K={k!r}")
         if noise not in GATE_NOISES:
             raise ValueError(f"noise must be one of {GATE_NOISES}, got {noise!r}")
-        self.trunk = trunk
+        self.trunk, self.feat_dim = trunk, feat_dim
         self.num_experts, self.k, self.noise = num_experts, k, noise
-        self.feat_dim = feat_dim
         self.w_gate = nn.Parameter(torch.empty(num_experts, feat_dim))
         # No noise, no noise weights: the ablation's parameter count is that of its model.
         self.w_noise = nn.Parameter(torch.empty(num_experts, feat_dim)) if noise != "none" else None

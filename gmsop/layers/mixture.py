@@ -127,12 +127,12 @@ def _routed_bmm(weight: Tensor, idx: Tensor, h: Tensor) -> Tensor:
     return out.view(idx.shape[0], weight.shape[1], h.shape[-1])
 
 
-def _run_grouped(plans: list[GroupedPlan], x: Tensor, idx: Tensor, slots: int) -> Tensor:
-    """Every (sample, slot) pair through its component: x (B, C, H, W), idx (B*slots,) -> (B*slots, D)."""
+def _run_grouped(plans: list[GroupedPlan], x: Tensor, idx: Tensor) -> Tensor:
+    """Every (sample, slot) pair through its component: x (B, C, H, W), idx (B*K,) -> (B*K, D)."""
     plan = plans[0]
     h = plan.pre_pool(x) if plan.pre_pool is not None else x.reshape(*x.shape[:2], -1)  # (B, C, M)
     for layer in range(len(plan.weights)):
-        h = _routed_bmm(torch.stack([p.weights[layer] for p in plans]), idx, h)  # (B*slots, O, M)
+        h = _routed_bmm(torch.stack([p.weights[layer] for p in plans]), idx, h)  # (B*K, O, M)
         if plan.biases[layer] is not None:
             h = h + torch.stack([p.biases[layer] for p in plans]).index_select(0, idx)[:, :, None]
         if plan.relu:
@@ -206,7 +206,7 @@ class GatedMixture(nn.Module):
         )
         plans = _grouped_plans(self.components)
         if self._path(x.device, plans) == "grouped":
-            pooled = _run_grouped(plans, x, flat_idx, k)  # (B*K, D), (sample, slot) order
+            pooled = _run_grouped(plans, x, flat_idx)  # (B*K, D), (sample, slot) order
             with torch.autocast(device_type=x.device.type, enabled=False):  # keep the pooled dtype
                 y = torch.bmm(top_w.to(pooled.dtype).view(b, 1, k), pooled.view(b, k, -1)).view(b, -1)
         else:
