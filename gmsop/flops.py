@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-__all__ = ["count_params", "count_flops"]
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> int:
@@ -23,8 +22,6 @@ def count_flops(
     model: nn.Module, input_size=(3, 64, 64), batch_size: int = 2, device: str | torch.device = "cpu"
 ) -> float:
     """Forward FLOPs per image at ``input_size`` (C, H, W); the model's mode is restored."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
     try:

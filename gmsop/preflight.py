@@ -30,7 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PreflightResult", "networks", "preflight_network", "verdict", "main"]
+import torch
+import torch.nn.functional as F
+import yaml
+
+from gmsop.atomic import atomic_write_json
+from gmsop.engine.trainer import build_run
+from gmsop.experiments import make_plan
+from gmsop.pipeline import train_config
+from gmsop.plan import dataset_facts
 
 #: thresholds of the verdicts (module docstring)
 DIVERGE_FACTOR = 2.0
@@ -59,10 +67,6 @@ class PreflightResult:
     seconds: float
     verdict: str = ""
     reason: str = ""
-
-    @property
-    def ln_classes(self) -> float:
-        return math.log(self.classes)
 
 
 def verdict(
@@ -101,9 +105,9 @@ def verdict(
             f"({end:.2f} ~ ln {classes})"
         )
     if start - end >= MIN_DROP * ln_c:
-        return (
-            "ok",
-            f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}), {100 * live_units[-1]:.0f}% units alive",
+        return "ok", (
+            f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}), "
+            f"{100 * live_units[-1]:.0f}% units alive"
         )
     return "too slow to tell", (
         f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}); alive "
@@ -130,12 +134,6 @@ def preflight_network(
 ) -> PreflightResult:
     """Train one planned network (a run spec of gmsop.experiments) for ``steps`` SGD steps on
     generated data of ``classes`` classes at ``input_size`` px and judge it (:func:`verdict`)."""
-    import torch
-    import torch.nn.functional as F
-
-    from gmsop.engine.trainer import build_run
-    from gmsop.pipeline import train_config
-
     batch = int(spec["batch_size"])
     options = {
         "classes": int(classes),
@@ -211,9 +209,6 @@ def networks(config: dict) -> list[tuple[str, dict, int, int]]:
     """(label, run spec, classes, input size) per distinct network of a workflow ``config``
     (labels list every experiment row it stands for); a dataset whose class count or input size
     is not known without its files raises ValueError naming it."""
-    from gmsop.experiments import make_plan
-    from gmsop.plan import dataset_facts
-
     plan = make_plan(config)
     found: dict[str, tuple[list[str], dict, int, int]] = {}
     for exp in plan.experiments.values():
@@ -233,10 +228,7 @@ def networks(config: dict) -> list[tuple[str, dict, int, int]]:
 
 
 def _load_config(path: str) -> dict:
-    import yaml
-
-    text = Path(path).read_text(encoding="utf-8")
-    config = yaml.safe_load(text) or {}
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(config, dict):
         raise ValueError(f"{path}: a workflow config must be a mapping")
     config.setdefault("defaults", {}).setdefault("width_mult", 1.0)
@@ -276,10 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.only:
         todo = [n for n in todo if any(t in n[0] or t in n[1]["variant"] for t in args.only)]
-    print(
-        f"{len(todo)} networks, {args.steps} steps each, on generated data of each dataset's classes and input size",
-        flush=True,
-    )
+    what = "on generated data of each dataset's classes and input size"
+    print(f"{len(todo)} networks, {args.steps} steps each, {what}", flush=True)
     results, t0 = [], time.perf_counter()
     for i, (label, spec, classes, size) in enumerate(todo, start=1):
         r = preflight_network(spec, classes, size, steps=args.steps, device=args.device, label=label)
@@ -295,8 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"done in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     if args.json:
-        from gmsop.atomic import atomic_write_json
-
         atomic_write_json(args.json, [asdict(r) for r in results])
     return 1 if counts["collapsed"] or counts["diverged"] else 0
 

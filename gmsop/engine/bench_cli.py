@@ -1,19 +1,17 @@
-"""``gmsop bench``: training and inference throughput of one variant (timm protocol).
+"""``gmsop bench``: training and inference throughput of one variant (``gmsop.engine.throughput``).
 
-    gmsop bench --variant GM-GAP-16-8 --input-size 3,64,64 --batch-size 32 --out bench.json
-
-Prints the JSON to stdout and, with ``--out``, writes it atomically. See
-``gmsop.engine.throughput`` for what is measured and how.
+Prints the JSON to stdout and, with ``--out``, writes it atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
+from gmsop.atomic import atomic_write_json, to_json
 from gmsop.engine.config import parse_key_value
-
-__all__ = ["get_args_parser", "main", "parse_input_size"]
+from gmsop.engine.throughput import BenchConfig, measure_throughput
 
 
 def parse_input_size(text: str) -> tuple[int, int, int]:
@@ -103,27 +101,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from gmsop.atomic import atomic_write_json, to_json
-    from gmsop.engine.throughput import BenchConfig, measure_throughput
-
     try:
+        kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if f.name != "overrides"}
         overrides = dict(parse_key_value(o, "--override") for o in args.override)
-        cfg = BenchConfig(
-            variant=args.variant,
-            backbone=args.backbone,
-            input_size=args.input_size,
-            num_classes=args.num_classes,
-            batch_size=args.batch_size,
-            warmup=args.warmup,
-            steps=args.steps,
-            device=args.device,
-            protocol=args.protocol,
-            overrides=overrides,
-            amp=args.amp,
-            compile=args.compile,
-            seed=args.seed,
-        )
-        result = measure_throughput(cfg)
+        result = measure_throughput(BenchConfig(**kw, overrides=overrides))
     except ValueError as err:
         print(f"gmsop bench: error: {err}", file=sys.stderr)
         return 2

@@ -1,17 +1,9 @@
 """One training epoch and one evaluation pass, each returning a dict of averaged metrics.
 
-Shaped like ConvNeXt's ``engine.py``: the epoch loop, data and checkpoints live in
-``trainer.py``; these two functions only step through batches. What a step does:
-
-    logits, balance, gate = model(x)              # bf16 autocast when enabled (Runtime)
-    loss = cross_entropy(logits, y) + balance     # mean CE; balance is already alpha-weighted
-    SGD step
-
-Why the metric sums stay on the device: reading a scalar (``.item()``) waits for the GPU, so
-per-batch sums are accumulated as tensors and read once per epoch. The non-finite-loss check
-needs a read, so on CUDA it runs every ``check_every`` steps on the recorded losses and still
-names the first bad step; on the CPU there is nothing to overlap and every step is checked.
-A non-finite loss raises :class:`NonFiniteLossError` naming the epoch and step.
+A step: ``loss = cross_entropy(logits, y) + balance`` (balance already alpha-weighted), SGD.
+Metric sums stay on the device and are read once per epoch (``.item()`` waits for the GPU); the
+non-finite-loss check reads every ``check_every`` steps (every step on the CPU) and still names
+the first bad step in :class:`NonFiniteLossError`.
 """
 
 from __future__ import annotations
@@ -28,8 +20,6 @@ from torch import Tensor, nn
 from gmsop.engine.env import synchronize
 from gmsop.layers.gating import distinct_selections, selection_mask
 
-__all__ = ["Runtime", "NonFiniteLossError", "cpu_has_native_bf16", "train_one_epoch", "evaluate"]
-
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the run cannot continue meaningfully."""
@@ -41,11 +31,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX tiles).
-
-    Without either, oneDNN emulates bf16 and autocast makes training slower, not faster. Read from
-    ``torch.cpu.get_capabilities()``; a torch without that function answers False (float32).
-    """
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
     get = getattr(torch.cpu, "get_capabilities", None)
     caps = get() if get is not None else {}
     return bool(caps.get("avx512_bf16") or caps.get("amx_tile"))
@@ -55,13 +41,9 @@ def cpu_has_native_bf16() -> bool:
 class Runtime:
     """How tensors are placed and computed on the device (chosen once per run).
 
-    ``for_device`` picks the fast settings measured for each device type
-    (``benchmarks/bench_cpu_training.py`` for the CPU): bf16 autocast of the forward (the
-    second-order pooling and the losses stay float32) and channels_last (NHWC) tensors, on CUDA
-    and on a CPU with native bf16 (AVX512-BF16 / AMX). On such a CPU both together train the
-    embedded default's networks about 1.4-1.8x faster per image than float32 NCHW, mostly
-    because oneDNN's NHWC kernels handle the 4-16-channel convolutions of width 0.25 far
-    better; channels_last alone is used on a CPU without native bf16.
+    ``for_device``: bf16 autocast of the forward (SOP and losses stay float32) on CUDA and on a
+    CPU with native bf16, channels_last (NHWC) on both; measured by
+    ``benchmarks/bench_cpu_training.py`` (1.4-1.8x faster per image than float32 NCHW on CPU).
     """
 
     device: torch.device
@@ -89,16 +71,6 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
 
-def _first_nonfinite(losses: list[Tensor]) -> tuple[int, float] | None:
-    """(index, value) of the first non-finite loss in ``losses``, or None (one device read)."""
-    stacked = torch.stack(losses)
-    bad = ~torch.isfinite(stacked)
-    if not bool(bad.any()):
-        return None
-    i = int(bad.nonzero()[0, 0])
-    return i, float(stacked[i])
-
-
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -112,12 +84,10 @@ def train_one_epoch(
 ) -> dict:
     """Train for one pass over ``batches`` ((x, y) on the device, x normalised float).
 
-    Returns sample-weighted means: ``train_ce``, ``train_balance``, ``train_loss``,
-    ``train_top1_err`` (percent), plus ``train_samples``, ``train_steps``, ``train_time_s``
-    (synchronised), ``train_img_s`` and, for a gated mixture (``num_experts`` set), the
-    per-component ``routing_counts`` and ``importance`` summed over the epoch's samples and
-    the sample-weighted means ``gate_logit_spread`` and ``gate_noise_spread`` (see
-    ``gmsop.layers.GateSpread``; None when the gate does not report them).
+    Returns sample-weighted means of CE, balance, loss and top-1 error (percent), sample count,
+    synchronised time and img/s; for a gated mixture (``num_experts``) also per-component
+    routing counts and importance summed over the epoch, and the gate spreads
+    (``gmsop.layers.GateSpread``; None when the gate does not report them).
     """
     model.train()
     trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
@@ -180,7 +150,7 @@ def train_one_epoch(
     if samples == 0:
         raise ValueError(f"epoch {epoch}: the training loader produced no batches")
     ce_sum, bal_sum, loss_sum, correct = sums.tolist()
-    stats = {
+    return {
         "train_ce": ce_sum / samples,
         "train_balance": bal_sum / samples,
         "train_loss": loss_sum / samples,
@@ -195,7 +165,6 @@ def train_one_epoch(
         "gate_noise_spread": spreads[1].item() / spread_samples if spread_samples else None,
         **_routing_per_batch(per_batch, worst, routed_batches),
     }
-    return stats
 
 
 def _routing_per_batch(sums: Tensor, worst: Tensor, batches: int) -> dict:
@@ -217,12 +186,9 @@ def _routing_per_batch(sums: Tensor, worst: Tensor, batches: int) -> dict:
 def _zero_missing_grads(params: list[Tensor]) -> None:
     """Give a parameter that took no part in this step a zero gradient instead of none.
 
-    A gated mixture's component that received no sample in a batch has no gradient on the
-    generic (CPU) path but a zero gradient on the grouped (GPU) path, whose stacked weights
-    cannot tell them apart without a host synchronisation. SGD skips a parameter without a
-    gradient (no weight decay, no momentum step) and updates one with a zero gradient, so the
-    two paths would train differently. Filling in zeros makes every parameter take every step,
-    on both paths alike.
+    SGD skips a parameter without a gradient (no weight decay, no momentum) but steps one with a
+    zero gradient; an unrouted mixture component has none on the generic (CPU) path and zeros on
+    the grouped (GPU) path, so zeros make both paths train alike.
     """
     for p in params:
         if p.grad is None:
@@ -230,10 +196,12 @@ def _zero_missing_grads(params: list[Tensor]) -> None:
 
 
 def _check(pending: list[Tensor], checked: int, epoch: int, steps: int | None) -> None:
-    bad = _first_nonfinite(pending)
-    if bad is not None:
-        i, value = bad
-        raise NonFiniteLossError(epoch, checked + i + 1, steps, value)
+    """Raise on the first non-finite loss of ``pending`` (one device read)."""
+    stacked = torch.stack(pending)
+    bad = ~torch.isfinite(stacked)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise NonFiniteLossError(epoch, checked + i + 1, steps, float(stacked[i]))
 
 
 @torch.inference_mode()
@@ -245,11 +213,10 @@ def evaluate(
     num_classes: int,
     num_experts: int | None = None,
 ) -> dict:
-    """Top-1 / top-5 error (percent) and mean CE over ``batches``, in eval mode (no gate noise).
+    """Top-1 / top-min(5, classes) error (percent) and mean CE over ``batches``, in eval mode.
 
-    Top-5 becomes top-min(5, classes): with fewer than 5 classes it is trivially 0. For a gated
-    mixture (``num_experts``), ``val_routing[c][i]`` counts the images of class c that select
-    component i (what each component learned), ``val_class_counts[c]`` the images of class c.
+    For a gated mixture, ``val_routing[c][i]`` counts the images of class c that select component
+    i, ``val_class_counts[c]`` the images of class c.
     """
     model.eval()
     k = min(5, num_classes)

@@ -1,8 +1,5 @@
-"""Human-readable progress on stderr: a tqdm bar on a terminal, one line per epoch in a log.
-
-Why two modes: a bar redraws with carriage returns, which turns a Snakemake or SLURM log file
-into megabytes of noise, while a person at a terminal wants to see the current epoch move. The
-machine-readable record of a run is the progress.jsonl file, not this output.
+"""Human-readable progress on stderr: a tqdm bar on a terminal, one line per epoch in a log
+(a bar's carriage returns would fill a Snakemake or SLURM log). progress.jsonl is the machine record.
 """
 
 from __future__ import annotations
@@ -11,7 +8,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["Progress", "format_duration"]
+from tqdm import tqdm
 
 
 def format_duration(seconds: float | None) -> str:
@@ -49,8 +46,6 @@ class Progress:
     def start_epoch(self, epoch: int, epochs: int, steps: int, lr: float) -> None:
         if self.mode != "bar":
             return
-        from tqdm import tqdm
-
         self._bar = tqdm(
             total=steps,
             desc=f"epoch {epoch}/{epochs} lr {lr:g}",
@@ -67,9 +62,7 @@ class Progress:
                 self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
     def end_epoch(self, record: dict[str, Any], epochs: int, eta_s: float | None) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self.close()
         self.message(
             f"epoch {record['epoch']}/{epochs} lr {record['lr']:g} "
             f"loss {_fmt(record['train_loss'], '.4f')} (ce {_fmt(record['train_ce'], '.4f')} "

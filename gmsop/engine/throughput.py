@@ -1,22 +1,11 @@
-"""Training and inference throughput of one model, measured the way timm's benchmark does.
+"""Training and inference throughput of one model, measured the way timm's ``benchmark.py`` does.
 
-Protocol (timm ``benchmark.py``; snakemake-notes.md pitfall 16):
-
-* one fixed synthetic batch of the dataset's shape (C, H, W) and class count on the device, so
-  data loading is not measured;
-* ``warmup`` untimed steps (cuDNN autotuning, allocator growth, torch.compile), then ``steps``
-  timed steps, each ended by a device synchronisation, so a step's time is the work it did and
-  not the rate at which kernels were queued;
-* training step = forward + (CE + balance loss) + backward + SGD step; inference step = forward
-  under ``torch.inference_mode`` in eval mode (no gate noise, no dropout);
-* reported: median step time and its inter-quartile range, img/s = batch / median step time,
-  peak memory (CUDA ``max_memory_allocated`` during the run; on the CPU the process's peak RSS,
-  which also counts the model and everything before it), parameters, forward FLOPs per image
-  (``gmsop.flops``) and the achieved FLOP rate of training, taking a training step as 3x the
-  forward FLOPs (backward ~ 2x forward).
-
-The median is used rather than the mean because a CPU step is occasionally delayed by other
-processes, and the IQR says how much the steps varied.
+One fixed synthetic batch on the device (no data loading); ``warmup`` untimed steps, then
+``steps`` timed steps, each ended by a device synchronisation. Training step = forward + (CE +
+balance) + backward + SGD; inference = forward in eval mode under ``inference_mode``. Reported:
+median step time and IQR (a CPU step is sometimes delayed by other processes), img/s = batch /
+median, peak memory (CUDA max allocated; on the CPU the process's peak RSS), parameters, forward
+FLOPs per image (``gmsop.flops``) and achieved FLOP/s (a training step taken as 3x forward).
 """
 
 from __future__ import annotations
@@ -38,9 +27,9 @@ from gmsop.engine.env import (
     synchronize,
 )
 from gmsop.engine.loop import Runtime
+from gmsop.flops import count_flops, count_params
 from gmsop.formats import BENCH_FORMAT
-
-__all__ = ["BenchConfig", "measure_throughput", "step_stats"]
+from gmsop.registry import build_model
 
 
 @dataclass
@@ -71,7 +60,6 @@ class BenchConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         if self.batch_size < 2:
-            # BatchNorm in training mode needs more than one value per channel.
             raise ValueError(
                 f"batch_size must be >= 2 for a training step with BatchNorm, got {self.batch_size}"
             )
@@ -102,10 +90,7 @@ def _timed(fn, device: torch.device, warmup: int, steps: int) -> list[float]:
 
 
 def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
-    """Run the protocol above; returns the bench JSON object (see the module docstring)."""
-    from gmsop import build_model
-    from gmsop.flops import count_flops, count_params
-
+    """Run the protocol above; returns the bench JSON object."""
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as training does outside deterministic mode

@@ -1,13 +1,7 @@
-"""``gmsop train``: parse options (and an optional config file) into a TrainConfig and train.
+"""``gmsop train``: parse options (and an optional ``--config`` file) into a TrainConfig and train.
 
-    gmsop train --variant GM-SOP-16-8 --dataset imagenet64 --data-root resources/imagenet64 \\
-        --schedule 0.1:40,0.01:10,0.001:5,0.0001:5 --seed 0 --out results/train/GM-SOP-16-8/seed0/metrics.json
-    gmsop train --config run.yaml --seed 1          # flags override the file's keys
-
-Rerunning the same command resumes from ``<ckpt-dir>/last.pt``. Exit status: 0 on success,
-1 when training stopped on a non-finite loss, 2 for a bad configuration (the message names the
-value), 3 when the output or checkpoint folder cannot be written (checked before training),
-130 when interrupted.
+Rerunning the same command resumes from ``<ckpt-dir>/last.pt``; the exit statuses are in the
+``--help`` epilog.
 """
 
 from __future__ import annotations
@@ -18,8 +12,8 @@ import textwrap
 from typing import Any
 
 from gmsop.engine.config import TrainConfig, load_config_file, parse_key_value
-
-__all__ = ["get_args_parser", "config_from_args", "main", "EXIT_UNWRITABLE"]
+from gmsop.engine.loop import NonFiniteLossError
+from gmsop.engine.trainer import UnwritableOutputError, train
 
 #: exit status when the output or checkpoint folder cannot be written (checked before training)
 EXIT_UNWRITABLE = 3
@@ -36,10 +30,7 @@ def _kv(what: str):
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """Every option defaults to "not given" so a --config file's value is kept unless overridden.
-
-    ``add_help=False`` lets a launcher reuse this parser as a parent (as ConvNeXt's does).
-    """
+    """Every option defaults to "not given", so a --config file's value is kept unless overridden."""
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="gmsop train",
@@ -54,7 +45,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         ),
         epilog="files written:\n"
         "  <out>                       metrics.json (final; atomic; only when training completes)\n"
-        "  <ckpt-dir>/last.pt          resume checkpoint after every epoch (model, optimiser, RNG states, records)\n"
+        "  <ckpt-dir>/last.pt          resume checkpoint after every epoch "
+        "(model, optimiser, RNG states, records)\n"
         "  <ckpt-dir>/progress.jsonl   one JSON line per completed epoch\n"
         "  <ckpt-dir>/config.json      the resolved configuration\n"
         "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad configuration,\n"
@@ -69,7 +61,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument(
         "--variant",
-        help=f"variant name: ResNet-18, ResNet-18-512d, SR-SOP, GM-GAP-16-8, GM-SOP-16-8, ... (default: {d.variant})",
+        help="variant name: ResNet-18, ResNet-18-512d, SR-SOP, GM-GAP-16-8, GM-SOP-16-8, ... "
+        f"(default: {d.variant})",
     )
     g.add_argument(
         "--backbone", help="resnet18, resnet50 or wrn36_2 (default: the one the variant names, else resnet18)"
@@ -83,8 +76,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         type=_kv("--override"),
         metavar="KEY=VALUE",
         help="protocol switch (ns_iterations, weight_decay, alpha, sop_stage5_stride, ...) or head option "
-        "(num_experts, k, width, dims, ...) or width_mult (CPU-sized nets: backbone and head widths scaled); VALUE is "
-        "parsed as JSON when possible; repeatable",
+        "(num_experts, k, width, dims, ...) or width_mult (CPU-sized nets: backbone and head widths "
+        "scaled); VALUE is parsed as JSON when possible; repeatable",
     )
     g.add_argument(
         "--dropout",
@@ -101,7 +94,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         action="append",
         type=_kv("--dataset-option"),
         metavar="KEY=VALUE",
-        help="dataset builder option, e.g. classes=10, n_train=500, size=32; VALUE parsed as JSON when possible; repeatable",
+        help="dataset builder option, e.g. classes=10, n_train=500, size=32; VALUE parsed as JSON when "
+        "possible; repeatable",
     )
     g.add_argument(
         "--input-norm",
@@ -139,7 +133,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--deterministic",
         action=argparse.BooleanOptionalAction,
-        help="deterministic kernels: the same seed gives bit-identical results (slower on CUDA) (default: off)",
+        help="deterministic kernels: the same seed gives bit-identical results (slower on CUDA) "
+        "(default: off)",
     )
     g = p.add_argument_group("execution")
     g.add_argument("--device", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
@@ -201,21 +196,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from gmsop.engine.loop import NonFiniteLossError
-    from gmsop.engine.trainer import UnwritableOutputError, train
-
     try:
-        cfg = config_from_args(args)
-        train(cfg)
-    except NonFiniteLossError as err:
+        train(config_from_args(args))
+    except (NonFiniteLossError, UnwritableOutputError, ValueError) as err:
         print(f"gmsop train: error: {err}", file=sys.stderr)
-        return 1
-    except UnwritableOutputError as err:
-        print(f"gmsop train: error: {err}", file=sys.stderr)
-        return EXIT_UNWRITABLE
-    except ValueError as err:
-        print(f"gmsop train: error: {err}", file=sys.stderr)
-        return 2
+        return {NonFiniteLossError: 1, UnwritableOutputError: EXIT_UNWRITABLE}.get(type(err), 2)
     except KeyboardInterrupt:
         print(
             "gmsop train: interrupted; rerun the same command to resume from the last checkpoint",
