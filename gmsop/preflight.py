@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 
 from gmsop.atomic import atomic_write_json
+from gmsop.engine.loop import forward_loss
 from gmsop.engine.trainer import build_run
 from gmsop.experiments import make_plan
 from gmsop.pipeline import train_config
@@ -70,26 +70,22 @@ class PreflightResult:
 
 
 def verdict(
-    losses: list[float],
-    grad_norms: list[float],
-    live_units: list[float],
-    top_share: list[float],
-    classes: int,
+    losses: list[float], norms: list[float], live: list[float], share: list[float], classes: int
 ) -> tuple[str, str]:
     """(verdict, reason) from per-step records (module docstring: the rules, in that order)."""
     ln_c = math.log(classes)
     for i, loss in enumerate(losses, start=1):
         if not math.isfinite(loss):
             return "diverged", f"loss not finite at step {i}"
-    if live_units[-1] < DEAD_FRACTION:
-        return "collapsed", f"{100 * live_units[-1]:.0f}% of the backbone's last-ReLU units alive at the end"
-    if live_units[-1] < DYING_RATIO * live_units[0]:
+    if live[-1] < DEAD_FRACTION:
+        return "collapsed", f"{100 * live[-1]:.0f}% of the backbone's last-ReLU units alive at the end"
+    if live[-1] < DYING_RATIO * live[0]:
         return "collapsed", (
-            f"the backbone's last-ReLU units are dying: {100 * live_units[0]:.0f}% alive at the "
-            f"start, {100 * live_units[-1]:.0f}% at the end"
+            f"the backbone's last-ReLU units are dying: {100 * live[0]:.0f}% alive at the "
+            f"start, {100 * live[-1]:.0f}% at the end"
         )
-    if grad_norms[0] > 0 and grad_norms[-1] < VANISHED_RATIO * grad_norms[0]:
-        return "collapsed", f"gradients vanished (norm {grad_norms[0]:.3g} -> {grad_norms[-1]:.3g})"
+    if norms[0] > 0 and norms[-1] < VANISHED_RATIO * norms[0]:
+        return "collapsed", f"gradients vanished (norm {norms[0]:.3g} -> {norms[-1]:.3g})"
     peak = max(losses)
     if peak > DIVERGE_FACTOR * ln_c:
         step = losses.index(peak) + 1
@@ -99,19 +95,18 @@ def verdict(
         )
     tail = max(2, len(losses) // 4)
     start, end = sum(losses[:2]) / len(losses[:2]), sum(losses[-tail:]) / tail
-    if top_share[-1] >= ONE_CLASS_SHARE and abs(end - ln_c) < MIN_DROP * ln_c:
+    if share[-1] >= ONE_CLASS_SHARE and abs(end - ln_c) < MIN_DROP * ln_c:
         return "collapsed", (
-            f"predicts one class for {100 * top_share[-1]:.0f}% of the batch at the prior's loss "
+            f"predicts one class for {100 * share[-1]:.0f}% of the batch at the prior's loss "
             f"({end:.2f} ~ ln {classes})"
         )
     if start - end >= MIN_DROP * ln_c:
         return "ok", (
-            f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}), "
-            f"{100 * live_units[-1]:.0f}% units alive"
+            f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}), {100 * live[-1]:.0f}% units alive"
         )
     return "too slow to tell", (
         f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}); alive "
-        f"({100 * live_units[-1]:.0f}% units, gradient norm {grad_norms[-1]:.3g}): more steps"
+        f"({100 * live[-1]:.0f}% units, gradient norm {norms[-1]:.3g}): more steps"
     )
 
 
@@ -160,10 +155,8 @@ def preflight_network(
     t0 = time.perf_counter()
     try:
         for step, (x, y) in enumerate(run.data.train_batches(1), start=1):
-            x = run.runtime.place(x)
-            with run.runtime.autocast():
-                out = run.forward(x)
-            loss = F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()
+            out, ce, balance = forward_loss(run.forward, run.runtime.place(x), y, run.runtime)
+            loss = ce + balance
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
@@ -239,25 +232,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="gmsop preflight", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--config", required=True, help="a workflow config (config.yaml, workflow/configs/paper-*.yaml)"
-    )
-    p.add_argument(
+    add = p.add_argument
+    add("--config", required=True, help="a workflow config (config.yaml, workflow/configs/paper-*.yaml)")
+    add(
         "--steps",
         type=int,
         default=24,
         help="SGD steps per network (default: 24); shrink steps, never width or batch, to fit a CPU",
     )
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)"
-    )
-    p.add_argument(
+    add("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    add(
         "--only",
         action="append",
         metavar="TEXT",
         help="only networks whose label or variant contains TEXT (repeatable)",
     )
-    p.add_argument("--json", metavar="FILE", help="also write every network's per-step records to FILE")
+    add("--json", metavar="FILE", help="also write every network's per-step records to FILE")
     args = p.parse_args(argv)
     if args.steps < 4:
         p.error(f"--steps must be >= 4, got {args.steps}")
@@ -287,7 +277,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         atomic_write_json(args.json, [asdict(r) for r in results])
     return 1 if counts["collapsed"] or counts["diverged"] else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

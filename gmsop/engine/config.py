@@ -103,17 +103,15 @@ def default_schedule(variant: str) -> list[tuple[float, int]]:
 
 def parse_key_value(text: str, what: str = "option") -> tuple[str, Any]:
     """``"k=v"`` -> (k, v) with v parsed as JSON when it is JSON (5, 1e-4, true, [256, 64]), else a string."""
-    if "=" not in text:
+    key, sep, raw = text.partition("=")
+    if not sep:
         raise ValueError(f"{what} {text!r} must be KEY=VALUE")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
+    if not key.strip():
         raise ValueError(f"{what} {text!r} has an empty key")
     try:
-        value = json.loads(raw)
+        return key.strip(), json.loads(raw)
     except json.JSONDecodeError:
-        value = raw
-    return key, value
+        return key.strip(), raw
 
 
 @dataclass
@@ -148,9 +146,8 @@ class TrainConfig:
     progress: str = "auto"  # auto: a tqdm bar on a terminal, one line per epoch otherwise; bar|lines|none
 
     def __post_init__(self) -> None:
-        self.variant = _require_str("variant", self.variant)
-        self.dataset = _require_str("dataset", self.dataset)
-        self.protocol = _require_str("protocol", self.protocol)
+        for name in ("variant", "dataset", "protocol"):
+            setattr(self, name, _require_str(name, getattr(self, name)))
         for name in ("backbone", "data_root", "out", "ckpt_dir", "tag"):
             value = getattr(self, name)
             if value is not None:

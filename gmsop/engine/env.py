@@ -8,6 +8,7 @@ States are tensors and plain containers, so checkpoints load with ``weights_only
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -43,24 +44,18 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def device_name(device: torch.device) -> str:
     """The GPU's product name, or the CPU model with the number of threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return f"{_cpu_model()} ({torch.get_num_threads()} threads)"
-    return device.type
+    if device.type != "cpu":
+        return device.type
+    model = platform.processor() or platform.machine() or "cpu"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        model = next(
+            (line.split(":", 1)[1].strip() for line in fh if line.lower().startswith("model name")), model
+        )
+    return f"{model} ({torch.get_num_threads()} threads)"
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
-    get = getattr(torch.cpu, "get_capabilities", None)
-    caps = get() if get is not None else {}
+    caps = getattr(torch.cpu, "get_capabilities", dict)()
     return bool(caps.get("avx512_bf16") or caps.get("amx_tile"))
 
 
@@ -56,10 +56,7 @@ class Runtime:
         cuda = device.type == "cuda"
         bf16 = amp and (cuda or (device.type == "cpu" and cpu_has_native_bf16()))
         return cls(
-            device,
-            torch.bfloat16 if bf16 else None,
-            channels_last=device.type in ("cuda", "cpu"),
-            check_every=20 if cuda else 1,
+            device, torch.bfloat16 if bf16 else None, device.type in ("cuda", "cpu"), 20 if cuda else 1
         )
 
     def autocast(self):
@@ -69,6 +66,13 @@ class Runtime:
 
     def place(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+def forward_loss(model: nn.Module, x: Tensor, y: Tensor, rt: Runtime) -> tuple[Any, Tensor, Tensor]:
+    """(model output, mean cross-entropy, balance loss) of one placed batch, autocast as ``rt`` says."""
+    with rt.autocast():
+        out = model(x)
+    return out, F.cross_entropy(out.logits.float(), y), out.balance_loss.float()
 
 
 def train_one_epoch(
@@ -108,11 +112,7 @@ def train_one_epoch(
     t0 = time.perf_counter()
     step = 0
     for step, (x, y) in enumerate(batches, start=1):
-        x = rt.place(x)
-        with rt.autocast():
-            out = model(x)
-        ce = F.cross_entropy(out.logits.float(), y)
-        balance = out.balance_loss.float()
+        out, ce, balance = forward_loss(model, rt.place(x), y, rt)
         loss = ce + balance
         pending.append(loss.detach())
         if step % rt.check_every == 0:
@@ -150,6 +150,7 @@ def train_one_epoch(
     if samples == 0:
         raise ValueError(f"epoch {epoch}: the training loader produced no batches")
     ce_sum, bal_sum, loss_sum, correct = sums.tolist()
+    (distinct, idle), (fewest, most), routed = per_batch.tolist(), worst.tolist(), routed_batches
     return {
         "train_ce": ce_sum / samples,
         "train_balance": bal_sum / samples,
@@ -163,23 +164,11 @@ def train_one_epoch(
         "importance": importance.tolist() if importance is not None else None,
         "gate_logit_spread": spreads[0].item() / spread_samples if spread_samples else None,
         "gate_noise_spread": spreads[1].item() / spread_samples if spread_samples else None,
-        **_routing_per_batch(per_batch, worst, routed_batches),
-    }
-
-
-def _routing_per_batch(sums: Tensor, worst: Tensor, batches: int) -> dict:
-    """Per-batch routing of an epoch: distinct Top-K sets and idle components (mean and worst);
-    None without a gate that reports its selections."""
-    if not batches:
-        return dict.fromkeys(
-            ("distinct_topk_mean", "distinct_topk_min", "idle_components_mean", "idle_components_max")
-        )
-    (distinct, idle), (fewest, most) = sums.tolist(), worst.tolist()
-    return {
-        "distinct_topk_mean": distinct / batches,
-        "distinct_topk_min": int(fewest),
-        "idle_components_mean": idle / batches,
-        "idle_components_max": int(most),
+        # per batch: distinct Top-K sets and idle components (None without a gate reporting selections)
+        "distinct_topk_mean": distinct / routed if routed else None,
+        "distinct_topk_min": int(fewest) if routed else None,
+        "idle_components_mean": idle / routed if routed else None,
+        "idle_components_max": int(most) if routed else None,
     }
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from gmsop.engine.env import (
     device_name,
@@ -26,7 +25,7 @@ from gmsop.engine.env import (
     resolve_device,
     synchronize,
 )
-from gmsop.engine.loop import Runtime
+from gmsop.engine.loop import Runtime, forward_loss
 from gmsop.flops import count_flops, count_params
 from gmsop.formats import BENCH_FORMAT
 from gmsop.registry import build_model
@@ -116,9 +115,8 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=model.protocol.weight_decay)
 
     def train_step() -> None:
-        with rt.autocast():
-            out = fwd(x)
-        loss = F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()
+        _, ce, balance = forward_loss(fwd, x, y, rt)
+        loss = ce + balance
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
