@@ -170,24 +170,13 @@ def preflight_network(
                 break
     finally:
         hook.remove()
-    result = PreflightResult(
-        label or spec["variant"],
-        spec["variant"],
-        str(spec["backbone"]),
-        float(spec.get("width_mult") or 1.0),
-        batch,
-        lr,
-        int(classes),
-        int(input_size),
-        len(losses),
-        losses,
-        norms,
-        live[: len(losses)],
-        shares,
-        time.perf_counter() - t0,
+    seconds, live = time.perf_counter() - t0, live[: len(losses)]
+    variant, backbone, width = spec["variant"], str(spec["backbone"]), float(spec.get("width_mult") or 1.0)
+    sizes = (batch, lr, int(classes), int(input_size), len(losses))
+    judged = verdict(losses, norms, live, shares, classes)
+    return PreflightResult(
+        label or variant, variant, backbone, width, *sizes, losses, norms, live, shares, seconds, *judged
     )
-    result.verdict, result.reason = verdict(losses, norms, result.live_units, shares, classes)
-    return result
 
 
 def _network_key(spec: dict) -> str:

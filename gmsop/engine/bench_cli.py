@@ -35,42 +35,25 @@ def get_args_parser() -> argparse.ArgumentParser:
         "reports median and IQR step times, peak memory, parameters, FLOPs per image and achieved FLOP/s.",
     )
     add = p.add_argument
+    add("--variant", help="variant name, e.g. ResNet-18-512d, SR-SOP, GM-GAP-16-8 (default: %(default)s)")
     add(
-        "--variant",
-        default="GM-SOP-16-8",
-        help="variant name, e.g. ResNet-18-512d, SR-SOP, GM-GAP-16-8 (default: %(default)s)",
-    )
-    add(
-        "--backbone",
-        default=None,
-        help="resnet18, resnet50 or wrn36_2 (default: the one the variant names, else resnet18)",
+        "--backbone", help="resnet18, resnet50 or wrn36_2 (default: the one the variant names, else resnet18)"
     )
     add(
         "--input-size",
         type=parse_input_size,
-        default=(3, 64, 64),
         metavar="C,H,W",
         help="shape of one input image (default: 3,64,64, downsampled ImageNet)",
     )
-    add("--num-classes", type=int, default=1000, help="classifier outputs (default: %(default)s)")
-    add("--batch-size", type=int, default=64, help="images per step (default: %(default)s)")
-    add(
-        "--warmup",
-        type=int,
-        default=10,
-        help="untimed warm-up steps per phase (default: %(default)s; timm uses >= 10)",
-    )
-    add("--steps", type=int, default=40, help="timed steps per phase (default: %(default)s; timm uses >= 40)")
-    add(
-        "--device",
-        default="auto",
-        help="auto (CUDA if available), cpu, cuda or cuda:N (default: %(default)s)",
-    )
-    add("--protocol", default="official", help="official (released code) or paper (default: %(default)s)")
+    add("--num-classes", type=int, help="classifier outputs (default: %(default)s)")
+    add("--batch-size", type=int, help="images per step (default: %(default)s)")
+    add("--warmup", type=int, help="untimed warm-up steps per phase (default: %(default)s; timm uses >= 10)")
+    add("--steps", type=int, help="timed steps per phase (default: %(default)s; timm uses >= 40)")
+    add("--device", help="auto (CUDA if available), cpu, cuda or cuda:N (default: %(default)s)")
+    add("--protocol", help="official (released code) or paper (default: %(default)s)")
     add(
         "--override",
         action="append",
-        default=[],
         metavar="KEY=VALUE",
         help="protocol switch or head option, value parsed as JSON when possible "
         "(e.g. ns_iterations=5, num_experts=8, dims=[256,64]); repeatable",
@@ -82,22 +65,19 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="run in float32 instead of bf16 autocast (used on CUDA and on a CPU with native bf16)",
     )
     add("--compile", action="store_true", help="torch.compile the model (CUDA only)")
-    add(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the model init and the synthetic batch (default: %(default)s)",
-    )
-    add("--out", default=None, metavar="bench.json", help="also write the JSON here (atomically)")
+    add("--seed", type=int, help="seed of the model init and the synthetic batch (default: %(default)s)")
+    add("--out", metavar="bench.json", help="also write the JSON here (atomically)")
+    p.set_defaults(**dataclasses.asdict(BenchConfig()))  # the defaults, shown by %(default)s
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if f.name != "overrides"}
-        overrides = dict(parse_key_value(o, "--override") for o in args.override)
-        result = measure_throughput(BenchConfig(**kw, overrides=overrides))
+        args.overrides = dict(parse_key_value(o, "--override") for o in args.override or [])
+        result = measure_throughput(
+            BenchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig)})
+        )
     except ValueError as err:
         print(f"gmsop bench: error: {err}", file=sys.stderr)
         return 2
