@@ -1,9 +1,6 @@
-"""Parameter and FLOP counts of a model, as printed by ``gmsop models`` and stored with benchmarks.
-
-FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions, 2 per
-multiply-add) on a forward pass in eval mode, divided by the batch size. A gated mixture is
-counted as it executes: K of the N components per image, plus the gate. Counted only where a
-count is shown (benchmark jobs, ``gmsop models``, ``gmsop plan``), not in training jobs.
+"""Parameter and forward-FLOP counts (``FlopCounterMode``: matmuls and convolutions, 2 per
+multiply-add, eval mode, per image). A gated mixture counts as it executes: K of N components
+plus the gate. Counted where shown (benchmarks, ``gmsop models``, ``gmsop plan``), not in training.
 """
 
 from __future__ import annotations

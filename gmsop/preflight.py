@@ -259,9 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             f"\n      for {label}",
             flush=True,
         )
-    counts = {
-        v: sum(r.verdict == v for r in results) for v in ("ok", "too slow to tell", "collapsed", "diverged")
-    }
+    verdicts = ("ok", "too slow to tell", "collapsed", "diverged")
+    counts = {v: sum(r.verdict == v for r in results) for v in verdicts}
     print(f"done in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     if args.json:
         atomic_write_json(args.json, [asdict(r) for r in results])

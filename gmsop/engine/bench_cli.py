@@ -1,7 +1,4 @@
-"""``gmsop bench``: training and inference throughput of one variant (``gmsop.engine.throughput``).
-
-Prints the JSON to stdout and, with ``--out``, writes it atomically.
-"""
+"""``gmsop bench``: throughput of one variant (``gmsop.engine.throughput``) as JSON on stdout."""
 
 from __future__ import annotations
 

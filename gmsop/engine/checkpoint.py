@@ -1,12 +1,10 @@
-"""The resume checkpoint: one ``last.pt`` per run, replaced atomically after every epoch.
+"""The resume checkpoint: ``last.pt``, replaced atomically after every epoch.
 
-The new file is written under a temporary name and read back before it replaces ``last.pt``;
-the one it replaces is kept as ``previous.pt``, the fallback when ``last.pt`` is unreadable.
-Contents (:data:`gmsop.formats.CHECKPOINT_KEYS`, all tensors or plain containers, so
-``torch.load(..., weights_only=True)`` reads it): ``format``, the config ``fingerprint``,
-``epoch`` (completed), ``model`` and ``optimizer`` state dicts, ``rng`` (env.capture_rng_state),
-the per-epoch ``records`` and the ``totals`` (training samples and seconds). Only at epoch ends:
-data order and augmentation are functions of (seed, epoch), so a restarted epoch replays exactly.
+A new file is read back before it replaces ``last.pt``; the one replaced is kept as
+``previous.pt``, the fallback when ``last.pt`` is unreadable. Contents (``CHECKPOINT_KEYS``, all
+tensors or plain containers for ``weights_only=True``): format, config fingerprint, epochs done,
+model and optimizer state dicts, RNG states, per-epoch records and totals (samples, seconds).
+Only at epoch ends: data order and augmentation are functions of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -58,11 +56,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def resume_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any] | None, Path | None, str | None]:
-    """``(checkpoint, its path, a note)`` to resume from, or Nones when the folder holds none.
-
-    ``last.pt`` first, else ``previous.pt`` with a note (an unreadable ``last.pt`` is renamed
-    ``last.pt.unreadable``); ValueError naming both files when neither can be read.
-    """
+    """``(checkpoint, its path, a note)`` to resume from (Nones when none): ``last.pt``, else
+    ``previous.pt`` with a note (an unreadable ``last.pt`` becomes ``last.pt.unreadable``)."""
     last, prev = Path(ckpt_dir) / CHECKPOINT_NAME, Path(ckpt_dir) / PREVIOUS_CHECKPOINT_NAME
     if not last.exists() and not prev.exists():
         return None, None, None
@@ -93,10 +88,9 @@ def resume_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any] | None, Path
 def check_fingerprint(ckpt: dict[str, Any], fingerprint: dict[str, Any], path: str | Path) -> None:
     """Refuse to resume from a checkpoint of another configuration, naming every difference."""
     saved = ckpt["fingerprint"]
-    keys = sorted(set(saved) | set(fingerprint))
     diffs = [
         f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {fingerprint.get(k, '<absent>')!r}"
-        for k in keys
+        for k in sorted(set(saved) | set(fingerprint))
         if saved.get(k) != fingerprint.get(k)
     ]
     if diffs:

@@ -222,9 +222,7 @@ class TrainConfig:
         """Where last.pt and progress.jsonl live: ``ckpt_dir``, else ``<dir of out>/ckpt``."""
         if self.ckpt_dir is not None:
             return Path(self.ckpt_dir)
-        if self.out is not None:
-            return Path(self.out).parent / "ckpt"
-        return None
+        return Path(self.out).parent / "ckpt" if self.out is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -1,12 +1,10 @@
 """The engine's view of a dataset: normalised float batches on the device, per epoch.
 
-Batch order (``gmsop.data.BatchLoader``) and augmentation (``epoch_generator(seed, epoch,
-stream)``, drawn on the data's device) are pure functions of (seed, epoch), so a resume needs no
-data-side state. A CUDA run therefore augments differently from a CPU run with the same seed.
-``placement`` says whether each split is resident on the device or copied from pinned host
-memory (the batches are the same either way). Training drops the last incomplete batch
-(BatchNorm, and the balance weight alpha/B assumes a constant B). ``input_norm="mean"``
-subtracts the per-channel mean (released code); ``"mean_std"`` also divides by the std.
+Batch order (``gmsop.data.BatchLoader``) and augmentation (``epoch_generator``, drawn on the
+data's device, so CUDA and CPU runs augment differently) are pure functions of (seed, epoch):
+a resume needs no data-side state. Training drops the last incomplete batch (BatchNorm; the
+balance weight alpha/B assumes a constant B). ``input_norm``: "mean" subtracts the channel mean
+(released code), "mean_std" also divides by the std.
 """
 
 from __future__ import annotations
@@ -48,19 +46,11 @@ class DataPipeline:
                 f"({n_train} samples per epoch); every epoch would be empty"
             )
         # train first: with "auto", the validation split is judged against what is left
+        common = {"device": device, "resident": resident}
         self.train_loader = BatchLoader(
-            dataset.train,
-            batch_size,
-            shuffle=True,
-            seed=seed,
-            drop_last=True,
-            device=device,
-            flip_double=aug.flip_double,
-            resident=resident,
+            dataset.train, batch_size, seed=seed, drop_last=True, flip_double=aug.flip_double, **common
         )
-        self.val_loader = BatchLoader(
-            dataset.val, batch_size, shuffle=False, drop_last=False, device=device, resident=resident
-        )
+        self.val_loader = BatchLoader(dataset.val, batch_size, shuffle=False, **common)
         self.placement = f"train: {self.train_loader.placement}; val: {self.val_loader.placement}"
         divide = input_norm == "mean_std"
         self.train_tf = BatchTransform.for_dataset(dataset, train=True, divide_std=divide)

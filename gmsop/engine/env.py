@@ -36,8 +36,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine")
-        index = device.index or 0
-        if index >= torch.cuda.device_count():
+        if (device.index or 0) >= torch.cuda.device_count():
             raise ValueError(
                 f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
             )
@@ -59,11 +58,8 @@ def device_name(device: torch.device) -> str:
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
-    """Make kernels reproducible (deterministic) or fast (cuDNN autotuning), not both.
-
-    Strict on the CPU; on CUDA an op without a deterministic kernel warns instead of aborting.
-    ``CUBLAS_WORKSPACE_CONFIG`` must be set before cuBLAS initialises, hence here.
-    """
+    """Reproducible kernels (strict on the CPU; on CUDA a missing deterministic kernel only warns)
+    or fast ones (cuDNN autotuning). ``CUBLAS_WORKSPACE_CONFIG`` must precede cuBLAS's start."""
     if deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(bool(deterministic), warn_only=device.type != "cpu")

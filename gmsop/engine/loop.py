@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gmsop.engine.env import synchronize
+from gmsop.engine.env import env_info, synchronize
 from gmsop.layers.gating import distinct_selections, selection_mask
 
 
@@ -39,12 +39,9 @@ def cpu_has_native_bf16() -> bool:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How tensors are placed and computed on the device (chosen once per run).
-
-    ``for_device``: bf16 autocast of the forward (SOP and losses stay float32) on CUDA and on a
-    CPU with native bf16, channels_last (NHWC) on both; measured by
-    ``benchmarks/bench_cpu_training.py`` (1.4-1.8x faster per image than float32 NCHW on CPU).
-    """
+    """How tensors are placed and computed on the device. ``for_device``: bf16 autocast of the forward
+    (SOP and losses stay float32) on CUDA and on a CPU with native bf16, channels_last (NHWC) on both
+    (``benchmarks/bench_cpu_training.py``: 1.4-1.8x faster per image than float32 NCHW on CPU)."""
 
     device: torch.device
     amp_dtype: torch.dtype | None = None  # torch.bfloat16 with amp; None = float32
@@ -67,6 +64,20 @@ class Runtime:
     def place(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
+    def prepare(self, model: nn.Module, compile: bool) -> nn.Module:
+        """Move ``model`` to the device (NHWC when set); returns what to call (compiled on CUDA if asked)."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return torch.compile(model) if compile and self.device.type == "cuda" else model
+
+    def env(self, deterministic: bool, compiled: bool) -> dict[str, Any]:
+        """``env_info`` of a run on this runtime."""
+        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else None
+        return env_info(
+            self.device, deterministic, amp=amp, channels_last=self.channels_last, compile=compiled
+        )
+
 
 def forward_loss(model: nn.Module, x: Tensor, y: Tensor, rt: Runtime) -> tuple[Any, Tensor, Tensor]:
     """(model output, mean cross-entropy, balance loss) of one placed batch, autocast as ``rt`` says."""
@@ -88,10 +99,9 @@ def train_one_epoch(
 ) -> dict:
     """Train for one pass over ``batches`` ((x, y) on the device, x normalised float).
 
-    Returns sample-weighted means of CE, balance, loss and top-1 error (percent), sample count,
-    synchronised time and img/s; for a gated mixture (``num_experts``) also per-component
-    routing counts and importance summed over the epoch, and the gate spreads
-    (``gmsop.layers.GateSpread``; None when the gate does not report them).
+    Returns sample-weighted means of CE, balance, loss and top-1 error (percent), samples, time and
+    img/s; for a gated mixture (``num_experts``) also per-component routing counts and importance
+    summed over the epoch, and the gate spreads (``gmsop.layers.GateSpread``; None if unreported).
     """
     model.train()
     trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
@@ -100,17 +110,13 @@ def train_one_epoch(
     counts = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
     importance = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
     spreads = torch.zeros(2, dtype=torch.float64, device=dev)  # logit_spread*n, noise_spread*n
-    spread_samples = 0
     # per batch: distinct Top-K sets and idle components (sums, then the worst of the epoch)
     per_batch = torch.zeros(2, dtype=torch.float64, device=dev)
     worst = torch.tensor([float("inf"), 0.0], dtype=torch.float64, device=dev)  # fewest sets, most idle
-    routed_batches = 0
     pending: list[Tensor] = []  # losses since the last finiteness check
-    checked = 0  # steps already checked
-    samples = 0
+    step = samples = checked = spread_samples = routed_batches = 0  # checked: steps already checked
     synchronize(dev)
     t0 = time.perf_counter()
-    step = 0
     for step, (x, y) in enumerate(batches, start=1):
         out, ce, balance = forward_loss(model, rt.place(x), y, rt)
         loss = ce + balance
@@ -173,12 +179,8 @@ def train_one_epoch(
 
 
 def _zero_missing_grads(params: list[Tensor]) -> None:
-    """Give a parameter that took no part in this step a zero gradient instead of none.
-
-    SGD skips a parameter without a gradient (no weight decay, no momentum) but steps one with a
-    zero gradient; an unrouted mixture component has none on the generic (CPU) path and zeros on
-    the grouped (GPU) path, so zeros make both paths train alike.
-    """
+    """A zero gradient instead of none: SGD skips a parameter without one (no weight decay, no
+    momentum), and an unrouted component has none on the CPU path but zeros on the grouped GPU path."""
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -202,11 +204,8 @@ def evaluate(
     num_classes: int,
     num_experts: int | None = None,
 ) -> dict:
-    """Top-1 / top-min(5, classes) error (percent) and mean CE over ``batches``, in eval mode.
-
-    For a gated mixture, ``val_routing[c][i]`` counts the images of class c that select component
-    i, ``val_class_counts[c]`` the images of class c.
-    """
+    """Top-1 / top-min(5, classes) error (percent) and mean CE over ``batches``, in eval mode; for a
+    mixture ``val_routing[c][i]`` counts the images of class c that select component i."""
     model.eval()
     k = min(5, num_classes)
     sums = torch.zeros(3, dtype=torch.float64, device=rt.device)  # ce*n, top1 correct, topk correct
@@ -216,9 +215,7 @@ def evaluate(
     synchronize(rt.device)
     t0 = time.perf_counter()
     for x, y in batches:
-        x = rt.place(x)
-        with rt.autocast():
-            out = model(x)
+        out, ce, _ = forward_loss(model, rt.place(x), y, rt)
         logits = out.logits.float()
         if routing is not None and out.gate is not None and out.gate.selected is not None:
             routing.index_add_(0, y, selection_mask(out.gate.selected, num_experts))
@@ -227,7 +224,7 @@ def evaluate(
         hit = top == y[:, None]  # (B, k)
         n = y.shape[0]
         samples += n
-        sums += torch.stack([F.cross_entropy(logits, y) * n, hit[:, 0].sum(), hit.any(dim=1).sum()]).double()
+        sums += torch.stack([ce * n, hit[:, 0].sum(), hit.any(dim=1).sum()]).double()
     synchronize(rt.device)
     if samples == 0:
         raise ValueError("evaluation: the validation loader produced no batches")

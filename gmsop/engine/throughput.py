@@ -1,11 +1,9 @@
-"""Training and inference throughput of one model, measured the way timm's ``benchmark.py`` does.
+"""Training and inference throughput of one model, measured as timm's ``benchmark.py`` does.
 
-One fixed synthetic batch on the device (no data loading); ``warmup`` untimed steps, then
-``steps`` timed steps, each ended by a device synchronisation. Training step = forward + (CE +
-balance) + backward + SGD; inference = forward in eval mode under ``inference_mode``. Reported:
-median step time and IQR (a CPU step is sometimes delayed by other processes), img/s = batch /
-median, peak memory (CUDA max allocated; on the CPU the process's peak RSS), parameters, forward
-FLOPs per image (``gmsop.flops``) and achieved FLOP/s (a training step taken as 3x forward).
+One fixed synthetic batch on the device; ``warmup`` untimed steps, then ``steps`` timed steps
+each ended by a device synchronisation. Reported: median step time and IQR, img/s, peak memory
+(CUDA max allocated, else the process's peak RSS), parameters, forward FLOPs per image
+(``gmsop.flops``) and achieved FLOP/s (a training step counted as 3x the forward).
 """
 
 from __future__ import annotations
@@ -17,14 +15,7 @@ from typing import Any
 
 import torch
 
-from gmsop.engine.env import (
-    device_name,
-    env_info,
-    peak_memory_mb,
-    reset_peak_memory,
-    resolve_device,
-    synchronize,
-)
+from gmsop.engine.env import device_name, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
 from gmsop.engine.loop import Runtime, forward_loss
 from gmsop.flops import count_flops, count_params
 from gmsop.formats import BENCH_FORMAT
@@ -104,10 +95,7 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     )
     params = count_params(model)
     flops = count_flops(model, input_size=cfg.input_size)
-    model.to(device)
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
+    fwd = rt.prepare(model, cfg.compile)
 
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     x = rt.place(torch.randn(cfg.batch_size, *cfg.input_size, generator=gen).to(device))
@@ -163,11 +151,5 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
         "warmup": cfg.warmup,
         "steps": cfg.steps,
         "overrides": dict(cfg.overrides),
-        "env": env_info(
-            device,
-            deterministic=False,
-            amp=str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None,
-            channels_last=rt.channels_last,
-            compile=fwd is not model,
-        ),
+        "env": rt.env(deterministic=False, compiled=fwd is not model),
     }

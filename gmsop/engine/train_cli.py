@@ -1,8 +1,5 @@
-"""``gmsop train``: parse options (and an optional ``--config`` file) into a TrainConfig and train.
-
-Rerunning the same command resumes from ``<ckpt-dir>/last.pt``; the exit statuses are in the
-``--help`` epilog.
-"""
+"""``gmsop train``: options (and an optional ``--config`` file) -> a TrainConfig -> train.
+Rerunning the same command resumes; the exit statuses are in the ``--help`` epilog."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ from gmsop.engine.data import DataPipeline
 from gmsop.engine.env import (
     capture_rng_state,
     configure_determinism,
-    env_info,
     resolve_device,
     restore_rng_state,
     seed_everything,
@@ -106,10 +105,7 @@ def build_run(cfg: TrainConfig) -> Run:
     )
     params = count_params(model)
     rt = Runtime.for_device(device, amp=cfg.amp)
-    model.to(device)
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    forward = rt.prepare(model, cfg.compile)
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else float(model.protocol.weight_decay)
     # Weight decay on every parameter (BN and biases included), as plain SGD in PyTorch and
     # MatConvNet's default apply it; the released configs set no per-layer exceptions.
@@ -132,11 +128,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     content = content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)
     if content is not None:  # the data a checkpoint was trained on, wherever its root is now
         fingerprint["data_content"] = content
-    ckpt, note = None, None
-    if ckpt_dir is not None:
-        ckpt, loaded, note = resume_checkpoint(ckpt_dir)
-        if ckpt is not None:
-            check_fingerprint(ckpt, fingerprint, loaded)  # before loading a possibly large dataset
+    ckpt, loaded, note = resume_checkpoint(ckpt_dir) if ckpt_dir is not None else (None, None, None)
+    if ckpt is not None:
+        check_fingerprint(ckpt, fingerprint, loaded)  # before loading a possibly large dataset
     if out is not None:
         remove_stale_temps(out)
     if ckpt_dir is not None:
@@ -167,8 +161,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if start < cfg.epochs:
         progress.message(
             f"training {run.model.info['variant']} on {run.model.info['backbone']} "
-            f"({run.params / 1e6:.2f}M params) | "
-            f" {cfg.dataset}: {run.data.train_size} train / "
+            f"({run.params / 1e6:.2f}M params) |  {cfg.dataset}: {run.data.train_size} train / "
             f"{run.data.val_size} val, {run.data.num_classes} classes, input {run.data.input_size} | "
             f"{run.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
         )
@@ -192,8 +185,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
                     },
                 )
                 append_json_line(ckpt_dir / PROGRESS_NAME, _epoch_line(record))
-            done_s = sum(r["epoch_time_s"] for r in records[start:])
-            eta = done_s / (epoch - start) * (cfg.epochs - epoch)
+            eta = sum(r["epoch_time_s"] for r in records[start:]) / (epoch - start) * (cfg.epochs - epoch)
             progress.end_epoch(record, cfg.epochs, eta)
     finally:
         progress.close()
@@ -299,13 +291,7 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "rep_dim": int(run.model.rep_dim),
         "flops_per_image": None,  # counted where shown: gmsop bench, gmsop models
         "hparams": hparams,
-        "env": env_info(
-            run.device,
-            cfg.deterministic,
-            amp="bfloat16" if run.runtime.amp_dtype is not None else None,
-            channels_last=run.runtime.channels_last,
-            compile=run.forward is not run.model,
-        ),
+        "env": run.runtime.env(cfg.deterministic, compiled=run.forward is not run.model),
         "final": {
             "top1_err": last["val_top1_err"],
             "top5_err": last["val_top5_err"],
