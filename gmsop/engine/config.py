@@ -232,8 +232,7 @@ class TrainConfig:
     def fingerprint(self, device_type: str) -> dict[str, Any]:
         """The fields that determine the numbers, with the schedule resolved and the device type."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
-        d["schedule"] = [list(p) for p in self.resolved_schedule()]
-        d["device"] = device_type
+        d.update(schedule=[list(p) for p in self.resolved_schedule()], device=device_type)
         return json.loads(json.dumps(d))  # canonical primitives (tuples -> lists)
 
     @classmethod
@@ -243,8 +242,7 @@ class TrainConfig:
             raise ValueError(f"a training config must be a mapping, got {type(data).__name__}")
         norm = {str(k).replace("-", "_"): v for k, v in data.items()}
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(norm) - set(names))
-        if unknown:
+        if unknown := sorted(set(norm) - set(names)):
             raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(names)}")
         return cls(**norm)
 

@@ -31,12 +31,6 @@ class NonFiniteLossError(FloatingPointError):
         super().__init__(f"non-finite training loss ({value}) at epoch {epoch}, step {step}{of}{detail}")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
-    caps = getattr(torch.cpu, "get_capabilities", dict)()
-    return bool(caps.get("avx512_bf16") or caps.get("amx_tile"))
-
-
 @dataclass(frozen=True)
 class Runtime:
     """How tensors are placed and computed on the device. ``for_device``: bf16 autocast of the forward
@@ -50,11 +44,10 @@ class Runtime:
 
     @classmethod
     def for_device(cls, device: torch.device, amp: bool = True) -> Runtime:
-        cuda = device.type == "cuda"
-        bf16 = amp and (cuda or (device.type == "cpu" and cpu_has_native_bf16()))
-        return cls(
-            device, torch.bfloat16 if bf16 else None, device.type in ("cuda", "cpu"), 20 if cuda else 1
-        )
+        cuda, caps = device.type == "cuda", getattr(torch.cpu, "get_capabilities", dict)()
+        native = bool(caps.get("avx512_bf16") or caps.get("amx_tile"))  # else emulated: slower than float32
+        dtype = torch.bfloat16 if amp and (cuda or (device.type == "cpu" and native)) else None
+        return cls(device, dtype, channels_last=device.type in ("cuda", "cpu"), check_every=20 if cuda else 1)
 
     def autocast(self):
         if self.amp_dtype is None:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -14,10 +13,8 @@ from tqdm import tqdm
 def format_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds:
         return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}"
+    h, rem = divmod(int(round(seconds)), 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
@@ -33,7 +30,6 @@ class Progress:
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "lines"
         self.mode = mode
         self._bar = None
-        self._t0 = time.perf_counter()
 
     def message(self, text: str) -> None:
         if self.mode == "none":

@@ -45,14 +45,11 @@ class BenchConfig:
         if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
             raise ValueError(f"input_size must be three positive integers C,H,W, got {self.input_size!r}")
         self.input_size = size
-        for name, lo in (("num_classes", 2), ("batch_size", 1), ("warmup", 0), ("steps", 1), ("seed", 0)):
+        for name, lo in (("num_classes", 2), ("batch_size", 2), ("warmup", 0), ("steps", 1), ("seed", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if self.batch_size < 2:
-            raise ValueError(
-                f"batch_size must be >= 2 for a training step with BatchNorm, got {self.batch_size}"
-            )
+                why = " for a training step with BatchNorm" if name == "batch_size" else ""
+                raise ValueError(f"{name} must be an integer >= {lo}{why}, got {v!r}")
         if not isinstance(self.overrides, dict):
             raise ValueError(f"overrides must be a mapping, got {self.overrides!r}")
 

@@ -49,8 +49,7 @@ class UnwritableOutputError(OSError):
 
 
 def check_writable(out: Path | None, ckpt_dir: Path | None) -> None:
-    """Create the folders of ``out`` and ``ckpt_dir`` and write a probe file in each (fail now,
-    not after the last epoch)."""
+    """Create the folders of ``out`` and ``ckpt_dir`` and probe them: fail now, not after training."""
     if out is not None and out.is_dir():
         raise UnwritableOutputError(
             f"the output {out} is a folder; --out names the metrics.json file to write"
@@ -138,9 +137,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
             remove_stale_temps(ckpt_dir / name)  # a kill -9 during a write leaves one behind
 
     run = build_run(cfg)
-    records: list[dict[str, Any]] = []
-    totals = {"train_samples": 0, "train_seconds": 0.0}
-    start = 0
+    records, totals, start = [], {"train_samples": 0, "train_seconds": 0.0}, 0
     if ckpt is not None:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
