@@ -191,10 +191,10 @@ def run_id(spec: dict, overrides: dict | None = None) -> str:
     with its overrides in canonical form (``_canonical_overrides``, or ``overrides`` if given).
 
     An override equal to what the variant resolves to without it is dropped and numbers are
-    hashed by value (100 and 100.0), so Figure 2's alpha = 100 point and Table 2's GM-GAP-16-8
-    share one run. A spec without redundant overrides hashes as it is; a new head option with a
-    default does not move ids. Not unified: a protocol named differently but overridden to
-    another's values, and a head option spelt as the value a None default computes.
+    hashed by value (100 and 100.0), so ``{alpha: 100}`` under ``official`` (its own alpha) or
+    ``{num_experts: 16}`` on GM-GAP-16-4 trains no second run. A spec without redundant overrides
+    hashes as it is, and a new head option with a default moves no id. Not unified: a protocol
+    overridden to another's values, and a head option spelt as the value a None default computes.
     """
     if "overrides" in spec:
         spec = {**spec, "overrides": _canonical_overrides(spec) if overrides is None else overrides}
@@ -303,7 +303,13 @@ def _resolve(row: dict, exp: dict, config: dict, where: str) -> tuple[dict, Reso
         spec[key] = {**defaults.get(key, {}), **exp.get(key, {}), **row.get(key, {})}
     spec["variant"] = row["variant"]
     _check_dataset_key(spec["dataset"], config, where)
-    spec["data"] = _fingerprint(config["datasets"][spec["dataset"]], f"datasets.{spec['dataset']}")
+    entry, at = config["datasets"][spec["dataset"]], f"datasets.{spec['dataset']}"
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ValueError(f"{at}: a dataset needs a 'name' (one of the registered datasets), got {entry!r}")
+    try:
+        spec["data"] = dataset_fingerprint(entry["name"], entry.get("options") or {})
+    except ValueError as err:
+        raise ValueError(f"{at}: {err}") from None
     resolved = None
     if spec["schedule"] is None:
         resolved = _variant_or_error(spec, where)
@@ -311,15 +317,6 @@ def _resolve(row: dict, exp: dict, config: dict, where: str) -> tuple[dict, Reso
     schedules = {**(config.get("schedules") or {}), **(exp.get("schedules") or {})}
     spec["schedule"] = _schedule(spec["schedule"], schedules, where)
     return {k: spec[k] for k in SPEC_KEYS}, resolved
-
-
-def _fingerprint(entry: dict, where: str) -> dict:
-    if not isinstance(entry, dict) or "name" not in entry:
-        raise ValueError(f"{where}: a dataset needs a 'name' (one of the registered datasets), got {entry!r}")
-    try:
-        return dataset_fingerprint(entry["name"], entry.get("options") or {})
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
 
 
 def _with_content(data: dict, key: str, config: dict, contents: dict[str, str | None]) -> dict:
@@ -341,13 +338,8 @@ def _variant_or_error(spec: dict, where: str) -> ResolvedVariant:
     """The registry's resolution of a row's variant (builds nothing); a refused name or option
     fails at plan time, naming the row."""
     try:
-        return resolve_variant(
-            spec["variant"],
-            backbone=spec["backbone"],
-            protocol=spec["protocol"],
-            overrides=spec["overrides"],
-            width_mult=float(spec.get("width_mult") or 1.0),
-        )
+        width = float(spec.get("width_mult") or 1.0)
+        return resolve_variant(spec["variant"], spec["backbone"], spec["protocol"], spec["overrides"], width)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 

@@ -165,20 +165,6 @@ def _check(path: PathLike, obj: Mapping, prefix: str, required, optional=()) -> 
             )
 
 
-def _check_version(path: PathLike, obj: Mapping, expected: int, what: str) -> None:
-    if "format_version" not in obj:
-        raise ResultFileError(
-            path,
-            f"missing required key 'format_version': a {what} written before format "
-            f"{expected} (retrain it: snakemake --forcerun train bench)",
-        )
-    version = obj["format_version"]
-    if version != expected:
-        raise ResultFileError(
-            path, f"key 'format_version' is {version!r}; this gmsop reads {what} format {expected} only"
-        )
-
-
 def check_run_block(run: Mapping | None, path: PathLike = "run") -> None:
     """Validate an identity block (None: a run trained by hand); names the key that is wrong."""
     if run is None:
@@ -194,7 +180,17 @@ def _check_record(path: PathLike, obj: Any, version: int, what: str, required, o
     """The checks metrics.json and bench.json share: an object, its version, its keys, its run block."""
     if not isinstance(obj, dict):
         raise ResultFileError(path, f"expected a JSON object at the top level, got {type(obj).__name__}")
-    _check_version(path, obj, version, what)
+    if "format_version" not in obj:
+        raise ResultFileError(
+            path,
+            f"missing required key 'format_version': a {what} written before format "
+            f"{version} (retrain it: snakemake --forcerun train bench)",
+        )
+    found = obj["format_version"]
+    if found != version:
+        raise ResultFileError(
+            path, f"key 'format_version' is {found!r}; this gmsop reads {what} format {version} only"
+        )
     _check(path, obj, "", required, optional)
     check_run_block(obj["run"], path)
 

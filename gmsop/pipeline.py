@@ -56,19 +56,10 @@ def _model_overrides(spec: dict) -> dict:
     return overrides
 
 
-def train_config(
-    spec: dict,
-    ds: dict,
-    seed: int,
-    out: str,
-    ckpt_dir: str,
-    device: str = "auto",
-    run: dict | None = None,
-    eval_every: int = 1,
-) -> TrainConfig:
-    """The TrainConfig of one planned run (spec from gmsop.experiments.make_plan) and seed;
-    ``run`` is its identity block (gmsop.formats.run_block), written into metrics.json;
-    ``eval_every`` changes only how often it evaluates, not the training."""
+def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, **fields) -> TrainConfig:
+    """The TrainConfig of one planned run (spec from gmsop.experiments.make_plan) and seed; ``fields``
+    are further TrainConfig fields: ``device``, ``run`` (the identity block written into
+    metrics.json), ``eval_every`` (how often it evaluates; the training is unchanged)."""
     options = dict(ds.get("options", {}))
     if spec.get("augment"):
         options["augment"] = dict(spec["augment"])
@@ -85,30 +76,19 @@ def train_config(
         lr_scaling=spec.get("lr_scaling") or "linear",
         seed=int(seed),
         deterministic=bool(spec.get("deterministic", False)),
-        device=device,
         out=str(out),
         ckpt_dir=str(ckpt_dir),
         progress="lines",
-        run=run,
-        eval_every=int(eval_every),
+        **fields,
     )
 
 
-def run_training(
-    spec: dict,
-    ds: dict,
-    seed: int,
-    out: str,
-    ckpt_dir: str,
-    device: str = "auto",
-    threads: int | None = None,
-    run: dict | None = None,
-    eval_every: int = 1,
-) -> dict:
-    """Train (or resume) one run; returns the metrics written to ``out``."""
+def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, threads=None, **fields) -> dict:
+    """Train (or resume) one run (``fields`` as :func:`train_config`'s); returns the metrics
+    written to ``out``."""
     if threads:
         torch.set_num_threads(int(threads))
-    return train(train_config(spec, ds, seed, out, ckpt_dir, device, run=run, eval_every=eval_every))
+    return train(train_config(spec, ds, seed, out, ckpt_dir, **fields))
 
 
 def run_bench(
