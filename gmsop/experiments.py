@@ -417,10 +417,9 @@ def _points_text(points: list[tuple[int, int]]) -> str:
     return ", ".join(f"N={n} K={k}" for n, k in points)
 
 
-def _rule_row(
-    name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str
-) -> Row:
+def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds, plan: Plan) -> Row:
     """A row whose metrics.json files a user's own rule writes (README "Add a variant")."""
+    where = f"experiments.{name}.rows[{index}]"
     if exp.get("kind", "table") != "table":
         raise ValueError(
             f"{where}: a 'rule' row belongs in a table experiment, not in kind {exp.get('kind')!r}"
@@ -525,9 +524,7 @@ def make_plan(config: dict) -> Plan:
             continue
         seeds = tuple(int(s) for s in exp.get("seeds", config.get("defaults", {}).get("seeds", [0])))
         rows = [
-            _rule_row(name, i, raw, exp, config, seeds, f"experiments.{name}.rows[{i}]")
-            if "rule" in raw
-            else _planned_row(name, i, raw, exp, config, seeds, plan)
+            (_rule_row if "rule" in raw else _planned_row)(name, i, raw, exp, config, seeds, plan)
             for i, raw in enumerate(_rows_of(name, exp))
         ]
         if not rows:

@@ -73,6 +73,10 @@ def _is_int(v: Any) -> bool:
     return _is_num(v) and (isinstance(v, int) or (math.isfinite(v) and float(v).is_integer()))
 
 
+def _list_of(check):
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
 # kind -> (what a value must be, its check, its JSON Schema)
 _KINDS = {
     "str": ("a string", lambda v: isinstance(v, str), {"type": "string"}),
@@ -80,16 +84,8 @@ _KINDS = {
     "num": ("a number", _is_num, {"type": "number"}),
     "dict": ("an object", lambda v: isinstance(v, dict), {"type": "object"}),
     "list": ("a list", lambda v: isinstance(v, list), {"type": "array"}),
-    "int_list": (
-        "a list of integers",
-        lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
-        {"type": "array", "items": {"type": "integer"}},
-    ),
-    "num_list": (
-        "a list of numbers",
-        lambda v: isinstance(v, list) and all(_is_num(x) for x in v),
-        {"type": "array", "items": {"type": "number"}},
-    ),
+    "int_list": ("a list of integers", _list_of(_is_int), {"type": "array", "items": {"type": "integer"}}),
+    "num_list": ("a list of numbers", _list_of(_is_num), {"type": "array", "items": {"type": "number"}}),
 }
 
 
