@@ -1,33 +1,22 @@
-"""Atomic writes for every file gmsop puts on disk: checkpoints, progress, metrics, bench
-files, dataset caches, tables, figures and the scorecard. The one helper all of them use.
+"""Atomic writes for every file gmsop puts on disk (checkpoints, progress, metrics, caches,
+tables, figures).
 
-Why: a training job can be killed (``kill -9``, a wall-time limit, a node failure) at any
-instant, and Snakemake or the aggregation step may read a file while it is being written. Every
-file therefore goes to a hidden temporary file in the destination folder, is flushed and
-fsync'ed, and is renamed over the target with ``os.replace`` (atomic on POSIX within one file
-system); the folder is fsync'ed afterwards so the rename itself survives a crash. A reader sees
-the old file or the new one, never half of either; a failed write removes its temporary file.
+A job can be killed at any instant and a reader may open a file while it is written, so each
+file goes to a hidden temporary file beside the target, is fsync'ed and renamed over it with
+``os.replace`` (atomic on POSIX), then the folder is fsync'ed: a reader sees the old file or the
+new one, never half of either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
-
-__all__ = [
-    "atomic_write",
-    "atomic_path",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "append_json_line",
-    "to_json",
-    "remove_stale_temps",
-]
 
 
 def _default_mode() -> int:
@@ -37,9 +26,9 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync(path: str | os.PathLike) -> None:
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:  # pragma: no cover - some file systems refuse to open folders
         return
     try:
@@ -52,9 +41,8 @@ def _fsync_dir(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block ends without an exception the file
-    is fsync'ed and moved over ``path`` (then the folder is fsync'ed), on any exception it is
-    removed and ``path`` is left untouched. Parent folders are created. For writers that need a
+    """Yield a temporary path beside ``path`` (parent folders created), moved over ``path`` when
+    the block ends without an exception and removed on any exception. For writers that need a
     file name (a numpy memory map); :func:`atomic_write` covers the rest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,19 +58,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
 def atomic_write(
     path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes]], Any], encoding: str = "utf-8"
 ) -> Path:
     """Write ``data`` (text, bytes, or a callable ``write(fh)`` on a binary file) to ``path``
-    atomically (:func:`atomic_path`); returns the path."""
+    atomically; returns the path."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         if isinstance(data, (str, bytes, bytearray)):
             fh.write(data.encode(encoding) if isinstance(data, str) else bytes(data))
@@ -91,30 +77,19 @@ def atomic_write(
     return Path(path)
 
 
-def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Delete temporary files of ``path`` left by a writer that was killed (``kill -9``).
+atomic_write_bytes = atomic_write
 
-    They are hidden and never read, but a crashed run should not leave half-written bytes
-    behind; a rerun calls this before writing ``path`` again. Returns what it removed.
-    """
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of ``path`` a killed writer left behind; returns them."""
     path = Path(path)
     removed = []
     if path.parent.is_dir():
-        for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-            try:
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
                 removed.append(tmp)
-            except FileNotFoundError:
-                pass
     return removed
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return atomic_write(path, data)
 
 
 def to_json(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
@@ -129,13 +104,10 @@ def atomic_write_json(
 
 
 def append_json_line(path: str | os.PathLike, obj: Any) -> Path:
-    """Append one JSON line to ``path`` by rewriting the whole file atomically.
-
-    A progress file holds one line per epoch, so rewriting it costs nothing, and unlike a plain
-    ``open(path, "a")`` a kill can never leave a torn last line for a reader to choke on.
-    """
+    """Append one JSON line to ``path`` by rewriting the whole file atomically (a progress file is
+    small), so a kill never leaves a torn last line."""
     path = Path(path)
     old = path.read_bytes() if path.exists() else b""
     if old and not old.endswith(b"\n"):
         old += b"\n"
-    return atomic_write_bytes(path, old + to_json(obj, indent=None).encode("utf-8"))
+    return atomic_write(path, old + to_json(obj, indent=None).encode("utf-8"))

@@ -1,17 +1,10 @@
 """From the workflow config to a plan: which runs to train, which to benchmark, what each
 table and figure shows.
 
-An experiment (``table``, ``alpha``, ``grid`` or ``protocols``) expands into rows; each row is
-fully resolved against ``defaults`` (backbone, protocol, schedule, batch size, width, overrides,
-augmentation) into a *run spec*. A run's id is a readable slug plus a hash of its spec, so two
-tables that need the same training share ONE run (no duplicate training) while any change of
-setting makes a new one. Seeds are not part of the spec: a run is trained once per seed.
-The spec also holds the dataset's fingerprint (name, builder version, every option with the
-builder's defaults filled in) and, for a file-backed dataset, the hash of its files' content
-(``gmsop.data.content``), so data changed in code or on disk never reuses results of the old data.
-
-The Snakemake workflow only calls ``make_plan(config)``; the logic lives here, where pytest
-sees it.
+Each row of an experiment (``table``, ``alpha``, ``grid``, ``protocols``) is resolved against
+``defaults`` into a run spec. A run id is a readable slug plus a hash of the spec, so tables that
+need the same training share one run. The spec holds the dataset's fingerprint and, for files,
+their content hash (``gmsop.data.content``); seeds are not part of it (one run per seed).
 """
 
 from __future__ import annotations
@@ -23,76 +16,39 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gmsop import paper_values as pv
 from gmsop.claim_spec import Claim, parse_claims
-from gmsop.formats import CHECKED_METRICS_PATH, RULE_METRICS_PATH, RUN_METRICS_PATH
-from gmsop.protocol import SPEED_NEUTRAL
-
-__all__ = [
-    "Plan",
-    "Row",
-    "Experiment",
-    "make_plan",
-    "run_id",
-    "slug",
-    "PAPER_DATASETS",
-    "check_data",
-    "describe_schema_error",
-    "SPEED_NEUTRAL",
-    "canonical_value",
-    "training_cost",
-]
+from gmsop.data import content_fingerprint, dataset_fingerprint, flip_doubled, train_size
+from gmsop.engine.config import DEFAULT_SCHEDULES, parse_schedule
+from gmsop.formats import CHECKED_METRICS_PATH, RULE_METRICS_PATH, RUN_METRICS_PATH, rule_run_id
+from gmsop.protocol import SPEED_NEUTRAL, protocol_fields
+from gmsop.registry import ResolvedVariant, head_default, resolve_variant
 
 ROW_KEYS = (
-    "variant",
-    "rule",
-    "label",
-    "backbone",
-    "protocol",
-    "dataset",
-    "schedule",
-    "batch_size",
-    "lr_scaling",
-    "width_mult",
-    "overrides",
-    "augment",
-    "paper",
-)
+    "variant rule label backbone protocol dataset schedule batch_size lr_scaling width_mult overrides "
+    "augment paper"
+).split()
+#: Settings a row takes from itself, else its experiment, else ``defaults``.
+INHERITED_KEYS = "backbone protocol dataset schedule batch_size lr_scaling width_mult deterministic".split()
 SPEC_KEYS = (
-    "variant",
-    "backbone",
-    "protocol",
-    "dataset",
-    "data",
-    "schedule",
-    "batch_size",
-    "lr_scaling",
-    "width_mult",
-    "overrides",
-    "augment",
-    "deterministic",
-)
-
-#: The datasets the paper's numbers were measured on (registered dataset names). A row is
-#: compared with a published number only when it ran on one of these at full width.
-PAPER_DATASETS = ("imagenet64", "places365")
-
+    "variant backbone protocol dataset data schedule batch_size lr_scaling width_mult overrides augment "
+    "deterministic"
+).split()
 #: Keys a row produced by a user's own Snakemake rule may have (README "Add a variant").
 RULE_ROW_KEYS = ("rule", "label", "dataset", "paper")
 _RULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A key that becomes a file name (experiments, datasets): no path separators, no leading dot.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of a table or one point of a figure: the one object planning hands to tables,
-    claims, figures, the scorecard and the report (no reader re-derives any of its fields).
+    """One line of a table or one point of a figure, as tables, claims, figures and the report read it.
 
-    ``run``/``bench`` are the ids of its training and throughput jobs; every metrics.json and
-    bench.json carries the id it was trained for, so aggregation selects files by these ids.
-    ``settings`` are the resolved run settings (what the run id hashes). The variant facts
-    (``num_experts``, ``k``, ``alpha``, ``display``) come from ``gmsop.registry.resolve_variant``.
-    A row with ``rule`` is produced by a user's own Snakemake rule, not by gmsop's trainer: its
-    run id is ``rule:<rule>``, it has no benchmark and no width, and its files are where
-    :meth:`result_path` says.
+    ``run``/``bench`` are the ids of its training and throughput jobs (result files carry them);
+    ``settings`` what the run id hashes; the variant facts come from the one ``resolve_variant``
+    of planning, carried in ``resolved``. A ``rule`` row is trained by a user's own Snakemake rule
+    (run id ``rule:<rule>``, no benchmark, no width).
     """
 
     experiment: str
@@ -115,18 +71,17 @@ class Row:
     alpha: float | None = None  # the balance-loss weight a mixture trains with (protocol + overrides)
     rule: str | None = None  # the user's Snakemake rule that writes this row's metrics.json files
     schedule_family: str | None = None  # the registry's schedule family of the variant ("gap", ...)
+    resolved: ResolvedVariant | None = field(default=None, repr=False, compare=False)
 
     def result_path(self, seed: int) -> str:
-        """Where the metrics.json of one seed is (the workflow's one path convention for results)."""
+        """Where the metrics.json of one seed is written."""
         if self.rule:
             return RULE_METRICS_PATH.format(rulename=self.rule, seed=int(seed))
         return RUN_METRICS_PATH.format(run=self.run, seed=int(seed))
 
     def read_path(self, seed: int) -> str:
-        """Where tables, figures and the scorecard read the metrics.json of one seed: a rule row's
-        copy once the workflow's own check of it passed (rule ``check_rule_metrics``), so a
-        malformed file stops right after its rule, before anything depends on it; else
-        :meth:`result_path`."""
+        """Where the metrics.json of one seed is read: for a rule row, the copy made once the
+        workflow's check of it passed (rule ``check_rule_metrics``)."""
         if self.rule:
             return CHECKED_METRICS_PATH.format(rulename=self.rule, seed=int(seed))
         return self.result_path(seed)
@@ -139,12 +94,9 @@ class Row:
         return (self.paper[:-1], "star") if self.paper.endswith("*") else (self.paper, "")
 
     def paper_setting_gaps(self, paper_dataset: str) -> tuple[str, ...]:
-        """How this row's setting differs from the paper's on ``paper_dataset`` (empty: it is the
-        paper's setting in full, so a published number there is comparable with it): the dataset,
-        its options in :data:`gmsop.paper_values.PAPER_DATA_OPTIONS` (input size, the
-        complete download), full width, and a schedule at least as long as the paper's."""
-        from gmsop import paper_values as pv
-
+        """How this row's setting differs from the paper's on ``paper_dataset`` (empty: comparable
+        with a published number): dataset, its ``gmsop.paper_values.PAPER_DATA_OPTIONS``, full width, and a
+        schedule at least as long as the paper's."""
         if self.rule:
             return (f"trained by rule {self.rule!r}, whose setting the plan does not know",)
         if self.dataset_name != paper_dataset:
@@ -166,8 +118,6 @@ class Row:
         return tuple(gaps)
 
     def in_paper_setting(self, paper_dataset: str) -> bool:
-        """True when a published number on ``paper_dataset`` is comparable with this row
-        (:meth:`paper_setting_gaps` finds no difference)."""
         return not self.paper_setting_gaps(paper_dataset)
 
 
@@ -203,40 +153,28 @@ class Plan:
     contents: dict[str, str | None] = field(default_factory=dict)  # dataset key -> its files' content hash
     notes: list[str] = field(default_factory=list)  # what planning left out, for the user to read
 
+    def _rows(self):
+        return (r for e in self.experiments.values() for r in e.rows)
+
     def train_jobs(self) -> list[tuple[str, int]]:
-        """Unique (run, seed) pairs over all experiments, in a stable order."""
-        seen: dict[tuple[str, int], None] = {}
-        for exp in self.experiments.values():
-            for row in exp.rows:
-                for seed in row.seeds if not row.rule else ():  # a user's rule trains its own rows
-                    seen[(row.run, int(seed))] = None
-        return list(seen)
+        """Unique (run, seed) pairs over all experiments, in a stable order (a rule row trains itself)."""
+        return list(dict.fromkeys((r.run, int(s)) for r in self._rows() if not r.rule for s in r.seeds))
 
     def rule_rows(self) -> list[Row]:
         """Rows produced by users' own rules (their rules must exist in the workflow)."""
-        return [r for e in self.experiments.values() for r in e.rows if r.rule]
+        return [r for r in self._rows() if r.rule]
 
-    def planned_for(self, run: str) -> list[dict[str, str]]:
-        """The (experiment, row label) pairs that ask for training run ``run``."""
+    def planned_for(self, run: str, bench: bool = False) -> list[dict[str, str]]:
+        """The (experiment, row label) pairs that ask for training run (or benchmark) ``run``."""
         return [
-            {"experiment": e.name, "row": r.label}
-            for e in self.experiments.values()
-            for r in e.rows
-            if r.run == run
+            {"experiment": r.experiment, "row": r.label}
+            for r in self._rows()
+            if (r.bench if bench else r.run) == run
         ]
 
     def training_cost(self, run: str) -> float:
         """Rough relative cost of training run ``run`` once (see ``training_cost``)."""
-        return training_cost(self.runs[run])
-
-    def bench_planned_for(self, bench: str) -> list[dict[str, str]]:
-        """The (experiment, row label) pairs that show benchmark ``bench``."""
-        return [
-            {"experiment": e.name, "row": r.label}
-            for e in self.experiments.values()
-            for r in e.rows
-            if r.bench == bench
-        ]
+        return training_cost(self.runs[run], next(r.resolved for r in self._rows() if r.run == run))
 
 
 def slug(text: str) -> str:
@@ -248,28 +186,20 @@ def _digest(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def run_id(spec: dict) -> str:
+def run_id(spec: dict, overrides: dict | None = None) -> str:
     """``<variant>_<backbone>_<dataset>_<protocol>_<hash>``: a readable slug and a hash of the spec
-    with its ``overrides`` normalised (``_canonical_overrides``), so a run's id depends only on
-    its resolved settings.
+    with its overrides in canonical form (``_canonical_overrides``, or ``overrides`` if given).
 
-    The planner already resolves every other field to one form (the schedule as [lr, epochs]
-    pairs whether named or given, the dataset's fingerprint with the builder's defaults filled
-    in, the canonical backbone key). Raw overrides are not: under ``official``, ``{alpha: 100}``
-    is the protocol's own alpha, and on GM-GAP-16-4 ``{num_experts: 16}`` is the name's N, yet
-    hashed as given they made new ids, so Figure 2's alpha = 100 point and Figure 3's N = 16,
-    K = 4 point trained the same network twice. Before hashing, an override equal to what the
-    variant resolves to without it is dropped, and numbers are compared and hashed by value
-    (100 and 100.0 are one setting). Dropping redundant overrides was chosen over hashing the
-    whole resolution (every protocol switch and head option): a spec with no redundant override
-    hashes as before, a benchmark spec keeps leaving out the switches that do not change speed
-    (alpha, weight decay), and an id does not move when a new head option with a default is
-    added to the code. What is still not unified: a non-default protocol whose switches are all
-    overridden to another protocol's values (the protocol name stays in the id), and a head
-    option spelt out as the value the head computes from a None default (``dims`` = (2C, 128)).
+    An override equal to what the variant resolves to without it is dropped and numbers are
+    hashed by value (100 and 100.0), so ``{alpha: 100}`` under ``official`` (its own alpha) or
+    ``{num_experts: 16}`` on GM-GAP-16-4 trains no second run. A spec without redundant overrides
+    hashes as it is, and a new head option with a default moves no id. Not unified: a protocol
+    overridden to another's values, and a head option spelt as the value a None default computes.
     """
-    canonical = {**spec, "overrides": _canonical_overrides(spec)} if "overrides" in spec else spec
-    return f"{slug(spec['variant'])}_{spec['backbone']}_{slug(spec['dataset'])}_{spec['protocol']}_{_digest(canonical)}"
+    if "overrides" in spec:
+        spec = {**spec, "overrides": _canonical_overrides(spec) if overrides is None else overrides}
+    name = f"{slug(spec['variant'])}_{spec['backbone']}_{slug(spec['dataset'])}_{spec['protocol']}"
+    return f"{name}_{_digest(spec)}"
 
 
 def canonical_value(value):
@@ -286,21 +216,12 @@ def canonical_value(value):
 
 
 def _canonical_overrides(spec: dict) -> dict:
-    """``spec["overrides"]`` without the overrides that change nothing, numbers in one form.
-
-    An override is dropped when it equals the value the variant resolves to without any override
-    (``gmsop.registry.resolve_variant`` on the spec's variant, backbone and protocol, at width 1:
-    override values are given unscaled): a protocol switch equal to the named protocol's value,
-    a head option equal to the name's value (N, K, X), the registry's value on this backbone
-    (the WRN-36-2 GM-GAP gate) or the head's default. None values are dropped (the registry
-    ignores them). A spec the registry cannot resolve keeps its overrides (only canonicalised).
-    """
+    """``spec["overrides"]`` in canonical form, without None values and without those equal to
+    what the variant resolves to without overrides at width 1 (a protocol switch, the name's N,
+    K, X, the registry's value on this backbone, the head's default). Kept all if unresolvable."""
     overrides = {k: canonical_value(v) for k, v in (spec.get("overrides") or {}).items() if v is not None}
     if not overrides:
         return overrides
-    from gmsop.protocol import protocol_fields
-    from gmsop.registry import head_default, resolve_variant
-
     try:
         base = resolve_variant(
             spec["variant"], backbone=spec.get("backbone"), protocol=spec.get("protocol") or "official"
@@ -322,60 +243,44 @@ def _canonical_overrides(spec: dict) -> dict:
 
 
 def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
-    """A row's schedule as [lr, epochs] pairs: a name resolves in ``schedules`` (the config's),
-    then among the released schedules (``gmsop.engine.config.DEFAULT_SCHEDULES``: gap, srsop,
-    gm_sop), so a config restates them only to change them. Validated by ``parse_schedule``."""
-    from gmsop.engine.config import DEFAULT_SCHEDULES, parse_schedule
-
+    """A schedule as [lr, epochs] pairs: a name resolves in ``schedules`` (the config's), then in
+    ``DEFAULT_SCHEDULES`` (the released ones); validated by ``parse_schedule``."""
     if isinstance(value, str):
         known = {**DEFAULT_SCHEDULES, **schedules}
         if value not in known:
             raise ValueError(f"{where}: unknown schedule {value!r}; defined schedules: {', '.join(known)}")
         value = known[value]
-    try:  # the rule broken: lr > 0 and finite, at least one phase, epochs >= 1
+    try:
         return [[lr, ep] for lr, ep in parse_schedule(value)]
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 
 
-#: A key that becomes a file name (experiments, datasets): no path separators, no leading dot.
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
 def _check_config(config: dict) -> None:
-    """Plan-time refusals that name the offending key: experiment and dataset keys must be plain
-    names (they become file names: ``../../x`` would write outside the working directory), seeds
-    must be distinct (two equal seeds would silently count as one run), and every named schedule
-    valid (``gmsop.engine.config.parse_schedule``)."""
+    """Experiment and dataset keys must be plain names (they become file names), seeds distinct
+    (two equal seeds would count as one run), and every named schedule valid."""
     for section in ("experiments", "datasets"):
         for key in config.get(section) or {}:
             if not isinstance(key, str) or not _PLAIN_NAME.match(key):
                 raise ValueError(
-                    f"{section}: key {key!r} is not a plain name (letters, digits, '_', '-', '.'; not starting "
-                    f"with '.'); it becomes a file name under results/"
+                    f"{section}: key {key!r} is not a plain name (letters, digits, '_', '-', '.'; not "
+                    f"starting with '.'); it becomes a file name under results/"
                 )
-    seed_lists = [("defaults.seeds", (config.get("defaults") or {}).get("seeds"))]
-    seed_lists += [
-        (f"experiments.{n}.seeds", e.get("seeds"))
-        for n, e in (config.get("experiments") or {}).items()
-        if isinstance(e, dict)
+    exps = [
+        (f"experiments.{n}.", e) for n, e in (config.get("experiments") or {}).items() if isinstance(e, dict)
     ]
-    for where, seeds in seed_lists:
-        if seeds is None:
-            continue
-        dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    for where, seeds in [("defaults.seeds", (config.get("defaults") or {}).get("seeds"))] + [
+        (f"{w}seeds", e.get("seeds")) for w, e in exps
+    ]:
+        dup = sorted({s for s in seeds if list(seeds).count(s) > 1}) if seeds is not None else []
         if dup:
             raise ValueError(
                 f"{where}: seed(s) {dup} given more than once in {list(seeds)}; each seed is one run, "
                 f"so give distinct seeds"
             )
-    tables = [("schedules", config.get("schedules"))]
-    tables += [
-        (f"experiments.{n}.schedules", e.get("schedules"))
-        for n, e in (config.get("experiments") or {}).items()
-        if isinstance(e, dict)
-    ]
-    for where, table in tables:
+    for where, table in [("schedules", config.get("schedules"))] + [
+        (f"{w}schedules", e.get("schedules")) for w, e in exps
+    ]:
         for name, schedule in (table or {}).items():
             _schedule(schedule, {}, f"{where}.{name}")  # every named schedule, used or not
 
@@ -387,59 +292,41 @@ def _check_dataset_key(dataset: str, config: dict, where: str) -> None:
         )
 
 
-def _resolve(row: dict, exp: dict, config: dict, where: str) -> dict:
-    """Row settings, else the experiment's, else ``defaults``; dicts are merged key by key. A
-    schedule given nowhere is the variant's schedule family (gmsop.registry); a schedule name
-    resolves in the experiment's own ``schedules`` first, then in the top-level ones."""
+def _resolve(row: dict, exp: dict, config: dict, where: str) -> tuple[dict, ResolvedVariant | None]:
+    """Row settings, else the experiment's, else ``defaults`` (dicts merged key by key), and the
+    variant's resolution when a schedule given nowhere had to be its family (gmsop.registry)."""
     defaults = config.get("defaults", {})
-    spec = {}
-    for key in (
-        "backbone",
-        "protocol",
-        "dataset",
-        "schedule",
-        "batch_size",
-        "lr_scaling",
-        "width_mult",
-        "deterministic",
-    ):
-        spec[key] = row.get(key, exp.get(key, defaults.get(key)))
+    spec = {key: row.get(key, exp.get(key, defaults.get(key))) for key in INHERITED_KEYS}
     if spec["lr_scaling"] is None:
         spec["lr_scaling"] = "linear"  # the released step size per image at any batch (gmsop.engine.config)
     for key in ("overrides", "augment"):
         spec[key] = {**defaults.get(key, {}), **exp.get(key, {}), **row.get(key, {})}
     spec["variant"] = row["variant"]
     _check_dataset_key(spec["dataset"], config, where)
-    spec["data"] = _fingerprint(config["datasets"][spec["dataset"]], f"datasets.{spec['dataset']}")
+    entry, at = config["datasets"][spec["dataset"]], f"datasets.{spec['dataset']}"
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ValueError(f"{at}: a dataset needs a 'name' (one of the registered datasets), got {entry!r}")
+    try:
+        spec["data"] = dataset_fingerprint(entry["name"], entry.get("options") or {})
+    except ValueError as err:
+        raise ValueError(f"{at}: {err}") from None
+    resolved = None
     if spec["schedule"] is None:
-        spec["schedule"] = _variant_or_error(spec, where).schedule_family
+        resolved = _variant_or_error(spec, where)
+        spec["schedule"] = resolved.schedule_family
     schedules = {**(config.get("schedules") or {}), **(exp.get("schedules") or {})}
     spec["schedule"] = _schedule(spec["schedule"], schedules, where)
-    return {k: spec[k] for k in SPEC_KEYS}
-
-
-def _fingerprint(entry: dict, where: str) -> dict:
-    from gmsop.data import dataset_fingerprint
-
-    if not isinstance(entry, dict) or "name" not in entry:
-        raise ValueError(f"{where}: a dataset needs a 'name' (one of the registered datasets), got {entry!r}")
-    try:
-        return dataset_fingerprint(entry["name"], entry.get("options") or {})
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+    return {k: spec[k] for k in SPEC_KEYS}, resolved
 
 
 def _with_content(data: dict, key: str, config: dict, contents: dict[str, str | None]) -> dict:
     """A run's data fingerprint plus the content hash of dataset ``key``'s files, computed once
-    per plan (``contents``). Unchanged for generated data, and for a root that does not exist yet
-    (a dry-run only warns about it, see ``check_data``; a real run stops before any job)."""
+    per plan (``contents``); unchanged for generated data and for a root that does not exist yet."""
     if key not in contents:
         entry = config["datasets"][key]
         root = entry.get("root")
         contents[key] = None
         if root is None or Path(root).expanduser().exists():
-            from gmsop.data import content_fingerprint
-
             try:
                 contents[key] = content_fingerprint(entry["name"], root, entry.get("options") or {})
             except ValueError as err:
@@ -447,60 +334,37 @@ def _with_content(data: dict, key: str, config: dict, contents: dict[str, str | 
     return data if contents[key] is None else {**data, "content": contents[key]}
 
 
-def _variant_or_error(spec: dict, where: str):
+def _variant_or_error(spec: dict, where: str) -> ResolvedVariant:
     """The registry's resolution of a row's variant (builds nothing); a refused name or option
-    fails here, at plan time, naming the row, instead of in a job."""
-    from gmsop.registry import resolve_variant
-
+    fails at plan time, naming the row."""
     try:
-        return resolve_variant(
-            spec["variant"],
-            backbone=spec["backbone"],
-            protocol=spec["protocol"],
-            overrides=spec["overrides"],
-            width_mult=float(spec.get("width_mult") or 1.0),
-        )
+        width = float(spec.get("width_mult") or 1.0)
+        return resolve_variant(spec["variant"], spec["backbone"], spec["protocol"], spec["overrides"], width)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 
 
-#: Per-image training cost relative to ResNet-18 with a first-order, single head at equal width.
-#: Used only to order jobs (``training_cost``); no result depends on it. Measured on the embedded
-#: default (2-core CPU): ResNet-50 and WRN-36-2 train at 0.4-0.5x ResNet-18's images/s;
-#: a second-order head (SR-SOP) or a mixture (GM-GAP-16-8) at 0.6-0.8x, both (GM-SOP-16-8,
-#: Ave-SOP-16) at 0.3-0.4x.
+#: Per-image training cost relative to ResNet-18 with a first-order, single head at equal width,
+#: measured on the embedded default (2-core CPU); used only to order jobs (``training_cost``).
 BACKBONE_COST = {"resnet50": 2.5, "wrn36_2": 2.0}
 SECOND_ORDER_COST = 1.5
 MIXTURE_COST = 1.5
 
 
-def train_options(spec: dict) -> dict:
-    """The dataset options a run spec trains with: its dataset's (defaults filled in), with the
-    row's ``augment`` in place of the dataset's own when the row sets one (as
-    ``gmsop.pipeline.train_config`` passes them)."""
+def _flip_doubled(spec: dict) -> bool:
+    """Whether a run spec's training set is flip-doubled: its dataset's options (defaults filled
+    in) with the row's ``augment`` in place of the dataset's own, as ``pipeline.train_config``."""
     options = dict((spec.get("data") or {}).get("options") or {})
     if spec.get("augment"):
         options["augment"] = dict(spec["augment"])
-    return options
+    return flip_doubled(spec["data"]["name"], options)
 
 
-def _flip_doubled(spec: dict) -> bool:
-    """Whether a run spec's training set is flip-doubled (``gmsop.data.flip_doubled``)."""
-    from gmsop.data import flip_doubled
-
-    return flip_doubled(spec["data"]["name"], train_options(spec))
-
-
-def training_cost(spec: dict) -> float:
-    """Rough relative cost of training a run spec once: epochs x training images (twice as many
-    when flip-doubled, ``gmsop.data.flip_doubled``) x the per-image factors above (training images
-    count 1 where the dataset does not say how many).
-
-    The workflow gives each training job this as its Snakemake priority, so the costliest runs
-    start first and no long run is left alone on one core at the end (longest-first scheduling):
-    the embedded default once ended with a 65 s Table-2 run started last, on one core of two.
-    """
-    resolved = _variant_or_error(spec, f"run {spec.get('variant')!r}")
+def training_cost(spec: dict, resolved: ResolvedVariant | None = None) -> float:
+    """Rough relative cost of training a run spec once (``resolved``: its variant's resolution):
+    epochs x training images (x2 when flip-doubled; 1 when unknown) x the factors above. The
+    workflow's job priority, so the longest runs start first."""
+    resolved = resolved or _variant_or_error(spec, f"run {spec.get('variant')!r}")
     epochs = sum(int(e) for _, e in spec["schedule"])
     images = ((spec.get("data") or {}).get("options") or {}).get("n_train") or 1
     if _flip_doubled(spec):  # the mirrored copy doubles an epoch
@@ -511,17 +375,6 @@ def training_cost(spec: dict) -> float:
     if resolved.num_experts is not None:  # several components (not the single-CM Xd head)
         cost *= MIXTURE_COST
     return cost
-
-
-def _bench_spec(spec: dict, bench: dict) -> dict:
-    keys = ("variant", "backbone", "protocol", "dataset", "width_mult")
-    overrides = {k: v for k, v in spec["overrides"].items() if k not in SPEED_NEUTRAL}
-    batch = bench.get("batch_size")  # null: each run's own batch (WRN-36-2 trains at 150, the rest at 256)
-    return {
-        **{k: spec[k] for k in keys},
-        "overrides": overrides,
-        "batch_size": int(batch if batch is not None else spec["batch_size"]),
-    }
 
 
 def _rows_of(name: str, exp: dict) -> list[dict]:
@@ -564,10 +417,9 @@ def _points_text(points: list[tuple[int, int]]) -> str:
     return ", ".join(f"N={n} K={k}" for n, k in points)
 
 
-def _rule_row(
-    name: str, index: int, raw: dict, exp: dict, config: dict, seeds: tuple[int, ...], where: str
-) -> Row:
+def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds, plan: Plan) -> Row:
     """A row whose metrics.json files a user's own rule writes (README "Add a variant")."""
+    where = f"experiments.{name}.rows[{index}]"
     if exp.get("kind", "table") != "table":
         raise ValueError(
             f"{where}: a 'rule' row belongs in a table experiment, not in kind {exp.get('kind')!r}"
@@ -585,8 +437,6 @@ def _rule_row(
         )
     dataset = raw.get("dataset", exp.get("dataset", config.get("defaults", {}).get("dataset")))
     _check_dataset_key(dataset, config, where)
-    from gmsop.formats import rule_run_id
-
     label = raw.get("label") or rule
     return Row(
         experiment=name,
@@ -608,6 +458,49 @@ def _rule_row(
     )
 
 
+def _planned_row(name: str, i: int, raw: dict, exp: dict, config: dict, seeds, plan: Plan) -> Row:
+    """A row trained by gmsop: its spec and benchmark spec added to ``plan``, its variant resolved once."""
+    where = f"experiments.{name}.rows[{i}]"
+    unknown = sorted(set(raw) - set(ROW_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(ROW_KEYS)}")
+    spec, facts = _resolve(raw, exp, config, where)
+    spec["data"] = _with_content(spec["data"], spec["dataset"], config, plan.contents)
+    facts = facts or _variant_or_error(spec, where)
+    spec["backbone"] = facts.backbone
+    overrides = _canonical_overrides(spec)
+    rid = run_id(spec, overrides)
+    plan.runs[rid] = spec
+    batch = config.get("bench", {}).get("batch_size")  # null: each run's own batch
+    bspec = {k: spec[k] for k in ("variant", "backbone", "protocol", "dataset", "width_mult")}
+    bspec["overrides"] = {k: v for k, v in spec["overrides"].items() if k not in SPEED_NEUTRAL}
+    bspec["batch_size"] = int(batch if batch is not None else spec["batch_size"])
+    bid = run_id(bspec | {"schedule": None}, {k: v for k, v in overrides.items() if k not in SPEED_NEUTRAL})
+    plan.benches[bid] = bspec
+    return Row(
+        experiment=name,
+        index=i,
+        label=raw.get("label") or spec["variant"],
+        run=rid,
+        bench=bid,
+        seeds=seeds,
+        variant=spec["variant"],
+        display=facts.display_name,
+        backbone=spec["backbone"],
+        protocol=spec["protocol"],
+        dataset=spec["dataset"],
+        dataset_name=str(config["datasets"][spec["dataset"]]["name"]),
+        width_mult=float(spec["width_mult"] or 1.0),
+        settings=spec,
+        paper=raw.get("paper", spec["variant"]),
+        num_experts=facts.num_experts,
+        k=facts.k,
+        alpha=facts.alpha,
+        schedule_family=facts.schedule_family,
+        resolved=facts,
+    )
+
+
 def _baseline_label(name: str, baseline: str | None, rows: list[Row]) -> str | None:
     """The row a baseline names (by label, else by variant): exactly one must match."""
     if not baseline:
@@ -625,72 +518,31 @@ def make_plan(config: dict) -> Plan:
     """Resolve every experiment of ``config`` into rows, runs and benchmarks (validating names)."""
     config = copy.deepcopy(config)
     _check_config(config)
-    runs: dict[str, dict] = {}
-    benches: dict[str, dict] = {}
-    experiments: dict[str, Experiment] = {}
-    bench_cfg = config.get("bench", {})
-    datasets = config.get("datasets", {})
-    contents: dict[str, str | None] = {}
-    notes: list[str] = []
+    plan = Plan({}, {}, {}, config.get("datasets", {}))
     for name, exp in config.get("experiments", {}).items():
         if not exp.get("enabled", True):
             continue
         seeds = tuple(int(s) for s in exp.get("seeds", config.get("defaults", {}).get("seeds", [0])))
-        rows: list[Row] = []
-        for i, raw in enumerate(_rows_of(name, exp)):
-            where = f"experiments.{name}.rows[{i}]"
-            if "rule" in raw:
-                rows.append(_rule_row(name, i, raw, exp, config, seeds, where))
-                continue
-            unknown = sorted(set(raw) - set(ROW_KEYS))
-            if unknown:
-                raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(ROW_KEYS)}")
-            spec = _resolve(raw, exp, config, where)
-            spec["data"] = _with_content(spec["data"], spec["dataset"], config, contents)
-            facts = _variant_or_error(spec, where)
-            spec["backbone"] = facts.backbone
-            rid = run_id(spec)
-            runs[rid] = spec
-            bspec = _bench_spec(spec, bench_cfg)
-            bid = run_id(bspec | {"schedule": None})
-            benches[bid] = bspec
-            rows.append(
-                Row(
-                    experiment=name,
-                    index=i,
-                    label=raw.get("label") or spec["variant"],
-                    run=rid,
-                    bench=bid,
-                    seeds=seeds,
-                    variant=spec["variant"],
-                    display=facts.display_name,
-                    backbone=spec["backbone"],
-                    protocol=spec["protocol"],
-                    dataset=spec["dataset"],
-                    dataset_name=str(datasets[spec["dataset"]]["name"]),
-                    width_mult=float(spec["width_mult"] or 1.0),
-                    settings=spec,
-                    paper=raw.get("paper", spec["variant"]),
-                    num_experts=facts.num_experts,
-                    k=facts.k,
-                    alpha=facts.alpha,
-                    schedule_family=facts.schedule_family,
-                )
-            )
+        rows = [
+            (_rule_row if "rule" in raw else _planned_row)(name, i, raw, exp, config, seeds, plan)
+            for i, raw in enumerate(_rows_of(name, exp))
+        ]
         if not rows:
             raise ValueError(
                 f"experiments.{name}: plans no run (no rows); give it rows or set enabled: false"
             )
         skipped = _grid_points(exp)[1] if exp.get("kind") == "grid" else []
         if skipped:
-            notes.append(f"experiments.{name}: grid points skipped because K > N: {_points_text(skipped)}")
+            plan.notes.append(
+                f"experiments.{name}: grid points skipped because K > N: {_points_text(skipped)}"
+            )
         labels = [r.label for r in rows]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(
                 f"experiments.{name}: duplicate row label(s) {dup}; give each row a distinct 'label'"
             )
-        experiments[name] = Experiment(
+        plan.experiments[name] = Experiment(
             name=name,
             kind=exp.get("kind", "table"),
             title=exp.get("title", name),
@@ -701,52 +553,37 @@ def make_plan(config: dict) -> Plan:
             counts_alphas=tuple(float(a) for a in exp.get("counts_alphas") or ()),
             family=exp.get("family"),
         )
-    return Plan(runs, benches, experiments, datasets, contents, notes)
+    return plan
 
 
 def check_data(plan: Plan) -> tuple[list[str], list[str]]:
-    """What a job would stumble on in the planned runs' data, found without building a dataset.
-
-    Returns ``(missing_roots, errors)``: ``missing_roots`` names each dataset whose ``root`` does
-    not exist (relative roots are relative to the working directory); ``errors`` names each row
-    whose batch is larger than its training set, where the training size is cheap to know
-    (``gmsop.data.train_size``: generated data from its options, npz from its array headers), and
-    each dataset whose files cannot be read (a truncated npz: the file and the reason).
-    Datasets whose size is not cheap to know (folder, imagenet64, places365) are checked by the
-    training job when it loads the data, before the first step. The workflow stops on both
-    before any job runs (a dry-run only warns about missing roots, so the job counts of a
-    paper config can be checked before its data is downloaded).
-    """
-    from gmsop.data import train_size
-
-    used = {spec["dataset"] for spec in plan.runs.values()}
+    """What a job would stumble on in the planned runs' data, found without building a dataset:
+    ``(missing_roots, errors)``, errors being unreadable files and rows whose batch is larger than
+    the training set where its size is cheap to know (``gmsop.data.train_size``). The workflow
+    stops on both before any job runs (a dry-run only warns about missing roots)."""
     missing, errors, sizes = [], [], {}
-    for key in sorted(used):
+    for key in sorted({spec["dataset"] for spec in plan.runs.values()}):
         entry = plan.datasets[key]
         root = entry.get("root")
+        sizes[key] = None
         if root is not None and not Path(root).expanduser().exists():
             missing.append(
                 f"datasets.{key}.root: {root} does not exist (resolved: {Path(root).expanduser().absolute()})"
             )
-            sizes[key] = None
-        else:
-            try:
-                sizes[key] = train_size(entry["name"], root, entry.get("options") or {})
-            except ValueError as err:  # an unreadable file, named with the reason
-                errors.append(f"datasets.{key}: {err}")
-                sizes[key] = None
+            continue
+        try:
+            sizes[key] = train_size(entry["name"], root, entry.get("options") or {})
+        except ValueError as err:  # an unreadable file, named with the reason
+            errors.append(f"datasets.{key}: {err}")
     too_large: dict[tuple[str, int, int], list[str]] = {}  # (dataset, batch, images) -> rows
-    for exp in plan.experiments.values():
-        for row in exp.rows:
-            spec = plan.runs.get(row.run)
-            if spec is None or sizes.get(spec["dataset"]) is None:
-                continue
-            n = sizes[spec["dataset"]]
-            if int(spec["batch_size"]) > n * (2 if _flip_doubled(spec) else 1):
-                key = (spec["dataset"], int(spec["batch_size"]), n)
-                too_large.setdefault(key, []).append(
-                    f"experiments.{exp.name}.rows[{row.index}] ({row.label})"
-                )
+    for row in plan._rows():
+        spec = plan.runs.get(row.run)
+        n = None if spec is None else sizes.get(spec["dataset"])
+        if n is not None and int(spec["batch_size"]) > n * (2 if _flip_doubled(spec) else 1):
+            key = (spec["dataset"], int(spec["batch_size"]), n)
+            too_large.setdefault(key, []).append(
+                f"experiments.{row.experiment}.rows[{row.index}] ({row.label})"
+            )
     for (dataset, batch, n), rows in too_large.items():
         more = f" and {len(rows) - 3} more rows" if len(rows) > 3 else ""
         errors.append(
@@ -757,10 +594,9 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
 
 
 def describe_schema_error(err, schema: dict | None = None) -> str:
-    """A config schema error (``jsonschema.ValidationError``) as one short line that starts with
-    the location (``experiments.table2.rows[3]``) and the offending key or value, instead of the
-    schema dump jsonschema prints before them. ``schema`` (the whole schema) lets an unknown key
-    list the keys allowed there."""
+    """A config schema error (``jsonschema.ValidationError``) as one short line: the location
+    (``experiments.table2.rows[3]``) and the offending key or value; ``schema`` (the whole schema)
+    lets an unknown key list the keys allowed there."""
     where = _location(err)
     branch = _matching_branch(err) if err.validator in ("oneOf", "anyOf") else None
     if branch is not None:  # name the rule broken in the branch the value was meant for

@@ -1,79 +1,22 @@
 """Every file the engine writes and aggregation reads, declared once, with its format version.
 
-The engine (``gmsop.engine``) and the reporting side (``gmsop.aggregate``) meet only in files,
-so both sides take the layout from here and it cannot drift:
-
-=====================  ======================================================================
-``metrics.json``       one finished training run (:data:`METRICS_FORMAT`): identity, the
-                       resolved settings, final errors, one record per epoch
-``bench.json``         one throughput benchmark (:data:`BENCH_FORMAT`)
-``progress.jsonl``     one epoch record per line (:data:`EPOCH_KEYS`), beside the checkpoint
-``last.pt``            the resume checkpoint (:data:`CHECKPOINT_FORMAT`, :data:`CHECKPOINT_KEYS`)
-``previous.pt``        the checkpoint before it, kept until a new ``last.pt`` is written and read back
-``config.json``        the TrainConfig and fingerprint a checkpoint folder was written for
-=====================  ======================================================================
-
-Identity. A workflow run writes a ``run`` block into metrics.json and bench.json::
-
-    "run": {"id": "<run id>", "planned_for": [{"experiment": "table2", "row": "SR-SOP"}],
-            "settings": {<the planner's resolved settings>}}
-
-so a table finds its runs by the id in the file, never by the file's path; ``planned_for`` says
-which rows asked for the run when it was trained (one run can serve several tables). A run
-trained by hand (``gmsop train``) has ``"run": null`` and belongs to no table row. A user's own
-rule writes the id ``rule:<rule name>`` (:func:`rule_metrics` builds such a record); the JSON
-Schema of both files (:func:`json_schema`) is shipped in ``workflow/schemas/``.
-
-Reading. :func:`read_metrics` / :func:`read_bench` / :func:`read_progress` check the format
-version and every declared key; a file of another version, a missing key or a value of the
-wrong type raises :class:`ResultFileError` naming the file and the dotted key
-(``final.top1_err``, ``epochs[3].val_top1_err``), instead of surfacing later as a NaN in a table.
-The trainer checks its own record with the same declaration before writing it.
+``metrics.json`` (one finished run: identity, settings, final errors, one record per epoch),
+``bench.json`` (one throughput benchmark), ``progress.jsonl`` (epoch records beside the
+checkpoint), ``last.pt``/``previous.pt`` (resume checkpoints) and ``config.json``. A workflow job
+writes a ``run`` block (:func:`run_block`: id, the rows it was planned for, settings), so tables
+select files by run id; a run trained by hand has ``"run": null``, a user's rule ``rule:<name>``.
+Readers raise :class:`ResultFileError` naming the file and the dotted key that is wrong.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-__all__ = [
-    "METRICS_FORMAT",
-    "BENCH_FORMAT",
-    "CHECKPOINT_FORMAT",
-    "METRICS_NAME",
-    "BENCH_SUFFIX",
-    "PROGRESS_NAME",
-    "CHECKPOINT_NAME",
-    "PREVIOUS_CHECKPOINT_NAME",
-    "CONFIG_NAME",
-    "CHECKPOINT_KEYS",
-    "EPOCH_KEYS",
-    "TIMING_KEYS",
-    "ResultFileError",
-    "run_block",
-    "check_run_block",
-    "check_metrics",
-    "check_bench",
-    "read_metrics",
-    "read_bench",
-    "bench_files",
-    "read_progress",
-    "json_schema",
-    "rule_metrics",
-    "rule_run_id",
-    "read_rule_metrics",
-    "RUN_METRICS_PATH",
-    "RULE_METRICS_PATH",
-    "CHECKED_METRICS_PATH",
-    "CHECKPOINT_DIR",
-    "BENCH_DIR",
-    "DATASET_INFO_PATH",
-    "IDENTITIES_PATH",
-]
 
 #: Version of metrics.json. 2: the ``run`` identity block and ``format_version`` itself.
 METRICS_FORMAT = 2
@@ -89,8 +32,8 @@ CHECKPOINT_NAME = "last.pt"
 PREVIOUS_CHECKPOINT_NAME = "previous.pt"
 CONFIG_NAME = "config.json"
 
-# Where the workflow keeps each result, as Snakemake patterns (wildcards in braces): the rules use
-# them as they are, ``gmsop.experiments.Row`` fills them in. One definition for both.
+# Where the workflow keeps each result, as Snakemake patterns: the rules use them as they are,
+# ``gmsop.experiments.Row`` fills them in.
 RUN_METRICS_PATH = "results/runs/{run}/seed{seed}/" + METRICS_NAME
 RULE_METRICS_PATH = "results/rules/{rulename}/seed{seed}/" + METRICS_NAME  # a user's rule writes it
 CHECKED_METRICS_PATH = "results/checked/{rulename}/seed{seed}/" + METRICS_NAME  # its checked copy
@@ -103,28 +46,11 @@ IDENTITIES_PATH = "results/plan/identities-{config}.json"  # every job's run blo
 CHECKPOINT_KEYS = ("fingerprint", "epoch", "model", "optimizer", "rng", "records", "totals")
 
 #: Keys of one epoch record, in the order metrics.json and progress.jsonl show them.
-EPOCH_KEYS = (
-    "epoch",
-    "lr",
-    "train_ce",
-    "train_balance",
-    "train_loss",
-    "train_top1_err",
-    "val_top1_err",
-    "val_top5_err",
-    "epoch_time_s",
-    "train_img_s",
-    "routing_counts",
-    "importance",
-    "gate_logit_spread",
-    "gate_noise_spread",
-    "distinct_topk_mean",
-    "distinct_topk_min",
-    "idle_components_mean",
-    "idle_components_max",
+EPOCH_KEYS = tuple(
+    "epoch lr train_ce train_balance train_loss train_top1_err val_top1_err val_top5_err epoch_time_s "
+    "train_img_s routing_counts importance gate_logit_spread gate_noise_spread distinct_topk_mean "
+    "distinct_topk_min idle_components_mean idle_components_max".split()
 )
-#: Keys that measure time (they differ between otherwise identical runs).
-TIMING_KEYS = ("epoch_time_s", "train_img_s", "train_time_s")
 
 PathLike = str | os.PathLike
 
@@ -138,20 +64,6 @@ class ResultFileError(ValueError):
         self.path = Path(path)
 
 
-# ---------------------------------------------------------------------------------------------
-# The declarations: (key, kind, nullable) per block; required keys must be present.
-
-_KIND_TEXT = {
-    "str": "a string",
-    "int": "an integer",
-    "num": "a number",
-    "dict": "an object",
-    "list": "a list",
-    "int_list": "a list of integers",
-    "num_list": "a list of numbers",
-}
-
-
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -161,100 +73,60 @@ def _is_int(v: Any) -> bool:
     return _is_num(v) and (isinstance(v, int) or (math.isfinite(v) and float(v).is_integer()))
 
 
-_CHECKS = {
-    "str": lambda v: isinstance(v, str),
-    "int": _is_int,
-    "num": _is_num,
-    "dict": lambda v: isinstance(v, dict),
-    "list": lambda v: isinstance(v, list),
-    "int_list": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
-    "num_list": lambda v: isinstance(v, list) and all(_is_num(x) for x in v),
+def _list_of(check):
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+# kind -> (what a value must be, its check, its JSON Schema)
+_KINDS = {
+    "str": ("a string", lambda v: isinstance(v, str), {"type": "string"}),
+    "int": ("an integer", _is_int, {"type": "integer"}),
+    "num": ("a number", _is_num, {"type": "number"}),
+    "dict": ("an object", lambda v: isinstance(v, dict), {"type": "object"}),
+    "list": ("a list", lambda v: isinstance(v, list), {"type": "array"}),
+    "int_list": ("a list of integers", _list_of(_is_int), {"type": "array", "items": {"type": "integer"}}),
+    "num_list": ("a list of numbers", _list_of(_is_num), {"type": "array", "items": {"type": "number"}}),
 }
 
-_RUN_REQUIRED = [("id", "str", False), ("planned_for", "list", False), ("settings", "dict", False)]
-_PLANNED_REQUIRED = [("experiment", "str", False), ("row", "str", False)]
 
-# What every producer writes: the gmsop trainer, or a user's own rule (README "Add a variant").
-# The trainer always writes the optional keys too; a foreign method may leave out what
-# has no meaning for it (a backbone, a protocol, a representation size).
-_METRICS_REQUIRED = [
-    ("format_version", "int", False),
-    ("run", "dict", True),
-    ("variant", "str", False),
-    ("dataset", "str", False),
-    ("seed", "int", False),
-    ("hparams", "dict", False),
-    ("final", "dict", True),
-    ("epochs", "list", False),
-]
-_METRICS_OPTIONAL = [
-    ("backbone", "str", True),
-    ("protocol", "str", True),
-    ("params", "int", True),
-    ("rep_dim", "int", True),
-    ("flops_per_image", "num", True),
-    ("env", "dict", True),
-    ("tag", "str", True),
-]
+def _keys(text: str) -> list[tuple[str, str, bool]]:
+    """A block's declaration: ``"key:kind"`` per key, ``"key:kind?"`` when it may be null."""
+    return [(key, kind.rstrip("?"), kind.endswith("?")) for key, kind in (w.split(":") for w in text.split())]
+
+
+_RUN_REQUIRED = _keys("id:str planned_for:list settings:dict")
+_PLANNED_REQUIRED = _keys("experiment:str row:str")
+# What every producer writes: the gmsop trainer, or a user's own rule (README "Add a variant"),
+# which may leave out the optional keys that have no meaning for its method.
+_METRICS_REQUIRED = _keys(
+    "format_version:int run:dict? variant:str dataset:str seed:int hparams:dict final:dict? epochs:list"
+)
+_METRICS_OPTIONAL = _keys(
+    "backbone:str? protocol:str? params:int? rep_dim:int? flops_per_image:num? env:dict? tag:str?"
+)
 # num_classes decides whether a run learned (chance error); train_size and epochs say where a
 # claim was tested (the scorecard).
-_HPARAMS_REQUIRED = [("epochs", "int", False), ("num_classes", "int", False), ("train_size", "int", False)]
-_HPARAMS_OPTIONAL = [
-    ("batch_size", "int", True),
-    ("schedule", "list", True),
-    ("width_mult", "num", True),
-    ("protocol_switches", "dict", True),
-]
-_FINAL_REQUIRED = [("top1_err", "num", False), ("top5_err", "num", True), ("epochs", "int", False)]
-_FINAL_OPTIONAL = [
-    ("train_time_s", "num", True),
-    ("train_img_s", "num", True),
-    # a gated mixture's last evaluation: images of class c that select component i, images per class
-    ("val_routing", "list", True),
-    ("val_class_counts", "int_list", True),
-]
-_EPOCH_REQUIRED = [("epoch", "int", False), ("train_loss", "num", True), ("val_top1_err", "num", True)]
-_EPOCH_OPTIONAL = [
-    ("lr", "num", True),
-    ("train_ce", "num", True),
-    ("train_balance", "num", True),
-    ("train_top1_err", "num", True),
-    ("val_top5_err", "num", True),
-    ("epoch_time_s", "num", True),
-    ("train_img_s", "num", True),
-    ("routing_counts", "num_list", True),
-    ("importance", "num_list", True),
-    ("gate_logit_spread", "num", True),
-    ("gate_noise_spread", "num", True),
-    # per training batch of a gated mixture: distinct Top-K sets and idle components, mean and worst
-    ("distinct_topk_mean", "num", True),
-    ("distinct_topk_min", "int", True),
-    ("idle_components_mean", "num", True),
-    ("idle_components_max", "int", True),
-]
-_BENCH_REQUIRED = [
-    ("format_version", "int", False),
-    ("run", "dict", True),
-    ("variant", "str", False),
-    ("backbone", "str", False),
-    ("input_size", "int_list", False),
-    ("batch_size", "int", False),
-    ("device", "str", False),
-    ("train_img_s", "num", False),
-    ("params", "int", False),
-]
-_BENCH_OPTIONAL = [
-    ("num_classes", "int", True),
-    ("device_name", "str", True),
-    ("train_step_ms_median", "num", True),
-    ("train_step_ms_iqr", "num", True),
-    ("infer_img_s", "num", True),
-    ("peak_mem_mb", "num", True),
-    ("flops_per_image", "num", True),
-    ("achieved_tflops", "num", True),
-    ("env", "dict", True),
-    ("tag", "str", True),
-]
+_HPARAMS_REQUIRED = _keys("epochs:int num_classes:int train_size:int")
+_HPARAMS_OPTIONAL = _keys("batch_size:int? schedule:list? width_mult:num? protocol_switches:dict?")
+# val_routing: a gated mixture's last evaluation, images of class c that select component i
+_FINAL_REQUIRED = _keys("top1_err:num top5_err:num? epochs:int")
+_FINAL_OPTIONAL = _keys("train_time_s:num? train_img_s:num? val_routing:list? val_class_counts:int_list?")
+# distinct_topk_*, idle_components_*: per training batch of a gated mixture, mean and worst
+_EPOCH_REQUIRED = _keys("epoch:int train_loss:num? val_top1_err:num?")
+_EPOCH_OPTIONAL = _keys(
+    "lr:num? train_ce:num? train_balance:num? train_top1_err:num? val_top5_err:num? epoch_time_s:num? "
+    "train_img_s:num? routing_counts:num_list? importance:num_list? gate_logit_spread:num? "
+    "gate_noise_spread:num? distinct_topk_mean:num? distinct_topk_min:int? idle_components_mean:num? "
+    "idle_components_max:int?"
+)
+_BENCH_REQUIRED = _keys(
+    "format_version:int run:dict? variant:str backbone:str input_size:int_list batch_size:int device:str "
+    "train_img_s:num params:int"
+)
+_BENCH_OPTIONAL = _keys(
+    "num_classes:int? device_name:str? train_step_ms_median:num? train_step_ms_iqr:num? infer_img_s:num? "
+    "peak_mem_mb:num? flops_per_image:num? achieved_tflops:num? env:dict? tag:str?"
+)
 assert {k for k, _, _ in _EPOCH_REQUIRED + _EPOCH_OPTIONAL} == set(EPOCH_KEYS)
 
 #: Numeric epoch fields (what an epochs frame has one column each for).
@@ -278,28 +150,15 @@ def _check(path: PathLike, obj: Mapping, prefix: str, required, optional=()) -> 
                 raise ResultFileError(path, f"missing required key {name!r}")
             continue
         value = obj[key]
+        what, check, _ = _KINDS[kind]
         if value is None:
             if not nullable:
-                raise ResultFileError(path, f"key {name!r} must be {_KIND_TEXT[kind]}, got null")
+                raise ResultFileError(path, f"key {name!r} must be {what}, got null")
             continue
-        if not _CHECKS[kind](value):
+        if not check(value):
             raise ResultFileError(
-                path, f"key {name!r} must be {_KIND_TEXT[kind]}, got {value!r} ({type(value).__name__})"
+                path, f"key {name!r} must be {what}, got {value!r} ({type(value).__name__})"
             )
-
-
-def _check_version(path: PathLike, obj: Mapping, expected: int, what: str) -> None:
-    if "format_version" not in obj:
-        raise ResultFileError(
-            path,
-            f"missing required key 'format_version': a {what} written before format "
-            f"{expected} (retrain it: snakemake --forcerun train bench)",
-        )
-    version = obj["format_version"]
-    if version != expected:
-        raise ResultFileError(
-            path, f"key 'format_version' is {version!r}; this gmsop reads {what} format {expected} only"
-        )
 
 
 def check_run_block(run: Mapping | None, path: PathLike = "run") -> None:
@@ -313,22 +172,21 @@ def check_run_block(run: Mapping | None, path: PathLike = "run") -> None:
         _check(path, planned, f"run.planned_for[{i}].", _PLANNED_REQUIRED)
 
 
-def _check_epoch(path: PathLike, ep: Any, where: str) -> None:
-    if not isinstance(ep, dict):
-        raise ResultFileError(path, f"{where[:-1]} must be an object, got {type(ep).__name__}")
-    _check(path, ep, where, _EPOCH_REQUIRED, _EPOCH_OPTIONAL)
-    counts, imp = ep.get("routing_counts"), ep.get("importance")
-    if counts is not None and imp is not None and len(counts) != len(imp):
-        raise ResultFileError(
-            path, f"{where}routing_counts has {len(counts)} entries but {where}importance has {len(imp)}"
-        )
-
-
 def _check_record(path: PathLike, obj: Any, version: int, what: str, required, optional) -> None:
     """The checks metrics.json and bench.json share: an object, its version, its keys, its run block."""
     if not isinstance(obj, dict):
         raise ResultFileError(path, f"expected a JSON object at the top level, got {type(obj).__name__}")
-    _check_version(path, obj, version, what)
+    if "format_version" not in obj:
+        raise ResultFileError(
+            path,
+            f"missing required key 'format_version': a {what} written before format "
+            f"{version} (retrain it: snakemake --forcerun train bench)",
+        )
+    found = obj["format_version"]
+    if found != version:
+        raise ResultFileError(
+            path, f"key 'format_version' is {found!r}; this gmsop reads {what} format {version} only"
+        )
     _check(path, obj, "", required, optional)
     check_run_block(obj["run"], path)
 
@@ -342,8 +200,14 @@ def check_metrics(obj: Any, path: PathLike = "metrics.json") -> dict:
     n_components = None
     for i, ep in enumerate(obj["epochs"]):
         where = f"epochs[{i}]."
-        _check_epoch(path, ep, where)
-        counts = ep.get("routing_counts")
+        if not isinstance(ep, dict):
+            raise ResultFileError(path, f"{where[:-1]} must be an object, got {type(ep).__name__}")
+        _check(path, ep, where, _EPOCH_REQUIRED, _EPOCH_OPTIONAL)
+        counts, imp = ep.get("routing_counts"), ep.get("importance")
+        if counts is not None and imp is not None and len(counts) != len(imp):
+            raise ResultFileError(
+                path, f"{where}routing_counts has {len(counts)} entries but {where}importance has {len(imp)}"
+            )
         if counts is not None:
             if n_components is not None and len(counts) != n_components:
                 raise ResultFileError(
@@ -391,42 +255,14 @@ def bench_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return files
 
 
-def read_progress(path: PathLike) -> list[dict]:
-    """Read ``progress.jsonl``: one validated epoch record per line (a run in progress)."""
-    records = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ResultFileError(path, "file not found") from None
-    for i, line in enumerate(lines):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ResultFileError(path, f"line {i + 1} is not valid JSON ({err})") from None
-        _check_epoch(path, rec, f"line {i + 1}: ")
-        records.append(rec)
-    return records
-
-
-# ---------------------------------------------------------------------------------------------
-# The same declarations as JSON Schema (workflow/schemas/metrics.schema.json is generated from
-# this and a test keeps it equal), for producers outside Python: a user's own rule.
-
-_JSON_TYPES = {
-    "str": {"type": "string"},
-    "int": {"type": "integer"},
-    "num": {"type": "number"},
-    "dict": {"type": "object"},
-    "list": {"type": "array"},
-    "int_list": {"type": "array", "items": {"type": "integer"}},
-    "num_list": {"type": "array", "items": {"type": "number"}},
-}
+# The same declarations as JSON Schema (workflow/schemas/*.schema.json are generated from this,
+# a test keeps them equal), for producers outside Python: a user's own rule.
 
 
 def _object(required, optional=(), nested: dict | None = None) -> dict:
     props = {}
     for key, kind, nullable in list(required) + list(optional):
-        t = dict(nested.get(key, _JSON_TYPES[kind])) if nested else dict(_JSON_TYPES[kind])
+        t = dict((nested or {}).get(key, _KINDS[kind][2]))
         props[key] = {"anyOf": [t, {"type": "null"}]} if nullable else t
     return {"type": "object", "required": [k for k, _, _ in required], "properties": props}
 
@@ -496,9 +332,8 @@ def rule_metrics(
 
 
 def read_rule_metrics(path: PathLike, rule: str, seed: int) -> dict:
-    """Read and validate the ``metrics.json`` a user's rule wrote for ``seed``: the format (as
-    :func:`read_metrics`), the run id ``rule:<rule>`` a table row selects and the seed of its path;
-    :class:`ResultFileError` naming the file and the key otherwise."""
+    """Read and validate the ``metrics.json`` a user's rule wrote for ``seed``: its format, the run
+    id ``rule:<rule>`` and the seed of its path."""
     m = read_metrics(path)
     found = (m.get("run") or {}).get("id")
     if found != rule_run_id(rule):
@@ -517,17 +352,9 @@ def rule_run_id(rule: str) -> str:
     return f"rule:{rule}"
 
 
-def _main(argv: list[str] | None = None) -> int:
-    import argparse
-
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         prog="python -m gmsop.formats", description="Print the JSON Schema of a result file gmsop reads."
     )
     parser.add_argument("kind", choices=["metrics", "bench"], help="which file")
-    args = parser.parse_args(argv)
-    print(json.dumps(json_schema(args.kind), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())
+    print(json.dumps(json_schema(parser.parse_args().kind), indent=2))

@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["load_plugins"]
-
 _LOADED: dict[str, ModuleType] = {}
 
 
 def load_plugins(entries) -> list[ModuleType]:
+    """Import each entry once (a later call returns the same module)."""
     modules = []
     for entry in entries or []:
         entry = str(entry)

@@ -184,17 +184,6 @@ class TestFormat:
         with pytest.raises(ResultFileError, match=r"b.json: key 'format_version' is 3"):
             load_bench([path])
 
-    def test_progress_lines(self, tmp_path):
-        from gmsop.formats import read_progress
-
-        ok = make_metrics()["epochs"]
-        path = tmp_path / "progress.jsonl"
-        path.write_text("".join(json.dumps(e) + "\n" for e in ok))
-        assert [e["epoch"] for e in read_progress(path)] == [1, 2, 3]
-        path.write_text(json.dumps({"epoch": 1}) + "\n")
-        with pytest.raises(ResultFileError, match=r"missing required key 'line 1: train_loss'"):
-            read_progress(path)
-
 
 class TestSchemaFiles:
     """The JSON Schemas shipped for producers outside gmsop are generated from gmsop.formats."""

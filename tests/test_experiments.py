@@ -349,9 +349,11 @@ def test_training_cost_orders_runs_by_epochs_images_backbone_and_head():
 
 def test_a_job_reads_its_identity_from_the_file_the_plan_wrote(tmp_path, monkeypatch):
     """The workflow writes every job's identity block when it plans; a job reads its own there
-    (planning only without that file), and the file is left alone while the plan is unchanged."""
+    (never replanning: without that file it stops), and the file is left alone while the plan is
+    unchanged."""
     import json
 
+    import gmsop.experiments
     from gmsop.formats import run_block
     from gmsop.pipeline import identity, write_identities
 
@@ -360,8 +362,12 @@ def test_a_job_reads_its_identity_from_the_file_the_plan_wrote(tmp_path, monkeyp
     plan = make_plan(cfg)
     run, bench = next(iter(plan.runs)), next(iter(plan.benches))
     expected = json.loads(json.dumps(run_block(run, plan.planned_for(run), plan.runs[run]), default=str))
-    assert identity(cfg, run) == expected  # no file yet: planned in the job
+    with pytest.raises(
+        ValueError, match=r"identities-.*no train identity for .*run the job through snakemake"
+    ):
+        identity(cfg, run)
     path = write_identities(plan, cfg)
+    monkeypatch.setattr(gmsop.experiments, "make_plan", None)  # a job that planned would fail here
     written = path.stat().st_mtime_ns
     assert write_identities(make_plan(cfg), cfg).stat().st_mtime_ns == written
     assert identity(cfg, run) == expected and identity(cfg, bench, "bench")["id"] == bench
@@ -369,3 +375,25 @@ def test_a_job_reads_its_identity_from_the_file_the_plan_wrote(tmp_path, monkeyp
     blocks["train"][run]["planned_for"] = [{"experiment": "x", "row": "y"}]
     path.write_text(json.dumps(blocks))
     assert identity(cfg, run)["planned_for"] == [{"experiment": "x", "row": "y"}]  # read, not replanned
+
+
+def test_a_row_resolves_its_variant_once_and_carries_it(monkeypatch):
+    """Planning resolves each row's variant once (plus once without overrides, to drop the
+    redundant ones from its ids); the resolution travels on the row, so costing a run resolves nothing."""
+    import gmsop.experiments
+    import gmsop.registry
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return gmsop.registry.resolve_variant(*args, **kwargs)
+
+    monkeypatch.setattr(gmsop.experiments, "resolve_variant", counting)
+    plan = make_plan(CONFIG)
+    rows = [r for e in plan.experiments.values() for r in e.rows if not r.rule]
+    assert len(calls) == len(rows) + sum(bool(r.settings["overrides"]) for r in rows)
+    assert all(r.resolved.display_name == r.display for r in rows)
+    calls.clear()
+    costs = [plan.training_cost(run) for run in plan.runs]
+    assert not calls and costs == [gmsop.experiments.training_cost(spec) for spec in plan.runs.values()]
