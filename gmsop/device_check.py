@@ -136,9 +136,7 @@ def cuda_tests(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     if os.environ.get(NESTED_ENV):
         raise Skipped(f"running inside the cuda-tests part of another check-device ({NESTED_ENV} is set)")
     if not (REPO_ROOT / "tests").is_dir() or importlib.util.find_spec("pytest") is None:
-        raise Skipped(
-            f"needs pytest and the tests/ folder beside the package ({REPO_ROOT}): run from a checkout"
-        )
+        raise Skipped(f"needs pytest and tests/ beside the package ({REPO_ROOT}): run from a checkout")
     # only the files that use the marker (importing every test module takes minutes on a small CPU);
     # -o addopts= drops pyproject's options (a bare GPU machine may lack pytest-benchmark)
     files = sorted(
@@ -197,7 +195,7 @@ def compare_paths(variant: str, ctx: Context, dtype: str) -> dict[str, Any]:
             out = model(rt.place(xi))
         (F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()).backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
-        grads = torch.cat([g.flatten() for g in grads])
+        grads = torch.cat([t.flatten() for t in grads])
         res[path] = (out.logits.detach().float(), xi.grad, grads, out.gate.counts.detach())
     (la, xa, ga, ca), (lb, xb, gb, cb) = res["grouped"], res["generic"]
     tol = TOLERANCES[dtype]
@@ -467,29 +465,16 @@ def snakemake_slots(ctx: Context, figures: dict, fail: Callable[[str], None]) ->
 #: name -> (part, help), in the order they run
 PARTS: dict[str, tuple[Callable, str]] = {
     "cuda-tests": (cuda_tests, "pytest -m cuda in a subprocess: the tests that skip without CUDA"),
-    "mixture-paths": (
-        mixture_paths,
-        "grouped vs generic mixture paths agree (bf16, fp32); no host sync (CUDA)",
-    ),
+    "mixture-paths": (mixture_paths, "grouped and generic mixture paths agree (bf16, fp32); no host sync"),
     "compile-graphs": (compile_graphs, "torch.compile graphs and breaks of SR-SOP and GM-SOP-16-8"),
-    "train-smoke": (
-        train_smoke,
-        "two short epochs of every Table-2 variant through the imagenet64 reader and trainer",
-    ),
+    "train-smoke": (train_smoke, "two epochs of every Table-2 variant via the imagenet64 reader and trainer"),
     "throughput": (throughput, "gmsop bench of every Table-2 variant, matmul peak and MFU"),
     "snakemake-slots": (snakemake_slots, "two gpu=1 Snakemake jobs through gmsop.gpu_slots"),
 }
 
 
-def _record(name: str, status: str = "pending", summary="", reason="", duration_s=0.0, figures=None) -> dict:
-    return {
-        "name": name,
-        "status": status,
-        "summary": summary,
-        "reason": reason,
-        "duration_s": duration_s,
-        "figures": figures or {},
-    }
+def _record(*values) -> dict[str, Any]:
+    return dict(zip(("name", "status", "summary", "reason", "duration_s", "figures"), values))
 
 
 def run_part(name: str, fn: Callable, ctx: Context) -> dict[str, Any]:
@@ -552,7 +537,7 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
 def run_parts(parts: dict[str, Callable], ctx: Context, header: dict[str, Any]) -> dict[str, Any]:
     """Run ``parts`` in order, rewriting ``device_check.json`` in ``ctx.out_dir`` before each and at
     the end, with ``device_check.md``; returns the document."""
-    records = [_record(n) for n in parts]
+    records = [_record(n, "pending", "", "", 0.0, {}) for n in parts]
     for i, (name, fn) in enumerate(parts.items()):
         atomic_write_json(ctx.out_dir / JSON_NAME, document(header, records, complete=False))
         records[i] = run_part(name, fn, ctx)
@@ -582,7 +567,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--device",
         choices=("auto", "cuda", "cpu"),
         default="auto",
-        help="auto: CUDA when available, else the CPU (default: %(default)s)",
+        help="auto (default): CUDA if available, else CPU",
     )
     p.add_argument(
         "--tiny",
@@ -590,12 +575,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="small sizes (width 0.25, 16x16 images, batch 32; 1024^2 matmul): every part on a "
         "CPU within a minute. Without it: width 1, 64x64, batch 256, 8192^2 matmul (for CUDA)",
     )
-    p.add_argument(
-        "--parts",
-        default="all",
-        metavar="NAME[,NAME...]",
-        help="run only these parts, comma-separated (default: all)",
-    )
+    p.add_argument("--parts", default="all", metavar="NAME[,NAME...]", help="only these parts (default: all)")
     return p
 
 

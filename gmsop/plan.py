@@ -491,22 +491,13 @@ def format_text(rows: list[RowEstimate], configs: list[str]) -> str:
         }
         for e in per_exp
     ]
-    out = [
-        f"gmsop plan: {', '.join(configs)}",
-        "",
-        "Per row (jobs: new training jobs / seeds, a run shared with an earlier row trains once; "
-        "hours: of the new jobs, h/job: one job; training steps only)",
-        pd.DataFrame(table).to_string(index=False),
-        "",
-        "Speeds:",
-        *[f"  [{i}] {n}" for n, i in notes.items()],
-        "",
-        "Per experiment",
-        pd.DataFrame(exp_table).to_string(index=False),
-        "",
-        total_line(total),
-    ]
-    return "\n".join(out) + "\n"
+    speeds = "\n".join(f"  [{i}] {n}" for n, i in notes.items())
+    return (
+        f"gmsop plan: {', '.join(configs)}\n\nPer row (jobs: new training jobs / seeds, a run shared with an "
+        "earlier row trains once; hours: of the new jobs, h/job: one job; training steps only)\n"
+        f"{pd.DataFrame(table).to_string(index=False)}\n\nSpeeds:\n{speeds}\n\nPer experiment\n"
+        f"{pd.DataFrame(exp_table).to_string(index=False)}\n\n{total_line(total)}\n"
+    )
 
 
 def format_csv(rows: list[RowEstimate]) -> str:
@@ -544,21 +535,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         "  gmsop plan --config workflow/configs/paper-places365.yaml --device-check device_check.json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    many = {"action": "append", "default": [], "metavar": "FILE"}
     p.add_argument(
         "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="workflow config (YAML) as given to snakemake --configfile; repeatable (jobs "
-        "shared between configs count once). Default: ./config.yaml, else the embedded default",
+        **many,
+        help="workflow config (YAML) as given to snakemake --configfile; repeatable (jobs shared between "
+        "configs count once). Default: ./config.yaml, else the embedded default",
     )
-    p.add_argument(
-        "--device-check",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="device_check.json written by 'gmsop check-device' (its throughput part); repeatable",
-    )
+    p.add_argument("--device-check", **many, help="device_check.json of 'gmsop check-device'; repeatable")
     p.add_argument(
         "--bench",
         action="append",
@@ -568,16 +552,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--assume-from-paper",
         action="store_true",
-        help="where nothing of yours is measured at a row's width, use the paper's Sec. 3.2 "
-        "training speeds of four ResNet-18 variants (GTX 1080, 64x64, batch 256), labelled, "
-        "extrapolated by FLOPs to the other rows",
+        help="where nothing of yours is measured at a row's width, use the paper's Sec. 3.2 training "
+        "speeds of four ResNet-18 variants (GTX 1080, 64x64, batch 256), labelled, extrapolated by FLOPs",
     )
     p.add_argument(
         "--format",
         choices=["text", "csv", "json"],
         default="text",
-        help="text: tables and a total line; csv: one line per row, experiment and total; json "
-        "(default: %(default)s)",
+        help="text (default): tables and a total line; csv: one line per row, experiment and total; json",
     )
     return p
 
