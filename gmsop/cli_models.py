@@ -95,26 +95,21 @@ def _format_text(rows: list[dict], markdown: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    a = _parser().parse_args(argv)
     try:
+        variants = a.variants or list_variants()
         rows = model_rows(
-            args.variants or list_variants(),
-            args.backbones,
-            args.input_size,
-            args.num_classes,
-            args.protocol,
-            not args.no_flops,
-            args.width_mult,
+            variants, a.backbones, a.input_size, a.num_classes, a.protocol, not a.no_flops, a.width_mult
         )
     except ValueError as err:
         print(f"gmsop models: error: {err}", file=sys.stderr)
         return 2
-    if args.format == "json":
+    if a.format == "json":
         print(json.dumps(rows, indent=2))
-    elif args.format == "csv":
+    elif a.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     else:
-        print(_format_text(rows, markdown=args.format == "markdown"))
+        print(_format_text(rows, markdown=a.format == "markdown"))
     return 0

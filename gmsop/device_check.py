@@ -49,16 +49,9 @@ from gmsop.registry import build_model
 FORMAT = "gmsop-device-check/1"
 JSON_NAME, MD_NAME = "device_check.json", "device_check.md"
 #: The variants of config.yaml's ``table2`` experiment (a test checks it).
-TABLE2 = (
-    "ResNet-18",
-    "ResNet-18-512d",
-    "Ave-GAP-16",
-    "GM-GAP-16-8",
-    "ResNet-18-8256d",
-    "SR-SOP",
-    "Ave-SOP-16",
-    "Parametric SR-SOP",
-    "GM-SOP-16-8",
+TABLE2 = tuple(
+    "ResNet-18, ResNet-18-512d, Ave-GAP-16, GM-GAP-16-8, ResNet-18-8256d, SR-SOP, Ave-SOP-16, "
+    "Parametric SR-SOP, GM-SOP-16-8".split(", ")
 )
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Set for the cuda-tests subprocess, so a check-device a test starts does not recurse.
@@ -302,11 +295,9 @@ def write_imagenet_release(
 
 
 def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
-    s = ctx.sizes
-    root = ctx.work_dir / "imagenet"
-    figures["data"] = write_imagenet_release(
-        root, s.image_size, s.train_images, s.train_images // 8, s.num_classes
-    )
+    s, root, n = ctx.sizes, ctx.work_dir / "imagenet", ctx.sizes.train_images
+    figures["data"] = write_imagenet_release(root, s.image_size, n, n // 8, s.num_classes)
+    options = {"size": s.image_size, "num_classes": s.num_classes, "cache_dir": str(ctx.work_dir / "cache")}
 
     def one(variant: str) -> dict[str, Any]:
         lr = default_schedule(variant)[0][0] * s.lr_scale
@@ -315,9 +306,7 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
             dataset="imagenet64",
             data_root=str(root),
             batch_size=s.batch_size,
-            dataset_options=dict(
-                size=s.image_size, num_classes=s.num_classes, cache_dir=str(ctx.work_dir / "cache")
-            ),
+            dataset_options=options,
             schedule=[(lr, 2)],
             device=str(ctx.device),
             overrides=_overrides(s),
@@ -610,11 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(device=device, sizes=sizes, out_dir=out.resolve(), work_dir=Path(work))
         doc = run_parts({n: PARTS[n][0] for n in names}, ctx, header)
     c = doc["counts"]
-    print(
-        f"{doc['verdict'].upper()}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped; "
-        f"wrote {out / JSON_NAME} and {out / MD_NAME}",
-        flush=True,
-    )
+    counts = f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
+    print(f"{doc['verdict'].upper()}: {counts}; wrote {out / JSON_NAME} and {out / MD_NAME}", flush=True)
     return 1 if c["failed"] else 0
 
 

@@ -61,14 +61,20 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(len(re.findall(r"(?m)^GPU \d+:", listing)))]
 
 
-def _lock_file(path: str) -> int:
+def _try_lock(path: str) -> int | None:
+    """A descriptor holding an exclusive lock on ``path``, or None while another process holds it."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # let other users lock it too
     except PermissionError:  # another user's lock file: flock works on a read-only descriptor
-        return os.open(path, os.O_RDONLY)
-    with contextlib.suppress(OSError):
-        os.fchmod(fd, 0o666)  # let other users lock it too
-    return fd
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
 
 
 def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
@@ -106,14 +112,9 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
     while True:
         got: dict[str, int] = {}
         for dev in pool[offset:] + pool[:offset]:
-            if len(got) == n:
-                break
-            fd = _lock_file(os.path.join(directory, re.sub(r"[^\w.-]", "_", f"{host}-gpu{dev}.lock")))
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = os.path.join(directory, re.sub(r"[^\w.-]", "_", f"{host}-gpu{dev}.lock"))
+            if len(got) < n and (fd := _try_lock(path)) is not None:
                 got[dev] = fd
-            except BlockingIOError:
-                os.close(fd)
         if len(got) == n:
             break
         for fd in got.values():  # too few free: hold nothing while waiting

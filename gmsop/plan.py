@@ -512,13 +512,9 @@ def format_csv(rows: list[RowEstimate]) -> str:
 
 def format_json(rows: list[RowEstimate], configs: list[str]) -> str:
     per_exp, total = summarize(rows)
+    total = {**total, "line": total_line(total)}
     return to_json(
-        {
-            "configs": configs,
-            "rows": [asdict(r) for r in rows],
-            "experiments": per_exp,
-            "total": {**total, "line": total_line(total)},
-        }
+        {"configs": configs, "rows": [asdict(r) for r in rows], "experiments": per_exp, "total": total}
     )
 
 
