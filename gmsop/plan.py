@@ -175,9 +175,7 @@ def read_device_check(path: str | Path) -> list[Measurement]:
         side, width, batch = int(sizes["image_size"]), float(sizes["width_mult"]), int(sizes["batch_size"])
         classes = int(sizes.get("bench_classes") or 1000)
     except StopIteration:
-        raise PlanError(
-            f"{where}: no 'throughput' part in 'parts' (run gmsop check-device with it)"
-        ) from None
+        raise PlanError(f"{where}: no 'throughput' part in 'parts' (run check-device with it)") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise PlanError(f"{where}: missing or bad key {err} (sizes, env, parts[].figures.variants)") from None
     name = str(env.get("device_name") or env.get("device"))
