@@ -189,25 +189,17 @@ def compare_paths(variant: str, ctx: Context, dtype: str) -> dict[str, Any]:
         (F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()).backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
         grads = torch.cat([t.flatten() for t in grads])
-        res[path] = (out.logits.detach().float(), xi.grad, grads, out.gate.counts.detach())
-    (la, xa, ga, ca), (lb, xb, gb, cb) = res["grouped"], res["generic"]
-    tol = TOLERANCES[dtype]
-    fig = {
-        "variant": variant,
-        "dtype": dtype,
-        "default_path": model.head.execution_path(ctx.device),
-        "output_rel": _rel(la, lb),
-        "input_grad_rel": _rel(xa, xb),
-        "param_grad_rel": _rel(ga, gb),
-        "routing_counts_equal": bool(torch.equal(ca, cb)),
-        "tol_output": tol["output"],
-        "tol_grad": tol["grad"],
-    }
-    fig["problems"] = [
-        f"{k} {fig[k]:.2e} > {tol[t]:g}"
-        for k, t in (("output_rel", "output"), ("input_grad_rel", "grad"), ("param_grad_rel", "grad"))
-        if not fig[k] <= tol[t]
-    ] + ([] if fig["routing_counts_equal"] else ["routing differs"])
+        res[path] = {"output": out.logits.detach().float(), "input_grad": xi.grad, "param_grad": grads}
+        res[path]["counts"] = out.gate.counts.detach()
+    tol, problems = TOLERANCES[dtype], []
+    fig = {"variant": variant, "dtype": dtype, "default_path": model.head.execution_path(ctx.device)}
+    for name, t in (("output", "output"), ("input_grad", "grad"), ("param_grad", "grad")):
+        fig[f"{name}_rel"] = rel = _rel(res["grouped"][name], res["generic"][name])
+        if not rel <= tol[t]:
+            problems.append(f"{name}_rel {rel:.2e} > {tol[t]:g}")
+    equal = bool(torch.equal(res["grouped"]["counts"], res["generic"]["counts"]))
+    fig.update(routing_counts_equal=equal, tol_output=tol["output"], tol_grad=tol["grad"])
+    fig["problems"] = problems + ([] if equal else ["routing differs"])
     return fig
 
 
