@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if not nets:
         p.error(f"--variants: none of {args.variants} is one of {[n[0] for n in networks]}")
     print(
-        f"# torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, width {args.width}, "
+        f"# torch {torch.__version__}, {args.threads} thread(s), batch {args.batch_size}, "
+        f"width {args.width}, "
         f"32 px, {args.steps} steps x {args.rounds} rounds, median img/s",
         flush=True,
     )
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             if s != "fp32":
                 ratios = [med[s] / med["fp32"] for _, med in rows]
                 print(
-                    f"# {s} / fp32: geometric mean x{statistics.geometric_mean(ratios):.2f} over {len(rows)} networks"
+                    f"# {s} / fp32: geometric mean x{statistics.geometric_mean(ratios):.2f} "
+                    f"over {len(rows)} networks"
                 )
     return 0
 

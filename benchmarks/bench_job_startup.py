@@ -51,7 +51,10 @@ batch = next(iter(run.data.train_batches(1)))
 train_one_epoch(run.forward, [batch], run.optimizer, run.runtime, epoch=1)
 print("compiler loaded" if "torch._dynamo" in sys.modules else "compiler not loaded")
 """
-AGGREGATION = "import gmsop.pipeline, gmsop.experiments, gmsop.aggregate.tables, gmsop.aggregate.figures, gmsop.aggregate.scorecard"
+AGGREGATION = (
+    "import gmsop.pipeline, gmsop.experiments, gmsop.aggregate.tables, gmsop.aggregate.figures, "
+    "gmsop.aggregate.scorecard"
+)
 
 
 def _time_process(code: str, env: dict) -> tuple[float, str]:
@@ -130,13 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         note = f"; {said[k]}" if said[k] else ""
         print(f"{k:<30} {med[k]:6.2f} s  (rounds: {', '.join(f'{t:.2f}' for t in v)}{note})")
     print(
-        f"as most jobs run / nothing cached: {med['train, as most jobs run'] / med['train, nothing cached']:.2f}"
+        "as most jobs run / nothing cached: "
+        f"{med['train, as most jobs run'] / med['train, nothing cached']:.2f}"
     )
     if args.dag is not None:
         d = dag_startup(args.dag, med["train, as most jobs run"])
         print(
-            f"DAG: {d['train_jobs']} training jobs (median {d['outside_epochs_median']:.2f} s outside their epochs) "
-            f"+ {d['bench_jobs']} benchmark jobs x {med['train, as most jobs run']:.2f} s = {d['startup']:.0f} s of "
+            f"DAG: {d['train_jobs']} training jobs (median {d['outside_epochs_median']:.2f} s outside their "
+            f"epochs) + {d['bench_jobs']} benchmark jobs x {med['train, as most jobs run']:.2f} s = "
+            f"{d['startup']:.0f} s of "
             f"{d['job_seconds']:.0f} s of job time: start-up is {100 * d['share']:.1f}% of it"
         )
     return 0

@@ -1,4 +1,5 @@
-"""Images/s of the real downsampled-ImageNet input path: release npz -> memmap cache -> loader -> augmentation.
+"""Images/s of the real downsampled-ImageNet input path: release npz -> memmap cache -> loader ->
+augmentation.
 
 What is measured: a synthetic release in the real format (``train_data_batch_k.npz`` files with
 ``data`` uint8 (n, 3*S*S) planes and 1-based ``labels``, and ``val_data.npz``) is written to a
@@ -156,10 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        head = f"loader+augment ({args.augment}, {result['device']}, batch {args.batch_size}, {args.size}x{args.size})"
+        head = (
+            f"loader+augment ({args.augment}, {result['device']}, batch {args.batch_size}, "
+            f"{args.size}x{args.size})"
+        )
         for q, r in result["paths"].items():
             print(
-                f"{head} {q:8s}: {r['images_per_s']:,.0f} img/s (median of {r['rounds_images_per_s']}) [{r['placement']}]"
+                f"{head} {q:8s}: {r['images_per_s']:,.0f} img/s "
+                f"(median of {r['rounds_images_per_s']}) [{r['placement']}]"
             )
         if "resident_over_host" in result:
             print(f"resident / host: {result['resident_over_host']:.3f}")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from _bench import CUDA, DEVICE, count_flops, matmul_peak_flops, record, side_by_side
 
 import gmsop
-from gmsop.aggregate.paper_values import PAPER_VALUES
+from gmsop.paper_values import PAPER_VALUES
 
 BATCH = int(os.environ.get("GMSOP_BENCH_BATCH") or (64 if CUDA else 16))
 TABLE2 = [v.variant for v in PAPER_VALUES if v.table == "table2"]
@@ -61,7 +61,8 @@ def test_training_step(benchmark, variant):
         variant,
         rate / matmul_peak_flops(),
         "",
-        f"({step.flops / 1e9:.1f} GFLOP, {med[variant] * 1e3:.0f} ms, {rate / 1e9:.1f} GFLOP/s; matmul {matmul_peak_flops() / 1e9:.1f} GFLOP/s)",
+        f"({step.flops / 1e9:.1f} GFLOP, {med[variant] * 1e3:.0f} ms, {rate / 1e9:.1f} GFLOP/s; "
+        f"matmul {matmul_peak_flops() / 1e9:.1f} GFLOP/s)",
     )
 
 

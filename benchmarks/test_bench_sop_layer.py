@@ -143,7 +143,9 @@ def test_layer_forward_backward(benchmark, batch, m, iterations):
             f"{label}",
             peaks["gmsop"][0] / peaks["autograd"][0],
             "<= 0.999",
-            f"(peak MiB gmsop {peaks['gmsop'][0] / 2**20:.0f}, autograd {peaks['autograd'][0] / 2**20:.0f}, "
-            f"reference {peaks['reference'][0] / 2**20:.0f}; held after forward {peaks['gmsop'][1] / 2**20:.0f} / "
+            f"(peak MiB gmsop {peaks['gmsop'][0] / 2**20:.0f}, "
+            f"autograd {peaks['autograd'][0] / 2**20:.0f}, "
+            f"reference {peaks['reference'][0] / 2**20:.0f}; "
+            f"held after forward {peaks['gmsop'][1] / 2**20:.0f} / "
             f"{peaks['autograd'][1] / 2**20:.0f} / {peaks['reference'][1] / 2**20:.0f})",
         )

@@ -10,38 +10,37 @@ gmsop.functional.isqrt_cov(x)  # only the pooling: (B, d, H, W) -> (B, d(d+1)/2)
 
 __version__ = "0.1.0"
 
-import importlib
+from gmsop import functional
+from gmsop.backbones import create_backbone, list_backbones
+from gmsop.heads import create_head, register_head
+from gmsop.model import GMSOPNet, ModelOutput
+from gmsop.protocol import OFFICIAL, PAPER, Protocol, get_protocol
+from gmsop.registry import (
+    ResolvedVariant,
+    build_model,
+    list_variants,
+    parse_variant,
+    register_variant,
+    resolve_variant,
+)
 
-#: Public name -> defining module, imported on first use (PEP 562): ``import gmsop`` costs
-#: nothing, so a workflow job that only aggregates results never imports torch.
-_MODULE_OF = {
-    "functional": None,
-    "create_backbone": "backbones",
-    "list_backbones": "backbones",
-    "create_head": "heads",
-    "register_head": "heads",
-    "GMSOPNet": "model",
-    "ModelOutput": "model",
-    "OFFICIAL": "protocol",
-    "PAPER": "protocol",
-    "Protocol": "protocol",
-    "get_protocol": "protocol",
-    "ResolvedVariant": "registry",
-    "build_model": "registry",
-    "list_variants": "registry",
-    "parse_variant": "registry",
-    "register_variant": "registry",
-    "resolve_variant": "registry",
-}
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'gmsop' has no attribute {name!r}")
-    module = _MODULE_OF[name]
-    if module is None:
-        return importlib.import_module(f"gmsop.{name}")
-    return getattr(importlib.import_module(f"gmsop.{module}"), name)
-
-
-__all__ = ["__version__", *_MODULE_OF]
+__all__ = [
+    "__version__",
+    "functional",
+    "create_backbone",
+    "list_backbones",
+    "create_head",
+    "register_head",
+    "GMSOPNet",
+    "ModelOutput",
+    "OFFICIAL",
+    "PAPER",
+    "Protocol",
+    "get_protocol",
+    "ResolvedVariant",
+    "build_model",
+    "list_variants",
+    "parse_variant",
+    "register_variant",
+    "resolve_variant",
+]

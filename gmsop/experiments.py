@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gmsop.aggregate.claims import Claim, parse_claims
+from gmsop.claim_spec import Claim, parse_claims
 from gmsop.formats import CHECKED_METRICS_PATH, RULE_METRICS_PATH, RUN_METRICS_PATH
 from gmsop.protocol import SPEED_NEUTRAL
 
@@ -133,7 +133,7 @@ class Row:
 
     @property
     def paper_key(self) -> tuple[str, str] | None:
-        """(paper variant, tag) under which gmsop.aggregate.paper_values files this row."""
+        """(paper variant, tag) under which gmsop.paper_values files this row."""
         if not self.paper:
             return None
         return (self.paper[:-1], "star") if self.paper.endswith("*") else (self.paper, "")
@@ -141,9 +141,9 @@ class Row:
     def paper_setting_gaps(self, paper_dataset: str) -> tuple[str, ...]:
         """How this row's setting differs from the paper's on ``paper_dataset`` (empty: it is the
         paper's setting in full, so a published number there is comparable with it): the dataset,
-        its options in :data:`gmsop.aggregate.paper_values.PAPER_DATA_OPTIONS` (input size, the
+        its options in :data:`gmsop.paper_values.PAPER_DATA_OPTIONS` (input size, the
         complete download), full width, and a schedule at least as long as the paper's."""
-        from gmsop.aggregate import paper_values as pv
+        from gmsop import paper_values as pv
 
         if self.rule:
             return (f"trained by rule {self.rule!r}, whose setting the plan does not know",)

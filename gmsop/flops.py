@@ -1,17 +1,13 @@
-"""Parameter and FLOP counts of a model, as printed by ``gmsop models`` and stored with benchmarks.
-
-FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions, 2 per
-multiply-add) on a forward pass in eval mode, divided by the batch size. A gated mixture is
-counted as it executes: K of the N components per image, plus the gate. Counted only where a
-count is shown (benchmark jobs, ``gmsop models``, ``gmsop plan``), not in training jobs.
+"""Parameter and forward-FLOP counts (``FlopCounterMode``: matmuls and convolutions, 2 per
+multiply-add, eval mode, per image). A gated mixture counts as it executes: K of N components
+plus the gate. Counted where shown (benchmarks, ``gmsop models``, ``gmsop plan``), not in training.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-__all__ = ["count_params", "count_flops"]
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> int:
@@ -23,8 +19,6 @@ def count_flops(
     model: nn.Module, input_size=(3, 64, 64), batch_size: int = 2, device: str | torch.device = "cpu"
 ) -> float:
     """Forward FLOPs per image at ``input_size`` (C, H, W); the model's mode is restored."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
     try:

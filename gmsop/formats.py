@@ -382,12 +382,12 @@ def read_bench(path: PathLike) -> dict:
     return check_bench(_read_json(path), path)
 
 
-def bench_files(paths: Sequence[PathLike]) -> list[Path]:
+def bench_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     """bench.json files: each path a file, or a folder searched with its subfolders (the
     workflow writes ``results/bench/{experiment}/{bench}.json``), in name order."""
     files: list[Path] = []
-    for p in map(Path, paths):
-        files += sorted(p.rglob("*.json")) if p.is_dir() else [p]
+    for p in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
+        files += sorted(p.rglob(f"*{BENCH_SUFFIX}")) if p.is_dir() else [p]
     return files
 
 

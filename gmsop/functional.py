@@ -1,40 +1,11 @@
 """Second-order pooling as plain functions: covariance, Newton-Schulz square root, triangle.
 
-``isqrt_cov(x, iterations=3)`` is iSQRT-COV (Li et al., CVPR 2018), the SR-SOP of the GM-SOP
-paper (Eq. 5 with the iteration of Eq. 9):
-
-    Sigma = X^T Jhat X            biased covariance of the d channels over M = H*W positions
-    A     = Sigma / tr(Sigma)      pre-normalisation, so Newton-Schulz converges
-    Y0 = A, Z0 = I;  T = (3I - Z Y) / 2;  Y <- Y T;  Z <- T Z      (``iterations`` times)
-    C     = Y * sqrt(tr(Sigma))    post-compensation, restores the scale removed above
-    out   = upper triangle of C, row-major, d(d+1)/2 values (no sqrt(2) scaling)
-
-Precision: all of it runs in float32 (float64 if given float64) even under autocast; a
-bfloat16 Newton-Schulz diverges. Zero input: tr(Sigma) is offset by ``EPS`` so an all-zero
-feature map (a dead ReLU, a zero-padded image) gives C = 0 and finite gradients instead of NaN.
-
-Cost (what makes it fast; ``benchmarks/`` measures each choice against the public
-implementation's algorithm and against autograd through the same iterations):
-
-* The iteration never multiplies by the identity: the first step is Y1 = A T0, Z1 = T0, the
-  last computes only Y, so J iterations cost 3J - 3 batched matmuls (not 3J), and the
-  ``(3I - ZY)/2`` is one matmul with its scale applied inside the GEMM plus a diagonal update.
-* ``sqrtm_newton_schulz``'s backward runs the iteration in reverse from the stored Y_k, Z_k, T_k
-  (matrix back-propagation): 6 matmuls per middle step, with every sum accumulated inside the
-  GEMM (``baddbmm_``), no elementwise temporaries, dead gradient buffers reused; exact for any
-  (also non-symmetric) input, so it equals autograd through the same iterations to rounding
-  (gradcheck in float64). Z1 = T0 = (3I - A)/2 is recomputed from A rather than stored.
-* ``isqrt_cov`` is one fused autograd Function from the features to the triangle. Its input
-  is a covariance of real features, so every Y, Z, T is a symmetric polynomial in A (they
-  commute) and only the symmetric part of each gradient matters (the covariance's backward
-  symmetrises it). The backward therefore starts from the symmetrised triangle gradient (one
-  gather with a cached index), uses Z Y = Y Z to drop one matmul in each of the first and last
-  steps, takes <dL/dC, C> from the stored triangle, folds the trace normalisation, the
-  post-compensation and 2/M into one scale of the (d, d) gradient, and back-propagates the
-  covariance as one (d, d) x (d, M) matmul on the features, centred once in the forward (and
-  again in the backward: the input, alive anyway, is kept instead of its centred copy).
-  Between forward and backward it holds A, Y_k, T_k (k >= 1) and Z_k (2 <= k <= J-2), i.e.
-  5 matrices for J = 3 and 11 for J = 5, about half of what autograd keeps.
+``isqrt_cov(x, iterations=3)`` is iSQRT-COV (Li et al., CVPR 2018), the paper's SR-SOP (Eq. 5, 9):
+Sigma = biased channel covariance over M = H*W positions; A = Sigma / tr(Sigma); Newton-Schulz
+Y0 = A, Z0 = I, T = (3I - ZY)/2, Y <- YT, Z <- TZ; C = Y sqrt(tr(Sigma)); out = row-major upper
+triangle of C, d(d+1)/2 values. Runs in float32 (float64 if given) even under autocast (bfloat16
+Newton-Schulz diverges); tr(Sigma) is offset by ``EPS`` so a zero map gives C = 0, not NaN.
+Hand-written backwards (exact adjoints, gradcheck-tested) save memory and matmuls; see benchmarks/.
 """
 
 from __future__ import annotations
@@ -42,10 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["EPS", "covariance", "sqrtm_newton_schulz", "triu_vector", "isqrt_cov", "triu_dim"]
-
-#: Added to tr(Sigma) before dividing by it (and before its square root). Small against any
-#: real trace (activations are O(1) after BN), large enough to keep a zero map finite.
+#: Added to tr(Sigma) before dividing by it: small against any real trace, keeps a zero map finite.
 EPS = 1e-8
 
 
@@ -54,11 +22,7 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def covariance(x: Tensor) -> Tensor:
-    """Biased sample covariance of the channels: (B, C, H, W) or (B, C, M) -> (B, C, C).
-
-    Sigma = (1/M) Xc Xc^T with Xc the channel-centred features, i.e. X^T Jhat X of Eq. 5 with
-    Jhat = (I - 11^T/M)/M. Computed in float32 (or float64) regardless of autocast.
-    """
+    """Biased channel covariance (1/M) Xc Xc^T: (B, C, H, W) or (B, C, M) -> (B, C, C), float32+."""
     if x.dim() == 4:
         x = x.flatten(2)  # (B, C, H, W) -> (B, C, M)
     if x.dim() != 3:
@@ -75,14 +39,14 @@ def _trace(a: Tensor) -> Tensor:
 
 
 def _add_diag_(a: Tensor, value) -> Tensor:
-    """a += value * I in place; ``value`` a number or a (B,) tensor. Touches d entries per matrix."""
+    """a += value * I in place; ``value`` a number or a (B,) tensor."""
     diag = a.diagonal(dim1=-2, dim2=-1)
     diag.add_(value[:, None] if isinstance(value, Tensor) else value)
     return a
 
 
 def _mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
-    """alpha * a @ b with the scale applied inside the GEMM (no extra pass over the result)."""
+    """alpha * a @ b with the scale applied inside the GEMM."""
     return torch.baddbmm(a.new_zeros(()), a, b, beta=0.0, alpha=alpha)
 
 
@@ -96,12 +60,10 @@ def _t0(a: Tensor) -> Tensor:
 
 
 def _ns_forward(a: Tensor, iterations: int, keep_last_z: bool = True) -> tuple[Tensor, list[Tensor | None]]:
-    """Newton-Schulz on the trace-normalised A (B, d, d): returns Y_J and what the backward needs.
+    """Newton-Schulz on A (B, d, d) in 3J - 3 matmuls: Y_J and what the backward needs.
 
-    Saved: [A, Y1, None, T1, Y2, Z2, T2, ..., Y_{J-1}, Z_{J-1}, T_{J-1}] with T_k = (3I - Z_k Y_k)/2;
-    Z1 = T0 = (3I - A)/2 is recomputed from A, and Z_{J-1} is dropped (None) unless
-    ``keep_last_z`` (the symmetric backward does not read it). 3J - 3 matmuls for J >= 2;
-    identity products are never formed.
+    Saved: [A, Y1, None, T1, Y2, Z2, T2, ..., Y_{J-1}, Z_{J-1}, T_{J-1}]; Z1 = T0 is recomputed
+    from A, Z_{J-1} is None unless ``keep_last_z`` (the symmetric backward does not read it).
     """
     t0 = _t0(a)
     y, z = torch.bmm(a, t0), t0  # Y1 = A T0, Z1 = T0
@@ -120,18 +82,14 @@ def _ns_forward(a: Tensor, iterations: int, keep_last_z: bool = True) -> tuple[T
 def _ns_backward(gy: Tensor, saved: list[Tensor | None], iterations: int, symmetric: bool) -> Tensor:
     """Reverse of ``_ns_forward``: cotangent of Y_J -> cotangent of A.
 
-    ``symmetric=False``: the exact adjoint for any input (transposes are GEMM flags, free).
-    ``symmetric=True``: for a symmetric ``gy`` and a symmetric A (so every Y, Z, T is a
-    symmetric polynomial in A and they commute); only the symmetric part of the result is
-    meaningful, and the caller symmetrises it. Uses Gy T - (ZY) Gy / 2 = Gy T + T Gy - 1.5 Gy
-    in the last step and sym(Gy A) = sym(A Gy) in the first, one matmul less in each.
+    ``symmetric=False``: the exact adjoint for any input. ``symmetric=True``: for symmetric ``gy``
+    and A (every Y, Z, T then commute); only the symmetric part of the result is meaningful (the
+    caller symmetrises it), which saves one matmul in the first and last steps.
     """
     a = saved[0]
     t0 = None
     gz = None
-    # Buffers are reused as soon as they are dead, so at most four (B, d, d) gradients are alive
-    # on top of the saved tensors. ``gy`` is only written to when ``symmetric`` (the caller's
-    # own temporary); otherwise it may be the incoming gradient, which must stay untouched.
+    # Dead buffers are reused; ``gy`` is written to only when ``symmetric`` (the caller's temporary).
     for k in range(iterations - 1, 0, -1):
         y, z, t = saved[3 * k - 2 : 3 * k + 1]  # Y_k, Z_k, T_k ;  Y_{k+1} = Y_k T_k,  Z_{k+1} = T_k Z_k
         if k == 1:
@@ -164,11 +122,7 @@ def _ns_backward(gy: Tensor, saved: list[Tensor | None], iterations: int, symmet
 
 
 class _NewtonSchulzSqrtm(torch.autograd.Function):
-    """Forward: pre-normalise, iterate, post-compensate. Backward: the same steps reversed.
-
-    The backward is exact for any (also non-symmetric) input, so it equals autograd through
-    the same iterations to rounding (checked by gradcheck in float64).
-    """
+    """Pre-normalise, iterate, post-compensate; the backward is exact for any input."""
 
     @staticmethod
     def forward(ctx, sigma: Tensor, iterations: int) -> Tensor:
@@ -195,12 +149,8 @@ class _NewtonSchulzSqrtm(torch.autograd.Function):
 
 
 def sqrtm_newton_schulz(sigma: Tensor, iterations: int = 3) -> Tensor:
-    """Approximate matrix square root of SPD matrices (B, d, d) -> (B, d, d).
-
-    Trace-normalised Newton-Schulz with post-compensation (see the module docstring);
-    ``iterations`` is 3 in the authors' released code and 5 in the paper's text. Runs in
-    float32 (or float64 for float64 input) even under autocast.
-    """
+    """Approximate square root of SPD matrices (B, d, d) -> (B, d, d) (released code: 3 iterations,
+    paper: 5)."""
     if sigma.dim() != 3 or sigma.shape[-1] != sigma.shape[-2]:
         raise ValueError(f"sqrtm_newton_schulz expects (B, d, d), got shape {tuple(sigma.shape)}")
     if int(iterations) < 1:
@@ -217,50 +167,38 @@ def triu_dim(d: int) -> int:
 _TRIU_CACHE: dict[tuple, Tensor | tuple[Tensor, Tensor]] = {}
 
 
-def _build_flat_index(d: int, device: torch.device) -> Tensor:
-    r, c = torch.triu_indices(d, d, device=device)
-    return r * d + c  # (d(d+1)/2,)
-
-
-def _build_sym_gather(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    r, c = torch.triu_indices(d, d, device=device)
-    pos = torch.empty(d, d, dtype=torch.long, device=device)
-    pos[r, c] = torch.arange(r.numel(), device=device)
-    pos[c, r] = pos[r, c]
-    weight = torch.where(r == c, 1.0, 0.5).to(dtype)
-    return pos.flatten(), weight  # (d*d,), (d(d+1)/2,)
-
-
-# Why the caches are bypassed under ``torch.compile``: the Functions below read them inside
-# their forward and backward, which Dynamo traces as higher-order ops, and a higher-order op
-# may not mutate state from outside its scope ("HOP: Unsafe side effect"). A cache miss while
-# tracing therefore split the model into several graphs (and a hit would bake a tensor of
-# whatever device the cache held into the graph). Traced code builds the indices from
-# ``triu_indices`` instead: pure ops on no input, which the compiler constant-folds, so the
-# compiled graph has no side effect and no Python state; eager code keeps the cache. Both give
-# the same integers, so the numerics are identical either way.
+def _cached(key: tuple, build):
+    """``build()`` cached by ``key`` in eager mode. Under ``torch.compile`` the cache is bypassed:
+    a Function's forward/backward may not mutate outside state, and ``triu_indices`` constant-folds."""
+    if torch.compiler.is_compiling():
+        return build()
+    if key not in _TRIU_CACHE:
+        _TRIU_CACHE[key] = build()
+    return _TRIU_CACHE[key]
 
 
 def _triu_flat_index(d: int, device: torch.device) -> Tensor:
-    """Row-major positions (in the flattened d x d matrix) of the upper triangle, cached (eager)."""
-    if torch.compiler.is_compiling():
-        return _build_flat_index(d, device)
-    key = ("index", d, device)
-    if key not in _TRIU_CACHE:
-        _TRIU_CACHE[key] = _build_flat_index(d, device)
-    return _TRIU_CACHE[key]
+    """Row-major positions (in the flattened d x d matrix) of the upper triangle."""
+
+    def build():
+        r, c = torch.triu_indices(d, d, device=device)
+        return r * d + c  # (d(d+1)/2,)
+
+    return _cached(("index", d, device), build)
 
 
 def _triu_sym_gather(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(index (d*d,), weight (d(d+1)/2,)), cached (eager): ``(g * weight)[:, index]`` is sym(U)
-    for the upper-triangular U holding the triangle vector g: entry (i, j) reads the triangle
-    position of (min(i, j), max(i, j)); off-diagonal values are halved, the diagonal is kept."""
-    if torch.compiler.is_compiling():
-        return _build_sym_gather(d, device, dtype)
-    key = ("sym", d, device, dtype)
-    if key not in _TRIU_CACHE:
-        _TRIU_CACHE[key] = _build_sym_gather(d, device, dtype)
-    return _TRIU_CACHE[key]
+    """(index (d*d,), weight (d(d+1)/2,)): ``(g * weight)[:, index]`` is sym(U) for the upper-triangular
+    U holding the triangle vector g (off-diagonal values halved)."""
+
+    def build():
+        r, c = torch.triu_indices(d, d, device=device)
+        pos = torch.empty(d, d, dtype=torch.long, device=device)
+        pos[r, c] = torch.arange(r.numel(), device=device)
+        pos[c, r] = pos[r, c]
+        return pos.flatten(), torch.where(r == c, 1.0, 0.5).to(dtype)
+
+    return _cached(("sym", d, device, dtype), build)
 
 
 def triu_vector(c: Tensor) -> Tensor:
@@ -271,23 +209,15 @@ def triu_vector(c: Tensor) -> Tensor:
     return c.flatten(1).index_select(1, _triu_flat_index(d, c.device))  # (B, d*d) -> (B, d(d+1)/2)
 
 
-#: On the CPU the fused layer works through the batch in chunks of about this many bytes of one
-#: (d, d) operand per thread, so the iteration's operands stay in cache from one matmul to the
-#: next: 8 matrices of 128x128 in float32 (a whole batch of 576 such matrices, ~38 MB per
-#: operand, does not fit; measured ~25% faster fwd+bwd at batch 576, see benchmarks/). Small
-#: matrices take proportionally more per chunk (128 of 32x32), which saves per-call overhead:
-#: ~20% of the layer's time at d=32 (the embedded default's width). Each matrix's products are
-#: computed alone whatever the chunk, so results do not depend on it. Accelerators take the
-#: whole batch at once.
+#: On the CPU the batch is processed in chunks of about this many bytes of one (d, d) operand per
+#: thread, so operands stay in cache between matmuls (~25% faster at d=128, ~20% at d=32;
+#: benchmarks/). Each matrix is computed alone, so results do not depend on the chunking.
 CPU_CHUNK_BYTES_PER_THREAD = 8 * 128 * 128 * 4
 
 
 def _chunks(x: Tensor) -> list[tuple[int, int]]:
-    """(start, end) of each chunk of the batch. Under ``torch.compile`` the chunk is sized for
-    one thread: ``torch.get_num_threads()`` returns a Python int that Dynamo cannot put in a
-    graph and breaks on (results per matrix do not depend on the chunk; only cache use does).
-    Not ``torch.compiler.assume_constant_result``: decorating with it imports torch._dynamo
-    when this module loads, about a second of every job's start-up."""
+    """(start, end) of each chunk of the batch; one chunk off the CPU. Under ``torch.compile`` the
+    chunk is sized for one thread (Dynamo cannot trace ``torch.get_num_threads()``)."""
     b = x.shape[0]
     if x.device.type == "cpu":
         per_matrix = x.shape[1] * x.shape[1] * x.element_size()
@@ -302,10 +232,9 @@ def _chunks(x: Tensor) -> list[tuple[int, int]]:
 class _ISqrtCov(torch.autograd.Function):
     """covariance -> Newton-Schulz -> triangle as one Function: (B, d, M) -> (B, d(d+1)/2).
 
-    Saves the input and its channel means (the centred copy is rebuilt in the backward rather
-    than kept), A and the iteration's Y_k, Z_k, T_k that the symmetric backward reads, the trace
-    and the output triangle; the backward is the one described in the module docstring. Both
-    passes run chunk by chunk over the batch (``_chunks``).
+    Saves the input and its channel means (the centred copy is rebuilt in the backward), the
+    iteration's matrices, the trace and the output. The covariance is symmetric, so the backward
+    starts from the symmetrised triangle gradient and uses ``_ns_backward(symmetric=True)``.
     """
 
     @staticmethod
@@ -364,8 +293,7 @@ class _ISqrtCov(torch.autograd.Function):
 def isqrt_cov(x: Tensor, iterations: int = 3) -> Tensor:
     """iSQRT-COV pooling: (B, d, H, W) or (B, d, M) -> (B, d(d+1)/2), float32 even under autocast.
 
-    Equal to ``triu_vector(sqrtm_newton_schulz(covariance(x), iterations))`` (to rounding),
-    computed by one fused Function with a cheaper backward.
+    Equals ``triu_vector(sqrtm_newton_schulz(covariance(x), iterations))`` to rounding, fused.
     """
     if x.dim() == 4:
         x = x.flatten(2)  # (B, d, H, W) -> (B, d, M)

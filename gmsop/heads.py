@@ -1,13 +1,9 @@
 """Head families by name: ``create_head("gm_sop", in_channels=128, protocol=OFFICIAL, num_experts=16, k=8)``.
 
-A head maps the backbone map (B, C, H, W) to a representation (B, out_features); mixtures
-return ``(representation, GateStats)``. Every head states ``out_features``, ``second_order``
-(the backbone's last stride follows it) and ``mixture`` (the classifier adds BN + dropout).
-
-Built-in families and their keyword arguments (defaults in brackets):
+A head maps the backbone map (B, C, H, W) to (B, out_features); mixtures return
+``(representation, GateStats)``. Built-in families and their options [defaults]:
     gap        -                                    GAP, C-d
-    pgap       width [512], conv_bn [False]         1x1 conv [-> BN] -> ReLU -> GAP ("ResNet-18-Xd"),
-                                                    a single-CM GM-GAP: BN1d + dropout classifier
+    pgap       width [512], conv_bn [False]         1x1 conv [-> BN] -> ReLU -> GAP ("ResNet-18-Xd")
     srsop      -                                    iSQRT-COV, C(C+1)/2-d
     psrsop     dims [(2C, sop_dim)]                 parametric SR-SOP (J convs, Eq. 6)
     ave_gap    num_experts [16], width [512]        Ave-N of parametric GAPs
@@ -15,24 +11,10 @@ Built-in families and their keyword arguments (defaults in brackets):
     gm_gap     num_experts [16], k [8], width       GM-GAP-N-K
     gm_sop     num_experts [16], k [8], dims        GM-SOP-N-K
     sg_moe     num_experts [16], k [8], width [512] One-layer SG-MoE (linear experts on GAP)
-    (gm_gap, gm_sop, sg_moe also take gate_dims [(2C, sop_dim)]: the gate trunk's conv widths)
-
-``sop_dim`` (128) is the width entering every second-order pooling and the gate's trunk
-output; ``width`` (512) the parametric GAP / expert width. ``build_model(width_mult=m)``
-scales both (and the backbone), for CPU-sized experiments. ``gate_dims`` lists the widths of the
-gate's 1x1 conv + BN + ReLU layers (None: 2C then sop_dim, the released ResNet gates); the
-registry sets ``[2C]`` for GM-GAP on WRN-36-2, the released gate there (one conv 256->512, a
-512-d gate feature).
     netvlad    clusters [64]                        NetVLAD, K*C-d
-
-Protocol values used: ns_iterations, cm_batchnorm, gate_noise, alpha, alpha_per_batch,
-bn_momentum. A user head class is registered with ``register_head(name, cls)``; its
-constructor receives ``in_channels`` (and ``protocol`` if it accepts that argument).
-
-Each family also declares its ``HeadTraits`` (second order, mixture, gated, schedule family;
-``head_traits(name)``), so the registry can plan a variant -- the backbone's last stride, the
-classifier's dropout, the default schedule -- without building a module. A registered head
-declares them as class attributes of the same names or as ``register_head`` arguments.
+``sop_dim`` [128] is the width entering every second-order pooling and the gate trunk's output;
+``gate_dims`` [(2C, sop_dim)] the gate's 1x1 conv + BN + ReLU widths (gm_gap, gm_sop, sg_moe).
+Each family declares its ``HeadTraits``, so the registry plans a variant without building it.
 """
 
 from __future__ import annotations
@@ -56,19 +38,7 @@ from gmsop.layers import (
     XdHead,
     gating_trunk,
 )
-from gmsop.layers.gap import global_avg_pool
 from gmsop.protocol import Protocol
-
-__all__ = [
-    "HEADS",
-    "SCHEDULE_FAMILIES",
-    "HeadTraits",
-    "create_head",
-    "get_head",
-    "head_kwargs",
-    "head_traits",
-    "register_head",
-]
 
 #: The released code's schedule families (its lr x epochs: gmsop.engine.config.DEFAULT_SCHEDULES):
 #: first-order heads train on GAP's, second-order heads and NetVLAD on SR-SOP's, GM-SOP on its own.
@@ -77,12 +47,9 @@ SCHEDULE_FAMILIES: tuple[str, ...] = ("gap", "srsop", "gm_sop")
 
 @dataclass(frozen=True)
 class HeadTraits:
-    """What a head family is, known before it is built.
-
-    ``second_order`` sets the backbone's last stride (a second-order head keeps the 16x16 map
-    under the released code), ``mixture`` the classifier (BN + dropout before it), ``gated`` whether
-    a balance loss (alpha) applies, ``schedule_family`` the default learning-rate schedule.
-    """
+    """What a head family is, known before it is built: ``second_order`` sets the backbone's last
+    stride, ``mixture`` the classifier (BN + dropout), ``gated`` whether a balance loss applies,
+    ``schedule_family`` the default learning-rate schedule."""
 
     second_order: bool = False
     mixture: bool = False
@@ -94,29 +61,6 @@ class HeadTraits:
             raise ValueError(
                 f"unknown schedule family {self.schedule_family!r}; valid: {', '.join(SCHEDULE_FAMILIES)}"
             )
-
-
-class _Pool(nn.Module):
-    """GAP as a module, for the end of the gate's trunk."""
-
-    def forward(self, x):
-        return global_avg_pool(x)
-
-
-def _gate(
-    in_channels: int, p: Protocol, num_experts: int, k: int, second_order: bool, out: int = 128, dims=None
-) -> NoisyTopKGate:
-    """The gate: trunk widths ``dims`` (None: 2C then ``out``), then SR-SOP or GAP on the last width."""
-    widths = [2 * in_channels, int(out)] if dims is None else [int(w) for w in dims]
-    if not widths or any(w < 1 for w in widths):
-        raise ValueError(f"gate_dims must be a non-empty list of positive widths, got {dims!r}")
-    if second_order:  # GM-SOP: the gate's prediction layers end in a full SR-SOP (8256-d)
-        pool = SRSOP(widths[-1], p.ns_iterations)
-        feat = pool.out_features
-    else:  # GM-GAP / SG-MoE: ... ending in GAP (128-d; 512-d with the WRN-36-2 gate [512])
-        pool, feat = _Pool(), widths[-1]
-    trunk = gating_trunk(in_channels, pool, bn_momentum=p.bn_momentum, dims=widths)
-    return NoisyTopKGate(trunk, feat, num_experts, k, noise=p.gate_noise)
 
 
 def _psrsop(c: int, p: Protocol, dims=None, sop_dim=128) -> ParametricSRSOP:
@@ -146,25 +90,27 @@ def _ave_sop(c, p, num_experts=16, dims=None, sop_dim=128):
     return AverageMixture([_psrsop(c, p, dims, sop_dim) for _ in range(_n(num_experts))])
 
 
+def _gated(c: int, p: Protocol, n, k, second_order: bool, out, dims, component) -> GatedMixture:
+    """N ``component()``s behind a gate: trunk widths ``dims`` (None: 2C, ``out``), then SR-SOP or GAP."""
+    n, widths = _n(n), ([2 * c, int(out)] if dims is None else [int(w) for w in dims])
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError(f"gate_dims must be a non-empty list of positive widths, got {dims!r}")
+    pool = SRSOP(widths[-1], p.ns_iterations) if second_order else GAP(widths[-1])
+    trunk = gating_trunk(c, pool, widths, p.bn_momentum)
+    gate = NoisyTopKGate(trunk, pool.out_features, n, k, noise=p.gate_noise)
+    return GatedMixture([component() for _ in range(n)], gate, p.alpha, p.alpha_per_batch)
+
+
 def _gm_gap(c, p, num_experts=16, k=8, width=512, sop_dim=128, gate_dims=None):
-    gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim, dims=gate_dims)
-    return GatedMixture(
-        [ParametricGAP(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch
-    )
+    return _gated(c, p, num_experts, k, False, sop_dim, gate_dims, lambda: ParametricGAP(c, width))
 
 
 def _gm_sop(c, p, num_experts=16, k=8, dims=None, sop_dim=128, gate_dims=None):
-    gate = _gate(c, p, _n(num_experts), k, second_order=True, out=sop_dim, dims=gate_dims)
-    return GatedMixture(
-        [_psrsop(c, p, dims, sop_dim) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch
-    )
+    return _gated(c, p, num_experts, k, True, sop_dim, gate_dims, lambda: _psrsop(c, p, dims, sop_dim))
 
 
 def _sg_moe(c, p, num_experts=16, k=8, width=512, sop_dim=128, gate_dims=None):
-    gate = _gate(c, p, _n(num_experts), k, second_order=False, out=sop_dim, dims=gate_dims)
-    return GatedMixture(
-        [LinearExpert(c, width) for _ in range(num_experts)], gate, p.alpha, p.alpha_per_batch
-    )
+    return _gated(c, p, num_experts, k, False, sop_dim, gate_dims, lambda: LinearExpert(c, width))
 
 
 def _netvlad(c, p, clusters=64):
@@ -177,52 +123,34 @@ def _n(num_experts) -> int:
     return int(num_experts)
 
 
-#: family name -> factory(in_channels, protocol, **kwargs)
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    "gap": _gap,
-    "pgap": _pgap,
-    "srsop": _srsop,
-    "psrsop": _psrsop,
-    "ave_gap": _ave_gap,
-    "ave_sop": _ave_sop,
-    "gm_gap": _gm_gap,
-    "gm_sop": _gm_sop,
-    "sg_moe": _sg_moe,
-    "netvlad": _netvlad,
-}
-
 _FIRST, _SECOND = HeadTraits(), HeadTraits(second_order=True, schedule_family="srsop")
-#: family name -> (the factory the traits were declared for, its traits). Keyed by factory too,
-#: so a family replaced behind register_head's back (HEADS[name] = ...) is not described by stale traits.
+#: family name -> (the factory the traits were declared for, its traits): a family replaced behind
+#: register_head's back (HEADS[name] = ...) is not described by stale traits.
 _TRAITS: dict[str, tuple[Callable[..., nn.Module], HeadTraits]] = {
-    name: (HEADS[name], traits)
-    for name, traits in {
-        "gap": _FIRST,
-        "pgap": HeadTraits(mixture=True),  # the paper's single-CM GM-GAP (Sec. 3.1, note 2)
-        "srsop": _SECOND,
-        "psrsop": _SECOND,
-        "ave_gap": HeadTraits(mixture=True),
-        "ave_sop": HeadTraits(second_order=True, mixture=True, schedule_family="srsop"),
-        "gm_gap": HeadTraits(mixture=True, gated=True),
-        "gm_sop": HeadTraits(second_order=True, mixture=True, gated=True, schedule_family="gm_sop"),
-        "sg_moe": HeadTraits(mixture=True, gated=True),
-        "netvlad": HeadTraits(schedule_family="srsop"),  # first-order, but trained on SR-SOP's schedule
-    }.items()
+    "gap": (_gap, _FIRST),
+    "pgap": (_pgap, HeadTraits(mixture=True)),  # the paper's single-CM GM-GAP (Sec. 3.1, note 2)
+    "srsop": (_srsop, _SECOND),
+    "psrsop": (_psrsop, _SECOND),
+    "ave_gap": (_ave_gap, HeadTraits(mixture=True)),
+    "ave_sop": (_ave_sop, HeadTraits(second_order=True, mixture=True, schedule_family="srsop")),
+    "gm_gap": (_gm_gap, HeadTraits(mixture=True, gated=True)),
+    "gm_sop": (_gm_sop, HeadTraits(second_order=True, mixture=True, gated=True, schedule_family="gm_sop")),
+    "sg_moe": (_sg_moe, HeadTraits(mixture=True, gated=True)),
+    "netvlad": (_netvlad, HeadTraits(schedule_family="srsop")),  # first-order, trained on SR-SOP's schedule
 }
+#: family name -> factory(in_channels, protocol, **kwargs)
+HEADS: dict[str, Callable[..., nn.Module]] = {name: factory for name, (factory, _) in _TRAITS.items()}
 
 
 def _declared_flag(head: Callable[..., nn.Module], attr: str) -> bool:
-    """A class attribute ``attr`` of a head class, if it is a plain flag (a property cannot be read unbuilt)."""
+    """A class attribute ``attr`` of a head class, if it is a plain flag (not a property)."""
     value = inspect.getattr_static(head, attr, False)
     return bool(value) if isinstance(value, (bool, int)) else False
 
 
 def _traits_of(head: Callable[..., nn.Module], **given) -> HeadTraits:
-    """Traits from ``given`` (register_head's arguments), else the head class's attributes.
-
-    The schedule family defaults to "srsop" for a second-order head and "gap" otherwise, the
-    families the released code trains first- and second-order single heads with.
-    """
+    """Traits from ``given`` (register_head's arguments), else the head class's attributes; the
+    schedule family defaults to "srsop" for a second-order head and "gap" otherwise."""
     flags = {
         attr: bool(given[attr]) if given.get(attr) is not None else _declared_flag(head, attr)
         for attr in ("second_order", "mixture", "gated")
@@ -246,12 +174,9 @@ def register_head(
 ) -> Callable[..., nn.Module]:
     """Make ``head`` (an nn.Module class or factory) available as head family ``name``.
 
-    ``head(in_channels, [protocol=...], **kwargs)`` must return a module with
-    ``out_features``; it may set ``second_order`` / ``mixture`` and return ``(y, GateStats)``.
-    Those flags (and ``gated``, ``schedule_family``) are read from the class attributes, or
-    given here (a factory function has none); the registry plans with them before building,
-    and ``build_model`` refuses a built head that contradicts them.
-    Refuses to replace an existing name unless ``overwrite``.
+    ``head(in_channels, [protocol=...], **kwargs)`` must return a module with ``out_features``;
+    it may return ``(y, GateStats)``. Its traits (``HeadTraits``' fields) are read from the class
+    attributes or given here; ``build_model`` refuses a built head that contradicts them.
     """
     if not callable(head):
         raise TypeError(f"head {name!r} must be a class or callable, got {head!r}")

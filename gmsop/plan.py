@@ -208,7 +208,7 @@ def read_device_check(path: str | Path) -> list[Measurement]:
 
 def paper_measurements() -> list[Measurement]:
     """The paper's published training speeds (Sec. 3.2: GTX 1080, 64x64, batch 256, ResNet-18)."""
-    from gmsop.aggregate.paper_values import TRAIN_FPS
+    from gmsop.paper_values import TRAIN_FPS
 
     return [
         Measurement(

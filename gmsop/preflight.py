@@ -30,7 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PreflightResult", "networks", "preflight_network", "verdict", "main"]
+import torch
+import yaml
+
+from gmsop.atomic import atomic_write_json
+from gmsop.engine.loop import forward_loss
+from gmsop.engine.trainer import build_run
+from gmsop.experiments import make_plan
+from gmsop.pipeline import train_config
+from gmsop.plan import dataset_facts
 
 #: thresholds of the verdicts (module docstring)
 DIVERGE_FACTOR = 2.0
@@ -60,32 +68,24 @@ class PreflightResult:
     verdict: str = ""
     reason: str = ""
 
-    @property
-    def ln_classes(self) -> float:
-        return math.log(self.classes)
-
 
 def verdict(
-    losses: list[float],
-    grad_norms: list[float],
-    live_units: list[float],
-    top_share: list[float],
-    classes: int,
+    losses: list[float], norms: list[float], live: list[float], share: list[float], classes: int
 ) -> tuple[str, str]:
     """(verdict, reason) from per-step records (module docstring: the rules, in that order)."""
     ln_c = math.log(classes)
     for i, loss in enumerate(losses, start=1):
         if not math.isfinite(loss):
             return "diverged", f"loss not finite at step {i}"
-    if live_units[-1] < DEAD_FRACTION:
-        return "collapsed", f"{100 * live_units[-1]:.0f}% of the backbone's last-ReLU units alive at the end"
-    if live_units[-1] < DYING_RATIO * live_units[0]:
+    if live[-1] < DEAD_FRACTION:
+        return "collapsed", f"{100 * live[-1]:.0f}% of the backbone's last-ReLU units alive at the end"
+    if live[-1] < DYING_RATIO * live[0]:
         return "collapsed", (
-            f"the backbone's last-ReLU units are dying: {100 * live_units[0]:.0f}% alive at the "
-            f"start, {100 * live_units[-1]:.0f}% at the end"
+            f"the backbone's last-ReLU units are dying: {100 * live[0]:.0f}% alive at the "
+            f"start, {100 * live[-1]:.0f}% at the end"
         )
-    if grad_norms[0] > 0 and grad_norms[-1] < VANISHED_RATIO * grad_norms[0]:
-        return "collapsed", f"gradients vanished (norm {grad_norms[0]:.3g} -> {grad_norms[-1]:.3g})"
+    if norms[0] > 0 and norms[-1] < VANISHED_RATIO * norms[0]:
+        return "collapsed", f"gradients vanished (norm {norms[0]:.3g} -> {norms[-1]:.3g})"
     peak = max(losses)
     if peak > DIVERGE_FACTOR * ln_c:
         step = losses.index(peak) + 1
@@ -95,19 +95,18 @@ def verdict(
         )
     tail = max(2, len(losses) // 4)
     start, end = sum(losses[:2]) / len(losses[:2]), sum(losses[-tail:]) / tail
-    if top_share[-1] >= ONE_CLASS_SHARE and abs(end - ln_c) < MIN_DROP * ln_c:
+    if share[-1] >= ONE_CLASS_SHARE and abs(end - ln_c) < MIN_DROP * ln_c:
         return "collapsed", (
-            f"predicts one class for {100 * top_share[-1]:.0f}% of the batch at the prior's loss "
+            f"predicts one class for {100 * share[-1]:.0f}% of the batch at the prior's loss "
             f"({end:.2f} ~ ln {classes})"
         )
     if start - end >= MIN_DROP * ln_c:
-        return (
-            "ok",
-            f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}), {100 * live_units[-1]:.0f}% units alive",
+        return "ok", (
+            f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}), {100 * live[-1]:.0f}% units alive"
         )
     return "too slow to tell", (
         f"loss {start:.2f} -> {end:.2f} (ln {classes} = {ln_c:.2f}); alive "
-        f"({100 * live_units[-1]:.0f}% units, gradient norm {grad_norms[-1]:.3g}): more steps"
+        f"({100 * live[-1]:.0f}% units, gradient norm {norms[-1]:.3g}): more steps"
     )
 
 
@@ -130,12 +129,6 @@ def preflight_network(
 ) -> PreflightResult:
     """Train one planned network (a run spec of gmsop.experiments) for ``steps`` SGD steps on
     generated data of ``classes`` classes at ``input_size`` px and judge it (:func:`verdict`)."""
-    import torch
-    import torch.nn.functional as F
-
-    from gmsop.engine.trainer import build_run
-    from gmsop.pipeline import train_config
-
     batch = int(spec["batch_size"])
     options = {
         "classes": int(classes),
@@ -162,10 +155,8 @@ def preflight_network(
     t0 = time.perf_counter()
     try:
         for step, (x, y) in enumerate(run.data.train_batches(1), start=1):
-            x = run.runtime.place(x)
-            with run.runtime.autocast():
-                out = run.forward(x)
-            loss = F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()
+            out, ce, balance = forward_loss(run.forward, run.runtime.place(x), y, run.runtime)
+            loss = ce + balance
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
@@ -179,24 +170,13 @@ def preflight_network(
                 break
     finally:
         hook.remove()
-    result = PreflightResult(
-        label or spec["variant"],
-        spec["variant"],
-        str(spec["backbone"]),
-        float(spec.get("width_mult") or 1.0),
-        batch,
-        lr,
-        int(classes),
-        int(input_size),
-        len(losses),
-        losses,
-        norms,
-        live[: len(losses)],
-        shares,
-        time.perf_counter() - t0,
+    seconds, live = time.perf_counter() - t0, live[: len(losses)]
+    variant, backbone, width = spec["variant"], str(spec["backbone"]), float(spec.get("width_mult") or 1.0)
+    sizes = (batch, lr, int(classes), int(input_size), len(losses))
+    judged = verdict(losses, norms, live, shares, classes)
+    return PreflightResult(
+        label or variant, variant, backbone, width, *sizes, losses, norms, live, shares, seconds, *judged
     )
-    result.verdict, result.reason = verdict(losses, norms, result.live_units, shares, classes)
-    return result
 
 
 def _network_key(spec: dict) -> str:
@@ -211,9 +191,6 @@ def networks(config: dict) -> list[tuple[str, dict, int, int]]:
     """(label, run spec, classes, input size) per distinct network of a workflow ``config``
     (labels list every experiment row it stands for); a dataset whose class count or input size
     is not known without its files raises ValueError naming it."""
-    from gmsop.experiments import make_plan
-    from gmsop.plan import dataset_facts
-
     plan = make_plan(config)
     found: dict[str, tuple[list[str], dict, int, int]] = {}
     for exp in plan.experiments.values():
@@ -233,10 +210,7 @@ def networks(config: dict) -> list[tuple[str, dict, int, int]]:
 
 
 def _load_config(path: str) -> dict:
-    import yaml
-
-    text = Path(path).read_text(encoding="utf-8")
-    config = yaml.safe_load(text) or {}
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(config, dict):
         raise ValueError(f"{path}: a workflow config must be a mapping")
     config.setdefault("defaults", {}).setdefault("width_mult", 1.0)
@@ -247,25 +221,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="gmsop preflight", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--config", required=True, help="a workflow config (config.yaml, workflow/configs/paper-*.yaml)"
-    )
-    p.add_argument(
+    add = p.add_argument
+    add("--config", required=True, help="a workflow config (config.yaml, workflow/configs/paper-*.yaml)")
+    add(
         "--steps",
         type=int,
         default=24,
         help="SGD steps per network (default: 24); shrink steps, never width or batch, to fit a CPU",
     )
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)"
-    )
-    p.add_argument(
+    add("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    add(
         "--only",
         action="append",
         metavar="TEXT",
         help="only networks whose label or variant contains TEXT (repeatable)",
     )
-    p.add_argument("--json", metavar="FILE", help="also write every network's per-step records to FILE")
+    add("--json", metavar="FILE", help="also write every network's per-step records to FILE")
     args = p.parse_args(argv)
     if args.steps < 4:
         p.error(f"--steps must be >= 4, got {args.steps}")
@@ -276,10 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.only:
         todo = [n for n in todo if any(t in n[0] or t in n[1]["variant"] for t in args.only)]
-    print(
-        f"{len(todo)} networks, {args.steps} steps each, on generated data of each dataset's classes and input size",
-        flush=True,
-    )
+    what = "on generated data of each dataset's classes and input size"
+    print(f"{len(todo)} networks, {args.steps} steps each, {what}", flush=True)
     results, t0 = [], time.perf_counter()
     for i, (label, spec, classes, size) in enumerate(todo, start=1):
         r = preflight_network(spec, classes, size, steps=args.steps, device=args.device, label=label)
@@ -290,16 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             f"\n      for {label}",
             flush=True,
         )
-    counts = {
-        v: sum(r.verdict == v for r in results) for v in ("ok", "too slow to tell", "collapsed", "diverged")
-    }
+    verdicts = ("ok", "too slow to tell", "collapsed", "diverged")
+    counts = {v: sum(r.verdict == v for r in results) for v in verdicts}
     print(f"done in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     if args.json:
-        from gmsop.atomic import atomic_write_json
-
         atomic_write_json(args.json, [asdict(r) for r in results])
     return 1 if counts["collapsed"] or counts["diverged"] else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,20 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = [
-    "SPEED_NEUTRAL",
-    "GATE_NOISES",
-    "Protocol",
-    "OFFICIAL",
-    "PAPER",
-    "PROTOCOLS",
-    "get_protocol",
-    "protocol_fields",
-]
-
-#: Switches that change the loss or the optimiser but not the computation a step performs:
-#: runs differing only in these share one throughput benchmark (gmsop.experiments) and one FLOP
-#: count (gmsop.flops).
+#: Switches that change the loss or the optimiser but not a step's computation: runs differing only
+#: in these share one throughput benchmark and FLOP count.
 SPEED_NEUTRAL = ("alpha", "alpha_per_batch", "weight_decay")
 
 #: Gate noise readings: the released code's, the paper's, and the no-noise ablation.
@@ -38,14 +26,9 @@ class Protocol:
     weight_decay: float  # paper 5e-4, released code 1e-4
     sop_stage5_stride: int  # stage-5 stride under second-order heads: paper 2 (8x8), code 1 (16x16)
     alpha: float  # balance-loss weight: 100 in both
-    alpha_per_batch: (
-        bool  # code: alpha weighs a batch-SUMMED CE, i.e. alpha/B on a mean CE; paper: alpha as is
-    )
-    cm_batchnorm: (
-        bool  # BN after each 1x1 conv inside a parametric CM: code none; paper silent (we read: yes)
-    )
-    gate_noise: str  # "per_image": one gamma per image for all N logits (code); "per_logit" (paper, Eq. 2);
-    #                  "none": an ablation (no noise term, no W_n), in neither reading
+    alpha_per_batch: bool  # code: alpha on a batch-SUMMED CE, i.e. alpha/B on a mean CE; paper: alpha
+    cm_batchnorm: bool  # BN after each 1x1 conv inside a parametric CM: code none; paper silent (yes)
+    gate_noise: str  # code "per_image" (one gamma per image); paper "per_logit" (Eq. 2); "none": ablation
     bn_momentum: float  # BatchNorm running-stat momentum (PyTorch convention): code 0.3; paper silent (0.1)
 
     def __post_init__(self):

@@ -1,25 +1,16 @@
 """Variants by the paper's names: ``build_model("GM-SOP-16-8", backbone="resnet18")``.
 
 A variant name parses into a head family plus its arguments (N, K, X from the name):
-
     ResNet-18 / ResNet-50 / WRN-36-2 / GAP      gap       (the name may imply the backbone)
     ResNet-18-512d, ResNet-50-8256d, GAP-512d   pgap      width X
-    SR-SOP                                      srsop
-    Parametric SR-SOP                           psrsop
+    SR-SOP, Parametric SR-SOP                   srsop, psrsop
     Ave-GAP-N, Ave-SOP-N                        ave_gap / ave_sop, N
     GM-GAP-N-K, GM-SOP-N-K                      gm_gap / gm_sop, N and K
     NetVLAD[-C]                                 netvlad, C clusters (64)
     SG-MoE[-N-K]                                sg_moe, N and K (16, 8)
-
-``register_variant(name, head, **kwargs)`` adds a fixed name (e.g. a head registered from
-outside the package with ``register_head``); ``list_variants()`` lists the paper's variants
-and every registered one. Overrides in ``build_model`` go to the protocol when they name a
-protocol switch (``ns_iterations=5``, ``alpha=0``), otherwise to the head (``dims=[256, 64]``).
-
-``resolve_variant`` answers everything about a variant on a backbone under a protocol without
-building a module: display name, head options, protocol, last stride, N and K, alpha, dropout,
-schedule family, the published parameter count. ``build_model`` builds exactly what it resolves,
-and planning, the training config and ``gmsop models`` ask it, so no caller keeps its own copy.
+``register_variant`` adds a fixed name. Overrides go to the protocol when they name a protocol
+switch (``ns_iterations=5``), otherwise to the head (``dims=[256, 64]``). ``resolve_variant``
+answers everything about a variant without building it; ``build_model`` builds exactly that.
 """
 
 from __future__ import annotations
@@ -40,19 +31,8 @@ from gmsop.backbones import (
 from gmsop.functional import triu_dim
 from gmsop.heads import HEADS, SCHEDULE_FAMILIES, create_head, get_head, head_kwargs, head_traits
 from gmsop.model import GMSOPNet
+from gmsop.paper_values import paper_params
 from gmsop.protocol import Protocol, get_protocol, protocol_fields
-
-__all__ = [
-    "Variant",
-    "ResolvedVariant",
-    "PAPER_VARIANTS",
-    "build_model",
-    "list_variants",
-    "parse_variant",
-    "register_variant",
-    "resolve_variant",
-    "head_default",
-]
 
 
 @dataclass(frozen=True)
@@ -84,13 +64,20 @@ _CUSTOM: dict[str, Variant] = {}
 #: The width entering every second-order pooling at full width (heads' ``sop_dim``): SR-SOP is 8256-d.
 SOP_DIM = 128
 
-#: The classifier readings a row may choose with the override ``classifier`` (any variant):
-#: BN1d + dropout before the linear map (the mixtures', and the paper's single-CM reading of the
-#: Xd heads) or the linear map alone (the released baselines'). Unset: the head family's trait.
+#: The override ``classifier``: BN1d + dropout before the linear map (the mixtures') or the linear
+#: map alone (the released baselines'); unset: the head family's trait.
 CLASSIFIERS = {"bn_dropout": True, "linear": False}
 
 #: The backbones' paper names ("ResNet-18", "ResNet-50", "WRN-36-2"), as a variant name may start with them.
 _BACKBONE_IN_NAME = "(" + "|".join(re.escape(spec["paper_name"]) for spec in BACKBONES.values()) + ")"
+
+
+def _numbered(name: str, head: str, numbers, keys=("num_experts", "k")) -> Variant:
+    """``name-N[-K]`` with the numbers the pattern matched (None: absent) as head options ``keys``."""
+    values = [int(v) for v in numbers if v]
+    return Variant("-".join([name, *map(str, values)]), head, dict(zip(keys, values)))
+
+
 _PATTERNS: list[tuple[str, callable]] = [
     (rf"^{_BACKBONE_IN_NAME}$", lambda m: Variant(m[1], "gap", {}, resolve_backbone(m[1]))),
     (r"^GAP$", lambda m: Variant("GAP", "gap")),
@@ -101,45 +88,18 @@ _PATTERNS: list[tuple[str, callable]] = [
     (r"^GAP-(\d+)d$", lambda m: Variant(f"GAP-{int(m[1])}d", "pgap", {"width": int(m[1])})),
     (r"^SR-SOP$", lambda m: Variant("SR-SOP", "srsop")),
     (r"^Parametric[ _-]?SR-SOP$", lambda m: Variant("Parametric SR-SOP", "psrsop")),
-    (
-        r"^Ave-(GAP|SOP)-(\d+)$",
-        lambda m: Variant(
-            f"Ave-{m[1].upper()}-{int(m[2])}", f"ave_{m[1].lower()}", {"num_experts": int(m[2])}
-        ),
-    ),
-    (
-        r"^GM-(GAP|SOP)-(\d+)-(\d+)$",
-        lambda m: Variant(
-            f"GM-{m[1].upper()}-{int(m[2])}-{int(m[3])}",
-            f"gm_{m[1].lower()}",
-            {"num_experts": int(m[2]), "k": int(m[3])},
-        ),
-    ),
-    (
-        r"^NetVLAD(?:-(\d+))?$",
-        lambda m: Variant(
-            f"NetVLAD-{int(m[1])}" if m[1] else "NetVLAD", "netvlad", {"clusters": int(m[1])} if m[1] else {}
-        ),
-    ),
-    (
-        r"^SG-MoE(?:-(\d+)-(\d+))?$",
-        lambda m: Variant(
-            f"SG-MoE-{int(m[1])}-{int(m[2])}" if m[1] else "SG-MoE",
-            "sg_moe",
-            {"num_experts": int(m[1]), "k": int(m[2])} if m[1] else {},
-        ),
-    ),
+    (r"^Ave-(GAP|SOP)-(\d+)$", lambda m: _numbered(f"Ave-{m[1].upper()}", f"ave_{m[1].lower()}", m[2:])),
+    (r"^GM-(GAP|SOP)-(\d+)-(\d+)$", lambda m: _numbered(f"GM-{m[1].upper()}", f"gm_{m[1].lower()}", m[2:])),
+    (r"^NetVLAD(?:-(\d+))?$", lambda m: _numbered("NetVLAD", "netvlad", m[1:], ("clusters",))),
+    (r"^SG-MoE(?:-(\d+)-(\d+))?$", lambda m: _numbered("SG-MoE", "sg_moe", m[1:])),
 ]
 
 
 def register_variant(
     name: str, head: str, *, overwrite: bool = False, schedule_family: str | None = None, **kwargs
 ) -> Variant:
-    """Register a fixed variant name for head family ``head`` with preset ``kwargs``.
-
-    ``schedule_family`` ("gap", "srsop", "gm_sop") picks the released schedule a run of it
-    gets by default, where it differs from what the head family declares.
-    """
+    """Register a fixed variant name for head family ``head`` with preset ``kwargs``;
+    ``schedule_family`` overrides the head family's default schedule."""
     if head not in HEADS:
         raise ValueError(
             f"unknown head {head!r} for variant {name!r}; valid: {', '.join(HEADS)} (register_head first)"
@@ -151,7 +111,8 @@ def register_variant(
         raise ValueError(f"head {head!r} does not take {bad}; valid options: {head_kwargs(head) or 'none'}")
     if schedule_family is not None and schedule_family not in SCHEDULE_FAMILIES:
         raise ValueError(
-            f"unknown schedule family {schedule_family!r} for variant {name!r}; valid: {', '.join(SCHEDULE_FAMILIES)}"
+            f"unknown schedule family {schedule_family!r} for variant {name!r}; "
+            f"valid: {', '.join(SCHEDULE_FAMILIES)}"
         )
     _CUSTOM[name] = Variant(name, head, dict(kwargs), schedule_family=schedule_family)
     return _CUSTOM[name]
@@ -184,13 +145,13 @@ def _canon(m: re.Match) -> list:
     return [fixes.get(g.lower(), g) if isinstance(g, str) else g for g in groups]
 
 
-def _check_nk(variant: Variant, kwargs: dict) -> None:
+def _check_nk(name: str, kwargs: dict) -> None:
     n, k = kwargs.get("num_experts"), kwargs.get("k")
     if n is not None and int(n) < 1:
-        raise ValueError(f"variant {variant.name!r}: number of components N must be >= 1, got N={n}")
+        raise ValueError(f"variant {name!r}: number of components N must be >= 1, got N={n}")
     if k is not None and not 1 <= int(k) <= int(n if n is not None else 16):
         raise ValueError(
-            f"variant {variant.name!r}: K must satisfy 1 <= K <= N, got N={n if n is not None else 16}, K={k}"
+            f"variant {name!r}: K must satisfy 1 <= K <= N, got N={n if n is not None else 16}, K={k}"
         )
 
 
@@ -214,44 +175,17 @@ def _scale_head_kwargs(head: str, kwargs: dict, width_mult: float) -> dict:
     return out
 
 
-def _released_gate_dims(head: str, backbone: str, in_channels: int) -> list[int] | None:
-    """The gate widths the released code uses where they differ from the heads' default (2C, 128).
-
-    GM-GAP on WRN-36-2 (``cnn_init_WRN_GM.m``, ``gating_dim = 512`` for order 1): ONE 1x1 conv
-    256 -> 512 + BN + ReLU, then GAP, a 512-d gate feature. Everywhere else (ResNet gates, GM-SOP
-    on WRN-36-2: [512, 128] then SR-SOP) the default already is the released gate.
-    """
-    if backbone == "wrn36_2" and head == "gm_gap":
-        return [2 * in_channels]
-    return None
-
-
 def head_default(head: str, option: str):
     """The default of ``option`` in head family ``head``'s signature (None if it has none)."""
     param = inspect.signature(get_head(head)).parameters.get(option)
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def _paper_params(name: str, backbone: str) -> tuple[float, str] | None:
-    """gmsop.aggregate.paper_values.paper_params, imported on first use: the aggregate package
-    loads pandas and every report module, which neither ``import gmsop`` nor building or
-    training a model should depend on."""
-    from gmsop.aggregate.paper_values import paper_params
-
-    return paper_params(name, backbone)
-
-
 @dataclass(frozen=True)
 class ResolvedVariant:
-    """A variant resolved on a backbone under a protocol: everything ``build_model`` builds from.
+    """A variant resolved on a backbone under a protocol: everything ``build_model`` builds from."""
 
-    Built by ``resolve_variant`` without any torch module, so planning a run, choosing its
-    schedule and listing models agree with what training builds by construction.
-    """
-
-    display_name: (
-        str  # the variant's name on the chosen backbone ("ResNet-50-512d" for ResNet-18-512d on resnet50)
-    )
+    display_name: str  # the name on the chosen backbone ("ResNet-50-512d" for ResNet-18-512d on resnet50)
     variant: Variant  # the parsed name (its preset head options and implied backbone)
     head: str  # head family in gmsop.heads.HEADS
     head_kwargs: dict  # the head's arguments: the name's, then head overrides, width-scaled
@@ -277,11 +211,10 @@ class ResolvedVariant:
     def paper_params(self) -> tuple[float, str] | None:
         """The published parameter count (millions) and its source, or None.
 
-        Looked up on access (gmsop.aggregate.paper_values), so resolving a variant to build or
-        train it never loads the report package. None where the count would not describe this
-        model: ``width_mult`` != 1 or head options changed by overrides.
+        None where the count would not describe this model: ``width_mult`` != 1 or head options
+        changed by overrides.
         """
-        return _paper_params(*self._paper_row) if self._paper_row is not None else None
+        return paper_params(*self._paper_row) if self._paper_row is not None else None
 
     def info(self) -> dict:
         """The ``GMSOPNet.info`` record of a model built from this resolution (before its dims)."""
@@ -315,11 +248,9 @@ def resolve_variant(
 ) -> ResolvedVariant:
     """Resolve variant ``name`` on ``backbone`` under ``protocol``, building nothing.
 
-    ``overrides`` set protocol switches (see gmsop.protocol) or head arguments (see
-    gmsop.heads); None values are ignored. ``dropout`` applies to mixtures only (default 0.2,
-    0.4 for GM-SOP on WRN-36-2 as in the released code). ``width_mult`` scales the head's widths
-    (sop_dim 128, width 512, and widths from the name) as it scales the backbone. Raises
-    ValueError, naming the value, for anything ``build_model`` would refuse.
+    ``overrides`` set protocol switches or head arguments (None values ignored). ``dropout``
+    applies to mixtures (default 0.2; 0.4 for GM-SOP on WRN-36-2, released code). ``width_mult``
+    scales the head's widths as the backbone's. ValueError for anything ``build_model`` refuses.
     """
     variant = parse_variant(name)
     if backbone is None:
@@ -355,24 +286,22 @@ def resolve_variant(
         )
     proto = get_protocol(protocol, **proto_over)
     kwargs = {**variant.kwargs, **head_over}
-    _check_nk(Variant(display, variant.head, variant.kwargs, backbone), kwargs)
+    _check_nk(display, kwargs)
     if not width_mult > 0:
         raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
     if width_mult != 1.0:
         kwargs = _scale_head_kwargs(variant.head, kwargs, width_mult)
     in_channels = backbone_widths(backbone, width_mult)[-1]
-    if "gate_dims" in valid_head and kwargs.get("gate_dims") is None:
-        released = _released_gate_dims(variant.head, backbone, in_channels)
-        if released is not None:
-            kwargs["gate_dims"] = released
+    gm_gap_wrn = backbone == "wrn36_2" and variant.head == "gm_gap" and "gate_dims" in valid_head
+    if gm_gap_wrn and kwargs.get("gate_dims") is None:
+        # the released gate there: ONE 1x1 conv 256 -> 512 + BN + ReLU, then GAP (cnn_init_WRN_GM.m)
+        kwargs["gate_dims"] = [2 * in_channels]
 
     traits = head_traits(variant.head)
-    n = (
-        kwargs.get("num_experts", head_default(variant.head, "num_experts"))
-        if "num_experts" in valid_head
-        else None
+    n, k = (
+        kwargs.get(o, head_default(variant.head, o)) if o in valid_head else None
+        for o in ("num_experts", "k")
     )
-    k = kwargs.get("k", head_default(variant.head, "k")) if "k" in valid_head else None
     if dropout is None:
         dropout = 0.4 if (backbone == "wrn36_2" and variant.head == "gm_sop") else 0.2
     bn_dropout = traits.mixture if classifier is None else CLASSIFIERS[classifier]
@@ -411,21 +340,17 @@ def build_model(
     width_mult: float = 1.0,
     **overrides,
 ) -> GMSOPNet:
-    """Build variant ``name`` on ``backbone`` for ``num_classes`` classes under ``protocol``.
-
-    Everything but the modules comes from ``resolve_variant`` (same arguments, same errors);
-    ``model.info`` is the resolution's record plus the representation dim and class count.
-    ``width_mult`` scales the backbone and the head's widths, for CPU-sized runs.
-    """
+    """Build variant ``name`` on ``backbone`` for ``num_classes`` classes under ``protocol``, as
+    ``resolve_variant`` (same arguments, same errors) resolves it."""
     r = resolve_variant(name, backbone, protocol, overrides, width_mult, dropout=dropout)
-    # The head is built before the backbone: a fixed order of parameter initialisation, so a
-    # seed gives the same weights as ever.
+    # The head is built before the backbone: the order of parameter initialisation under a seed.
     head = create_head(r.head, r.in_channels, r.protocol, **r.head_kwargs)
     for flag in ("second_order", "mixture"):
         built = bool(getattr(head, flag, False))
         if built != getattr(r, flag):
             raise ValueError(
-                f"head {r.head!r} built a module with {flag}={built}, but the family declares {flag}={getattr(r, flag)} "
+                f"head {r.head!r} built a module with {flag}={built}, "
+                f"but the family declares {flag}={getattr(r, flag)} "
                 f"(the registry plans with the declaration); set {flag} as a class attribute or pass "
                 f"register_head({r.head!r}, ..., {flag}={built})"
             )

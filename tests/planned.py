@@ -3,7 +3,7 @@ result files of ``result_files.py``. A row's ``run``/``bench`` ids are what its 
 
 from __future__ import annotations
 
-from gmsop.aggregate.claims import parse_claims
+from gmsop.claim_spec import parse_claims
 from gmsop.experiments import Experiment, Row
 
 __all__ = ["make_row", "make_experiment"]

@@ -5,15 +5,8 @@ import json
 import pytest
 from result_files import make_bench, make_metrics, write_json
 
-from gmsop.aggregate.load import (
-    RUN_COLUMNS,
-    ResultFileError,
-    load_bench,
-    load_metrics,
-    load_routing,
-    load_runs,
-    read_metrics,
-)
+from gmsop.aggregate.load import RUN_COLUMNS, load_bench, load_metrics, load_runs, read_metrics, select_epoch
+from gmsop.formats import BENCH_DIR, ResultFileError, bench_files
 
 
 def _write(tmp_path, name, obj):
@@ -62,11 +55,12 @@ class TestRouting:
     def test_long_format_last_epoch(self, tmp_path):
         _write(tmp_path, "gm", make_metrics(variant="GM-GAP-16-4", routing=[30, 10, 0, 60], epochs=3))
         _write(tmp_path, "plain", make_metrics(variant="SR-SOP"))
-        r = load_routing(tmp_path)
+        routing = load_metrics(tmp_path).routing
+        r = select_epoch(routing)
         assert len(r) == 4 and set(r["epoch"]) == {3}
         assert r["count"].tolist() == [30, 10, 0, 60]
         assert r["share"].sum() == pytest.approx(1.0)
-        assert len(load_routing(tmp_path, epoch="all")) == 12
+        assert len(select_epoch(routing, "all")) == 12 and len(select_epoch(routing, 2)) == 4
 
     def test_length_mismatch(self, tmp_path):
         m = make_metrics(routing=[1, 2, 3])
@@ -137,6 +131,15 @@ class TestBench:
         with pytest.raises(ResultFileError, match="missing required key 'train_img_s'") as err:
             load_bench(tmp_path)
         assert str(p) in str(err.value)
+
+    def test_finds_the_files_bench_files_finds(self, tmp_path):
+        folder = tmp_path / BENCH_DIR.format(experiment="table2")
+        for name, fps in (("bench-sr-sop", 50.0), ("bench-gap", 100.0)):
+            write_json(folder / f"{name}.json", make_bench(train_img_s=fps))
+        root = tmp_path / "results" / "bench"
+        want = [str(p) for p in bench_files([root])]
+        assert len(want) == 2
+        assert load_bench(root)["path"].tolist() == want == load_bench([root])["path"].tolist()
 
     def test_bad_input_size(self, tmp_path):
         p = write_json(tmp_path / "x" / "bench.json", make_bench(input_size=(64, 64)))

@@ -308,7 +308,8 @@ def _schema_error(cfg: dict) -> str:
     [
         (
             lambda c: c["experiments"]["table2"]["rows"][1].update(batch_szie=8),
-            "experiments.table2.rows[1]: unknown key 'batch_szie'; allowed here: augment, backbone, batch_size",
+            "experiments.table2.rows[1]: unknown key 'batch_szie'; "
+            "allowed here: augment, backbone, batch_size",
         ),
         (
             lambda c: c["experiments"]["table2"]["rows"].__setitem__(0, {"varaint": "SR-SOP"}),

@@ -18,7 +18,7 @@ def test_json_table_has_params_dims_and_flops(capsys):
 
 
 def test_rows_come_from_the_registry(capsys):
-    from gmsop.aggregate.paper_values import paper_params
+    from gmsop.paper_values import paper_params
     from gmsop.registry import resolve_variant
 
     assert (

@@ -18,7 +18,6 @@ from gmsop.data.augment import (
     pad_fill,
     random_crop,
     random_hflip,
-    to_float,
 )
 
 
@@ -63,8 +62,8 @@ class TestCrop:
         top, left = torch.tensor([0, 2, 5]), torch.tensor([1, 0, 6])
         out = crop_at(x, top, left, 5)
         for i in range(3):
-            t, l = int(top[i]), int(left[i])
-            assert torch.equal(out[i], x[i, :, t : t + 5, l : l + 5])
+            t, lf = int(top[i]), int(left[i])
+            assert torch.equal(out[i], x[i, :, t : t + 5, lf : lf + 5])
 
     def test_crop_outside_takes_fill_per_channel(self):
         x = _batch(2, 6, 6)
@@ -86,10 +85,10 @@ class TestCrop:
         for i in range(200):
             # the crop is some window of the zero-padded image
             found = [
-                (t, l)
+                (t, lf)
                 for t in range(2 * pad + 1)
-                for l in range(2 * pad + 1)
-                if torch.equal(padded[i, :, t : t + size, l : l + size], out[i])
+                for lf in range(2 * pad + 1)
+                if torch.equal(padded[i, :, t : t + size, lf : lf + size], out[i])
             ]
             assert found, f"sample {i} is not a window of its padded image"
             offsets.add(found[0])
@@ -130,7 +129,7 @@ class TestNormalize:
         assert torch.allclose(out, expected)
         assert torch.allclose(
             normalize(x, (100.0, 128.0, 10.0)),
-            to_float(x) - torch.tensor([100.0, 128.0, 10.0]).view(1, 3, 1, 1),
+            x.to(torch.float32) - torch.tensor([100.0, 128.0, 10.0]).view(1, 3, 1, 1),
         )
 
 
@@ -287,8 +286,8 @@ def test_training_transform_equals_the_explicit_old_recipe():
         padded[:, :, pad:-pad, pad:-pad] = flipped
         crops = torch.stack(
             [
-                padded[i, :, t : t + 12, l : l + 12]
-                for i, (t, l) in enumerate(zip(top.tolist(), left.tolist()))
+                padded[i, :, t : t + 12, lf : lf + 12]
+                for i, (t, lf) in enumerate(zip(top.tolist(), left.tolist()))
             ]
         )
         want = (crops.float() - torch.tensor(_MEAN).view(1, 3, 1, 1)) / torch.tensor(_STD).view(1, 3, 1, 1)

@@ -127,9 +127,9 @@ def test_modes_are_shared_factorised_and_sets_distinct():
     bank = make_bank(spec)
     for table in bank.class_modes:  # within each context the classes' sets are distinct
         assert len({tuple(s) for s in table.tolist()}) == 60
-    per_mode = np.bincount(bank.class_modes[0].ravel(), minlength=spec.modes)
+    per_mode = np.bincount(bank.class_modes[0].ravel(), minlength=spec.textures * spec.colours)
     assert per_mode.min() >= 2  # every mode belongs to several classes
-    corr = bank.colour_corr
+    corr = bank.colour_chol @ np.swapaxes(bank.colour_chol, 1, 2)  # C = L L^T per mode
     np.testing.assert_allclose(np.einsum("mii->mi", corr), 1.0, atol=1e-5)  # unit variances
     # modes sharing a colour share the colour matrix; modes sharing a texture share the spectrum
     np.testing.assert_allclose(corr[0], corr[spec.colours], atol=1e-6)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gmsop.aggregate import paper_values as pv
+from gmsop import paper_values as pv
 from gmsop.aggregate.claims import evaluate_claims
 from gmsop.experiments import make_plan
 

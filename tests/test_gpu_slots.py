@@ -226,7 +226,8 @@ def test_command_wrapper_holds_the_gpu_while_the_command_runs(tmp_path, worker):
         "--",
         sys.executable,
         "-c",
-        f"import os, time; open({str(marker)!r}, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); time.sleep(3)",
+        f"import os, time; open({str(marker)!r}, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); "
+        "time.sleep(3)",
     ]
     p = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, gpu_slots.ENV_NUM_GPUS: "1"})
     try:

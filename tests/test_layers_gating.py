@@ -11,7 +11,7 @@ from gmsop.layers import (
     NoisyTopKGate,
     ParametricGAP,
     ParametricSRSOP,
-    balance_loss,
+    cv_squared,
     gating_trunk,
 )
 
@@ -19,7 +19,7 @@ from gmsop.layers import (
 def _mixture(n=6, k=2, alpha=100.0, per_batch=True, noise="per_image", sop=False, seed=0):
     torch.manual_seed(seed)
     comps = [ParametricSRSOP(8, dims=(8, 4)) if sop else ParametricGAP(8, 5) for _ in range(n)]
-    gate = NoisyTopKGate(gating_trunk(8, GAP(8), hidden=8, out=8), 8, n, k, noise=noise)
+    gate = NoisyTopKGate(gating_trunk(8, GAP(8), [8, 8]), 8, n, k, noise=noise)
     with torch.no_grad():  # spread the gate so routing differs between samples
         gate.w_gate.normal_(0, 3.0)
     return GatedMixture(comps, gate, alpha=alpha, alpha_per_batch=per_batch)
@@ -53,7 +53,7 @@ class TestNoisyTopKGate:
         a, b = gate(x)[2], gate(x)[2]
         assert torch.equal(a, b)
         clean = torch.nn.functional.linear(gate.trunk(x), gate.w_gate)
-        torch.testing.assert_close(gate.logits(x), clean)
+        torch.testing.assert_close(gate.route(x)[0], clean)
 
     def test_training_noise_follows_eq2(self):
         gate = _gate(n=4, k=2, noise="per_image").train()
@@ -62,7 +62,7 @@ class TestNoisyTopKGate:
         clean = f @ gate.w_gate.T
         scale = torch.nn.functional.softplus(f @ gate.w_noise.T)
         torch.manual_seed(5)
-        h = gate.logits(x)
+        h = gate.route(x)[0]
         torch.manual_seed(5)
         gamma = torch.randn(3, 1)  # one gamma per image, shared by the N logits
         torch.testing.assert_close(h, clean + gamma * scale)
@@ -70,7 +70,7 @@ class TestNoisyTopKGate:
     def test_no_noise_ablation_has_clean_training_logits_and_no_noise_weights(self):
         gate = _gate(n=4, k=2, noise="none").train()
         x = torch.randn(3, 8, 4, 4)
-        torch.testing.assert_close(gate.logits(x), gate.trunk(x) @ gate.w_gate.T)
+        torch.testing.assert_close(gate.route(x)[0], gate.trunk(x) @ gate.w_gate.T)
         assert gate.w_noise is None and "w_noise" not in dict(gate.named_parameters())
 
     def test_constant_initialisation(self):
@@ -81,7 +81,7 @@ class TestNoisyTopKGate:
         # At init every logit of a row is equal; a positional tie-break (torch.topk's) would send
         # every image to the same K components and the other N-K would never train.
         torch.manual_seed(0)
-        gate = NoisyTopKGate(gating_trunk(8, GAP(8), hidden=8, out=8), 8, 16, 8).train()
+        gate = NoisyTopKGate(gating_trunk(8, GAP(8), [8, 8]), 8, 16, 8).train()
         top_w, top_idx, dense = gate(torch.randn(64, 8, 4, 4))
         counts = torch.bincount(top_idx.flatten(), minlength=16)
         assert (counts > 0).all(), counts  # P(some component unused) ~ 16 * 2**-64
@@ -103,7 +103,7 @@ class TestNoisyTopKGate:
     def test_unselected_logits_get_no_gradient(self):
         gate = _gate(n=6, k=2).eval()
         x = torch.randn(1, 8, 4, 4)
-        h = gate.logits(x).detach().requires_grad_()
+        h = gate.route(x)[0].detach().requires_grad_()
         vals, idx = h.topk(2, dim=1)
         torch.softmax(vals, dim=1)[0, 0].backward()
         mask = torch.zeros(6, dtype=torch.bool)
@@ -162,7 +162,7 @@ class TestBalanceLoss:
         imp = [float(sum(w[s, i] for s in range(10))) for i in range(5)]
         mean = sum(imp) / 5
         std = (sum((v - mean) ** 2 for v in imp) / 4) ** 0.5  # unbiased
-        assert float(balance_loss(w, 100.0)) == pytest.approx(100.0 * (std / mean) ** 2, rel=1e-5)
+        assert float(100.0 * cv_squared(w.sum(dim=0))) == pytest.approx(100.0 * (std / mean) ** 2, rel=1e-5)
 
     def test_alpha_zero_gives_zero(self):
         m = _mixture(alpha=0.0).train()
@@ -252,7 +252,7 @@ class TestAverageMixture:
             AverageMixture([ParametricGAP(8, 5), ParametricGAP(8, 6)])
 
 
-@pytest.mark.parametrize("module", ["gap", "sop", "experts", "mixture", "grouped"])
+@pytest.mark.parametrize("module", ["gap", "sop", "gating", "mixture", "grouped"])
 def test_each_layer_module_imports_alone(module):
     """No import cycle: the components and the mixture share GroupedPlan from grouped.py."""
     import subprocess

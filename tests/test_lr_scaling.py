@@ -92,11 +92,11 @@ def test_the_planner_scales_by_default_and_the_switch_is_a_distinct_run():
 def test_tables_and_scorecard_label_the_step_size(tmp_path):
     from result_files import make_run_metrics, write_json
 
-    from gmsop.aggregate.claims import parse_claims
     from gmsop.aggregate.display import table_notes
     from gmsop.aggregate.load import load_metrics
     from gmsop.aggregate.scorecard import build_scorecard
     from gmsop.aggregate.tables import build_table
+    from gmsop.claim_spec import parse_claims
     from gmsop.experiments import Experiment, Row
 
     def row(label, run):

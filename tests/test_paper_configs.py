@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gmsop.aggregate import paper_values as pv
+from gmsop import paper_values as pv
 from gmsop.aggregate.claims import evaluate_claims
 from gmsop.experiments import make_plan
 from gmsop.protocol import OFFICIAL, PAPER, protocol_fields
@@ -231,7 +231,7 @@ def test_places_stride2_reading_is_a_labelled_switch():
 
 @pytest.mark.parametrize("cfg", [IMAGENET, PLACES], ids=["imagenet64", "places365"])
 def test_cluster_requests_fit_common_partitions(cfg):
-    # one training job asks at most a day (two on the retry), the old 72 h / 144 h was refused by many partitions
+    # one training job asks at most a day (two on the retry): 72 h / 144 h is refused by many partitions
     assert cfg["train_runtime_min"] <= 1440
     assert cfg["gpus_per_job"] == 1 and cfg["threads_per_job"] >= 1
 

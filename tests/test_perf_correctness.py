@@ -192,7 +192,7 @@ def _mixture(kind, n=6, k=3, seed=0, bn=False):
         "gap": lambda: ParametricGAP(8, 5),
         "linear": lambda: LinearExpert(8, 5),
     }[kind]
-    gate = NoisyTopKGate(gating_trunk(8, GAP(8), hidden=8, out=8), 8, n, k)
+    gate = NoisyTopKGate(gating_trunk(8, GAP(8), [8, 8]), 8, n, k)
     with torch.no_grad():
         gate.w_gate.normal_(0, 3.0)
     return GatedMixture([make() for _ in range(n)], gate)
@@ -281,7 +281,7 @@ class TestMixturePaths:
 
         torch.manual_seed(0)
         comps = [MaxExpert() for _ in range(4)]
-        gate = NoisyTopKGate(gating_trunk(8, GAP(8), hidden=8, out=8), 8, 4, 2)
+        gate = NoisyTopKGate(gating_trunk(8, GAP(8), [8, 8]), 8, 4, 2)
         m = GatedMixture(comps, gate).eval()
         assert m.execution_path("cpu") == "generic"
         x = torch.randn(5, 8, 3, 3)
@@ -302,7 +302,7 @@ class TestMixturePaths:
 
         torch.manual_seed(0)
         comps = [Doubled(8, 5) for _ in range(4)]
-        gate = NoisyTopKGate(gating_trunk(8, GAP(8), hidden=8, out=8), 8, 4, 2)
+        gate = NoisyTopKGate(gating_trunk(8, GAP(8), [8, 8]), 8, 4, 2)
         m = GatedMixture(comps, gate).eval()
         assert m.execution_path("cpu") == "generic"
         x = torch.randn(3, 8, 3, 3)

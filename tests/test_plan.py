@@ -246,7 +246,7 @@ def test_assume_from_paper_is_labelled(capsys):
     assert sr["train_img_s"] < 670.0  # the paper's 64 px speed, scaled down to 96 px
     assert "GTX 1080" in out["total"]["line"] and out["total"]["jobs_without_speed"] == 0
     # at the paper's own setting the paper's number is "published", not "measured" by us
-    from gmsop.aggregate.paper_values import TRAIN_FPS
+    from gmsop.paper_values import TRAIN_FPS
 
     imagenet = _run_json(capsys, "--config", str(IMAGENET), "--assume-from-paper")
     row = _row(imagenet, "table2", "GM-GAP-16-8")

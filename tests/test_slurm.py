@@ -7,7 +7,8 @@
   (``--gpus=<model>:<n>``, ``-t``, ``--mem``, ``--cpus-per-task``).
 * The tiny config (by default its figure2 experiment, see SLURM_EXPERIMENTS) runs through
   `--executor slurm` on a real scheduler: a single-node cluster on localhost that
-  `.ci/slurm/start_local_slurm.sh` starts (as .ci/run does, which then sets GMSOP_SLURM_TEST=1). The test checks that every data/train/bench job went through SLURM
+  `.ci/slurm/start_local_slurm.sh` starts (as .ci/run does, which then sets GMSOP_SLURM_TEST=1).
+  The test checks that every data/train/bench job went through SLURM
   (plugin job logs, squeue records with the requested time/memory/CPUs, slurmctld's log)
   and that tables and figures ran locally (localrules). Without the cluster it is skipped
   with the reason.
@@ -382,7 +383,8 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
         limit=RUN_LIMIT_S,
     )
     print(
-        f"\ntiny workflow ({','.join(experiments)}) through SLURM: {proc.seconds:.0f} s (rc={proc.returncode})"
+        f"\ntiny workflow ({','.join(experiments)}) through SLURM: {proc.seconds:.0f} s "
+        f"(rc={proc.returncode})"
     )
     assert proc.returncode == 0, _diagnostics(work, proc)
     return work, cfg, proc, experiments
@@ -420,7 +422,7 @@ def test_cluster_jobs_went_through_slurm_and_aggregation_ran_locally(tiny_on_slu
     assert set(ours) == job_ids, f"SLURM has no record of jobs {sorted(job_ids - set(ours))}"
     assert {q["state"] for q in ours.values()} == {"COMPLETED"}
     assert len({q["name"] for q in ours.values()}) == 1  # job name = this Snakemake run's UUID
-    for jid, q in ours.items():
+    for q in ours.values():
         rule = q["comment"].removeprefix("rule_").split("_wildcards")[0]
         assert rule in CLUSTER_RULES, q
         assert q["cpus"] == (cfg.get("threads_per_job", 1) if rule in GPU_RULES else 1), q

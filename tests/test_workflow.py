@@ -45,7 +45,8 @@ def snakemake(workdir, *args, config=None, timeout=600, check=True):
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
 
@@ -88,7 +89,8 @@ def test_lint_and_format(tmp_path):
         ("paper-imagenet64.yaml", {"train": 99, "bench": 5, "table": 5, "prepare_data": 1}),
         ("paper-places365.yaml", {"train": 18, "bench": 1, "table": 1, "prepare_data": 1}),
         ("orderings-synthetic.yaml", {"train": 18, "bench": None, "table": 1, "prepare_data": 1}),
-        # other budgets, the released recipe, the paper's protocol and more images are layered on orderings-synthetic.yaml
+        # other budgets, the released recipe, the paper's protocol and more images are layered on
+        # orderings-synthetic.yaml
         (
             ("orderings-synthetic.yaml", "overlays/orderings-12ep.yaml"),
             {"train": 18, "bench": None, "table": 1},

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from gmsop import build_model
-from gmsop.aggregate.paper_values import paper_params
 from gmsop.experiments import _canonical_overrides
+from gmsop.paper_values import paper_params
 from gmsop.registry import resolve_variant
 
 

@@ -1,59 +1,13 @@
-"""The paper's qualitative claims ("A has lower error than B"), tested on our runs.
+"""The paper's claims (``"A < B"``: lower top-1 error on the left) tested on our runs.
 
-A reproduction at a smaller scale rarely matches the published numbers, but it should show the
-same *orderings*: SR-SOP below GAP, the gated mixture below one component, and so on. A table
-spec may list such claims as ``"A < B"`` (row labels, lower top-1 error on the left). Each claim
-is tested on the finished runs of its two rows; seeds change initialisation and data order, not
-the data, so the runs of two rows are independent samples, not pairs.
-
-What is reported for a claim (see :class:`ClaimResult`):
-
-* ``diff`` = mean(A) - mean(B) in top-1 error points; negative favours the claim.
-* ``ci_low`` / ``ci_high``: the 95% Welch t-interval of that difference. Welch, not Student,
-  because the two rows need not have the same spread over seeds (a wider model or a different
-  pooling can be more or less stable), and Student's pooled variance would then be wrong.
-* ``boot_low`` / ``boot_high``: a 95% percentile bootstrap interval of the same difference, a
-  check that does not lean on normality. With fewer than three runs a side, resampling can only
-  reproduce the few values there are, so it is NaN.
-* ``p_improvement``: rliable's probability of improvement, P(a run of A has lower error than a
-  run of B) over all pairs of seeds, ties counting one half (the Mann-Whitney U statistic divided
-  by the number of pairs). It says how often A wins, not by how much; NaN with fewer than three
-  seeds a side, where it can only take a handful of values.
-
-* ``p_value``: the two-sided Welch t-test's p-value of "no difference", the input of the Holm
-  adjustment (:func:`adjust_holm`); ``se`` and ``dof`` are the Welch standard error and degrees
-  of freedom, from which an interval at any level follows.
-
-A seed *failed* when its error is non-finite (the run diverged) or above :data:`CHANCE_FRACTION`
-of chance error (:func:`failed_seeds`): it did not learn, while other seeds of the same row
-may have. A failed seed is an event to report, not a large variance to average over.
-
-The verdict, decided in this order:
-
-* ``missing``: a row has no finished run, so there is nothing to compare.
-* ``not learned``: every seed of a row failed. Which of two untrained models is "better" says
-  nothing about the method the paper describes, so such a pair supports no verdict and no test
-  is reported (the means and ``diff`` are still shown when finite, to see how far off it is).
-* ``unstable (k of n seeds failed)``: some, not all, seeds of a row failed (k counts the failed
-  seeds of both rows, n all their seeds). The failure is the finding; no interval is reported.
-* ``inconclusive (1 seed)``: a row has a single run. One run has no spread to compare the
-  difference with, so no interval exists; ``diff`` is shown but is not a direction.
-* ``inconclusive (no spread)``: every seed of each row gave the same error (both variances are
-  zero). The Welch interval would collapse to a point and claim certainty that no test gives.
-* ``holds`` / ``reversed``: the Welch interval lies entirely below / above zero. Only an
-  interval that excludes zero says which row is better; a two-sided 95% interval below zero is
-  a one-sided Welch test of "A < B" at the 2.5% level.
-* ``inconclusive``: the interval touches or contains zero. The difference is within the noise
-  of the seeds, and its sign is then not evidence either way, so it is never reported as a
-  direction (no "holds, within noise").
-
-The verdict is a statement about our runs, not an endorsement: with three seeds a t-test has
-little power, so "inconclusive" is the honest answer for small differences. Each verdict is a
-test at its own level; :func:`adjust_holm` adds the verdicts of Holm's step-down procedure over
-a family of claims, which keeps the chance of any false "holds"/"reversed" in the family at 5%.
-
-:func:`kendall_agreement` and :func:`ranks` compare whole columns instead of chosen pairs: does
-our ranking of the rows agree with the paper's, whatever the absolute numbers?
+Seeds change initialisation and data order, so two rows' runs are independent samples. A claim
+reports ``diff`` = mean(A) - mean(B) (negative favours it), its 95% Welch t-interval (the rows need
+not share a spread), a percentile bootstrap interval and rliable's probability of improvement
+(both with three or more seeds a side), and the Welch p-value, se and dof. A seed *failed* when
+its error is non-finite or above :data:`CHANCE_FRACTION` of chance. Verdicts, in the order
+decided: missing, not learned (every seed of a row failed), unstable (some did), inconclusive
+(1 seed), inconclusive (no spread), then holds / reversed when the interval excludes zero, else
+inconclusive. :func:`adjust_holm` adds Holm's step-down verdicts over a family of claims.
 """
 
 from __future__ import annotations
@@ -62,46 +16,21 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+from scipy import stats
 
-if TYPE_CHECKING:  # pandas and scipy load on first use: planning parses claims, it tests none
-    import pandas as pd
+from gmsop.claim_spec import Claim, parse_claim
 
-__all__ = [
-    "Claim",
-    "ClaimResult",
-    "CLAIM_COLUMNS",
-    "CHANCE_FRACTION",
-    "LEVEL",
-    "VERDICTS",
-    "TESTED",
-    "parse_claim",
-    "parse_claims",
-    "chance_error",
-    "learned",
-    "failed_seeds",
-    "verdict_kind",
-    "evaluate_claim",
-    "evaluate_claims",
-    "holm",
-    "adjust_holm",
-    "HOLM_COLUMNS",
-    "kendall_agreement",
-    "ranks",
-]
-
-#: A row counts as learned when its mean error is at most this fraction of chance error, i.e. it
-#: has closed at least a quarter of the gap between guessing and a perfect score. A model stuck
-#: near chance wanders a little below it by luck; this cut asks for more than luck.
+#: A row has learned when its error is at most this fraction of chance error: it closed at least a
+#: quarter of the gap between guessing and a perfect score, more than luck near chance gives.
 CHANCE_FRACTION = 0.75
 
 #: Confidence level of every interval, and 1 - the family-wise error of the Holm adjustment.
 LEVEL = 0.95
 
-#: Every kind of verdict :func:`evaluate_claim` can give, strongest first. ``unstable`` is given
-#: as ``unstable (k of n seeds failed)``; :func:`verdict_kind` maps a verdict to its kind.
+#: Every kind of verdict, strongest first; ``unstable`` is given as ``unstable (k of n seeds failed)``.
 VERDICTS = (
     "holds",
     "reversed",
@@ -116,55 +45,8 @@ VERDICTS = (
 #: The verdicts of a claim tested with an interval: the family the Holm adjustment counts.
 TESTED = ("holds", "reversed", "inconclusive")
 
-_SPLIT = re.compile(r"\s+<\s+")
 _UNSTABLE = re.compile(r"unstable \((\d+) of (\d+) seeds failed\)")
 _NAN = float("nan")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """``better`` (a row label) has lower top-1 error than ``worse``."""
-
-    better: str
-    worse: str
-
-    def __str__(self) -> str:
-        return f"{self.better} < {self.worse}"
-
-
-def parse_claim(text: str, labels: Sequence[str] | None = None, where: str = "orderings") -> Claim:
-    """Parse ``"A < B"`` (spaces around ``<`` required: labels may contain other symbols).
-
-    With ``labels``, both sides must be row labels of the table; the error lists them.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"{where}: {text!r} is not a string like 'SR-SOP < ResNet-18'")
-    parts = _SPLIT.split(text.strip())
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(
-            f"{where}: {text!r} is not of the form 'A < B' (row labels, lower error on the left)"
-        )
-    claim = Claim(parts[0].strip(), parts[1].strip())
-    if claim.better == claim.worse:
-        raise ValueError(f"{where}: {text!r} compares a row with itself")
-    if labels is not None:
-        unknown = [s for s in (claim.better, claim.worse) if s not in labels]
-        if unknown:
-            raise ValueError(
-                f"{where}: {text!r} names {unknown}, not a row of the table; rows are {list(labels)}"
-            )
-    return claim
-
-
-def parse_claims(
-    items: Iterable[str] | None, labels: Sequence[str] | None = None, where: str = "orderings"
-) -> tuple[Claim, ...]:
-    """Parse a list of ``"A < B"`` strings (see :func:`parse_claim`); errors name ``where[i]``."""
-    if items is None:
-        return ()
-    if isinstance(items, str):
-        raise ValueError(f"{where}: expected a list of 'A < B' strings, got the string {items!r}")
-    return tuple(parse_claim(t, labels, f"{where}[{i}]") for i, t in enumerate(items))
 
 
 def chance_error(classes: int) -> float:
@@ -175,17 +57,13 @@ def chance_error(classes: int) -> float:
 
 
 def learned(error: float, classes: int) -> bool:
-    """Whether a top-1 error (percent) is at most :data:`CHANCE_FRACTION` of chance error.
-
-    A non-finite error (a diverged run) has not learned: it is False, never an error.
-    """
+    """Whether a top-1 error (percent) is finite and at most :data:`CHANCE_FRACTION` of chance."""
     threshold = CHANCE_FRACTION * chance_error(classes)
     return bool(math.isfinite(error) and error <= threshold)
 
 
 def failed_seeds(errors: Sequence[float], classes: int | None) -> np.ndarray:
-    """Which runs failed (a boolean per run): a non-finite error, or one above
-    :data:`CHANCE_FRACTION` of chance when ``classes`` is known (None: only non-finite ones)."""
+    """A boolean per run: non-finite, or (``classes`` known) not :func:`learned`."""
     x = np.asarray(list(errors), dtype=float).ravel()
     if classes is None:
         return ~np.isfinite(x)
@@ -203,7 +81,7 @@ def verdict_kind(verdict: str) -> str:
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """One claim tested on our runs; NaN wherever no test is reported (see the module docstring)."""
+    """One claim tested on our runs; NaN wherever no test is reported."""
 
     claim: str
     better: str
@@ -233,7 +111,7 @@ CLAIM_COLUMNS = tuple(f.name for f in fields(ClaimResult))
 
 
 def _mean(x: np.ndarray) -> float:
-    """Mean of the runs; NaN when there are none or one diverged (as in :mod:`gmsop.aggregate.stats`)."""
+    """Mean of the runs; NaN when there are none or one diverged (as :mod:`gmsop.aggregate.stats`)."""
     return float(x.mean()) if x.size and np.isfinite(x).all() else _NAN
 
 
@@ -243,16 +121,12 @@ def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     va, vb = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
     se = math.sqrt(va + vb)
     dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    from scipy import stats
-
     t = float(a.mean() - b.mean()) / se
     return se, dof, float(2.0 * stats.t.sf(abs(t), dof))
 
 
 def _t_interval(diff: float, se: float, dof: float, level: float) -> tuple[float, float]:
     """``diff`` ± the two-sided ``level`` quantile of Student's t with ``dof`` degrees times ``se``."""
-    from scipy import stats
-
     half = float(stats.t.ppf(1.0 - (1.0 - level) / 2.0, dof)) * se
     return diff - half, diff + half
 
@@ -285,12 +159,8 @@ def evaluate_claim(
     n_boot: int = 10000,
     seed: int = 0,
 ) -> ClaimResult:
-    """Test ``claim`` on the top-1 errors (percent) of each row's finished runs.
-
-    ``*_classes`` is the number of classes of the row's dataset, for the failed-seed check
-    (:func:`failed_seeds`); None checks only for non-finite errors. The bootstrap draws from
-    ``numpy.random.default_rng(seed)``, so the same inputs always give the same interval.
-    """
+    """Test ``claim`` on the top-1 errors (percent) of each row's finished runs; ``*_classes`` is
+    the row's number of classes (None: only non-finite errors fail). The bootstrap is seeded."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     if n_boot < 1:
@@ -298,25 +168,10 @@ def evaluate_claim(
     a = np.asarray(list(better_errors), dtype=float).ravel()
     b = np.asarray(list(worse_errors), dtype=float).ravel()
     ma, mb = _mean(a), _mean(b)
-    out = dict(
-        claim=str(claim),
-        better=claim.better,
-        worse=claim.worse,
-        better_mean=ma,
-        worse_mean=mb,
-        diff=ma - mb,
-        ci_low=_NAN,
-        ci_high=_NAN,
-        boot_low=_NAN,
-        boot_high=_NAN,
-        n_better=int(a.size),
-        n_worse=int(b.size),
-        p_improvement=_NAN,
-        p_value=_NAN,
-        se=_NAN,
-        dof=_NAN,
-        n_failed=0,
-    )
+    untested = ("ci_low", "ci_high", "boot_low", "boot_high", "p_improvement", "p_value", "se", "dof")
+    out = dict(claim=str(claim), better=claim.better, worse=claim.worse, better_mean=ma, worse_mean=mb)
+    out.update(diff=ma - mb, **dict.fromkeys(untested, _NAN), n_better=int(a.size), n_worse=int(b.size))
+    out["n_failed"] = 0
     if a.size == 0 or b.size == 0:
         return ClaimResult(**out, verdict="missing")
     fa, fb = failed_seeds(a, better_classes), failed_seeds(b, worse_classes)
@@ -348,11 +203,8 @@ def evaluate_claims(
     n_boot: int = 10000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per claim, in order, with columns :data:`CLAIM_COLUMNS`.
-
-    ``errors``: row label -> top-1 errors of its finished runs (a label absent is "missing");
-    ``classes``: row label -> number of classes (absent or None skips the chance check).
-    """
+    """One row per claim, columns :data:`CLAIM_COLUMNS`; ``errors`` and ``classes`` map a row label to
+    its finished runs' top-1 errors (absent: "missing") and its classes (absent: no chance check)."""
     rows = []
     for c in claims:
         c = parse_claim(c) if isinstance(c, str) else c
@@ -367,8 +219,6 @@ def evaluate_claims(
             seed=seed,
         )
         rows.append(r.to_dict())
-    import pandas as pd
-
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
 
@@ -391,17 +241,10 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 
 def adjust_holm(claims: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
-    """``claims`` (columns :data:`CLAIM_COLUMNS`) with Holm's step-down procedure over its family:
-    every claim tested with an interval (a verdict in :data:`TESTED`), at family-wise error
-    ``1 - level``.
-
-    Adds :data:`HOLM_COLUMNS`: ``p_holm``, the adjusted p-value (:func:`holm`); ``verdict_holm``,
-    "holds"/"reversed" when ``p_holm < 1 - level`` (by the sign of ``diff``), else "inconclusive";
-    and ``holm_low``/``holm_high``, the Welch interval at the level Holm tests the claim at, so
-    that it excludes 0 exactly when the adjusted verdict is a direction: 1 - alpha/(m - i + 1) for
-    the i-th smallest p-value while all smaller ones are rejected, and from the first claim not
-    rejected on, that claim's level. Claims outside the family keep their verdict and NaN.
-    """
+    """``claims`` with :data:`HOLM_COLUMNS` from Holm's step-down procedure over the claims with a
+    verdict in :data:`TESTED`, at family-wise error ``1 - level``: the adjusted p-value, its verdict,
+    and the Welch interval at the level Holm tests the claim at (it excludes 0 exactly when the
+    adjusted verdict is a direction). Claims outside the family keep their verdict and NaN."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     alpha = 1.0 - level
@@ -442,16 +285,11 @@ def _finite(values: Mapping[str, float]) -> dict[str, float]:
 
 
 def kendall_agreement(paper: Mapping[str, float], ours: Mapping[str, float]) -> tuple[float, int]:
-    """Kendall's tau-b between the paper's and our values over the labels both have finite.
-
-    Returns ``(tau, n)``; tau is NaN when n < 2 (or when one side is all ties, as scipy gives).
-    """
+    """``(tau, n)``: Kendall's tau-b over the ``n`` labels both have finite (NaN when n < 2)."""
     p, o = _finite(paper), _finite(ours)
     common = [k for k in p if k in o]
     if len(common) < 2:
         return _NAN, len(common)
-    from scipy import stats
-
     tau = stats.kendalltau([p[k] for k in common], [o[k] for k in common], variant="b").statistic
     return float(tau), len(common)
 
@@ -461,7 +299,5 @@ def ranks(values: Mapping[str, float]) -> dict[str, int]:
     v = _finite(values)
     if not v:
         return {}
-    from scipy import stats
-
     r = stats.rankdata(list(v.values()), method="min")
     return {k: int(x) for k, x in zip(v, r)}

@@ -1,41 +1,21 @@
-"""Turn a built table (numbers) into cells for people: one formatting rule set, two dialects.
+"""A built table's numbers as cells for people: one rule set, two dialects (Unicode text, LaTeX).
 
-Markdown and HTML use the ``TEXT`` dialect (Unicode ±, —, ×, Δ); LaTeX uses ``LATEX`` (escaped
-text, ``$\\pm$``, ``--``). Keeping the rules here means every human-readable format shows the same
-digits and the same "missing" marker, and the writers only do layout.
-
-Rules: errors with two decimals, "mean ± std" ("mean" alone for one seed, "—" for none);
-parameter counts in millions with two decimals (the paper prints one); Δ signed; speeds rounded
-to whole images/s; ratios with two decimals and "×". Paper-side columns that are empty for every
-row (Table 2 has no top-5 column; only a few rows have a quoted speed) are left out.
+Errors with two decimals, "mean ± std" ("mean" alone for one seed, "—" for none); parameters in
+millions; Δ signed; speeds in whole images/s; ratios with "×". Paper columns empty for every row
+are left out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
-from gmsop.aggregate import paper_values as pv
+from gmsop import paper_values as pv
 from gmsop.aggregate.claims import verdict_kind
-
-__all__ = [
-    "Dialect",
-    "TEXT",
-    "LATEX",
-    "display_table",
-    "best_row",
-    "table_notes",
-    "table_title",
-    "NOT_LEARNED_MARK",
-    "FAILED_MARK",
-    "FAILED_NOTE",
-    "failed_runs",
-    "VERDICT_COLOURS",
-    "verdict_colour",
-]
+from gmsop.backbones import paper_name
 
 #: Marks a row none of whose seeds learned (error above 75% of chance; gmsop.aggregate.claims).
 NOT_LEARNED_MARK = " °"
@@ -47,8 +27,8 @@ FAILED_NOTE = (
     "counted in the row's mean; every claim on such a row is unstable, with no interval"
 )
 
-#: Colour of each kind of verdict (gmsop.aggregate.claims.VERDICTS) in the scorecard and its plot:
-#: green a direction the paper claims, red the opposite, amber no direction, grey no test.
+#: Colour of each kind of verdict: green the paper's direction, red the opposite, amber no
+#: direction, purple failed seeds, grey no test.
 VERDICT_COLOURS = {
     "holds": "#1a7f37",
     "reversed": "#cf222e",
@@ -66,39 +46,24 @@ def verdict_colour(verdict: str) -> str:
     return VERDICT_COLOURS[verdict_kind(verdict)]
 
 
-def _latex_escape(text: str) -> str:
-    repl = {
-        "\\": r"\textbackslash{}",
-        "&": r"\&",
-        "%": r"\%",
-        "$": r"\$",
-        "#": r"\#",
-        "_": r"\_",
-        "{": r"\{",
-        "}": r"\}",
-        "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}",
-        "±": r"$\pm$",
-        "×": r"$\times$",
-        "Δ": r"$\Delta$",
-        "−": r"$-$",
-        "—": "--",
-        "–": "--",
-        "≈": r"$\approx$",
-        "†": r"\textsuperscript{\dag}",
-        "‡": r"\textsuperscript{\ddag}",
-        "§": r"\S{}",
-        "°": r"\textdegree{}",
-        "τ": r"$\tau$",
-    }
-    return "".join(repl.get(ch, ch) for ch in text)
+# each character of the first string becomes the LaTeX of the same position in the second
+_LATEX = str.maketrans(
+    dict(
+        zip(
+            "\\&%$#_{}~^±×Δ−—–≈†‡§°τ",
+            r"\textbackslash{} \& \% \$ \# \_ \{ \} \textasciitilde{} \textasciicircum{} $\pm$ $\times$ "
+            r"$\Delta$ $-$ -- -- $\approx$ \textsuperscript{\dag} \textsuperscript{\ddag} \S{} "
+            r"\textdegree{} $\tau$".split(),
+            strict=True,
+        )
+    )
+)
 
 
 @dataclass(frozen=True)
 class Dialect:
     """The few glyphs that differ between plain Unicode output and LaTeX source."""
 
-    name: str
     pm: str
     missing: str
     times: str
@@ -106,8 +71,8 @@ class Dialect:
     escape: Callable[[str], str]
 
 
-TEXT = Dialect("text", " ± ", "—", "×", "−", lambda s: s)
-LATEX = Dialect("latex", r" $\pm$ ", "--", r"$\times$", "$-$", _latex_escape)
+TEXT = Dialect(" ± ", "—", "×", "−", lambda s: s)
+LATEX = Dialect(r" $\pm$ ", "--", r"$\times$", "$-$", lambda s: s.translate(_LATEX))
 
 
 def _finite(x) -> bool:
@@ -123,29 +88,38 @@ def _err(mean, std, n, n_nonfinite, d: Dialect) -> str:
         return d.missing
     if n_nonfinite:
         return f"non-finite in {n_nonfinite} of {n} runs"
-    if not _finite(mean):  # pragma: no cover - n > 0 and all finite implies a finite mean
-        return d.missing
     return f"{mean:.2f}" + (f"{d.pm}{std:.2f}" if _finite(std) else "")
 
 
 def _signed(x, d: Dialect) -> str:
-    if not _finite(x):
-        return d.missing
-    return (d.minus if x < 0 else "+") + f"{abs(x):.2f}"
+    return (d.minus if x < 0 else "+") + f"{abs(x):.2f}" if _finite(x) else d.missing
 
 
-def _num(x, fmt: str, d: Dialect) -> str:
+def number(x, fmt: str, d: Dialect = TEXT) -> str:
     return format(float(x), fmt) if _finite(x) else d.missing
 
 
 def _fps(x, d: Dialect) -> str:
-    if not _finite(x):
-        return d.missing
-    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
+    return (f"{x:.0f}" if x >= 100 else f"{x:.1f}") if _finite(x) else d.missing
 
 
 def _ratio(x, d: Dialect) -> str:
     return f"{x:.2f}{d.times}" if _finite(x) else d.missing
+
+
+def diff_cell(claim: Mapping) -> str:
+    """A tested claim's difference with its 95% interval, "+1.20 [-0.40, +2.80]" (no test: none)."""
+    ci = f" [{claim['ci_low']:+.2f}, {claim['ci_high']:+.2f}]" if _finite(claim["ci_low"]) else ""
+    return number(claim["diff"], "+.2f", TEXT) + ci
+
+
+def markdown_table(head: Sequence[str], left: Sequence[bool], lines: Iterable[Sequence]) -> list[str]:
+    """A pipe table's lines: ``left`` aligns each column left (else right); cells are escaped."""
+    esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
+    rule = "|" + "|".join(":--" if a else "--:" for a in left) + "|"
+    return ["| " + " | ".join(map(esc, head)) + " |", rule] + [
+        "| " + " | ".join(map(esc, x)) + " |" for x in lines
+    ]
 
 
 def best_row(df: pd.DataFrame) -> int | None:
@@ -164,17 +138,13 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
     d = dialect
     cols: dict[str, list[str]] = {}
     cols["Method"] = [d.escape(str(m)) for m in df["method"]]
-    cols["Backbone"] = [d.escape(pv.backbone_name(b)) for b in df["backbone"]]
-    dims = []
-    for ours, paper in zip(df["dim"], df["dim_paper"]):
-        if _finite(ours):
-            dims.append(
-                f"{int(ours)}" + (f" (paper {int(paper)})" if _finite(paper) and paper != ours else "")
-            )
-        else:
-            dims.append(d.missing + (f" (paper {int(paper)})" if _finite(paper) else ""))
-    cols["Dim."] = dims
-    cols["Params (M)"] = [_num(x, ".2f", d) for x in df["params_m"]]
+    cols["Backbone"] = [d.escape(paper_name(b)) for b in df["backbone"]]
+    cols["Dim."] = [
+        (f"{int(ours)}" if _finite(ours) else d.missing)
+        + (f" (paper {int(paper)})" if _finite(paper) and not (_finite(ours) and paper == ours) else "")
+        for ours, paper in zip(df["dim"], df["dim_paper"])
+    ]
+    cols["Params (M)"] = [number(x, ".2f", d) for x in df["params_m"]]
     if _has(df, "params_paper_m"):
         marks = [
             ("" if not _finite(x) or src.startswith("Table 3") else "†")
@@ -184,12 +154,9 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
             )
         ]
         cols["Paper params (M)"] = [
-            _num(x, ".1f", d) + d.escape(m) for x, m in zip(df["params_paper_m"], marks)
+            number(x, ".1f", d) + d.escape(m) for x, m in zip(df["params_paper_m"], marks)
         ]
-    seeds = []
-    for n, u in zip(df["n"], df["n_unfinished"]):
-        seeds.append(f"{n}" + (f" (+{u} unfinished)" if u else ""))
-    cols["n"] = seeds
+    cols["n"] = [f"{n}" + (f" (+{u} unfinished)" if u else "") for n, u in zip(df["n"], df["n_unfinished"])]
     for k, name in (("top1", "Top-1"), ("top5", "Top-5")):
         cells = [
             _err(m, s, n, bad, d)
@@ -208,7 +175,7 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
             cells = [c + d.escape(m) for c, m in zip(cells, marks)]
         cols[f"{name} err. (%)"] = cells
         if _has(df, f"{k}_paper"):
-            cols[f"Paper {name.lower()} (%)"] = [_num(x, ".2f", d) for x in df[f"{k}_paper"]]
+            cols[f"Paper {name.lower()} (%)"] = [number(x, ".2f", d) for x in df[f"{k}_paper"]]
             cols[f"Δ {name.lower()}"] = [_signed(x, d) for x in df[f"{k}_delta"]]
     if df["paper_rank"].notna().any():
         cols["Rank: paper / ours"] = [
@@ -229,8 +196,7 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
 
 
 def failed_runs(df: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
-    """Row label -> its failed seeds as (seed, error text), from the table's ``failed_seeds`` column,
-    for the rows that learned on other seeds (a row that did not learn at all is marked °)."""
+    """Row label -> (seed, error text) of its failed seeds, for rows that learned on other seeds."""
     out = {}
     for m, text, ok in zip(df["method"], df["failed_seeds"], df["learned"]):
         if text and not pd.isna(ok) and bool(ok):
@@ -241,13 +207,17 @@ def failed_runs(df: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
     return out
 
 
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
 def table_title(df: pd.DataFrame) -> str:
-    """The table's title (spec title, else a generic one naming the table id)."""
+    """The spec's title, else one naming the table id."""
     return df.attrs.get("title") or f"Reproduction of {df.attrs.get('table_id') or 'table'}"
 
 
 def table_notes(df: pd.DataFrame) -> list[str]:
-    """Footnotes (plain Unicode text) that say what each number is; writers escape them."""
+    """Footnotes (Unicode text) that say what each number is; writers escape them."""
     notes = []
     if df.attrs.get("caption"):
         notes.append(str(df.attrs["caption"]))
@@ -269,15 +239,12 @@ def table_notes(df: pd.DataFrame) -> list[str]:
     steps = df.attrs.get("step_sizes") or {}
     if steps:
         kinds = sorted(set(steps.values()))
-        notes.append(
-            "Step size: "
-            + (
-                f"every row at {kinds[0]}"
-                if len(kinds) == 1
-                else "; ".join(f"{m}: {v}" for m, v in steps.items())
-            )
-            + " (README, Known differences: learning rate at another batch)."
+        each = (
+            f"every row at {kinds[0]}"
+            if len(kinds) == 1
+            else "; ".join(f"{m}: {v}" for m, v in steps.items())
         )
+        notes.append(f"Step size: {each} (README, Known differences: learning rate at another batch).")
     paper_table = df.attrs.get("paper_table")
     name = pv.TABLE_NAMES.get(paper_table, paper_table)
     setting = (
@@ -298,35 +265,26 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         )
     agreement = df.attrs.get("rank_agreement")
     if paper_table and agreement and (agreement["n"] or agreement.get("left_out")):
-        elsewhere = (
-            ""
-            if _has(df, "top1_paper")
-            else (
-                f" No row ran in {setting}, so the paper's errors are not printed; only the orders are compared"
-                + (f" ({next(iter(outside.values()))})." if len(set(outside.values())) == 1 else ".")
+        elsewhere = ""
+        if not _has(df, "top1_paper"):
+            why = f" ({next(iter(outside.values()))})" if len(set(outside.values())) == 1 else ""
+            elsewhere = (
+                f" No row ran in {setting}, so the paper's errors are not printed; only the orders are "
+                f"compared{why}."
             )
-        )
-        tau = agreement["tau"]
+        tau, n, left = agreement["tau"], agreement["n"], agreement.get("left_out") or []
         tau_text = f"Kendall τ = {tau:.2f}" if _finite(tau) else "Kendall τ undefined"
-        left = agreement.get("left_out") or []
-        left_text = (
-            f"; {len(left)} row{'s' if len(left) != 1 else ''} left out: "
-            + ", ".join(f"{m} ({why})" for m, why in left)
-            if left
-            else ""
-        )
+        left_text = f"; {len(left)} row{_s(len(left))} left out: " + ", ".join(f"{m} ({w})" for m, w in left)
         notes.append(
             f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} prints and our "
-            f"runs learned with no failed seed; rank agreement {tau_text} over {agreement['n']} "
-            f"row{'s' if agreement['n'] != 1 else ''}"
-            f"{left_text}.{elsewhere}"
+            f"runs learned with no failed seed; rank agreement {tau_text} over {n} row{_s(n)}"
+            f"{left_text if left else ''}.{elsewhere}"
         )
     devices = sorted({str(x) for x in df["fps_device"].dropna()})
     on = f" on {', '.join(devices)}" if devices else ""
-    if df.attrs.get("fps_source") == "bench":
-        notes.append(f"Train FPS: training images/s, median over benchmark files{on}.")
-    else:
-        notes.append(f"Train FPS: training images/s, mean over the runs' measured throughput{on}.")
+    bench = df.attrs.get("fps_source") == "bench"
+    what = "median over benchmark files" if bench else "mean over the runs' measured throughput"
+    notes.append(f"Train FPS: training images/s, {what}{on}.")
     if df.attrs.get("baseline") is not None:
         notes.append(f"FPS rel.: ratio to the {df.attrs['baseline']} row.")
     if _has(df, "fps_paper"):
@@ -341,5 +299,5 @@ def table_notes(df: pd.DataFrame) -> list[str]:
             notes.append("† not printed in the paper: the count of the authors' released code.")
         for v, b in zip(df["variant"], df["backbone"]):
             if (v, b) in pv.PARAMS_NOTES:
-                notes.append(f"‡ {v} on {pv.backbone_name(b)}: {pv.PARAMS_NOTES[(v, b)]}.")
+                notes.append(f"‡ {v} on {paper_name(b)}: {pv.PARAMS_NOTES[(v, b)]}.")
     return notes

@@ -1,35 +1,12 @@
 """The paper's figures from a planned experiment and its result files.
 
-Every function takes the planner's :class:`gmsop.experiments.Experiment` and the frames of
-:mod:`gmsop.aggregate.load`; a row's files are those :func:`gmsop.aggregate.select.row_runs`
-picks by the row's run id and seeds, and every plotted coordinate comes from the row itself
-(``row.alpha``, ``row.num_experts``, ``row.k``, ``row.backbone``), never from variant names or
-hyper-parameter columns. Each figure has a ``*_data`` function that returns exactly what the
-plot draws (the plot calls it), so the numbers can be checked and written next to the figure.
-
-* :func:`plot_routing` - Figure 2 (left): samples each mixture component received in the last
-  epoch, for the rows whose α is in ``experiment.counts_alphas``, grouped bars.
-* :func:`plot_alpha_sweep` - Figure 2 (right): top-1 error against α (symmetric-log axis, so 0
-  fits), mean ± std over seeds, single seeds as dots.
-
-Both Figure 2 panels say how α weighs the loss. Under ``official`` (``alpha_per_batch``), as in the
-released code, α multiplies a batch-SUMMED cross-entropy: against the mean loss it is α/B
-(B = 256: the paper's α = 0 … 1000 are 0 … 3.9). The axis says so and each tick and legend entry
-carries α/B next to α when the rows share one batch size.
-* :func:`plot_nk_grid` - Figure 3: a mixture family over N and K, error (left) and training
-  speed (right) against N, one line per K.
-* :func:`plot_training_curves` - validation top-1 error and training loss per epoch, one line per
-  row, band = ± 1 std over seeds.
-
-Each returns a :class:`matplotlib.figure.Figure` drawn on an Agg canvas (never pyplot, so nothing
-opens a window, no global figure state leaks, and it works headless); :func:`save_figure` writes
-it as SVG and PNG, atomically. Paper values are drawn as black stars only where the paper prints
-a number (:mod:`paper_values`); a speed quoted for a GTX 1080 is only drawn as a ratio.
-
-Means and stds follow :mod:`gmsop.aggregate.stats` (sample std, NaN with one seed; a non-finite
-value makes the mean NaN instead of being skipped). Component identity is arbitrary across seeds
-(component 3 of one run has nothing to do with component 3 of another), so routing bars are
-ranked by load within each run (rank 1 = most samples) before averaging over seeds.
+Each figure takes an :class:`~gmsop.experiments.Experiment` and the frames of
+:mod:`gmsop.aggregate.load`; every coordinate comes from the planned row (``row.alpha``,
+``row.num_experts``, ``row.k``), and each ``plot_*`` draws exactly what its ``*_data`` returns.
+Figures are drawn on an Agg canvas (never pyplot: headless, no global state). Paper values are
+black stars, only beside rows run in the paper's setting. Means and stds follow
+:mod:`gmsop.aggregate.stats`. Component identity is arbitrary across seeds, so routing bars are
+ranked by load within each run before averaging.
 """
 
 from __future__ import annotations
@@ -40,7 +17,6 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import numpy as np
@@ -50,26 +26,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from gmsop.aggregate import paper_values as pv
+from gmsop import paper_values as pv
 from gmsop.aggregate.load import select_epoch
 from gmsop.aggregate.select import row_bench, row_runs
 from gmsop.aggregate.stats import summarize
 from gmsop.atomic import atomic_write
-
-__all__ = [
-    "routing_data",
-    "plot_routing",
-    "alpha_data",
-    "plot_alpha_sweep",
-    "grid_data",
-    "plot_nk_grid",
-    "curves_data",
-    "plot_training_curves",
-    "save_figure",
-    "render_figure",
-    "figure_paths",
-    "FIGURE_FORMATS",
-]
+from gmsop.backbones import paper_name
+from gmsop.experiments import Experiment, Row
+from gmsop.protocol import get_protocol, protocol_fields
 
 #: Formats :func:`save_figure` accepts (by file suffix).
 FIGURE_FORMATS = (".svg", ".png", ".pdf")
@@ -97,18 +61,21 @@ def _fmt_num(x: float) -> str:
     return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
 
 
-def _one(rows: Sequence[Any], attr: str) -> str:
+def _one(rows: Sequence[Row], attr: str) -> str:
     """The rows' common value of ``attr``, or their distinct values joined (for titles)."""
     return " / ".join(dict.fromkeys(str(getattr(r, attr)) for r in rows))
 
 
-def _variant_title(rows: Sequence[Any]) -> str:
+def _backbones(rows: Sequence[Row]) -> str:
+    return " / ".join(dict.fromkeys(paper_name(r.backbone) for r in rows))
+
+
+def _variant_title(rows: Sequence[Row]) -> str:
     """'GM-GAP-16-4 + ResNet-18' for the rows' variant(s) and backbone(s)."""
-    backbones = " / ".join(dict.fromkeys(pv.backbone_name(r.backbone) for r in rows))
-    return f"{_one(rows, 'variant')} + {backbones}"
+    return f"{_one(rows, 'variant')} + {_backbones(rows)}"
 
 
-def _context(rows: Sequence[Any]) -> str:
+def _context(rows: Sequence[Row]) -> str:
     """'dataset, protocol' of the planned rows (for a footnote)."""
     return f"{_one(rows, 'dataset')}, {_one(rows, 'protocol')}"
 
@@ -117,15 +84,19 @@ def _footnote(fig: Figure, text: str) -> None:
     fig.text(0.99, 0.005, text, ha="right", va="bottom", fontsize="x-small", color="0.4")
 
 
-def _seeds(values: Iterable[Any]) -> str:
+def _absent_note(fig: Figure, absent: list[str]) -> None:
+    if absent:
+        fig.text(0.01, 0.005, "no runs yet: " + ", ".join(absent), fontsize="x-small", color="0.4")
+
+
+def _seeds(values: Iterable[int]) -> str:
     return ";".join(str(int(s)) for s in sorted(set(values)))
 
 
-# ---------------------------------------------------------------------------------------------
 # Figure 2 (left): routing balance.
 
 
-def _counts_rows(experiment: Any) -> list[Any]:
+def _counts_rows(experiment: Experiment) -> list[Row]:
     """The rows Figure 2 (left) compares: one per α of ``experiment.counts_alphas``, in that order."""
     what = f"routing figure ({experiment.name})"
     if not experiment.counts_alphas:
@@ -144,13 +115,9 @@ def _counts_rows(experiment: Any) -> list[Any]:
     return rows
 
 
-def routing_data(experiment: Any, routing: pd.DataFrame) -> pd.DataFrame:
-    """Per (counts alpha, rank): mean and std over the row's seeds of the samples the component of
-    that rank received in each run's last epoch (rank 1 = most samples within the run).
-
-    Columns: ``label``, ``alpha``, ``rank``, ``count_mean``, ``count_std``, ``n`` (runs), ``seeds``.
-    A row without routing counts (no runs yet, or not a gated mixture) raises ``ValueError``.
-    """
+def routing_data(experiment: Experiment, routing: pd.DataFrame) -> pd.DataFrame:
+    """Per (counts alpha, rank): mean and std over seeds of the samples the component of that rank
+    (1 = most, within a run) received in the last epoch; a row without routing counts raises."""
     out = []
     for row in _counts_rows(experiment):
         sel = row_runs(routing, row)
@@ -189,12 +156,9 @@ def _fmt_eff(x: float) -> str:
     return "0" if x == 0 else f"{x:.2g}"
 
 
-def _alpha_scale(rows: Sequence[Any]) -> tuple[bool | None, int | None]:
-    """How the rows' α weighs the loss: (``alpha_per_batch``, batch size), each None when the rows
-    do not say (no settings) or disagree. With ``alpha_per_batch`` (``official``, the released
-    code) α multiplies the batch-SUMMED cross-entropy, i.e. α/B against the mean one."""
-    from gmsop.protocol import get_protocol, protocol_fields
-
+def _alpha_scale(rows: Sequence[Row]) -> tuple[bool | None, int | None]:
+    """(``alpha_per_batch``, batch size) of the rows, each None when unknown or not shared. With
+    ``alpha_per_batch`` (``official``) α weighs the batch-summed loss: α/B against the mean one."""
     per, batch = set(), set()
     for r in rows:
         settings = getattr(r, "settings", None) or {}
@@ -209,12 +173,11 @@ def _alpha_scale(rows: Sequence[Any]) -> tuple[bool | None, int | None]:
     return scaled, (int(b) if b else None)
 
 
-def _alpha_axis(rows: Sequence[Any]) -> tuple[str, int | None]:
+def _alpha_axis(rows: Sequence[Row]) -> tuple[str, int | None]:
     """(axis label, B) of the α axis: B is set when every tick can show α/B next to α."""
     scaled, batch = _alpha_scale(rows)
     if scaled is True:
         per = f"α/{batch}" if batch else "α/B"
-        # official, as released: α multiplies the batch-SUMMED loss, so its weight on the mean loss is α/B
         label = "balance-loss weight α (symmetric log scale)\n" + (
             f"in brackets: {per}, its weight on the mean loss"
             if batch
@@ -226,7 +189,7 @@ def _alpha_axis(rows: Sequence[Any]) -> tuple[str, int | None]:
     return "balance-loss weight α (symmetric log scale)", None
 
 
-def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
+def plot_routing(experiment: Experiment, routing: pd.DataFrame) -> Figure:
     """Grouped bars (one colour per counts alpha) of :func:`routing_data`: mean ± std over seeds."""
     data = routing_data(experiment, routing)
     rows = _counts_rows(experiment)
@@ -242,16 +205,10 @@ def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
             sub = data[data["label"] == row.label].sort_values("rank")
             x = sub["rank"].to_numpy(float) + (i - (len(alphas) - 1) / 2) * width
             err = sub["count_std"].to_numpy(float)
-            ax.bar(
-                x,
-                sub["count_mean"].to_numpy(float),
-                width=width,
-                color=palette[i],
-                yerr=np.nan_to_num(err) if np.isfinite(err).any() else None,
-                capsize=2,
-                error_kw={"linewidth": 1.0},
-                label=f"{_alpha_name(alpha, batch)}, n={int(sub['n'].max())}",
-            )
+            bar = dict(width=width, color=palette[i], capsize=2, error_kw={"linewidth": 1.0})
+            label = f"{_alpha_name(alpha, batch)}, n={int(sub['n'].max())}"
+            yerr = np.nan_to_num(err) if np.isfinite(err).any() else None
+            ax.bar(x, sub["count_mean"].to_numpy(float), yerr=yerr, label=label, **bar)
         balanced = float(data["count_mean"].mean())
         ax.axhline(balanced, color="0.3", linestyle="--", linewidth=1.0, label="perfectly balanced")
         ax.set_xticks(ranks)
@@ -266,15 +223,12 @@ def plot_routing(experiment: Any, routing: pd.DataFrame) -> Figure:
     return fig
 
 
-# ---------------------------------------------------------------------------------------------
 # Figure 2 (right): the α sweep.
 
 
-def alpha_data(experiment: Any, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per row, sorted by alpha: ``label``, ``alpha`` (= row.alpha), ``n``, ``seeds``,
-    ``top1_err_mean``, ``top1_err_std`` over its finished runs, and ``top1_errs`` (the single
-    seeds' errors, in seed order). A row without an alpha or without finished runs raises
-    ``ValueError`` naming it."""
+def alpha_data(experiment: Experiment, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per row, sorted by alpha: mean and std of its finished runs' top-1 error and ``top1_errs``
+    (each seed's, in seed order); a row without an alpha or finished runs raises."""
     what = f"alpha sweep ({experiment.name})"
     out = []
     for row in experiment.rows:
@@ -311,35 +265,23 @@ def alpha_data(experiment: Any, runs: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("alpha", kind="stable").reset_index(drop=True)
 
 
-def _on_paper_data(rows: Sequence[Any], paper_table: str) -> bool:
-    """The paper's numbers are drawn only beside rows that ran on its own dataset at full width
-    (``Row.in_paper_setting``): on a stand-in dataset, a narrower net or a shorter schedule they are
-    not comparable."""
+def _on_paper_data(rows: Sequence[Row], paper_table: str) -> bool:
+    """Whether every row ran in the paper's setting, so its numbers may be drawn beside them."""
     return bool(rows) and all(r.in_paper_setting(pv.TABLE_DATASETS[paper_table]) for r in rows)
 
 
-def _paper_alpha_points(rows: Sequence[Any]) -> list[tuple[float, float, str]]:
-    """(α, top-1, label) the paper prints for the rows' variant: Figure 2 right has no numbers; the
-    comparison tables were all trained with α = 100, so a Table 2 row gives the α = 100 point.
-    None unless every row ran on the paper's own data at full width (:func:`_on_paper_data`)."""
-    if not _on_paper_data(rows, "fig2_right"):
-        return []
+def _paper_alpha_points(rows: Sequence[Row]) -> list[tuple[float, float, str]]:
+    """(α, top-1, label) the paper prints for the rows' variant: Figure 2 right has no numbers, but
+    Table 2 was trained with α = 100, so its row gives the α = 100 point."""
     keys = {(r.paper_key, r.backbone) for r in rows if r.paper_key}
-    if len(keys) != 1:
+    if not _on_paper_data(rows, "fig2_right") or len(keys) != 1:
         return []
     (((variant, tag), backbone),) = keys
-    pts = [
-        (100.0, v.top1_err, "paper, Fig. 2 right")
-        for v in pv.paper_rows("fig2_right")
-        if v.variant == variant and v.backbone == backbone and v.top1_err is not None
-    ]
     t2 = pv.paper_value("table2", variant, backbone, tag)
-    if not pts and t2 is not None and t2.top1_err is not None:
-        pts.append((100.0, t2.top1_err, "paper, Table 2 (α = 100)"))
-    return pts
+    return [] if t2 is None or t2.top1_err is None else [(100.0, t2.top1_err, "paper, Table 2 (α = 100)")]
 
 
-def plot_alpha_sweep(experiment: Any, runs: pd.DataFrame) -> Figure:
+def plot_alpha_sweep(experiment: Experiment, runs: pd.DataFrame) -> Figure:
     """Top-1 error against the balance-loss weight α (:func:`alpha_data`): mean ± std, seeds as dots."""
     data = alpha_data(experiment, runs)
     rows = list(experiment.rows)
@@ -353,16 +295,9 @@ def plot_alpha_sweep(experiment: Any, runs: pd.DataFrame) -> Figure:
         ax.scatter(
             [a for a, _ in dots], [e for _, e in dots], s=14, color="0.6", zorder=2, label="single seed"
         )
-        ax.errorbar(
-            xs,
-            data["top1_err_mean"].to_numpy(float),
-            yerr=data["top1_err_std"].fillna(0.0).to_numpy(float),
-            marker="o",
-            capsize=3,
-            color=sns.color_palette("colorblind")[0],
-            zorder=3,
-            label="ours, mean ± std",
-        )
+        mean, std = data["top1_err_mean"].to_numpy(float), data["top1_err_std"].fillna(0.0).to_numpy(float)
+        line = dict(marker="o", capsize=3, color=sns.color_palette("colorblind")[0], zorder=3)
+        ax.errorbar(xs, mean, yerr=std, label="ours, mean ± std", **line)
         for x, y, n in zip(xs, data["top1_err_mean"], data["n"]):
             if math.isfinite(y):
                 ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(5, 6), fontsize="x-small")
@@ -381,11 +316,10 @@ def plot_alpha_sweep(experiment: Any, runs: pd.DataFrame) -> Figure:
     return fig
 
 
-# ---------------------------------------------------------------------------------------------
 # Figure 3: a mixture family over N and K.
 
 
-def _grid_rows(experiment: Any) -> tuple[list[Any], Any | None]:
+def _grid_rows(experiment: Experiment) -> tuple[list[Row], Row | None]:
     """(the mixture rows, the baseline row or None). Rows without ``num_experts`` are baselines."""
     what = f"N x K figure ({experiment.name})"
     grid = [r for r in experiment.rows if r.num_experts is not None]
@@ -404,25 +338,18 @@ def _grid_rows(experiment: Any) -> tuple[list[Any], Any | None]:
     return grid, base
 
 
-def _row_speed(row: Any, fin: pd.DataFrame, bench: pd.DataFrame | None, use_bench: bool) -> float:
+def _row_speed(row: Row, fin: pd.DataFrame, bench: pd.DataFrame | None, use_bench: bool) -> float:
     if use_bench:
         b = row_bench(bench, row)
         return float(b["train_img_s"].median()) if not b.empty else float("nan")
     return summarize(fin["train_img_s"]).mean if not fin.empty else float("nan")
 
 
-def grid_data(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per mixture row (N = row.num_experts, K = row.k), sorted by K then N: ``label``, ``N``,
-    ``K``, ``n``, ``seeds``, ``top1_err_mean``, ``top1_err_std`` (finished runs), ``fps`` and
-    ``speed`` (what the right panel draws).
-
-    ``fps`` is the median ``train_img_s`` of the row's bench files when every mixture row has
-    one, else the mean over its finished runs (``attrs["fps_source"]``: "bench" / "train").
-    ``speed`` is ``fps`` over the baseline row's (same source) when that is known
-    (``attrs["relative"]``), else ``fps``. ``attrs`` also hold ``baseline``,
-    ``baseline_top1_err``, ``baseline_fps`` and ``absent`` (rows without finished runs).
-    No finished run in any mixture row raises ``ValueError``.
-    """
+def grid_data(experiment: Experiment, runs: pd.DataFrame, bench: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per mixture row, sorted by K then N: top-1 error over finished runs, ``fps`` (median of its
+    bench files when every mixture row has one, else the runs' mean) and ``speed`` (``fps`` over the
+    baseline's when known: ``attrs["relative"]``); ``attrs`` also name the baseline and the rows
+    without finished runs (``absent``). No finished run in any mixture row raises ``ValueError``."""
     grid, base = _grid_rows(experiment)
     fins = {r.label: row_runs(runs, r) for r in grid + ([base] if base is not None else [])}
     absent = [r.label for r in grid if fins[r.label].empty]
@@ -448,9 +375,7 @@ def grid_data(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = 
     df = pd.DataFrame(out).sort_values(["K", "N"], kind="stable").reset_index(drop=True)
     base_err = base_fps = float("nan")
     if base is not None:
-        base_err = (
-            summarize(fins[base.label]["top1_err"]).mean if not fins[base.label].empty else float("nan")
-        )
+        base_err = summarize(fins[base.label]["top1_err"]).mean
         base_fps = _row_speed(base, fins[base.label], bench, use_bench)
     relative = math.isfinite(base_fps) and base_fps > 0
     df["speed"] = df["fps"] / base_fps if relative else df["fps"]
@@ -465,91 +390,52 @@ def grid_data(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = 
     return df
 
 
-def _paper_grid_points(grid: Sequence[Any]) -> list[tuple[int, int, Any]]:
-    """(N, K, paper value) for the mixture rows whose paper row the text on Figure 3 quotes (none
-    unless the rows ran on the paper's own data at full width)."""
-    if not _on_paper_data(grid, "fig3"):
-        return []
-    pts = []
-    for r in grid:
-        if r.paper_key:
-            v = pv.paper_value("fig3", r.paper_key[0], r.backbone, r.paper_key[1])
-            if v is not None:
-                pts.append((int(r.num_experts), int(r.k), v))
-    return pts
+def _fig3_value(row: Row) -> pv.PaperValue | None:
+    """The number the text on Figure 3 quotes for ``row``, if it ran in the paper's setting."""
+    if not row.paper_key or not _on_paper_data([row], "fig3"):
+        return None
+    return pv.paper_value("fig3", row.paper_key[0], row.backbone, row.paper_key[1])
 
 
-def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = None) -> Figure:
+def _paper_nk(ax, pts: list[tuple[int, int, float]], label: str) -> None:
+    """The paper's (N, K, value) points as stars annotated with N and K; ``label`` on the first."""
+    for i, (n, k, y) in enumerate(pts):
+        ax.scatter([n], [y], label=label if i == 0 else None, **_PAPER_STYLE)
+        ax.annotate(f"N={n},K={k}", (n, y), textcoords="offset points", xytext=(6, -10), fontsize="x-small")
+
+
+def plot_nk_grid(experiment: Experiment, runs: pd.DataFrame, bench: pd.DataFrame | None = None) -> Figure:
     """Two panels against N (log2 axis), one line per K: top-1 error (mean ± std over seeds) and
     training speed, relative to the baseline row when it has one (:func:`grid_data`)."""
     data = grid_data(experiment, runs, bench)
     grid, base = _grid_rows(experiment)
     baseline = data.attrs["baseline"]
     relative = data.attrs["relative"]
-    paper = _paper_grid_points(grid)
-    paper_base = None
-    if base is not None and base.paper_key:
-        paper_base = (
-            pv.paper_value("fig3", base.paper_key[0], base.backbone, base.paper_key[1])
-            if _on_paper_data([base], "fig3")
-            else None
-        )
+    on_paper = _on_paper_data(grid, "fig3")
+    paper = [(int(r.num_experts), int(r.k), v) for r in grid if on_paper and (v := _fig3_value(r))]
+    paper_base = _fig3_value(base) if base is not None else None
     ks = sorted(data["K"].unique())
     palette = dict(zip(ks, sns.color_palette("colorblind", len(ks))))
     with _style():
         fig, (ax_e, ax_f) = _figure(ncols=2, height=4.8)
         for k in ks:
             sub = data[data["K"] == k].sort_values("N")
-            ax_e.errorbar(
-                sub["N"].to_numpy(float),
-                sub["top1_err_mean"].to_numpy(float),
-                yerr=sub["top1_err_std"].fillna(0.0).to_numpy(float),
-                marker="o",
-                capsize=3,
-                color=palette[k],
-                label=f"K = {k}",
-            )
-            ax_f.plot(
-                sub["N"].to_numpy(float),
-                sub["speed"].to_numpy(float),
-                marker="o",
-                color=palette[k],
-                label=f"K = {k}",
-            )
+            n, line = sub["N"].to_numpy(float), dict(marker="o", color=palette[k], label=f"K = {k}")
+            std = sub["top1_err_std"].fillna(0.0).to_numpy(float)
+            ax_e.errorbar(n, sub["top1_err_mean"].to_numpy(float), yerr=std, capsize=3, **line)
+            ax_f.plot(n, sub["speed"].to_numpy(float), **line)
         if math.isfinite(data.attrs["baseline_top1_err"]):
-            ax_e.axhline(
-                data.attrs["baseline_top1_err"],
-                color="0.35",
-                linestyle="--",
-                linewidth=1,
-                label=f"{baseline} (ours)",
-            )
+            ours = dict(color="0.35", linestyle="--", linewidth=1, label=f"{baseline} (ours)")
+            ax_e.axhline(data.attrs["baseline_top1_err"], **ours)
         if paper_base is not None and paper_base.top1_err is not None:
             ax_e.axhline(
                 paper_base.top1_err, color="black", linestyle=":", linewidth=1, label=f"{baseline} (paper)"
             )
-        quoted = [(n, k, v) for n, k, v in paper if v.top1_err is not None]
-        for i, (n, k, v) in enumerate(quoted):
-            ax_e.scatter([n], [v.top1_err], label="paper (text)" if i == 0 else None, **_PAPER_STYLE)
-            ax_e.annotate(
-                f"N={n},K={k}",
-                (n, v.top1_err),
-                textcoords="offset points",
-                xytext=(6, -10),
-                fontsize="x-small",
-            )
+        _paper_nk(ax_e, [(n, k, v.top1_err) for n, k, v in paper if v.top1_err is not None], "paper (text)")
         if relative:
             if paper_base is not None and paper_base.train_fps:
                 pts = [(n, k, v.train_fps / paper_base.train_fps) for n, k, v in paper if v.train_fps]
-                for i, (n, k, r) in enumerate(pts):
-                    ax_f.scatter([n], [r], label="paper (GTX 1080)" if i == 0 else None, **_PAPER_STYLE)
-                    ax_f.annotate(
-                        f"N={n},K={k}",
-                        (n, r),
-                        textcoords="offset points",
-                        xytext=(6, -10),
-                        fontsize="x-small",
-                    )
+                _paper_nk(ax_f, pts, "paper (GTX 1080)")
             ax_f.axhline(1.0, color="0.35", linestyle="--", linewidth=1, label=f"{baseline} (= 1)")
         ns = sorted(set(data["N"]))
         for ax in (ax_e, ax_f):
@@ -562,27 +448,17 @@ def plot_nk_grid(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None
             )
         ax_e.set(ylabel="top-1 error (%)", title="top-1 error (mean ± std over seeds)")
         source = "benchmark" if data.attrs["fps_source"] == "bench" else "training runs"
-        if relative:
-            ax_f.set(ylabel=f"training speed relative to {baseline} (×)", title=f"training speed ({source})")
-        else:
-            ax_f.set(ylabel="training images / s", title=f"training speed ({source})")
+        ylabel = f"training speed relative to {baseline} (×)" if relative else "training images / s"
+        ax_f.set(ylabel=ylabel, title=f"training speed ({source})")
         family = experiment.family or _one(grid, "variant")
-        backbones = " / ".join(dict.fromkeys(pv.backbone_name(r.backbone) for r in grid))
         fig.suptitle(
-            f"Figure 3: {family} with various N and K, {backbones} ({_context(grid)})", fontweight="bold"
+            f"Figure 3: {family} with various N and K, {_backbones(grid)} ({_context(grid)})",
+            fontweight="bold",
         )
-        if data.attrs["absent"]:
-            fig.text(
-                0.01,
-                0.005,
-                "no runs yet: " + ", ".join(data.attrs["absent"]),
-                fontsize="x-small",
-                color="0.4",
-            )
+        _absent_note(fig, data.attrs["absent"])
     return fig
 
 
-# ---------------------------------------------------------------------------------------------
 # Training curves.
 
 _CURVE_VALUES = ("val_top1_err", "train_loss")
@@ -593,12 +469,9 @@ _ROUTING_CURVES = (
 )
 
 
-def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
-    """Per (row, epoch): ``label``, ``epoch``, ``n`` (runs with that epoch), ``runs`` (the row's
-    runs), and mean / std over seeds of ``val_top1_err`` and ``train_loss``; rows in plan order.
-
-    ``attrs["absent"]`` lists the rows without any epoch; if no row has one, ``ValueError``.
-    """
+def curves_data(experiment: Experiment, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per (row, epoch), rows in plan order: ``n`` (runs with that epoch), ``runs`` (the row's), and
+    mean / std over seeds of each curve; ``attrs["absent"]``: rows without epochs (all: ValueError)."""
     values = _CURVE_VALUES + tuple(c for mean, worst, _ in _ROUTING_CURVES for c in (mean, worst))
     cols = ["label", "epoch", "n", "runs"] + [f"{v}_{s}" for v in values for s in ("mean", "std")]
     out, absent = [], []
@@ -611,7 +484,7 @@ def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
         for ep, grp in sel.groupby("epoch", sort=True):
             rec = {"label": row.label, "epoch": int(ep), "n": len(grp), "runs": n_runs}
             for v in values:
-                s = summarize(grp[v]) if v in grp else summarize(pd.Series([], dtype=float))
+                s = summarize(grp[v] if v in grp else ())
                 rec[f"{v}_mean"], rec[f"{v}_std"] = s.mean, s.std
             out.append(rec)
     if not out:
@@ -621,12 +494,9 @@ def curves_data(experiment: Any, epochs: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | None = None) -> Figure:
-    """Validation top-1 error and training loss per epoch (:func:`curves_data`): one line per row
-    (legend: label and number of seeds), band = ± 1 std; rows without data listed under the plot.
-
-    With gated mixtures, two more panels show their per-batch routing: distinct Top-K sets and
-    idle components per batch (solid: epoch mean, dotted: the epoch's worst batch)."""
+def plot_training_curves(experiment: Experiment, epochs: pd.DataFrame, title: str | None = None) -> Figure:
+    """Validation top-1 error and training loss per epoch, one line per row, band = ± 1 std; with
+    gated mixtures also distinct Top-K sets and idle components per batch (dotted: worst batch)."""
     data = curves_data(experiment, epochs)
     order = list(dict.fromkeys(data["label"]))
     palette = sns.color_palette("colorblind" if len(order) <= 10 else "husl", len(order))
@@ -651,20 +521,13 @@ def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | Non
         ):
             for color, name in zip(palette, order):
                 sub = data[data["label"] == name].sort_values("epoch")
-                sub = sub[
-                    np.isfinite(sub[f"{col}_mean"].to_numpy(float))
-                ]  # epochs not evaluated (eval_every)
+                sub = sub[np.isfinite(sub[f"{col}_mean"].to_numpy(float))]  # epochs not evaluated
                 x = sub["epoch"].to_numpy(float)
                 mean, std = sub[f"{col}_mean"].to_numpy(float), sub[f"{col}_std"].to_numpy(float)
                 if not len(x):
                     continue
-                ax.plot(
-                    x,
-                    mean,
-                    color=color,
-                    marker="o" if len(x) <= 4 else None,
-                    label=f"{name} (n={int(sub['runs'].iloc[0])})",
-                )
+                seeds = f"{name} (n={int(sub['runs'].iloc[0])})"
+                ax.plot(x, mean, color=color, marker="o" if len(x) <= 4 else None, label=seeds)
                 if np.isfinite(std).any():
                     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
             ax.set(xlabel="epoch", ylabel=label)
@@ -673,25 +536,16 @@ def plot_training_curves(experiment: Any, epochs: pd.DataFrame, title: str | Non
         ax_l.set_title("training loss")
         ax_v.legend(title="row (seeds)", fontsize="small", title_fontsize="small")
         fig.suptitle(title or f"Training curves: {experiment.title}", fontweight="bold")
-        if data.attrs["absent"]:
-            fig.text(
-                0.01,
-                0.005,
-                "no runs yet: " + ", ".join(data.attrs["absent"]),
-                fontsize="x-small",
-                color="0.4",
-            )
+        _absent_note(fig, data.attrs["absent"])
     return fig
 
 
-# ---------------------------------------------------------------------------------------------
 # What each component learned: class x component routing of the last evaluation.
 
 
-def class_routing_data(experiment: Any, class_routing: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per gated-mixture row with routing records: a (class x component) frame of the fraction of
-    the class's validation images that select the component, pooled over the row's seeds
-    (sum of counts / sum of class images). Rows in plan order; none with records: ValueError."""
+def class_routing_data(experiment: Experiment, class_routing: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per gated-mixture row with records: (class x component) fraction of the class's validation
+    images that select the component, pooled over seeds; no row with records: ValueError."""
     out: dict[str, pd.DataFrame] = {}
     for row in experiment.rows:
         if row.k is None:
@@ -707,9 +561,8 @@ def class_routing_data(experiment: Any, class_routing: pd.DataFrame) -> dict[str
     return out
 
 
-def plot_class_routing(experiment: Any, class_routing: pd.DataFrame) -> Figure:
-    """One heatmap per gated-mixture row: rows = classes, columns = components, colour = the
-    fraction of the class's validation images that select the component (0 to 1)."""
+def plot_class_routing(experiment: Experiment, class_routing: pd.DataFrame) -> Figure:
+    """One heatmap per gated-mixture row of :func:`class_routing_data` (classes x components)."""
     data = class_routing_data(experiment, class_routing)
     ncols = min(3, len(data))
     nrows = math.ceil(len(data) / ncols)
@@ -718,21 +571,13 @@ def plot_class_routing(experiment: Any, class_routing: pd.DataFrame) -> Figure:
         FigureCanvasAgg(fig)
         for i, (label, frac) in enumerate(data.items()):
             ax = fig.add_subplot(nrows, ncols, i + 1)
-            sns.heatmap(
-                frac,
-                ax=ax,
-                vmin=0.0,
-                vmax=1.0,
-                cmap="viridis",
-                cbar=i % ncols == ncols - 1,
-                cbar_kws={"label": "fraction of the class's images"},
-            )
+            bar = dict(cbar=i % ncols == ncols - 1, cbar_kws={"label": "fraction of the class's images"})
+            sns.heatmap(frac, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", **bar)
             ax.set(xlabel="component", ylabel="class", title=label)
         fig.suptitle(f"What each component learned: {experiment.title}", fontweight="bold")
     return fig
 
 
-# ---------------------------------------------------------------------------------------------
 # Saving.
 
 
@@ -743,8 +588,7 @@ def figure_paths(stem: str | os.PathLike, formats: Sequence[str] = (".svg", ".pn
 
 
 def render_figure(fig: Figure, fmt: str, dpi: int = 150) -> bytes:
-    """``fig`` as the bytes of one format ("svg", "png", "pdf"), reproducibly: fixed SVG ids and no
-    creation date in the metadata."""
+    """``fig`` as the bytes of "svg", "png" or "pdf", reproducibly (fixed SVG ids, no dates)."""
     meta = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {"Software": None}}[fmt]
     buf = io.BytesIO()
     with _style():
@@ -753,11 +597,7 @@ def render_figure(fig: Figure, fmt: str, dpi: int = 150) -> bytes:
 
 
 def save_figure(fig: Figure, paths: Iterable[str | os.PathLike], dpi: int = 150) -> list[Path]:
-    """Write ``fig`` to every path (format from the suffix: .svg, .png, .pdf), each atomically.
-
-    All formats are rendered in memory first, so a failure leaves none of them half-written.
-    Output is reproducible: fixed SVG ids and no creation date in the metadata.
-    """
+    """Write ``fig`` to every path (format from the suffix), atomically, all rendered first."""
     paths = [Path(p) for p in paths]
     bad = [str(p) for p in paths if p.suffix.lower() not in FIGURE_FORMATS]
     if bad or not paths:

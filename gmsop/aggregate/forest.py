@@ -1,12 +1,8 @@
-"""The scorecard as a forest plot: every claim's difference with its 95% and Holm intervals.
+"""The scorecard as a forest plot: each claim's difference with its 95% and Holm intervals.
 
-One line per claim, top to bottom in the scorecard's order. A tested claim is a dot at its
-difference (mean top-1 error of the left row minus the right row; left of 0 favours the claim)
-with its 95% Welch interval as a thick bar and its Holm-adjusted interval as a thin, wider one,
-coloured by the Holm-adjusted verdict (the scorecard's colours, :data:`display.VERDICT_COLOURS`).
-A claim with no test (rows that did not learn, failed seeds, one seed, no spread, no run) has no
-bar: a hollow grey marker at its difference where that is finite, and its verdict written at the
-right edge, as every claim has. :func:`forest_data` returns exactly what is drawn.
+One line per claim in the scorecard's order: a dot at the difference (left of 0 favours the
+claim), the 95% Welch interval thick and the Holm-adjusted one thin, coloured by the Holm verdict;
+an untested claim is a hollow marker. :func:`forest_data` returns exactly what is drawn.
 """
 
 from __future__ import annotations
@@ -22,42 +18,26 @@ from gmsop.aggregate.claims import TESTED, verdict_kind
 from gmsop.aggregate.display import verdict_colour
 from gmsop.aggregate.figures import _figure, _style
 
-__all__ = ["forest_data", "plot_forest", "FOREST_COLUMNS"]
-
 #: Columns of :func:`forest_data`: one row per claim, ``y`` = its line (0 at the top).
-FOREST_COLUMNS = (
-    "y",
-    "label",
-    "diff",
-    "ci_low",
-    "ci_high",
-    "holm_low",
-    "holm_high",
-    "verdict_holm",
-    "tested",
-    "colour",
-)
+FOREST_COLUMNS = tuple("y label diff ci_low ci_high holm_low holm_high verdict_holm tested colour".split())
+
+
+_NUMBERS = FOREST_COLUMNS[2:7]  # the difference and its intervals
 
 
 def forest_data(card: pd.DataFrame) -> pd.DataFrame:
     """What :func:`plot_forest` draws for a scorecard (:func:`scorecard.build_scorecard`)."""
-    rows = []
-    for y, (_, r) in enumerate(card.iterrows()):
-        tested = r["verdict"] in TESTED
-        rows.append(
-            {
-                "y": y,
-                "label": f"{r['claim']}  ({r['experiment']})",
-                "diff": float(r["diff"]),
-                "ci_low": float(r["ci_low"]),
-                "ci_high": float(r["ci_high"]),
-                "holm_low": float(r["holm_low"]),
-                "holm_high": float(r["holm_high"]),
-                "verdict_holm": r["verdict_holm"],
-                "tested": tested,
-                "colour": verdict_colour(r["verdict_holm"]),
-            }
-        )
+    rows = [
+        {
+            "y": y,
+            "label": f"{r['claim']}  ({r['experiment']})",
+            **{c: float(r[c]) for c in _NUMBERS},
+            "verdict_holm": r["verdict_holm"],
+            "tested": r["verdict"] in TESTED,
+            "colour": verdict_colour(r["verdict_holm"]),
+        }
+        for y, (_, r) in enumerate(card.iterrows())
+    ]
     return pd.DataFrame(rows, columns=list(FOREST_COLUMNS))
 
 
@@ -73,63 +53,28 @@ def plot_forest(card: pd.DataFrame) -> Figure:
             return fig
         ax.axvline(0.0, color="0.3", linewidth=0.8, zorder=1)
         t = data[data["tested"]]
-        ax.hlines(
-            t["y"],
-            t["holm_low"],
-            t["holm_high"],
-            colors=t["colour"],
-            linewidth=1.2,
-            zorder=2,
-            gid="holm",
-            label="Holm-adjusted interval",
-        )
-        ax.hlines(
-            t["y"],
-            t["ci_low"],
-            t["ci_high"],
-            colors=t["colour"],
-            linewidth=4.0,
-            alpha=0.8,
-            zorder=3,
-            gid="ci95",
-            label="95% interval",
-        )
+        for low, high, kw in (
+            (
+                "holm_low",
+                "holm_high",
+                dict(linewidth=1.2, zorder=2, gid="holm", label="Holm-adjusted interval"),
+            ),
+            ("ci_low", "ci_high", dict(linewidth=4.0, alpha=0.8, zorder=3, gid="ci95", label="95% interval")),
+        ):
+            ax.hlines(t["y"], t[low], t[high], colors=t["colour"], **kw)
         ax.scatter(t["diff"], t["y"], c=t["colour"], s=28, zorder=4, gid="diff", label="difference")
         u = data[~data["tested"] & np.isfinite(data["diff"])]
-        ax.scatter(
-            u["diff"],
-            u["y"],
-            facecolors="none",
-            edgecolors=u["colour"],
-            s=28,
-            zorder=4,
-            gid="untested",
-            label="difference, no test",
-        )
+        untested = dict(s=28, zorder=4, gid="untested", label="difference, no test")
+        ax.scatter(u["diff"], u["y"], facecolors="none", edgecolors=u["colour"], **untested)
         right = blended_transform_factory(ax.transAxes, ax.transData)
         for _, r in data.iterrows():
-            kind = verdict_kind(r["verdict_holm"])
-            ax.text(
-                1.01,
-                r["y"],
-                r["verdict_holm"],
-                transform=right,
-                va="center",
-                ha="left",
-                fontsize="small",
-                color=r["colour"],
-                fontweight="bold" if kind in ("holds", "reversed") else "normal",
-            )
+            bold = verdict_kind(r["verdict_holm"]) in ("holds", "reversed")
+            at = dict(transform=right, va="center", ha="left", fontsize="small", color=r["colour"])
+            ax.text(1.01, r["y"], r["verdict_holm"], **at, fontweight="bold" if bold else "normal")
         ax.set_yticks(data["y"], data["label"], fontsize="small")
         ax.set_ylim(n - 0.5, -0.5)
         ax.grid(axis="y", visible=False)
-        finite = [
-            x
-            for c in ("diff", "ci_low", "ci_high", "holm_low", "holm_high")
-            for x in data[c]
-            if math.isfinite(x)
-        ]
-        span = max([abs(x) for x in finite] + [1.0])
+        span = max([abs(x) for c in _NUMBERS for x in data[c] if math.isfinite(x)] + [1.0])
         ax.set_xlim(-1.08 * span, 1.08 * span)
         ax.set_xlabel("difference of mean top-1 error, left row − right row (points; < 0 favours the claim)")
         ax.set_title("Each claim: difference, 95% interval (thick), Holm-adjusted (thin)", fontsize="medium")

@@ -1,24 +1,13 @@
-"""Result files -> tidy DataFrames: the runs, their epochs, their routing, the benchmarks.
+"""Result files -> tidy DataFrames (layout and validation: :mod:`gmsop.formats`).
 
-The files' layout and their validation live in :mod:`gmsop.formats` (one declaration the
-trainer writes with and this module reads with); a broken file raises
-:class:`~gmsop.formats.ResultFileError` naming the file and the dotted key. Frames built here:
-
-* runs (:func:`load_runs`): one row per training run. ``run_id`` is read from the file (the id
-  the workflow planned it under; empty for a run trained by hand), then identity columns,
-  ``finished``, final errors, cost, environment, and every hyper-parameter flattened to an
+* runs: one row per ``metrics.json``: ``run_id`` (from the file; empty for a run trained by
+  hand), identity, ``finished``, final errors, cost, environment, and every hyper-parameter as an
   ``hp.<name>`` column (nested dicts as ``hp.a.b``; lists and dicts as canonical JSON text).
-* epochs (:func:`load_epochs`): one row per (run, epoch), for training curves.
-* routing (:func:`load_routing`): one row per (run, epoch, mixture component) with the number of
-  samples routed to it and its summed gate weight; empty for non-mixture variants.
-* class_routing (``MetricsData.class_routing``): one row per (run, class, component) of gated
-  mixtures from the last evaluation: ``count`` images of the class that selected the component,
-  ``class_images`` the class's validation images.
-* bench (:func:`load_bench`): one row per benchmark file with its ``bench_id``; ``input_size``
-  becomes "3x64x64".
-
-A run counts as ``finished`` when its ``final`` block is present and it trained at least as many
-epochs as ``hparams.schedule`` (pairs of ``[lr, epochs]``) plans.
+  A run is ``finished`` when it has a ``final`` block and trained the epochs its schedule plans.
+* epochs: one row per (run, epoch); routing: one per (run, epoch, mixture component) with the
+  samples routed to it and its summed gate weight; class_routing: one per (run, class, component)
+  of the last evaluation.
+* bench: one row per benchmark file, ``input_size`` as "3x64x64".
 """
 
 from __future__ import annotations
@@ -32,35 +21,14 @@ from typing import Any
 
 import pandas as pd
 
-from gmsop.formats import EPOCH_NUMBERS, ResultFileError, read_bench, read_metrics
-
-__all__ = [
-    "ResultFileError",
-    "MetricsData",
-    "find_result_files",
-    "load_metrics",
-    "load_runs",
-    "load_epochs",
-    "load_routing",
-    "load_bench",
-    "select_epoch",
-    "RUN_COLUMNS",
-    "BENCH_COLUMNS",
-]
+from gmsop.formats import EPOCH_NUMBERS, METRICS_NAME, bench_files, read_bench, read_metrics
 
 PathLike = str | os.PathLike
 
 
-# ---------------------------------------------------------------------------------------------
-# Finding files.
-
-
 def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> list[Path]:
-    """Expand ``sources`` (files and/or folders) into a sorted list of result files.
-
-    A folder contributes every ``filename`` below it (recursively); a file is taken as given, so
-    Snakemake can pass its exact inputs. A source that does not exist raises ``FileNotFoundError``.
-    """
+    """``sources`` (files and folders) as a list of files: a folder gives every ``filename`` below
+    it, sorted; a file is taken as given; a source that does not exist raises ``FileNotFoundError``."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     found: list[Path] = []
@@ -75,58 +43,21 @@ def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> 
     return found
 
 
-# ---------------------------------------------------------------------------------------------
-# Frames.
-
 #: Columns of the runs frame that come before the ``hp.*`` columns, in this order.
-RUN_COLUMNS: tuple[str, ...] = (
-    "path",
-    "run_id",
-    "variant",
-    "backbone",
-    "protocol",
-    "dataset",
-    "seed",
-    "tag",
-    "finished",
-    "top1_err",
-    "top5_err",
-    "epochs_done",
-    "epochs_planned",
-    "train_time_s",
-    "train_img_s",
-    "params",
-    "rep_dim",
-    "flops_per_image",
-    "env.torch",
-    "env.device",
-    "env.device_name",
-    "env.gmsop",
+RUN_COLUMNS: tuple[str, ...] = tuple(
+    "path run_id variant backbone protocol dataset seed tag finished top1_err top5_err epochs_done "
+    "epochs_planned train_time_s train_img_s params rep_dim flops_per_image env.torch env.device "
+    "env.device_name env.gmsop".split()
 )
-_ID_COLUMNS = ("path", "run_id", "variant", "backbone", "protocol", "dataset", "seed", "tag")
+_ID_COLUMNS = RUN_COLUMNS[:8]
 
 #: Columns of the bench frame, in this order.
-BENCH_COLUMNS: tuple[str, ...] = (
-    "path",
-    "bench_id",
-    "variant",
-    "backbone",
-    "tag",
-    "input_size",
-    "num_classes",
-    "batch_size",
-    "device",
-    "device_name",
-    "train_img_s",
-    "train_step_ms_median",
-    "train_step_ms_iqr",
-    "infer_img_s",
-    "peak_mem_mb",
-    "params",
-    "flops_per_image",
-    "achieved_tflops",
-    "env.torch",
+BENCH_COLUMNS: tuple[str, ...] = tuple(
+    "path bench_id variant backbone tag input_size num_classes batch_size device device_name "
+    "train_img_s train_step_ms_median train_step_ms_iqr infer_img_s peak_mem_mb params "
+    "flops_per_image achieved_tflops env.torch".split()
 )
+_FINAL_FLOATS = ("top1_err", "top5_err", "train_time_s", "train_img_s")
 _EPOCH_FIELDS = ("epoch",) + EPOCH_NUMBERS
 _ROUTING_FIELDS = ("epoch", "component", "count", "importance", "share")
 _CLASS_ROUTING_FIELDS = ("class", "component", "count", "class_images")
@@ -178,26 +109,20 @@ def _run_row(path: Path, m: dict) -> dict[str, Any]:
         "seed": int(m["seed"]),
         "tag": m.get("tag") or m["hparams"].get("tag") or "",
         "finished": bool(m["final"]) and (planned is None or (done is not None and done >= planned)),
-        "top1_err": _num(final.get("top1_err")),
-        "top5_err": _num(final.get("top5_err")),
         "epochs_done": done,
         "epochs_planned": planned,
-        "train_time_s": _num(final.get("train_time_s")),
-        "train_img_s": _num(final.get("train_img_s")),
         "params": _int(m.get("params")),
         "rep_dim": _int(m.get("rep_dim")),
         "flops_per_image": _num(m.get("flops_per_image")),
-        "env.torch": env.get("torch"),
-        "env.device": env.get("device"),
-        "env.device_name": env.get("device_name"),
-        "env.gmsop": env.get("gmsop"),
+        **{k: _num(final.get(k)) for k in _FINAL_FLOATS},
+        **{f"env.{k}": env.get(k) for k in ("torch", "device", "device_name", "gmsop")},
     }
     row.update(_flatten(m["hparams"], "hp."))
     return row
 
 
 def _frame(rows: list[dict], leading: Iterable[str]) -> pd.DataFrame:
-    """DataFrame with ``leading`` columns first (present even when there are no rows), then the rest sorted."""
+    """``leading`` columns first (present even with no rows), then the rest sorted."""
     leading = list(leading)
     extra = sorted({k for r in rows for k in r} - set(leading))
     return pd.DataFrame(rows, columns=leading + extra)
@@ -205,7 +130,7 @@ def _frame(rows: list[dict], leading: Iterable[str]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class MetricsData:
-    """The frames built from one set of ``metrics.json`` files (each file parsed once)."""
+    """The frames of one set of ``metrics.json`` files (each file parsed once)."""
 
     runs: pd.DataFrame
     epochs: pd.DataFrame
@@ -214,9 +139,9 @@ class MetricsData:
 
 
 def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
-    """Validate every ``metrics.json`` under ``sources`` and build the runs, epochs and routing frames."""
+    """Validate every ``metrics.json`` under ``sources`` and build its frames."""
     run_rows, epoch_rows, routing_rows, class_rows = [], [], [], []
-    for path in find_result_files(sources, "metrics.json"):
+    for path in find_result_files(sources, METRICS_NAME):
         m = read_metrics(path)
         run = _run_row(path, m)
         run_rows.append(run)
@@ -251,11 +176,7 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
         raise ValueError(f"result file listed twice: {dup}")
     epochs = _frame(epoch_rows, _ID_COLUMNS + _EPOCH_FIELDS)
     routing = _frame(routing_rows, _ID_COLUMNS + _ROUTING_FIELDS)
-    for frame, cols in (
-        (runs, ("top1_err", "top5_err", "train_time_s", "train_img_s")),
-        (epochs, _EPOCH_FIELDS[1:]),
-        (routing, _ROUTING_FIELDS[2:]),
-    ):
+    for frame, cols in ((runs, _FINAL_FLOATS), (epochs, _EPOCH_FIELDS[1:]), (routing, _ROUTING_FIELDS[2:])):
         for c in cols:  # null-able numeric fields: float with NaN, never object
             frame[c] = pd.to_numeric(frame[c], errors="raise").astype(float)
     runs["finished"] = runs["finished"].astype(bool)
@@ -266,24 +187,13 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
 
 
 def load_runs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
-    """One row per training run (see the module docstring for the columns)."""
+    """One row per training run."""
     return load_metrics(sources).runs
 
 
-def load_epochs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
-    """One row per (run, epoch): the per-epoch training and validation metrics."""
-    return load_metrics(sources).epochs
-
-
-def load_routing(sources: PathLike | Iterable[PathLike], epoch: int | str = "last") -> pd.DataFrame:
-    """One row per (run, epoch, component) of gated mixtures; ``epoch="last"`` keeps each run's
-    last epoch that carries routing counts, ``"all"`` keeps every epoch, an int keeps that epoch."""
-    routing = load_metrics(sources).routing
-    return select_epoch(routing, epoch)
-
-
 def select_epoch(routing: pd.DataFrame, epoch: int | str = "last") -> pd.DataFrame:
-    """Restrict a routing (or epochs) frame to one epoch per run: "last", "all" or a number."""
+    """A routing (or epochs) frame at one epoch per run: "last" (each run's last epoch with routing
+    counts), "all" or a number."""
     if epoch == "all" or routing.empty:
         return routing
     if epoch == "last":
@@ -295,9 +205,9 @@ def select_epoch(routing: pd.DataFrame, epoch: int | str = "last") -> pd.DataFra
 
 
 def load_bench(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
-    """One row per ``bench.json`` (see the module docstring)."""
+    """One row per benchmark file (``sources``: files and folders, :func:`gmsop.formats.bench_files`)."""
     rows = []
-    for path in find_result_files(sources, "bench.json"):
+    for path in bench_files(sources):
         b = read_bench(path)
         row = {k: b.get(k) for k in BENCH_COLUMNS if k not in ("path", "bench_id", "input_size", "env.torch")}
         row.update(
@@ -309,14 +219,6 @@ def load_bench(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
         )
         rows.append(row)
     bench = _frame(rows, BENCH_COLUMNS)
-    for c in (
-        "train_img_s",
-        "train_step_ms_median",
-        "train_step_ms_iqr",
-        "infer_img_s",
-        "peak_mem_mb",
-        "flops_per_image",
-        "achieved_tflops",
-    ):
+    for c in BENCH_COLUMNS[10:15] + BENCH_COLUMNS[16:18]:  # the measured floats
         bench[c] = pd.to_numeric(bench[c], errors="raise").astype(float)
     return bench

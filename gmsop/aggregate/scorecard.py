@@ -1,22 +1,9 @@
-"""The scorecard: every claim of every experiment in one table, with where it was tested.
+"""The scorecard: every claim of every experiment in one table, with the setting it was tested in.
 
-A reader's first question is "does the paper hold up?"; the answer is spread over the tables'
-claim lists, each at its own scale. The scorecard puts them in one table, one line per claim,
-with the setting it was tested in (dataset, classes, training images, epochs, width, seeds per
-side), the difference with its 95% interval, the probability of improvement and the verdict
-(:mod:`claims`). It is computed from the result files with the same row selection and the same
-statistics as the tables (:func:`tables.row_errors`, :func:`claims.evaluate_claims`), so the two
-can never disagree.
-
-Testing many claims at 95% each makes some "holds" or "reversed" likely by chance alone, so the
-scorecard also adjusts for multiplicity: the family is every claim it tests with an interval, and
-Holm's step-down procedure (:func:`claims.adjust_holm`) gives each an adjusted verdict and
-interval beside the unadjusted ones; the landing page colours the adjusted verdict. Failed seeds
-(:func:`claims.failed_seeds`) are listed under the table with their errors.
-
-Written as CSV (numbers), Markdown, a self-contained HTML page, the forest plot
-(:mod:`forest`, SVG + PNG), and an HTML fragment the Snakemake report shows first on its landing
-page: the plot, then the table.
+Same row selection and statistics as the tables (:func:`tables.row_errors`,
+:func:`claims.evaluate_claims`), so the two never disagree; Holm's step-down adjustment
+(:func:`claims.adjust_holm`) over every claim tested with an interval. Written as CSV, Markdown,
+HTML, the forest plot (:mod:`forest`) and the fragment the Snakemake report shows first.
 """
 
 from __future__ import annotations
@@ -27,7 +14,6 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -40,25 +26,26 @@ from gmsop.aggregate.claims import (
     evaluate_claims,
     failed_seeds,
 )
-from gmsop.aggregate.display import FAILED_MARK, FAILED_NOTE, verdict_colour
+from gmsop.aggregate.display import (
+    FAILED_MARK,
+    FAILED_NOTE,
+    diff_cell,
+    markdown_table,
+    number,
+    verdict_colour,
+)
+from gmsop.aggregate.figures import render_figure
+from gmsop.aggregate.forest import plot_forest
 from gmsop.aggregate.select import one_value, row_runs, step_size
 from gmsop.aggregate.tables import row_errors
 from gmsop.atomic import atomic_write
-
-__all__ = [
-    "SCORECARD_COLUMNS",
-    "build_scorecard",
-    "scorecard_summary",
-    "render_scorecard_markdown",
-    "render_scorecard_html",
-    "write_scorecard",
-]
+from gmsop.experiments import Experiment, Row
 
 _CONTEXT = ("dataset", "classes", "train_images", "epochs", "width", "step_size")
 SCORECARD_COLUMNS: tuple[str, ...] = ("experiment", "title") + _CONTEXT + tuple(CLAIM_COLUMNS) + HOLM_COLUMNS
 
 
-def _side(runs: pd.DataFrame, row: Any) -> dict[str, str]:
+def _side(runs: pd.DataFrame, row: Row) -> dict[str, str]:
     fin = row_runs(runs, row)
 
     def val(col: str, what: str) -> str:
@@ -80,11 +67,10 @@ def _context(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
     return {k: a[k] if a[k] == b[k] else f"{a[k]} / {b[k]}" for k in _CONTEXT}
 
 
-def build_scorecard(experiments: Iterable[Any], runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim of every experiment (in plan order), columns :data:`SCORECARD_COLUMNS`,
-    Holm-adjusted over the claims tested with an interval. ``attrs["failed_seeds"]``: one record
-    (experiment, row, seed, error) per failed seed of a row some claim uses, that learned on
-    other seeds."""
+def build_scorecard(experiments: Iterable[Experiment], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim of every experiment, columns :data:`SCORECARD_COLUMNS`, Holm-adjusted;
+    ``attrs["failed_seeds"]``: (experiment, row, seed, error) of the failed seeds of claimed rows
+    that learned on other seeds."""
     out, failed = [], []
     for exp in experiments:
         if not exp.claims:
@@ -108,10 +94,6 @@ def build_scorecard(experiments: Iterable[Any], runs: pd.DataFrame) -> pd.DataFr
     return card[list(SCORECARD_COLUMNS)]
 
 
-def _num(x: Any, fmt: str) -> str:
-    return format(float(x), fmt) if x == x and x is not None else "—"
-
-
 def _interval(low: float, high: float) -> str:
     return f"[{low:+.2f}, {high:+.2f}]" if low == low else "—"
 
@@ -120,8 +102,7 @@ def _failed_rows(df: pd.DataFrame) -> set[tuple[str, str]]:
     return {(f["experiment"], f["row"]) for f in df.attrs.get("failed_seeds", ())}
 
 
-#: Header of the scorecard's cells: the verdicts and the claim first (what a reader looks for),
-#: then the numbers, then where it was tested (one wrapped cell, so the table fits a page).
+#: Header of the scorecard's cells: verdicts and claim first, then numbers, then the setting.
 SCORECARD_HEAD = (
     "Verdict (Holm)",
     "Verdict (unadjusted)",
@@ -153,11 +134,11 @@ def _cells(df: pd.DataFrame) -> list[list[str]]:
                 r["verdict_holm"],
                 r["verdict"],
                 r["claim"],
-                f"{_num(r['diff'], '+.2f')} {_interval(r['ci_low'], r['ci_high'])}".replace(" —", ""),
+                diff_cell(r),
                 _interval(r["holm_low"], r["holm_high"]),
-                _num(r["p_improvement"], ".2f"),
-                f"{_num(r['better_mean'], '.2f')}{mark['better']} vs "
-                f"{_num(r['worse_mean'], '.2f')}{mark['worse']}",
+                number(r["p_improvement"], ".2f"),
+                f"{number(r['better_mean'], '.2f')}{mark['better']} vs "
+                f"{number(r['worse_mean'], '.2f')}{mark['worse']}",
                 f"{r['n_better']} / {r['n_worse']}",
                 setting,
             ]
@@ -171,7 +152,7 @@ def _counts(verdicts: Iterable[str]) -> str:
 
 
 def scorecard_summary(df: pd.DataFrame) -> str:
-    """The scorecard's summary line: how many claims, which family Holm adjusts over, the counts."""
+    """How many claims, which family Holm adjusts over, the verdict counts."""
     tested = df[df["verdict"].isin(TESTED)]
     m = len(tested)
     untested = df[~df["verdict"].isin(TESTED)]
@@ -180,9 +161,8 @@ def scorecard_summary(df: pd.DataFrame) -> str:
         f"{len(df)} claim{'' if len(df) == 1 else 's'} of the paper checked on our runs; {m} tested "
         f"with a {LEVEL:.0%} Welch interval. Family for Holm's adjustment: the {m} claim{plural} "
         f"this scorecard tests with an interval (family-wise error {1 - LEVEL:.0%}). "
-        f"Holm-adjusted: {_counts(tested['verdict_holm']) if m else 'none'}; "
-        f"unadjusted: {_counts(tested['verdict']) if m else 'none'}; "
-        f"not tested: {_counts(untested['verdict']) if len(untested) else 'none'}. A claim holds or is "
+        f"Holm-adjusted: {_counts(tested['verdict_holm'])}; unadjusted: {_counts(tested['verdict'])}; "
+        f"not tested: {_counts(untested['verdict'])}. A claim holds or is "
         "reversed only when its interval excludes 0; a row none of whose seeds learned (top-1 error "
         "above 75% of chance) or with failed seeds supports no test."
     )
@@ -208,17 +188,9 @@ def _notes(df: pd.DataFrame) -> list[str]:
 
 
 def render_scorecard_markdown(df: pd.DataFrame) -> str:
-    lines = _cells(df)
-    esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
-    out = [
-        "### Scorecard: the paper's claims on our runs",
-        "",
-        scorecard_summary(df),
-        "",
-        "| " + " | ".join(SCORECARD_HEAD) + " |",
-        "|" + "|".join(":--" if i in _TEXT_COLUMNS else "--:" for i in range(len(SCORECARD_HEAD))) + "|",
-    ]
-    out += ["| " + " | ".join(esc(c) for c in line) + " |" for line in lines]
+    left = [i in _TEXT_COLUMNS for i in range(len(SCORECARD_HEAD))]
+    out = ["### Scorecard: the paper's claims on our runs", "", scorecard_summary(df), ""]
+    out += markdown_table(SCORECARD_HEAD, left, _cells(df))
     out += [""] + [f"- {n}" for n in _notes(df)]
     return "\n".join(out) + "\n"
 
@@ -235,9 +207,7 @@ def _svg_inline(svg: bytes) -> str:
     )
 
 
-#: The Snakemake report sets its landing text in a 32rem column with the workflow graph beside it:
-#: the column holding the scorecard is widened to the page and the graph moves below it, so the
-#: intervals are read without scrolling sideways (checked in a browser by tests/test_workflow.py).
+#: Widens the report's 32rem landing column to the page (the workflow graph moves below it).
 _LANDING_STYLE = (
     "<style>.prose:has(.gmsop-scorecard){max-width:none}"
     "div:has(> div > .prose .gmsop-scorecard){flex-wrap:wrap}</style>"
@@ -251,10 +221,9 @@ def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: by
         'style="padding:3px 6px;border-bottom:1px solid #d0d7de;text-align:{};vertical-align:top;'
         'white-space:{}"'
     )
-    wrap = {0: "normal", 1: "normal", 2: "normal", 8: "normal"}  # text wraps; numbers never do
 
-    def style(i: int) -> str:
-        return cell.format("left" if i in _TEXT_COLUMNS else "right", wrap.get(i, "nowrap"))
+    def style(i: int) -> str:  # text is left-aligned and wraps; numbers never do
+        return cell.format(*(("left", "normal") if i in _TEXT_COLUMNS else ("right", "nowrap")))
 
     rows = []
     for line in _cells(df):
@@ -298,9 +267,6 @@ def write_scorecard(
     texts: dict[Path, str | bytes] = {}
     svg = None
     if plot:
-        from gmsop.aggregate.figures import render_figure
-        from gmsop.aggregate.forest import plot_forest
-
         fig = plot_forest(df)
         svg = render_figure(fig, "svg")
         texts[stem.with_suffix(".svg")] = svg

@@ -1,40 +1,13 @@
-"""Build one reproduction table from a planned experiment and its result files.
+"""Build one reproduction table (numbers; :mod:`writers` formats it) from a planned experiment.
 
-:func:`build_table` takes the planner's :class:`gmsop.experiments.Experiment` (its rows, in
-order, with their run and bench ids) and the frames of :mod:`load`, and returns a numeric
-DataFrame (one row per planned row); :mod:`writers` turns it into CSV, Markdown, HTML and LaTeX.
-Columns:
-
-=====================  ===================================================================
-``method``             the row's label
-``n``                  finished runs averaged; ``n_unfinished`` started but not finished;
-                       ``top1_nonfinite`` / ``top5_nonfinite``: finished runs whose top-1 /
-                       top-5 error is NaN or inf (each column its own); ``seeds`` "0;1;2"
-``classes``            classes of the dataset it ran on; ``learned``: at least one seed has
-                       learned (top-1 error at most 75% of chance, 100·(1 − 1/classes));
-                       ``n_failed`` / ``failed_seeds``: the seeds that did not or diverged,
-                       as "seed:error;..." (:func:`claims.failed_seeds`)
-``dim``, ``dim_paper``  representation size (ours from the runs; the paper's, at full width only)
-``params_m``           our parameter count in millions (runs, else the benchmark file)
-``params_paper_m``     published count (:func:`paper_values.paper_params`) and its source, for
-                       rows at full width (a narrower net is not the paper's architecture)
-``top1_mean/_std``     top-1 error (%), mean and sample std over seeds; likewise top-5
-``top1_paper``         published error, only where the row ran in the paper's setting in full
-                       (:meth:`Row.paper_setting_gaps`); ``top1_delta`` = ours − paper
-``paper_rank``         the row's rank (1 = lowest error) among the table's rows in the paper,
-``our_rank``           and ours among the same rows: rows that learned with no failed seed (a
-                       rank of a row that did not learn says nothing about its method); the
-                       table's Kendall τ between the two orders, its row count and the rows
-                       left out with why are in ``df.attrs["rank_agreement"]``
-``fps``, ``fps_rel``   training images/s and its ratio to the baseline row; ``fps_source`` says
-                       whether it is the benchmark median (bench) or the runs' mean (train)
-``fps_paper[_rel]``    speed the text quotes (GTX 1080) and its ratio to the baseline row (full
-                       width only)
-=====================  ===================================================================
-
-A row without finished runs keeps NaN in every measured column and ``n = 0``; nothing is ever
-filled in from the paper. The claims of the experiment are evaluated on the same runs
-(:func:`claims.evaluate_claims`) and stored as records in ``df.attrs["claims"]``.
+One row per planned row: finished runs averaged (``n``; ``n_unfinished``; non-finite counts per
+error column), ``learned`` (some seed at most 75% of chance error) and the failed seeds, our
+representation size and parameters beside the paper's (full width only), top-1/top-5 mean and
+sample std, the published error and Δ only where the row ran in the paper's setting in full
+(:meth:`Row.paper_setting_gaps`), ranks among the rows that learned with no failed seed (Kendall τ
+in ``attrs["rank_agreement"]``), and training speed (benchmark median, else the runs' mean) with
+its ratio to the baseline. A row without finished runs keeps NaN: nothing is filled in from the
+paper. The experiment's claims, tested on the same runs, are in ``attrs["claims"]``.
 """
 
 from __future__ import annotations
@@ -44,67 +17,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gmsop.aggregate import paper_values as pv
+from gmsop import paper_values as pv
 from gmsop.aggregate.claims import evaluate_claims, failed_seeds, kendall_agreement, ranks
 from gmsop.aggregate.select import one_value, row_bench, row_runs, step_size
 from gmsop.aggregate.stats import summarize
-
-__all__ = ["build_table", "TABLE_COLUMNS", "PAPER_TABLES", "row_errors"]
+from gmsop.experiments import Experiment, Row
 
 #: Columns of a built table, in order (also the CSV columns).
-TABLE_COLUMNS: tuple[str, ...] = (
-    "table",
-    "row",
-    "method",
-    "variant",
-    "backbone",
-    "dataset",
-    "protocol",
-    "width_mult",
-    "n",
-    "n_unfinished",
-    "top1_nonfinite",
-    "top5_nonfinite",
-    "seeds",
-    "classes",
-    "learned",
-    "n_failed",
-    "failed_seeds",
-    "dim",
-    "dim_paper",
-    "params_m",
-    "params_paper_m",
-    "top1_mean",
-    "top1_std",
-    "top5_mean",
-    "top5_std",
-    "top1_paper",
-    "top5_paper",
-    "top1_delta",
-    "top5_delta",
-    "paper_rank",
-    "our_rank",
-    "fps",
-    "fps_rel",
-    "fps_paper",
-    "fps_paper_rel",
-    "fps_source",
-    "fps_device",
-    "train_time_s_mean",
-    "paper_source",
-    "params_paper_source",
+TABLE_COLUMNS: tuple[str, ...] = tuple(
+    "table row method variant backbone dataset protocol width_mult n n_unfinished top1_nonfinite "
+    "top5_nonfinite seeds classes learned n_failed failed_seeds dim dim_paper params_m "
+    "params_paper_m top1_mean top1_std top5_mean top5_std top1_paper top5_paper top1_delta "
+    "top5_delta paper_rank our_rank fps fps_rel fps_paper fps_paper_rel fps_source fps_device "
+    "train_time_s_mean paper_source params_paper_source".split()
 )
 
 #: The paper's tables a table experiment may name as ``paper``.
 PAPER_TABLES = ("table2", "table3", "table4")
 
-#: Paper tables whose setting (ResNet-18 family, 64x64 ImageNet, GTX 1080) the quoted training
-#: speeds belong to. Table 4 (Places365, 96x96 crops) was timed differently, if at all.
+#: Paper tables whose setting (64x64 ImageNet, GTX 1080) the quoted training speeds belong to.
 _FPS_PAPER_TABLES = ("table2", "table3")
 
 
 def row_errors(
-    runs: pd.DataFrame, experiment: Any
+    runs: pd.DataFrame, experiment: Experiment
 ) -> tuple[dict[str, list[float]], dict[str, int | None], dict[str, list[int]]]:
     """Per row label: the top-1 errors of its finished runs, its dataset's number of classes, and
     the runs' seeds (in the errors' order)."""
@@ -118,7 +54,9 @@ def row_errors(
     return errors, classes, seeds
 
 
-def _fps(bench: pd.DataFrame, fin: pd.DataFrame, row: Any, source: str) -> tuple[float, str | None, float]:
+def _fps(
+    bench: pd.DataFrame | None, fin: pd.DataFrame, row: Row, source: str
+) -> tuple[float, str | None, float]:
     """(images/s, device, params from the bench file) of one row from the chosen source."""
     b = row_bench(bench, row)
     b_params = float(one_value(b["params"], "benchmarked parameter counts", row)) if not b.empty else np.nan
@@ -156,8 +94,10 @@ def _rank_agreement(df: pd.DataFrame) -> dict[str, Any]:
     return {"tau": tau, "n": n, "left_out": left_out, "_paper": paper, "_ours": ours}
 
 
-def build_table(experiment: Any, runs: pd.DataFrame, bench: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Summarise the result files of ``experiment``'s rows (see the module docstring)."""
+def build_table(
+    experiment: Experiment, runs: pd.DataFrame, bench: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Summarise the result files of ``experiment``'s rows (columns :data:`TABLE_COLUMNS`)."""
     paper_table = experiment.paper if experiment.paper in PAPER_TABLES else None
     paper_dataset = pv.TABLE_DATASETS.get(paper_table) if paper_table else None
     has_bench = (

@@ -1,48 +1,38 @@
-"""Write a built table as CSV, Markdown, HTML and LaTeX (booktabs), each file atomically.
-
-* CSV: the numeric table exactly as :func:`tables.build_table` returns it (columns
-  :data:`tables.TABLE_COLUMNS`; ``top1_mean``, ``top1_std``, ``n``... kept apart), for scripts.
-* Markdown: a pipe table with a heading and the footnotes, for READMEs and terminals.
-* HTML: one self-contained page (inline CSS, no scripts, no external files), so a Snakemake report
-  can embed it as is.
-* LaTeX: a ``table`` float with ``\\toprule``/``\\midrule``/``\\bottomrule`` (needs booktabs).
+"""Write a built table as CSV (the numbers, for scripts), Markdown, a self-contained HTML page and
+a booktabs LaTeX float, each through :func:`gmsop.atomic.atomic_write`.
 
 The human formats share the cell rules of :mod:`display`; the best row (lowest mean top-1 error)
-is set in bold as in the paper. ``render_*`` return the text, ``write_*`` write it through
-:func:`gmsop.atomic.atomic_write`, so a reader never sees a half-written table.
+is set in bold as in the paper.
 """
 
 from __future__ import annotations
 
 import html
 import os
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from gmsop.aggregate.claims import LEVEL, TESTED
-from gmsop.aggregate.display import LATEX, TEXT, best_row, display_table, table_notes, table_title
+from gmsop.aggregate.display import (
+    LATEX,
+    TEXT,
+    best_row,
+    diff_cell,
+    display_table,
+    markdown_table,
+    number,
+    table_notes,
+    table_title,
+)
 from gmsop.atomic import atomic_write
-
-__all__ = [
-    "render_csv",
-    "render_markdown",
-    "render_html",
-    "render_latex",
-    "write_csv",
-    "write_markdown",
-    "write_html",
-    "write_latex",
-    "write_table",
-    "FORMATS",
-]
 
 #: Format name -> file suffix, in the order :func:`write_table` writes them.
 FORMATS: dict[str, str] = {"csv": ".csv", "md": ".md", "html": ".html", "tex": ".tex"}
 
 _LEFT = {"Method", "Backbone"}  # text columns; every other column is right-aligned
 _BOLD = {"Method", "Top-1 err. (%)"}
-
 
 CLAIM_HEAD = (
     "Claim (top-1 err., lower on the left)",
@@ -60,44 +50,31 @@ _CLAIM_DETAIL = (
 )
 
 
-def _num(x: float, fmt: str) -> str:
-    return format(x, fmt) if x == x else "—"  # NaN -> dash
-
-
 def claim_cells(records) -> list[tuple[str, ...]]:
-    """One line of text cells per evaluated claim (records of gmsop.aggregate.claims.CLAIM_COLUMNS)."""
-    lines = []
-    for c in records or ():
-        ours = f"{_num(c['better_mean'], '.2f')} vs {_num(c['worse_mean'], '.2f')}"
-        diff = _num(c["diff"], "+.2f")
-        if c["ci_low"] == c["ci_low"]:
-            diff += f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
-        lines.append(
-            (
-                c["claim"],
-                ours,
-                diff,
-                f"{c['n_better']} / {c['n_worse']}",
-                _num(c["p_improvement"], ".2f"),
-                c["verdict"],
-            )
+    """One line of text cells per evaluated claim (records of :data:`claims.CLAIM_COLUMNS`)."""
+    return [
+        (
+            c["claim"],
+            f"{number(c['better_mean'], '.2f')} vs {number(c['worse_mean'], '.2f')}",
+            diff_cell(c),
+            f"{c['n_better']} / {c['n_worse']}",
+            number(c["p_improvement"], ".2f"),
+            c["verdict"],
         )
-    return lines
+        for c in records or ()
+    ]
 
 
 def claims_summary(records) -> str:
     """How many claims the table checks, how many it tests and at what level, counts per verdict."""
     records = list(records or ())
-    counts: dict[str, int] = {}
-    for c in records:
-        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
-    tested = sum(counts.get(v, 0) for v in TESTED)
-    parts = [f"{n} {v}" for v, n in counts.items()]
+    counts = Counter(c["verdict"] for c in records)
+    tested = sum(counts[v] for v in TESTED)
     return (
         f"This table checks {len(records)} claim{'s' if len(records) != 1 else ''} and tests {tested} of "
         f"them, each with a {LEVEL:.0%} Welch interval (a {1 - LEVEL:.0%} two-sided test per claim, not "
         f"adjusted for testing several; the scorecard adds Holm's adjustment over all claims): "
-        f"{', '.join(parts)}."
+        f"{', '.join(f'{n} {v}' for v, n in counts.items())}."
     )
 
 
@@ -108,22 +85,22 @@ def render_csv(df: pd.DataFrame) -> str:
 
 def render_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table with a heading and a bulleted list of notes."""
-    cells = display_table(df, TEXT)
+    cells = display_table(df)
     best = best_row(df)
-    esc = lambda s: str(s).replace("|", r"\|")  # noqa: E731
-    head = "| " + " | ".join(esc(c) for c in cells.columns) + " |"
-    rule = "|" + "|".join(":--" if c in _LEFT else "--:" for c in cells.columns) + "|"
-    lines = [f"### {table_title(df)}", "", head, rule]
-    for pos, (_, row) in enumerate(cells.iterrows()):
-        vals = [f"**{esc(v)}**" if pos == best and c in _BOLD else esc(v) for c, v in row.items()]
-        lines.append("| " + " | ".join(vals) + " |")
-    lines.append("")
-    lines += [f"- {n}" for n in table_notes(df)]
+    rows = [
+        [f"**{v}**" if pos == best and c in _BOLD else v for c, v in row.items()]
+        for pos, (_, row) in enumerate(cells.iterrows())
+    ]
+    lines = [
+        f"### {table_title(df)}",
+        "",
+        *markdown_table(cells.columns, [c in _LEFT for c in cells.columns], rows),
+    ]
+    lines += ["", *(f"- {n}" for n in table_notes(df))]
     claims = claim_cells(df.attrs.get("claims"))
     if claims:
-        rule = "|" + "|".join(":--" if a == "l" else "--:" for a in _CLAIM_ALIGN) + "|"
-        lines += ["", f"**{_CLAIM_NAME}** {_CLAIM_DETAIL}", "", "| " + " | ".join(CLAIM_HEAD) + " |", rule]
-        lines += ["| " + " | ".join(esc(c) for c in line) + " |" for line in claims]
+        lines += ["", f"**{_CLAIM_NAME}** {_CLAIM_DETAIL}", ""]
+        lines += markdown_table(CLAIM_HEAD, [a == "l" for a in _CLAIM_ALIGN], claims)
         lines += [
             "",
             claims_summary(df.attrs.get("claims")) + " All claims of all experiments: results/scorecard.md.",
@@ -150,64 +127,54 @@ ul.notes, p.notes { font-size: 12px; color: #57606a; max-width: 64em; padding-le
 """.strip()
 
 
+def _tr(tag: str, cells, classes) -> str:
+    """One HTML table row of ``tag`` cells, each escaped, with its class."""
+    return (
+        "<tr>"
+        + "".join(f'<{tag} class="{c}">{html.escape(v)}</{tag}>' for v, c in zip(cells, classes))
+        + "</tr>"
+    )
+
+
 def render_html(df: pd.DataFrame) -> str:
     """A complete, self-contained HTML page holding the table and its notes."""
-    cells = display_table(df, TEXT)
+    cells = display_table(df)
     best = best_row(df)
     title = html.escape(table_title(df))
     table_id = html.escape(str(df.attrs.get("table_id") or "table"), quote=True)
     align = ["l" if c in _LEFT else "r" for c in cells.columns]
     out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{title}</title>",
-        f"<style>\n{_CSS}\n</style>",
-        "</head>",
-        "<body>",
-        f'<table class="gmsop" id="{table_id}">',
-        f"<caption>{title}</caption>",
-        "<thead><tr>",
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>',
+        f"<style>\n{_CSS}\n</style>\n</head>\n<body>",
+        f'<table class="gmsop" id="{table_id}">\n<caption>{title}</caption>\n<thead><tr>',
+        *(f'<th class="{a}">{html.escape(c)}</th>' for c, a in zip(cells.columns, align)),
+        "</tr></thead>\n<tbody>",
     ]
-    out += [f'<th class="{a}">{html.escape(c)}</th>' for c, a in zip(cells.columns, align)]
-    out += ["</tr></thead>", "<tbody>"]
     for pos, (_, row) in enumerate(cells.iterrows()):
-        tds = []
-        for (col, val), a in zip(row.items(), align):
-            cls = [a]
-            if val.startswith(TEXT.missing):
-                cls.append("missing")
-            if pos == best and col in _BOLD:
-                cls.append("best")
-            tds.append(f'<td class="{" ".join(cls)}">{html.escape(val)}</td>')
-        out.append("<tr>" + "".join(tds) + "</tr>")
-    out += ["</tbody>", "</table>", '<ul class="notes">']
-    out += [f"<li>{html.escape(n)}</li>" for n in table_notes(df)]
+        classes = [
+            " ".join(
+                [a] + ["missing"] * val.startswith(TEXT.missing) + ["best"] * (pos == best and col in _BOLD)
+            )
+            for (col, val), a in zip(row.items(), align)
+        ]
+        out.append(_tr("td", row, classes))
+    out += [
+        '</tbody>\n</table>\n<ul class="notes">',
+        *(f"<li>{html.escape(n)}</li>" for n in table_notes(df)),
+    ]
     out.append("</ul>")
     claims = claim_cells(df.attrs.get("claims"))
     if claims:
         out += [
             f'<table class="gmsop" id="{table_id}-claims">',
             f"<caption>{html.escape(f'{_CLAIM_NAME} {_CLAIM_DETAIL}')}</caption>",
-            "<thead><tr>"
-            + "".join(f'<th class="{a}">{html.escape(h)}</th>' for a, h in zip(_CLAIM_ALIGN, CLAIM_HEAD))
-            + "</tr></thead>",
-            "<tbody>",
-        ]
-        out += [
-            "<tr>"
-            + "".join(f'<td class="{a}">{html.escape(c)}</td>' for a, c in zip(_CLAIM_ALIGN, line))
-            + "</tr>"
-            for line in claims
-        ]
-        out += [
-            "</tbody>",
-            "</table>",
+            f"<thead>{_tr('th', CLAIM_HEAD, _CLAIM_ALIGN)}</thead>\n<tbody>",
+            *(_tr("td", line, _CLAIM_ALIGN) for line in claims),
+            "</tbody>\n</table>",
             f'<p class="notes">{html.escape(claims_summary(df.attrs.get("claims")))} All claims of all '
             "experiments are in the scorecard.</p>",
         ]
-    out += ["</body>", "</html>"]
+    out.append("</body>\n</html>")
     return "\n".join(out) + "\n"
 
 
@@ -221,15 +188,10 @@ def render_latex(df: pd.DataFrame) -> str:
     label = str(df.attrs.get("table_id") or "table").replace(" ", "-")
     lines = [
         "% Written by gmsop.aggregate.writers; needs \\usepackage{booktabs}.",
-        "\\begin{table}[t]",
-        "\\centering",
-        "\\small",
-        f"\\caption{{{LATEX.escape(table_title(df))}}}",
-        f"\\label{{tab:{label}}}",
-        f"\\begin{{tabular}}{{{spec}}}",
-        "\\toprule",
-        " & ".join(cells.columns) + " \\\\",
-        "\\midrule",
+        "\\begin{table}[t]\n\\centering\n\\small",
+        f"\\caption{{{LATEX.escape(table_title(df))}}}\n\\label{{tab:{label}}}",
+        f"\\begin{{tabular}}{{{spec}}}\n\\toprule",
+        " & ".join(cells.columns) + " \\\\\n\\midrule",
     ]
     for pos, (_, row) in enumerate(cells.iterrows()):
         vals = [f"\\textbf{{{v}}}" if pos == best and c in bold_cols else v for c, v in row.items()]
@@ -240,28 +202,9 @@ def render_latex(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    return atomic_write(path, render_csv(df))
-
-
-def write_markdown(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    return atomic_write(path, render_markdown(df))
-
-
-def write_html(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    return atomic_write(path, render_html(df))
-
-
-def write_latex(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    return atomic_write(path, render_latex(df))
-
-
 def write_table(df: pd.DataFrame, stem: str | os.PathLike, formats=tuple(FORMATS)) -> dict[str, Path]:
     """Write ``<stem>.csv/.md/.html/.tex`` (or the ``formats`` asked for); returns format -> path.
-
-    Every output is rendered before the first one is written, so a formatting error leaves no
-    partial set of files behind.
-    """
+    Every output is rendered before the first is written, so an error leaves no partial set."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown table format(s) {unknown}; choose from {list(FORMATS)}")

@@ -5,19 +5,7 @@ Each entry is data (blocks per stage, widths, stem width); there is one code pat
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from gmsop.backbones.resnet import ResNet
-
-
-def __getattr__(name: str):
-    """The torch modules load on first use: names and widths (reports, planning) need no torch."""
-    if name in ("ResNet", "conv1x1", "conv3x3"):
-        return getattr(importlib.import_module("gmsop.backbones.resnet"), name)
-    raise AttributeError(f"module 'gmsop.backbones' has no attribute {name!r}")
-
+from gmsop.backbones.resnet import ResNet, conv1x1, conv3x3
 
 __all__ = [
     "BACKBONES",
@@ -88,8 +76,6 @@ def create_backbone(
     """Backbone ``name``; ``width_mult`` scales every width (1.0 = the paper's net)."""
     if not width_mult > 0:
         raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
-    from gmsop.backbones.resnet import ResNet
-
     spec = BACKBONES[resolve_backbone(name)]
     return ResNet(
         spec["blocks"],

@@ -1,20 +1,10 @@
 """The modified ResNets of Table 1 (and WRN-36-2 of Table 3) for 64x64 / 96x96 inputs.
 
-    stem     3x3 conv, stride 1, + BN + ReLU, no max-pool
-    stage 1  basic blocks at widths[0], stride 1
-    stage 2  widths[1], stride 2 in the first block
-    stage 3  widths[2], stride 2
-    stage 4  widths[3] ("conv5_x"), stride ``last_stride``: 2 for first-order heads (8x8 map at
-             64x64); 1 for second-order heads in the released code (16x16, M = 256 positions)
-
-"ResNet-18": 2 blocks per stage, widths 16/32/64/128. "ResNet-50" is NOT a bottleneck net: the
-same basic blocks, 6 per stage (8*6 + 2 = 50 layers). WRN-36-2: 4 blocks per stage, widths
-32/64/128/256 after a 16-wide stem. Blocks are post-activation basic blocks, laid out exactly
-like torchvision's ``BasicBlock`` (same submodule names, so state dicts are interchangeable) but
-defined here: importing ``torchvision.models`` costs seconds per process (it loads every model
-and ``torchvision.ops``), and every workflow job is a fresh process. A 1x1 conv + BN projection
-shortcut is added where width or stride changes.
-Init: He-normal (fan_in) convs, BN weight 1 / bias 0, BN momentum from the protocol.
+3x3 stem (stride 1, BN, ReLU, no max-pool), then stages of post-activation basic blocks with
+strides 1, 2, 2 and ``last_stride`` (2 for first-order heads; 1 for second-order heads in the
+released code: a 16x16 map at 64x64). A 1x1 conv + BN shortcut where width or stride changes.
+Blocks match torchvision's ``BasicBlock`` (same submodule names), defined here because importing
+``torchvision.models`` costs seconds per job. Init: He-normal (fan_in) convs, BN 1 / 0.
 """
 
 from __future__ import annotations
@@ -24,16 +14,12 @@ from functools import partial
 
 from torch import Tensor, nn
 
-__all__ = ["ResNet", "BasicBlock", "conv1x1", "conv3x3"]
-
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 convolution, padding 1, no bias (a BN follows)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 convolution, no bias (a BN follows)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
 
 
@@ -64,15 +50,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A basic-block ResNet trunk: (B, 3, H, W) -> (B, widths[-1], H/s, W/s).
-
-    Args:
-        blocks: basic blocks per stage.
-        widths: channel width of each stage.
-        stem_width: channels of the 3x3 stem convolution.
-        last_stride: stride of the last stage (1 or 2; see the module docstring).
-        bn_momentum: BatchNorm momentum in PyTorch's convention.
-    """
+    """A basic-block ResNet trunk: (B, 3, H, W) -> (B, widths[-1], H/s, W/s); ``blocks`` per stage."""
 
     def __init__(
         self,
@@ -99,8 +77,6 @@ class ResNet(nn.Module):
             c = width
         self.stages = nn.Sequential(*stages)
         self.num_features = c
-        self.last_stride = last_stride
-        self.reduction = 2 ** (len(widths) - 2) * last_stride if len(widths) > 1 else last_stride
         self.init_weights()
 
     def _make_stage(self, in_channels: int, width: int, n: int, stride: int) -> nn.Sequential:
@@ -121,4 +97,4 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)  # (B, 3, H, W) -> (B, stem, H, W)
-        return self.stages(x)  # -> (B, widths[-1], H/reduction, W/reduction)
+        return self.stages(x)  # -> (B, widths[-1], H/s, W/s)

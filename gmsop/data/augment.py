@@ -1,36 +1,11 @@
 """Batched augmentation on the training device: flips, (pad +) random crops, centre crops, normalise.
 
-Why batched: the loader hands over whole uint8 batches (B, 3, H, W) already on the device, so
-augmentation is a handful of tensor ops per batch instead of a Python loop per image. Every
-random choice is one draw per batch from a ``torch.Generator``:
-
-* flips: a (B,) Bernoulli mask, applied with ``torch.where`` (no per-sample branch);
-* crops: (B,) row and column offsets into the (padded) image; all windows are one strided view
-  (``unfold`` along H and W, no copy) and a single advanced index picks each sample's window.
-  Padding uses a per-channel ``fill`` value.
-
-Random numbers are drawn on the generator's device. Nothing in a training step may wait for
-the GPU (a blocking host-to-device copy is a device synchronisation, which would undo the
-loader's overlap), hence:
-
-* a generator on the data's device (what ``gmsop.engine.data.DataPipeline`` uses:
-  ``epoch_generator(..., device=<the data's device>)``) draws where the data is: no copy.
-  On CUDA this is the Philox stream of a CUDA generator, which differs from the CPU stream
-  for the same seed: CUDA runs augment differently from CPU runs (they are not bit-comparable
-  anyway), but the generator is still a pure function of (seed, epoch, stream), so a resumed
-  run redraws exactly the same on either device;
-* a CPU generator with data on a CUDA device (callers of the
-  functions below) draws on the CPU, as before, and the (B,) draws travel through pinned
-  memory with a non-blocking copy (``small_to_device``): the same augmentation as on the CPU,
-  without a sync;
-* ``BatchTransform`` builds its constants (mean, std, padding fill) once per device and
-  reuses them (``BatchTransform.constants``), instead of copying Python tuples to the device
-  on every call.
-Geometric ops run on uint8 (4x less memory traffic than float); ``normalize`` converts to
-float32 last. ``BatchTransform`` chains them as an ``AugmentSpec`` says.
-
-The default padding fill of ``BatchTransform`` is the rounded dataset mean, so that after mean
-subtraction the padding is ~0, which is what zero-padding a mean-subtracted image gives.
+The loader hands over whole uint8 batches (B, 3, H, W) on the device; every random choice is one
+(B,) draw per batch from a ``torch.Generator`` (flip mask, crop offsets; all crop windows are one
+``unfold`` view picked by an advanced index). A generator on the data's device draws there (on
+CUDA its Philox stream differs from the CPU's, but is still a pure function of seed, epoch and
+stream); CPU draws for CUDA data go through pinned memory without blocking (``small_to_device``).
+Geometric ops run on uint8; ``normalize`` converts to float32 last.
 """
 
 from __future__ import annotations
@@ -42,29 +17,12 @@ import torch
 
 from gmsop.data.base import AugmentSpec
 
-__all__ = [
-    "epoch_generator",
-    "to_float",
-    "normalize",
-    "hflip_where",
-    "small_to_device",
-    "random_hflip",
-    "pad_fill",
-    "crop_at",
-    "random_crop",
-    "center_crop",
-    "BatchTransform",
-]
-
 
 def epoch_generator(
     seed: int, epoch: int, stream: int = 1, device: str | torch.device = "cpu"
 ) -> torch.Generator:
-    """A generator that is a pure function of (seed, epoch, stream): resumed runs redraw the same.
-
-    ``stream`` separates independent uses (the loader's permutation uses numpy's
-    ``default_rng([seed, epoch])``; augmentation takes stream 1, evaluation crops stream 2).
-    """
+    """A generator that is a pure function of (seed, epoch, stream), so resumed runs redraw the same
+    (augmentation uses stream 1, evaluation crops stream 2)."""
     state = np.random.SeedSequence([seed, epoch, stream]).generate_state(2, dtype=np.uint32)
     g = torch.Generator(device=device)
     g.manual_seed(int(state[0]) << 32 | int(state[1]))
@@ -75,19 +33,13 @@ def _gen_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-#: Device types whose host-to-device copies of random draws go through pinned memory
-#: (non-blocking); a copy from pageable memory would block. A module attribute so that a test
-#: can check the path on the CPU with a stand-in device.
+#: device types whose copies from the host go through pinned memory (a module attribute for tests)
 _PINNED_COPY_TYPES = frozenset({"cuda"})
 
 
 def small_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small host tensor ``t`` (random draws, batch indices) on ``device`` without blocking the host.
-
-    Same device: ``t`` itself. From the CPU to a CUDA device: pinned, then copied with
-    ``non_blocking=True`` (the caching host allocator keeps the pinned block alive until the
-    copy has run). Otherwise a plain ``.to``.
-    """
+    """A small host tensor ``t`` (random draws, batch indices) on ``device`` without blocking the host:
+    CPU to CUDA goes pinned and ``non_blocking``."""
     if t.device == device:
         return t
     if t.device.type == "cpu" and device.type in _PINNED_COPY_TYPES:
@@ -96,28 +48,17 @@ def small_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _channel_constant(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A (1, C, 1, 1) per-channel constant; a tensor already of this dtype and device is only
-    viewed (no copy, no new allocation), anything else is converted."""
+    """A (1, C, 1, 1) per-channel constant; a tensor of this dtype and device is only viewed."""
     if isinstance(value, torch.Tensor) and value.dtype == dtype and value.device == device:
         return value.view(1, -1, 1, 1)
     return torch.as_tensor(value, device=device).to(dtype).view(1, -1, 1, 1)
 
 
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 on the 0-255 scale (no rescaling)."""
-    return x.to(torch.float32)
-
-
 def normalize(
     x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(x - mean) / std per channel, as float32; ``std=None`` only subtracts the mean.
-
-    ``mean`` and ``std`` are on the 0-255 scale, like the uint8 input. Mean subtraction alone is
-    what the released code does for downsampled ImageNet (method-facts.md, Training). Pass
-    float32 tensors on ``x``'s device (``BatchTransform.constants``) to avoid building and
-    copying them on every call.
-    """
+    """(x - mean) / std per channel (0-255 scale), as float32; ``std=None`` only subtracts the mean
+    (what the released code does for downsampled ImageNet)."""
     out = x.to(torch.float32)  # (B, C, H, W), a new tensor when x is uint8
     if out.data_ptr() == x.data_ptr():
         out = out.clone()  # float input: never modify the caller's tensor
@@ -128,10 +69,7 @@ def normalize(
 
 
 def hflip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mirror (left-right) the samples where ``mask`` (B,) is True; others unchanged.
-
-    ``mask`` on another device than ``x`` is moved without blocking (``small_to_device``).
-    """
+    """Mirror (left-right) the samples where ``mask`` (B,) is True."""
     return torch.where(small_to_device(mask, x.device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -142,8 +80,7 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: f
 
 
 def pad_fill(x: torch.Tensor, pad: int, fill: float | Sequence[float] | torch.Tensor = 0) -> torch.Tensor:
-    """Pad H and W by ``pad`` pixels of ``fill`` (a scalar or one value per channel; a tensor of
-    ``x``'s dtype and device is used as it is)."""
+    """Pad H and W by ``pad`` pixels of ``fill`` (a scalar or one value per channel)."""
     if pad == 0:
         return x
     b, c, h, w = x.shape
@@ -161,13 +98,8 @@ def crop_at(
     pad: int = 0,
     fill: float | Sequence[float] | torch.Tensor = 0,
 ) -> torch.Tensor:
-    """Per-sample crops of the image padded by ``pad`` pixels of ``fill``.
-
-    Sample b gets rows top[b] .. top[b]+h-1 and columns left[b] .. left[b]+w-1 of its padded
-    image, so offsets range over 0 .. H + 2 pad - h. All windows are a strided view
-    (``unfold`` twice, no copy); one advanced index picks each sample's window. Offsets on
-    another device than ``x`` are moved without blocking (``small_to_device``).
-    """
+    """Per-sample crops: sample b gets rows top[b].. and columns left[b].. of its image padded by
+    ``pad`` pixels of ``fill`` (offsets range over 0 .. H + 2 pad - h)."""
     b = x.shape[0]
     sh, sw = (size, size) if isinstance(size, int) else size
     xp = pad_fill(x, pad, fill)  # (B, C, H+2p, W+2p)
@@ -206,21 +138,10 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 class BatchTransform:
     """uint8 batch -> augmented, normalised float32 batch, as an ``AugmentSpec`` prescribes.
 
-    Training: random flip (``spec.flip``), then pad + random crop when ``spec.pad`` or
-    ``spec.train_crop`` asks for one. Evaluation: pad + random crop when ``spec.eval_pad_crop``,
-    else a centre crop of ``spec.eval_crop`` if set. Then ``normalize``. (``spec.flip_double``
-    is the loader's job: it yields each image and its mirror.)
-
-    Args:
-        spec: the dataset's augmentation.
-        mean, std: per-channel statistics on the 0-255 scale (``Dataset.mean`` / ``.std``).
-        train: training or evaluation behaviour.
-        divide_std: False subtracts the mean only (the released code on downsampled ImageNet).
-        fill: padding value per channel on the uint8 scale; default the rounded mean.
-
-    The constants (mean, std as float32, fill as uint8, each (1, C, 1, 1)) are built once per
-    device on first use and reused (``constants``): building them per call meant two to three
-    host-to-device copies, each a device synchronisation, on every training step.
+    Training: random flip, then pad + random crop; evaluation: the same pad + crop with
+    ``eval_pad_crop``, else a centre crop of ``eval_crop``. ``divide_std=False`` subtracts the
+    mean only. ``fill`` (padding, uint8 scale) defaults to the rounded mean, so padding is ~0
+    after normalisation. ``flip_double`` is the loader's job.
     """
 
     def __init__(
@@ -239,30 +160,24 @@ class BatchTransform:
         self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = {}
 
     def constants(self, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(mean, std or None, fill) on ``device``: built on the first call per device, then the
-        same tensors (one copy per transform and device for the whole run, none per step)."""
+        """(mean, std or None, fill) on ``device``, built once per device (no copy per step)."""
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())  # the key a tensor's .device gives
         cached = self._constants.get(device)
         if cached is None:
-            mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-            std = (
-                None
-                if self.std is None
-                else torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-            )
-            fill = torch.tensor(self.fill, dtype=torch.float32).to(torch.uint8).view(1, -1, 1, 1).to(device)
-            cached = self._constants[device] = (mean, std, fill)
+
+            def channels(values, dtype=torch.float32):
+                return torch.tensor(values, dtype=torch.float32).to(dtype).view(1, -1, 1, 1).to(device)
+
+            std = None if self.std is None else channels(self.std)
+            cached = self._constants[device] = (channels(self.mean), std, channels(self.fill, torch.uint8))
         return cached
 
     @classmethod
     def for_dataset(cls, dataset, train: bool, divide_std: bool = True) -> BatchTransform:
         """The transform ``dataset.augment`` prescribes, with the dataset's statistics."""
         return cls(dataset.augment, dataset.mean, dataset.std, train, divide_std)
-
-    def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        return self.spec.output_size(image_size, self.train)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.dtype != torch.uint8 or x.dim() != 4:
@@ -280,6 +195,3 @@ class BatchTransform:
         elif s.eval_crop is not None:
             x = center_crop(x, s.eval_crop)
         return normalize(x, mean, std).contiguous()
-
-    def __repr__(self) -> str:
-        return f"BatchTransform({self.spec}, train={self.train}, divide_std={self.std is not None})"

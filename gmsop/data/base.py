@@ -1,16 +1,9 @@
 """The dataset interface every gmsop dataset returns: ``Split``, ``AugmentSpec`` and ``Dataset``.
 
-Why this shape: every dataset the paper uses (downsampled ImageNet, Places365 at 100x100) and
-every embedded stand-in fits in one uint8 array of shape (N, 3, H, W), in memory or memory-mapped.
-Keeping images as uint8 until the batch reaches the training device means the loader moves
-1 byte per value, needs no worker processes and holds no Python objects per image; the float
-conversion, flips, crops and normalisation happen on whole batches (``gmsop.data.augment``).
-
-``AugmentSpec`` states the augmentation the paper uses for a dataset, as data, so the engine
-never hard-codes "Places365 gets a 96-pixel crop": it asks the dataset.
-
-Every constructor validates its inputs and raises ``ValueError`` naming the offending value and,
-where there is one, the file it came from (``Split.source``).
+Every dataset fits one uint8 array (N, 3, H, W), in memory or memory-mapped: the loader moves 1
+byte per value and float conversion and augmentation happen on whole batches on the device.
+``AugmentSpec`` states the paper's augmentation for a dataset as data, so the engine asks the
+dataset. Constructors raise ``ValueError`` naming the bad value and its file (``Split.source``).
 """
 
 from __future__ import annotations
@@ -22,8 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-__all__ = ["Split", "AugmentSpec", "Dataset", "resolve_augment", "check_labels"]
 
 
 def check_labels(labels: np.ndarray | torch.Tensor, num_classes: int, source: str) -> None:
@@ -42,14 +33,8 @@ def check_labels(labels: np.ndarray | torch.Tensor, num_classes: int, source: st
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a dataset: uint8 images and int64 labels, row-aligned.
-
-    Attributes:
-        images: uint8 tensor (N, 3, H, W), channels R, G, B. May share memory with a numpy
-            memmap (``torch.from_numpy`` of a copy-on-write map): nothing is read until indexed.
-        labels: int64 tensor (N,), 0-based class indices.
-        source: where the split came from (a file or cache path, or "generated"), used in errors.
-    """
+    """One split: uint8 images (N, 3, H, W) in R, G, B (possibly a copy-on-write memmap), int64
+    0-based labels (N,) and ``source``, the file or cache path named in errors."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -89,20 +74,10 @@ class Split:
 class AugmentSpec:
     """The augmentation a dataset is trained and evaluated with (see method-facts.md, Training).
 
-    Training applies, in order: mirror copies (``flip_double``, done by the loader), random
-    horizontal flip (``flip``), padding by ``pad`` pixels and a random crop of ``train_crop``
-    (the stored size when None). Evaluation takes a centre crop of ``eval_crop`` (the whole image
-    when None), or, with ``eval_pad_crop``, the same pad + random crop as training.
-
-    Attributes:
-        flip: random horizontal flip with probability 1/2 at training.
-        pad: pixels of padding on each side before the training random crop (0 = none).
-        train_crop: side of the square random training crop; None = the stored size.
-        eval_crop: side of the square centre crop at evaluation; None = whole image.
-        flip_double: the training set is the originals plus their mirror images (Table 3's star
-            rows): an epoch holds 2N samples. ``gmsop.data.loader.BatchLoader`` implements it.
-        eval_pad_crop: evaluation also pads and random-crops (Table 3's star rows say "in both
-            training and prediction stages").
+    Training: mirror copies (``flip_double``: an epoch of 2N samples, Table 3's star rows; done by
+    the loader), random horizontal flip (``flip``), padding by ``pad`` and a random square crop of
+    ``train_crop`` (None: the stored size). Evaluation: a centre crop of ``eval_crop`` (None: the
+    whole image), or with ``eval_pad_crop`` the training pad + random crop (Table 3's star rows).
     """
 
     flip: bool = False
@@ -146,11 +121,8 @@ def resolve_augment(
     default: str,
     dataset: str,
 ) -> AugmentSpec:
-    """Turn a preset name, an ``AugmentSpec`` or a mapping of overrides into an ``AugmentSpec``.
-
-    A mapping overrides fields of the dataset's default preset, so a config can say
-    ``augment: {pad: 4, train_crop: 64}`` without restating the rest.
-    """
+    """A preset name, an ``AugmentSpec`` or a mapping of overrides of the default preset (a config's
+    ``augment: {pad: 4}``) as an ``AugmentSpec``."""
     if value is None:
         return presets[default]
     if isinstance(value, AugmentSpec):
@@ -186,18 +158,9 @@ def _channel_triple(name: str, value: Any) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A classification dataset as the engine consumes it.
-
-    Attributes:
-        name: registry name ("synthetic", "imagenet64", ...).
-        num_classes: number of classes; every label is in [0, num_classes).
-        train, val: the two splits (same image size).
-        mean, std: per-channel mean and standard deviation of the training images on the
-            0-255 scale (R, G, B).
-        augment: the training/evaluation augmentation the paper uses for this data.
-        classes: class names when the source has them, else None.
-        info: free-form provenance (source path, cache path, options, notes such as "subset").
-    """
+    """A classification dataset as the engine consumes it: two splits of one image size, the
+    training images' per-channel mean and std (0-255 scale), the paper's augmentation, class names
+    when the source has them and free-form provenance ``info`` (source, cache, notes)."""
 
     name: str
     num_classes: int
@@ -210,12 +173,9 @@ class Dataset:
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if (
-            not isinstance(self.num_classes, int)
-            or isinstance(self.num_classes, bool)
-            or self.num_classes < 2
-        ):
-            raise ValueError(f"{self.name}: num_classes must be an int >= 2, got {self.num_classes!r}")
+        k = self.num_classes
+        if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+            raise ValueError(f"{self.name}: num_classes must be an int >= 2, got {k!r}")
         for split_name in ("train", "val"):
             if not isinstance(getattr(self, split_name), Split):
                 raise ValueError(f"{self.name}: {split_name} must be a Split")
@@ -229,17 +189,14 @@ class Dataset:
         if min(self.std) <= 0:
             raise ValueError(f"{self.name}: std must be positive, got {self.std}")
         if not isinstance(self.augment, AugmentSpec):
-            raise ValueError(
-                f"{self.name}: augment must be an AugmentSpec, got {type(self.augment).__name__}"
-            )
+            kind = type(self.augment).__name__
+            raise ValueError(f"{self.name}: augment must be an AugmentSpec, got {kind}")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-            if len(self.classes) != self.num_classes:
-                raise ValueError(
-                    f"{self.name}: {len(self.classes)} class names for num_classes={self.num_classes}"
-                )
-        check_labels(self.train.labels, self.num_classes, self.train.source)
-        check_labels(self.val.labels, self.num_classes, self.val.source)
+            if len(self.classes) != k:
+                raise ValueError(f"{self.name}: {len(self.classes)} class names for num_classes={k}")
+        for split in (self.train, self.val):
+            check_labels(split.labels, k, split.source)
         train_size = self.augment.output_size(self.image_size, train=True)
         eval_size = self.augment.output_size(self.image_size, train=False)
         if train_size != eval_size:

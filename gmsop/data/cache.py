@@ -1,40 +1,11 @@
 """The one-time conversion cache: uint8 ``.npy`` memory maps written atomically.
 
-Why: the released formats (npz/pickle batches of 1.28M images, 1.8M JPEGs) are slow to parse
-and, held as Python objects, too large to train from. Each file-backed dataset converts its
-source once into
-
-    <cache_dir>/
-        train_images.npy   uint8 (N, 3, H, W)     opened later with mmap_mode="c"
-        train_labels.npy   int64 (N,)
-        val_images.npy, val_labels.npy
-        meta.json          written LAST: format, fingerprint of the sources and options,
-                           per-split shapes, num_classes, mean, std, class names, notes
-
-so training reads pages straight from the file system cache and holds no per-image objects.
-
-Never half-written: every file is written under a temporary name in the same directory and
-moved into place with ``os.replace`` (atomic on POSIX). A rebuild deletes ``meta.json`` first,
-and a cache counts as valid only when ``meta.json`` exists and its fingerprint matches the
-sources and options, so an interrupted conversion is simply redone. Two processes converting at
-once each write their own temporary files and produce the same bytes.
-
-Where: never inside the data folder (shared datasets are often read-only, and nobody expects a
-tool to write into their data). ``default_cache_dir`` puts a dataset's cache under
-``cache_root()``: ``$GMSOP_CACHE_DIR`` when set (the workflow sets it to its config's
-``cache_dir``, default ``results/cache``), else ``$XDG_CACHE_HOME/gmsop`` or ``~/.cache/gmsop``;
-one folder per data folder (its name plus a hash of its absolute path) and dataset variant.
-A builder's ``cache_dir=`` option overrides all of this.
-
-Memory maps are opened copy-on-write (``mmap_mode="c"``): the array is writable as far as numpy
-and torch are concerned (``torch.from_numpy`` warns on read-only arrays), while writes, if any,
-stay private to the process and never reach the file.
-
-Generated datasets (``synthetic``) use the same layout, but only under ``$GMSOP_CACHE_DIR``
-(``env_cache_root``): they need no cache to be built, so without that variable they stay in
-memory and nothing is written. Their folder is ``<root>/generated/<name>-v<version>-<hash>``,
-the hash (``identity_hash``) taken over every option that decides the bytes and the builder's
-version, so no two configurations share one and a version bump starts a new folder.
+Layout: ``{train,val}_images.npy`` uint8 (N, 3, H, W) (opened ``mmap_mode="c"``: copy-on-write, so
+writable for torch but never written back), ``{train,val}_labels.npy`` int64 (N,) and ``meta.json``,
+written last, with the fingerprint of the sources and options. Every file is written under a
+temporary name and ``os.replace``d; a cache counts only when ``meta.json`` matches, so an
+interrupted conversion is redone. Caches live under ``cache_root()``, never in the data folder;
+generated datasets cache only under ``$GMSOP_CACHE_DIR`` (``env_cache_root``).
 """
 
 from __future__ import annotations
@@ -53,44 +24,22 @@ import torch
 from gmsop.atomic import atomic_path, atomic_write, atomic_write_json
 from gmsop.data.base import Split
 
-__all__ = [
-    "CACHE_FORMAT",
-    "CACHE_ENV",
-    "cache_root",
-    "default_cache_dir",
-    "fingerprint",
-    "atomic_memmap",
-    "atomic_save_npy",
-    "atomic_write_json",
-    "read_meta",
-    "write_meta",
-    "invalidate",
-    "load_split",
-    "prepare_cache_dir",
-    "env_cache_root",
-    "identity_hash",
-]
-
 #: bump when the layout of a cache changes, so old caches are rebuilt rather than misread
 CACHE_FORMAT = 1
 META_NAME = "meta.json"
-
-
 #: environment variable naming the folder dataset caches go into (the workflow sets it)
 CACHE_ENV = "GMSOP_CACHE_DIR"
 
 
 def cache_root() -> Path:
-    """``$GMSOP_CACHE_DIR``, else ``$XDG_CACHE_HOME/gmsop``, else ``~/.cache/gmsop``: never the data folder."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "gmsop"
+    """``$GMSOP_CACHE_DIR``, else ``$XDG_CACHE_HOME/gmsop``, else ``~/.cache/gmsop``."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return env_cache_root() or Path(xdg or Path.home() / ".cache").expanduser() / "gmsop"
 
 
 def default_cache_dir(root: Path, key: str) -> Path:
     """``cache_root()/<data folder name>-<hash of its absolute path>/<key>``: one folder per data
-    folder and dataset variant, outside the data (which may be read-only)."""
+    folder and dataset variant."""
     root = Path(root).expanduser().resolve()
     tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in root.name) or "root"
@@ -109,34 +58,33 @@ def prepare_cache_dir(cache_dir: Path) -> Path:
         ) from None
     if not os.access(cache_dir, os.W_OK):
         raise ValueError(
-            f"the cache folder {cache_dir} is not writable; pass cache_dir= a writable folder or set {CACHE_ENV}"
+            f"the cache folder {cache_dir} is not writable; "
+            f"pass cache_dir= a writable folder or set {CACHE_ENV}"
         )
     return cache_dir
 
 
-def fingerprint(files: Iterable[Path | str], options: dict[str, Any], base: Path | None = None) -> str:
-    """sha256 of (path, size, mtime) of every source file plus the conversion options.
+def dataset_cache_dir(root: Path, cache_dir: str | Path | None, key: str) -> Path:
+    """``cache_dir`` when given, else ``default_cache_dir(root, key)``; created (``prepare_cache_dir``)."""
+    return prepare_cache_dir(Path(cache_dir) if cache_dir else default_cache_dir(root, key))
 
-    Paths are taken relative to ``base`` when given, so moving a whole data folder keeps its
-    cache valid, while replacing or touching a source file invalidates it.
-    """
+
+def fingerprint(files: Iterable[Path | str], options: dict[str, Any], base: Path | None = None) -> str:
+    """sha256 of (path relative to ``base``, size, mtime) of every source file plus the options:
+    moving the data folder keeps the cache, touching a file invalidates it."""
     rows = []
     for f in files:
         p = Path(f)
         st = p.stat()
         name = str(p.relative_to(base)) if base is not None else str(p)
         rows.append([name, st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"files": rows, "options": options}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return identity_hash({"files": rows, "options": options})
 
 
 @contextlib.contextmanager
 def atomic_memmap(path: Path, shape: tuple[int, ...], dtype: Any = np.uint8) -> Iterator[np.memmap]:
-    """Yield a writable ``.npy`` memmap at a temporary name; rename it to ``path`` on success.
-
-    On any exception the temporary file is removed and ``path`` is left untouched. The
-    temporary file's name is ``arr.filename`` (worker processes can open it with ``r+``).
-    """
+    """Yield a writable ``.npy`` memmap at a temporary name (``arr.filename``), renamed to ``path``
+    on success and removed on any exception."""
     with atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(int(s) for s in shape))
         try:
@@ -215,8 +163,7 @@ def load_split(cache_dir: Path, split: str, meta: dict[str, Any]) -> Split:
 
 
 def env_cache_root() -> Path | None:
-    """``$GMSOP_CACHE_DIR`` when set, else None: for data that is cheap to make without a cache
-    (generated datasets), which caches only where a caller asked for caches, never in ~/.cache."""
+    """``$GMSOP_CACHE_DIR`` when set, else None (generated data caches only where asked to)."""
     value = os.environ.get(CACHE_ENV)
     return Path(value).expanduser() if value else None
 

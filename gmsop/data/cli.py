@@ -1,15 +1,7 @@
-"""``gmsop data``: list, inspect, prepare (cache) or benchmark a dataset.
+"""``gmsop data list | info NAME | prepare NAME | bench NAME``: list, inspect, cache or time a dataset.
 
-    gmsop data list
-    gmsop data info NAME [--root R] [--OPTION VALUE ...] [--json]
-    gmsop data prepare NAME --root R [--OPTION VALUE ...]
-    gmsop data bench NAME [--root R] [--OPTION VALUE ...] [--batch-size 256] [--seconds 5] [--device cpu]
-
-Dataset options are passed as ``--name value`` (dashes or underscores), e.g.
-``gmsop data info synthetic --classes 10 --n-train 500`` or
-``gmsop data prepare imagenet64 --root /data/ds --size 32``. Values are read as JSON where they
-parse (numbers, true/false/null, {"pad": 4}), else as strings. ``gmsop data info NAME --help``
-lists NAME's options and defaults.
+Dataset options go as ``--name value`` (dashes or underscores), read as JSON where they parse
+(numbers, true/false/null, {"pad": 4}), else as strings; ``gmsop data info NAME --help`` lists them.
 """
 
 from __future__ import annotations
@@ -19,7 +11,8 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["main"]
+from gmsop.data import dataset_options, get_dataset, list_datasets
+from gmsop.data.throughput import measure_loader_throughput
 
 
 def _parse_value(text: str) -> Any:
@@ -95,8 +88,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gmsop.data import dataset_options, get_dataset, list_datasets
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subs = _parser()
     args, rest = parser.parse_known_args(argv)
@@ -132,12 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         if cache is None:
             print(f"{args.name}: nothing to prepare (no cache; data is generated or loaded directly)")
         else:
-            print(
-                f"{args.name}: cache ready at {cache} ({len(dataset.train):,} train, {len(dataset.val):,} val)"
-            )
+            n_train, n_val = len(dataset.train), len(dataset.val)
+            print(f"{args.name}: cache ready at {cache} ({n_train:,} train, {n_val:,} val)")
     else:  # bench
-        from gmsop.data.throughput import measure_loader_throughput
-
         result = measure_loader_throughput(dataset, args.batch_size, args.seconds, args.device)
         print(json.dumps(result, indent=2))
     return 0

@@ -1,17 +1,10 @@
 """A file-backed dataset's identity by content: one hash of the bytes of every file it reads.
 
-Run ids hash it (``gmsop.experiments``) and a resumed checkpoint must match it
-(``gmsop.engine.trainer``), so a replaced or edited file retrains exactly the runs that read it,
-while moving the data folder or touching a file without changing its bytes changes nothing.
-Generated datasets read no files (no ``register_source_files``): their identity stays their
-options (``gmsop.data.registry.dataset_fingerprint``).
-
-Cheap enough for every ``snakemake``: each file's sha256 is cached with its size and mtime in
-``content.json`` beside the dataset's caches (``gmsop.data.cache.default_cache_dir``), and a
-file is read again only when its size or mtime changed. Which files count is the dataset's
-answer (``gmsop.data.registry.source_files``): ``npz`` its one or two .npz files, ``folder``
-every image file, ``imagenet64`` the release files, ``places365`` its three list files (the
-list files stand for the 1.8M images, as for its cache).
+Run ids hash it and a resumed checkpoint must match it, so an edited file retrains the runs that
+read it, while moving or touching the data changes nothing. Which files count is the dataset's
+``source_files`` (places365: its list files, standing for the images); generated datasets read
+none. Each file's sha256 is kept with its size and mtime in ``content.json`` beside the dataset's
+caches and recomputed only when those change.
 """
 
 from __future__ import annotations
@@ -25,29 +18,11 @@ from gmsop.atomic import atomic_write_json
 from gmsop.data.cache import default_cache_dir
 from gmsop.data.registry import source_files
 
-__all__ = ["content_fingerprint", "file_digests"]
-
-_STORE = "content.json"
-_BLOCK = 1 << 20
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _relative(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if root.is_dir() else path.name
-
 
 def file_digests(root: Path, files: list[Path]) -> dict[str, str]:
-    """sha256 of each file, by path relative to ``root``; a cached digest is reused while the
-    file's size and mtime are unchanged (the store is rewritten only when something changed, and
-    skipped where the cache folder cannot be written)."""
-    store = default_cache_dir(root, _STORE)
+    """sha256 of each file, by path relative to ``root``; a stored digest is reused while the
+    file's size and mtime are unchanged."""
+    store = default_cache_dir(root, "content.json")
     try:
         cached = json.loads(store.read_text())
     except (OSError, ValueError):
@@ -55,12 +30,13 @@ def file_digests(root: Path, files: list[Path]) -> dict[str, str]:
     fresh: dict[str, list[Any]] = {}
     for path in files:
         st = path.stat()
-        name = _relative(path, root)
+        name = str(path.relative_to(root)) if root.is_dir() else path.name
         old = cached.get(name)
         if isinstance(old, list) and len(old) == 3 and old[:2] == [st.st_size, st.st_mtime_ns]:
             fresh[name] = old
         else:
-            fresh[name] = [st.st_size, st.st_mtime_ns, _sha256(path)]
+            with open(path, "rb") as fh:
+                fresh[name] = [st.st_size, st.st_mtime_ns, hashlib.file_digest(fh, "sha256").hexdigest()]
     if fresh != cached:
         try:
             atomic_write_json(store, fresh, indent=None, sort_keys=True)
@@ -72,9 +48,8 @@ def file_digests(root: Path, files: list[Path]) -> dict[str, str]:
 def content_fingerprint(
     name: str, root: str | Path | None, options: dict[str, Any] | None = None
 ) -> str | None:
-    """``sha256:<hex>`` over the relative path and bytes of every file dataset ``name`` reads
-    from ``root``; None for a dataset that reads no files. ValueError (from the dataset) when
-    the root or a file it needs is missing."""
+    """``sha256:<hex>`` over the relative path and bytes of every file dataset ``name`` reads from
+    ``root``; None for a dataset that reads no files."""
     files = source_files(name, root, options)
     if files is None:
         return None

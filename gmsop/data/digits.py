@@ -1,12 +1,9 @@
 """``digits``: scikit-learn's bundled 8x8 handwritten digits, a small real dataset with no download.
 
-1,797 greyscale images (values 0..16) in 10 classes (``sklearn.datasets.load_digits``, the UCI
-optical-recognition test set). They are rescaled to 0..255, upsampled bilinearly to
-``size`` x ``size`` (default 32, so the 64x64-oriented backbones have a spatial map to pool),
-replicated to 3 channels and split into train/val by a stratified split fixed by ``split_seed``.
-
-No flip augmentation by default: a mirrored 2, 3, 4, 5, 7 or 9 is not the same digit. The
-``shift`` preset pads by size // 8 and random-crops back (small translations keep the class).
+The 1,797 greyscale images (0..16) are rescaled to 0..255, upsampled bilinearly to ``size`` (32,
+so the backbones have a spatial map to pool), replicated to 3 channels and split by a stratified
+split fixed by ``split_seed``. No flip by default (a mirrored 2 is not a 2); preset ``shift`` pads
+by size // 8 and random-crops back.
 """
 
 from __future__ import annotations
@@ -23,20 +20,6 @@ from gmsop.data.base import AugmentSpec, Dataset, Split
 from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_train_size
 from gmsop.data.stats import channel_mean_std
 
-__all__ = ["digits", "load_digits_uint8"]
-
-
-def load_digits_uint8(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """All 1,797 digits as uint8 (N, 3, size, size) and int64 labels (N,)."""
-    from sklearn.datasets import load_digits  # imported here: sklearn is slow to import
-
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images.astype(np.float32) * (255.0 / 16.0))[:, None]  # (N, 1, 8, 8)
-    if size != 8:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (N, 1, S, S)
-    x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()  # (N, 3, S, S)
-    return x.numpy(), bunch.target.astype(np.int64)
-
 
 @register_augment_presets("digits")
 def _augment_presets(size: int, **options) -> dict[str, AugmentSpec]:
@@ -52,13 +35,19 @@ def digits(
     augment: str | AugmentSpec | dict | None = "none",
 ) -> Dataset:
     """scikit-learn digits as a 3-channel ``size`` x ``size`` dataset. ``root`` is ignored."""
+    from sklearn.datasets import load_digits  # sklearn is slow to import: only when used
     from sklearn.model_selection import train_test_split
 
     name = "digits"
     size = require_int(name, "size", size, 8)
     val_fraction = require_float(name, "val_fraction", val_fraction, 0.05, 0.5)
     split_seed = require_int(name, "split_seed", split_seed, 0)
-    x, y = load_digits_uint8(size)
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) * (255.0 / 16.0))[:, None]  # (N, 1, 8, 8)
+    if size != 8:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (N, 1, S, S)
+    x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous().numpy()  # (N, 3, S, S)
+    y = bunch.target.astype(np.int64)
     idx_train, idx_val = train_test_split(
         np.arange(len(y)), test_size=val_fraction, stratify=y, random_state=split_seed
     )

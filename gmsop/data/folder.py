@@ -1,22 +1,10 @@
 """``folder``: your own images in an ImageFolder tree, decoded once into the memmap cache.
 
-Layout:
-
-    <root>/train/<class name>/<image>.jpg|png|...
-    <root>/val/<class name>/<image>...
-
-Classes are the sorted sub-folder names of ``train``; every class needs at least one training
-image, and ``val`` may only use those class names (a class may be absent from ``val``). Files
-with other extensions are ignored (``IMAGE_EXTENSIONS`` in ``gmsop.data.imagefiles``). Images
-are converted to RGB and resized to ``size`` x ``size`` (``fit="crop"``: shorter side to
-``size`` and centre crop, the default; ``fit="stretch"``: both sides). The cache is keyed by the
-names, sizes and modification times of all image files, so adding or replacing an image
-triggers a rebuild. It is written outside ``root`` (``cache_dir=``, else
-``gmsop.data.cache.cache_root()``: ``$GMSOP_CACHE_DIR``, in the workflow its config's
-``cache_dir``, default ``results/cache``), so a read-only data folder works and is never written.
-
-Augmentation presets: ``flip`` (default: random horizontal flip), ``none``, and ``pad_crop``
-(flip, pad by size // 8 and random crop back to ``size``).
+Layout ``<root>/train/<class>/<image>`` and ``<root>/val/<class>/<image>``: classes are the sorted
+sub-folders of ``train`` (each with an image); ``val`` may only use those. Images
+(``IMAGE_EXTENSIONS``) become RGB ``size`` x ``size`` (``fit="crop"``: shorter side, centre crop;
+``"stretch"``). The cache (outside ``root``) is keyed by every image's name, size and mtime.
+Presets: ``flip`` (default), ``none``, ``pad_crop`` (flip, pad size // 8, crop back).
 """
 
 from __future__ import annotations
@@ -36,8 +24,6 @@ from gmsop.data.registry import (
     register_source_files,
 )
 
-__all__ = ["folder", "scan_tree"]
-
 WHAT = "train/<class>/*.jpg and val/<class>/*.jpg"
 
 
@@ -45,7 +31,7 @@ def scan_tree(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.nda
     """Class names and, per split, (image paths, 0-based labels) of an ImageFolder tree."""
     root = Path(root)
     split_dirs = {"train": root / "train", "val": root / "val"}
-    for split, d in split_dirs.items():
+    for d in split_dirs.values():
         if not d.is_dir():
             raise ValueError(
                 f"folder: missing {d}; expected {root}/train/<class>/... and {root}/val/<class>/..."
@@ -105,8 +91,7 @@ def folder(
     aug = augment_spec(name, {"size": size, "augment": augment})
     classes, splits = scan_tree(root)
     all_files = splits["train"][0] + splits["val"][0]
-    cdir = Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"folder-{size}-{fit}")
-    cdir = cache.prepare_cache_dir(cdir)
+    cdir = cache.dataset_cache_dir(root, cache_dir, f"folder-{size}-{fit}")
     fp = cache.fingerprint(all_files, {"size": size, "fit": fit, "classes": classes}, base=root)
     return cached_image_dataset(
         name, root, classes, lambda: splits, cdir, fp, size, fit, workers, aug, info={"fit": fit}

@@ -1,21 +1,11 @@
 """Decode and resize image files (JPEG, PNG, ...) into a split of the uint8 memmap cache.
 
-Shared by ``places365`` and ``folder``: both are lists of (image file, label) that are decoded
-once with PIL, resized, and written into ``<cache_dir>/<split>_images.npy`` (see
-``gmsop.data.cache``). Decoding 1.8M JPEGs is the slow part of preparing Places365, so chunks of
-files are handed to worker processes that each open the (temporary) memmap ``r+`` and fill
-their own rows; the per-channel histograms come back with each chunk.
-
-``fit`` chooses how an image becomes ``size`` x ``size``:
-    "stretch": resize both sides to ``size`` (what the paper does to Places365's square images);
-    "crop":    resize the shorter side to ``size`` keeping the aspect ratio, then centre-crop.
-Both use bicubic interpolation; every image is converted to RGB first (greyscale and CMYK
-JPEGs exist in Places365).
-
-Nothing decoded is thrown away: a missing or undecodable file does not stop the others, all of
-them are named in one error at the end, and the rows that did decode are kept
-(``<split>_partial.npy`` and its ``_rows.json`` index, as every complete split has one), so the
-next conversion copies them and decodes only the files that are new, changed or failed.
+Shared by ``places365`` and ``folder``. Chunks of files go to worker processes that open the
+temporary memmap ``r+`` and fill their rows (bicubic resize after RGB conversion; ``fit``:
+"stretch" both sides, or "crop": shorter side to ``size``, centre crop). A missing or undecodable
+file does not stop the others: all are named in one error, and the rows that decoded are kept
+(``<split>_partial.npy`` with a ``_rows.json`` index, as every complete split has), so the next
+conversion copies them and decodes only new, changed or failed files.
 """
 
 from __future__ import annotations
@@ -34,17 +24,6 @@ from gmsop.atomic import atomic_write, atomic_write_json
 from gmsop.data import cache
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.stats import ChannelStats
-
-__all__ = [
-    "FITS",
-    "decode_resize",
-    "convert_image_files",
-    "convert_splits",
-    "check_files_exist",
-    "BadImageFiles",
-    "IMAGE_EXTENSIONS",
-    "cached_image_dataset",
-]
 
 FITS = ("stretch", "crop")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -81,8 +60,8 @@ class BadImageFiles(ValueError):
 def _fill_rows(
     out_file: str, rows: Sequence[int], paths: Sequence[str], size: int, fit: str
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Worker: decode ``paths`` into ``rows`` of the memmap; return the histogram of the rows it
-    filled and, for each file it could not decode, (row, reason)."""
+    """Worker: decode ``paths`` into ``rows`` of the memmap; the histogram of the rows filled and
+    (row, reason) for each file that failed."""
     out = np.load(out_file, mmap_mode="r+")
     done, failed = [], []
     for row, p in zip(rows, paths):
@@ -112,8 +91,8 @@ def _index_path(images: Path) -> Path:
 
 
 def _kept_rows(cache_dir: Path, split: str, size: int, fit: str) -> list[tuple[Path, dict[str, list]]]:
-    """Rows decoded by earlier conversions of ``split`` (the last complete one and the part of a
-    failed one): (images file, {image path: [size, mtime_ns, row]}) for each that matches."""
+    """(images file, {image path: [size, mtime_ns, row]}) of the earlier conversions of ``split``
+    (the last complete one, the partial one) made at this size and fit."""
     kept = []
     for images in (cache.images_path(cache_dir, split), _partial_path(cache_dir, split)):
         try:
@@ -133,15 +112,6 @@ def _write_index(images: Path, size: int, fit: str, names: list[str], done: dict
 
 def _partial_path(cache_dir: Path, split: str) -> Path:
     return Path(cache_dir) / f"{split}_partial.npy"
-
-
-def check_files_exist(files: dict[str, Sequence[str | Path]], dataset: str) -> None:
-    """Every listed image file exists, over all splits at once: ValueError listing all missing
-    ones (before any decoding, so nothing is converted for nothing)."""
-    missing = [f"missing: {p}" for paths in files.values() for p in paths if not os.path.isfile(p)]
-    if missing:
-        total = sum(len(p) for p in files.values())
-        raise BadImageFiles(_bad_files_message(dataset, "listed", missing, total, None))
 
 
 def _bad_files_message(dataset: str, split: str, bad: list[str], total: int, listing: Path | None) -> str:
@@ -168,14 +138,9 @@ def convert_image_files(
     workers: int = 1,
     dataset: str = "images",
 ) -> ChannelStats:
-    """Write ``<split>_images.npy`` and ``<split>_labels.npy`` for ``paths`` atomically.
-
-    Returns the per-channel histogram of the written images. ``dataset`` names the data in errors.
-    A row decoded before, by the last complete conversion or a failed one, from the same file
-    (path, size and mtime) is copied instead of decoded again. When files are missing or cannot
-    be decoded, every one of them is named in one ValueError, and the rows that did decode are
-    kept (``<split>_partial.npy``) for the next conversion.
-    """
+    """Write ``<split>_images.npy`` and ``<split>_labels.npy`` for ``paths`` atomically; return the
+    images' ``ChannelStats``. Rows decoded before from the same file (path, size, mtime) are copied;
+    bad files are all named in one ``BadImageFiles`` and the good rows kept for the next try."""
     n = len(paths)
     if len(labels) != n:
         raise ValueError(f"{dataset}: {split}: {len(labels)} labels for {n} image files")
@@ -240,10 +205,13 @@ def convert_splits(
     workers: int,
     dataset: str,
 ) -> ChannelStats:
-    """``convert_image_files`` for each split (``{"train": (paths, labels), "val": ...}``) after
-    ``check_files_exist`` over all of them; every split is tried, and the files no split could
-    use are named in one ``BadImageFiles``. Returns the training split's histogram."""
-    check_files_exist({split: paths for split, (paths, _) in splits.items()}, dataset)
+    """``convert_image_files`` for each split of ``{"train": (paths, labels), "val": ...}``, all tried,
+    bad files of all named in one ``BadImageFiles`` (missing ones before any decoding); the training
+    split's stats."""
+    missing = [f"missing: {p}" for paths, _ in splits.values() for p in paths if not os.path.isfile(p)]
+    if missing:
+        total = sum(len(paths) for paths, _ in splits.values())
+        raise BadImageFiles(_bad_files_message(dataset, "listed", missing, total, None))
     stats, errors = {}, []
     for split, (paths, labels) in splits.items():
         try:
@@ -295,11 +263,9 @@ def cached_image_dataset(
     info: dict | None = None,
     full_sizes: dict[str, int] | None = None,
 ) -> Dataset:
-    """A dataset of image files at ``size`` x ``size``, mapped from ``cache_dir`` when its
-    metadata matches ``fingerprint``, else converted there first (``convert_splits``). ``splits()``
-    gives ``{"train": (paths, labels), "val": ...}``, called only when converting; a split with
-    fewer images than ``full_sizes`` names is noted as a subset. ``info`` adds to the source,
-    cache and size that the dataset's info always holds."""
+    """A dataset of image files at ``size`` x ``size``, mapped from ``cache_dir`` when its meta matches
+    ``fingerprint``, else converted first from ``splits()`` (``{"train": (paths, labels), ...}``);
+    a split smaller than in ``full_sizes`` is noted as a subset."""
     meta = cache.read_meta(cache_dir, fingerprint)
     if meta is None:
         cache.invalidate(cache_dir)
@@ -313,18 +279,10 @@ def cached_image_dataset(
             if full is not None and n != full:
                 notes.append(f"subset: {n:,} of {full:,} {split} images")
         mean, std = stats.result()
-        meta = cache.write_meta(
-            cache_dir,
-            fingerprint,
-            {
-                "dataset": name,
-                "splits": shapes,
-                "num_classes": len(classes),
-                "mean": mean,
-                "std": std,
-                "notes": notes,
-            },
-        )
+        fields = dict(dataset=name, splits=shapes, num_classes=len(classes), mean=mean, std=std, notes=notes)
+        meta = cache.write_meta(cache_dir, fingerprint, fields)
+    info = {"source": str(root), "cache": str(cache_dir), "size": size, **(info or {})}
+    info["notes"] = meta["notes"]
     return Dataset(
         name=name,
         num_classes=len(classes),
@@ -334,11 +292,5 @@ def cached_image_dataset(
         std=tuple(meta["std"]),
         augment=augment,
         classes=tuple(classes),
-        info={
-            "source": str(root),
-            "cache": str(cache_dir),
-            "size": size,
-            **(info or {}),
-            "notes": meta["notes"],
-        },
+        info=info,
     )

@@ -1,32 +1,13 @@
 """``imagenet64``: downsampled ImageNet (Chrabaszcz, Loshchilov & Hutter 2017) from its release files.
 
-Both packagings of the release are read, file by file:
-
-    <root>/Imagenet64_train_part1_npz/train_data_batch_{1..5}.npz
-    <root>/Imagenet64_train_part2_npz/train_data_batch_{6..10}.npz
-    <root>/Imagenet64_val_npz/val_data.npz
-    (or the pickle packaging: the same names without ``.npz``, pickled dicts)
-
-Files are looked for in ``root`` and its immediate sub-folders; a sub-folder named for another
-resolution (``Imagenet32_...`` when ``size=64``) is skipped, so one root can hold several.
-Each file holds ``data`` uint8 (n, 3 * size * size) stored as whole R, G, B planes, so
-``data.reshape(n, 3, size, size)`` is (N, C, H, W) (``reshape(n, size, size, 3)`` scrambles the
-pixels), ``labels`` 1-based (1..1000) and, for training files, ``mean``. Labels become 0-based.
-
-The first load converts everything once into a uint8 memory-mapped cache (``gmsop.data.cache``,
-default ``cache_root()/<root name>-<hash>/imagenet<size>``, never inside ``root``, which may be
-read-only): two passes over the training files (count, then copy), one file in memory at a time,
-per-channel statistics accumulated while copying. Later loads only open the memory maps. The
-full release has 1,281,167 training and 50,000 validation images at every resolution; fewer is
-accepted as a subset, reported in ``Dataset.info["notes"]`` and by a ``SubsetWarning``
-(``require_full=True`` turns it into an error).
-
-Pickles are read by an unpickler that only resolves the numpy names an array needs, so a
-tampered pickle cannot run code.
-
-Augmentation presets: ``flip`` (default; the paper's Table 2: random horizontal flip, and
-normalisation) and ``star`` (Table 3's starred rows: the training set doubled by mirror images,
-4-pixel padding and random crop at training and prediction), and ``none``.
+``train_data_batch_{1..10}[.npz]`` and ``val_data[.npz]`` are looked for in ``root`` and its
+sub-folders (one named for another resolution, ``Imagenet32_...`` when ``size=64``, is skipped).
+``data`` rows are whole R, G, B planes (``reshape(n, 3, size, size)``); labels are 1-based there.
+The first load converts everything once into the memmap cache (``gmsop.data.cache``), one file in
+memory at a time. Fewer than the full 1,281,167 / 50,000 images is a subset: noted, warned
+(``SubsetWarning``) or, with ``require_full``, refused. Pickles are read by an unpickler that
+resolves only numpy names. Presets: ``flip`` (default, Table 2), ``star`` (Table 3's star rows:
+mirror-doubled training set, 4-pixel pad + random crop at training and prediction), ``none``.
 """
 
 from __future__ import annotations
@@ -34,8 +15,6 @@ from __future__ import annotations
 import pickle
 import re
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +22,7 @@ import numpy as np
 from gmsop.data import cache
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
+from gmsop.data.npz import load_npz, unreadable
 from gmsop.data.registry import (
     augment_spec,
     register_augment_presets,
@@ -50,8 +30,6 @@ from gmsop.data.registry import (
     register_source_files,
 )
 from gmsop.data.stats import ChannelStats
-
-__all__ = ["imagenet64", "find_release_files", "read_batch", "SubsetWarning", "FULL_TRAIN", "FULL_VAL"]
 
 FULL_TRAIN, FULL_VAL = 1_281_167, 50_000
 NUM_TRAIN_BATCHES = 10
@@ -85,12 +63,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise _RefusedGlobal(f"refusing to unpickle {module}.{name}")
 
 
-def find_release_files(root: Path, size: int) -> tuple[dict[int, Path], Path | None, list[str]]:
-    """Locate ``train_data_batch_k`` and ``val_data`` files under ``root`` (one level deep).
-
-    Returns:
-        {batch index: path}, the validation file (or None) and notes about choices made.
-    """
+def find_release_files(root: Path, size: int) -> tuple[dict[int, Path], Path, list[str]]:
+    """{batch index: path} of the ``train_data_batch_k`` files under ``root`` (one level deep), the
+    ``val_data`` file and notes about choices made; ValueError when either is missing."""
     folders = [root]
     for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "gmsop-cache"):
         m = _RESOLUTION_DIR_RE.match(d.name)
@@ -124,40 +99,27 @@ def find_release_files(root: Path, size: int) -> tuple[dict[int, Path], Path | N
         raise ValueError(
             f"imagenet64: unexpected training batch number(s) {bad} under {root} (expected 1..10)"
         )
-    return dict(sorted(train.items())), chosen.get("val"), notes  # type: ignore[arg-type]
+    where = f"under {root} (looked in it and its sub-folders)"
+    if not train:
+        raise ValueError(f"imagenet64: no train_data_batch_* files {where}")
+    if "val" not in chosen:
+        raise ValueError(f"imagenet64: no val_data or val_data.npz {where}")
+    return dict(sorted(train.items())), chosen["val"], notes  # type: ignore[arg-type]
 
 
 def _load_raw(path: Path, keys: tuple[str, ...]) -> dict[str, object]:
     """Read ``keys`` from one release file (npz or pickle), naming the file on any failure."""
+    if path.suffix == ".npz":
+        return load_npz(path, keys)
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                missing = [k for k in keys if k not in z.files]
-                if missing:
-                    raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(z.files)}")
-                return {k: z[k] for k in keys}
         with open(path, "rb") as f:
             obj = _NumpyOnlyUnpickler(f, encoding="latin1").load()
-    except ValueError as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: cannot read ({exc}); the file may be truncated or corrupt") from None
     except _RefusedGlobal as exc:
         raise ValueError(
             f"{path}: {exc}; a release pickle holds only numpy arrays, lists and numbers"
         ) from None
-    except (
-        OSError,
-        EOFError,
-        zipfile.BadZipFile,
-        zlib.error,
-        pickle.UnpicklingError,
-        KeyError,
-        TypeError,
-    ) as exc:
-        raise ValueError(
-            f"{path}: cannot read ({type(exc).__name__}: {exc}); the file may be truncated or corrupt"
-        ) from None
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as exc:
+        raise unreadable(path, exc) from None
     if not isinstance(obj, dict):
         raise ValueError(
             f"{path}: expected a pickled dict with 'data' and 'labels', got {type(obj).__name__}"
@@ -216,7 +178,7 @@ def _count(path: Path, num_classes: int) -> int:
 def _convert_split(
     files: list[Path], cache_dir: Path, split: str, size: int, num_classes: int
 ) -> tuple[int, ChannelStats]:
-    """Count, then copy ``files`` into ``<split>_images.npy`` / ``_labels.npy``; one file in memory at a time."""
+    """Count, then copy ``files`` into the split's cache files, one file in memory at a time."""
     counts = [_count(p, num_classes) for p in files]
     total = sum(counts)
     if total == 0:
@@ -241,23 +203,9 @@ def _convert_split(
     return total, stats
 
 
-def _release_files(root: Path, size: int) -> tuple[dict[int, Path], Path, list[str]]:
-    """``find_release_files``, refusing a root without training or validation files."""
-    train_files, val_file, notes = find_release_files(root, size)
-    if not train_files:
-        raise ValueError(
-            f"imagenet64: no train_data_batch_* files under {root} (looked in it and its sub-folders)"
-        )
-    if val_file is None:
-        raise ValueError(
-            f"imagenet64: no val_data or val_data.npz under {root} (looked in it and its sub-folders)"
-        )
-    return train_files, val_file, notes
-
-
 @register_source_files("imagenet64")
 def _imagenet64_files(root: Path | None, size: int = 64, **_) -> list[Path]:
-    train_files, val_file, _ = _release_files(require_root("imagenet64", root, WHAT), int(size))
+    train_files, val_file, _ = find_release_files(require_root("imagenet64", root, WHAT), int(size))
     return [*train_files.values(), val_file]
 
 
@@ -285,11 +233,9 @@ def imagenet64(
     size = require_int(name, "size", size, 1)
     num_classes = require_int(name, "num_classes", num_classes, 2)
     aug = augment_spec(name, {"augment": augment})
-    train_files, val_file, notes = _release_files(root, size)
+    train_files, val_file, notes = find_release_files(root, size)
     files = [*train_files.values(), val_file]
-    cdir = cache.prepare_cache_dir(
-        Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"imagenet{size}")
-    )
+    cdir = cache.dataset_cache_dir(root, cache_dir, f"imagenet{size}")
     fp = cache.fingerprint(files, {"size": size, "num_classes": num_classes}, base=root)
     meta = cache.read_meta(cdir, fp)
     if meta is None:
@@ -304,22 +250,10 @@ def imagenet64(
         if n_val != FULL_VAL:
             notes.append(f"subset: {n_val:,} of {FULL_VAL:,} validation images")
         mean, std = stats.result()
-        meta = cache.write_meta(
-            cdir,
-            fp,
-            {
-                "dataset": name,
-                "splits": {
-                    "train": {"shape": [n_train, 3, size, size]},
-                    "val": {"shape": [n_val, 3, size, size]},
-                },
-                "num_classes": num_classes,
-                "mean": mean,
-                "std": std,
-                "files": [str(p.relative_to(root)) for p in files],
-                "notes": notes,
-            },
-        )
+        shapes = {"train": {"shape": [n_train, 3, size, size]}, "val": {"shape": [n_val, 3, size, size]}}
+        files = [str(p.relative_to(root)) for p in files]
+        fields = dict(dataset=name, splits=shapes, num_classes=num_classes, mean=mean, std=std, notes=notes)
+        meta = cache.write_meta(cdir, fp, {**fields, "files": files})
     subset_notes = [n for n in meta["notes"] if n.startswith("subset")]
     if subset_notes:
         if require_full:
@@ -327,6 +261,7 @@ def imagenet64(
                 f"{name}: require_full=True but {root} holds a subset: {'; '.join(subset_notes)}"
             )
         warnings.warn(f"{name} at {root}: {'; '.join(subset_notes)}", SubsetWarning, stacklevel=3)
+    info = dict(source=str(root), cache=str(cdir), size=size, files=meta["files"], notes=meta["notes"])
     return Dataset(
         name=name,
         num_classes=num_classes,
@@ -335,11 +270,5 @@ def imagenet64(
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),
         augment=aug,
-        info={
-            "source": str(root),
-            "cache": str(cdir),
-            "size": size,
-            "files": meta["files"],
-            "notes": meta["notes"],
-        },
+        info=info,
     )

@@ -1,36 +1,12 @@
 """``BatchLoader``: uint8 batches of a ``Split`` moved to the training device, in a resumable order.
 
-Why not ``torch.utils.data.DataLoader``: the data is one uint8 tensor (in memory or memory-mapped),
-so a batch is a single ``index_select``; worker processes, collation and per-sample Python
-objects would only add cost. What the loader does instead:
-
-* **Order is a pure function of (seed, epoch).** Epoch e uses
-  ``numpy.random.default_rng([seed, e]).permutation(n)``; nothing carries over between epochs,
-  so a run resumed at epoch e (or at batch k of epoch e, ``iter_epoch(e, start_batch=k)``) sees
-  exactly the batches an uninterrupted run sees. The indices inside one batch are sorted, which
-  turns random reads from a memmap into forward sweeps; the set of samples per batch is unchanged.
-* **Mirror doubling** (``flip_double``, Table 3's starred rows): the index space is 2N, sample
-  j >= N is image j - N mirrored; the mirror is applied on the device.
-* **Overlap.** One background thread gathers batch k + 1 (``index_select`` releases the GIL)
-  while batch k is being used. For a CUDA device the gather writes into one of two pinned
-  buffers (images, labels and the mirror mask) and the copies are ``non_blocking``; a CUDA
-  event per buffer keeps a buffer from being overwritten before its copy has finished.
-* **Resident data** (``resident``). When the split fits on the device (downsampled
-  ImageNet's 1.28M x 12,288 bytes = 15.7 GB on an 80-141 GB card), it is copied there once
-  and every batch is an ``index_select`` on the device: no host gather, no per-step copy of
-  images, no thread. The (virtual) indices of the whole epoch are uploaded once per epoch
-  (pinned, non-blocking) and sliced per batch; the mirror mask is computed from them on the
-  device. The batches, their order and their contents are the same as on the host path.
-  ``"auto"`` (default): on a CUDA device, resident when the split's bytes are at most
-  ``resident_fraction`` (1/2) of the free device memory at construction, leaving the rest
-  for the model and activations (``DataPipeline`` builds the loaders before the model moves
-  to the device); on the CPU, the host path (the data is already in memory; nothing moves).
-  ``True`` forces it (on the CPU: the same device-style gather, for testing that path);
-  ``False`` keeps the host path. ``placement`` says what was chosen and why.
-
-Yields ``(images, labels)``: uint8 (B, 3, H, W) and int64 (B,) on ``device``. Augmentation and
-normalisation are ``gmsop.data.augment``'s job. One iteration at a time per loader: the pinned
-buffers are the loader's own.
+The data is one uint8 tensor, so a batch is one ``index_select`` (no DataLoader workers). Epoch e's
+order is ``default_rng([seed, e]).permutation(n)`` (indices sorted within a batch, for forward
+memmap reads), so a run resumed at any batch sees the same batches. ``flip_double`` makes the index
+space 2N (j >= N: image j - N mirrored on the device). Host path: a thread gathers batch k + 1 into
+one of two pinned buffers while batch k is used; copies are non-blocking, guarded by CUDA events.
+Resident path (``resident="auto"``: the split takes at most ``resident_fraction`` of free CUDA
+memory): the split is copied to the device once and gathered there; batches are identical.
 """
 
 from __future__ import annotations
@@ -43,8 +19,6 @@ import torch
 
 from gmsop.data.augment import hflip_where, small_to_device
 from gmsop.data.base import Split
-
-__all__ = ["BatchLoader", "epoch_permutation", "batch_order"]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -62,22 +36,11 @@ def batch_order(
 
 
 class BatchLoader:
-    """Iterate a ``Split`` in batches on ``device``.
+    """Iterate a ``Split`` in batches of uint8 (B, 3, H, W) images and int64 labels on ``device``.
 
-    Args:
-        split: the data.
-        batch_size: samples per batch.
-        shuffle: random order per epoch (training) or the stored order (evaluation).
-        seed: with the epoch, fixes the order.
-        drop_last: skip a final batch smaller than ``batch_size``.
-        device: where batches are delivered.
-        flip_double: epochs of 2N samples, the second N mirrored (``AugmentSpec.flip_double``).
-        prefetch: gather the next batch in a background thread (host gathers only; on a device
-            the gather is an asynchronous kernel and needs no thread).
-        resident: ``"auto"``, True or False: keep the split on ``device`` and gather there (see
-            the module docstring).
-        resident_fraction: with ``"auto"``, the largest share of the device's free memory the
-            split may take (0 < f <= 1).
+    ``shuffle``: the (seed, epoch) order, else the stored one. ``prefetch``: gather the next batch
+    in a thread (host gathers only). ``resident``: "auto", True or False (see the module docstring);
+    ``placement`` says what was chosen and why. One iteration at a time per loader.
     """
 
     def __init__(
@@ -102,27 +65,20 @@ class BatchLoader:
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
         self.device = torch.device(device)
         self.flip_double, self.prefetch = flip_double, prefetch
-        self.epoch = 0
         if drop_last and self.num_samples < batch_size:
             raise ValueError(
-                f"BatchLoader: drop_last with batch_size {batch_size} > {self.num_samples} samples gives no batch"
+                f"BatchLoader: drop_last with batch_size {batch_size} > {self.num_samples} samples "
+                "gives no batch"
             )
         if resident not in (True, False, "auto") or not isinstance(resident, (bool, str)):
             raise ValueError(f"BatchLoader: resident must be 'auto', True or False, got {resident!r}")
-        if (
-            isinstance(resident_fraction, bool)
-            or not isinstance(resident_fraction, (int, float))
-            or not 0 < resident_fraction <= 1
-        ):
-            raise ValueError(
-                f"BatchLoader: resident_fraction must be a number in (0, 1], got {resident_fraction!r}"
-            )
-        self.resident_fraction = float(resident_fraction)
+        f = resident_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise ValueError(f"BatchLoader: resident_fraction must be a number in (0, 1], got {f!r}")
+        self.resident_fraction = float(f)
         self._buffers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._events: list[torch.cuda.Event | None] = [None, None]
-        self._data: tuple[torch.Tensor, torch.Tensor] | None = (
-            None  # (images, labels) where gathered on the device path
-        )
+        self._data: tuple[torch.Tensor, torch.Tensor] | None = None  # (images, labels) on the device path
         self.resident, self.placement = self._place(resident)
         self._pinned = not self.resident and self.device.type == "cuda" and torch.cuda.is_available()
 
@@ -164,23 +120,14 @@ class BatchLoader:
         n, b = self.num_samples, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch ``iter(loader)`` will produce next."""
-        self.epoch = int(epoch)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.iter_epoch(self.epoch)
+        """Epoch 0 (``iter_epoch`` for the others)."""
+        return self.iter_epoch(0)
 
     def batch_indices(self, epoch: int) -> list[np.ndarray]:
         """Virtual sample indices of each batch of ``epoch`` (>= N means mirrored with ``flip_double``)."""
-        return batch_order(
-            self.num_samples,
-            self.batch_size,
-            seed=self.seed,
-            epoch=epoch,
-            shuffle=self.shuffle,
-            drop_last=self.drop_last,
-        )
+        n, b = self.num_samples, self.batch_size
+        return batch_order(n, b, seed=self.seed, epoch=epoch, shuffle=self.shuffle, drop_last=self.drop_last)
 
     def _buffer(self, slot: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not self._buffers:
@@ -198,8 +145,7 @@ class BatchLoader:
     def _gather(
         self, virtual: np.ndarray, slot: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Host path: images and labels of one batch on the CPU (pinned for CUDA), plus the
-        mirror mask (pinned too, so that its copy does not block either)."""
+        """Host path: images, labels and mirror mask of one batch on the CPU (pinned for CUDA)."""
         n = len(self.split)
         idx = torch.from_numpy(virtual % n if self.flip_double else virtual)  # (B,)
         mirror = torch.from_numpy(virtual >= n) if self.flip_double else None  # (B,)
@@ -231,10 +177,8 @@ class BatchLoader:
         return x, y
 
     def _epoch_on_device(self, batches: list[np.ndarray]):
-        """Device path: the epoch's indices uploaded once, then one gather per batch.
-
-        Returns a function k -> (images, labels, mirror or None) of batch k, all on the data's
-        device; the per-batch index and mask are views of the epoch's (no copy, no sync)."""
+        """Device path: the epoch's indices uploaded once; returns k -> (images, labels, mirror or
+        None) of batch k on the data's device (index and mask are views: no copy, no sync)."""
         images, labels = self._data
         n = len(self.split)
         bounds = np.cumsum([0] + [len(b) for b in batches]).tolist()
@@ -282,9 +226,8 @@ def _gb(nbytes: int) -> str:
 
 
 def _copy_to(t: torch.Tensor, device: torch.device, chunk_bytes: int = 1 << 28) -> torch.Tensor:
-    """``t`` (images or labels) on ``device``, copied in slices of about ``chunk_bytes`` (256 MB):
-    a memmapped split is read once, slice by slice, and never materialised whole in host memory.
-    The same tensor when it is already there. (Blocking copies: this runs once per run.)"""
+    """``t`` on ``device``, copied in slices of about ``chunk_bytes``, so a memmapped split is never
+    materialised whole in host memory."""
     if t.device == device:
         return t
     out = torch.empty(t.shape, dtype=t.dtype, device=device)

@@ -1,25 +1,10 @@
-"""``npz``: your own arrays, ``x`` uint8 images and ``y`` integer labels, in NumPy ``.npz`` files.
+"""``npz``: your own arrays, ``x`` uint8 images and ``y`` 0-based integer labels, in ``.npz`` files.
 
-Accepted packagings (``root`` is a folder or a file):
-
-    <root>/train.npz and <root>/val.npz, each with keys x and y
-    <root> = one .npz with keys x_train, y_train, x_val, y_val
-
-``x`` is uint8 with shape (N, 3, H, W) or (N, H, W, 3), or grayscale: (N, H, W), (N, 1, H, W)
-or (N, H, W, 1). The layout is read from where the 3 (else the 1) is; when both axis 1 and
-axis 3 have that size (e.g. (N, 3, 5, 3)) it is ambiguous and refused unless ``layout="NCHW"``
-or ``"NHWC"`` says which. A grayscale image has its one channel replicated to 3 (R = G = B), so
-every model, its 3-channel stem and the per-channel statistics stay as they are (at 3 times the
-memory of the grey array; ``info["channels"]`` records 1).
-
-``y`` is (N,) of any integer type, 0-based. ``num_classes`` defaults to max(y) + 1 over the
-TRAINING labels: a validation label outside the classes seen in training is an error naming the
-file, the index and the value (pass ``num_classes`` when the training split lacks a class on
-purpose). Label errors name the ``y`` array, image errors the ``x`` array; an empty split is
-refused naming it. The arrays are loaded into memory and stored as (N, 3, H, W) (an NHWC array is
-transposed once); no cache is written, and nothing is ever written into ``root``.
-
-Augmentation presets: ``flip`` (default), ``none``, ``pad_crop`` (flip, pad H // 8, crop back).
+``root`` is a folder with train.npz and val.npz (keys x, y) or one .npz with x_train, y_train,
+x_val, y_val. ``x`` is (N, 3, H, W) or (N, H, W, 3) (the axis holding 3 is the channel axis; an
+ambiguous shape needs ``layout``), or grey (N, H, W), (N, 1, H, W), (N, H, W, 1), replicated to
+R = G = B. ``num_classes`` defaults to max(train y) + 1. Errors name the file and array; arrays are
+loaded into memory, nothing is written. Presets: ``flip`` (default), ``none``, ``pad_crop``.
 """
 
 from __future__ import annotations
@@ -35,8 +20,6 @@ from gmsop.data._checks import require_choice, require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset, Split, check_labels, resolve_augment
 from gmsop.data.registry import register_dataset, register_source_files, register_train_size
 from gmsop.data.stats import channel_mean_std
-
-__all__ = ["npz", "to_nchw", "LAYOUTS"]
 
 LAYOUTS = ("auto", "NCHW", "NHWC")
 WHAT = "train.npz and val.npz (keys x, y), or a .npz file with x_train, y_train, x_val, y_val"
@@ -60,14 +43,9 @@ def _channels_layout(x: np.ndarray, layout: str, source: str) -> str:
     )
 
 
-def to_nchw(x: np.ndarray, layout: str, source: str) -> np.ndarray:
-    """uint8 (N, 3, H, W) from an NCHW or NHWC array (layout detected when ``auto``), or from a
-    grayscale (N, H, W), (N, 1, H, W) or (N, H, W, 1) array, whose channel is replicated to 3."""
-    return _to_nchw(x, layout, source)[0]
-
-
-def _to_nchw(x: np.ndarray, layout: str, source: str) -> tuple[np.ndarray, int]:
-    """``to_nchw`` and the number of channels in the file (1 or 3)."""
+def to_nchw(x: np.ndarray, layout: str, source: str) -> tuple[np.ndarray, int]:
+    """uint8 (N, 3, H, W) from an NCHW, NHWC or grey array (its channel replicated to 3), and the
+    number of channels in the file (1 or 3)."""
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
         desc = f"{x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
         raise ValueError(f"{source}: images must be uint8 (scale floats to 0..255 first), got {desc}")
@@ -90,18 +68,19 @@ def _to_nchw(x: np.ndarray, layout: str, source: str) -> tuple[np.ndarray, int]:
     return x, 3
 
 
-def _load(path: Path, keys: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Arrays ``keys`` of an .npz file, with one error naming the file for anything wrong."""
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(z.files)}")
-            return z[keys[0]], z[keys[1]]
+            return {k: z[k] for k in keys}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, exc) from None
 
 
-def _unreadable(path: Path, exc: Exception) -> ValueError:
+def unreadable(path: Path, exc: Exception) -> ValueError:
     """The one message for an npz that cannot be read: the file, the reason, what it may mean."""
     if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
         return exc
@@ -133,8 +112,8 @@ def npz(
     arrays, channels = {}, {}
     for split, (path, keys) in sources.items():
         src, ysrc = f"{path}[{keys[0]}]", f"{path}[{keys[1]}]"
-        x, y = _load(path, keys)
-        x, channels[split] = _to_nchw(x, layout, src)
+        x, y = load_npz(path, keys).values()
+        x, channels[split] = to_nchw(x, layout, src)
         if len(x) == 0:
             raise ValueError(f"npz: the {split} split is empty: {src} holds 0 images")
         arrays[split] = (x, _labels(y, len(x), ysrc), src, ysrc)
@@ -152,7 +131,8 @@ def npz(
             i = int(np.flatnonzero(y_val >= num_classes)[0])
             raise ValueError(
                 f"{ysrc_val}: label {int(y_val[i])} at index {i} is outside the classes seen in training "
-                f"(0..{num_classes - 1}, from {ysrc_train}); pass num_classes= if the training split lacks classes"
+                f"(0..{num_classes - 1}, from {ysrc_train}); "
+                "pass num_classes= if the training split lacks classes"
             )
     num_classes = require_int(name, "num_classes", num_classes, 2)
     for _, y, _, ysrc in arrays.values():
@@ -168,6 +148,7 @@ def npz(
     splits = {
         s: Split(torch.from_numpy(x), torch.from_numpy(y), source=src) for s, (x, y, src, _) in arrays.items()
     }
+    notes = ["grayscale: the one channel is replicated to R, G, B"] if 1 in channels.values() else []
     return Dataset(
         name=name,
         num_classes=num_classes,
@@ -176,14 +157,7 @@ def npz(
         mean=mean,
         std=std,
         augment=resolve_augment(augment, presets, "flip", name),
-        info={
-            "source": str(root),
-            "layout": layout,
-            "channels": channels["train"],
-            "notes": ["grayscale: the one channel is replicated to R, G, B"]
-            if 1 in channels.values()
-            else [],
-        },
+        info={"source": str(root), "layout": layout, "channels": channels["train"], "notes": notes},
     )
 
 
@@ -231,7 +205,7 @@ def _npz_train_size(root: Path | None, **_) -> int | None:
                     raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(names)}")
                 n_x, n_y = (_header_length(zf, f"{k}.npy") for k in keys)
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-            raise _unreadable(path, exc) from None
+            raise unreadable(path, exc) from None
         if n_x != n_y:
             raise ValueError(f"{path}[{keys[1]}]: {n_y} labels for {n_x} images")
         sizes[split] = n_x

@@ -1,25 +1,12 @@
 """``places365``: Places365-Standard, resized to 100x100 as in the paper, from the release layout.
 
-Expected layout (the one ``torchvision.datasets.Places365`` uses):
-
-    <root>/categories_places365.txt      "/a/airfield 0" per line: class name and index
-    <root>/places365_train_standard.txt  "/a/airfield/00000001.jpg 0" per line
-    <root>/places365_val.txt             "Places365_val_00000001.jpg 165" per line
-    <root>/data_256_standard/ or data_256/ (or data_large_standard/)   training images
-    <root>/val_256/ (or val_large/)                                    validation images
-
-The list files are parsed here (torchvision's class would also demand their md5 sums even with
-``download=False``); class indices must be 0..364 and agree with the categories file. Every
-image is decoded once, converted to RGB and resized to ``size`` x ``size`` (100, bicubic, PIL),
-into the uint8 memmap cache (``gmsop.data.cache``, default
-``cache_root()/<root name>-<hash>/places365-<size>``, never inside ``root``) by ``workers``
-processes. The full release has 1,803,460 training and 36,500 validation images; smaller lists
-are accepted and reported in ``Dataset.info["notes"]`` (``require_full=True`` turns a subset into
-an error, as for ``imagenet64``: the paper's setting is the complete release).
-
-Augmentation (preset ``paper``, the default): random ``crop`` x ``crop`` crop (96) and random
-horizontal flip at training, a single centre ``crop`` at evaluation. Preset ``none`` feeds whole
-images.
+``<root>`` holds ``categories_places365.txt`` ("/a/airfield 0"), ``places365_train_standard.txt``
+("/a/airfield/00000001.jpg 0"), ``places365_val.txt`` and the image folders (``data_256_standard/``,
+``data_256/`` or ``data_large_standard/``; ``val_256/`` or ``val_large/``), as torchvision has them.
+Images are decoded once into the memmap cache (bicubic, ``size`` 100); the list files stand for the
+images in its key. Fewer than 1,803,460 / 36,500 images is a subset, noted (``require_full``
+refuses it). Preset ``paper`` (default): random ``crop`` (96) + flip at training, centre crop at
+evaluation; ``none``: whole images.
 """
 
 from __future__ import annotations
@@ -38,8 +25,6 @@ from gmsop.data.registry import (
     register_dataset,
     register_source_files,
 )
-
-__all__ = ["places365", "read_categories", "read_list", "FULL_TRAIN", "FULL_VAL"]
 
 FULL_TRAIN, FULL_VAL = 1_803_460, 36_500
 CATEGORIES = "categories_places365.txt"
@@ -140,24 +125,16 @@ def places365(
     aug = augment_spec(name, {"size": size, "crop": crop, "augment": augment})
     classes = read_categories(root)
     list_files = _list_files(root)
-    cdir = cache.prepare_cache_dir(
-        Path(cache_dir) if cache_dir else cache.default_cache_dir(root, f"places365-{size}")
-    )
+    cdir = cache.dataset_cache_dir(root, cache_dir, f"places365-{size}")
+    fit = "stretch"
     # the list files stand for the images: stat-ing 1.8M files on every load would be slow
-    fp = cache.fingerprint(list_files, {"size": size, "fit": "stretch"}, base=root)
-    ds = cached_image_dataset(
-        name,
-        root,
-        classes,
-        lambda: {s: read_list(root, s, len(classes)) for s in ("train", "val")},
-        cdir,
-        fp,
-        size,
-        "stretch",
-        workers,
-        aug,
-        full_sizes={"train": FULL_TRAIN, "val": FULL_VAL},
-    )
+    fp = cache.fingerprint(list_files, {"size": size, "fit": fit}, base=root)
+
+    def lists():
+        return {s: read_list(root, s, len(classes)) for s in ("train", "val")}
+
+    full = {"train": FULL_TRAIN, "val": FULL_VAL}
+    ds = cached_image_dataset(name, root, classes, lists, cdir, fp, size, fit, workers, aug, full_sizes=full)
     subset_notes = [n for n in ds.info["notes"] if n.startswith("subset")]
     if subset_notes and require_full:
         raise ValueError(f"{name}: require_full=True but {root} holds a subset: {'; '.join(subset_notes)}")

@@ -1,10 +1,9 @@
-"""Dataset registry: a dict from name to builder, ``get_dataset`` and ``list_datasets``.
+"""Dataset registry: builders by name, ``get_dataset``, ``list_datasets`` and what the planner may
+ask of a dataset without building it (training size, source files, augmentation).
 
-A builder is a plain function ``builder(root, **options) -> Dataset`` registered under its name
-with ``@register_dataset("name")``. ``get_dataset`` checks the options against the builder's
-keyword parameters before calling it, so a misspelt option in a config fails with its name
-instead of being swallowed, and options whose value is None are dropped (an unset CLI or config
-value leaves the builder's default alone).
+A builder is ``builder(root, **options) -> Dataset`` registered with ``@register_dataset("name")``.
+Options are checked against its keyword parameters, so a misspelt option fails with its name;
+options whose value is None are dropped (the builder's default applies).
 """
 
 from __future__ import annotations
@@ -16,22 +15,6 @@ from typing import Any
 
 from gmsop.data.base import AugmentSpec, Dataset, resolve_augment
 
-__all__ = [
-    "register_dataset",
-    "register_train_size",
-    "register_source_files",
-    "get_dataset",
-    "list_datasets",
-    "dataset_options",
-    "dataset_fingerprint",
-    "train_size",
-    "source_files",
-    "register_augment_presets",
-    "augment_presets",
-    "augment_spec",
-    "flip_doubled",
-]
-
 Builder = Callable[..., Dataset]
 _BUILDERS: dict[str, Builder] = {}
 _TRAIN_SIZES: dict[str, Callable[..., int | None]] = {}
@@ -42,9 +25,8 @@ _AUGMENT_PRESETS: dict[str, Callable[..., dict[str, AugmentSpec]]] = {}
 def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder]:
     """Decorator recording ``fn`` as the builder of dataset ``name``; refuses duplicates.
 
-    ``version`` names the builder's output for given options: bump it when the same options
-    start to give other bytes (a changed generator or parser), so that run ids, which hash
-    ``dataset_fingerprint``, change with it and old results are not reused for new data.
+    Bump ``version`` when the same options start to give other bytes: run ids hash it
+    (``dataset_fingerprint``), so old results are not reused for new data.
     """
 
     def wrap(fn: Builder) -> Builder:
@@ -58,6 +40,30 @@ def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder
         return fn
 
     return wrap
+
+
+def _registrar(table: dict[str, Callable[..., Any]]):
+    def register(name: str):
+        def wrap(fn):
+            table[name] = fn
+            return fn
+
+        return wrap
+
+    return register
+
+
+#: ``@register_train_size(name)`` records ``fn(root, **options) -> int | None``: the training images
+#: when cheap to know without building (an option, an array header), else None; the workflow
+#: refuses a batch larger than the training set when it plans
+register_train_size = _registrar(_TRAIN_SIZES)
+#: ``@register_source_files(name)`` records ``fn(root, **options) -> [files]``: every file the
+#: dataset reads (ValueError naming what is missing); such a dataset's identity includes their
+#: content (``gmsop.data.content``). Generated datasets register none.
+register_source_files = _registrar(_SOURCE_FILES)
+#: ``@register_augment_presets(name)`` records ``fn(**options) -> {preset: AugmentSpec}``; the
+#: builder resolves ``augment`` through it too (``augment_spec``), and its default names the preset
+register_augment_presets = _registrar(_AUGMENT_PRESETS)
 
 
 def list_datasets() -> list[str]:
@@ -89,75 +95,42 @@ def _known_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def dataset_fingerprint(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What decides a dataset's content: its name, the builder's version and EVERY option, the
-    builder's defaults filled in for those not given (None values count as not given).
+def _all_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """Every option of ``name``: the given ones (checked), defaults for the others."""
+    return {**dataset_options(name), **_known_options(name, options or {})}
 
-    A planned run hashes this (``gmsop.experiments``), so a default changed in code, or a
-    ``version`` bump, gives new run ids instead of silently reusing results trained on other
-    data; spelling a default out in a config changes nothing. ``root`` is left out: moving the
-    files does not change the data.
-    """
-    given = _known_options(name, options or {})
-    return {
-        "name": name,
-        "version": _builder(name).data_version,
-        "options": {**dataset_options(name), **given},
-    }
+
+def _root(root: str | Path | None) -> Path | None:
+    return Path(root).expanduser() if root is not None else None
+
+
+def dataset_fingerprint(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What decides a dataset's content: its name, the builder's version and every option, defaults
+    filled in (a changed default changes run ids; spelling a default out does not). ``root`` is
+    left out: moving the files does not change the data."""
+    return {"name": name, "version": _builder(name).data_version, "options": _all_options(name, options)}
 
 
 def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
-    """Build dataset ``name`` from ``root`` (None for generated/bundled data) with ``options``.
-
-    Raises:
-        ValueError: unknown name (listing valid ones), an unknown option (naming it and listing
-            the valid ones), or anything the builder finds wrong with the data or the options.
-    """
+    """Build dataset ``name`` from ``root`` (None for generated/bundled data) with ``options``;
+    ValueError for an unknown name or option, or anything wrong with the data."""
     builder = _builder(name)
     options = _known_options(name, options)
-    return builder(Path(root).expanduser() if root is not None else None, **options)
-
-
-def register_train_size(name: str) -> Callable[[Callable[..., int | None]], Callable[..., int | None]]:
-    """Decorator recording ``fn(root, **options) -> int | None``: the number of training images of
-    dataset ``name`` when it is cheap to know without building the dataset (an option, an array
-    header), else None. The workflow uses it to refuse a batch larger than the training set when
-    it plans, before any job runs."""
-
-    def wrap(fn):
-        _TRAIN_SIZES[name] = fn
-        return fn
-
-    return wrap
+    return builder(_root(root), **options)
 
 
 def train_size(
     name: str, root: str | Path | None = None, options: dict[str, Any] | None = None
 ) -> int | None:
-    """Training images of dataset ``name`` (with ``options``, defaults filled in) if cheap to know
-    without building it, else None (no estimator, or the root is missing: the dataset's own
-    builder then reports it). A file that cannot be read raises the estimator's ValueError, which
-    names the file and the reason (a truncated npz is found when the workflow plans)."""
+    """Training images of dataset ``name`` if cheap to know without building it, else None (also
+    when the root is missing: the builder reports that); an unreadable file raises ValueError."""
     fn = _TRAIN_SIZES.get(name)
     if fn is None:
         return None
-    opts = {**dataset_options(name), **_known_options(name, options or {})}
+    opts = _all_options(name, options)
     if root is not None and not Path(root).expanduser().exists():
         return None
-    return fn(Path(root).expanduser() if root is not None else None, **opts)
-
-
-def register_source_files(name: str) -> Callable[[Callable[..., list[Path]]], Callable[..., list[Path]]]:
-    """Decorator recording ``fn(root, **options) -> [files]``: every file dataset ``name`` reads
-    from ``root`` (ValueError naming what is missing, as the builder would). A dataset with such
-    a function is file-backed: its identity includes the content of those files
-    (``gmsop.data.content``); generated datasets register none."""
-
-    def wrap(fn):
-        _SOURCE_FILES[name] = fn
-        return fn
-
-    return wrap
+    return fn(_root(root), **opts)
 
 
 def source_files(
@@ -165,46 +138,18 @@ def source_files(
 ) -> list[Path] | None:
     """The files dataset ``name`` reads (see ``register_source_files``), or None when it reads none."""
     fn = _SOURCE_FILES.get(name)
-    if fn is None:
-        return None
-    opts = {**dataset_options(name), **_known_options(name, options or {})}
-    return list(fn(Path(root).expanduser() if root is not None else None, **opts))
-
-
-def register_augment_presets(name: str):
-    """Decorator recording ``fn(**options) -> {preset name: AugmentSpec}``: the augmentation presets
-    of dataset ``name`` as its options decide them (every option passed, defaults filled in). The
-    builder resolves its ``augment`` option through the same function (``augment_spec``), so the
-    planner knows a run's augmentation without building the dataset. The builder's default for
-    ``augment`` names the default preset."""
-
-    def wrap(fn):
-        _AUGMENT_PRESETS[name] = fn
-        return fn
-
-    return wrap
-
-
-def augment_presets(name: str, options: dict[str, Any] | None = None) -> dict[str, AugmentSpec] | None:
-    """Dataset ``name``'s presets under ``options`` (see ``register_augment_presets``), or None when
-    its presets depend on its files (npz: the pad follows the stored height) or it registers none."""
-    fn = _AUGMENT_PRESETS.get(name)
-    if fn is None:
-        return None
-    return fn(**{**dataset_options(name), **_known_options(name, options or {})})
+    return None if fn is None else list(fn(_root(root), **_all_options(name, options)))
 
 
 def augment_spec(name: str, options: dict[str, Any] | None = None) -> AugmentSpec | None:
-    """The ``AugmentSpec`` dataset ``name`` trains with under ``options``, resolved through its
-    presets as its builder resolves it; None when that is not known without its files (no
-    registered presets and the ``augment`` option is a preset name). ValueError names an unknown
-    preset or field."""
+    """The ``AugmentSpec`` dataset ``name`` trains with under ``options``, resolved as its builder
+    does; None when that needs its files (no registered presets and a preset name)."""
     defaults = dataset_options(name)
     given = _known_options(name, options or {})
     value = given.get("augment", defaults.get("augment"))
-    presets = augment_presets(name, given)
+    presets = _AUGMENT_PRESETS.get(name)
     if presets is not None:
-        return resolve_augment(value, presets, defaults["augment"], name)
+        return resolve_augment(value, presets(**{**defaults, **given}), defaults["augment"], name)
     if isinstance(value, AugmentSpec):
         return value
     if isinstance(value, dict):
@@ -213,9 +158,7 @@ def augment_spec(name: str, options: dict[str, Any] | None = None) -> AugmentSpe
 
 
 def flip_doubled(name: str, options: dict[str, Any] | None = None) -> bool:
-    """Whether dataset ``name`` under ``options`` trains on its images plus their mirror copies
-    (``AugmentSpec.flip_double``: an epoch of 2N samples). The one answer the trainer's batch
-    check, the planner's cost and batch checks and ``gmsop plan`` use; an augmentation not known
-    without the files (see ``augment_spec``) counts as not doubled, as none of those presets doubles."""
+    """Whether dataset ``name`` trains on its images plus their mirror copies (an epoch of 2N): the
+    one answer for the trainer's and planner's checks; unknown augmentation counts as not doubled."""
     spec = augment_spec(name, options)
     return bool(spec is not None and spec.flip_double)

@@ -1,16 +1,12 @@
 """Exact per-channel mean and standard deviation of uint8 images, in bounded memory.
 
-Why histograms: a uint8 channel has only 256 values, so ``np.bincount`` of each channel gives
-sum(v) and sum(v^2) exactly (integer arithmetic, no float accumulation error over 1.28M images)
-and never materialises a float copy of the data. ``ChannelStats`` accumulates chunk by chunk, so
-a converter can feed it each source file as it writes the cache.
+A uint8 channel has 256 values, so a histogram per channel (``np.bincount``) gives the sums exactly
+and never a float copy of the data; ``ChannelStats`` accumulates chunk by chunk.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-__all__ = ["ChannelStats", "channel_mean_std"]
 
 
 class ChannelStats:
@@ -24,18 +20,14 @@ class ChannelStats:
     def update(self, images: np.ndarray) -> None:
         """Add a chunk (n, C, H, W) of uint8 images."""
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != self.hist.shape[0]:
-            raise ValueError(
-                f"ChannelStats expects uint8 (n, {self.hist.shape[0]}, H, W), got {images.dtype} {images.shape}"
-            )
+            c = self.hist.shape[0]
+            raise ValueError(f"ChannelStats expects uint8 (n, {c}, H, W), got {images.dtype} {images.shape}")
         for c in range(self.hist.shape[0]):
             self.hist[c] += np.bincount(np.ascontiguousarray(images[:, c]).ravel(), minlength=256)
 
     def result(self, min_std: float = 1.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) per channel on the 0-255 scale; population std (divides by the count).
-
-        ``min_std`` floors the std: a constant channel carries no information, and dividing it by
-        1 grey level keeps normalised inputs finite instead of dividing by zero.
-        """
+        """(mean, std) per channel on the 0-255 scale, population std floored at ``min_std`` (a
+        constant channel divided by 1 grey level stays finite)."""
         values = np.arange(256, dtype=np.float64)
         count = self.hist.sum(axis=1).astype(np.float64)
         if np.any(count == 0):

@@ -1,78 +1,25 @@
 """``synthetic``: the embedded default, generated from a seed, hard in the way ImageNet is.
 
-Design (principled, not tuned to any model ordering; see embedded-data-notes.md):
+* **Modes** are stationary Gaussian colour textures that differ only in second-order statistics:
+  white noise filtered per channel by sqrt(P) (circular FFT; P two Gaussian bumps at +-w,
+  orientation stratified over [0, pi), frequency in [0.05, 0.35] cycles/pixel, bandwidth in
+  [0.03, 0.08], mean 1) and mixed across channels by chol(C) (C a random colour correlation).
+  The ``textures * colours`` modes pair every spectrum with every C, so all share per-channel
+  means and variances and only which colour covariance goes with which band tells them apart.
+* **Classes** own distinct sets of ``modes_per_class`` shared modes: only their co-occurrence
+  names the class. With ``contexts`` > 1, each image is in a context (balanced per class) with
+  its own class -> mode-set table, recognisable only from the colour correlation of the pixel
+  noise (context 0: white): a gate that recognises the context can route it to components of
+  its own, the situation the paper's mixture is for (reports/findings.md: not used by defaults).
+* **Images** are Voronoi mosaics of ``regions`` cells, each showing one of the class's modes
+  (each at least once): sqrt(1 - difficulty) texture + sqrt(difficulty) noise, quantised as
+  round(128 + 42.5 x) clipped to 0..255.
 
-* **Modes are textures that differ only in second-order statistics.** A mode is a stationary
-  Gaussian colour texture: white noise filtered per channel by sqrt(P) (circular FFT), then
-  mixed across channels by chol(C). P is a spatial power spectrum, two Gaussian bumps at +-w
-  (orientation stratified over [0, pi), radial frequency in [0.05, 0.35] cycles/pixel,
-  bandwidth in [0.03, 0.08]) normalised to mean 1; C is a random 3x3 colour correlation matrix
-  (unit diagonal). Every mode has mean 0 and variance 1 in every channel, so all modes, hence
-  all classes, share per-channel means and variances.
-* **Modes are factorised: texture x colour.** There are ``textures`` spectra and ``colours``
-  correlation matrices, and the ``textures * colours`` modes are all their pairings. Every
-  spectrum and every colour structure is shared by many modes, so what tells modes apart is
-  which colour covariance goes with which spatial band: a cross-channel covariance within a
-  frequency band, i.e. a joint colour-texture second-order statistic, not a marginal one.
-* **Classes are combinations of shared modes (multimodal).** Class c owns a distinct set S_c of
-  ``modes_per_class`` modes; every mode belongs to many classes, so no single local texture
-  names the class: only the co-occurrence of the set does.
-* **Image-level sub-modes: contexts change what the evidence means.** Every image is taken in
-  one of ``contexts`` contexts, shared by all classes and balanced within each class. A context
-  has its own class -> mode-set table (drawn independently, distinct sets within a context), so
-  class c shows the mode set S_{c,z} in context z: the SAME textures stand for different classes
-  in different contexts, and a class is a mixture of ``contexts`` unrelated looks. The context
-  is recognisable from a global, class-independent cue: the colour correlation of the pixel
-  noise (context 0: white; context z >= 1: a random correlation matrix with unit diagonal, so
-  variances stay 1). Evidence that is additive over the image (a covariance, an average) then
-  needs a multiplicative interaction with the context to be read: one fixed head has to carve
-  ``contexts`` conflicting templates per class, while a gate that recognises the context can
-  route each context's images to components of their own. This is the situation the paper's
-  gated mixture is meant for (a multimodal distribution, one component per mode); with
-  ``contexts = N / K = 2`` Top-8 of GM-SOP-16-8 can pick a disjoint half of its 16 components
-  per context. The default is ``contexts = 1`` (no context, white noise: the mosaic design
-  alone). Measured (reports/findings.md, `contexts`): at 2 contexts and the 3-epoch
-  CPU recipe every head stays above 90% error and the trained gates' Top-8 sets do not tell
-  the contexts apart, so the knob is offered for longer schedules, not used by the defaults.
-* **Images are mosaics of regions.** An image is a Voronoi partition of the canvas into
-  ``regions`` cells around uniform random seed points; cells take the modes of S_c (each mode at
-  least once, so an image shows its whole set; extra cells pick from S_c at random). A global
-  statistic averages the modes with random area weights and blurs them together. (For speed, an
-  image's textures filter one shared white-noise canvas; each pixel keeps one of them, so within
-  a cell the statistics are exactly its mode's.)
-* **Noise.** Each pixel is sqrt(1 - difficulty) * texture + sqrt(difficulty) * noise, the noise
-  unit-variance and coloured by the image's context (variance stays 1), then quantised as
-  round(128 + 42.5 x) clipped to [0, 255] (about 0.3% of values clip, symmetrically, so means
-  stay equal).
-* **Many classes, few images.** Defaults: 100 classes, 4 textures x 4 colours = 16 modes, 3
-  modes per class, 1 context, 4 regions, 10,000 train / 2,000 val images (100 per class,
-  balanced), 3x32x32.
-
-Knobs (all options of ``get_dataset("synthetic", ...)``): ``classes``, ``textures``,
-``colours``, ``modes_per_class``, ``contexts``, ``regions`` (>= modes_per_class), ``size``
-(image side), ``n_train``, ``n_val``, ``difficulty`` (noise variance fraction in [0, 1)),
-``seed``, ``augment``.
-
-Determinism: modes and context 0's class sets come from the stream (seed, 0), context z's class
-sets and noise colour from (seed, 0, z); train images from (seed, 1, chunk), val images from
-(seed, 2, chunk), in fixed chunks of 1024, so the same seed gives identical bytes, and the
-validation images do not change when ``n_train`` does.
-Augmentation defaults to none: a horizontal mirror turns an oriented texture at angle theta
-into one at pi - theta, which may be another mode, so flipping would alter class evidence.
-
-Cache: generation costs about 0.4 ms per image on one core (seconds for a dataset), and the
-workflow builds the same dataset in every training and benchmark job after its ``prepare_data``
-rule has already built it once. So when ``$GMSOP_CACHE_DIR`` is set (the workflow sets it to
-its ``cache_dir``), the first call writes the dataset into the uint8 memory-map layout of
-``gmsop.data.cache`` (every file atomic, ``meta.json`` last; two writers produce the same bytes)
-under ``<cache dir>/generated/synthetic-v<version>-<hash>``, and later calls map it
-copy-on-write instead of generating it. The hash (``cache_identity``) covers every option that
-decides the bytes, validated and with defaults filled in (all but ``augment``, so a job's augment
-override reuses the cache), and the builder's ``data_version``: other options never share a
-folder and a version bump regenerates. The result is the same Dataset either way (same bytes,
-labels, mean/std, sources; ``info`` adds "cache"). Without the variable, data is generated in
-memory and nothing is written: tests and library users get no files in ~/.cache for data that
-needs none.
+Determinism: the bank from the stream (seed, 0) (context z's table and noise from (seed, 0, z)),
+train images from (seed, 1, chunk), val from (seed, 2, chunk), chunks of 1024, so val does not
+change with ``n_train``. No flip by default: a mirrored texture at theta is one at pi - theta.
+With ``$GMSOP_CACHE_DIR`` set, the data is generated once into ``generated/synthetic-v<version>-<hash>``
+there (the hash covers every option that decides the bytes) and mapped after; else it stays in memory.
 """
 
 from __future__ import annotations
@@ -98,16 +45,6 @@ from gmsop.data.registry import (
 )
 from gmsop.data.stats import channel_mean_std
 
-__all__ = [
-    "SyntheticSpec",
-    "TextureBank",
-    "make_bank",
-    "generate_split",
-    "synthetic",
-    "cache_identity",
-    "cache_dir_for",
-]
-
 _CHUNK = 1024  # images per random stream; fixed so that results do not depend on n
 _SCALE = 42.5  # grey levels per unit of texture amplitude: +-3 sigma spans 0..255
 _STREAM_BANK, _STREAM_TRAIN, _STREAM_VAL = 0, 1, 2
@@ -127,40 +64,16 @@ class SyntheticSpec:
     difficulty: float = 0.5
     seed: int = 0
 
-    @property
-    def modes(self) -> int:
-        """Number of modes: every texture paired with every colour structure."""
-        return self.textures * self.colours
-
 
 @dataclass(frozen=True)
 class TextureBank:
-    """The modes and the class -> mode-set table of one spec.
+    """The modes of one spec (mode m pairs texture ``m // colours`` with colour ``m % colours``) and
+    the class -> mode-set tables, per context."""
 
-    Mode m pairs texture ``m // colours`` with colour structure ``m % colours``.
-
-    Attributes:
-        colour_chol: (modes, 3, 3) lower Cholesky factors of the modes' colour correlations.
-        amplitude: (modes, size, size // 2 + 1) sqrt of the modes' power spectra (rfft2 grid).
-        class_modes: (contexts, classes, modes_per_class) the mode set S_{c,z} of each class in
-            each context, sorted.
-        noise_chol: (contexts, 3, 3) lower Cholesky factors of each context's noise colour
-            correlation (identity for context 0).
-        orientation, frequency, bandwidth: (textures,) the spectral parameters, for reports.
-    """
-
-    colour_chol: np.ndarray
-    amplitude: np.ndarray
-    class_modes: np.ndarray
-    noise_chol: np.ndarray
-    orientation: np.ndarray
-    frequency: np.ndarray
-    bandwidth: np.ndarray
-
-    @property
-    def colour_corr(self) -> np.ndarray:
-        """(modes, 3, 3) colour correlation matrices C = L L^T."""
-        return self.colour_chol @ np.swapaxes(self.colour_chol, 1, 2)
+    colour_chol: np.ndarray  # (modes, 3, 3) Cholesky factors of the modes' colour correlations
+    amplitude: np.ndarray  # (modes, size, size // 2 + 1) sqrt of the power spectra (rfft2 grid)
+    class_modes: np.ndarray  # (contexts, classes, modes_per_class) sorted mode sets
+    noise_chol: np.ndarray  # (contexts, 3, 3) Cholesky factors of the noise colour (identity for 0)
 
 
 def _class_sets(rng: np.random.Generator, classes: int, modes: int, k: int) -> np.ndarray:
@@ -168,8 +81,8 @@ def _class_sets(rng: np.random.Generator, classes: int, modes: int, k: int) -> n
     total = math.comb(modes, k)
     if classes > total:
         raise ValueError(
-            f"synthetic: {classes} classes need distinct mode sets, but only C({modes}, {k}) = {total} exist; "
-            f"raise textures, colours or modes_per_class"
+            f"synthetic: {classes} classes need distinct mode sets, but only C({modes}, {k}) = {total} "
+            "exist; raise textures, colours or modes_per_class"
         )
     seen: set[tuple[int, ...]] = set()
     out = []
@@ -219,9 +132,6 @@ def make_bank(spec: SyntheticSpec) -> TextureBank:
         amplitude[mode_texture].astype(np.float32),  # (modes, s, s//2+1)
         np.stack(class_modes),  # (contexts, classes, k)
         np.stack(noise_chol).astype(np.float32),  # (contexts, 3, 3)
-        theta,
-        freq,
-        band,
     )
 
 
@@ -298,7 +208,6 @@ def generate_split(
     return images, labels, context, mode_map
 
 
-# version: bump when the same options start to generate other bytes (new run ids follow).
 @register_augment_presets("synthetic")
 def _augment_presets(**options) -> dict[str, AugmentSpec]:
     return {"none": AugmentSpec(), "flip": AugmentSpec(flip=True)}
@@ -320,8 +229,7 @@ def synthetic(
     seed: int = 0,
     augment: str | AugmentSpec | dict | None = "none",
 ) -> Dataset:
-    """Generated multimodal texture-mosaic data (see the module docstring). ``root`` is ignored;
-    with ``$GMSOP_CACHE_DIR`` set the data is generated once into a cache there and mapped after."""
+    """Generated multimodal texture-mosaic data (see the module docstring); ``root`` is ignored."""
     name = "synthetic"
     textures = require_int(name, "textures", textures, 1)
     colours = require_int(name, "colours", colours, 1)
@@ -342,8 +250,7 @@ def synthetic(
     aug = augment_spec(name, {"augment": augment})
     root_dir = cache.env_cache_root()
     if root_dir is None:  # no cache asked for: generate in memory, write nothing
-        data = _generate(spec, n_train, n_val)
-        cdir = None
+        cdir, data = None, _generate(spec, n_train, n_val)
     else:
         cdir, data = _cached(root_dir, spec, n_train, n_val)
     train, val, mean, std, class_modes = data
@@ -370,25 +277,16 @@ _NOT_IN_BYTES = frozenset({"augment"})
 
 
 def cache_identity(spec: SyntheticSpec, n_train: int, n_val: int) -> dict:
-    """What decides the bytes of a generated dataset: every option of the builder (validated, so
-    ``10`` and ``10.0`` agree; defaults filled in) except ``augment``, plus its ``data_version``.
-
-    Raises RuntimeError when the builder has an option this does not know, so that an option
-    added later cannot silently share caches across its values.
-    """
+    """What decides the bytes: every validated option of the builder but ``augment``, and its
+    ``data_version``; RuntimeError when the builder has an option this does not cover."""
     options = {**dataclasses.asdict(spec), "n_train": int(n_train), "n_val": int(n_val)}
     expected = set(dataset_options("synthetic")) - _NOT_IN_BYTES
     if set(options) != expected:
         raise RuntimeError(
-            f"synthetic: the cache key covers {sorted(options)} but the builder's byte-deciding options are "
-            f"{sorted(expected)}; update cache_identity"
+            f"synthetic: the cache key covers {sorted(options)} but the builder's byte-deciding "
+            f"options are {sorted(expected)}; update cache_identity"
         )
     return {"dataset": "synthetic", "version": synthetic.data_version, "options": options}
-
-
-def cache_dir_for(root: Path, identity: dict) -> Path:
-    """``root/generated/synthetic-v<version>-<16 hex of the identity hash>``."""
-    return Path(root) / "generated" / f"synthetic-v{identity['version']}-{cache.identity_hash(identity)[:16]}"
 
 
 def _generate(spec: SyntheticSpec, n_train: int, n_val: int):
@@ -401,11 +299,11 @@ def _generate(spec: SyntheticSpec, n_train: int, n_val: int):
 
 
 def _cached(root: Path, spec: SyntheticSpec, n_train: int, n_val: int):
-    """``_generate``'s result through the cache under ``root``: generated and written the first
-    time (meta.json last, every file atomically), memory-mapped copy-on-write afterwards."""
+    """``_generate``'s result through the cache ``root/generated/synthetic-v<version>-<hash>``:
+    generated and written the first time, memory-mapped copy-on-write afterwards."""
     identity = cache_identity(spec, n_train, n_val)
     fp = cache.identity_hash(identity)
-    cdir = cache_dir_for(root, identity)
+    cdir = Path(root) / "generated" / f"synthetic-v{identity['version']}-{fp[:16]}"
     meta = cache.read_meta(cdir, fp)
     if meta is None:
         cache.prepare_cache_dir(cdir)
@@ -414,28 +312,13 @@ def _cached(root: Path, spec: SyntheticSpec, n_train: int, n_val: int):
         for split, x, y in (("train", tr_x, tr_y), ("val", va_x, va_y)):
             cache.atomic_save_npy(cache.images_path(cdir, split), x)
             cache.atomic_save_npy(cache.labels_path(cdir, split), y)
-        meta = cache.write_meta(
-            cdir,
-            fp,
-            {
-                "dataset": "synthetic",
-                "identity": identity,
-                "splits": {"train": {"shape": list(tr_x.shape)}, "val": {"shape": list(va_x.shape)}},
-                "num_classes": spec.classes,
-                "mean": list(mean),
-                "std": list(std),
-                "class_modes": class_modes,
-            },
-        )
-    train, val = cache.load_split(cdir, "train", meta), cache.load_split(cdir, "val", meta)
-    data = (
-        (train.images.numpy(), train.labels.numpy()),
-        (val.images.numpy(), val.labels.numpy()),
-        tuple(meta["mean"]),
-        tuple(meta["std"]),
-        meta["class_modes"],
-    )
-    return cdir, data
+        shapes = {"train": {"shape": list(tr_x.shape)}, "val": {"shape": list(va_x.shape)}}
+        fields = dict(dataset="synthetic", identity=identity, splits=shapes, num_classes=spec.classes)
+        fields.update(mean=list(mean), std=list(std), class_modes=class_modes)
+        meta = cache.write_meta(cdir, fp, fields)
+    splits = [cache.load_split(cdir, split, meta) for split in ("train", "val")]
+    xy = [(split.images.numpy(), split.labels.numpy()) for split in splits]
+    return cdir, (*xy, tuple(meta["mean"]), tuple(meta["std"]), meta["class_modes"])
 
 
 @register_train_size("synthetic")

@@ -1,10 +1,5 @@
-"""Images per second the data path delivers: loader + training augmentation, no model.
-
-Why: a model's training throughput is only meaningful if the input pipeline is not the limit.
-``measure_loader_throughput`` runs the exact training path (``BatchLoader`` over the memmapped
-split, then ``BatchTransform`` with the dataset's augmentation) for a fixed wall-clock time and
-reports images per second, to be compared with the model's training images per second.
-"""
+"""Images per second the data path delivers (``BatchLoader`` + training ``BatchTransform``, no
+model), to compare with a model's training images per second."""
 
 from __future__ import annotations
 
@@ -16,8 +11,6 @@ import torch
 from gmsop.data.augment import BatchTransform, epoch_generator
 from gmsop.data.base import Dataset
 from gmsop.data.loader import BatchLoader
-
-__all__ = ["measure_loader_throughput", "time_loader"]
 
 
 def _sync(device: torch.device) -> None:
@@ -34,10 +27,9 @@ def time_loader(
     epoch: int = 0,
 ) -> dict[str, Any]:
     """Images/s of ``loader`` + ``transform`` over ``seconds`` after ``warmup_batches``, from
-    ``epoch`` on (epochs repeat as needed); augmentation draws on the loader's device, as
-    ``gmsop.engine.data.DataPipeline`` does. The one timing loop of the data path."""
+    ``epoch`` on (epochs repeat as needed), drawing on the loader's device as training does."""
     if warmup_batches < 1:
-        raise ValueError(f"time_loader: warmup_batches must be >= 1, got {warmup_batches}")
+        raise ValueError(f"warmup_batches must be >= 1, got {warmup_batches}")
     device = loader.device
     images, batches, start = 0, 0, None
     while True:
@@ -74,10 +66,7 @@ def measure_loader_throughput(
     seed: int = 0,
     resident: bool | str = "auto",
 ) -> dict[str, Any]:
-    """Training-path images/s over ``seconds`` after ``warmup_batches`` (epochs repeat as needed);
-    ``resident`` as in ``BatchLoader`` (the training split gathered on the device or copied to it)."""
-    if warmup_batches < 1:
-        raise ValueError(f"measure_loader_throughput: warmup_batches must be >= 1, got {warmup_batches}")
+    """``time_loader`` of the training split and augmentation; ``resident`` as in ``BatchLoader``."""
     loader = BatchLoader(
         dataset.train,
         batch_size,

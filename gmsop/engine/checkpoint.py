@@ -1,27 +1,10 @@
-"""The resume checkpoint: one ``last.pt`` per run, replaced atomically after every epoch.
+"""The resume checkpoint: ``last.pt``, replaced atomically after every epoch.
 
-A checkpoint survives a cut (a full disk, a copy cut short, a kill during the write): the new
-one is written under a temporary name and read back before it replaces ``last.pt``, and the one
-it replaces is kept as ``previous.pt``. ``resume_checkpoint`` reads ``last.pt`` and falls back
-to ``previous.pt`` when ``last.pt`` is unreadable (or missing after a cut between the renames);
-when neither can be read it stops naming both files and what to do.
-
-Contents (all tensors or plain containers, so ``torch.load(..., weights_only=True)`` reads it
-and loading a checkpoint can never execute code):
-
-    format        CHECKPOINT_FORMAT; a different value is refused
-    fingerprint   TrainConfig.fingerprint(): the config fields that determine the numbers
-    epoch         epochs completed (the step schedule is a pure function of it)
-    model         model.state_dict() (uncompiled module: no ``_orig_mod.`` prefixes)
-    optimizer     optimizer.state_dict() (momentum buffers, lr)
-    rng           env.capture_rng_state(): torch CPU/CUDA, numpy, python (+ named generators)
-    records       the per-epoch records so far (what metrics.json["epochs"] will hold)
-    totals        training samples and seconds so far, summed over all sessions (for img/s)
-
-Why only at epoch ends: the data order and the augmentation are functions of (seed, epoch) and
-the saved generator states, so restarting the interrupted epoch from its beginning with the
-state saved after the previous one replays it exactly; mid-epoch checkpoints would add state
-(loader position) for no gain in correctness.
+A new file is read back before it replaces ``last.pt``; the one replaced is kept as
+``previous.pt``, the fallback when ``last.pt`` is unreadable. Contents (``CHECKPOINT_KEYS``, all
+tensors or plain containers for ``weights_only=True``): format, config fingerprint, epochs done,
+model and optimizer state dicts, RNG states, per-epoch records and totals (samples, seconds).
+Only at epoch ends: data order and augmentation are functions of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -33,27 +16,7 @@ from typing import Any
 import torch
 
 from gmsop.atomic import atomic_path
-from gmsop.formats import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_KEYS,
-    CHECKPOINT_NAME,
-    CONFIG_NAME,
-    PREVIOUS_CHECKPOINT_NAME,
-    PROGRESS_NAME,
-)
-
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_NAME",
-    "PREVIOUS_CHECKPOINT_NAME",
-    "PROGRESS_NAME",
-    "CONFIG_NAME",
-    "CheckpointMismatchError",
-    "save_checkpoint",
-    "load_checkpoint",
-    "resume_checkpoint",
-    "check_fingerprint",
-]
+from gmsop.formats import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
 
 
 class CheckpointMismatchError(ValueError):
@@ -61,9 +24,8 @@ class CheckpointMismatchError(ValueError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (see the module docstring) atomically to ``path``; the file it replaces
-    becomes ``previous.pt`` beside it, only after the new bytes were read back as a checkpoint
-    (a write that fails or reads back wrong leaves both files as they were)."""
+    """Write ``state`` atomically to ``path``; once the new bytes read back as a checkpoint, the
+    file it replaces becomes ``previous.pt`` (a failed write leaves both files as they were)."""
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, **state}
     with atomic_path(path) as tmp:
@@ -94,12 +56,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def resume_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any] | None, Path | None, str | None]:
-    """The checkpoint to resume a run from: ``(checkpoint, its path, a note)``, or Nones when the
-    folder holds none. ``last.pt`` first; when it is unreadable (or missing while
-    ``previous.pt`` exists: a cut between the two renames of ``save_checkpoint``) the previous
-    epoch's ``previous.pt``, with a note saying so (an unreadable ``last.pt`` is renamed
-    ``last.pt.unreadable``, never read again). ValueError naming both files and what to do when a
-    checkpoint exists but none can be read."""
+    """``(checkpoint, its path, a note)`` to resume from (Nones when none): ``last.pt``, else
+    ``previous.pt`` with a note (an unreadable ``last.pt`` becomes ``last.pt.unreadable``)."""
     last, prev = Path(ckpt_dir) / CHECKPOINT_NAME, Path(ckpt_dir) / PREVIOUS_CHECKPOINT_NAME
     if not last.exists() and not prev.exists():
         return None, None, None
@@ -130,10 +88,9 @@ def resume_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any] | None, Path
 def check_fingerprint(ckpt: dict[str, Any], fingerprint: dict[str, Any], path: str | Path) -> None:
     """Refuse to resume from a checkpoint of another configuration, naming every difference."""
     saved = ckpt["fingerprint"]
-    keys = sorted(set(saved) | set(fingerprint))
     diffs = [
         f"{k}: checkpoint {saved.get(k, '<absent>')!r} vs now {fingerprint.get(k, '<absent>')!r}"
-        for k in keys
+        for k in sorted(set(saved) | set(fingerprint))
         if saved.get(k) != fingerprint.get(k)
     ]
     if diffs:

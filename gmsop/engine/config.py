@@ -1,16 +1,9 @@
 """The training configuration: one typed, validated dataclass with visible defaults.
 
-Every knob of a run is a field here; the CLI (``gmsop train``), a ``--config run.json|yaml``
-file and the Python API all end in a ``TrainConfig``, and ``__post_init__`` validates it, so a
-bad value fails before any data is loaded, with a message naming the field and the value.
-
-Defaults follow the authors' released code (method-facts.md, "Training"): SGD with momentum
-0.9, batch 256, weight decay from the protocol (1e-4 official, 5e-4 paper), and a step
-schedule per head family when none is given (``default_schedule``).
-
-``fingerprint()`` is the subset of fields that changes the numbers a run produces; a checkpoint
-stores it and a resume refuses a checkpoint whose fingerprint differs (paths, the tag, the
-progress display and ``compile`` may change between a run and its resume; the data may move).
+CLI, ``--config`` file and Python API all end in a ``TrainConfig``; ``__post_init__`` rejects a
+bad value (naming the field) before any data is loaded. Defaults follow the authors' released
+code (method-facts.md, "Training"). ``fingerprint()`` holds the fields that change the numbers;
+a resume refuses a checkpoint whose fingerprint differs.
 """
 
 from __future__ import annotations
@@ -23,26 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from gmsop.formats import ResultFileError, check_run_block
 from gmsop.registry import resolve_variant
 
-__all__ = [
-    "TrainConfig",
-    "parse_schedule",
-    "format_schedule",
-    "default_schedule",
-    "parse_key_value",
-    "DEFAULT_SCHEDULES",
-    "LR_SCALINGS",
-    "released_batch",
-    "lr_factor",
-]
-
-#: Released schedules, lr x epochs (method-facts.md), per schedule family. GAP baselines and
-#: GM-GAP, SR-SOP, GM-SOP are stated there; the other heads take the schedule of the closest
-#: stated family. Which family a variant belongs to is the registry's answer
-#: (``resolve_variant(name).schedule_family``, declared per head in gmsop.heads), never a table
-#: here; pass ``schedule`` to change it.
-#: The workflow resolves these names too (a config restates them only to change them).
+#: Released schedules, lr x epochs (method-facts.md), per schedule family; a variant's family
+#: is ``resolve_variant(name).schedule_family`` (declared per head in gmsop.heads).
 DEFAULT_SCHEDULES: dict[str, list[tuple[float, int]]] = {
     # cnn_init_resnet_GM.m / baseline, and the text ({50,15,10} at 0.075): GAP, GM-GAP, SG-MoE
     "gap": [(0.075, 50), (0.0075, 15), (0.00075, 10)],
@@ -52,20 +32,17 @@ DEFAULT_SCHEDULES: dict[str, list[tuple[float, int]]] = {
     "gm_sop": [(0.1, 40), (0.01, 10), (0.001, 5), (0.0001, 5)],
 }
 
-#: The batch each released schedule was published with: 256, and 150 for the WRN-36-2 rows
-#: (``cnn_init_WRN_GM.m``). Keyed by canonical backbone; every other backbone trained at 256.
+#: The batch of the released schedules per canonical backbone: 150 for WRN-36-2
+#: (``cnn_init_WRN_GM.m``), 256 for every other.
 RELEASED_BATCH: dict[str, int] = {"wrn36_2": 150}
-RELEASED_BATCH_DEFAULT = 256
 
-#: How a schedule's learning rates follow the batch: ``linear`` multiplies each by
-#: batch / released batch (the linear scaling rule, Goyal et al. 2017: the released step size per
-#: image at any batch), ``none`` keeps the published rates.
+#: ``linear``: every lr x batch / released batch (Goyal et al. 2017); ``none``: published rates.
 LR_SCALINGS = ("linear", "none")
 
 
 def released_batch(backbone: str) -> int:
     """The batch the released schedules of ``backbone`` (a canonical key) were published with."""
-    return RELEASED_BATCH.get(backbone, RELEASED_BATCH_DEFAULT)
+    return RELEASED_BATCH.get(backbone, 256)
 
 
 def lr_factor(lr_scaling: str, batch_size: int, backbone: str) -> float:
@@ -79,32 +56,32 @@ def lr_factor(lr_scaling: str, batch_size: int, backbone: str) -> float:
 _NOT_FINGERPRINTED = ("out", "ckpt_dir", "data_root", "compile", "progress", "tag", "run")
 
 
+def _whole(v: Any) -> bool:
+    """A finite number (not a bool) with an integer value."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and float(v) == int(v)
+
+
 def parse_schedule(value: Any) -> list[tuple[float, int]]:
     """``"0.1:40,0.01:10"`` or ``[[0.1, 40], [0.01, 10]]`` -> [(0.1, 40), (0.01, 10)], validated."""
+    pairs = []
     if isinstance(value, str):
-        pairs = []
         for part in filter(None, (p.strip() for p in value.split(","))):
             m = re.fullmatch(r"([^:x]+)\s*[:x]\s*([^:x]+)", part)
-            if not m:
-                raise ValueError(f"schedule entry {part!r} is not LR:EPOCHS (e.g. 0.1:40,0.01:10)")
             try:
-                pairs.append((float(m[1]), _as_int(m[2])))
+                lr, ep = (float(m[1]), float(m[2])) if m else (0.0, math.nan)
+                if not _whole(ep):
+                    raise ValueError
             except ValueError:
                 raise ValueError(f"schedule entry {part!r} is not LR:EPOCHS (e.g. 0.1:40,0.01:10)") from None
+            pairs.append((lr, int(ep)))
     elif isinstance(value, (list, tuple)):
-        pairs = []
         for entry in value:
             if not isinstance(entry, (list, tuple)) or len(entry) != 2:
                 raise ValueError(f"schedule entry {entry!r} must be a pair [lr, epochs]")
             lr, ep = entry
             if isinstance(lr, bool) or not isinstance(lr, (int, float)):
                 raise ValueError(f"schedule entry {list(entry)!r}: lr must be a number, got {lr!r}")
-            if (
-                isinstance(ep, bool)
-                or not isinstance(ep, (int, float))
-                or not math.isfinite(ep)
-                or float(ep) != int(ep)
-            ):
+            if not _whole(ep):
                 raise ValueError(f"schedule entry {list(entry)!r}: epochs must be an integer, got {ep!r}")
             pairs.append((float(lr), int(ep)))
     else:
@@ -119,17 +96,6 @@ def parse_schedule(value: Any) -> list[tuple[float, int]]:
     return pairs
 
 
-def _as_int(text: str) -> int:
-    v = float(text)
-    if not math.isfinite(v) or v != int(v):
-        raise ValueError(text)
-    return int(v)
-
-
-def format_schedule(schedule: list[tuple[float, int]]) -> str:
-    return ",".join(f"{lr:g}:{ep}" for lr, ep in schedule)
-
-
 def default_schedule(variant: str) -> list[tuple[float, int]]:
     """The released code's schedule for ``variant``'s schedule family (ValueError if unknown)."""
     return list(DEFAULT_SCHEDULES[resolve_variant(variant).schedule_family])
@@ -137,17 +103,15 @@ def default_schedule(variant: str) -> list[tuple[float, int]]:
 
 def parse_key_value(text: str, what: str = "option") -> tuple[str, Any]:
     """``"k=v"`` -> (k, v) with v parsed as JSON when it is JSON (5, 1e-4, true, [256, 64]), else a string."""
-    if "=" not in text:
+    key, sep, raw = text.partition("=")
+    if not sep:
         raise ValueError(f"{what} {text!r} must be KEY=VALUE")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
+    if not key.strip():
         raise ValueError(f"{what} {text!r} has an empty key")
     try:
-        value = json.loads(raw)
+        return key.strip(), json.loads(raw)
     except json.JSONDecodeError:
-        value = raw
-    return key, value
+        return key.strip(), raw
 
 
 @dataclass
@@ -167,46 +131,33 @@ class TrainConfig:
     lr_scaling: str = "linear"  # lrs x batch / released batch (256; 150 for WRN-36-2), or "none"
     momentum: float = 0.9
     weight_decay: float | None = None  # None: the protocol's (1e-4 official, 5e-4 paper)
-    input_norm: str = (
-        "mean"  # released code: subtract the per-channel mean only; "mean_std" also divides by std
-    )
+    input_norm: str = "mean"  # released code: subtract the channel mean; "mean_std" also divides by std
     seed: int = 0  # model init, augmentation, gate noise, dropout, batch order
     deterministic: bool = False  # bit-reproducible kernels (slower on CUDA: no cuDNN autotune)
     device: str = "auto"  # auto: CUDA if available, else CPU
     compile: bool = False  # torch.compile the model (CUDA only; ignored on CPU)
-    amp: bool = (
-        True  # bf16 autocast of the forward on CUDA and on CPUs with native bf16 (SOP layers stay float32)
-    )
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (SOP layers stay float32)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     max_train_batches: int | None = None  # cap on training batches per epoch (smoke tests)
     out: str | None = None  # final metrics.json (written atomically, only at the very end)
     ckpt_dir: str | None = None  # last.pt + progress.jsonl; None: <dir of out>/ckpt, or none
     tag: str | None = None  # free label copied into metrics.json (ablation name, ...)
-    run: dict | None = (
-        None  # the workflow's identity block (gmsop.formats.run_block), copied into metrics.json
-    )
+    run: dict | None = None  # the workflow's identity block (gmsop.formats.run_block), for metrics.json
     progress: str = "auto"  # auto: a tqdm bar on a terminal, one line per epoch otherwise; bar|lines|none
 
     def __post_init__(self) -> None:
-        self.variant = _require_str("variant", self.variant)
-        self.dataset = _require_str("dataset", self.dataset)
-        self.protocol = _require_str("protocol", self.protocol)
+        for name in ("variant", "dataset", "protocol"):
+            setattr(self, name, _require_str(name, getattr(self, name)))
         for name in ("backbone", "data_root", "out", "ckpt_dir", "tag"):
             value = getattr(self, name)
             if value is not None:
-                if isinstance(value, Path):
-                    value = str(value)
-                setattr(self, name, _require_str(name, value))
+                setattr(self, name, _require_str(name, str(value) if isinstance(value, Path) else value))
         for name in ("dataset_options", "overrides"):
-            value = getattr(self, name)
-            if value is None:
-                value = {}
+            value = {} if getattr(self, name) is None else getattr(self, name)
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise ValueError(f"{name} must be a mapping of names to values, got {value!r}")
             setattr(self, name, dict(value))
         if self.run is not None:
-            from gmsop.formats import ResultFileError, check_run_block
-
             try:
                 check_run_block(self.run)
             except ResultFileError as err:
@@ -229,12 +180,13 @@ class TrainConfig:
         self.device = _require_str("device", self.device).lower()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:<index>")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
-        if self.input_norm not in ("mean", "mean_std"):
-            raise ValueError(f"input_norm must be 'mean' or 'mean_std', got {self.input_norm!r}")
-        if self.progress not in ("auto", "bar", "lines", "none"):
-            raise ValueError(f"progress must be auto, bar, lines or none, got {self.progress!r}")
+        for name, choices in (
+            ("lr_scaling", LR_SCALINGS),
+            ("input_norm", ("mean", "mean_std")),
+            ("progress", ("auto", "bar", "lines", "none")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         wd_over = self.overrides.get("weight_decay")
         if wd_over is not None and self.weight_decay is not None and float(wd_over) != self.weight_decay:
             raise ValueError(
@@ -242,7 +194,6 @@ class TrainConfig:
                 f"override weight_decay={wd_over}; give one"
             )
 
-    # ---- derived values -------------------------------------------------------------------
     def resolved_schedule(self) -> list[tuple[float, int]]:
         """The schedule trained: the given one (else the released one) with ``lr_scaling`` applied."""
         base = list(self.schedule) if self.schedule is not None else default_schedule(self.variant)
@@ -271,11 +222,8 @@ class TrainConfig:
         """Where last.pt and progress.jsonl live: ``ckpt_dir``, else ``<dir of out>/ckpt``."""
         if self.ckpt_dir is not None:
             return Path(self.ckpt_dir)
-        if self.out is not None:
-            return Path(self.out).parent / "ckpt"
-        return None
+        return Path(self.out).parent / "ckpt" if self.out is not None else None
 
-    # ---- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["schedule"] = [list(p) for p in self.schedule] if self.schedule is not None else None
@@ -284,13 +232,8 @@ class TrainConfig:
     def fingerprint(self, device_type: str) -> dict[str, Any]:
         """The fields that determine the numbers, with the schedule resolved and the device type."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_FINGERPRINTED}
-        d["schedule"] = [list(p) for p in self.resolved_schedule()]
-        d["device"] = device_type
+        d.update(schedule=[list(p) for p in self.resolved_schedule()], device=device_type)
         return json.loads(json.dumps(d))  # canonical primitives (tuples -> lists)
-
-    @classmethod
-    def fields(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -298,14 +241,10 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ValueError(f"a training config must be a mapping, got {type(data).__name__}")
         norm = {str(k).replace("-", "_"): v for k, v in data.items()}
-        unknown = sorted(set(norm) - set(cls.fields()))
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(cls.fields())}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        if unknown := sorted(set(norm) - set(names)):
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(names)}")
         return cls(**norm)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(load_config_file(path))
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -315,19 +254,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ValueError(f"cannot read config file {path}: {err.strerror}") from None
+    is_json = path.suffix.lower() == ".json"
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
+        data = json.loads(text) if is_json else yaml.safe_load(text)
     except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
-        raise ValueError(
-            f"config file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {err}"
-        ) from None
+        raise ValueError(f"config file {path} is not valid {'JSON' if is_json else 'YAML'}: {err}") from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ValueError(
             f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}"
@@ -342,12 +275,7 @@ def _require_str(name: str, value: Any) -> str:
 
 
 def _require_int(name: str, value: Any, minimum: int) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or float(value) != int(value)
-    ):
+    if not _whole(value):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")

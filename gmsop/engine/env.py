@@ -1,19 +1,14 @@
 """Where a run executes and how reproducible it is: device, determinism, seeds, RNG states, env.
 
-Why in one place: resuming a run bit-identically needs exactly the same list of random streams
-when saving and when restoring: torch CPU (gate noise and dropout on the CPU), every CUDA
-device (the same on a GPU), numpy's and Python's global generators, plus any explicit
-``torch.Generator`` that carries state across epochs. The data pipeline has none of the last
-kind: its batch order and augmentation generators are pure functions of (seed, epoch)
-(``gmsop.data.epoch_generator``), rebuilt at each epoch, so they need no saving. Keeping
-capture and restore side by side makes a forgotten stream visible.
-
-RNG states are converted to tensors and plain containers so that checkpoints load with
-``torch.load(..., weights_only=True)`` (no pickled numpy objects or tuples of arbitrary types).
+Capture and restore of the random streams sit side by side so that a resume restores exactly
+what was saved: torch CPU and CUDA, numpy's and Python's global generators (the data pipeline's
+generators are functions of (seed, epoch) and need no saving).
+States are tensors and plain containers, so checkpoints load with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -25,30 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = [
-    "resolve_device",
-    "device_name",
-    "configure_determinism",
-    "seed_everything",
-    "capture_rng_state",
-    "restore_rng_state",
-    "env_info",
-    "synchronize",
-    "peak_memory_mb",
-    "reset_peak_memory",
-]
+from gmsop import __version__
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` -> the first CUDA device if there is one, else the CPU; others are checked.
-
-    A requested CUDA device that is absent raises ValueError instead of failing later in the
-    middle of model construction.
-    """
-    if isinstance(spec, torch.device):
-        spec = str(spec)
+    """``"auto"`` -> the first CUDA device if there is one, else the CPU; an absent device is a ValueError."""
     spec = "auto" if spec is None else str(spec).strip().lower()
     if not _DEVICE_RE.match(spec):
         raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:<index>")
@@ -58,44 +36,30 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine")
-        index = device.index or 0
-        if index >= torch.cuda.device_count():
+        if (device.index or 0) >= torch.cuda.device_count():
             raise ValueError(
                 f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
             )
     return device
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def device_name(device: torch.device) -> str:
     """The GPU's product name, or the CPU model with the number of threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return f"{_cpu_model()} ({torch.get_num_threads()} threads)"
-    return device.type
+    if device.type != "cpu":
+        return device.type
+    model = platform.processor() or platform.machine() or "cpu"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        model = next(
+            (line.split(":", 1)[1].strip() for line in fh if line.lower().startswith("model name")), model
+        )
+    return f"{model} ({torch.get_num_threads()} threads)"
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
-    """Make kernels reproducible (deterministic) or fast (cuDNN autotuning), not both.
-
-    On the CPU deterministic mode is strict (``warn_only=False``): every op used here has a
-    deterministic kernel, and a run is bit-identical to a rerun with the same seed. On CUDA it
-    is best effort (``warn_only=True``): an op without a deterministic CUDA kernel (the sparse
-    mixture's scatter/index_add family may be one, depending on the torch version) warns once
-    instead of aborting a long GPU run at its first step. ``CUBLAS_WORKSPACE_CONFIG`` must be set
-    before cuBLAS initialises, so it is set here, early.
-    """
+    """Reproducible kernels (strict on the CPU; on CUDA a missing deterministic kernel only warns)
+    or fast ones (cuDNN autotuning). ``CUBLAS_WORKSPACE_CONFIG`` must precede cuBLAS's start."""
     if deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(bool(deterministic), warn_only=device.type != "cpu")
@@ -110,11 +74,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+def capture_rng_state() -> dict[str, Any]:
     """Every random stream as tensors / primitives (``weights_only``-loadable)."""
     keys, pos, has_gauss, cached = np.random.get_state(legacy=True)[1:]
     py_version, py_state, py_gauss = random.getstate()
-    state: dict[str, Any] = {
+    return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all()
         if torch.cuda.is_available() and torch.cuda.is_initialized()
@@ -130,39 +94,25 @@ def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> d
             "state": torch.tensor(py_state, dtype=torch.int64),
             "gauss_next": py_gauss,
         },
-        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+        "generators": {},  # named torch.Generator states: none carry state across epochs
     }
-    return state
 
 
-def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
-    """Inverse of :func:`capture_rng_state`; a missing or extra generator is an error."""
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
     torch.set_rng_state(state["torch"])
     if state.get("cuda"):
         if not torch.cuda.is_available():
             raise ValueError("the checkpoint holds CUDA random states but CUDA is not available")
         for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, index)
-    npst = state["numpy"]
+    n, py = state["numpy"], state["python"]
     np.random.set_state(
-        (
-            "MT19937",
-            npst["keys"].numpy().astype(np.uint32),
-            npst["pos"],
-            npst["has_gauss"],
-            npst["cached_gaussian"],
-        )
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
     )
-    py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
-    saved = state.get("generators", {})
-    generators = generators or {}
-    if set(saved) != set(generators):
-        raise ValueError(
-            f"checkpoint has random generators {sorted(saved)} but this run has {sorted(generators)}"
-        )
-    for name, g in generators.items():
-        g.set_state(saved[name])
+    if state.get("generators"):
+        raise ValueError(f"checkpoint has random generators {sorted(state['generators'])}; this run has none")
 
 
 def synchronize(device: torch.device) -> None:
@@ -177,11 +127,7 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak device memory (CUDA: max_memory_allocated) or, elsewhere, the process's peak RSS.
-
-    The host figure is a high-water mark for the whole process lifetime (``ru_maxrss``), so it
-    includes the dataset and everything measured before; it cannot be reset.
-    """
+    """Peak device memory (CUDA: max_memory_allocated) or, elsewhere, the process's lifetime peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -190,10 +136,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def env_info(device: torch.device, deterministic: bool, **extra: Any) -> dict[str, Any]:
     """What a result depends on besides its config: versions, device, determinism flags."""
-    from gmsop import __version__
-
     cuda = device.type == "cuda"
-    info = {
+    return {
         "torch": torch.__version__.split("+")[0],
         "torch_build": torch.__version__,
         "cuda": torch.version.cuda if cuda else None,
@@ -206,6 +150,5 @@ def env_info(device: torch.device, deterministic: bool, **extra: Any) -> dict[st
         "platform": platform.platform(),
         "deterministic": bool(deterministic),
         "threads": torch.get_num_threads(),
+        **extra,
     }
-    info.update(extra)
-    return info

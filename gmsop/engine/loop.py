@@ -1,17 +1,9 @@
 """One training epoch and one evaluation pass, each returning a dict of averaged metrics.
 
-Shaped like ConvNeXt's ``engine.py``: the epoch loop, data and checkpoints live in
-``trainer.py``; these two functions only step through batches. What a step does:
-
-    logits, balance, gate = model(x)              # bf16 autocast when enabled (Runtime)
-    loss = cross_entropy(logits, y) + balance     # mean CE; balance is already alpha-weighted
-    SGD step
-
-Why the metric sums stay on the device: reading a scalar (``.item()``) waits for the GPU, so
-per-batch sums are accumulated as tensors and read once per epoch. The non-finite-loss check
-needs a read, so on CUDA it runs every ``check_every`` steps on the recorded losses and still
-names the first bad step; on the CPU there is nothing to overlap and every step is checked.
-A non-finite loss raises :class:`NonFiniteLossError` naming the epoch and step.
+A step: ``loss = cross_entropy(logits, y) + balance`` (balance already alpha-weighted), SGD.
+Metric sums stay on the device and are read once per epoch (``.item()`` waits for the GPU); the
+non-finite-loss check reads every ``check_every`` steps (every step on the CPU) and still names
+the first bad step in :class:`NonFiniteLossError`.
 """
 
 from __future__ import annotations
@@ -20,15 +12,14 @@ import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gmsop.engine.env import synchronize
+from gmsop.engine.env import env_info, synchronize
 from gmsop.layers.gating import distinct_selections, selection_mask
-
-__all__ = ["Runtime", "NonFiniteLossError", "cpu_has_native_bf16", "train_one_epoch", "evaluate"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -40,29 +31,11 @@ class NonFiniteLossError(FloatingPointError):
         super().__init__(f"non-finite training loss ({value}) at epoch {epoch}, step {step}{of}{detail}")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX tiles).
-
-    Without either, oneDNN emulates bf16 and autocast makes training slower, not faster. Read from
-    ``torch.cpu.get_capabilities()``; a torch without that function answers False (float32).
-    """
-    get = getattr(torch.cpu, "get_capabilities", None)
-    caps = get() if get is not None else {}
-    return bool(caps.get("avx512_bf16") or caps.get("amx_tile"))
-
-
 @dataclass(frozen=True)
 class Runtime:
-    """How tensors are placed and computed on the device (chosen once per run).
-
-    ``for_device`` picks the fast settings measured for each device type
-    (``benchmarks/bench_cpu_training.py`` for the CPU): bf16 autocast of the forward (the
-    second-order pooling and the losses stay float32) and channels_last (NHWC) tensors, on CUDA
-    and on a CPU with native bf16 (AVX512-BF16 / AMX). On such a CPU both together train the
-    embedded default's networks about 1.4-1.8x faster per image than float32 NCHW, mostly
-    because oneDNN's NHWC kernels handle the 4-16-channel convolutions of width 0.25 far
-    better; channels_last alone is used on a CPU without native bf16.
-    """
+    """How tensors are placed and computed on the device. ``for_device``: bf16 autocast of the forward
+    (SOP and losses stay float32) on CUDA and on a CPU with native bf16, channels_last (NHWC) on both
+    (``benchmarks/bench_cpu_training.py``: 1.4-1.8x faster per image than float32 NCHW on CPU)."""
 
     device: torch.device
     amp_dtype: torch.dtype | None = None  # torch.bfloat16 with amp; None = float32
@@ -71,14 +44,10 @@ class Runtime:
 
     @classmethod
     def for_device(cls, device: torch.device, amp: bool = True) -> Runtime:
-        cuda = device.type == "cuda"
-        bf16 = amp and (cuda or (device.type == "cpu" and cpu_has_native_bf16()))
-        return cls(
-            device,
-            torch.bfloat16 if bf16 else None,
-            channels_last=device.type in ("cuda", "cpu"),
-            check_every=20 if cuda else 1,
-        )
+        cuda, caps = device.type == "cuda", getattr(torch.cpu, "get_capabilities", dict)()
+        native = bool(caps.get("avx512_bf16") or caps.get("amx_tile"))  # else emulated: slower than float32
+        dtype = torch.bfloat16 if amp and (cuda or (device.type == "cpu" and native)) else None
+        return cls(device, dtype, channels_last=device.type in ("cuda", "cpu"), check_every=20 if cuda else 1)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -88,15 +57,26 @@ class Runtime:
     def place(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
+    def prepare(self, model: nn.Module, compile: bool) -> nn.Module:
+        """Move ``model`` to the device (NHWC when set); returns what to call (compiled on CUDA if asked)."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return torch.compile(model) if compile and self.device.type == "cuda" else model
 
-def _first_nonfinite(losses: list[Tensor]) -> tuple[int, float] | None:
-    """(index, value) of the first non-finite loss in ``losses``, or None (one device read)."""
-    stacked = torch.stack(losses)
-    bad = ~torch.isfinite(stacked)
-    if not bool(bad.any()):
-        return None
-    i = int(bad.nonzero()[0, 0])
-    return i, float(stacked[i])
+    def env(self, deterministic: bool, compiled: bool) -> dict[str, Any]:
+        """``env_info`` of a run on this runtime."""
+        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else None
+        return env_info(
+            self.device, deterministic, amp=amp, channels_last=self.channels_last, compile=compiled
+        )
+
+
+def forward_loss(model: nn.Module, x: Tensor, y: Tensor, rt: Runtime) -> tuple[Any, Tensor, Tensor]:
+    """(model output, mean cross-entropy, balance loss) of one placed batch, autocast as ``rt`` says."""
+    with rt.autocast():
+        out = model(x)
+    return out, F.cross_entropy(out.logits.float(), y), out.balance_loss.float()
 
 
 def train_one_epoch(
@@ -112,12 +92,9 @@ def train_one_epoch(
 ) -> dict:
     """Train for one pass over ``batches`` ((x, y) on the device, x normalised float).
 
-    Returns sample-weighted means: ``train_ce``, ``train_balance``, ``train_loss``,
-    ``train_top1_err`` (percent), plus ``train_samples``, ``train_steps``, ``train_time_s``
-    (synchronised), ``train_img_s`` and, for a gated mixture (``num_experts`` set), the
-    per-component ``routing_counts`` and ``importance`` summed over the epoch's samples and
-    the sample-weighted means ``gate_logit_spread`` and ``gate_noise_spread`` (see
-    ``gmsop.layers.GateSpread``; None when the gate does not report them).
+    Returns sample-weighted means of CE, balance, loss and top-1 error (percent), samples, time and
+    img/s; for a gated mixture (``num_experts``) also per-component routing counts and importance
+    summed over the epoch, and the gate spreads (``gmsop.layers.GateSpread``; None if unreported).
     """
     model.train()
     trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
@@ -126,23 +103,15 @@ def train_one_epoch(
     counts = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
     importance = torch.zeros(num_experts, dtype=torch.float64, device=dev) if num_experts else None
     spreads = torch.zeros(2, dtype=torch.float64, device=dev)  # logit_spread*n, noise_spread*n
-    spread_samples = 0
     # per batch: distinct Top-K sets and idle components (sums, then the worst of the epoch)
     per_batch = torch.zeros(2, dtype=torch.float64, device=dev)
     worst = torch.tensor([float("inf"), 0.0], dtype=torch.float64, device=dev)  # fewest sets, most idle
-    routed_batches = 0
     pending: list[Tensor] = []  # losses since the last finiteness check
-    checked = 0  # steps already checked
-    samples = 0
+    step = samples = checked = spread_samples = routed_batches = 0  # checked: steps already checked
     synchronize(dev)
     t0 = time.perf_counter()
-    step = 0
     for step, (x, y) in enumerate(batches, start=1):
-        x = rt.place(x)
-        with rt.autocast():
-            out = model(x)
-        ce = F.cross_entropy(out.logits.float(), y)
-        balance = out.balance_loss.float()
+        out, ce, balance = forward_loss(model, rt.place(x), y, rt)
         loss = ce + balance
         pending.append(loss.detach())
         if step % rt.check_every == 0:
@@ -180,7 +149,8 @@ def train_one_epoch(
     if samples == 0:
         raise ValueError(f"epoch {epoch}: the training loader produced no batches")
     ce_sum, bal_sum, loss_sum, correct = sums.tolist()
-    stats = {
+    (distinct, idle), (fewest, most), routed = per_batch.tolist(), worst.tolist(), routed_batches
+    return {
         "train_ce": ce_sum / samples,
         "train_balance": bal_sum / samples,
         "train_loss": loss_sum / samples,
@@ -193,47 +163,29 @@ def train_one_epoch(
         "importance": importance.tolist() if importance is not None else None,
         "gate_logit_spread": spreads[0].item() / spread_samples if spread_samples else None,
         "gate_noise_spread": spreads[1].item() / spread_samples if spread_samples else None,
-        **_routing_per_batch(per_batch, worst, routed_batches),
-    }
-    return stats
-
-
-def _routing_per_batch(sums: Tensor, worst: Tensor, batches: int) -> dict:
-    """Per-batch routing of an epoch: distinct Top-K sets and idle components (mean and worst);
-    None without a gate that reports its selections."""
-    if not batches:
-        return dict.fromkeys(
-            ("distinct_topk_mean", "distinct_topk_min", "idle_components_mean", "idle_components_max")
-        )
-    (distinct, idle), (fewest, most) = sums.tolist(), worst.tolist()
-    return {
-        "distinct_topk_mean": distinct / batches,
-        "distinct_topk_min": int(fewest),
-        "idle_components_mean": idle / batches,
-        "idle_components_max": int(most),
+        # per batch: distinct Top-K sets and idle components (None without a gate reporting selections)
+        "distinct_topk_mean": distinct / routed if routed else None,
+        "distinct_topk_min": int(fewest) if routed else None,
+        "idle_components_mean": idle / routed if routed else None,
+        "idle_components_max": int(most) if routed else None,
     }
 
 
 def _zero_missing_grads(params: list[Tensor]) -> None:
-    """Give a parameter that took no part in this step a zero gradient instead of none.
-
-    A gated mixture's component that received no sample in a batch has no gradient on the
-    generic (CPU) path but a zero gradient on the grouped (GPU) path, whose stacked weights
-    cannot tell them apart without a host synchronisation. SGD skips a parameter without a
-    gradient (no weight decay, no momentum step) and updates one with a zero gradient, so the
-    two paths would train differently. Filling in zeros makes every parameter take every step,
-    on both paths alike.
-    """
+    """A zero gradient instead of none: SGD skips a parameter without one (no weight decay, no
+    momentum), and an unrouted component has none on the CPU path but zeros on the grouped GPU path."""
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
 
 
 def _check(pending: list[Tensor], checked: int, epoch: int, steps: int | None) -> None:
-    bad = _first_nonfinite(pending)
-    if bad is not None:
-        i, value = bad
-        raise NonFiniteLossError(epoch, checked + i + 1, steps, value)
+    """Raise on the first non-finite loss of ``pending`` (one device read)."""
+    stacked = torch.stack(pending)
+    bad = ~torch.isfinite(stacked)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise NonFiniteLossError(epoch, checked + i + 1, steps, float(stacked[i]))
 
 
 @torch.inference_mode()
@@ -245,12 +197,8 @@ def evaluate(
     num_classes: int,
     num_experts: int | None = None,
 ) -> dict:
-    """Top-1 / top-5 error (percent) and mean CE over ``batches``, in eval mode (no gate noise).
-
-    Top-5 becomes top-min(5, classes): with fewer than 5 classes it is trivially 0. For a gated
-    mixture (``num_experts``), ``val_routing[c][i]`` counts the images of class c that select
-    component i (what each component learned), ``val_class_counts[c]`` the images of class c.
-    """
+    """Top-1 / top-min(5, classes) error (percent) and mean CE over ``batches``, in eval mode; for a
+    mixture ``val_routing[c][i]`` counts the images of class c that select component i."""
     model.eval()
     k = min(5, num_classes)
     sums = torch.zeros(3, dtype=torch.float64, device=rt.device)  # ce*n, top1 correct, topk correct
@@ -260,9 +208,7 @@ def evaluate(
     synchronize(rt.device)
     t0 = time.perf_counter()
     for x, y in batches:
-        x = rt.place(x)
-        with rt.autocast():
-            out = model(x)
+        out, ce, _ = forward_loss(model, rt.place(x), y, rt)
         logits = out.logits.float()
         if routing is not None and out.gate is not None and out.gate.selected is not None:
             routing.index_add_(0, y, selection_mask(out.gate.selected, num_experts))
@@ -271,7 +217,7 @@ def evaluate(
         hit = top == y[:, None]  # (B, k)
         n = y.shape[0]
         samples += n
-        sums += torch.stack([F.cross_entropy(logits, y) * n, hit[:, 0].sum(), hit.any(dim=1).sum()]).double()
+        sums += torch.stack([ce * n, hit[:, 0].sum(), hit.any(dim=1).sum()]).double()
     synchronize(rt.device)
     if samples == 0:
         raise ValueError("evaluation: the validation loader produced no batches")

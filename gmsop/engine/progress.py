@@ -1,26 +1,20 @@
-"""Human-readable progress on stderr: a tqdm bar on a terminal, one line per epoch in a log.
-
-Why two modes: a bar redraws with carriage returns, which turns a Snakemake or SLURM log file
-into megabytes of noise, while a person at a terminal wants to see the current epoch move. The
-machine-readable record of a run is the progress.jsonl file, not this output.
+"""Human-readable progress on stderr: a tqdm bar on a terminal, one line per epoch in a log
+(a bar's carriage returns would fill a Snakemake or SLURM log). progress.jsonl is the machine record.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, TextIO
 
-__all__ = ["Progress", "format_duration"]
+from tqdm import tqdm
 
 
 def format_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds:
         return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}"
+    h, rem = divmod(int(round(seconds)), 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
@@ -36,7 +30,6 @@ class Progress:
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "lines"
         self.mode = mode
         self._bar = None
-        self._t0 = time.perf_counter()
 
     def message(self, text: str) -> None:
         if self.mode == "none":
@@ -49,8 +42,6 @@ class Progress:
     def start_epoch(self, epoch: int, epochs: int, steps: int, lr: float) -> None:
         if self.mode != "bar":
             return
-        from tqdm import tqdm
-
         self._bar = tqdm(
             total=steps,
             desc=f"epoch {epoch}/{epochs} lr {lr:g}",
@@ -67,9 +58,7 @@ class Progress:
                 self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
     def end_epoch(self, record: dict[str, Any], epochs: int, eta_s: float | None) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self.close()
         self.message(
             f"epoch {record['epoch']}/{epochs} lr {record['lr']:g} "
             f"loss {_fmt(record['train_loss'], '.4f')} (ce {_fmt(record['train_ce'], '.4f')} "

@@ -1,22 +1,9 @@
-"""Training and inference throughput of one model, measured the way timm's benchmark does.
+"""Training and inference throughput of one model, measured as timm's ``benchmark.py`` does.
 
-Protocol (timm ``benchmark.py``; snakemake-notes.md pitfall 16):
-
-* one fixed synthetic batch of the dataset's shape (C, H, W) and class count on the device, so
-  data loading is not measured;
-* ``warmup`` untimed steps (cuDNN autotuning, allocator growth, torch.compile), then ``steps``
-  timed steps, each ended by a device synchronisation, so a step's time is the work it did and
-  not the rate at which kernels were queued;
-* training step = forward + (CE + balance loss) + backward + SGD step; inference step = forward
-  under ``torch.inference_mode`` in eval mode (no gate noise, no dropout);
-* reported: median step time and its inter-quartile range, img/s = batch / median step time,
-  peak memory (CUDA ``max_memory_allocated`` during the run; on the CPU the process's peak RSS,
-  which also counts the model and everything before it), parameters, forward FLOPs per image
-  (``gmsop.flops``) and the achieved FLOP rate of training, taking a training step as 3x the
-  forward FLOPs (backward ~ 2x forward).
-
-The median is used rather than the mean because a CPU step is occasionally delayed by other
-processes, and the IQR says how much the steps varied.
+One fixed synthetic batch on the device; ``warmup`` untimed steps, then ``steps`` timed steps
+each ended by a device synchronisation. Reported: median step time and IQR, img/s, peak memory
+(CUDA max allocated, else the process's peak RSS), parameters, forward FLOPs per image
+(``gmsop.flops``) and achieved FLOP/s (a training step counted as 3x the forward).
 """
 
 from __future__ import annotations
@@ -27,20 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from gmsop.engine.env import (
-    device_name,
-    env_info,
-    peak_memory_mb,
-    reset_peak_memory,
-    resolve_device,
-    synchronize,
-)
-from gmsop.engine.loop import Runtime
+from gmsop.engine.env import device_name, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from gmsop.engine.loop import Runtime, forward_loss
+from gmsop.flops import count_flops, count_params
 from gmsop.formats import BENCH_FORMAT
-
-__all__ = ["BenchConfig", "measure_throughput", "step_stats"]
+from gmsop.registry import build_model
 
 
 @dataclass
@@ -66,15 +45,11 @@ class BenchConfig:
         if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
             raise ValueError(f"input_size must be three positive integers C,H,W, got {self.input_size!r}")
         self.input_size = size
-        for name, lo in (("num_classes", 2), ("batch_size", 1), ("warmup", 0), ("steps", 1), ("seed", 0)):
+        for name, lo in (("num_classes", 2), ("batch_size", 2), ("warmup", 0), ("steps", 1), ("seed", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if self.batch_size < 2:
-            # BatchNorm in training mode needs more than one value per channel.
-            raise ValueError(
-                f"batch_size must be >= 2 for a training step with BatchNorm, got {self.batch_size}"
-            )
+                why = " for a training step with BatchNorm" if name == "batch_size" else ""
+                raise ValueError(f"{name} must be an integer >= {lo}{why}, got {v!r}")
         if not isinstance(self.overrides, dict):
             raise ValueError(f"overrides must be a mapping, got {self.overrides!r}")
 
@@ -102,10 +77,7 @@ def _timed(fn, device: torch.device, warmup: int, steps: int) -> list[float]:
 
 
 def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
-    """Run the protocol above; returns the bench JSON object (see the module docstring)."""
-    from gmsop import build_model
-    from gmsop.flops import count_flops, count_params
-
+    """Run the protocol above; returns the bench JSON object."""
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as training does outside deterministic mode
@@ -120,10 +92,7 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     )
     params = count_params(model)
     flops = count_flops(model, input_size=cfg.input_size)
-    model.to(device)
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if (cfg.compile and device.type == "cuda") else model
+    fwd = rt.prepare(model, cfg.compile)
 
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     x = rt.place(torch.randn(cfg.batch_size, *cfg.input_size, generator=gen).to(device))
@@ -131,9 +100,8 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=model.protocol.weight_decay)
 
     def train_step() -> None:
-        with rt.autocast():
-            out = fwd(x)
-        loss = F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()
+        _, ce, balance = forward_loss(fwd, x, y, rt)
+        loss = ce + balance
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -180,11 +148,5 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
         "warmup": cfg.warmup,
         "steps": cfg.steps,
         "overrides": dict(cfg.overrides),
-        "env": env_info(
-            device,
-            deterministic=False,
-            amp=str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None,
-            channels_last=rt.channels_last,
-            compile=fwd is not model,
-        ),
+        "env": rt.env(deterministic=False, compiled=fwd is not model),
     }

@@ -1,25 +1,17 @@
-"""``gmsop train``: parse options (and an optional config file) into a TrainConfig and train.
-
-    gmsop train --variant GM-SOP-16-8 --dataset imagenet64 --data-root resources/imagenet64 \\
-        --schedule 0.1:40,0.01:10,0.001:5,0.0001:5 --seed 0 --out results/train/GM-SOP-16-8/seed0/metrics.json
-    gmsop train --config run.yaml --seed 1          # flags override the file's keys
-
-Rerunning the same command resumes from ``<ckpt-dir>/last.pt``. Exit status: 0 on success,
-1 when training stopped on a non-finite loss, 2 for a bad configuration (the message names the
-value), 3 when the output or checkpoint folder cannot be written (checked before training),
-130 when interrupted.
-"""
+"""``gmsop train``: options (and an optional ``--config`` file) -> a TrainConfig -> train.
+Rerunning the same command resumes; the exit statuses are in the ``--help`` epilog."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import textwrap
+from argparse import BooleanOptionalAction
 from typing import Any
 
 from gmsop.engine.config import TrainConfig, load_config_file, parse_key_value
-
-__all__ = ["get_args_parser", "config_from_args", "main", "EXIT_UNWRITABLE"]
+from gmsop.engine.loop import NonFiniteLossError
+from gmsop.engine.trainer import UnwritableOutputError, train
 
 #: exit status when the output or checkpoint folder cannot be written (checked before training)
 EXIT_UNWRITABLE = 3
@@ -35,15 +27,11 @@ def _kv(what: str):
     return parse
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """Every option defaults to "not given" so a --config file's value is kept unless overridden.
-
-    ``add_help=False`` lets a launcher reuse this parser as a parent (as ConvNeXt's does).
-    """
+def get_args_parser() -> argparse.ArgumentParser:
+    """Every option defaults to "not given", so a --config file's value is kept unless overridden."""
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="gmsop train",
-        add_help=add_help,
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(
@@ -54,7 +42,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         ),
         epilog="files written:\n"
         "  <out>                       metrics.json (final; atomic; only when training completes)\n"
-        "  <ckpt-dir>/last.pt          resume checkpoint after every epoch (model, optimiser, RNG states, records)\n"
+        "  <ckpt-dir>/last.pt          resume checkpoint after every epoch "
+        "(model, optimiser, RNG states, records)\n"
         "  <ckpt-dir>/progress.jsonl   one JSON line per completed epoch\n"
         "  <ckpt-dir>/config.json      the resolved configuration\n"
         "exit status: 0 done, 1 non-finite loss (last good checkpoint kept), 2 bad configuration,\n"
@@ -66,120 +55,117 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         help="JSON or YAML file with any of the keys below (underscored: batch_size, "
         "dataset_options, ...); command-line options override it",
     )
-    g = p.add_argument_group("model")
-    g.add_argument(
+    add = p.add_argument_group("model").add_argument
+    add(
         "--variant",
-        help=f"variant name: ResNet-18, ResNet-18-512d, SR-SOP, GM-GAP-16-8, GM-SOP-16-8, ... (default: {d.variant})",
+        help="variant name: ResNet-18, ResNet-18-512d, SR-SOP, GM-GAP-16-8, GM-SOP-16-8, ... "
+        f"(default: {d.variant})",
     )
-    g.add_argument(
+    add(
         "--backbone", help="resnet18, resnet50 or wrn36_2 (default: the one the variant names, else resnet18)"
     )
-    g.add_argument(
+    add(
         "--protocol", help=f"'official' (released code) or 'paper' (the paper's text) (default: {d.protocol})"
     )
-    g.add_argument(
+    add(
         "--override",
         action="append",
         type=_kv("--override"),
         metavar="KEY=VALUE",
         help="protocol switch (ns_iterations, weight_decay, alpha, sop_stage5_stride, ...) or head option "
-        "(num_experts, k, width, dims, ...) or width_mult (CPU-sized nets: backbone and head widths scaled); VALUE is "
-        "parsed as JSON when possible; repeatable",
+        "(num_experts, k, width, dims, ...) or width_mult (CPU-sized nets: backbone and head widths "
+        "scaled); VALUE is parsed as JSON when possible; repeatable",
     )
-    g.add_argument(
+    add(
         "--dropout",
         type=float,
         help="dropout before the classifier of a mixture (default: 0.2; 0.4 for GM-SOP on WRN-36-2)",
     )
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset", help=f"dataset name, e.g. synthetic, imagenet64, places365 (default: {d.dataset})"
-    )
-    g.add_argument("--data-root", help="folder holding a file-backed dataset (not needed for synthetic)")
-    g.add_argument(
+    add = p.add_argument_group("data").add_argument
+    add("--dataset", help=f"dataset name, e.g. synthetic, imagenet64, places365 (default: {d.dataset})")
+    add("--data-root", help="folder holding a file-backed dataset (not needed for synthetic)")
+    add(
         "--dataset-option",
         action="append",
         type=_kv("--dataset-option"),
         metavar="KEY=VALUE",
-        help="dataset builder option, e.g. classes=10, n_train=500, size=32; VALUE parsed as JSON when possible; repeatable",
+        help="dataset builder option, e.g. classes=10, n_train=500, size=32; VALUE parsed as JSON when "
+        "possible; repeatable",
     )
-    g.add_argument(
+    add(
         "--input-norm",
         choices=["mean", "mean_std"],
         help="input normalisation: subtract the per-channel training mean (released code) or also divide "
         "by the std (default: mean)",
     )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, help=f"images per SGD step (default: {d.batch_size})")
-    g.add_argument(
+    add = p.add_argument_group("optimisation").add_argument
+    add("--batch-size", type=int, help=f"images per SGD step (default: {d.batch_size})")
+    add(
         "--schedule",
         metavar="LR:EPOCHS,...",
         help="step schedule, e.g. 0.1:40,0.01:10,0.001:5,0.0001:5 (default: the released code's for the "
         "variant's family: GAP/GM-GAP 0.075:50,0.0075:15,0.00075:10; SR-SOP 0.15:40,0.015:10,0.0015:5,"
         "0.00015:5; GM-SOP 0.1:40,0.01:10,0.001:5,0.0001:5)",
     )
-    g.add_argument(
+    add(
         "--lr-scaling",
         choices=["linear", "none"],
         help="linear: every lr of the schedule x batch / the batch it was published with (256; 150 for "
         "WRN-36-2), the released step size per image; none: the schedule's rates as given "
         f"(default: {d.lr_scaling})",
     )
-    g.add_argument("--momentum", type=float, help=f"SGD momentum (default: {d.momentum})")
-    g.add_argument(
+    add("--momentum", type=float, help=f"SGD momentum (default: {d.momentum})")
+    add(
         "--weight-decay",
         type=float,
         help="SGD weight decay (default: the protocol's, 1e-4 official, 5e-4 paper)",
     )
-    g.add_argument(
+    add(
         "--seed",
         type=int,
         help=f"seed of model init, augmentation, gate noise, dropout and batch order (default: {d.seed})",
     )
-    g.add_argument(
+    add(
         "--deterministic",
-        action=argparse.BooleanOptionalAction,
-        help="deterministic kernels: the same seed gives bit-identical results (slower on CUDA) (default: off)",
+        action=BooleanOptionalAction,
+        help="deterministic kernels: the same seed gives bit-identical results (slower on CUDA) "
+        "(default: off)",
     )
-    g = p.add_argument_group("execution")
-    g.add_argument("--device", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
-    g.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile the model on CUDA (default: off)",
-    )
-    g.add_argument(
+    add = p.add_argument_group("execution").add_argument
+    add("--device", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    add("--compile", action=BooleanOptionalAction, help="torch.compile the model on CUDA (default: off)")
+    add(
         "--amp",
-        action=argparse.BooleanOptionalAction,
+        action=BooleanOptionalAction,
         help="bf16 autocast of the forward on CUDA and on a CPU with native bf16, "
         "AVX512-BF16 or AMX (default: on; the second-order pooling stays float32)",
     )
-    g.add_argument(
+    add(
         "--eval-every",
         type=int,
         help="evaluate every N epochs; the last epoch is always evaluated (default: 1)",
     )
-    g.add_argument(
+    add(
         "--max-train-batches",
         type=int,
         help="stop each epoch after this many batches (smoke tests; default: all)",
     )
-    g.add_argument(
+    add(
         "--progress",
         choices=["auto", "bar", "lines", "none"],
         help="stderr progress: a tqdm bar (auto on a terminal) or one line per epoch (default: auto)",
     )
-    g = p.add_argument_group("output")
-    g.add_argument(
+    add = p.add_argument_group("output").add_argument
+    add(
         "--out",
         metavar="metrics.json",
         help="final metrics file, written atomically at the very end (default: none)",
     )
-    g.add_argument(
+    add(
         "--ckpt-dir",
         help="checkpoint + progress folder; rerunning resumes from it (default: <dir of --out>/ckpt)",
     )
-    g.add_argument("--tag", help="free label stored in metrics.json (e.g. an ablation name)")
+    add("--tag", help="free label stored in metrics.json (e.g. an ablation name)")
     return p
 
 
@@ -201,21 +187,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from gmsop.engine.loop import NonFiniteLossError
-    from gmsop.engine.trainer import UnwritableOutputError, train
-
     try:
-        cfg = config_from_args(args)
-        train(cfg)
-    except NonFiniteLossError as err:
+        train(config_from_args(args))
+    except (NonFiniteLossError, UnwritableOutputError, ValueError) as err:
         print(f"gmsop train: error: {err}", file=sys.stderr)
-        return 1
-    except UnwritableOutputError as err:
-        print(f"gmsop train: error: {err}", file=sys.stderr)
-        return EXIT_UNWRITABLE
-    except ValueError as err:
-        print(f"gmsop train: error: {err}", file=sys.stderr)
-        return 2
+        return {NonFiniteLossError: 1, UnwritableOutputError: EXIT_UNWRITABLE}.get(type(err), 2)
     except KeyboardInterrupt:
         print(
             "gmsop train: interrupted; rerun the same command to resume from the last checkpoint",
@@ -223,7 +199,3 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

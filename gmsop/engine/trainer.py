@@ -1,30 +1,11 @@
 """The epoch loop: build data and model from a TrainConfig, train, checkpoint, resume, report.
 
-    from gmsop.engine import TrainConfig, train
-    metrics = train(TrainConfig(variant="GM-GAP-16-8", dataset="synthetic",
-                                dataset_options={"classes": 10, "n_train": 320, "size": 16},
-                                batch_size=32, schedule=[(0.05, 2)], out="run/metrics.json"))
-
-A run's life, and why each step is where it is:
-
-1. Validate (config dataclass), pick the device, set determinism flags, load the dataset.
-2. Seed, build the model (so its init is a function of the seed), count its parameters, move
-   it to the device.
-3. If ``<ckpt_dir>`` holds a checkpoint (``last.pt``, else a readable ``previous.pt``):
-   refuse it if its fingerprint differs (the config, and the content hash of a file-backed
-   dataset's files), else restore model, optimiser, every RNG state and the epoch records, and
-   rewrite progress.jsonl from those records (a kill between checkpoint and progress write
-   leaves them consistent again).
-4. Each epoch: set the step-schedule lr, ``train_one_epoch``, ``evaluate``, append the record,
-   save the checkpoint atomically, then append the progress line (so a progress line always
-   has a checkpoint behind it).
-5. Only after the last epoch: write metrics.json atomically, replacing any earlier one. An earlier
-   metrics.json at ``out`` is removed only once the data is loaded and the checkpoint accepted,
-   and only when epochs remain to train, so a failed or interrupted run never leaves one behind,
-   and a typo (a wrong data root, another schedule) never deletes a finished run's result.
-
-On a non-finite loss the loop raises ``NonFiniteLossError`` naming epoch and step; the last
-good checkpoint (the previous epoch's) is untouched.
+A resume restores model, optimiser, RNG states and epoch records from ``<ckpt_dir>/last.pt``
+(else a readable ``previous.pt``) after checking its fingerprint (config and the content hash of
+a file-backed dataset), and rewrites progress.jsonl from those records. Each epoch saves the
+checkpoint before appending its progress line, so a line always has a checkpoint behind it.
+metrics.json is written only after the last epoch; an earlier one is removed only once the data
+and checkpoint are accepted and epochs remain, so a typo never deletes a finished result.
 """
 
 from __future__ import annotations
@@ -39,29 +20,28 @@ import torch
 
 from gmsop.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
 from gmsop.data.content import content_fingerprint
-from gmsop.engine.checkpoint import (
-    CHECKPOINT_NAME,
-    CONFIG_NAME,
-    PROGRESS_NAME,
-    check_fingerprint,
-    resume_checkpoint,
-    save_checkpoint,
-)
+from gmsop.engine.checkpoint import check_fingerprint, resume_checkpoint, save_checkpoint
 from gmsop.engine.config import TrainConfig
 from gmsop.engine.data import DataPipeline
 from gmsop.engine.env import (
     capture_rng_state,
     configure_determinism,
-    env_info,
     resolve_device,
     restore_rng_state,
     seed_everything,
 )
 from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
 from gmsop.engine.progress import Progress
-from gmsop.formats import EPOCH_KEYS, METRICS_FORMAT, check_metrics
-
-__all__ = ["train", "build_run", "Run", "check_writable", "UnwritableOutputError"]
+from gmsop.flops import count_params
+from gmsop.formats import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    EPOCH_KEYS,
+    METRICS_FORMAT,
+    PROGRESS_NAME,
+    check_metrics,
+)
+from gmsop.registry import build_model, parse_variant
 
 
 class UnwritableOutputError(OSError):
@@ -69,16 +49,12 @@ class UnwritableOutputError(OSError):
 
 
 def check_writable(out: Path | None, ckpt_dir: Path | None) -> None:
-    """Create the folders of ``out`` and ``ckpt_dir`` and write a probe file in each, so that a
-    location training cannot write fails now, in one line, not after the last epoch."""
+    """Create the folders of ``out`` and ``ckpt_dir`` and probe them: fail now, not after training."""
     if out is not None and out.is_dir():
         raise UnwritableOutputError(
             f"the output {out} is a folder; --out names the metrics.json file to write"
         )
-    for what, folder in (
-        ("output folder", out.parent if out is not None else None),
-        ("checkpoint folder", ckpt_dir),
-    ):
+    for what, folder in (("output folder", out and out.parent), ("checkpoint folder", ckpt_dir)):
         if folder is None:
             continue
         try:
@@ -87,7 +63,8 @@ def check_writable(out: Path | None, ckpt_dir: Path | None) -> None:
                 pass
         except OSError as exc:
             raise UnwritableOutputError(
-                f"cannot write the {what} {folder} ({exc.strerror or type(exc).__name__}); choose a writable location"
+                f"cannot write the {what} {folder} ({exc.strerror or type(exc).__name__}); "
+                "choose a writable location"
             ) from None
 
 
@@ -109,10 +86,7 @@ class Run:
 
 
 def build_run(cfg: TrainConfig) -> Run:
-    """Steps 1-2 of the module docstring; raises ValueError for any bad setting."""
-    from gmsop import build_model, parse_variant
-    from gmsop.flops import count_params
-
+    """Device, determinism, data, then the seeded model and its optimiser; ValueError for a bad setting."""
     parse_variant(cfg.variant)  # an unknown variant fails before a large dataset is loaded
     schedule = cfg.resolved_schedule()
     device = resolve_device(cfg.device)
@@ -130,13 +104,7 @@ def build_run(cfg: TrainConfig) -> Run:
     )
     params = count_params(model)
     rt = Runtime.for_device(device, amp=cfg.amp)
-    model.to(device)
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if cfg.compile and device.type == "cuda":
-        forward = torch.compile(model)
-    else:
-        forward = model
+    forward = rt.prepare(model, cfg.compile)
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else float(model.protocol.weight_decay)
     # Weight decay on every parameter (BN and biases included), as plain SGD in PyTorch and
     # MatConvNet's default apply it; the released configs set no per-layer exceptions.
@@ -152,20 +120,16 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train (or resume, or just re-report a finished run) and return the metrics object."""
     progress = progress or Progress(cfg.progress)
     ckpt_dir = cfg.resolved_ckpt_dir()
-    check_writable(
-        Path(cfg.out) if cfg.out else None, Path(ckpt_dir) if ckpt_dir else None
-    )  # before any work
+    out = Path(cfg.out) if cfg.out else None
+    check_writable(out, ckpt_dir)  # before any work
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
     fingerprint = cfg.fingerprint(resolve_device(cfg.device).type)
     content = content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)
     if content is not None:  # the data a checkpoint was trained on, wherever its root is now
         fingerprint["data_content"] = content
-    ckpt, note = None, None
-    if ckpt_dir is not None:
-        ckpt, loaded, note = resume_checkpoint(ckpt_dir)
-        if ckpt is not None:
-            check_fingerprint(ckpt, fingerprint, loaded)  # before loading a possibly large dataset
-    out = Path(cfg.out) if cfg.out else None
+    ckpt, loaded, note = resume_checkpoint(ckpt_dir) if ckpt_dir is not None else (None, None, None)
+    if ckpt is not None:
+        check_fingerprint(ckpt, fingerprint, loaded)  # before loading a possibly large dataset
     if out is not None:
         remove_stale_temps(out)
     if ckpt_dir is not None:
@@ -173,9 +137,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
             remove_stale_temps(ckpt_dir / name)  # a kill -9 during a write leaves one behind
 
     run = build_run(cfg)
-    records: list[dict[str, Any]] = []
-    totals = {"train_samples": 0, "train_seconds": 0.0}
-    start = 0
+    records, totals, start = [], {"train_samples": 0, "train_seconds": 0.0}, 0
     if ckpt is not None:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -196,8 +158,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if start < cfg.epochs:
         progress.message(
             f"training {run.model.info['variant']} on {run.model.info['backbone']} "
-            f"({run.params / 1e6:.2f}M params) | "
-            f" {cfg.dataset}: {run.data.train_size} train / "
+            f"({run.params / 1e6:.2f}M params) |  {cfg.dataset}: {run.data.train_size} train / "
             f"{run.data.val_size} val, {run.data.num_classes} classes, input {run.data.input_size} | "
             f"{run.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
         )
@@ -221,8 +182,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
                     },
                 )
                 append_json_line(ckpt_dir / PROGRESS_NAME, _epoch_line(record))
-            done_s = sum(r["epoch_time_s"] for r in records[start:])
-            eta = done_s / (epoch - start) * (cfg.epochs - epoch)
+            eta = sum(r["epoch_time_s"] for r in records[start:]) / (epoch - start) * (cfg.epochs - epoch)
             progress.end_epoch(record, cfg.epochs, eta)
     finally:
         progress.close()
@@ -263,7 +223,7 @@ def _run_epoch(
         raise NonFiniteLossError(
             err.epoch, err.step, steps, err.value, f" (lr {lr:g}); training stopped, no metrics written{kept}"
         ) from None
-    val = None
+    val = {}
     if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
         val = evaluate(
             run.forward,
@@ -272,47 +232,21 @@ def _run_epoch(
             num_classes=run.data.num_classes,
             num_experts=run.num_experts,
         )
-    record = {
-        "epoch": epoch,
-        "lr": lr,
-        "train_ce": tr["train_ce"],
-        "train_balance": tr["train_balance"],
-        "train_loss": tr["train_loss"],
-        "train_top1_err": tr["train_top1_err"],
-        "val_top1_err": val["val_top1_err"] if val else None,
-        "val_top5_err": val["val_top5_err"] if val else None,
-        "epoch_time_s": time.perf_counter() - t0,
-        "train_img_s": tr["train_img_s"],
-        "routing_counts": tr["routing_counts"],
-        "importance": tr["importance"],
-        "gate_logit_spread": tr["gate_logit_spread"],
-        "gate_noise_spread": tr["gate_noise_spread"],
-        **{
-            key: tr[key]
-            for key in (
-                "distinct_topk_mean",
-                "distinct_topk_min",
-                "idle_components_mean",
-                "idle_components_max",
-            )
-        },
-    }
-    if val is not None and epoch == cfg.epochs:  # what each component learned: metrics.json's "final"
+    values = {**tr, **val, "epoch": epoch, "lr": lr, "epoch_time_s": time.perf_counter() - t0}
+    record = {k: values.get(k) for k in EPOCH_KEYS}
+    if val and epoch == cfg.epochs:  # what each component learned: metrics.json's "final"
         record.update(val_routing=val["val_routing"], val_class_counts=val["val_class_counts"])
     return record, {"train_samples": tr["train_samples"], "train_seconds": tr["train_time_s"]}
 
 
 def _epoch_line(record: dict[str, Any]) -> dict[str, Any]:
-    """An epoch record as metrics.json and progress.jsonl show it (the checkpoint keeps the last
-    epoch's class routing besides, for the final block)."""
+    """An epoch record as metrics.json and progress.jsonl show it (without the final routing)."""
     return {k: record.get(k) for k in EPOCH_KEYS}  # get: a checkpoint from before a key existed
 
 
 def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) -> dict[str, Any]:
     """The metrics.json object (its layout is declared in gmsop.formats)."""
-    cfg, info, data = run.config, run.model.info, run.data
-    last = records[-1]
-    proto = run.model.protocol
+    cfg, info, data, last = run.config, run.model.info, run.data, records[-1]
     hparams = {
         "batch_size": cfg.batch_size,
         "schedule": [list(p) for p in run.schedule],
@@ -324,7 +258,7 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "overrides": dict(cfg.overrides),
         "dataset_options": dict(cfg.dataset_options),
         "protocol_switches": dict(info["protocol_switches"]),
-        "alpha_eff": proto.effective_alpha(cfg.batch_size),
+        "alpha_eff": run.model.protocol.effective_alpha(cfg.batch_size),
         "head": info["head"],
         "head_kwargs": dict(info["head_kwargs"]),
         "last_stride": info["last_stride"],
@@ -354,13 +288,7 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "rep_dim": int(run.model.rep_dim),
         "flops_per_image": None,  # counted where shown: gmsop bench, gmsop models
         "hparams": hparams,
-        "env": env_info(
-            run.device,
-            cfg.deterministic,
-            amp="bfloat16" if run.runtime.amp_dtype is not None else None,
-            channels_last=run.runtime.channels_last,
-            compile=run.forward is not run.model,
-        ),
+        "env": run.runtime.env(cfg.deterministic, compiled=run.forward is not run.model),
         "final": {
             "top1_err": last["val_top1_err"],
             "top5_err": last["val_top5_err"],

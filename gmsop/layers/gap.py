@@ -1,19 +1,15 @@
-"""First-order heads: global average pooling (GAP) and the parametric GAP ("ResNet-18-Xd").
+"""First-order heads: GAP, the parametric GAP ("ResNet-18-Xd") and the One-layer SG-MoE expert.
 
-GAP: (B, C, H, W) -> (B, C). Parametric GAP: 1x1 conv C -> X (no bias) -> ReLU -> GAP, a
-first-order component model (512-d in GM-GAP); ``XdHead`` is the same as a network's head
-("ResNet-18-8256d": the single-CM GM-GAP, followed by the mixture's classifier). Like the
-second-order heads they split into ``transform`` and a parameter-free ``pool``; the parametric
-GAP also describes itself as a ``GroupedPlan`` (matmul + ReLU, then GAP) for batched mixtures.
+GAP: (B, C, H, W) -> (B, C). Parametric GAP: 1x1 conv C -> X (no bias) [-> BN] -> ReLU -> GAP, the
+CM of GM-GAP (512-d); ``XdHead`` is the same as a network's head (a single-CM GM-GAP, followed by
+the mixture's classifier). ``LinearExpert`` (Shazeer et al., ICLR 2017): GAP -> Linear(C, width).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from gmsop.layers.grouped import GroupedPlan
-
-__all__ = ["GAP", "ParametricGAP", "XdHead", "global_avg_pool"]
+from gmsop.layers.grouped import GroupedPlan, TransformPool
 
 
 def global_avg_pool(x: Tensor) -> Tensor:
@@ -24,9 +20,11 @@ def _mean_positions(x: Tensor) -> Tensor:
     return x.sum(dim=-1) / x.shape[-1]  # (B, C, M) -> (B, C); sum: its backward is a lazy expand
 
 
-class GAP(nn.Module):
-    second_order = False
-    batchable_pool = True  # pool() is parameter-free and shared by every instance
+def _gap_column(x: Tensor) -> Tensor:
+    return global_avg_pool(x)[:, :, None]  # (B, C, H, W) -> (B, C, 1)
+
+
+class GAP(TransformPool):
     pool_key = ("gap",)
 
     def __init__(self, in_channels: int):
@@ -34,57 +32,12 @@ class GAP(nn.Module):
         self.in_channels = in_channels
         self.out_features = in_channels
 
-    def transform(self, x: Tensor) -> Tensor:
-        return x
-
     def pool(self, x: Tensor) -> Tensor:
         return global_avg_pool(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return global_avg_pool(x)
 
-
-class ParametricGAP(nn.Module):
-    second_order = False
-    batchable_pool = True  # pool() is parameter-free and shared by every instance
-
-    def __init__(self, in_channels: int, width: int = 512):
-        super().__init__()
-        if int(width) < 1:
-            raise ValueError(f"width must be >= 1, got {width!r}")
-        self.in_channels = in_channels
-        self.conv = nn.Conv2d(in_channels, int(width), kernel_size=1, bias=False)
-        self.relu = nn.ReLU(inplace=True)
-        self.out_features = int(width)
-
+class ParametricGAP(TransformPool):
     pool_key = ("gap",)
-
-    def grouped_plan(self) -> GroupedPlan:
-        """The conv as an (out, in) matrix + ReLU, then GAP."""
-        weight = self.conv.weight.view(self.conv.out_channels, self.conv.in_channels)
-        return GroupedPlan((weight,), (None,), True, None, _mean_positions, self.pool_key)
-
-    def transform(self, x: Tensor) -> Tensor:
-        return self.relu(self.conv(x))  # (B, C, H, W) -> (B, X, H, W)
-
-    def pool(self, x: Tensor) -> Tensor:
-        return global_avg_pool(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.transform(x))
-
-
-class XdHead(nn.Module):
-    """ "ResNet-X-Xd" as the paper defines it (Sec. 3.1, note 2): a parametric GAP read as a gated
-    mixture of first-order GAP with a single CM, so the mixture's classifier (BN1d + dropout)
-    follows it (``mixture = True``; the model builds that classifier).
-
-    ``conv_bn`` adds BatchNorm after the 1x1 conv (1x1 conv -> BN -> ReLU -> GAP), the conv
-    helper of the released baseline code; off by default (the CM of GM-GAP has no BN).
-    """
-
-    second_order = False
-    mixture = True
 
     def __init__(self, in_channels: int, width: int = 512, conv_bn: bool = False, bn_momentum: float = 0.1):
         super().__init__()
@@ -96,5 +49,40 @@ class XdHead(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.out_features = int(width)
 
+    def grouped_plan(self) -> GroupedPlan | None:
+        """The conv as an (out, in) matrix + ReLU, then GAP; None with BatchNorm."""
+        if not isinstance(self.bn, nn.Identity):
+            return None
+        weight = self.conv.weight.view(self.conv.out_channels, self.conv.in_channels)
+        return GroupedPlan((weight,), (None,), True, None, _mean_positions, self.pool_key)
+
+    def transform(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn(self.conv(x)))  # (B, C, H, W) -> (B, X, H, W)
+
+    def pool(self, x: Tensor) -> Tensor:
+        return global_avg_pool(x)
+
+
+class XdHead(ParametricGAP):
+    """ "ResNet-X-Xd" (Sec. 3.1, note 2): a parametric GAP read as a gated mixture with a single CM,
+    so the mixture's classifier (BN1d + dropout) follows it. ``conv_bn``: the released baseline's
+    1x1 conv -> BN -> ReLU -> GAP; off by default (the CM of GM-GAP has no BN)."""
+
+    mixture = True
+
+
+class LinearExpert(nn.Module):
+    """One-layer SG-MoE expert: GAP -> Linear(C, width) (128 x 512 on ResNet-18)."""
+
+    def __init__(self, in_channels: int, width: int = 512):
+        super().__init__()
+        self.in_channels = in_channels
+        self.fc = nn.Linear(in_channels, int(width))
+        self.out_features = int(width)
+
+    def grouped_plan(self) -> GroupedPlan:
+        """GAP as a (B, C, 1) column, then the linear layer as an (out, in) matrix + bias."""
+        return GroupedPlan((self.fc.weight,), (self.fc.bias,), False, _gap_column, None, ("linear_expert",))
+
     def forward(self, x: Tensor) -> Tensor:
-        return global_avg_pool(self.relu(self.bn(self.conv(x))))  # (B, C, H, W) -> (B, X)
+        return self.fc(global_avg_pool(x))  # (B, C, H, W) -> (B, C) -> (B, width)

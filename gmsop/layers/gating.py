@@ -1,30 +1,10 @@
 """Sparsity-constrained gating (Eq. 2-3) and the balance loss (Eq. 4).
 
-Given the backbone map X (B, C, H, W):
-
-    f = trunk(X)                                   (B, D): prediction layers + pooling
-    H = f W_g^T + gamma * softplus(f W_n^T)        (B, N) noisy logits, Eq. 2 (training only)
-    w = softmax over the Top-K entries of H        (B, K); the other N-K weights are 0 (Eq. 3)
-
-The trunk has the same form as the components (1x1 conv C->2C + BN + ReLU, 1x1 conv 2C->128
-+ BN + ReLU, then SR-SOP for GM-SOP or GAP for GM-GAP), as in the released code; its widths are
-a list (``gating_trunk(dims=...)``), so the released WRN-36-2 GM-GAP gate, ONE 1x1 conv
-256->512 + BN + ReLU then GAP (a 512-d feature, ``cnn_init_WRN_GM.m``), is ``dims=[512]``.
-W_g and W_n start at the constant 1/D, so the very first Top-K is a tie, broken at random
-per image in training (``NoisyTopKGate.select``; a positional tie-break would route every image
-to the same K components and leave the others untrained). gamma ~ N(0, 1):
-one scalar per image shared by the N logits (``noise="per_image"``, released code) or one per
-logit (``"per_logit"``, the paper's Eq. 2 read as in Shazeer et al.), or none at all
-(``"none"``: an ablation in neither reading, without W_n). No noise in eval mode, so evaluation
-is deterministic. Why the ablation exists: W_n learns from gamma-weighted gradients, so early in
-training its rows drift apart at random and the noise reorders mid-ranked components from step
-to step; on short CPU schedules that can slow GM models (reports/findings.md).
-The same noisy logits select and weigh; unselected logits get no gradient because only the K
-kept values enter the softmax.
-
-Balance loss: importance_i = sum_s w_i(X_s); L_B = alpha * (std(importance) / mean)^2 with the
-unbiased (N-1) std. ``alpha_per_batch`` divides alpha by the batch size (the released code puts
-alpha on a batch-summed cross-entropy).
+f = trunk(X) (B, D) (1x1 conv + BN + ReLU layers, then SR-SOP for GM-SOP or GAP, as released);
+H = f W_g^T + gamma * softplus(f W_n^T) (B, N), noise in training only; w = softmax over the Top-K
+of H (B, K), the other N-K weights 0. gamma ~ N(0, 1): one per image (``noise="per_image"``,
+released code), one per logit (``"per_logit"``, the paper's Eq. 2), or ``"none"`` (an ablation,
+no W_n). Balance loss: importance_i = sum_s w_i(X_s), L_B = alpha * CV^2(importance), unbiased.
 """
 
 from __future__ import annotations
@@ -36,18 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gmsop.layers.grouped import conv_stack
 from gmsop.protocol import GATE_NOISES
-
-__all__ = [
-    "GateSpread",
-    "GateStats",
-    "NoisyTopKGate",
-    "balance_loss",
-    "cv_squared",
-    "gating_trunk",
-    "selection_mask",
-    "distinct_selections",
-]
 
 
 class GateStats(NamedTuple):
@@ -59,21 +29,13 @@ class GateStats(NamedTuple):
     importance: Tensor  # (N,) float: summed gate weights per component (detached)
     # Diagnostics (detached; None where a gate does not report them, e.g. a plug-in's):
     logit_spread: Tensor | None = None  # scalar: batch mean of the per-image std over N of the CLEAN logits
-    noise_spread: Tensor | None = (
-        None  # scalar: the same of the noise scale softplus(W_n f) (training only; 0 without noise)
-    )
+    noise_spread: Tensor | None = None  # the same of softplus(W_n f) (training only; 0 without noise)
     selected: Tensor | None = None  # (B, K) int64: the Top-K components of each image (detached)
 
 
 class GateSpread(NamedTuple):
-    """How far apart a batch's clean logits and noise scales are (``NoisyTopKGate.route``).
-
-    Why: the gate's routing is only as stable as its clean logits are spread. Per image, the
-    noise moves logit i by gamma * scale_i, so when ``noise`` (the spread of the scales) is
-    comparable to ``logit`` (the spread of the clean logits), one gamma draw reorders the Top-K.
-    A GM run whose clean spread collapses towards 0 routes on tiny differences and trains
-    slowly (reports/findings.md); the trainer logs both per epoch.
-    """
+    """Spread of a batch's clean logits and noise scales: when ``noise`` is comparable to ``logit``,
+    one gamma draw reorders the Top-K (reports/findings.md); the trainer logs both per epoch."""
 
     logit: Tensor  # scalar, detached
     noise: Tensor | None  # scalar, detached; 0 without noise; None in eval mode (W_n is not evaluated)
@@ -86,13 +48,8 @@ def selection_mask(selected: Tensor, num_experts: int) -> Tensor:
 
 
 def distinct_selections(selected: Tensor, num_experts: int) -> Tensor:
-    """How many distinct Top-K sets a batch's images select (a scalar tensor, no host sync).
-
-    Why: per-epoch routing totals can look balanced while, per batch, every image goes to the
-    same few components and the gate barely depends on the image; this count shows it. Image i
-    opens a new set unless an earlier image selected exactly the same K components (pairwise
-    overlap of the selection masks equals K).
-    """
+    """How many distinct Top-K sets a batch's images select (a scalar tensor, no host sync): shows a
+    gate that barely depends on the image even when per-epoch routing totals look balanced."""
     mask = selection_mask(selected, num_experts)  # (B, N)
     same = (mask @ mask.T) == selected.shape[1]  # (B, B): identical Top-K sets
     earlier = torch.ones_like(same).tril_(diagonal=-1)  # j < i
@@ -107,48 +64,20 @@ def cv_squared(importance: Tensor) -> Tensor:
     return imp.var(unbiased=True) / (imp.mean() ** 2 + 1e-10)
 
 
-def balance_loss(weights: Tensor, alpha: float) -> Tensor:
-    """Eq. 4 on dense gate weights (B, N): alpha * CV^2 of the per-component importance."""
-    return alpha * cv_squared(weights.sum(dim=0))
-
-
 def _row_spread(t: Tensor) -> Tensor:
-    """Batch mean of the per-row std (biased, over the N columns) of a (B, N) tensor, 0 for a
-    single column. Detached: a diagnostic, not a loss."""
+    """Batch mean of the per-row biased std of a (B, N) tensor, detached (a diagnostic)."""
     return t.detach().std(dim=1, unbiased=False).mean()
 
 
 def gating_trunk(
-    in_channels: int,
-    pool: nn.Module,
-    hidden: int | None = None,
-    out: int = 128,
-    bn_momentum: float = 0.1,
-    *,
-    dims: Sequence[int] | None = None,
+    in_channels: int, pool: nn.Module, dims: Sequence[int], bn_momentum: float = 0.1
 ) -> nn.Sequential:
-    """The gate's prediction layers, then ``pool``: one 1x1 conv (no bias) + BN + ReLU per width.
-
-    ``dims`` lists the widths (the gate feature is ``dims[-1]`` channels before pooling); None
-    means ``(hidden, out)``: conv C->hidden+BN+ReLU, conv hidden->out+BN+ReLU (``hidden``
-    defaults to 2C), the released ResNet gates. Layers are created in order, so a given ``dims``
-    always gives the same modules and, under one seed, the same weights.
-    """
-    widths = [int(w) for w in dims] if dims is not None else [hidden or 2 * in_channels, out]
-    if not widths or any(w < 1 for w in widths):
-        raise ValueError(f"gate widths must be a non-empty list of positive integers, got {dims!r}")
-    layers: list[nn.Module] = []
-    for c_in, c_out in zip([in_channels, *widths[:-1]], widths):
-        layers += [
-            nn.Conv2d(c_in, c_out, kernel_size=1, bias=False),
-            nn.BatchNorm2d(c_out, momentum=bn_momentum),
-            nn.ReLU(inplace=True),
-        ]
-    return nn.Sequential(*layers, pool)
+    """The gate's prediction layers, 1x1 conv (no bias) + BN + ReLU per width in ``dims``, then ``pool``."""
+    return nn.Sequential(*conv_stack(in_channels, dims, True, bn_momentum), pool)
 
 
 class NoisyTopKGate(nn.Module):
-    """Noisy Top-K gate over ``num_experts`` components.
+    """Noisy Top-K gate over ``num_experts`` components; W_g and W_n start at the constant 1/D.
 
     ``forward(x)`` returns (topk_weights (B, K), topk_indices (B, K) int64, dense (B, N)).
     """
@@ -161,9 +90,8 @@ class NoisyTopKGate(nn.Module):
             raise ValueError(f"K must satisfy 1 <= K <= N (N={num_experts}), got K={k!r}")
         if noise not in GATE_NOISES:
             raise ValueError(f"noise must be one of {GATE_NOISES}, got {noise!r}")
-        self.trunk = trunk
+        self.trunk, self.feat_dim = trunk, feat_dim
         self.num_experts, self.k, self.noise = num_experts, k, noise
-        self.feat_dim = feat_dim
         self.w_gate = nn.Parameter(torch.empty(num_experts, feat_dim))
         # No noise, no noise weights: the ablation's parameter count is that of its model.
         self.w_noise = nn.Parameter(torch.empty(num_experts, feat_dim)) if noise != "none" else None
@@ -174,13 +102,9 @@ class NoisyTopKGate(nn.Module):
         if self.w_noise is not None:
             nn.init.constant_(self.w_noise, 1.0 / self.feat_dim)
 
-    def logits(self, x: Tensor) -> Tensor:
-        """Noisy logits H (B, N) in float32 at least (float64 in a float64 model): routing must
-        not flip on bf16 rounding."""
-        return self.route(x)[0]
-
     def route(self, x: Tensor) -> tuple[Tensor, GateSpread]:
-        """Logits H (B, N) as ``logits`` and the batch's ``GateSpread`` (one trunk pass)."""
+        """Noisy logits H (B, N), float32 at least (routing must not flip on bf16 rounding), and the
+        batch's ``GateSpread``."""
         f = self.trunk(x)  # (B, C, H, W) -> (B, D)
         with torch.autocast(device_type=f.device.type, enabled=False):
             dtype = torch.promote_types(torch.promote_types(f.dtype, self.w_gate.dtype), torch.float32)
@@ -207,17 +131,9 @@ class NoisyTopKGate(nn.Module):
         return top_w, top_idx, dense, spread
 
     def select(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """The K largest logits per row and their indices, ties broken at random in training.
-
-        ``torch.topk`` breaks ties by position, always the same way. At initialisation every
-        logit of a row is equal (constant W_g, and per-image noise adds the same value to all
-        N), and components never selected keep identical gate rows, so a positional tie-break
-        sends EVERY image to the same K components and the other N-K never train: they get no
-        gradient from the cross-entropy, and the balance loss gives none either while all
-        selected weights are equal. Selecting in a random column order per row makes each tie
-        a uniform random choice (the released code's "random tie-break") and changes nothing
-        when the logits differ. Evaluation keeps the positional order, so it stays deterministic.
-        """
+        """The K largest logits per row and their indices, ties broken at random in training: at
+        init all logits of a row are equal, and ``topk``'s positional tie-break would send every
+        image to the same K components (the others would never train). Eval stays deterministic."""
         if not self.training:
             return h.topk(self.k, dim=1)
         perm = torch.rand(h.shape, device=h.device).argsort(dim=1)  # (B, N) random column order

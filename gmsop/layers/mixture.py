@@ -1,39 +1,11 @@
 """Mixtures of component models (CMs) over one backbone map: Ave-N and the gated GM-N-K.
 
-AverageMixture (Ave-N): y = (1/N) sum_i M_i(X); every CM sees every sample (dense, costly).
-GatedMixture (GM-N-K, Eq. 1-4): y = sum_{i in TopK} w_i(X) M_i(X), executed sparsely: each CM
-runs only on the samples routed to it, so a step costs K (not N) component evaluations per
-image plus the gate. Its forward returns ``(y, GateStats)``; the balance loss in the stats is
-already weighted by alpha (alpha/B with ``alpha_per_batch``, the released code's scaling).
-
-Both accept any component modules with equal ``out_features``. The gated mixture has two
-execution paths (``GatedMixture.execution_path``, forced with ``execution=``); both give the
-same outputs, statistics and gradients:
-
-* ``grouped`` (default off the CPU) for the built-in families, i.e. parametric SR-SOP and
-  parametric GAP without BatchNorm and the SG-MoE linear expert. Such a component is a chain of
-  1x1 convolutions (matmuls) + ReLU around parameter-free pooling, described by its
-  ``GroupedPlan``. The N components' weights are stacked and every layer runs for all B*K
-  (sample, slot) pairs as ONE batched matmul whose per-pair weight is gathered by the routed
-  component index (``_RoutedBmm``); the B*K maps are then pooled in one call (one
-  Newton-Schulz over B*K matrices). No per-component loop, no sort, no host-device
-  synchronisation: no shape depends on how many samples a component received, and the cost
-  is that of K components per image whatever N is. An unselected component's weights get a
-  zero gradient (the stacked weights are one tensor).
-* ``generic`` (the default on the CPU, and the only path for anything else: user component
-  classes, components with BatchNorm, whose statistics are per component, components
-  carrying hooks, which expect to be called): the routed samples are gathered once, sorted by
-  component, and each component module is called on its block of samples (the block sizes
-  are read on the host: one synchronisation per forward on CUDA). When the components share a
-  parameter-free pooling step (``batchable_pool``, same ``pool_key``), each runs only its
-  ``transform`` and all blocks are pooled at once. An unselected component gets no gradient
-  (the training loop turns that into a zero gradient, so SGD's weight decay and momentum treat
-  both paths alike: ``gmsop.engine.loop._zero_missing_grads``).
-  On the CPU there is nothing to synchronise and a component's block is a large GEMM, so this
-  is as fast as any batched form there (the grouped path's per-pair weight copies and smaller
-  GEMMs cost 1.2-2.6x on the CPU; ``benchmarks/test_bench_mixture.py``).
-
-Unrouted (sample, component) pairs are never computed on either path.
+AverageMixture (Ave-N): y = (1/N) sum_i M_i(X). GatedMixture (GM-N-K, Eq. 1-4):
+y = sum_{i in TopK} w_i(X) M_i(X), each CM run only on the samples routed to it; it returns
+``(y, GateStats)`` with the alpha-weighted balance loss. Two execution paths give the same outputs,
+statistics and gradients: ``grouped`` (default off the CPU; components describing themselves by a
+``GroupedPlan``: all B*K routed pairs as one batched matmul on stacked weights, no host sync) and
+``generic`` (any module: routed samples sorted by component, each component called on its block).
 """
 
 from __future__ import annotations
@@ -45,9 +17,6 @@ from torch import Tensor, nn
 
 from gmsop.layers.gating import GateStats, NoisyTopKGate, cv_squared
 from gmsop.layers.grouped import GroupedPlan
-
-__all__ = ["AverageMixture", "GatedMixture", "GroupedPlan"]
-
 
 _PATHS = ("auto", "grouped", "generic")
 
@@ -71,18 +40,14 @@ def _definer(cls: type, name: str) -> int:
     return next((i for i, k in enumerate(mro) if name in vars(k)), len(mro))
 
 
-def _forward_is_transform_pool(cls: type) -> bool:
-    """False when a subclass redefines ``forward`` below the ``transform``/``pool`` it inherits."""
-    return _definer(cls, "forward") >= max(_definer(cls, "transform"), _definer(cls, "pool"))
-
-
 def _shared_pool(components: Sequence[nn.Module]) -> bool:
-    """True when every CM is ``transform`` + the same parameter-free ``pool``."""
-    first = components[0]
+    """True when every CM is ``transform`` + the same parameter-free ``pool`` (and a subclass has not
+    redefined ``forward`` below them)."""
+    first, cls = components[0], type(components[0])
     key = _pool_key(first)
     return (
         getattr(first, "batchable_pool", False)
-        and _forward_is_transform_pool(type(first))
+        and _definer(cls, "forward") >= max(_definer(cls, "transform"), _definer(cls, "pool"))
         and all(_pool_key(c) == key for c in components)
     )
 
@@ -120,23 +85,14 @@ def _grouped_plans(components: Sequence[nn.Module]) -> list[GroupedPlan] | None:
     return plans if all(p.signature == sig for p in plans) else None
 
 
-def _stack(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.stack(tuple(tensors))  # (N, ...); the gradient flows back to each component
-
-
 def _gather(weight: Tensor, idx: Tensor) -> Tensor:
     """weight[idx] along dim 0 (indexing copies faster than index_select on the CPU)."""
     return weight[idx] if weight.device.type == "cpu" else weight.index_select(0, idx)
 
 
 class _RoutedBmm(torch.autograd.Function):
-    """out[p] = W[idx[p]] @ h[p // r] for every routed pair p: one batched matmul.
-
-    weight (N, O, I) stacked component weights; idx (P,) component of each pair; h (P / r, I, M)
-    with r = P / h.shape[0] pairs sharing one input (r = K for the first layer: a sample's K
-    slots read the same map; r = 1 afterwards). The gathered (P, O, I) weights are not saved:
-    the backward gathers them again, so memory stays that of the activations.
-    """
+    """out[p] = W[idx[p]] @ h[p // r] for every routed pair p: one batched matmul. weight (N, O, I),
+    idx (P,), h (P / r, I, M) (r = K in the first layer, 1 after); the gathered weights are not saved."""
 
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, idx: Tensor) -> Tensor:
@@ -161,28 +117,24 @@ class _RoutedBmm(torch.autograd.Function):
         return d_h, d_weight, None
 
 
-def _amp_apply(fn: type[torch.autograd.Function], h: Tensor, *args) -> Tensor:
-    """Run a matmul Function on ``h`` in the autocast dtype (if autocast is on), autocast off inside."""
+def _routed_bmm(weight: Tensor, idx: Tensor, h: Tensor) -> Tensor:
+    """``_RoutedBmm`` in the autocast dtype (if autocast is on), with autocast off inside: (P, O, M)."""
     device = h.device.type
     if torch.is_autocast_enabled(device):
         h = h.to(torch.get_autocast_dtype(device))
     with torch.autocast(device_type=device, enabled=False):
-        return fn.apply(h, *args)
+        out = _RoutedBmm.apply(h, weight, idx)  # (P/r, r*O, M)
+    return out.view(idx.shape[0], weight.shape[1], h.shape[-1])
 
 
-def _routed_bmm(weight: Tensor, idx: Tensor, h: Tensor) -> Tensor:
-    out = _amp_apply(_RoutedBmm, h, weight, idx)  # (P/r, r*O, M)
-    return out.view(idx.shape[0], weight.shape[1], h.shape[-1])  # (P, O, M)
-
-
-def _run_grouped(plans: list[GroupedPlan], x: Tensor, idx: Tensor, slots: int) -> Tensor:
-    """Every (sample, slot) pair through its component: x (B, C, H, W), idx (B*slots,) -> (B*slots, D)."""
+def _run_grouped(plans: list[GroupedPlan], x: Tensor, idx: Tensor) -> Tensor:
+    """Every (sample, slot) pair through its component: x (B, C, H, W), idx (B*K,) -> (B*K, D)."""
     plan = plans[0]
     h = plan.pre_pool(x) if plan.pre_pool is not None else x.reshape(*x.shape[:2], -1)  # (B, C, M)
     for layer in range(len(plan.weights)):
-        h = _routed_bmm(_stack([p.weights[layer] for p in plans]), idx, h)  # (B*slots, O, M)
+        h = _routed_bmm(torch.stack([p.weights[layer] for p in plans]), idx, h)  # (B*K, O, M)
         if plan.biases[layer] is not None:
-            h = h + _stack([p.biases[layer] for p in plans]).index_select(0, idx)[:, :, None]
+            h = h + torch.stack([p.biases[layer] for p in plans]).index_select(0, idx)[:, :, None]
         if plan.relu:
             h = torch.relu_(h)
     return plan.post_pool(h) if plan.post_pool is not None else h.flatten(1)
@@ -253,13 +205,10 @@ class GatedMixture(nn.Module):
             0, flat_idx, torch.ones_like(flat_idx)
         )
         plans = _grouped_plans(self.components)
-        path = self._path(x.device, plans)
-        if path == "grouped":
-            pooled = _run_grouped(plans, x, flat_idx, k)  # (B*K, D), (sample, slot) order
+        if self._path(x.device, plans) == "grouped":
+            pooled = _run_grouped(plans, x, flat_idx)  # (B*K, D), (sample, slot) order
             with torch.autocast(device_type=x.device.type, enabled=False):  # keep the pooled dtype
-                y = torch.bmm(top_w.to(pooled.dtype).view(b, 1, k), pooled.view(b, k, -1)).view(
-                    b, -1
-                )  # (B, D)
+                y = torch.bmm(top_w.to(pooled.dtype).view(b, 1, k), pooled.view(b, k, -1)).view(b, -1)
         else:
             pooled, order = self._forward_generic(x, flat_idx, counts)  # sorted by component
             sample = order // k
@@ -281,16 +230,15 @@ class GatedMixture(nn.Module):
         return y, stats
 
     def execution_path(self, device: torch.device | str) -> str:
-        """'grouped' (batched routed matmuls, no host sync; default off the CPU for the built-in
-        families) or 'generic' (components called as modules); see the module docstring."""
+        """'grouped' or 'generic' (see the module docstring): the path a forward on ``device`` takes."""
         return self._path(torch.device(device), _grouped_plans(self.components))
 
     def _path(self, device: torch.device, plans) -> str:
         if plans is None:
             return "generic"
-        execution = getattr(self, "execution", "auto")  # modules pickled before the attribute existed
-        if execution != "auto":
-            return execution
+        if self.execution != "auto":
+            return self.execution
+        # On the CPU a component's block is a large GEMM and nothing needs syncing: generic is faster.
         return "generic" if device.type == "cpu" else "grouped"
 
     def _forward_generic(self, x: Tensor, flat_idx: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
@@ -307,5 +255,5 @@ class GatedMixture(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"N={self.num_experts}, K={self.k}, alpha={self.alpha}, alpha_per_batch={self.alpha_per_batch}, "
-            f"execution={getattr(self, 'execution', 'auto')!r}"
+            f"execution={self.execution!r}"
         )

@@ -12,12 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NetVLAD"]
-
 
 class NetVLAD(nn.Module):
-    second_order = False
-
     def __init__(self, in_channels: int, clusters: int = 64):
         super().__init__()
         if int(clusters) < 1:

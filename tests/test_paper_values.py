@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from gmsop.aggregate import paper_values as pv
+from gmsop import paper_values as pv
 
 
 class TestTables:
@@ -82,20 +82,15 @@ class TestLookups:
         assert "method-facts" in pv.paper_params("SR-SOP", "resnet18")[1]
         assert pv.paper_params("Ave-SOP-16", "resnet18") is None
 
-    def test_frame(self):
-        df = pv.paper_frame()
-        assert len(df) == len(pv.PAPER_VALUES)
-        assert not df.duplicated(["table", "variant", "backbone", "tag"]).any()
+    def test_keys_unique_and_tables_known(self):
+        assert len({v.key for v in pv.PAPER_VALUES}) == len(pv.PAPER_VALUES)
+        assert {v.table for v in pv.PAPER_VALUES} <= set(pv.TABLES)
 
 
 class TestBackboneNames:
-    def test_spelt_where_the_backbones_are_defined(self):
-        from gmsop.backbones import BACKBONES
+    def test_every_published_backbone_has_the_papers_spelling(self):
+        from gmsop.backbones import paper_name, paper_names
 
-        for backbone, spec in BACKBONES.items():
-            assert pv.backbone_name(backbone) == pv.BACKBONE_NAMES[backbone] == spec["paper_name"]
-
-    def test_cited_backbones_and_unknown_ids(self):
-        assert pv.backbone_name("wrn36_1") == "WRN-36-1" and pv.backbone_name("wrn36_5") == "WRN-36-5"
-        assert pv.backbone_name("vgg16") == "vgg16"  # unknown ids pass through
-        assert {v.backbone for v in pv.PAPER_VALUES} <= set(pv.BACKBONE_NAMES)
+        assert paper_name("wrn36_1") == "WRN-36-1" and paper_name("wrn36_5") == "WRN-36-5"
+        assert paper_name("vgg16") == "vgg16"  # unknown ids pass through
+        assert {v.backbone for v in pv.PAPER_VALUES} <= set(paper_names())

@@ -1,40 +1,21 @@
-"""The numbers the GM-SOP paper (Wang et al., NeurIPS 2018) publishes, as data.
+"""The numbers the GM-SOP paper (Wang et al., NeurIPS 2018) publishes, as data, with their source.
 
-Every reproduced table is compared with these, so they live in one place, typed, with their
-source. Rules:
-
-* A value is here only if the paper prints it (a table cell or a number in the text). Where the
-  paper gives none (Figure 2 right is a plot without numbers; Table 2 has no top-5 column; the
-  text gives GM-SOP-16-8's speed only as "about 2 times slower" than SR-SOP), there is no entry
-  and lookups return ``None``: never fill a gap with an estimate.
-* Keys are ``(table, variant, backbone, tag)``. ``table`` is one of :data:`TABLES`; ``variant`` is
-  the paper's method name ("GM-SOP-16-8", "Parametric SR-SOP", "SG-MoE", "NetVLAD", "WRN-36-2");
-  ``backbone`` is the harness's backbone id ("resnet18", "resnet50", "wrn36_2", and "wrn36_1" /
-  "wrn36_5" for the WRN rows copied from Chrabaszcz et al.); ``tag`` is "" except for Table 3's
-  starred rows (``tag="star"``: training set doubled with flips, 4-px pad + random crop).
-* Errors are in percent, parameter counts in millions, speeds in training images per second on
-  the authors' GTX 1080 (only ratios between them transfer to other hardware).
-
-Parameter counts: :func:`paper_params` answers per (variant, backbone) whatever table the row sits
-in, from Table 3 first and otherwise from the released code's counts recorded in
-``shared/reference/method-facts.md`` (the two rows Table 3 does not list: ResNet-18 with GAP and
-SR-SOP); each answer carries its source so reports can say which is which.
+A value is here only if the paper prints it (a table cell or a number in the text); where it
+prints none, lookups return ``None``: a gap is never filled with an estimate. Keys are
+``(table, variant, backbone, tag)``: the paper's method name, the harness's backbone id, and tag
+"star" for Table 3's starred rows (flip-doubled training set). Errors in percent, parameters in
+millions, speeds in training images/s on the authors' GTX 1080 (only ratios transfer).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import pandas as pd
-
-from gmsop.backbones import paper_name, paper_names
-
-#: Table ids with published numbers. "fig3" holds the numbers the text quotes while discussing
-#: Figure 3; "fig2_right" is a known id with no published numbers (the plot has no labels).
+#: Table ids with published numbers: "fig3" holds the numbers the text quotes on Figure 3;
+#: "fig2_right" (a plot without numbers) has none.
 TABLES: tuple[str, ...] = ("table2", "table3", "table4", "fig2_right", "fig3")
 
-#: The dataset each table's numbers were measured on (a registered dataset name): a row is
-#: compared with them only when it ran on that dataset at full width.
+#: The dataset each table's numbers were measured on (a registered dataset name).
 TABLE_DATASETS: dict[str, str] = {
     "table2": "imagenet64",
     "table3": "imagenet64",
@@ -43,19 +24,16 @@ TABLE_DATASETS: dict[str, str] = {
     "fig3": "imagenet64",
 }
 
-#: The paper's setting on each of its datasets, as the dataset options of a row must read (a
-#: registered dataset's options, its defaults filled in): the input size the paper trains at
-#: (64x64 ImageNet; Places365 resized to 100x100, 96x96 crops) and the complete release
-#: (``require_full``: a partial download stops the data job instead of training on a subset).
+#: The paper's setting on each dataset, as a row's dataset options must read (defaults filled in):
+#: its input size (Places365: 100x100, 96x96 crops) and the complete release (``require_full``).
 PAPER_DATA_OPTIONS: dict[str, dict[str, object]] = {
     "imagenet64": {"size": 64, "require_full": True},
     "places365": {"size": 100, "crop": 96, "require_full": True},
 }
 
-#: Epochs the paper's schedule trains, per (dataset, backbone, variant or schedule family), counted
-#: over the original training set (a flip-doubled set counts each epoch twice). Where the text
-#: and the released code differ, the shorter: either is the paper's setting. Sources:
-#: shared/reference/method-facts.md and the paper's Sec. 3 (see workflow/configs/paper-*.yaml).
+#: Epochs the paper trains per (dataset, backbone, variant or schedule family), over the original
+#: training set; where text and released code differ, the shorter. Sources:
+#: shared/reference/method-facts.md and the paper's Sec. 3.
 PAPER_EPOCHS: dict[tuple[str, str, str], int] = {
     ("imagenet64", "resnet18", "gap"): 75,  # released and text: {50,15,10}
     ("imagenet64", "resnet18", "srsop"): 40,  # text {20,5,5,5,5}; released {40,10,5,5}
@@ -73,8 +51,7 @@ PAPER_EPOCHS: dict[tuple[str, str, str], int] = {
 
 
 def paper_epochs(dataset: str, backbone: str, variant: str, family: str | None) -> int | None:
-    """The length of the paper's schedule for a row (:data:`PAPER_EPOCHS`; the variant's own entry
-    first, then its schedule family's), or None where the paper trains no such row."""
+    """The paper's schedule length for a row (the variant's entry, else its family's), or None."""
     return PAPER_EPOCHS.get((dataset, backbone, variant), PAPER_EPOCHS.get((dataset, backbone, family or "")))
 
 
@@ -87,17 +64,13 @@ TABLE_NAMES: dict[str, str] = {
     "fig3": "the text on Figure 3",
 }
 
-#: Display names of backbone ids, as the paper writes them: the backbones' own ``paper_name``
-#: (gmsop.backbones), the one place a backbone is spelt, so reports and model names agree.
-BACKBONE_NAMES: dict[str, str] = paper_names()
-
 #: Tag of Table 3's starred rows (flip-doubled training set, 4-px pad + random crop).
 STAR = "star"
 
 
 @dataclass(frozen=True)
 class PaperValue:
-    """One published row. ``None`` means the paper prints no number for that field."""
+    """One published row; ``None`` where the paper prints no number."""
 
     table: str
     variant: str
@@ -129,6 +102,11 @@ def _t4(variant: str, dim: int, top1: float, top5: float) -> PaperValue:
     return PaperValue(
         "table4", variant, "resnet18", dim=dim, top1_err=top1, top5_err=top5, label=variant, source="Table 4"
     )
+
+
+def _f3(variant: str, top1: float, fps: float | None, label: str, quote: str) -> PaperValue:
+    source = f"Sec. 3.2 text on Figure 3: {quote}"
+    return PaperValue("fig3", variant, "resnet18", top1_err=top1, train_fps=fps, label=label, source=source)
 
 
 _WRN_SRC = "Table 3, copied from Chrabaszcz et al. 2017 [6]"
@@ -169,32 +147,9 @@ PAPER_VALUES: tuple[PaperValue, ...] = (
     _t4("Parametric SR-SOP", 8256, 47.48, 17.52),
     _t4("GM-SOP-16-8", 8256, 47.18, 17.02),
     # Figure 3 (GM-GAP over N and K): only the points the text of Sec. 3.2 quotes.
-    PaperValue(
-        "fig3",
-        "GM-GAP-16-8",
-        "resnet18",
-        top1_err=42.37,
-        train_fps=800.0,
-        label="GM-GAP-16-8",
-        source="Sec. 3.2 text on Figure 3: '(42.37%, 800Hz)'",
-    ),
-    PaperValue(
-        "fig3",
-        "GM-GAP-128-32",
-        "resnet18",
-        top1_err=42.52,
-        label="GM-GAP-128-32",
-        source="Sec. 3.2 text on Figure 3: 'N=128 and K=32 obtains 42.52%'",
-    ),
-    PaperValue(
-        "fig3",
-        "ResNet-18-512d",
-        "resnet18",
-        top1_err=49.08,
-        train_fps=1470.0,
-        label="baseline with one CM",
-        source="Sec. 3.2 text on Figure 3: '(49.08%, 1470Hz)'",
-    ),
+    _f3("GM-GAP-16-8", 42.37, 800.0, "GM-GAP-16-8", "'(42.37%, 800Hz)'"),
+    _f3("GM-GAP-128-32", 42.52, None, "GM-GAP-128-32", "'N=128 and K=32 obtains 42.52%'"),
+    _f3("ResNet-18-512d", 49.08, 1470.0, "baseline with one CM", "'(49.08%, 1470Hz)'"),
 )
 
 #: Training speed quoted in the text (images/s, GTX 1080, ResNet-18, 64x64 inputs).
@@ -204,14 +159,6 @@ TRAIN_FPS: dict[tuple[str, str], tuple[float, str]] = {
     ("SR-SOP", "resnet18"): (670.0, "Sec. 3.2: '680Hz vs. 670Hz'"),
     ("Parametric SR-SOP", "resnet18"): (680.0, "Sec. 3.2: '680Hz vs. 670Hz'"),
 }
-
-#: Speed claims the text makes without a number: (variant, reference variant, quote). Reports
-#: may show them next to a measured ratio; they are deliberately not turned into numbers.
-SPEED_CLAIMS: tuple[tuple[str, str, str], ...] = (
-    ("GM-SOP-16-8", "SR-SOP", "improves SR-SOP by about 2.11% with about 2 times slower"),
-    ("Ave-SOP-16", "GM-SOP-16-8", "GM-SOP-16-8 outperforms Ave-SOP-16 ... with more than 2 times faster"),
-    ("GM-GAP-16-8", "ResNet-18-512d", "only about 1.8 times slower than baseline"),
-)
 
 #: Parameter counts (millions) for rows Table 3 does not list, as the released code gives them
 #: (shared/reference/method-facts.md). Table 3 counts take precedence in :func:`paper_params`.
@@ -225,13 +172,7 @@ PARAMS_NOTES: dict[tuple[str, str], str] = {
     ("GM-SOP-16-8", "wrn36_2"): "published 15.7M; the released configuration counts about 17.8M"
 }
 
-_INDEX: dict[tuple[str, str, str, str], PaperValue] = {}
-for _v in PAPER_VALUES:
-    if _v.table not in TABLES:  # pragma: no cover - guards edits of the data above
-        raise ValueError(f"paper value {_v.key} names unknown table {_v.table!r}")
-    if _v.key in _INDEX:  # pragma: no cover
-        raise ValueError(f"duplicate paper value {_v.key}")
-    _INDEX[_v.key] = _v
+_INDEX = {v.key: v for v in PAPER_VALUES}
 
 
 def _check_table(table: str) -> None:
@@ -240,10 +181,7 @@ def _check_table(table: str) -> None:
 
 
 def paper_value(table: str, variant: str, backbone: str, tag: str = "") -> PaperValue | None:
-    """The published row ``(table, variant, backbone, tag)``, or ``None`` if the paper has none.
-
-    An unknown ``table`` raises ``ValueError`` (a typo must not read as "no published number").
-    """
+    """The published row, or ``None``; an unknown ``table`` raises (a typo is not "no number")."""
     _check_table(table)
     return _INDEX.get((table, variant, backbone, tag or ""))
 
@@ -255,11 +193,8 @@ def paper_rows(table: str) -> list[PaperValue]:
 
 
 def paper_params(variant: str, backbone: str) -> tuple[float, str] | None:
-    """Published parameter count in millions and its source, or ``None``.
-
-    Untagged Table 3 rows first (augmentation does not change the count), then the released
-    code's counts for the rows Table 3 leaves out.
-    """
+    """Published parameter count (millions) and its source, or ``None``: Table 3 first, then the
+    released code's counts for the rows Table 3 leaves out."""
     for tag in ("", STAR):
         v = _INDEX.get(("table3", variant, backbone, tag))
         if v is not None and v.params_m is not None:
@@ -270,13 +205,3 @@ def paper_params(variant: str, backbone: str) -> tuple[float, str] | None:
 def paper_train_fps(variant: str, backbone: str = "resnet18") -> tuple[float, str] | None:
     """Training speed (images/s on a GTX 1080) the text quotes, with the quote, or ``None``."""
     return TRAIN_FPS.get((variant, backbone))
-
-
-def paper_frame() -> pd.DataFrame:
-    """Every published row as a tidy DataFrame (one row per entry; NaN where the paper is silent)."""
-    return pd.DataFrame([asdict(v) for v in PAPER_VALUES])
-
-
-def backbone_name(backbone: str) -> str:
-    """The paper's spelling of a backbone id ("resnet18" -> "ResNet-18"); unknown ids pass through."""
-    return paper_name(backbone)
