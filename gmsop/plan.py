@@ -31,6 +31,7 @@ from gmsop.data.places365 import FULL_TRAIN as PLACES_TRAIN
 from gmsop.experiments import canonical_value, describe_schema_error, make_plan
 from gmsop.flops import count_flops
 from gmsop.formats import ResultFileError, bench_files, read_bench
+from gmsop.paper_values import TRAIN_FPS
 from gmsop.plugins import load_plugins
 from gmsop.protocol import SPEED_NEUTRAL
 from gmsop.registry import build_model, resolve_variant
@@ -208,8 +209,6 @@ def read_device_check(path: str | Path) -> list[Measurement]:
 
 def paper_measurements() -> list[Measurement]:
     """The paper's published training speeds (Sec. 3.2: GTX 1080, 64x64, batch 256, ResNet-18)."""
-    from gmsop.paper_values import TRAIN_FPS
-
     return [
         Measurement(
             model=_model(v, b, "official", (), "TRAIN_FPS"),
