@@ -1,13 +1,12 @@
-"""The ``gmsop`` console script: one entry point, one sub-command per job.
-
-Each sub-command lives in its own module and exposes ``main(argv) -> int``; this file only
-dispatches, so ``gmsop --help`` stays cheap (torch is imported by the sub-command, not here).
-"""
+"""The ``gmsop`` console script: one sub-command per job, each a module with ``main(argv) -> int``
+(imported only when run, so ``gmsop --help`` stays cheap)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from gmsop import __version__
 
 #: sub-command -> (module with ``main(argv)``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,30 +29,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _usage() -> str:
-    lines = ["usage: gmsop <command> [options]", "", "commands:"]
-    width = max(map(len, COMMANDS))
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run 'gmsop <command> --help' for the options of one command."]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+        print("usage: gmsop <command> [options]\n\ncommands:", *lines, sep="\n")
+        print("\nRun 'gmsop <command> --help' for the options of one command.")
         return 0
     if argv[0] in ("-V", "--version"):
-        from gmsop import __version__
-
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"gmsop: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return int(importlib.import_module(COMMANDS[name][0]).main(rest) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,12 +1,8 @@
 """``gmsop models``: every variant x backbone with parameters, representation dim and FLOPs.
 
-Also prints the paper's published parameter count where Table 3 gives one (or the released
-code's, for the two rows it leaves out), so a reader sees at once where our build and the paper
-agree (and the one known mismatch, GM-SOP-16-8 on WRN-36-2: the released configuration counts
-17.8M, the paper prints 15.7M), and the schedule family a run of the variant trains with by
-default. Names, published counts and families come from ``gmsop.registry.resolve_variant``
-(the counts from gmsop.paper_values through it); parameters, dims and FLOPs are
-measured on the built model.
+Beside each count stands the paper's published one where Table 3 gives it (or the released code's
+for the two rows it leaves out; GM-SOP-16-8 on WRN-36-2 is the one known mismatch, 17.8M released
+against 15.7M printed) and the schedule family a run of the variant trains with by default.
 """
 
 from __future__ import annotations
@@ -16,61 +12,41 @@ import csv
 import json
 import sys
 
+from gmsop.backbones import list_backbones
+from gmsop.flops import count_flops, count_params
+from gmsop.protocol import PROTOCOLS
+from gmsop.registry import build_model, list_variants, resolve_variant
+
 
 def _parser() -> argparse.ArgumentParser:
-    from gmsop.backbones import list_backbones
-    from gmsop.protocol import PROTOCOLS
-
     p = argparse.ArgumentParser(
         prog="gmsop models",
         description="List every variant x backbone with parameter count, representation "
         "dimension and forward FLOPs per image (torch.utils.flop_counter, eval mode: a gated "
         "mixture counts the K components it runs).",
     )
+    dflt = "(default: %(default)s)"
+    p.add_argument("--variants", nargs="+", metavar="NAME", help="variant names (default: all)")
     p.add_argument(
-        "--variants",
-        nargs="+",
-        metavar="NAME",
-        help="variant names (default: all, see gmsop.list_variants())",
+        "--backbones", nargs="+", metavar="NAME", default=list_backbones(), help=f"backbones {dflt}"
     )
     p.add_argument(
-        "--backbones",
-        nargs="+",
-        metavar="NAME",
-        default=list_backbones(),
-        help="backbones (default: %(default)s)",
+        "--input-size", type=int, default=64, metavar="PX", help=f"square input size in pixels {dflt}"
     )
+    p.add_argument("--num-classes", type=int, default=1000, metavar="N", help=f"classifier outputs {dflt}")
     p.add_argument(
-        "--input-size",
-        type=int,
-        default=64,
-        metavar="PX",
-        help="square input size in pixels (default: %(default)s)",
-    )
-    p.add_argument(
-        "--num-classes", type=int, default=1000, metavar="N", help="classifier outputs (default: %(default)s)"
-    )
-    p.add_argument(
-        "--protocol",
-        default="official",
-        choices=sorted(PROTOCOLS),
-        help="reading of the method (default: %(default)s)",
+        "--protocol", default="official", choices=sorted(PROTOCOLS), help=f"reading of the method {dflt}"
     )
     p.add_argument(
         "--width-mult",
         type=float,
         default=1.0,
         metavar="M",
-        help="scale every width as the embedded default does (0.25); published counts only at 1.0 "
-        "(default: %(default)s)",
+        help=f"scale every width as the embedded default does (0.25); published counts only at 1.0 {dflt}",
     )
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
-    p.add_argument(
-        "--format",
-        choices=["text", "csv", "json", "markdown"],
-        default="text",
-        help="output format (default: %(default)s)",
-    )
+    formats = ["text", "csv", "json", "markdown"]
+    p.add_argument("--format", choices=formats, default="text", help=f"output format {dflt}")
     return p
 
 
@@ -79,9 +55,6 @@ def model_rows(
 ) -> list[dict]:
     """One dict per (variant, backbone): name, schedule family, classifier, params, paper params, rep dim,
     GFLOPs/image (at ``width_mult``: the 8256d rows keep SR-SOP's dimension at every width)."""
-    from gmsop.flops import count_flops, count_params
-    from gmsop.registry import build_model, resolve_variant
-
     rows = []
     for backbone in backbones:
         for variant in variants:
@@ -90,6 +63,7 @@ def model_rows(
                 variant, backbone=backbone, num_classes=num_classes, protocol=protocol, width_mult=width_mult
             )
             paper = resolved.paper_params if num_classes == 1000 else None  # published at 1000 classes
+            gflops = round(count_flops(model, (3, input_size, input_size)) / 1e9, 4) if flops else None
             rows.append(
                 {
                     "variant": resolved.display_name,
@@ -99,9 +73,7 @@ def model_rows(
                     "params_M": round(count_params(model) / 1e6, 3),
                     "paper_params_M": paper[0] if paper is not None else None,
                     "rep_dim": model.rep_dim,
-                    "gflops_per_image": round(count_flops(model, (3, input_size, input_size)) / 1e9, 4)
-                    if flops
-                    else None,
+                    "gflops_per_image": gflops,
                 }
             )
     return rows
@@ -111,40 +83,33 @@ def _format_text(rows: list[dict], markdown: bool) -> str:
     cols = list(rows[0])
     cells = [[("—" if r[c] is None else str(r[c])) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    if markdown:
-        lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |"]
-        lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |" for row in cells]
-    else:
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+
+    def line(values) -> str:
+        padded = [v.ljust(w) for v, w in zip(values, widths)]
+        return "| " + " | ".join(padded) + " |" if markdown else "  ".join(padded)
+
+    rule = (
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|" if markdown else line(["-" * w for w in widths])
+    )
+    return "\n".join([line(cols), rule, *map(line, cells)])
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from gmsop.registry import list_variants
-
+    a = _parser().parse_args(argv)
     try:
+        variants = a.variants or list_variants()
         rows = model_rows(
-            args.variants or list_variants(),
-            args.backbones,
-            args.input_size,
-            args.num_classes,
-            args.protocol,
-            not args.no_flops,
-            args.width_mult,
+            variants, a.backbones, a.input_size, a.num_classes, a.protocol, not a.no_flops, a.width_mult
         )
     except ValueError as err:
         print(f"gmsop models: error: {err}", file=sys.stderr)
         return 2
-    if args.format == "json":
+    if a.format == "json":
         print(json.dumps(rows, indent=2))
-    elif args.format == "csv":
+    elif a.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     else:
-        print(_format_text(rows, markdown=args.format == "markdown"))
+        print(_format_text(rows, markdown=a.format == "markdown"))
     return 0

@@ -1,9 +1,8 @@
 """How ``torch.compile`` splits a model: graph and graph-break counts, with the reasons.
 
-Every graph break is a return to Python between compiled regions (on a GPU often a host sync),
-so the count is the first thing to check when a compiled model is not faster. ``gmsop
-check-device`` reports it; ``tests/test_compile.py`` asserts that the SOP models compile to one
-graph. ``torch._dynamo.explain``/``reset`` are the tools torch documents for this.
+Every graph break is a return to Python between compiled regions (on a GPU often a host sync), so
+the count is the first thing to check when a compiled model is not faster. ``torch._dynamo.explain``
+and ``reset`` are the tools torch documents for this.
 """
 
 from __future__ import annotations
@@ -12,19 +11,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["compile_graph_count"]
-
 
 def compile_graph_count(
     model: torch.nn.Module, *inputs: Any, max_reasons: int = 20, **kwargs: Any
 ) -> dict[str, Any]:
-    """``{"graph_count", "graph_break_count", "break_reasons"}`` of ``model(*inputs, **kwargs)``,
-    each reason as "file:line function: first line of the reason" (at most ``max_reasons``).
-
-    It resets Dynamo's caches before and after (earlier compilations would hide breaks; models
-    compiled before recompile on their next call) and runs one forward with gradients enabled (so
-    custom autograd Functions are traced too); the model's buffers are restored afterwards.
-    """
+    """``{"graph_count", "graph_break_count", "break_reasons"}`` of ``model(*inputs, **kwargs)``, each
+    reason as "file:line function: first line of the reason". Dynamo's caches are reset before and
+    after (earlier compilations would hide breaks); the forward runs with gradients enabled (so
+    custom autograd Functions are traced too) and the model's buffers are restored afterwards."""
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"compile_graph_count needs an nn.Module, got {type(model).__name__}")
     saved = {name: b.detach().clone() for name, b in model.named_buffers()}

@@ -3,25 +3,10 @@
     gmsop check-device --out results/device-check                 # CUDA if present, full sizes
     gmsop check-device --device cpu --tiny --out /tmp/dc          # every part on a CPU, < 1 min
 
-The parts, in order (``--parts`` picks some):
-
-* ``cuda-tests``: the tests marked ``cuda`` (they skip without CUDA, so CI never runs them).
-* ``mixture-paths``: the gated mixture's grouped (CUDA default) and generic paths agree under
-  bf16 autocast and float32 (outputs, gradients, routing), and on CUDA the forward of a training
-  step does not synchronise host and device (``torch.cuda.set_sync_debug_mode("error")``).
-* ``compile-graphs``: ``torch.compile`` graphs and breaks of SR-SOP and GM-SOP-16-8.
-* ``train-smoke``: two short epochs of every Table-2 variant through ``gmsop.engine.trainer.train``
-  (the downsampled-ImageNet reader, cache, loader and loop) on generated files; the loss falls.
-* ``throughput``: ``gmsop bench``'s measurement of every Table-2 variant, with MFU against the
-  matmul rate measured in the same run (``gmsop plan --device-check`` reads these figures).
-* ``snakemake-slots``: two ``gpu=1`` Snakemake jobs take a slot each from ``gmsop.gpu_slots``
-  and run one after the other.
-
-Each part prints PASSED / FAILED / SKIPPED with its detail as it ends; ``DIR/device_check.json``
-is rewritten after every part (a killed run keeps what finished, the rest ``pending``), and
-``DIR/device_check.md`` is written at the end. Full sizes follow the paper (width 1, 64x64,
-batch 256); ``--tiny`` sizes prove the code paths on a CPU, not the numbers. Exit status: 0 when
-no part failed, 1 when one did, 2 for a bad option.
+The parts (:data:`PARTS`, ``--parts`` picks some) print PASSED / FAILED / SKIPPED as each ends;
+``DIR/device_check.json`` is rewritten after every part (the rest ``pending``) and
+``DIR/device_check.md`` written at the end. Full sizes follow the paper (width 1, 64x64, batch
+256); ``--tiny`` sizes prove the code paths on a CPU, not the numbers.
 """
 
 from __future__ import annotations
@@ -40,42 +25,33 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from gmsop.atomic import atomic_write, atomic_write_json
-
-__all__ = [
-    "main",
-    "PARTS",
-    "TABLE2",
-    "FULL",
-    "TINY",
-    "Sizes",
-    "Context",
-    "Skipped",
-    "run_parts",
-    "document",
-    "write_imagenet_release",
-]
+from gmsop.compile_report import compile_graph_count
+from gmsop.data import SubsetWarning
+from gmsop.engine.config import TrainConfig, default_schedule
+from gmsop.engine.env import env_info, synchronize
+from gmsop.engine.loop import Runtime
+from gmsop.engine.throughput import BenchConfig, measure_throughput
+from gmsop.engine.trainer import train
+from gmsop.gpu_slots import visible_gpus
+from gmsop.registry import build_model
 
 FORMAT = "gmsop-device-check/1"
 JSON_NAME, MD_NAME = "device_check.json", "device_check.md"
-#: The variants of config.yaml's ``table2`` experiment (tests/test_device_check.py checks it).
-TABLE2 = (
-    "ResNet-18",
-    "ResNet-18-512d",
-    "Ave-GAP-16",
-    "GM-GAP-16-8",
-    "ResNet-18-8256d",
-    "SR-SOP",
-    "Ave-SOP-16",
-    "Parametric SR-SOP",
-    "GM-SOP-16-8",
+#: The variants of config.yaml's ``table2`` experiment (a test checks it).
+TABLE2 = tuple(
+    "ResNet-18, ResNet-18-512d, Ave-GAP-16, GM-GAP-16-8, ResNet-18-8256d, SR-SOP, Ave-SOP-16, "
+    "Parametric SR-SOP, GM-SOP-16-8".split(", ")
 )
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Set for the cuda-tests subprocess, so a check-device a test starts does not recurse.
@@ -84,50 +60,24 @@ NESTED_ENV = "GMSOP_DEVICE_CHECK_NESTED"
 
 @dataclass(frozen=True)
 class Sizes:
-    """Every size a part uses: FULL (the paper's setting, for CUDA) or TINY (``--tiny``, any CPU)."""
+    """Every size a part uses; the defaults are FULL (the paper's setting, for CUDA)."""
 
-    width_mult: float  # network width (1.0 = the paper's)
-    image_size: int  # train-smoke and throughput input, pixels a side
-    batch_size: int  # train-smoke and throughput batch
-    train_images: int  # train-smoke: images per epoch
-    num_classes: int  # train-smoke classes (few: a signal learnt in few steps)
-    lr_scale: float  # x the released first learning rate
-    mixture_batch: int
-    mixture_image: int
-    bench_classes: int  # mixture-paths, compile-graphs and throughput classes
-    bench_warmup: int
-    bench_steps: int
-    matmul_n: int  # square matmul timed for the device's peak rate
+    width_mult: float = 1.0  # network width
+    image_size: int = 64  # train-smoke and throughput input, pixels a side
+    batch_size: int = 256  # train-smoke and throughput batch
+    train_images: int = 2560  # train-smoke: images per epoch
+    num_classes: int = 10  # train-smoke classes (few: a signal learnt in few steps)
+    lr_scale: float = 1.0  # x the released first learning rate
+    mixture_batch: int = 32
+    mixture_image: int = 64
+    bench_classes: int = 1000  # mixture-paths, compile-graphs and throughput classes
+    bench_warmup: int = 10
+    bench_steps: int = 40
+    matmul_n: int = 8192  # square matmul timed for the device's peak rate
 
 
-FULL = Sizes(
-    width_mult=1.0,
-    image_size=64,
-    batch_size=256,
-    train_images=2560,
-    num_classes=10,
-    lr_scale=1.0,
-    mixture_batch=32,
-    mixture_image=64,
-    bench_classes=1000,
-    bench_warmup=10,
-    bench_steps=40,
-    matmul_n=8192,
-)
-TINY = Sizes(
-    width_mult=0.25,
-    image_size=16,
-    batch_size=32,
-    train_images=320,
-    num_classes=10,
-    lr_scale=0.5,
-    mixture_batch=6,
-    mixture_image=32,
-    bench_classes=10,
-    bench_warmup=1,
-    bench_steps=3,
-    matmul_n=1024,
-)
+FULL = Sizes()
+TINY = Sizes(0.25, 16, 32, 320, 10, 0.5, 6, 32, 10, 1, 3, 1024)  # ``--tiny``: any CPU, in field order
 
 
 class Skipped(Exception):
@@ -136,7 +86,7 @@ class Skipped(Exception):
 
 @dataclass
 class Context:
-    device: Any  # torch.device
+    device: torch.device
     sizes: Sizes
     out_dir: Path  # the report folder: subprocess logs go here
     work_dir: Path  # scratch (generated data, caches, the Snakemake project)
@@ -151,27 +101,26 @@ def _overrides(s: Sizes) -> dict[str, Any]:
 
 
 def _model(variant: str, ctx: Context):
-    import torch
-
-    from gmsop import build_model
-
     torch.manual_seed(0)
     model = build_model(variant, num_classes=ctx.sizes.bench_classes, **_overrides(ctx.sizes))
     return model.to(ctx.device).train()
 
 
+def _input(ctx: Context, **kwargs):
+    s = ctx.sizes
+    return torch.randn(s.mixture_batch, 3, s.mixture_image, s.mixture_image, **kwargs)
+
+
 def _env(**extra: str) -> dict[str, str]:
     """This environment with the checkout first on PYTHONPATH (a subprocess elsewhere loses ``.``)."""
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != "."]
-    paths = [str(REPO_ROOT), *paths]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *paths]), **extra}
 
 
 def _tail(text: str, lines: int = 5) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-# ---------------------------------------------------------------------------------------------
 # The parts: each is fn(ctx, figures, fail) -> summary; fail(reason) records a problem and the part
 # goes on (it is reported failed); Skipped means it could not run here.
 
@@ -180,30 +129,15 @@ def cuda_tests(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     if os.environ.get(NESTED_ENV):
         raise Skipped(f"running inside the cuda-tests part of another check-device ({NESTED_ENV} is set)")
     if not (REPO_ROOT / "tests").is_dir() or importlib.util.find_spec("pytest") is None:
-        raise Skipped(
-            f"needs pytest and the tests/ folder beside the package ({REPO_ROOT}): run from a checkout"
-        )
-    # only the files that use the marker are collected (importing every test module costs minutes on a small
-    # CPU); -o addopts= drops pyproject's options (a bare GPU machine may lack pytest-benchmark)
+        raise Skipped(f"needs pytest and tests/ beside the package ({REPO_ROOT}): run from a checkout")
+    # only the files that use the marker (importing every test module takes minutes on a small CPU);
+    # -o addopts= drops pyproject's options (a bare GPU machine may lack pytest-benchmark)
     files = sorted(
         str(p.relative_to(REPO_ROOT))
         for p in (REPO_ROOT / "tests").glob("test_*.py")
         if re.search(r"mark\.cuda\b", p.read_text(encoding="utf-8"))
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-m",
-        "cuda",
-        "-q",
-        "-rs",
-        "-p",
-        "no:cacheprovider",
-        "-o",
-        "addopts=",
-        *files,
-    ]
+    cmd = [sys.executable, *"-m pytest -m cuda -q -rs -p no:cacheprovider -o addopts=".split(), *files]
     figures["command"] = shlex.join(cmd)
     res = subprocess.run(
         cmd, cwd=REPO_ROOT, env=_env(**{NESTED_ENV: "1"}), capture_output=True, text=True, timeout=600
@@ -222,10 +156,9 @@ def cuda_tests(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     return summary
 
 
-#: ||grouped - generic|| / ||generic|| allowed, logits and gradients (of the input, and of all
-#: parameters as one vector). float32 differs by summation order only; bf16 rounds every matmul
-#: input to 8 bits in GEMMs of different shapes, then through the whole backbone: a few percent
-#: (measured on a CPU with bf16 at tiny size: logits 0.7%, gradients 1-3%).
+#: ||grouped - generic|| / ||generic|| allowed for logits and gradients (input; all parameters as
+#: one vector). float32 differs by summation order only; bf16 rounds every matmul input to 8 bits
+#: in GEMMs of different shapes (measured on a CPU at tiny size: logits 0.7%, gradients 1-3%).
 TOLERANCES = {"float32": {"output": 1e-4, "grad": 1e-3}, "bfloat16": {"output": 3e-2, "grad": 5e-2}}
 
 
@@ -237,20 +170,14 @@ def _rel(a, b) -> float:
 
 def compare_paths(variant: str, ctx: Context, dtype: str) -> dict[str, Any]:
     """Logits, gradients and routing of the grouped and generic paths of one model in one dtype."""
-    import torch
-    import torch.nn.functional as F
-
-    from gmsop.engine.loop import Runtime
-
-    s = ctx.sizes
     model = _model(variant, ctx)
     rt = Runtime.for_device(ctx.device, amp=dtype == "bfloat16")
     model.to(memory_format=torch.channels_last if rt.channels_last else torch.contiguous_format)
     with torch.no_grad():  # distinct gate logits: routing follows the features, not tie-breaks
         model.head.gate.w_gate.normal_(0.0, 1.0)
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(s.mixture_batch, 3, s.mixture_image, s.mixture_image, generator=g).to(ctx.device)
-    y = torch.randint(0, s.bench_classes, (s.mixture_batch,), generator=g).to(ctx.device)
+    x = _input(ctx, generator=g).to(ctx.device)
+    y = torch.randint(0, ctx.sizes.bench_classes, (ctx.sizes.mixture_batch,), generator=g).to(ctx.device)
     res = {}
     for path in ("grouped", "generic"):
         model.zero_grad(set_to_none=True)
@@ -260,43 +187,27 @@ def compare_paths(variant: str, ctx: Context, dtype: str) -> dict[str, Any]:
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             out = model(rt.place(xi))
         (F.cross_entropy(out.logits.float(), y) + out.balance_loss.float()).backward()
-        grads = torch.cat(
-            [
-                p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device)
-                for p in model.parameters()
-            ]
-        )
-        res[path] = (out.logits.detach().float(), xi.grad, grads, out.gate.counts.detach())
-    (la, xa, ga, ca), (lb, xb, gb, cb) = res["grouped"], res["generic"]
-    tol = TOLERANCES[dtype]
-    fig = {
-        "variant": variant,
-        "dtype": dtype,
-        "default_path": model.head.execution_path(ctx.device),
-        "output_rel": _rel(la, lb),
-        "input_grad_rel": _rel(xa, xb),
-        "param_grad_rel": _rel(ga, gb),
-        "routing_counts_equal": bool(torch.equal(ca, cb)),
-        "tol_output": tol["output"],
-        "tol_grad": tol["grad"],
-    }
-    fig["problems"] = [
-        f"{k} {fig[k]:.2e} > {tol[t]:g}"
-        for k, t in (("output_rel", "output"), ("input_grad_rel", "grad"), ("param_grad_rel", "grad"))
-        if not fig[k] <= tol[t]
-    ] + ([] if fig["routing_counts_equal"] else ["routing differs"])
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+        grads = torch.cat([t.flatten() for t in grads])
+        res[path] = {"output": out.logits.detach().float(), "input_grad": xi.grad, "param_grad": grads}
+        res[path]["counts"] = out.gate.counts.detach()
+    tol, problems = TOLERANCES[dtype], []
+    fig = {"variant": variant, "dtype": dtype, "default_path": model.head.execution_path(ctx.device)}
+    for name, t in (("output", "output"), ("input_grad", "grad"), ("param_grad", "grad")):
+        fig[f"{name}_rel"] = rel = _rel(res["grouped"][name], res["generic"][name])
+        if not rel <= tol[t]:
+            problems.append(f"{name}_rel {rel:.2e} > {tol[t]:g}")
+    equal = bool(torch.equal(res["grouped"]["counts"], res["generic"]["counts"]))
+    fig.update(routing_counts_equal=equal, tol_output=tol["output"], tol_grad=tol["grad"])
+    fig["problems"] = problems + ([] if equal else ["routing differs"])
     return fig
 
 
 def forward_sync(variant: str, ctx: Context) -> str | None:
     """None when a training-mode forward (float32, then bf16) runs under set_sync_debug_mode("error")
-    after one warm-up of each (lazily built indices and cuDNN plans are one-time costs); else the error."""
-    import torch
-
+    after one warm-up of each (lazy indices and cuDNN plans are one-time costs); else the error."""
     model = _model(variant, ctx).to(memory_format=torch.channels_last)
-    s = ctx.sizes
-    x = torch.randn(s.mixture_batch, 3, s.mixture_image, s.mixture_image, device=ctx.device)
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = _input(ctx, device=ctx.device).contiguous(memory_format=torch.channels_last)
     for debug in (0, "error"):
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode(debug)
@@ -330,18 +241,13 @@ def mixture_paths(ctx: Context, figures: dict, fail: Callable[[str], None]) -> s
 
 def compile_graphs(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     """SR-SOP and the grouped mixture path should trace as one graph; the generic path breaks
-    where it reads routed batch sizes back to the host (by design, reported, not judged)."""
-    import torch
-
-    from gmsop.compile_report import compile_graph_count
-
-    s = ctx.sizes
+    where it reads routed batch sizes back to the host (reported, not judged)."""
     rows = figures.setdefault("models", [])
     for variant, path in (("SR-SOP", None), ("GM-SOP-16-8", "grouped"), ("GM-SOP-16-8", "generic")):
         model = _model(variant, ctx)
         if path:
             model.head.execution = path
-        x = torch.randn(s.mixture_batch, 3, s.mixture_image, s.mixture_image, device=ctx.device)
+        x = _input(ctx, device=ctx.device)
         rows.append({"variant": variant, "path": path, **compile_graph_count(model, x, max_reasons=5)})
         if path != "generic" and rows[-1]["graph_break_count"]:
             fail(
@@ -358,11 +264,9 @@ def compile_graphs(ctx: Context, figures: dict, fail: Callable[[str], None]) -> 
 def write_imagenet_release(
     root: Path, size: int, n_train: int, n_val: int, num_classes: int, seed: int = 0
 ) -> dict[str, Any]:
-    """Generated images in the downsampled-ImageNet release layout that ``imagenet64`` reads:
-    ``Imagenet{size}_train_part1_npz/train_data_batch_1.npz`` and ``Imagenet{size}_val_npz/val_data.npz``
-    (uint8 ``data`` (n, 3*size*size) as R, G, B planes, 1-based ``labels``, training ``mean``). A class
-    is a random 4x4 colour pattern blown up to the image size under noise (sd 40 of 255): learnable in a
-    few dozen steps, while no single pixel gives it away."""
+    """Generated images in the downsampled-ImageNet release layout that ``imagenet64`` reads. A
+    class is a random 4x4 colour pattern blown up to the image size under noise (sd 40 of 255):
+    learnable in a few dozen steps, while no single pixel gives it away."""
     if size < 4:
         raise ValueError(f"image size must be >= 4 pixels, got {size}")
     rng = np.random.default_rng(seed)
@@ -378,27 +282,14 @@ def write_imagenet_release(
         (root / folder).mkdir(parents=True, exist_ok=True)
         extra = {"mean": data.mean(axis=0)} if name.startswith("train") else {}
         np.savez(root / folder / name, data=data, labels=labels + 1, **extra)
-    return {
-        "root": str(root),
-        "size": size,
-        "train_images": n_train,
-        "val_images": n_val,
-        "num_classes": num_classes,
-    }
+    keys = ("root", "size", "train_images", "val_images", "num_classes")
+    return dict(zip(keys, (str(root), size, n_train, n_val, num_classes)))
 
 
 def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
-    import warnings
-
-    from gmsop.data import SubsetWarning
-    from gmsop.engine.config import TrainConfig, default_schedule
-    from gmsop.engine.trainer import train
-
-    s = ctx.sizes
-    root = ctx.work_dir / "imagenet"
-    figures["data"] = write_imagenet_release(
-        root, s.image_size, s.train_images, s.train_images // 8, s.num_classes
-    )
+    s, root, n = ctx.sizes, ctx.work_dir / "imagenet", ctx.sizes.train_images
+    figures["data"] = write_imagenet_release(root, s.image_size, n, n // 8, s.num_classes)
+    options = {"size": s.image_size, "num_classes": s.num_classes, "cache_dir": str(ctx.work_dir / "cache")}
 
     def one(variant: str) -> dict[str, Any]:
         lr = default_schedule(variant)[0][0] * s.lr_scale
@@ -407,11 +298,7 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
             dataset="imagenet64",
             data_root=str(root),
             batch_size=s.batch_size,
-            dataset_options={
-                "size": s.image_size,
-                "num_classes": s.num_classes,
-                "cache_dir": str(ctx.work_dir / "cache"),
-            },
+            dataset_options=options,
             schedule=[(lr, 2)],
             device=str(ctx.device),
             overrides=_overrides(s),
@@ -424,13 +311,8 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
         print(f"  ... train-smoke: {variant:<18} loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
         if not all(math.isfinite(v) for v in losses) or not losses[-1] < losses[0]:
             fail(f"{variant}: loss did not fall and stay finite ({losses[0]:.3f} -> {losses[-1]:.3f})")
-        return {
-            "variant": variant,
-            "lr": lr,
-            "losses": losses,
-            "val_top1_err": epochs[-1]["val_top1_err"],
-            "img_s": epochs[-1]["train_img_s"],
-        }
+        last = {"val_top1_err": epochs[-1]["val_top1_err"], "img_s": epochs[-1]["train_img_s"]}
+        return {"variant": variant, "lr": lr, "losses": losses, **last}
 
     rows = _each_variant(one, figures, fail)
     fell = sum(r["losses"][-1] < r["losses"][0] for r in rows if "losses" in r)
@@ -443,8 +325,6 @@ def train_smoke(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str
 def _each_variant(fn: Callable[[str], dict], figures: dict, fail: Callable[[str], None]) -> list[dict]:
     """``fn(variant)`` of every Table-2 variant into ``figures["variants"]``; one that raises (out of
     memory, a NaN loss) is recorded with its error and does not hide the others."""
-    import torch
-
     rows = figures.setdefault("variants", [])
     for variant in TABLE2:
         try:
@@ -461,10 +341,6 @@ def _each_variant(fn: Callable[[str], dict], figures: dict, fail: Callable[[str]
 
 def matmul_tflops(device, dtype, n: int, seconds: float = 1.0) -> float:
     """TFLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` (2 n^3 FLOPs), timed for >= ``seconds``."""
-    import torch
-
-    from gmsop.engine.env import synchronize
-
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
     synchronize(device)
@@ -477,23 +353,19 @@ def matmul_tflops(device, dtype, n: int, seconds: float = 1.0) -> float:
 
 
 def throughput(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
-    import torch
-
-    from gmsop.engine.loop import Runtime
-    from gmsop.engine.throughput import BenchConfig, measure_throughput
-
     s = ctx.sizes
     peaks = figures["matmul_tflops"] = {
         str(d).replace("torch.", ""): matmul_tflops(ctx.device, d, s.matmul_n)
         for d in (torch.bfloat16, torch.float32)
     }
-    # amp=True measures as training runs: bf16 autocast where Runtime.for_device uses it; MFU is
-    # against that dtype's matmul rate (the second-order layers stay float32: MFU understates them)
+    # amp=True measures as training runs; MFU is against the autocast dtype's matmul rate (the
+    # second-order layers stay float32: MFU understates them)
     peak = "bfloat16" if Runtime.for_device(ctx.device, amp=True).amp_dtype is not None else "float32"
     figures["convention"] = (
         f"achieved FLOP/s = 3 x forward FLOPs x training img/s; MFU = achieved / this "
         f"run's {peak} matmul rate"
     )
+    keys = "variant train_img_s infer_img_s peak_mem_mb flops_per_image achieved_tflops params".split()
 
     def one(variant: str) -> dict[str, Any]:
         b = measure_throughput(
@@ -509,23 +381,11 @@ def throughput(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
                 amp=True,
             )
         )
-        row = {
-            k: b[k]
-            for k in (
-                "variant",
-                "train_img_s",
-                "infer_img_s",
-                "peak_mem_mb",
-                "flops_per_image",
-                "achieved_tflops",
-                "params",
-            )
-        }
+        row = {k: b[k] for k in keys}
         row["mfu"] = b["achieved_tflops"] / peaks[peak]
+        mfu = 100 * row["mfu"]
         print(
-            f"  ... throughput: {variant:<18} train {b['train_img_s']:.0f} img/s, "
-            f"MFU {100 * row['mfu']:.1f}%",
-            flush=True,
+            f"  ... throughput: {variant:<18} train {b['train_img_s']:.0f} img/s, MFU {mfu:.1f}%", flush=True
         )
         return row
 
@@ -545,8 +405,6 @@ json.dump({"cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "end":
 def snakemake_slots(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     if importlib.util.find_spec("snakemake") is None:
         raise Skipped("snakemake is not installed in this Python (pip install -e '.[workflow]')")
-    from gmsop.gpu_slots import visible_gpus
-
     project = ctx.work_dir / "snakemake"
     project.mkdir(parents=True, exist_ok=True)
     py = shlex.quote(sys.executable)
@@ -588,22 +446,16 @@ def snakemake_slots(ctx: Context, figures: dict, fail: Callable[[str], None]) ->
 #: name -> (part, help), in the order they run
 PARTS: dict[str, tuple[Callable, str]] = {
     "cuda-tests": (cuda_tests, "pytest -m cuda in a subprocess: the tests that skip without CUDA"),
-    "mixture-paths": (
-        mixture_paths,
-        "grouped vs generic mixture paths agree (bf16, fp32); no host sync (CUDA)",
-    ),
+    "mixture-paths": (mixture_paths, "grouped and generic mixture paths agree (bf16, fp32); no host sync"),
     "compile-graphs": (compile_graphs, "torch.compile graphs and breaks of SR-SOP and GM-SOP-16-8"),
-    "train-smoke": (
-        train_smoke,
-        "two short epochs of every Table-2 variant through the imagenet64 reader and trainer",
-    ),
+    "train-smoke": (train_smoke, "two epochs of every Table-2 variant via the imagenet64 reader and trainer"),
     "throughput": (throughput, "gmsop bench of every Table-2 variant, matmul peak and MFU"),
     "snakemake-slots": (snakemake_slots, "two gpu=1 Snakemake jobs through gmsop.gpu_slots"),
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Running and reporting
+def _record(*values) -> dict[str, Any]:
+    return dict(zip(("name", "status", "summary", "reason", "duration_s", "figures"), values))
 
 
 def run_part(name: str, fn: Callable, ctx: Context) -> dict[str, Any]:
@@ -620,14 +472,7 @@ def run_part(name: str, fn: Callable, ctx: Context) -> dict[str, Any]:
         problems.append(_tail(traceback.format_exc(), 6))
     if problems:
         status, reason = "failed", "; ".join(problems)
-    return {
-        "name": name,
-        "status": status,
-        "summary": summary or "",
-        "reason": reason,
-        "duration_s": round(time.monotonic() - t0, 3),
-        "figures": figures,
-    }
+    return _record(name, status, summary or "", reason, round(time.monotonic() - t0, 3), figures)
 
 
 def _finite(obj: Any) -> Any:
@@ -642,16 +487,9 @@ def _finite(obj: Any) -> Any:
 def document(header: dict[str, Any], records: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
     statuses = [r["status"] for r in records]
     verdict = "failed" if "failed" in statuses else "incomplete" if "pending" in statuses else "passed"
-    return _finite(
-        {
-            "format": FORMAT,
-            **header,
-            "complete": complete,
-            "verdict": verdict,
-            "counts": {s: statuses.count(s) for s in ("passed", "failed", "skipped", "pending")},
-            "parts": records,
-        }
-    )
+    counts = {s: statuses.count(s) for s in ("passed", "failed", "skipped", "pending")}
+    doc = {"format": FORMAT, **header, "complete": complete, "verdict": verdict, "counts": counts}
+    return _finite({**doc, "parts": records})
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -672,33 +510,20 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
         "```",
     ]
     for r in doc["parts"]:
-        lines += [
-            "",
-            f"## {r['name']}: {r['status']}",
-            "",
-            r["reason"] or r["summary"],
-            "",
-            "```json",
-            json.dumps(r["figures"], indent=1),
-            "```",
-        ]
+        body, figures = r["reason"] or r["summary"], json.dumps(r["figures"], indent=1)
+        lines.append(f"\n## {r['name']}: {r['status']}\n\n{body}\n\n```json\n{figures}\n```")
     atomic_write(path, "\n".join(lines) + "\n")
 
 
 def run_parts(parts: dict[str, Callable], ctx: Context, header: dict[str, Any]) -> dict[str, Any]:
-    """Run ``parts`` in order, rewriting ``device_check.json`` in ``ctx.out_dir`` before each (the
-    parts not yet run ``pending``) and at the end, with ``device_check.md``; returns the document."""
-    records = [
-        {"name": n, "status": "pending", "summary": "", "reason": "", "duration_s": 0.0, "figures": {}}
-        for n in parts
-    ]
+    """Run ``parts`` in order, rewriting ``device_check.json`` in ``ctx.out_dir`` before each and at
+    the end, with ``device_check.md``; returns the document."""
+    records = [_record(n, "pending", "", "", 0.0, {}) for n in parts]
     for i, (name, fn) in enumerate(parts.items()):
         atomic_write_json(ctx.out_dir / JSON_NAME, document(header, records, complete=False))
         records[i] = run_part(name, fn, ctx)
         print(_line(records[i]), flush=True)
         if ctx.cuda:  # what a part left cached would count against the next one's memory
-            import torch
-
             torch.cuda.empty_cache()
     doc = document(header, records, complete=True)
     atomic_write_json(ctx.out_dir / JSON_NAME, doc)
@@ -723,7 +548,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--device",
         choices=("auto", "cuda", "cpu"),
         default="auto",
-        help="auto: CUDA when available, else the CPU (default: %(default)s)",
+        help="auto (default): CUDA if available, else CPU",
     )
     p.add_argument(
         "--tiny",
@@ -731,12 +556,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="small sizes (width 0.25, 16x16 images, batch 32; 1024^2 matmul): every part on a "
         "CPU within a minute. Without it: width 1, 64x64, batch 256, 8192^2 matmul (for CUDA)",
     )
-    p.add_argument(
-        "--parts",
-        default="all",
-        metavar="NAME[,NAME...]",
-        help="run only these parts, comma-separated (default: all)",
-    )
+    p.add_argument("--parts", default="all", metavar="NAME[,NAME...]", help="only these parts (default: all)")
     return p
 
 
@@ -747,25 +567,15 @@ def main(argv: list[str] | None = None) -> int:
     bad = [n for n in names if n not in PARTS] or ([] if names else [args.parts])
     if bad:
         p.error(f"--parts: unknown part(s) {', '.join(map(repr, bad))}; choose from: all, {', '.join(PARTS)}")
-    import torch
-
-    from gmsop.engine.env import env_info
-
+    error = "gmsop check-device: error:"
     if args.device == "cuda" and not torch.cuda.is_available():
-        print(
-            "gmsop check-device: error: --device cuda: CUDA is not available on this machine", file=sys.stderr
-        )
+        print(f"{error} --device cuda: CUDA is not available on this machine", file=sys.stderr)
         return 2
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if args.device == "auto"
-        else args.device
-    )
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        print(f"gmsop check-device: error: --out {out} is a file; give a folder", file=sys.stderr)
+        print(f"{error} --out {out} is a file; give a folder", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     sizes = TINY if args.tiny else FULL
@@ -775,20 +585,14 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": asdict(sizes),
         "env": env_info(device, deterministic=False),
     }
-    print(
-        f"gmsop check-device: {header['env']['device_name']} ({device}), {'tiny' if args.tiny else 'full'} "
-        f"sizes, {len(names)} part(s)",
-        flush=True,
-    )
+    what = f"{'tiny' if args.tiny else 'full'} sizes, {len(names)} part(s)"
+    print(f"gmsop check-device: {header['env']['device_name']} ({device}), {what}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gmsop-device-check-") as work:
         ctx = Context(device=device, sizes=sizes, out_dir=out.resolve(), work_dir=Path(work))
         doc = run_parts({n: PARTS[n][0] for n in names}, ctx, header)
     c = doc["counts"]
-    print(
-        f"{doc['verdict'].upper()}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped; "
-        f"wrote {out / JSON_NAME} and {out / MD_NAME}",
-        flush=True,
-    )
+    counts = f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
+    print(f"{doc['verdict'].upper()}: {counts}; wrote {out / JSON_NAME} and {out / MD_NAME}", flush=True)
     return 1 if c["failed"] else 0
 
 

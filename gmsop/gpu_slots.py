@@ -1,21 +1,13 @@
 """One GPU per job when several jobs share one machine: a per-GPU lock taken before CUDA starts.
 
-Snakemake's ``--resources gpu=N`` only limits how many GPU jobs run at once; it never tells a job
-*which* GPU to use, so N parallel jobs would all land on ``cuda:0``. Each job therefore calls
-``claim_gpus(n)`` before anything uses ``torch.cuda``; it points ``CUDA_VISIBLE_DEVICES`` at ``n``
-free GPUs and holds them until the process exits. Around any command:
-``python -m gmsop.gpu_slots -n 1 -- CMD ...``.
-
-A slot is an exclusive ``fcntl.flock`` on ``<lock dir>/<host>-gpu<id>.lock``; the kernel drops it
-when the holder exits, however it exits, so nothing is left to clean up. When every GPU is taken
-the call waits. The lock dir is ``$GMSOP_GPU_LOCK_DIR``, else ``/tmp/gmsop-gpu-locks``, local to
-the machine and shareable by several users (world-writable files in a sticky directory).
-
-Which GPUs: those in ``$CUDA_VISIBLE_DEVICES`` (a pool set aside for this user), else those
-``nvidia-smi -L`` lists. ``$GMSOP_NUM_GPUS`` forces a count: the first that many of the pool, or
-0..n-1 without one. Nothing is claimed (and ``CUDA_VISIBLE_DEVICES`` is left alone) for ``n == 0``,
-without GPUs, with ``GMSOP_GPU_SLOTS=off``, or in a SLURM job that SLURM gave no more GPUs than
-asked for; inside a larger SLURM allocation the slots are that allocation's own.
+Snakemake's ``--resources gpu=N`` limits how many GPU jobs run at once but never says *which* GPU.
+``claim_gpus(n)`` takes an exclusive ``fcntl.flock`` on ``<lock dir>/<host>-gpu<id>.lock`` for
+``n`` free GPUs (waiting while none is free), points ``CUDA_VISIBLE_DEVICES`` at them and holds
+them until the process exits (the kernel drops the lock however it exits). Lock dir:
+``$GMSOP_GPU_LOCK_DIR``, else ``/tmp/gmsop-gpu-locks``. GPUs: ``$CUDA_VISIBLE_DEVICES``, else
+``nvidia-smi -L``; ``$GMSOP_NUM_GPUS`` forces a count. Nothing is claimed for ``n == 0``, without
+GPUs, with ``GMSOP_GPU_SLOTS=off``, or in a SLURM job given no more GPUs than asked for. Around any
+command: ``python -m gmsop.gpu_slots -n 1 -- CMD ...``.
 """
 
 from __future__ import annotations
@@ -23,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -30,8 +23,6 @@ import socket
 import subprocess
 import sys
 import time
-
-__all__ = ["claim_gpus", "visible_gpus", "job_device", "main"]
 
 ENV_LOCK_DIR, ENV_NUM_GPUS, ENV_DISABLE = "GMSOP_GPU_LOCK_DIR", "GMSOP_NUM_GPUS", "GMSOP_GPU_SLOTS"
 DEFAULT_LOCK_DIR = "/tmp/gmsop-gpu-locks"
@@ -44,13 +35,8 @@ def _pool() -> list[str] | None:
     entry on, e.g. ``-1``); None when it is not set."""
     if "CUDA_VISIBLE_DEVICES" not in os.environ:
         return None
-    out = []
-    for v in os.environ["CUDA_VISIBLE_DEVICES"].split(","):
-        v = v.strip()
-        if not v or v.startswith("-") or v in ("none", "NoDevFiles"):
-            break
-        out.append(v)
-    return out
+    ids = [v.strip() for v in os.environ["CUDA_VISIBLE_DEVICES"].split(",")]
+    return list(itertools.takewhile(lambda v: v and v[0] != "-" and v not in ("none", "NoDevFiles"), ids))
 
 
 def visible_gpus() -> list[str]:
@@ -68,32 +54,33 @@ def visible_gpus() -> list[str]:
         return pool[: int(count)] if pool is not None else [str(i) for i in range(int(count))]
     if pool is not None:
         return pool
-    exe = shutil.which("nvidia-smi")
-    try:
-        listing = (
-            subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30).stdout if exe else ""
-        )
-    except (OSError, subprocess.SubprocessError):
-        listing = ""
+    listing = ""
+    if exe := shutil.which("nvidia-smi"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            listing = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30).stdout
     return [str(i) for i in range(len(re.findall(r"(?m)^GPU \d+:", listing)))]
 
 
-def _lock_file(path: str) -> int:
+def _try_lock(path: str) -> int | None:
+    """A descriptor holding an exclusive lock on ``path``, or None while another process holds it."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # let other users lock it too
     except PermissionError:  # another user's lock file: flock works on a read-only descriptor
-        return os.open(path, os.O_RDONLY)
-    with contextlib.suppress(OSError):
-        os.fchmod(fd, 0o666)  # let other users lock it too
-    return fd
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
 
 
 def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
-    """Claim ``n`` free GPUs for the rest of this process and point CUDA_VISIBLE_DEVICES at them.
-
-    Returns the claimed ids, ``[]`` where it stands aside (module doc); a second call returns the
-    first one's. Waits while too few are free (``timeout`` seconds, then TimeoutError).
-    """
+    """Claim ``n`` free GPUs for the rest of this process and point CUDA_VISIBLE_DEVICES at them:
+    the ids, ``[]`` where it stands aside; a second call returns the first one's. Waits while too
+    few are free (``timeout`` seconds, then TimeoutError)."""
     global _held
     if _held is not None:
         return _held[0]
@@ -109,9 +96,8 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError(
-            "gmsop.gpu_slots: torch already initialised CUDA in this process, so "
-            "CUDA_VISIBLE_DEVICES can no longer take effect; claim the GPU before using "
-            "torch.cuda"
+            "gmsop.gpu_slots: torch already initialised CUDA in this process, so CUDA_VISIBLE_DEVICES "
+            "can no longer take effect; claim the GPU before using torch.cuda"
         )
     directory = os.environ.get(ENV_LOCK_DIR) or DEFAULT_LOCK_DIR
     if os.environ.get("SLURM_JOB_ID"):  # inside an allocation: its device ids are its own
@@ -126,15 +112,9 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
     while True:
         got: dict[str, int] = {}
         for dev in pool[offset:] + pool[:offset]:
-            fd = _lock_file(os.path.join(directory, re.sub(r"[^\w.-]", "_", f"{host}-gpu{dev}.lock")))
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            got[dev] = fd
-            if len(got) == n:
-                break
+            path = os.path.join(directory, re.sub(r"[^\w.-]", "_", f"{host}-gpu{dev}.lock"))
+            if len(got) < n and (fd := _try_lock(path)) is not None:
+                got[dev] = fd
         if len(got) == n:
             break
         for fd in got.values():  # too few free: hold nothing while waiting
@@ -161,15 +141,10 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
 
 
 def job_device(device: str, gpus_per_job: int, visible: int | None = None) -> tuple[str, str]:
-    """The device a workflow job trains on, from the config's ``device`` and ``gpus_per_job``, and
-    a note for its log ("" when there is nothing to say). ``visible``: GPUs on this machine (None:
-    :func:`visible_gpus`, looked up only when the note needs it).
-
-    A job uses a GPU only if it reserved one: with ``gpus_per_job: 0`` Snakemake schedules jobs by
-    cores alone, so ``auto`` means the CPU there (else every parallel job would pile onto cuda:0).
-    ``cuda`` with ``gpus_per_job: 0`` is an explicit choice to share the visible GPU(s). With
-    ``gpus_per_job >= 1``, ``auto`` stays auto: the GPU :func:`claim_gpus` gave the job, if any.
-    """
+    """The device a workflow job trains on, and a note for its log ("" when there is nothing to say).
+    ``visible``: GPUs on this machine (None: looked up when the note needs it). With ``gpus_per_job:
+    0`` Snakemake schedules by cores alone, so ``auto`` means the CPU (parallel jobs would pile onto
+    cuda:0) and ``cuda`` shares the visible GPU(s); with a reserved GPU ``auto`` stays auto."""
     device = str(device).strip().lower()
     if gpus_per_job < 0:
         raise ValueError(f"gpus_per_job must be >= 0, got {gpus_per_job}")
@@ -186,15 +161,11 @@ def job_device(device: str, gpus_per_job: int, visible: int | None = None) -> tu
         except ValueError:  # a bad GMSOP_NUM_GPUS: claim_gpus reports it where it matters
             visible = 0
     note = (
-        ""
-        if not visible
-        else (
-            f"gmsop: device auto with gpus_per_job 0: this job runs on the CPU although {visible} GPU(s) are "
-            f"visible; to use them, set gpus_per_job: 1 and run snakemake with --resources gpu=<GPUs> (one GPU "
-            f"per job), or device: cuda (jobs share them)"
-        )
+        f"gmsop: device auto with gpus_per_job 0: this job runs on the CPU although {visible} GPU(s) are "
+        f"visible; to use them, set gpus_per_job: 1 and run snakemake with --resources gpu=<GPUs> (one GPU "
+        f"per job), or device: cuda (jobs share them)"
     )
-    return "cpu", note
+    return "cpu", note if visible else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,28 +1,11 @@
-"""``gmsop plan``: what a workflow config will cost, in training jobs, images and hours.
+"""``gmsop plan``: what a workflow config costs in training jobs, images and hours.
 
-    gmsop plan --config workflow/configs/paper-imagenet64.yaml --bench results/bench
-    gmsop plan --config workflow/configs/paper-places365.yaml --device-check device_check.json
-    gmsop plan --config workflow/configs/paper-imagenet64.yaml --assume-from-paper
-
-A row costs new jobs x epochs x images per epoch / training img/s (training steps only). Jobs are
-the workflow's (``Plan.train_jobs``: one per run and seed; a run several rows share counts for the
-first). Epochs come from the row's schedule, images per epoch from :func:`dataset_facts`, doubled
-for a flip-doubled row and cut to whole batches, as training does.
-
-Each row's speed says where it comes from:
-
-* ``measured``: a bench file (``--bench``) or ``gmsop check-device`` record (``--device-check``)
-  of the row's model (variant, backbone, protocol, overrides that change computation, width) at
-  its input size; the same batch size is preferred.
-* ``published`` (``--assume-from-paper``): the paper's Sec. 3.2 speed of the row's model on its
-  GTX 1080 (64x64, batch 256, ResNet-18; ``gmsop.paper_values.TRAIN_FPS``).
-* ``extrapolated``: ``ref img/s x ref FLOPs / row FLOPs`` (forward FLOPs, ``gmsop.flops``), the
-  reference being the same model at another input size, else the model nearest in FLOPs. The
-  references are your measurements at the row's width if there are any, else the paper's: one
-  device per row. FLOPs do not predict a scaled-down net from a full-width one, so only
-  references at the row's width count.
-* ``no measurement``: nothing at the row's width. Its hours are left out of the total, which
-  says how many jobs that leaves out.
+A row costs new jobs x epochs x images per epoch / training img/s (training steps only); a run
+several rows share counts once. Each speed says where it comes from: ``measured`` (a bench file or
+a ``gmsop check-device`` record of the row's model at its input size), ``published`` (the paper's
+Sec. 3.2 speed, ``--assume-from-paper``), ``extrapolated`` (ref img/s x ref FLOPs / row FLOPs,
+from the same model at another input size, else the model nearest in FLOPs, at the row's width;
+your measurements first, else the paper's) or ``no measurement`` (left out of the total, counted).
 """
 
 from __future__ import annotations
@@ -37,19 +20,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "Measurement",
-    "RowEstimate",
-    "PlanError",
-    "read_device_check",
-    "read_bench_files",
-    "paper_measurements",
-    "estimate",
-    "dataset_facts",
-    "main",
-]
+import pandas as pd
+import torch
+import yaml
+
+from gmsop.atomic import to_json
+from gmsop.data import augment_spec, dataset_options, train_size
+from gmsop.data.imagenet64 import FULL_TRAIN as IMAGENET_TRAIN
+from gmsop.data.places365 import FULL_TRAIN as PLACES_TRAIN
+from gmsop.experiments import canonical_value, describe_schema_error, make_plan
+from gmsop.flops import count_flops
+from gmsop.formats import ResultFileError, bench_files, read_bench
+from gmsop.paper_values import TRAIN_FPS
+from gmsop.plugins import load_plugins
+from gmsop.protocol import SPEED_NEUTRAL
+from gmsop.registry import build_model, resolve_variant
 
 PAPER_DEVICE = "NVIDIA GeForce GTX 1080 (the paper's PC, MatConvNet)"
+_REPO = Path(__file__).resolve().parents[1]
 
 
 class PlanError(ValueError):
@@ -93,35 +81,26 @@ class RowEstimate:
     epochs: int
     images_per_epoch: int | None
     images: int | None  # new_jobs x epochs x images_per_epoch
-    train_img_s: float | None
-    speed: str  # measured | published | extrapolated | no measurement | no data size
-    speed_from: str  # which measurement, where, and how it was scaled
-    device_name: str | None
-    gpu: bool | None
-    hours: float | None  # new_jobs x hours_per_job
-    hours_per_job: float | None  # one seed's training (what a cluster job's time limit must cover)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading measurements
+    train_img_s: float | None = None
+    speed: str = "no data size"  # measured | published | extrapolated | no measurement | no data size
+    speed_from: str = ""  # which measurement, where, and how it was scaled
+    device_name: str | None = None
+    gpu: bool | None = None
+    hours: float | None = None  # new_jobs x hours_per_job
+    hours_per_job: float | None = None  # one seed's training (what a cluster job's time limit must cover)
 
 
 def _speed_overrides(overrides: dict | None) -> tuple:
-    """The overrides that change computation, in one hashable form (the planner's rule)."""
-    from gmsop.experiments import canonical_value
-    from gmsop.protocol import SPEED_NEUTRAL
-
+    """The overrides that change computation, in one hashable form."""
     out = {
-        k: canonical_value(v)
+        k: json.dumps(canonical_value(v), sort_keys=True)
         for k, v in (overrides or {}).items()
         if k not in SPEED_NEUTRAL and k != "width_mult" and v is not None
     }
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in out.items()))
+    return tuple(sorted(out.items()))
 
 
 def _model(variant: str, backbone: str | None, protocol: str, overrides: tuple, where: str) -> tuple:
-    from gmsop.registry import resolve_variant
-
     try:
         r = resolve_variant(variant, backbone=backbone)
     except ValueError as err:
@@ -147,9 +126,7 @@ def _read(path: Path, option: str, parse, errors: tuple) -> Any:
 
 
 def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
-    """Measurements from bench.json files (``gmsop.formats.read_bench``) and folders of them."""
-    from gmsop.formats import ResultFileError, bench_files, read_bench
-
+    """Measurements from bench.json files and folders of them."""
     for p in map(Path, paths):
         if not p.exists():
             raise PlanError(f"--bench {p}: no such file or folder")
@@ -162,11 +139,10 @@ def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
         overrides = dict(b.get("overrides") or {})
         settings = (b.get("run") or {}).get("settings") or {}
         protocol = str(b.get("protocol") or "official")
+        where = f"{f}: key 'variant'"
         out.append(
             Measurement(
-                model=_model(
-                    b["variant"], b["backbone"], protocol, _speed_overrides(overrides), f"{f}: key 'variant'"
-                ),
+                model=_model(b["variant"], b["backbone"], protocol, _speed_overrides(overrides), where),
                 width_mult=float(overrides.get("width_mult", settings.get("width_mult") or 1.0)),
                 input_size=tuple(int(v) for v in b["input_size"]),
                 num_classes=int(b.get("num_classes") or 1000),
@@ -182,10 +158,8 @@ def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
 
 
 def read_device_check(path: str | Path) -> list[Measurement]:
-    """Measurements from the ``throughput`` part of ``gmsop check-device``'s device_check.json:
-    ``parts[i].figures.variants[j]`` = ``{"variant", "train_img_s", "flops_per_image"}`` (or an
-    ``error`` instead: skipped), each on ResNet-18 under the official protocol at the document's
-    ``sizes`` (``image_size``, ``width_mult``, ``batch_size``, ``bench_classes``)."""
+    """Measurements from the ``throughput`` part of a device_check.json (ResNet-18, official
+    protocol, at the document's ``sizes``); a variant the check could not run is skipped."""
     path = Path(path)
     where = f"--device-check {path}"
     doc = _read(path, "--device-check", json.loads, (json.JSONDecodeError,))
@@ -202,9 +176,7 @@ def read_device_check(path: str | Path) -> list[Measurement]:
         side, width, batch = int(sizes["image_size"]), float(sizes["width_mult"]), int(sizes["batch_size"])
         classes = int(sizes.get("bench_classes") or 1000)
     except StopIteration:
-        raise PlanError(
-            f"{where}: no 'throughput' part in 'parts' (run gmsop check-device with it)"
-        ) from None
+        raise PlanError(f"{where}: no 'throughput' part in 'parts' (run check-device with it)") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise PlanError(f"{where}: missing or bad key {err} (sizes, env, parts[].figures.variants)") from None
     name = str(env.get("device_name") or env.get("device"))
@@ -237,8 +209,6 @@ def read_device_check(path: str | Path) -> list[Measurement]:
 
 def paper_measurements() -> list[Measurement]:
     """The paper's published training speeds (Sec. 3.2: GTX 1080, 64x64, batch 256, ResNet-18)."""
-    from gmsop.paper_values import TRAIN_FPS
-
     return [
         Measurement(
             model=_model(v, b, "official", (), "TRAIN_FPS"),
@@ -256,10 +226,6 @@ def paper_measurements() -> list[Measurement]:
     ]
 
 
-# ---------------------------------------------------------------------------------------------
-# Dataset facts without building the dataset
-
-
 @dataclass(frozen=True)
 class DataFacts:
     train_images: int | None  # stored training images (before flip doubling)
@@ -270,73 +236,33 @@ class DataFacts:
 
 
 def dataset_facts(entry: dict, row_augment: dict | None = None) -> DataFacts:
-    """Training images, input size and classes of a config's dataset entry, with a row's
-    ``augment`` applied as training applies it (it replaces the dataset's ``augment`` option),
-    known without building the dataset or reading its files."""
-    from gmsop.data import augment_spec, dataset_options, train_size
-
-    name = entry["name"]
+    """Training images, input size and classes of a config's dataset entry under a row's
+    ``augment`` (it replaces the dataset's), known without building the dataset."""
+    name, root = entry["name"], entry.get("root")
     options = dict(entry.get("options") or {})
     if row_augment:
         options["augment"] = dict(row_augment)
     opts = {**dataset_options(name), **{k: v for k, v in options.items() if v is not None}}
     spec = augment_spec(name, options)  # through the dataset's presets, as its builder resolves it
+    if name not in ("synthetic", "imagenet64", "places365"):
+        note = f"dataset {name!r}: input size not known without building it"
+        return DataFacts(train_size(name, root, options), None, None, bool(spec and spec.flip_double), note)
+    size = spec.output_size((int(opts["size"]),) * 2, train=True)
+    full = "the full release's training split"
     if name == "synthetic":
-        size = (int(opts["size"]),) * 2
-        return DataFacts(
-            train_size(name, entry.get("root"), options),
-            spec.output_size(size, train=True),
-            int(opts["classes"]),
-            spec.flip_double,
-            "generated (option n_train)",
-        )
-    if name == "imagenet64":
-        from gmsop.data.imagenet64 import FULL_TRAIN
-
-        size = (int(opts["size"]),) * 2
-        full = int(opts["num_classes"]) == 1000
-        return DataFacts(
-            FULL_TRAIN if full else None,
-            spec.output_size(size, train=True),
-            int(opts["num_classes"]),
-            spec.flip_double,
-            "the full release's training split"
-            if full
-            else "a class subset: its size is known only from the files",
-        )
-    if name == "places365":
-        from gmsop.data.places365 import FULL_TRAIN
-
-        size = (int(opts["size"]),) * 2
-        return DataFacts(
-            FULL_TRAIN,
-            spec.output_size(size, train=True),
-            365,
-            spec.flip_double,
-            "the full release's training split",
-        )
-    n = train_size(name, entry.get("root"), options)
-    return DataFacts(
-        n,
-        None,
-        None,
-        bool(spec and spec.flip_double),
-        f"dataset {name!r}: input size not known without building it",
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Speeds
+        n, classes, note = train_size(name, root, options), int(opts["classes"]), "generated (option n_train)"
+    elif name == "places365":
+        n, classes, note = PLACES_TRAIN, 365, full
+    elif (classes := int(opts["num_classes"])) == 1000:
+        n, note = IMAGENET_TRAIN, full
+    else:
+        n, note = None, "a class subset: its size is known only from the files"
+    return DataFacts(n, size, classes, spec.flip_double, note)
 
 
 @functools.cache
 def _flops(model: tuple, width: float, input_size: tuple[int, int, int], num_classes: int) -> float:
-    """Forward FLOPs per image of one model (built on the CPU, counted by gmsop.flops)."""
-    import torch
-
-    from gmsop.flops import count_flops
-    from gmsop.registry import build_model
-
+    """Forward FLOPs per image of one model (built on the CPU)."""
     variant, backbone, protocol, overrides = model
     kwargs = {k: json.loads(v) for k, v in overrides} | ({"width_mult": width} if width != 1.0 else {})
     with torch.no_grad():
@@ -360,13 +286,8 @@ def _speed_for(
     refs = [m for m in at_width if not m.paper] or at_width
     if not refs:
         widths = ", ".join(sorted({f"{m.width_mult:g}" for m in measurements}))
-        return (
-            None,
-            "no measurement",
-            f"nothing measured at width {width:g}"
-            + (f" (measurements exist at width {widths})" if widths else ""),
-            None,
-        )
+        also = f" (measurements exist at width {widths})" if widths else ""
+        return None, "no measurement", f"nothing measured at width {width:g}{also}", None
     same = [m for m in refs if m.model == model]
     exact = sorted((m for m in same if m.input_size == input_size), key=lambda m: m.batch_size != batch)
     if exact:
@@ -388,17 +309,9 @@ def _speed_for(
     return m.train_img_s * ref / row_flops, "extrapolated", text, m
 
 
-# ---------------------------------------------------------------------------------------------
-# The estimate
-
-
 def load_config(path: str | Path) -> dict:
-    """A workflow config file (YAML), checked against the workflow's schema where the checkout and
-    jsonschema (the workflow extra) are there."""
-    import yaml
-
-    from gmsop.experiments import describe_schema_error
-
+    """A workflow config file, checked against the workflow's schema where the checkout and
+    jsonschema are there."""
     path = Path(path)
     config = _read(path, "--config", yaml.safe_load, (yaml.YAMLError,))
     if not isinstance(config, dict):
@@ -415,15 +328,9 @@ def load_config(path: str | Path) -> dict:
     return config
 
 
-_REPO = Path(__file__).resolve().parents[1]
-
-
 def estimate(configs: list[tuple[str, dict]], measurements: list[Measurement]) -> list[RowEstimate]:
-    """One :class:`RowEstimate` per planned row (rows of a user's own rule excluded: gmsop does not
-    train them). Training jobs are deduplicated over all ``configs`` in order (one results folder)."""
-    from gmsop.experiments import make_plan
-    from gmsop.plugins import load_plugins
-
+    """One :class:`RowEstimate` per planned row (a user's own rule excluded); training jobs are
+    deduplicated over all ``configs`` in order (one results folder)."""
     seen: set[tuple[str, int]] = set()
     out: list[RowEstimate] = []
     for name, config in configs:
@@ -465,23 +372,12 @@ def _estimate_row(config: str, plan, experiment: str, row, new_jobs: int, measur
         epochs=epochs,
         images_per_epoch=per_epoch,
         images=images,
-        train_img_s=None,
-        speed="no data size",
         speed_from=facts.note,
-        device_name=None,
-        gpu=None,
-        hours=None,
-        hours_per_job=None,
     )
     if size is None or per_epoch is None:
         return est
-    model = _model(
-        spec["variant"],
-        row.backbone,
-        spec["protocol"],
-        _speed_overrides(plan.benches[row.bench]["overrides"]),
-        f"{config}: row {row.label!r}",
-    )
+    overrides = _speed_overrides(plan.benches[row.bench]["overrides"])
+    model = _model(spec["variant"], row.backbone, spec["protocol"], overrides, f"{config}: row {row.label!r}")
     classes = int(facts.num_classes or 1000)
     img_s, est.speed, est.speed_from, ref = _speed_for(model, width, size, classes, batch, measurements)
     if img_s:
@@ -519,10 +415,6 @@ def summarize(rows: list[RowEstimate]) -> tuple[list[dict], dict]:
     return [{"config": c, "experiment": e, **agg(rs)} for (c, e), rs in groups.items()], agg(rows)
 
 
-# ---------------------------------------------------------------------------------------------
-# Output
-
-
 def _count(n: int | None) -> str:
     if n is None:
         return "?"
@@ -558,8 +450,6 @@ def total_line(total: dict) -> str:
 
 
 def format_text(rows: list[RowEstimate], configs: list[str]) -> str:
-    import pandas as pd
-
     per_exp, total = summarize(rows)
     several = len(configs) > 1
     notes: dict[str, int] = {}  # "label: where from" -> its footnote number
@@ -598,27 +488,16 @@ def format_text(rows: list[RowEstimate], configs: list[str]) -> str:
         }
         for e in per_exp
     ]
-    out = [
-        f"gmsop plan: {', '.join(configs)}",
-        "",
-        "Per row (jobs: new training jobs / seeds, a run shared with an earlier row trains once; "
-        "hours: of the new jobs, h/job: one job; training steps only)",
-        pd.DataFrame(table).to_string(index=False),
-        "",
-        "Speeds:",
-        *[f"  [{i}] {n}" for n, i in notes.items()],
-        "",
-        "Per experiment",
-        pd.DataFrame(exp_table).to_string(index=False),
-        "",
-        total_line(total),
-    ]
-    return "\n".join(out) + "\n"
+    speeds = "\n".join(f"  [{i}] {n}" for n, i in notes.items())
+    return (
+        f"gmsop plan: {', '.join(configs)}\n\nPer row (jobs: new training jobs / seeds, a run shared with an "
+        "earlier row trains once; hours: of the new jobs, h/job: one job; training steps only)\n"
+        f"{pd.DataFrame(table).to_string(index=False)}\n\nSpeeds:\n{speeds}\n\nPer experiment\n"
+        f"{pd.DataFrame(exp_table).to_string(index=False)}\n\n{total_line(total)}\n"
+    )
 
 
 def format_csv(rows: list[RowEstimate]) -> str:
-    import pandas as pd
-
     per_exp, total = summarize(rows)
     recs = [{"level": "row", **asdict(r)} for r in rows]
     recs += [{"level": "experiment", **e, "devices": "; ".join(e["devices"])} for e in per_exp]
@@ -629,21 +508,11 @@ def format_csv(rows: list[RowEstimate]) -> str:
 
 
 def format_json(rows: list[RowEstimate], configs: list[str]) -> str:
-    from gmsop.atomic import to_json
-
     per_exp, total = summarize(rows)
+    total = {**total, "line": total_line(total)}
     return to_json(
-        {
-            "configs": configs,
-            "rows": [asdict(r) for r in rows],
-            "experiments": per_exp,
-            "total": {**total, "line": total_line(total)},
-        }
+        {"configs": configs, "rows": [asdict(r) for r in rows], "experiments": per_exp, "total": total}
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -659,41 +528,31 @@ def get_args_parser() -> argparse.ArgumentParser:
         "  gmsop plan --config workflow/configs/paper-places365.yaml --device-check device_check.json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    many = {"action": "append", "default": [], "metavar": "FILE"}
     p.add_argument(
         "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="workflow config (YAML) as given to snakemake --configfile; repeatable (jobs "
-        "shared between configs count once). Default: ./config.yaml, else the embedded default",
+        **many,
+        help="workflow config (YAML) as given to snakemake --configfile; repeatable (jobs shared between "
+        "configs count once). Default: ./config.yaml, else the embedded default",
     )
-    p.add_argument(
-        "--device-check",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="device_check.json written by 'gmsop check-device' (its throughput part); repeatable",
-    )
+    p.add_argument("--device-check", **many, help="device_check.json of 'gmsop check-device'; repeatable")
     p.add_argument(
         "--bench",
         action="append",
-        default=None,
         metavar="DIR_OR_FILE",
         help="bench.json files or folders of them; repeatable. Default: results/bench if it exists",
     )
     p.add_argument(
         "--assume-from-paper",
         action="store_true",
-        help="where nothing of yours is measured at a row's width, use the paper's Sec. 3.2 "
-        "training speeds of four ResNet-18 variants (GTX 1080, 64x64, batch 256), labelled, "
-        "extrapolated by FLOPs to the other rows",
+        help="where nothing of yours is measured at a row's width, use the paper's Sec. 3.2 training "
+        "speeds of four ResNet-18 variants (GTX 1080, 64x64, batch 256), labelled, extrapolated by FLOPs",
     )
     p.add_argument(
         "--format",
         choices=["text", "csv", "json"],
         default="text",
-        help="text: tables and a total line; csv: one line per row, experiment and total; json "
-        "(default: %(default)s)",
+        help="text (default): tables and a total line; csv: one line per row, experiment and total; json",
     )
     return p
 
@@ -713,8 +572,10 @@ def main(argv: list[str] | None = None) -> int:
     except PlanError as err:
         print(f"gmsop plan: error: {err}", file=sys.stderr)
         return 2
-    fmt = {"csv": lambda: format_csv(rows), "json": lambda: format_json(rows, paths)}
-    sys.stdout.write(fmt.get(args.format, lambda: format_text(rows, paths))())
+    if args.format == "csv":
+        sys.stdout.write(format_csv(rows))
+    else:
+        sys.stdout.write(format_json(rows, paths) if args.format == "json" else format_text(rows, paths))
     return 0
 
 
