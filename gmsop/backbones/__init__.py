@@ -5,22 +5,7 @@ Each entry is data (blocks per stage, widths, stem width); there is one code pat
 
 from __future__ import annotations
 
-from gmsop.backbones.resnet import ResNet, conv1x1, conv3x3
-
-__all__ = [
-    "BACKBONES",
-    "CITED_BACKBONES",
-    "ResNet",
-    "backbone_widths",
-    "scaled",
-    "conv1x1",
-    "conv3x3",
-    "create_backbone",
-    "list_backbones",
-    "paper_name",
-    "paper_names",
-    "resolve_backbone",
-]
+from gmsop.backbones.resnet import ResNet
 
 #: name -> (blocks per stage, widths, stem width, paper name)
 BACKBONES: dict[str, dict] = {
