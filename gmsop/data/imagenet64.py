@@ -1,13 +1,12 @@
 """``imagenet64``: downsampled ImageNet (Chrabaszcz, Loshchilov & Hutter 2017) from its release files.
 
-``train_data_batch_{1..10}[.npz]`` and ``val_data[.npz]`` are looked for in ``root`` and its
-sub-folders (one named for another resolution, ``Imagenet32_...`` when ``size=64``, is skipped).
-``data`` rows are whole R, G, B planes (``reshape(n, 3, size, size)``); labels are 1-based there.
-The first load converts everything once into the memmap cache (``gmsop.data.cache``), one file in
-memory at a time. Fewer than the full 1,281,167 / 50,000 images is a subset: noted, warned
-(``SubsetWarning``) or, with ``require_full``, refused. Pickles are read by an unpickler that
-resolves only numpy names. Presets: ``flip`` (default, Table 2), ``star`` (Table 3's star rows:
-mirror-doubled training set, 4-pixel pad + random crop at training and prediction), ``none``.
+``train_data_batch_{1..10}[.npz]`` and ``val_data[.npz]`` are found in ``root`` and its sub-folders
+(except one named for another resolution); ``data`` rows are whole R, G, B planes, labels 1-based.
+The first load converts them into the memmap cache, one file in memory at a time. Fewer than
+1,281,167 / 50,000 images is a subset: noted, warned (``SubsetWarning``) or, with ``require_full``,
+refused. Pickles are read by an unpickler that resolves only numpy names. Presets: ``flip``
+(default, Table 2), ``star`` (Table 3's star rows: mirror-doubled training set, 4-pixel pad + random
+crop at training and prediction), ``none``.
 """
 
 from __future__ import annotations
@@ -54,11 +53,11 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
         if module.startswith("numpy.core"):
             module = "numpy._core" + module[len("numpy.core") :]  # numpy 1.x pickles under numpy 2
-        if module in ("numpy", "numpy._core.multiarray", "numpy._core.numeric") and name in self._ALLOWED:
-            return super().find_class(module, name)
-        if module == "numpy.dtypes" and name.endswith("DType"):
-            return super().find_class(module, name)
-        if (module, name) == ("_codecs", "encode"):  # how protocol 2 stores bytes from Python 3
+        if (
+            (module in ("numpy", "numpy._core.multiarray", "numpy._core.numeric") and name in self._ALLOWED)
+            or (module == "numpy.dtypes" and name.endswith("DType"))
+            or (module, name) == ("_codecs", "encode")  # how protocol 2 stores bytes from Python 3
+        ):
             return super().find_class(module, name)
         raise _RefusedGlobal(f"refusing to unpickle {module}.{name}")
 
@@ -169,17 +168,12 @@ def read_batch(path: Path, size: int, num_classes: int = 1000) -> tuple[np.ndarr
     return data.reshape(n, 3, size, size), labels  # R, G, B planes: (n, 3*S*S) -> (n, 3, S, S)
 
 
-def _count(path: Path, num_classes: int) -> int:
-    """Images in one file; reads only the labels of an npz (the data stays on disk)."""
-    labels = _load_raw(path, ("labels",))["labels"]
-    return len(_labels_0based(labels, None, num_classes, path))
-
-
 def _convert_split(
     files: list[Path], cache_dir: Path, split: str, size: int, num_classes: int
 ) -> tuple[int, ChannelStats]:
-    """Count, then copy ``files`` into the split's cache files, one file in memory at a time."""
-    counts = [_count(p, num_classes) for p in files]
+    """Count (reading only the labels of an npz), then copy ``files`` into the split's cache files,
+    one file in memory at a time."""
+    counts = [len(_labels_0based(_load_raw(p, ("labels",))["labels"], None, num_classes, p)) for p in files]
     total = sum(counts)
     if total == 0:
         raise ValueError(
@@ -262,13 +256,4 @@ def imagenet64(
             )
         warnings.warn(f"{name} at {root}: {'; '.join(subset_notes)}", SubsetWarning, stacklevel=3)
     info = dict(source=str(root), cache=str(cdir), size=size, files=meta["files"], notes=meta["notes"])
-    return Dataset(
-        name=name,
-        num_classes=num_classes,
-        train=cache.load_split(cdir, "train", meta),
-        val=cache.load_split(cdir, "val", meta),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        augment=aug,
-        info=info,
-    )
+    return cache.load_dataset(cdir, meta, name=name, num_classes=num_classes, augment=aug, info=info)
