@@ -14,6 +14,9 @@ import torch
 
 from gmsop.data.base import AugmentSpec
 
+Fill = float | Sequence[float] | torch.Tensor  # a padding value: scalar or one per channel
+Size = int | tuple[int, int]  # (h, w), an int for a square
+
 
 def epoch_generator(
     seed: int, epoch: int, stream: int = 1, device: str | torch.device = "cpu"
@@ -76,7 +79,7 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: f
     return hflip_where(x, mask)
 
 
-def pad_fill(x: torch.Tensor, pad: int, fill: float | Sequence[float] | torch.Tensor = 0) -> torch.Tensor:
+def pad_fill(x: torch.Tensor, pad: int, fill: Fill = 0) -> torch.Tensor:
     """Pad H and W by ``pad`` pixels of ``fill`` (a scalar or one value per channel)."""
     if pad == 0:
         return x
@@ -88,12 +91,7 @@ def pad_fill(x: torch.Tensor, pad: int, fill: float | Sequence[float] | torch.Te
 
 
 def crop_at(
-    x: torch.Tensor,
-    top: torch.Tensor,
-    left: torch.Tensor,
-    size: int | tuple[int, int],
-    pad: int = 0,
-    fill: float | Sequence[float] | torch.Tensor = 0,
+    x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: Size, pad: int = 0, fill: Fill = 0
 ) -> torch.Tensor:
     """Per-sample crops: sample b gets rows top[b].. and columns left[b].. of its image padded by
     ``pad`` pixels of ``fill`` (offsets range over 0 .. H + 2 pad - h)."""
@@ -105,11 +103,7 @@ def crop_at(
 
 
 def random_crop(
-    x: torch.Tensor,
-    size: int | tuple[int, int],
-    generator: torch.Generator | None = None,
-    pad: int = 0,
-    fill: float | Sequence[float] | torch.Tensor = 0,
+    x: torch.Tensor, size: Size, generator: torch.Generator | None = None, pad: int = 0, fill: Fill = 0
 ) -> torch.Tensor:
     """A uniformly placed crop of ``size`` (int: square) from each sample padded by ``pad`` pixels."""
     b, _, h, w = x.shape
@@ -161,10 +155,12 @@ class BatchTransform:
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())  # the key a tensor's .device gives
         if device not in self._constants:
-            f32, u8 = torch.float32, torch.uint8
-            std = None if self.std is None else _channel_constant(self.std, f32, device)
-            fill = _channel_constant(self.fill, u8, device)
-            self._constants[device] = (_channel_constant(self.mean, f32, device), std, fill)
+
+            def channels(values, dtype=torch.float32):
+                return torch.tensor(values, dtype=torch.float32).to(dtype).view(1, -1, 1, 1).to(device)
+
+            std = None if self.std is None else channels(self.std)
+            self._constants[device] = (channels(self.mean), std, channels(self.fill, torch.uint8))
         return self._constants[device]
 
     @classmethod

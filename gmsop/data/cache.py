@@ -70,12 +70,8 @@ def dataset_cache_dir(root: Path, cache_dir: str | Path | None, key: str) -> Pat
 def fingerprint(files: Iterable[Path | str], options: dict[str, Any], base: Path | None = None) -> str:
     """sha256 of (path relative to ``base``, size, mtime) of every source file plus the options:
     moving the data folder keeps the cache, touching a file invalidates it."""
-    rows = []
-    for f in files:
-        p = Path(f)
-        st = p.stat()
-        name = str(p.relative_to(base)) if base is not None else str(p)
-        rows.append([name, st.st_size, st.st_mtime_ns])
+    stats = [(Path(f), Path(f).stat()) for f in files]
+    rows = [[str(p.relative_to(base) if base else p), st.st_size, st.st_mtime_ns] for p, st in stats]
     return identity_hash({"files": rows, "options": options})
 
 
@@ -99,16 +95,11 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 def read_meta(cache_dir: Path, fingerprint_: str) -> dict[str, Any] | None:
     """The cache's metadata if it is complete and built from these sources/options, else None."""
-    meta_path = Path(cache_dir) / META_NAME
-    if not meta_path.is_file():
-        return None
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads((Path(cache_dir) / META_NAME).read_text())
     except (OSError, json.JSONDecodeError):
-        return None  # unreadable metadata: treat as no cache, it will be rebuilt
-    if meta.get("format") != CACHE_FORMAT or meta.get("fingerprint") != fingerprint_:
-        return None
-    return meta
+        return None  # missing or unreadable metadata: no cache, it will be rebuilt
+    return meta if meta.get("format") == CACHE_FORMAT and meta.get("fingerprint") == fingerprint_ else None
 
 
 def write_meta(cache_dir: Path, fingerprint_: str, meta: dict[str, Any]) -> dict[str, Any]:

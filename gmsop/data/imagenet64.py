@@ -18,16 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gmsop.data import cache
+from gmsop.data import cache, registry
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.npz import load_npz, unreadable
-from gmsop.data.registry import (
-    augment_spec,
-    register_augment_presets,
-    register_dataset,
-    register_source_files,
-)
 from gmsop.data.stats import ChannelStats
 
 FULL_TRAIN, FULL_VAL = 1_281_167, 50_000
@@ -155,12 +149,8 @@ def read_batch(path: Path, size: int, num_classes: int = 1000) -> tuple[np.ndarr
         raise ValueError(f"{path}: 'data' must be a uint8 array (n, 3*{size}*{size}), got {desc}")
     n, row = data.shape
     if row != 3 * size * size:
-        side = int(round((row / 3) ** 0.5))
-        hint = (
-            f" (rows of {row} values are {side}x{side} images: pass size={side})"
-            if 3 * side * side == row
-            else ""
-        )
+        s = int(round((row / 3) ** 0.5))
+        hint = f" (rows of {row} values are {s}x{s} images: pass size={s})" if 3 * s * s == row else ""
         raise ValueError(
             f"{path}: rows hold {row} values, expected 3*{size}*{size} = {3 * size * size}{hint}"
         )
@@ -197,13 +187,13 @@ def _convert_split(
     return total, stats
 
 
-@register_source_files("imagenet64")
+@registry.register_source_files("imagenet64")
 def _imagenet64_files(root: Path | None, size: int = 64, **_) -> list[Path]:
     train_files, val_file, _ = find_release_files(require_root("imagenet64", root, WHAT), int(size))
     return [*train_files.values(), val_file]
 
 
-@register_augment_presets("imagenet64")
+@registry.register_augment_presets("imagenet64")
 def _augment_presets(**options) -> dict[str, AugmentSpec]:
     return {
         "none": AugmentSpec(),
@@ -212,7 +202,7 @@ def _augment_presets(**options) -> dict[str, AugmentSpec]:
     }
 
 
-@register_dataset("imagenet64")
+@registry.register_dataset("imagenet64")
 def imagenet64(
     root: Path | None,
     size: int = 64,
@@ -226,7 +216,7 @@ def imagenet64(
     root = require_root(name, root, WHAT)
     size = require_int(name, "size", size, 1)
     num_classes = require_int(name, "num_classes", num_classes, 2)
-    aug = augment_spec(name, {"augment": augment})
+    aug = registry.augment_spec(name, {"augment": augment})
     train_files, val_file, notes = find_release_files(root, size)
     files = [*train_files.values(), val_file]
     cdir = cache.dataset_cache_dir(root, cache_dir, f"imagenet{size}")

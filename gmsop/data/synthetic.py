@@ -70,14 +70,10 @@ def _class_sets(rng: np.random.Generator, classes: int, modes: int, k: int) -> n
             f"synthetic: {classes} classes need distinct mode sets, but only C({modes}, {k}) = {total} "
             "exist; raise textures, colours or modes_per_class"
         )
-    seen: set[tuple[int, ...]] = set()
-    out = []
-    while len(out) < classes:
-        s = tuple(sorted(rng.choice(modes, size=k, replace=False).tolist()))
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return np.asarray(out, dtype=np.int64)
+    sets: dict[tuple[int, ...], None] = {}  # an ordered set: first draws first
+    while len(sets) < classes:
+        sets[tuple(sorted(rng.choice(modes, size=k, replace=False).tolist()))] = None
+    return np.asarray(list(sets), dtype=np.int64)
 
 
 def _random_corr_chol(rng: np.random.Generator, n: int) -> np.ndarray:
