@@ -13,7 +13,7 @@ import torch
 
 import gmsop.data.synthetic as synthetic_module
 from gmsop.data import cache as cache_module
-from gmsop.data import get_dataset
+from gmsop.data import dataset_options, get_dataset
 from gmsop.data.synthetic import SyntheticSpec, generate_split, make_bank
 
 SMALL = dict(classes=10, n_train=400, n_val=200)
@@ -275,7 +275,7 @@ def test_other_options_or_version_use_another_folder(monkeypatch, tmp_path):
     spec = SyntheticSpec(**{k: v for k, v in TINY.items() if k in ("classes", "size")})
     identity = synthetic_module.cache_identity(spec, TINY["n_train"], TINY["n_val"])
     # every option but augment is in the key, defaults filled in
-    assert set(identity["options"]) == set(synthetic_module.dataset_options("synthetic")) - {"augment"}
+    assert set(identity["options"]) == set(dataset_options("synthetic")) - {"augment"}
     assert (
         identity["options"]["difficulty"] == 0.5
         and identity["version"] == synthetic_module.synthetic.data_version

@@ -1,11 +1,8 @@
 """gmsop.data: datasets as uint8 tensors, a resumable batch loader and batched augmentation.
 
-``get_dataset(name, root=None, **options)`` builds a ``Dataset`` (``gmsop.data.base``: two
-``Split``s of uint8 (N, 3, H, W) images and int64 labels, per-channel mean/std on the 0-255 scale,
-the paper's ``AugmentSpec``); ``list_datasets()`` and ``dataset_options(name)`` list names and
-options. Datasets: synthetic, digits, imagenet64, places365, folder, npz (one module each).
-Training reads ``BatchLoader(ds.train, ...).iter_epoch(epoch)`` batches and applies
-``BatchTransform.for_dataset(ds, train=True)`` with ``epoch_generator(seed, epoch)``.
+``get_dataset(name, root=None, **options)`` builds a ``Dataset`` (two ``Split``s, mean/std, the
+paper's ``AugmentSpec``); training reads ``BatchLoader(ds.train, ...).iter_epoch(epoch)`` batches and
+applies ``BatchTransform.for_dataset(ds, train=True)`` with ``epoch_generator(seed, epoch)``.
 """
 
 from gmsop.data.base import AugmentSpec, Dataset, Split, resolve_augment

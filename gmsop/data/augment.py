@@ -1,11 +1,8 @@
 """Batched augmentation on the training device: flips, (pad +) random crops, centre crops, normalise.
 
-The loader hands over whole uint8 batches (B, 3, H, W) on the device; every random choice is one
-(B,) draw per batch from a ``torch.Generator`` (flip mask, crop offsets; all crop windows are one
-``unfold`` view picked by an advanced index). A generator on the data's device draws there (on
-CUDA its Philox stream differs from the CPU's, but is still a pure function of seed, epoch and
-stream); CPU draws for CUDA data go through pinned memory without blocking (``small_to_device``).
-Geometric ops run on uint8; ``normalize`` converts to float32 last.
+Every random choice is one (B,) draw per uint8 batch from a ``torch.Generator`` (a generator on
+the data's device draws there: on CUDA another stream than the CPU's, still a pure function of
+seed, epoch and stream). Geometric ops run on uint8; ``normalize`` converts to float32 last.
 """
 
 from __future__ import annotations
@@ -16,6 +13,9 @@ import numpy as np
 import torch
 
 from gmsop.data.base import AugmentSpec
+
+Fill = float | Sequence[float] | torch.Tensor  # a padding value: scalar or one per channel
+Size = int | tuple[int, int]  # (h, w), an int for a square
 
 
 def epoch_generator(
@@ -79,7 +79,7 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: f
     return hflip_where(x, mask)
 
 
-def pad_fill(x: torch.Tensor, pad: int, fill: float | Sequence[float] | torch.Tensor = 0) -> torch.Tensor:
+def pad_fill(x: torch.Tensor, pad: int, fill: Fill = 0) -> torch.Tensor:
     """Pad H and W by ``pad`` pixels of ``fill`` (a scalar or one value per channel)."""
     if pad == 0:
         return x
@@ -91,29 +91,19 @@ def pad_fill(x: torch.Tensor, pad: int, fill: float | Sequence[float] | torch.Te
 
 
 def crop_at(
-    x: torch.Tensor,
-    top: torch.Tensor,
-    left: torch.Tensor,
-    size: int | tuple[int, int],
-    pad: int = 0,
-    fill: float | Sequence[float] | torch.Tensor = 0,
+    x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: Size, pad: int = 0, fill: Fill = 0
 ) -> torch.Tensor:
     """Per-sample crops: sample b gets rows top[b].. and columns left[b].. of its image padded by
     ``pad`` pixels of ``fill`` (offsets range over 0 .. H + 2 pad - h)."""
-    b = x.shape[0]
     sh, sw = (size, size) if isinstance(size, int) else size
     xp = pad_fill(x, pad, fill)  # (B, C, H+2p, W+2p)
     windows = xp.unfold(2, sh, 1).unfold(3, sw, 1)  # (B, C, H+2p-sh+1, W+2p-sw+1, sh, sw) view
     rows, cols = small_to_device(top, x.device), small_to_device(left, x.device)
-    return windows[torch.arange(b, device=x.device), :, rows, cols]  # (B, C, sh, sw)
+    return windows[torch.arange(x.shape[0], device=x.device), :, rows, cols]  # (B, C, sh, sw)
 
 
 def random_crop(
-    x: torch.Tensor,
-    size: int | tuple[int, int],
-    generator: torch.Generator | None = None,
-    pad: int = 0,
-    fill: float | Sequence[float] | torch.Tensor = 0,
+    x: torch.Tensor, size: Size, generator: torch.Generator | None = None, pad: int = 0, fill: Fill = 0
 ) -> torch.Tensor:
     """A uniformly placed crop of ``size`` (int: square) from each sample padded by ``pad`` pixels."""
     b, _, h, w = x.shape
@@ -164,15 +154,14 @@ class BatchTransform:
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())  # the key a tensor's .device gives
-        cached = self._constants.get(device)
-        if cached is None:
+        if device not in self._constants:
 
             def channels(values, dtype=torch.float32):
                 return torch.tensor(values, dtype=torch.float32).to(dtype).view(1, -1, 1, 1).to(device)
 
             std = None if self.std is None else channels(self.std)
-            cached = self._constants[device] = (channels(self.mean), std, channels(self.fill, torch.uint8))
-        return cached
+            self._constants[device] = (channels(self.mean), std, channels(self.fill, torch.uint8))
+        return self._constants[device]
 
     @classmethod
     def for_dataset(cls, dataset, train: bool, divide_std: bool = True) -> BatchTransform:

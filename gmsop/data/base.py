@@ -1,9 +1,8 @@
 """The dataset interface every gmsop dataset returns: ``Split``, ``AugmentSpec`` and ``Dataset``.
 
-Every dataset fits one uint8 array (N, 3, H, W), in memory or memory-mapped: the loader moves 1
-byte per value and float conversion and augmentation happen on whole batches on the device.
-``AugmentSpec`` states the paper's augmentation for a dataset as data, so the engine asks the
-dataset. Constructors raise ``ValueError`` naming the bad value and its file (``Split.source``).
+Images are one uint8 array (N, 3, H, W), in memory or memory-mapped; float conversion and
+augmentation happen per batch on the device. Constructors raise ``ValueError`` naming the bad value
+and its file (``Split.source``).
 """
 
 from __future__ import annotations
@@ -19,15 +18,12 @@ import torch
 
 def check_labels(labels: np.ndarray | torch.Tensor, num_classes: int, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` unless every label is in [0, num_classes)."""
-    arr = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if arr.size == 0:
-        return
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= num_classes:
-        bad = int(np.flatnonzero((arr < 0) | (arr >= num_classes))[0])
+    arr = np.asarray(labels)
+    bad = np.flatnonzero((arr < 0) | (arr >= num_classes))
+    if bad.size:
         raise ValueError(
-            f"{source}: label {int(arr[bad])} at index {bad} is outside [0, {num_classes}) "
-            f"(labels span {lo}..{hi})"
+            f"{source}: label {int(arr[bad[0]])} at index {int(bad[0])} is outside [0, {num_classes}) "
+            f"(labels span {int(arr.min())}..{int(arr.max())})"
         )
 
 
@@ -176,9 +172,8 @@ class Dataset:
         k = self.num_classes
         if not isinstance(k, int) or isinstance(k, bool) or k < 2:
             raise ValueError(f"{self.name}: num_classes must be an int >= 2, got {k!r}")
-        for split_name in ("train", "val"):
-            if not isinstance(getattr(self, split_name), Split):
-                raise ValueError(f"{self.name}: {split_name} must be a Split")
+        if not isinstance(self.train, Split) or not isinstance(self.val, Split):
+            raise ValueError(f"{self.name}: train and val must be Splits")
         if self.train.image_size != self.val.image_size:
             raise ValueError(
                 f"{self.name}: train images are {self.train.image_size} but val images are "

@@ -1,11 +1,9 @@
 """The one-time conversion cache: uint8 ``.npy`` memory maps written atomically.
 
-Layout: ``{train,val}_images.npy`` uint8 (N, 3, H, W) (opened ``mmap_mode="c"``: copy-on-write, so
-writable for torch but never written back), ``{train,val}_labels.npy`` int64 (N,) and ``meta.json``,
-written last, with the fingerprint of the sources and options. Every file is written under a
-temporary name and ``os.replace``d; a cache counts only when ``meta.json`` matches, so an
-interrupted conversion is redone. Caches live under ``cache_root()``, never in the data folder;
-generated datasets cache only under ``$GMSOP_CACHE_DIR`` (``env_cache_root``).
+Layout: ``{train,val}_images.npy`` uint8 (N, 3, H, W) (mapped copy-on-write), ``{train,val}_labels.npy``
+int64 (N,) and ``meta.json``, written last with the fingerprint of the sources and options: a cache
+counts only when it matches, so an interrupted conversion is redone. Caches live under
+``cache_root()``, never in the data folder; generated data caches only under ``$GMSOP_CACHE_DIR``.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 
 from gmsop.atomic import atomic_path, atomic_write, atomic_write_json
-from gmsop.data.base import Split
+from gmsop.data.base import Dataset, Split
 
 #: bump when the layout of a cache changes, so old caches are rebuilt rather than misread
 CACHE_FORMAT = 1
@@ -72,12 +70,8 @@ def dataset_cache_dir(root: Path, cache_dir: str | Path | None, key: str) -> Pat
 def fingerprint(files: Iterable[Path | str], options: dict[str, Any], base: Path | None = None) -> str:
     """sha256 of (path relative to ``base``, size, mtime) of every source file plus the options:
     moving the data folder keeps the cache, touching a file invalidates it."""
-    rows = []
-    for f in files:
-        p = Path(f)
-        st = p.stat()
-        name = str(p.relative_to(base)) if base is not None else str(p)
-        rows.append([name, st.st_size, st.st_mtime_ns])
+    stats = [(Path(f), Path(f).stat()) for f in files]
+    rows = [[str(p.relative_to(base) if base else p), st.st_size, st.st_mtime_ns] for p, st in stats]
     return identity_hash({"files": rows, "options": options})
 
 
@@ -101,16 +95,11 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 def read_meta(cache_dir: Path, fingerprint_: str) -> dict[str, Any] | None:
     """The cache's metadata if it is complete and built from these sources/options, else None."""
-    meta_path = Path(cache_dir) / META_NAME
-    if not meta_path.is_file():
-        return None
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads((Path(cache_dir) / META_NAME).read_text())
     except (OSError, json.JSONDecodeError):
-        return None  # unreadable metadata: treat as no cache, it will be rebuilt
-    if meta.get("format") != CACHE_FORMAT or meta.get("fingerprint") != fingerprint_:
-        return None
-    return meta
+        return None  # missing or unreadable metadata: no cache, it will be rebuilt
+    return meta if meta.get("format") == CACHE_FORMAT and meta.get("fingerprint") == fingerprint_ else None
 
 
 def write_meta(cache_dir: Path, fingerprint_: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -135,31 +124,31 @@ def labels_path(cache_dir: Path, split: str) -> Path:
 
 def load_split(cache_dir: Path, split: str, meta: dict[str, Any]) -> Split:
     """Open one split of a committed cache as a memory-mapped ``Split``, checking it against meta."""
-    ipath, lpath = images_path(cache_dir, split), labels_path(cache_dir, split)
-    expected = tuple(meta["splits"][split]["shape"])  # (N, 3, H, W)
-    try:
-        images = np.load(ipath, mmap_mode="c")
-    except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"{ipath}: cannot open the cached images ({exc}); delete {cache_dir} to rebuild it"
-        ) from None
-    if images.dtype != np.uint8 or tuple(images.shape) != expected:
-        raise ValueError(
-            f"{ipath}: cached images are {images.dtype} {tuple(images.shape)}, meta.json says uint8 "
-            f"{expected}; delete {cache_dir} to rebuild it"
-        )
-    try:
-        labels = np.load(lpath)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(
-            f"{lpath}: cannot read the cached labels ({exc}); delete {cache_dir} to rebuild it"
-        ) from None
-    if labels.dtype != np.int64 or labels.shape != (expected[0],):
-        raise ValueError(
-            f"{lpath}: cached labels are {labels.dtype} {labels.shape}, expected int64 ({expected[0]},); "
-            f"delete {cache_dir} to rebuild it"
-        )
-    return Split(torch.from_numpy(images), torch.from_numpy(labels), source=str(ipath))
+    shape = tuple(meta["splits"][split]["shape"])  # (N, 3, H, W)
+    arrays = []
+    for path, dtype, want, mmap in (
+        (images_path(cache_dir, split), np.uint8, shape, "c"),
+        (labels_path(cache_dir, split), np.int64, shape[:1], None),
+    ):
+        try:
+            arr = np.load(path, mmap_mode=mmap)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(
+                f"{path}: cannot read the cache ({exc}); delete {cache_dir} to rebuild it"
+            ) from None
+        if arr.dtype != dtype or arr.shape != want:
+            raise ValueError(
+                f"{path}: cached array is {arr.dtype} {arr.shape}, meta.json says {np.dtype(dtype)} {want}; "
+                f"delete {cache_dir} to rebuild it"
+            )
+        arrays.append(torch.from_numpy(arr))
+    return Split(*arrays, source=str(images_path(cache_dir, split)))
+
+
+def load_dataset(cache_dir: Path, meta: dict[str, Any], **fields: Any) -> Dataset:
+    """The ``Dataset`` of a committed cache: splits memory-mapped, mean and std from ``meta``."""
+    splits = {s: load_split(cache_dir, s, meta) for s in ("train", "val")}
+    return Dataset(**splits, mean=tuple(meta["mean"]), std=tuple(meta["std"]), **fields)
 
 
 def env_cache_root() -> Path | None:

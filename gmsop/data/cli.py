@@ -23,21 +23,18 @@ def _parse_value(text: str) -> Any:
 
 
 def _parse_options(rest: list[str]) -> dict[str, Any]:
-    """``--key value`` / ``--key=value`` pairs -> {key: value}; ValueError on anything else."""
+    """``--key value`` / ``--key=value`` pairs -> {key: value} (consumes ``rest``); else ValueError."""
     options: dict[str, Any] = {}
-    i = 0
-    while i < len(rest):
-        tok = rest[i]
+    while rest:
+        tok = rest.pop(0)
         if not tok.startswith("--") or tok == "--":
             raise ValueError(f"unexpected argument {tok!r}; dataset options look like --name value")
         key, eq, value = tok[2:].partition("=")
         if not eq:
-            if i + 1 >= len(rest):
+            if not rest:
                 raise ValueError(f"option --{key} needs a value")
-            value = rest[i + 1]
-            i += 1
+            value = rest.pop(0)
         options[key.replace("-", "_")] = _parse_value(value)
-        i += 1
     return options
 
 
@@ -55,8 +52,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         ("prepare", "build the dataset's cache once (file-backed datasets)"),
         ("bench", "images/s of the loader + training augmentation"),
     ):
-        sp = sub.add_parser(name, help=help_, description=help_, add_help=False)
-        subs[name] = sp
+        sp = subs[name] = sub.add_parser(name, help=help_, description=help_, add_help=False)
         sp.add_argument("name", nargs="?", help="dataset name (gmsop data list)")
         sp.add_argument("--root", default=None, help="folder holding the dataset's files")
         sp.add_argument("-h", "--help", action="store_true", help="show this help and the dataset's options")

@@ -1,10 +1,8 @@
 """A file-backed dataset's identity by content: one hash of the bytes of every file it reads.
 
-Run ids hash it and a resumed checkpoint must match it, so an edited file retrains the runs that
-read it, while moving or touching the data changes nothing. Which files count is the dataset's
-``source_files`` (places365: its list files, standing for the images); generated datasets read
-none. Each file's sha256 is kept with its size and mtime in ``content.json`` beside the dataset's
-caches and recomputed only when those change.
+Run ids hash it, so an edited file retrains the runs that read it while moving or touching the data
+changes nothing. Which files count is the dataset's ``source_files``; each file's sha256 is kept with
+its size and mtime in ``content.json`` beside the dataset's caches, recomputed only when those change.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """``digits``: scikit-learn's bundled 8x8 handwritten digits, a small real dataset with no download.
 
-The 1,797 greyscale images (0..16) are rescaled to 0..255, upsampled bilinearly to ``size`` (32,
-so the backbones have a spatial map to pool), replicated to 3 channels and split by a stratified
-split fixed by ``split_seed``. No flip by default (a mirrored 2 is not a 2); preset ``shift`` pads
-by size // 8 and random-crops back.
+The 1,797 images (0..16) are rescaled to 0..255, upsampled bilinearly to ``size``, replicated to 3
+channels and split stratified by ``split_seed``. No flip by default (a mirrored 2 is not a 2);
+preset ``shift`` pads by size // 8 and random-crops back.
 """
 
 from __future__ import annotations

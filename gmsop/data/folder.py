@@ -13,16 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gmsop.data import cache
+from gmsop.data import cache, registry
 from gmsop.data._checks import require_choice, require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.imagefiles import FITS, IMAGE_EXTENSIONS, cached_image_dataset, default_workers
-from gmsop.data.registry import (
-    augment_spec,
-    register_augment_presets,
-    register_dataset,
-    register_source_files,
-)
 
 WHAT = "train/<class>/*.jpg and val/<class>/*.jpg"
 
@@ -36,17 +30,17 @@ def scan_tree(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.nda
             raise ValueError(
                 f"folder: missing {d}; expected {root}/train/<class>/... and {root}/val/<class>/..."
             )
-    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
+    train_dir = split_dirs["train"]
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise ValueError(f"folder: {split_dirs['train']} has {len(classes)} class folder(s); need at least 2")
+        raise ValueError(f"folder: {train_dir} has {len(classes)} class folder(s); need at least 2")
     index = {c: i for i, c in enumerate(classes)}
     out: dict[str, tuple[list[Path], np.ndarray]] = {}
     for split, d in split_dirs.items():
-        paths: list[Path] = []
-        labels: list[int] = []
+        paths, labels = [], []
         for cdir in sorted(p for p in d.iterdir() if p.is_dir()):
             if cdir.name not in index:
-                raise ValueError(f"folder: {cdir} is a class absent from {split_dirs['train']}")
+                raise ValueError(f"folder: {cdir} is a class absent from {train_dir}")
             files = sorted(p for p in cdir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if split == "train" and not files:
                 raise ValueError(f"folder: class folder {cdir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -58,13 +52,13 @@ def scan_tree(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.nda
     return classes, out
 
 
-@register_source_files("folder")
+@registry.register_source_files("folder")
 def _folder_files(root: Path | None, **_) -> list[Path]:
     _, splits = scan_tree(require_root("folder", root, WHAT))
     return splits["train"][0] + splits["val"][0]
 
 
-@register_augment_presets("folder")
+@registry.register_augment_presets("folder")
 def _augment_presets(size: int, **options) -> dict[str, AugmentSpec]:
     return {
         "flip": AugmentSpec(flip=True),
@@ -73,7 +67,7 @@ def _augment_presets(size: int, **options) -> dict[str, AugmentSpec]:
     }
 
 
-@register_dataset("folder")
+@registry.register_dataset("folder")
 def folder(
     root: Path | None,
     size: int = 64,
@@ -88,7 +82,7 @@ def folder(
     size = require_int(name, "size", size, 1)
     fit = require_choice(name, "fit", fit, FITS)
     workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
-    aug = augment_spec(name, {"size": size, "augment": augment})
+    aug = registry.augment_spec(name, {"size": size, "augment": augment})
     classes, splits = scan_tree(root)
     all_files = splits["train"][0] + splits["val"][0]
     cdir = cache.dataset_cache_dir(root, cache_dir, f"folder-{size}-{fit}")

@@ -1,11 +1,9 @@
-"""Decode and resize image files (JPEG, PNG, ...) into a split of the uint8 memmap cache.
+"""Decode and resize image files (JPEG, PNG, ...) into the uint8 memmap cache (``places365``, ``folder``).
 
-Shared by ``places365`` and ``folder``. Chunks of files go to worker processes that open the
-temporary memmap ``r+`` and fill their rows (bicubic resize after RGB conversion; ``fit``:
-"stretch" both sides, or "crop": shorter side to ``size``, centre crop). A missing or undecodable
-file does not stop the others: all are named in one error, and the rows that decoded are kept
-(``<split>_partial.npy`` with a ``_rows.json`` index, as every complete split has), so the next
-conversion copies them and decodes only new, changed or failed files.
+Worker processes fill rows of the temporary memmap (bicubic resize after RGB conversion). Bad files
+are all named in one error; the rows that decoded are kept (``<split>_partial.npy`` with a
+``_rows.json`` index, as every complete split has), so the next conversion decodes only new,
+changed or failed files.
 """
 
 from __future__ import annotations
@@ -142,10 +140,6 @@ def convert_image_files(
     images' ``ChannelStats``. Rows decoded before from the same file (path, size, mtime) are copied;
     bad files are all named in one ``BadImageFiles`` and the good rows kept for the next try."""
     n = len(paths)
-    if len(labels) != n:
-        raise ValueError(f"{dataset}: {split}: {len(labels)} labels for {n} image files")
-    if n == 0:
-        raise ValueError(f"{dataset}: the {split} split is empty (0 image files)")
     stats = ChannelStats(what=f"{dataset}: the {split} split")
     names = [str(p) for p in paths]
     stamps = [_stamp(p) for p in names]
@@ -197,32 +191,6 @@ def convert_image_files(
     return stats
 
 
-def convert_splits(
-    splits: dict[str, tuple[Sequence[str | Path], np.ndarray]],
-    cache_dir: Path,
-    size: int,
-    fit: str,
-    workers: int,
-    dataset: str,
-) -> ChannelStats:
-    """``convert_image_files`` for each split of ``{"train": (paths, labels), "val": ...}``, all tried,
-    bad files of all named in one ``BadImageFiles`` (missing ones before any decoding); the training
-    split's stats."""
-    missing = [f"missing: {p}" for paths, _ in splits.values() for p in paths if not os.path.isfile(p)]
-    if missing:
-        total = sum(len(paths) for paths, _ in splits.values())
-        raise BadImageFiles(_bad_files_message(dataset, "listed", missing, total, None))
-    stats, errors = {}, []
-    for split, (paths, labels) in splits.items():
-        try:
-            stats[split] = convert_image_files(paths, labels, cache_dir, split, size, fit, workers, dataset)
-        except BadImageFiles as err:
-            errors.append(str(err))
-    if errors:
-        raise BadImageFiles("\n".join(errors))
-    return stats["train"]
-
-
 def _decode(
     out_file: str, tasks: list[list[int]], names: list[str], size: int, fit: str, workers: int
 ) -> list[tuple[np.ndarray, list[tuple[int, str]]]]:
@@ -243,10 +211,7 @@ def _decode(
 
 def default_workers() -> int:
     """Worker processes for decoding: the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cached_image_dataset(
@@ -264,13 +229,27 @@ def cached_image_dataset(
     full_sizes: dict[str, int] | None = None,
 ) -> Dataset:
     """A dataset of image files at ``size`` x ``size``, mapped from ``cache_dir`` when its meta matches
-    ``fingerprint``, else converted first from ``splits()`` (``{"train": (paths, labels), ...}``);
-    a split smaller than in ``full_sizes`` is noted as a subset."""
+    ``fingerprint``, else converted first from ``splits()`` (``{"train": (paths, labels), ...}``):
+    every split is tried and the bad files of all named in one ``BadImageFiles`` (missing ones before
+    any decoding). A split smaller than in ``full_sizes`` is noted as a subset."""
     meta = cache.read_meta(cache_dir, fingerprint)
     if meta is None:
         cache.invalidate(cache_dir)
-        lists = splits()
-        stats = convert_splits(lists, cache_dir, size, fit, workers, dataset=f"{name} at {root}")
+        lists, dataset = splits(), f"{name} at {root}"
+        missing = [f"missing: {p}" for paths, _ in lists.values() for p in paths if not os.path.isfile(p)]
+        if missing:
+            total = sum(len(paths) for paths, _ in lists.values())
+            raise BadImageFiles(_bad_files_message(dataset, "listed", missing, total, None))
+        stats, errors = {}, []
+        for split, (paths, labels) in lists.items():
+            try:
+                stats[split] = convert_image_files(
+                    paths, labels, cache_dir, split, size, fit, workers, dataset
+                )
+            except BadImageFiles as err:
+                errors.append(str(err))
+        if errors:
+            raise BadImageFiles("\n".join(errors))
         shapes, notes = {}, []
         for split in ("train", "val"):
             n = len(lists[split][0])
@@ -278,19 +257,10 @@ def cached_image_dataset(
             full = (full_sizes or {}).get(split)
             if full is not None and n != full:
                 notes.append(f"subset: {n:,} of {full:,} {split} images")
-        mean, std = stats.result()
+        mean, std = stats["train"].result()
         fields = dict(dataset=name, splits=shapes, num_classes=len(classes), mean=mean, std=std, notes=notes)
         meta = cache.write_meta(cache_dir, fingerprint, fields)
     info = {"source": str(root), "cache": str(cache_dir), "size": size, **(info or {})}
     info["notes"] = meta["notes"]
-    return Dataset(
-        name=name,
-        num_classes=len(classes),
-        train=cache.load_split(cache_dir, "train", meta),
-        val=cache.load_split(cache_dir, "val", meta),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        augment=augment,
-        classes=tuple(classes),
-        info=info,
-    )
+    fields = dict(name=name, num_classes=len(classes), augment=augment, classes=tuple(classes), info=info)
+    return cache.load_dataset(cache_dir, meta, **fields)

@@ -1,13 +1,12 @@
 """``imagenet64``: downsampled ImageNet (Chrabaszcz, Loshchilov & Hutter 2017) from its release files.
 
-``train_data_batch_{1..10}[.npz]`` and ``val_data[.npz]`` are looked for in ``root`` and its
-sub-folders (one named for another resolution, ``Imagenet32_...`` when ``size=64``, is skipped).
-``data`` rows are whole R, G, B planes (``reshape(n, 3, size, size)``); labels are 1-based there.
-The first load converts everything once into the memmap cache (``gmsop.data.cache``), one file in
-memory at a time. Fewer than the full 1,281,167 / 50,000 images is a subset: noted, warned
-(``SubsetWarning``) or, with ``require_full``, refused. Pickles are read by an unpickler that
-resolves only numpy names. Presets: ``flip`` (default, Table 2), ``star`` (Table 3's star rows:
-mirror-doubled training set, 4-pixel pad + random crop at training and prediction), ``none``.
+``train_data_batch_{1..10}[.npz]`` and ``val_data[.npz]`` are found in ``root`` and its sub-folders
+(except one named for another resolution); ``data`` rows are whole R, G, B planes, labels 1-based.
+The first load converts them into the memmap cache, one file in memory at a time. Fewer than
+1,281,167 / 50,000 images is a subset: noted, warned (``SubsetWarning``) or, with ``require_full``,
+refused. Pickles are read by an unpickler that resolves only numpy names. Presets: ``flip``
+(default, Table 2), ``star`` (Table 3's star rows: mirror-doubled training set, 4-pixel pad + random
+crop at training and prediction), ``none``.
 """
 
 from __future__ import annotations
@@ -19,16 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gmsop.data import cache
+from gmsop.data import cache, registry
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.npz import load_npz, unreadable
-from gmsop.data.registry import (
-    augment_spec,
-    register_augment_presets,
-    register_dataset,
-    register_source_files,
-)
 from gmsop.data.stats import ChannelStats
 
 FULL_TRAIN, FULL_VAL = 1_281_167, 50_000
@@ -54,11 +47,11 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
         if module.startswith("numpy.core"):
             module = "numpy._core" + module[len("numpy.core") :]  # numpy 1.x pickles under numpy 2
-        if module in ("numpy", "numpy._core.multiarray", "numpy._core.numeric") and name in self._ALLOWED:
-            return super().find_class(module, name)
-        if module == "numpy.dtypes" and name.endswith("DType"):
-            return super().find_class(module, name)
-        if (module, name) == ("_codecs", "encode"):  # how protocol 2 stores bytes from Python 3
+        if (
+            (module in ("numpy", "numpy._core.multiarray", "numpy._core.numeric") and name in self._ALLOWED)
+            or (module == "numpy.dtypes" and name.endswith("DType"))
+            or (module, name) == ("_codecs", "encode")  # how protocol 2 stores bytes from Python 3
+        ):
             return super().find_class(module, name)
         raise _RefusedGlobal(f"refusing to unpickle {module}.{name}")
 
@@ -156,12 +149,8 @@ def read_batch(path: Path, size: int, num_classes: int = 1000) -> tuple[np.ndarr
         raise ValueError(f"{path}: 'data' must be a uint8 array (n, 3*{size}*{size}), got {desc}")
     n, row = data.shape
     if row != 3 * size * size:
-        side = int(round((row / 3) ** 0.5))
-        hint = (
-            f" (rows of {row} values are {side}x{side} images: pass size={side})"
-            if 3 * side * side == row
-            else ""
-        )
+        s = int(round((row / 3) ** 0.5))
+        hint = f" (rows of {row} values are {s}x{s} images: pass size={s})" if 3 * s * s == row else ""
         raise ValueError(
             f"{path}: rows hold {row} values, expected 3*{size}*{size} = {3 * size * size}{hint}"
         )
@@ -169,17 +158,12 @@ def read_batch(path: Path, size: int, num_classes: int = 1000) -> tuple[np.ndarr
     return data.reshape(n, 3, size, size), labels  # R, G, B planes: (n, 3*S*S) -> (n, 3, S, S)
 
 
-def _count(path: Path, num_classes: int) -> int:
-    """Images in one file; reads only the labels of an npz (the data stays on disk)."""
-    labels = _load_raw(path, ("labels",))["labels"]
-    return len(_labels_0based(labels, None, num_classes, path))
-
-
 def _convert_split(
     files: list[Path], cache_dir: Path, split: str, size: int, num_classes: int
 ) -> tuple[int, ChannelStats]:
-    """Count, then copy ``files`` into the split's cache files, one file in memory at a time."""
-    counts = [_count(p, num_classes) for p in files]
+    """Count (reading only the labels of an npz), then copy ``files`` into the split's cache files,
+    one file in memory at a time."""
+    counts = [len(_labels_0based(_load_raw(p, ("labels",))["labels"], None, num_classes, p)) for p in files]
     total = sum(counts)
     if total == 0:
         raise ValueError(
@@ -203,13 +187,13 @@ def _convert_split(
     return total, stats
 
 
-@register_source_files("imagenet64")
+@registry.register_source_files("imagenet64")
 def _imagenet64_files(root: Path | None, size: int = 64, **_) -> list[Path]:
     train_files, val_file, _ = find_release_files(require_root("imagenet64", root, WHAT), int(size))
     return [*train_files.values(), val_file]
 
 
-@register_augment_presets("imagenet64")
+@registry.register_augment_presets("imagenet64")
 def _augment_presets(**options) -> dict[str, AugmentSpec]:
     return {
         "none": AugmentSpec(),
@@ -218,7 +202,7 @@ def _augment_presets(**options) -> dict[str, AugmentSpec]:
     }
 
 
-@register_dataset("imagenet64")
+@registry.register_dataset("imagenet64")
 def imagenet64(
     root: Path | None,
     size: int = 64,
@@ -232,7 +216,7 @@ def imagenet64(
     root = require_root(name, root, WHAT)
     size = require_int(name, "size", size, 1)
     num_classes = require_int(name, "num_classes", num_classes, 2)
-    aug = augment_spec(name, {"augment": augment})
+    aug = registry.augment_spec(name, {"augment": augment})
     train_files, val_file, notes = find_release_files(root, size)
     files = [*train_files.values(), val_file]
     cdir = cache.dataset_cache_dir(root, cache_dir, f"imagenet{size}")
@@ -262,13 +246,4 @@ def imagenet64(
             )
         warnings.warn(f"{name} at {root}: {'; '.join(subset_notes)}", SubsetWarning, stacklevel=3)
     info = dict(source=str(root), cache=str(cdir), size=size, files=meta["files"], notes=meta["notes"])
-    return Dataset(
-        name=name,
-        num_classes=num_classes,
-        train=cache.load_split(cdir, "train", meta),
-        val=cache.load_split(cdir, "val", meta),
-        mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]),
-        augment=aug,
-        info=info,
-    )
+    return cache.load_dataset(cdir, meta, name=name, num_classes=num_classes, augment=aug, info=info)

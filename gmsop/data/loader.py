@@ -1,12 +1,11 @@
 """``BatchLoader``: uint8 batches of a ``Split`` moved to the training device, in a resumable order.
 
-The data is one uint8 tensor, so a batch is one ``index_select`` (no DataLoader workers). Epoch e's
-order is ``default_rng([seed, e]).permutation(n)`` (indices sorted within a batch, for forward
-memmap reads), so a run resumed at any batch sees the same batches. ``flip_double`` makes the index
-space 2N (j >= N: image j - N mirrored on the device). Host path: a thread gathers batch k + 1 into
-one of two pinned buffers while batch k is used; copies are non-blocking, guarded by CUDA events.
-Resident path (``resident="auto"``: the split takes at most ``resident_fraction`` of free CUDA
-memory): the split is copied to the device once and gathered there; batches are identical.
+A batch is one ``index_select`` of the split (no DataLoader workers). Epoch e's order is
+``default_rng([seed, e]).permutation(n)`` (sorted within a batch, for forward memmap reads);
+``flip_double`` makes the index space 2N (j >= N: image j - N mirrored). Host path: a thread gathers
+batch k + 1 into one of two pinned buffers while batch k is used. Resident path (``"auto"``: the
+split takes at most ``resident_fraction`` of free CUDA memory): the split is copied to the device
+once and gathered there; batches are identical.
 """
 
 from __future__ import annotations
@@ -130,15 +129,11 @@ class BatchLoader:
         return batch_order(n, b, seed=self.seed, epoch=epoch, shuffle=self.shuffle, drop_last=self.drop_last)
 
     def _buffer(self, slot: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self._buffers:
-            shape = (self.batch_size, *self.split.images.shape[1:])
+        if not self._buffers:  # images (B, 3, H, W), labels (B,), mirror mask (B,)
+            b, shape = self.batch_size, (self.batch_size, *self.split.images.shape[1:])
+            kinds = ((shape, torch.uint8), (b, torch.int64), (b, torch.bool))
             self._buffers = [
-                (
-                    torch.empty(shape, dtype=torch.uint8).pin_memory(),  # (B, 3, H, W)
-                    torch.empty(self.batch_size, dtype=torch.int64).pin_memory(),  # (B,)
-                    torch.empty(self.batch_size, dtype=torch.bool).pin_memory(),  # (B,) mirror mask
-                )
-                for _ in range(2)
+                tuple(torch.empty(n, dtype=dt).pin_memory() for n, dt in kinds) for _ in range(2)
             ]
         return self._buffers[slot]
 
@@ -164,10 +159,9 @@ class BatchLoader:
 
     def _deliver(self, x: torch.Tensor, y: torch.Tensor, mirror: torch.Tensor | None, slot: int):
         if x.device != self.device:
-            x = x.to(self.device, non_blocking=self._pinned)
-            y = y.to(self.device, non_blocking=self._pinned)
-            if mirror is not None:
-                mirror = mirror.to(self.device, non_blocking=self._pinned)
+            x, y, mirror = (
+                None if t is None else t.to(self.device, non_blocking=self._pinned) for t in (x, y, mirror)
+            )
             if self._pinned:
                 event = torch.cuda.Event()
                 event.record(torch.cuda.current_stream(self.device))  # after the copies just queued

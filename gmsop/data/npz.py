@@ -94,6 +94,9 @@ def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
         raise ValueError(f"{source}: labels must be a 1-D integer array, got {y.dtype} {y.shape}")
     if len(y) != n:
         raise ValueError(f"{source}: {len(y)} labels for {n} images")
+    if y.size and int(y.min()) < 0:
+        i = int(np.argmax(y < 0))
+        raise ValueError(f"{source}: negative label {int(y[i])} at index {i}; labels must be 0-based")
     return y.astype(np.int64)
 
 
@@ -108,52 +111,44 @@ def npz(
     name = "npz"
     root = require_root(name, root, WHAT)
     layout = require_choice(name, "layout", layout, LAYOUTS)
-    sources = _sources(root)
     arrays, channels = {}, {}
-    for split, (path, keys) in sources.items():
+    for split, (path, keys) in _sources(root).items():
         src, ysrc = f"{path}[{keys[0]}]", f"{path}[{keys[1]}]"
         x, y = load_npz(path, keys).values()
         x, channels[split] = to_nchw(x, layout, src)
         if len(x) == 0:
             raise ValueError(f"npz: the {split} split is empty: {src} holds 0 images")
         arrays[split] = (x, _labels(y, len(x), ysrc), src, ysrc)
-    for _, y, _, ysrc in arrays.values():
-        if y.size and int(y.min()) < 0:
-            i = int(np.flatnonzero(y < 0)[0])
-            raise ValueError(f"{ysrc}: negative label {int(y[i])} at index {i}; labels must be 0-based")
+    (x_train, y_train, src_train, ysrc_train), (_, y_val, _, ysrc_val) = arrays["train"], arrays["val"]
     if num_classes is None:  # the classes seen in training
-        y_train, ysrc_train = arrays["train"][1], arrays["train"][3]
         num_classes = int(y_train.max()) + 1
         if num_classes < 2:
             raise ValueError(f"{ysrc_train}: every training label is 0; need at least 2 classes")
-        y_val, ysrc_val = arrays["val"][1], arrays["val"][3]
         if int(y_val.max()) >= num_classes:
-            i = int(np.flatnonzero(y_val >= num_classes)[0])
+            i = int(np.argmax(y_val >= num_classes))
             raise ValueError(
                 f"{ysrc_val}: label {int(y_val[i])} at index {i} is outside the classes seen in training "
-                f"(0..{num_classes - 1}, from {ysrc_train}); "
-                "pass num_classes= if the training split lacks classes"
+                f"(0..{num_classes - 1}, from {ysrc_train}); pass num_classes= if training lacks classes"
             )
     num_classes = require_int(name, "num_classes", num_classes, 2)
     for _, y, _, ysrc in arrays.values():
         check_labels(y, num_classes, ysrc)  # an explicit num_classes: the error names the y array
-    x_train = arrays["train"][0]
-    mean, std = channel_mean_std(x_train, what=f"npz: the train split ({arrays['train'][2]})")
+    mean, std = channel_mean_std(x_train, what=f"npz: the train split ({src_train})")
     h = x_train.shape[2]
     presets = {
         "flip": AugmentSpec(flip=True),
         "none": AugmentSpec(),
         "pad_crop": AugmentSpec(flip=True, pad=max(1, h // 8)),
     }
-    splits = {
-        s: Split(torch.from_numpy(x), torch.from_numpy(y), source=src) for s, (x, y, src, _) in arrays.items()
-    }
+    train, val = (
+        Split(torch.from_numpy(x), torch.from_numpy(y), source=src) for x, y, src, _ in arrays.values()
+    )
     notes = ["grayscale: the one channel is replicated to R, G, B"] if 1 in channels.values() else []
     return Dataset(
         name=name,
         num_classes=num_classes,
-        train=splits["train"],
-        val=splits["val"],
+        train=train,
+        val=val,
         mean=mean,
         std=std,
         augment=resolve_augment(augment, presets, "flip", name),
@@ -189,10 +184,8 @@ def _header_length(zf: zipfile.ZipFile, member: str) -> int:
 
 @register_train_size("npz")
 def _npz_train_size(root: Path | None, **_) -> int | None:
-    """Images in the training ``x`` array, read from the .npy headers inside the zips (no data
-    read). Every split's file is opened and its arrays' headers read, so a truncated or foreign
-    file, a missing key or images and labels of different lengths are named, with the file, when
-    the workflow plans; ValueError then."""
+    """Images in the training ``x`` array, from the .npy headers in the zips (no data read); every
+    split's headers are read, so a bad file, key or label count fails (ValueError) when planning."""
     if root is None:
         return None
     sizes = {}

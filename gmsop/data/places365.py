@@ -3,10 +3,9 @@
 ``<root>`` holds ``categories_places365.txt`` ("/a/airfield 0"), ``places365_train_standard.txt``
 ("/a/airfield/00000001.jpg 0"), ``places365_val.txt`` and the image folders (``data_256_standard/``,
 ``data_256/`` or ``data_large_standard/``; ``val_256/`` or ``val_large/``), as torchvision has them.
-Images are decoded once into the memmap cache (bicubic, ``size`` 100); the list files stand for the
-images in its key. Fewer than 1,803,460 / 36,500 images is a subset, noted (``require_full``
-refuses it). Preset ``paper`` (default): random ``crop`` (96) + flip at training, centre crop at
-evaluation; ``none``: whole images.
+Images are decoded once into the memmap cache, keyed by the list files. Fewer than 1,803,460 / 36,500
+images is a subset, noted (``require_full`` refuses it). Preset ``paper`` (default): random ``crop``
+(96) + flip at training, centre crop at evaluation; ``none``: whole images.
 """
 
 from __future__ import annotations
@@ -15,16 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gmsop.data import cache
+from gmsop.data import cache, registry
 from gmsop.data._checks import require_int, require_root
 from gmsop.data.base import AugmentSpec, Dataset
 from gmsop.data.imagefiles import cached_image_dataset, default_workers
-from gmsop.data.registry import (
-    augment_spec,
-    register_augment_presets,
-    register_dataset,
-    register_source_files,
-)
 
 FULL_TRAIN, FULL_VAL = 1_803_460, 36_500
 CATEGORIES = "categories_places365.txt"
@@ -87,26 +80,23 @@ def read_list(root: Path, split: str, num_classes: int) -> tuple[list[Path], np.
     return paths, labels
 
 
-def _list_files(root: Path) -> list[Path]:
+@registry.register_source_files("places365")
+def _list_files(root: Path | None, **_) -> list[Path]:
     """The categories and the two list files: they stand for the images (cache and identity)."""
-    return [root / CATEGORIES, root / TRAIN_LIST, root / VAL_LIST]
-
-
-@register_source_files("places365")
-def _places365_files(root: Path | None, **_) -> list[Path]:
-    files = _list_files(require_root("places365", root, WHAT))
+    root = require_root("places365", root, WHAT)
+    files = [root / CATEGORIES, root / TRAIN_LIST, root / VAL_LIST]
     for path in files:
         if not path.is_file():
             raise ValueError(f"places365: missing list file {path}")
     return files
 
 
-@register_augment_presets("places365")
+@registry.register_augment_presets("places365")
 def _augment_presets(crop: int, **options) -> dict[str, AugmentSpec]:
     return {"paper": AugmentSpec(flip=True, train_crop=int(crop), eval_crop=int(crop)), "none": AugmentSpec()}
 
 
-@register_dataset("places365")
+@registry.register_dataset("places365")
 def places365(
     root: Path | None,
     size: int = 100,
@@ -122,13 +112,11 @@ def places365(
     size = require_int(name, "size", size, 1)
     crop = require_int(name, "crop", crop, 1, size)
     workers = default_workers() if workers is None else require_int(name, "workers", workers, 1)
-    aug = augment_spec(name, {"size": size, "crop": crop, "augment": augment})
-    classes = read_categories(root)
-    list_files = _list_files(root)
-    cdir = cache.dataset_cache_dir(root, cache_dir, f"places365-{size}")
-    fit = "stretch"
+    aug = registry.augment_spec(name, {"size": size, "crop": crop, "augment": augment})
+    classes, fit = read_categories(root), "stretch"
     # the list files stand for the images: stat-ing 1.8M files on every load would be slow
-    fp = cache.fingerprint(list_files, {"size": size, "fit": fit}, base=root)
+    fp = cache.fingerprint(_list_files(root), {"size": size, "fit": fit}, base=root)
+    cdir = cache.dataset_cache_dir(root, cache_dir, f"places365-{size}")
 
     def lists():
         return {s: read_list(root, s, len(classes)) for s in ("train", "val")}

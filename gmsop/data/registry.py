@@ -1,9 +1,6 @@
-"""Dataset registry: builders by name, ``get_dataset``, ``list_datasets`` and what the planner may
-ask of a dataset without building it (training size, source files, augmentation).
-
-A builder is ``builder(root, **options) -> Dataset`` registered with ``@register_dataset("name")``.
-Options are checked against its keyword parameters, so a misspelt option fails with its name;
-options whose value is None are dropped (the builder's default applies).
+"""Dataset registry: ``builder(root, **options) -> Dataset`` by name, and what the planner may ask of
+a dataset without building it (training size, source files, augmentation). Options are checked
+against the builder's keyword parameters; None values are dropped (the default applies).
 """
 
 from __future__ import annotations
@@ -23,11 +20,8 @@ _AUGMENT_PRESETS: dict[str, Callable[..., dict[str, AugmentSpec]]] = {}
 
 
 def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder]:
-    """Decorator recording ``fn`` as the builder of dataset ``name``; refuses duplicates.
-
-    Bump ``version`` when the same options start to give other bytes: run ids hash it
-    (``dataset_fingerprint``), so old results are not reused for new data.
-    """
+    """Decorator recording ``fn`` as the builder of dataset ``name``. Bump ``version`` when the same
+    options start to give other bytes: run ids hash it (``dataset_fingerprint``)."""
 
     def wrap(fn: Builder) -> Builder:
         if name in _BUILDERS:
@@ -43,14 +37,7 @@ def register_dataset(name: str, version: int = 1) -> Callable[[Builder], Builder
 
 
 def _registrar(table: dict[str, Callable[..., Any]]):
-    def register(name: str):
-        def wrap(fn):
-            table[name] = fn
-            return fn
-
-        return wrap
-
-    return register
+    return lambda name: lambda fn: table.update({name: fn}) or fn
 
 
 #: ``@register_train_size(name)`` records ``fn(root, **options) -> int | None``: the training images
@@ -100,10 +87,6 @@ def _all_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
     return {**dataset_options(name), **_known_options(name, options or {})}
 
 
-def _root(root: str | Path | None) -> Path | None:
-    return Path(root).expanduser() if root is not None else None
-
-
 def dataset_fingerprint(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """What decides a dataset's content: its name, the builder's version and every option, defaults
     filled in (a changed default changes run ids; spelling a default out does not). ``root`` is
@@ -114,9 +97,7 @@ def dataset_fingerprint(name: str, options: dict[str, Any] | None = None) -> dic
 def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> Dataset:
     """Build dataset ``name`` from ``root`` (None for generated/bundled data) with ``options``;
     ValueError for an unknown name or option, or anything wrong with the data."""
-    builder = _builder(name)
-    options = _known_options(name, options)
-    return builder(_root(root), **options)
+    return _builder(name)(_root(root), **_known_options(name, options))
 
 
 def train_size(
@@ -141,6 +122,10 @@ def source_files(
     return None if fn is None else list(fn(_root(root), **_all_options(name, options)))
 
 
+def _root(root: str | Path | None) -> Path | None:
+    return Path(root).expanduser() if root is not None else None
+
+
 def augment_spec(name: str, options: dict[str, Any] | None = None) -> AugmentSpec | None:
     """The ``AugmentSpec`` dataset ``name`` trains with under ``options``, resolved as its builder
     does; None when that needs its files (no registered presets and a preset name)."""
@@ -158,7 +143,6 @@ def augment_spec(name: str, options: dict[str, Any] | None = None) -> AugmentSpe
 
 
 def flip_doubled(name: str, options: dict[str, Any] | None = None) -> bool:
-    """Whether dataset ``name`` trains on its images plus their mirror copies (an epoch of 2N): the
-    one answer for the trainer's and planner's checks; unknown augmentation counts as not doubled."""
-    spec = augment_spec(name, options)
-    return bool(spec is not None and spec.flip_double)
+    """Whether dataset ``name`` trains on its images plus their mirror copies (an epoch of 2N);
+    unknown augmentation counts as not doubled."""
+    return bool(getattr(augment_spec(name, options), "flip_double", False))

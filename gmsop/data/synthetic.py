@@ -1,25 +1,17 @@
 """``synthetic``: the embedded default, generated from a seed, hard in the way ImageNet is.
 
-* **Modes** are stationary Gaussian colour textures that differ only in second-order statistics:
-  white noise filtered per channel by sqrt(P) (circular FFT; P two Gaussian bumps at +-w,
-  orientation stratified over [0, pi), frequency in [0.05, 0.35] cycles/pixel, bandwidth in
-  [0.03, 0.08], mean 1) and mixed across channels by chol(C) (C a random colour correlation).
-  The ``textures * colours`` modes pair every spectrum with every C, so all share per-channel
-  means and variances and only which colour covariance goes with which band tells them apart.
-* **Classes** own distinct sets of ``modes_per_class`` shared modes: only their co-occurrence
-  names the class. With ``contexts`` > 1, each image is in a context (balanced per class) with
-  its own class -> mode-set table, recognisable only from the colour correlation of the pixel
-  noise (context 0: white): a gate that recognises the context can route it to components of
-  its own, the situation the paper's mixture is for (reports/findings.md: not used by defaults).
-* **Images** are Voronoi mosaics of ``regions`` cells, each showing one of the class's modes
-  (each at least once): sqrt(1 - difficulty) texture + sqrt(difficulty) noise, quantised as
-  round(128 + 42.5 x) clipped to 0..255.
+* **Modes**: stationary Gaussian colour textures differing only in second-order statistics: white
+  noise filtered by sqrt(P) (P: two Gaussian bumps at +-w, mean 1) and mixed across channels by
+  chol(C) (C a random colour correlation); ``textures * colours`` modes pair every P with every C.
+* **Classes** own distinct sets of ``modes_per_class`` shared modes: only co-occurrence names the
+  class. With ``contexts`` > 1 each image has a context (balanced per class) with its own class ->
+  mode-set table, told only by the colour correlation of the pixel noise (context 0: white).
+* **Images**: Voronoi mosaics of ``regions`` cells, each one of the class's modes (each at least
+  once): sqrt(1 - difficulty) texture + sqrt(difficulty) noise, round(128 + 42.5 x) clipped to 0..255.
 
-Determinism: the bank from the stream (seed, 0) (context z's table and noise from (seed, 0, z)),
-train images from (seed, 1, chunk), val from (seed, 2, chunk), chunks of 1024, so val does not
-change with ``n_train``. No flip by default: a mirrored texture at theta is one at pi - theta.
-With ``$GMSOP_CACHE_DIR`` set, the data is generated once into ``generated/synthetic-v<version>-<hash>``
-there (the hash covers every option that decides the bytes) and mapped after; else it stays in memory.
+Streams: bank (seed, 0) (context z: (seed, 0, z)), train (seed, 1, chunk), val (seed, 2, chunk),
+chunks of 1024. No flip by default (a mirrored texture at theta is one at pi - theta). With
+``$GMSOP_CACHE_DIR`` set, data is generated once into ``generated/synthetic-v<version>-<hash>`` there.
 """
 
 from __future__ import annotations
@@ -36,13 +28,7 @@ import torch
 from gmsop.data import cache
 from gmsop.data._checks import require_float, require_int
 from gmsop.data.base import AugmentSpec, Dataset, Split
-from gmsop.data.registry import (
-    augment_spec,
-    dataset_options,
-    register_augment_presets,
-    register_dataset,
-    register_train_size,
-)
+from gmsop.data.registry import augment_spec, register_augment_presets, register_dataset, register_train_size
 from gmsop.data.stats import channel_mean_std
 
 _CHUNK = 1024  # images per random stream; fixed so that results do not depend on n
@@ -84,14 +70,10 @@ def _class_sets(rng: np.random.Generator, classes: int, modes: int, k: int) -> n
             f"synthetic: {classes} classes need distinct mode sets, but only C({modes}, {k}) = {total} "
             "exist; raise textures, colours or modes_per_class"
         )
-    seen: set[tuple[int, ...]] = set()
-    out = []
-    while len(out) < classes:
-        s = tuple(sorted(rng.choice(modes, size=k, replace=False).tolist()))
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return np.asarray(out, dtype=np.int64)
+    sets: dict[tuple[int, ...], None] = {}  # an ordered set: first draws first
+    while len(sets) < classes:
+        sets[tuple(sorted(rng.choice(modes, size=k, replace=False).tolist()))] = None
+    return np.asarray(list(sets), dtype=np.int64)
 
 
 def _random_corr_chol(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -185,13 +167,8 @@ def _render_chunk(
 def generate_split(
     spec: SyntheticSpec, split: str, n: int, bank: TextureBank | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generate ``n`` images of ``split`` ("train" or "val").
-
-    Returns:
-        images (n, 3, S, S) uint8, labels (n,) int64, the latent context of each image (n,) int64
-        and the latent mode map (n, S, S) int64 (which mode each pixel was drawn from); the last
-        two are for tests and analysis.
-    """
+    """``n`` images (n, 3, S, S) uint8 of ``split`` ("train" or "val"), labels (n,), and for tests and
+    analysis the latent context (n,) and mode map (n, S, S) (which mode each pixel was drawn from)."""
     if split not in ("train", "val"):
         raise ValueError(f"synthetic: split must be 'train' or 'val', got {split!r}")
     bank = make_bank(spec) if bank is None else bank
@@ -250,52 +227,33 @@ def synthetic(
     aug = augment_spec(name, {"augment": augment})
     root_dir = cache.env_cache_root()
     if root_dir is None:  # no cache asked for: generate in memory, write nothing
-        cdir, data = None, _generate(spec, n_train, n_val)
+        cdir, (xy, mean, std, class_modes) = None, _generate(spec, n_train, n_val)
     else:
-        cdir, data = _cached(root_dir, spec, n_train, n_val)
-    train, val, mean, std, class_modes = data
-    source = f"generated:synthetic(seed={spec.seed})"
+        cdir, (xy, mean, std, class_modes) = _cached(root_dir, spec, n_train, n_val)
     info = {"source": "generated", "spec": dataclasses.asdict(spec), "class_modes": class_modes}
-    if cdir is not None:
-        info["cache"] = str(cdir)
+    info.update({"cache": str(cdir)} if cdir is not None else {})
+    # the same sources with or without a cache: summary() does not depend on it
+    source = f"generated:synthetic(seed={spec.seed})"
+    train, val = (
+        Split(torch.from_numpy(x), torch.from_numpy(y), f"{source}/{s}") for s, (x, y) in xy.items()
+    )
     return Dataset(
-        name=name,
-        num_classes=spec.classes,
-        # the same sources with or without a cache: summary() does not depend on it
-        train=Split(torch.from_numpy(train[0]), torch.from_numpy(train[1]), source=source + "/train"),
-        val=Split(torch.from_numpy(val[0]), torch.from_numpy(val[1]), source=source + "/val"),
-        mean=mean,
-        std=std,
-        augment=aug,
-        info=info,
+        name=name, num_classes=spec.classes, train=train, val=val, mean=mean, std=std, augment=aug, info=info
     )
 
 
-#: options that do not change a single byte of the images or labels, hence not in the cache key
-#: (a training job's augment override must find the cache that prepare_data built)
-_NOT_IN_BYTES = frozenset({"augment"})
-
-
 def cache_identity(spec: SyntheticSpec, n_train: int, n_val: int) -> dict:
-    """What decides the bytes: every validated option of the builder but ``augment``, and its
-    ``data_version``; RuntimeError when the builder has an option this does not cover."""
+    """What decides the bytes: every validated option of the builder but ``augment`` (which changes
+    none), and its ``data_version``."""
     options = {**dataclasses.asdict(spec), "n_train": int(n_train), "n_val": int(n_val)}
-    expected = set(dataset_options("synthetic")) - _NOT_IN_BYTES
-    if set(options) != expected:
-        raise RuntimeError(
-            f"synthetic: the cache key covers {sorted(options)} but the builder's byte-deciding "
-            f"options are {sorted(expected)}; update cache_identity"
-        )
     return {"dataset": "synthetic", "version": synthetic.data_version, "options": options}
 
 
 def _generate(spec: SyntheticSpec, n_train: int, n_val: int):
-    """((train images, labels), (val images, labels), mean, std, class_modes as lists)."""
+    """({split: (images, labels)}, mean, std, class_modes as lists)."""
     bank = make_bank(spec)
-    tr_x, tr_y, _, _ = generate_split(spec, "train", n_train, bank)
-    va_x, va_y, _, _ = generate_split(spec, "val", n_val, bank)
-    mean, std = channel_mean_std(tr_x)
-    return (tr_x, tr_y), (va_x, va_y), mean, std, bank.class_modes.tolist()
+    xy = {s: generate_split(spec, s, n, bank)[:2] for s, n in (("train", n_train), ("val", n_val))}
+    return xy, *channel_mean_std(xy["train"][0]), bank.class_modes.tolist()
 
 
 def _cached(root: Path, spec: SyntheticSpec, n_train: int, n_val: int):
@@ -308,17 +266,16 @@ def _cached(root: Path, spec: SyntheticSpec, n_train: int, n_val: int):
     if meta is None:
         cache.prepare_cache_dir(cdir)
         cache.invalidate(cdir)  # a corrupt or foreign meta.json must not survive the rewrite
-        (tr_x, tr_y), (va_x, va_y), mean, std, class_modes = _generate(spec, n_train, n_val)
-        for split, x, y in (("train", tr_x, tr_y), ("val", va_x, va_y)):
+        xy, mean, std, class_modes = _generate(spec, n_train, n_val)
+        for split, (x, y) in xy.items():
             cache.atomic_save_npy(cache.images_path(cdir, split), x)
             cache.atomic_save_npy(cache.labels_path(cdir, split), y)
-        shapes = {"train": {"shape": list(tr_x.shape)}, "val": {"shape": list(va_x.shape)}}
+        shapes = {split: {"shape": list(x.shape)} for split, (x, _) in xy.items()}
         fields = dict(dataset="synthetic", identity=identity, splits=shapes, num_classes=spec.classes)
-        fields.update(mean=list(mean), std=list(std), class_modes=class_modes)
-        meta = cache.write_meta(cdir, fp, fields)
-    splits = [cache.load_split(cdir, split, meta) for split in ("train", "val")]
-    xy = [(split.images.numpy(), split.labels.numpy()) for split in splits]
-    return cdir, (*xy, tuple(meta["mean"]), tuple(meta["std"]), meta["class_modes"])
+        meta = cache.write_meta(cdir, fp, {**fields, "mean": mean, "std": std, "class_modes": class_modes})
+    splits = {s: cache.load_split(cdir, s, meta) for s in ("train", "val")}
+    xy = {s: (split.images.numpy(), split.labels.numpy()) for s, split in splits.items()}
+    return cdir, (xy, tuple(meta["mean"]), tuple(meta["std"]), meta["class_modes"])
 
 
 @register_train_size("synthetic")

@@ -13,11 +13,6 @@ from gmsop.data.base import Dataset
 from gmsop.data.loader import BatchLoader
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_loader(
     loader: BatchLoader,
     transform: BatchTransform,
@@ -31,6 +26,7 @@ def time_loader(
     if warmup_batches < 1:
         raise ValueError(f"warmup_batches must be >= 1, got {warmup_batches}")
     device = loader.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda device: None
     images, batches, start = 0, 0, None
     while True:
         gen = epoch_generator(seed, epoch, device=device)
@@ -38,12 +34,12 @@ def time_loader(
             out = transform(x, gen)  # (B, 3, h, w) float32 on the device
             batches += 1
             if batches == warmup_batches:
-                _sync(device)
+                sync(device)
                 start = time.perf_counter()
             elif start is not None:
                 images += out.shape[0]
                 if time.perf_counter() - start >= seconds:
-                    _sync(device)
+                    sync(device)
                     elapsed = time.perf_counter() - start
                     return {
                         "images_per_s": images / elapsed,
@@ -67,14 +63,6 @@ def measure_loader_throughput(
     resident: bool | str = "auto",
 ) -> dict[str, Any]:
     """``time_loader`` of the training split and augmentation; ``resident`` as in ``BatchLoader``."""
-    loader = BatchLoader(
-        dataset.train,
-        batch_size,
-        shuffle=True,
-        seed=seed,
-        drop_last=True,
-        device=torch.device(device),
-        flip_double=dataset.augment.flip_double,
-        resident=resident,
-    )
+    kw = dict(seed=seed, drop_last=True, device=device, resident=resident)
+    loader = BatchLoader(dataset.train, batch_size, flip_double=dataset.augment.flip_double, **kw)
     return time_loader(loader, BatchTransform.for_dataset(dataset, train=True), seconds, warmup_batches, seed)
