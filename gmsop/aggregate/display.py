@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gmsop import paper_values as pv
-from gmsop.aggregate.claims import verdict_kind
+from gmsop.aggregate.claims import VERDICTS, verdict_kind
 from gmsop.backbones import paper_name
 
 #: Marks a row none of whose seeds learned (error above 75% of chance; gmsop.aggregate.claims).
@@ -27,18 +27,11 @@ FAILED_NOTE = (
     "counted in the row's mean; every claim on such a row is unstable, with no interval"
 )
 
-#: Colour of each kind of verdict: green the paper's direction, red the opposite, amber no
-#: direction, purple failed seeds, grey no test.
-VERDICT_COLOURS = {
-    "holds": "#1a7f37",
-    "reversed": "#cf222e",
-    "inconclusive": "#9a6700",
-    "inconclusive (no spread)": "#9a6700",
-    "inconclusive (1 seed)": "#9a6700",
-    "unstable": "#8250df",
-    "not learned": "#57606a",
-    "missing": "#57606a",
-}
+#: Colour of each kind of verdict, in :data:`VERDICTS` order: green the paper's direction, red the
+#: opposite, amber no direction, purple failed seeds, grey no test.
+VERDICT_COLOURS = dict(
+    zip(VERDICTS, ("#1a7f37", "#cf222e", *["#9a6700"] * 3, "#8250df", "#57606a", "#57606a"))
+)
 
 
 def verdict_colour(verdict: str) -> str:

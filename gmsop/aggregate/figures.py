@@ -127,21 +127,11 @@ def routing_data(experiment: Experiment, routing: pd.DataFrame) -> pd.DataFrame:
                 f"{list(row.seeds)}) has no routing counts (no runs yet, or {row.variant!r} is not a "
                 f"gated mixture)"
             )
-        last = select_epoch(sel, "last").copy()
+        last = select_epoch(sel).copy()
         last["rank"] = last.groupby("path")["count"].rank(method="first", ascending=False).astype(int)
         for rank, grp in last.groupby("rank", sort=True):
             s = summarize(grp["count"])
-            out.append(
-                {
-                    "label": row.label,
-                    "alpha": float(row.alpha),
-                    "rank": int(rank),
-                    "count_mean": s.mean,
-                    "count_std": s.std,
-                    "n": s.n,
-                    "seeds": _seeds(grp["seed"]),
-                }
-            )
+            out.append((row.label, float(row.alpha), int(rank), s.mean, s.std, s.n, _seeds(grp["seed"])))
     return pd.DataFrame(out, columns=["label", "alpha", "rank", "count_mean", "count_std", "n", "seeds"])
 
 
@@ -243,20 +233,10 @@ def alpha_data(experiment: Experiment, runs: pd.DataFrame) -> pd.DataFrame:
             )
         fin = fin.sort_values("seed")
         s = summarize(fin["top1_err"])
-        out.append(
-            {
-                "label": row.label,
-                "alpha": float(row.alpha),
-                "n": s.n,
-                "seeds": _seeds(fin["seed"]),
-                "top1_err_mean": s.mean,
-                "top1_err_std": s.std,
-                "top1_errs": tuple(fin["top1_err"].astype(float)),
-            }
-        )
-    df = pd.DataFrame(
-        out, columns=["label", "alpha", "n", "seeds", "top1_err_mean", "top1_err_std", "top1_errs"]
-    )
+        errs = tuple(fin["top1_err"].astype(float))
+        out.append((row.label, float(row.alpha), s.n, _seeds(fin["seed"]), s.mean, s.std, errs))
+    cols = ["label", "alpha", "n", "seeds", "top1_err_mean", "top1_err_std", "top1_errs"]
+    df = pd.DataFrame(out, columns=cols)
     dup = df[df["alpha"].duplicated(keep=False)]
     if not dup.empty:
         raise ValueError(
@@ -360,19 +340,11 @@ def grid_data(experiment: Experiment, runs: pd.DataFrame, bench: pd.DataFrame | 
     for r in grid:
         fin = fins[r.label]
         s = summarize(fin["top1_err"])
-        out.append(
-            {
-                "label": r.label,
-                "N": int(r.num_experts),
-                "K": int(r.k),
-                "n": s.n,
-                "seeds": _seeds(fin["seed"]) if not fin.empty else "",
-                "top1_err_mean": s.mean,
-                "top1_err_std": s.std,
-                "fps": _row_speed(r, fin, bench, use_bench),
-            }
-        )
-    df = pd.DataFrame(out).sort_values(["K", "N"], kind="stable").reset_index(drop=True)
+        seeds = _seeds(fin["seed"]) if not fin.empty else ""
+        fps = _row_speed(r, fin, bench, use_bench)
+        out.append((r.label, int(r.num_experts), int(r.k), s.n, seeds, s.mean, s.std, fps))
+    cols = ["label", "N", "K", "n", "seeds", "top1_err_mean", "top1_err_std", "fps"]
+    df = pd.DataFrame(out, columns=cols).sort_values(["K", "N"], kind="stable").reset_index(drop=True)
     base_err = base_fps = float("nan")
     if base is not None:
         base_err = summarize(fins[base.label]["top1_err"]).mean
@@ -579,12 +551,6 @@ def plot_class_routing(experiment: Experiment, class_routing: pd.DataFrame) -> F
 
 
 # Saving.
-
-
-def figure_paths(stem: str | os.PathLike, formats: Sequence[str] = (".svg", ".png")) -> list[Path]:
-    """``stem`` + each suffix: ``figure_paths("results/fig3")`` -> [fig3.svg, fig3.png]."""
-    stem = Path(stem)
-    return [stem.with_name(stem.name + f) for f in formats]
 
 
 def render_figure(fig: Figure, fmt: str, dpi: int = 150) -> bytes:

@@ -29,17 +29,11 @@ PathLike = str | os.PathLike
 def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> list[Path]:
     """``sources`` (files and folders) as a list of files: a folder gives every ``filename`` below
     it, sorted; a file is taken as given; a source that does not exist raises ``FileNotFoundError``."""
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
     found: list[Path] = []
-    for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            found.extend(sorted(p.rglob(filename)))
-        elif p.exists():
-            found.append(p)
-        else:
+    for p in map(Path, [sources] if isinstance(sources, (str, os.PathLike)) else sources):
+        if not p.exists():
             raise FileNotFoundError(f"result source does not exist: {p}")
+        found += sorted(p.rglob(filename)) if p.is_dir() else [p]
     return found
 
 
@@ -160,16 +154,10 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
                 continue
             total = float(sum(counts))
             for i, c in enumerate(counts):
-                routing_rows.append(
-                    {
-                        **ident,
-                        "epoch": ep["epoch"],
-                        "component": i,
-                        "count": float(c),
-                        "importance": float(imp[i]) if imp is not None else float("nan"),
-                        "share": float(c) / total if total > 0 else float("nan"),
-                    }
-                )
+                importance = float(imp[i]) if imp is not None else float("nan")
+                share = float(c) / total if total > 0 else float("nan")
+                values = (ep["epoch"], i, float(c), importance, share)
+                routing_rows.append({**ident, **dict(zip(_ROUTING_FIELDS, values))})
     runs = _frame(run_rows, RUN_COLUMNS)
     if runs.duplicated("path").any():
         dup = runs.loc[runs.duplicated("path"), "path"].iloc[0]
@@ -191,17 +179,12 @@ def load_runs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     return load_metrics(sources).runs
 
 
-def select_epoch(routing: pd.DataFrame, epoch: int | str = "last") -> pd.DataFrame:
-    """A routing (or epochs) frame at one epoch per run: "last" (each run's last epoch with routing
-    counts), "all" or a number."""
-    if epoch == "all" or routing.empty:
+def select_epoch(routing: pd.DataFrame) -> pd.DataFrame:
+    """A routing (or epochs) frame at each run's last epoch (with routing counts)."""
+    if routing.empty:
         return routing
-    if epoch == "last":
-        last = routing.groupby("path")["epoch"].transform("max")
-        return routing[routing["epoch"] == last].reset_index(drop=True)
-    if isinstance(epoch, int) and not isinstance(epoch, bool):
-        return routing[routing["epoch"] == epoch].reset_index(drop=True)
-    raise ValueError(f"epoch must be 'last', 'all' or an integer, got {epoch!r}")
+    last = routing.groupby("path")["epoch"].transform("max")
+    return routing[routing["epoch"] == last].reset_index(drop=True)
 
 
 def load_bench(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:

@@ -89,7 +89,7 @@ def build_scorecard(experiments: Iterable[Experiment], runs: pd.DataFrame) -> pd
                     for s, e, b in zip(seeds[label], errors[label], bad)
                     if b
                 ]
-    card = adjust_holm(pd.DataFrame(out, columns=list(SCORECARD_COLUMNS[: -len(HOLM_COLUMNS)])), LEVEL)
+    card = adjust_holm(pd.DataFrame(out, columns=list(SCORECARD_COLUMNS[: -len(HOLM_COLUMNS)])))
     card.attrs["failed_seeds"] = failed
     return card[list(SCORECARD_COLUMNS)]
 
@@ -103,16 +103,9 @@ def _failed_rows(df: pd.DataFrame) -> set[tuple[str, str]]:
 
 
 #: Header of the scorecard's cells: verdicts and claim first, then numbers, then the setting.
-SCORECARD_HEAD = (
-    "Verdict (Holm)",
-    "Verdict (unadjusted)",
-    "Claim",
-    "Difference [95% CI]",
-    "Holm interval",
-    "P(left better)",
-    "Ours",
-    "Seeds",
-    "Tested on",
+SCORECARD_HEAD = tuple(
+    "Verdict (Holm)|Verdict (unadjusted)|Claim|Difference [95% CI]|Holm interval|P(left better)|Ours|Seeds|"
+    "Tested on".split("|")
 )
 _TEXT_COLUMNS = (0, 1, 2, 8)  # left-aligned
 
@@ -259,18 +252,17 @@ def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: by
 
 
 def write_scorecard(
-    df: pd.DataFrame, stem: str | os.PathLike, landing: str | os.PathLike | None = None, plot: bool = True
+    df: pd.DataFrame, stem: str | os.PathLike, landing: str | os.PathLike | None = None
 ) -> list[Path]:
-    """``<stem>.csv``, ``.md``, ``.html``, the forest plot ``<stem>.svg`` and ``.png`` (with
-    ``plot``) and, with ``landing``, the report's landing fragment (the plot above the table)."""
+    """``<stem>.csv``, ``.md``, ``.html``, the forest plot ``<stem>.svg`` and ``.png`` and, with
+    ``landing``, the report's landing fragment (the plot above the table)."""
     stem = Path(stem)
-    texts: dict[Path, str | bytes] = {}
-    svg = None
-    if plot:
-        fig = plot_forest(df)
-        svg = render_figure(fig, "svg")
-        texts[stem.with_suffix(".svg")] = svg
-        texts[stem.with_suffix(".png")] = render_figure(fig, "png")
+    fig = plot_forest(df)
+    svg = render_figure(fig, "svg")
+    texts: dict[Path, str | bytes] = {
+        stem.with_suffix(".svg"): svg,
+        stem.with_suffix(".png"): render_figure(fig, "png"),
+    }
     texts[stem.with_suffix(".csv")] = df.to_csv(index=False, lineterminator="\n")
     texts[stem.with_suffix(".md")] = render_scorecard_markdown(df)
     texts[stem.with_suffix(".html")] = render_scorecard_html(df, plot_svg=svg)

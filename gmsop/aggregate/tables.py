@@ -135,11 +135,8 @@ def build_table(
         # parameters, dimension and speed describe the architecture: comparable at full width only
         same_net = bool(key) and row.width_mult is not None and float(row.width_mult) == 1.0
         p_params = pv.paper_params(key[0], row.backbone) if same_net else None
-        p_fps = (
-            pv.paper_train_fps(key[0], row.backbone)
-            if same_net and paper_table in _FPS_PAPER_TABLES
-            else None
-        )
+        fps_quoted = same_net and paper_table in _FPS_PAPER_TABLES
+        p_fps = pv.TRAIN_FPS.get((key[0], row.backbone)) if fps_quoted else None
         top1_paper = paper.top1_err if comparable and paper.top1_err is not None else np.nan
         top5_paper = paper.top5_err if comparable and paper.top5_err is not None else np.nan
         out.append(
@@ -147,11 +144,7 @@ def build_table(
                 "table": experiment.name,
                 "row": i,
                 "method": row.label,
-                "variant": row.variant,
-                "backbone": row.backbone,
-                "dataset": row.dataset,
-                "protocol": row.protocol,
-                "width_mult": row.width_mult,
+                **{k: getattr(row, k) for k in ("variant", "backbone", "dataset", "protocol", "width_mult")},
                 "n": top1.n,
                 "n_unfinished": int(len(sel) - len(fin)),
                 "top1_nonfinite": top1.n_nonfinite,
@@ -197,12 +190,8 @@ def build_table(
     for col in ("dim", "dim_paper", "classes"):
         df[col] = pd.array([None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64")
     df["learned"] = pd.array(df["learned"].tolist(), dtype="boolean")
-    float_cols = [
-        c
-        for c in TABLE_COLUMNS
-        if c not in ("dim_paper",)
-        and (c == "fps" or c.endswith(("_m", "_mean", "_std", "_paper", "_delta", "_rel")))
-    ]
+    ends = ("_m", "_mean", "_std", "_paper", "_delta", "_rel")
+    float_cols = [c for c in TABLE_COLUMNS if c != "dim_paper" and (c == "fps" or c.endswith(ends))]
     df[float_cols] = df[float_cols].astype(float)
     claims = evaluate_claims(experiment.claims, errors, class_of)
     df.attrs.update(
