@@ -10,7 +10,7 @@ from planned import make_experiment, make_row
 from result_files import make_metrics, write_json
 
 from gmsop import atomic as _atomic
-from gmsop.aggregate.load import load_runs
+from gmsop.aggregate.load import load_metrics
 from gmsop.aggregate.tables import build_table
 from gmsop.aggregate.writers import render_html, render_latex, render_markdown, write_table
 
@@ -34,7 +34,7 @@ def table(tmp_path):
     ]
     return build_table(
         make_experiment(rows, baseline="ResNet-18-512d", title="Table 2 & friends: 100% reproduced_?"),
-        load_runs(tmp_path / "r"),
+        load_metrics(tmp_path / "r").runs,
     )
 
 

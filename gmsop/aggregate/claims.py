@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from gmsop.aggregate.stats import finite
 from gmsop.claim_spec import Claim, parse_claim
 
 #: A row has learned when its error is at most this fraction of chance error: it closed at least a
@@ -249,15 +250,7 @@ def adjust_holm(claims: pd.DataFrame) -> pd.DataFrame:
 
 
 def _finite(values: Mapping[str, float]) -> dict[str, float]:
-    out = {}
-    for k, v in values.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out[k] = f
-    return out
+    return {k: float(v) for k, v in values.items() if finite(v)}
 
 
 def kendall_agreement(paper: Mapping[str, float], ours: Mapping[str, float]) -> tuple[float, int]:

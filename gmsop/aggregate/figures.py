@@ -1,12 +1,10 @@
 """The paper's figures from a planned experiment and its result files.
 
-Each figure takes an :class:`~gmsop.experiments.Experiment` and the frames of
-:mod:`gmsop.aggregate.load`; every coordinate comes from the planned row (``row.alpha``,
-``row.num_experts``, ``row.k``), and each ``plot_*`` draws exactly what its ``*_data`` returns.
-Figures are drawn on an Agg canvas (never pyplot: headless, no global state). Paper values are
-black stars, only beside rows run in the paper's setting. Means and stds follow
-:mod:`gmsop.aggregate.stats`. Component identity is arbitrary across seeds, so routing bars are
-ranked by load within each run before averaging.
+Every coordinate comes from the planned row (``row.alpha``, ``row.num_experts``, ``row.k``) and
+each ``plot_*`` draws exactly what its ``*_data`` returns, on an Agg canvas (never pyplot: no
+global state). Paper values are black stars, only beside rows run in the paper's setting.
+Component identity is arbitrary across seeds, so routing bars are ranked by load within each run
+before averaging.
 """
 
 from __future__ import annotations
@@ -476,36 +474,32 @@ def plot_training_curves(experiment: Experiment, epochs: pd.DataFrame, title: st
     with _style():
         fig, axes = _figure(ncols=4 if routed else 2, width=5.6 if routed else 6.4)
         ax_v, ax_l = axes[:2]
-        for ax, (mean_col, worst_col, label) in zip(axes[2:], _ROUTING_CURVES):
-            for color, name in zip(palette, order):
-                sub = data[data["label"] == name].sort_values("epoch")
-                sub = sub[np.isfinite(sub[f"{mean_col}_mean"].to_numpy(float))]
-                if sub.empty:
-                    continue
-                x = sub["epoch"].to_numpy(float)
-                ax.plot(x, sub[f"{mean_col}_mean"].to_numpy(float), color=color, label=name)
-                ax.plot(x, sub[f"{worst_col}_mean"].to_numpy(float), color=color, linestyle=":")
-            ax.set(xlabel="epoch", ylabel=label, title=f"{label} (dotted: worst batch)")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for ax, col, label in (
-            (ax_v, "val_top1_err", "validation top-1 error (%)"),
-            (ax_l, "train_loss", "training loss (cross-entropy + balance)"),
-        ):
+        panels = [
+            (ax_v, "val_top1_err", None, "validation top-1 error (%)", "validation top-1 error"),
+            (ax_l, "train_loss", None, "training loss (cross-entropy + balance)", "training loss"),
+            *(
+                (ax, m, w, y, f"{y} (dotted: worst batch)")
+                for ax, (m, w, y) in zip(axes[2:], _ROUTING_CURVES)
+            ),
+        ]
+        for ax, col, worst, ylabel, title in panels:
             for color, name in zip(palette, order):
                 sub = data[data["label"] == name].sort_values("epoch")
                 sub = sub[np.isfinite(sub[f"{col}_mean"].to_numpy(float))]  # epochs not evaluated
-                x = sub["epoch"].to_numpy(float)
-                mean, std = sub[f"{col}_mean"].to_numpy(float), sub[f"{col}_std"].to_numpy(float)
+                x, mean = sub["epoch"].to_numpy(float), sub[f"{col}_mean"].to_numpy(float)
                 if not len(x):
+                    continue
+                if worst:  # a routing curve: its mean and its worst batch, dotted
+                    ax.plot(x, mean, color=color, label=name)
+                    ax.plot(x, sub[f"{worst}_mean"].to_numpy(float), color=color, linestyle=":")
                     continue
                 seeds = f"{name} (n={int(sub['runs'].iloc[0])})"
                 ax.plot(x, mean, color=color, marker="o" if len(x) <= 4 else None, label=seeds)
+                std = sub[f"{col}_std"].to_numpy(float)
                 if np.isfinite(std).any():
                     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-            ax.set(xlabel="epoch", ylabel=label)
+            ax.set(xlabel="epoch", ylabel=ylabel, title=title)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_v.set_title("validation top-1 error")
-        ax_l.set_title("training loss")
         ax_v.legend(title="row (seeds)", fontsize="small", title_fontsize="small")
         fig.suptitle(title or f"Training curves: {experiment.title}", fontweight="bold")
         _absent_note(fig, data.attrs["absent"])

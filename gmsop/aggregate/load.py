@@ -1,13 +1,10 @@
 """Result files -> tidy DataFrames (layout and validation: :mod:`gmsop.formats`).
 
-* runs: one row per ``metrics.json``: ``run_id`` (from the file; empty for a run trained by
-  hand), identity, ``finished``, final errors, cost, environment, and every hyper-parameter as an
-  ``hp.<name>`` column (nested dicts as ``hp.a.b``; lists and dicts as canonical JSON text).
-  A run is ``finished`` when it has a ``final`` block and trained the epochs its schedule plans.
-* epochs: one row per (run, epoch); routing: one per (run, epoch, mixture component) with the
-  samples routed to it and its summed gate weight; class_routing: one per (run, class, component)
-  of the last evaluation.
-* bench: one row per benchmark file, ``input_size`` as "3x64x64".
+* runs: one row per ``metrics.json``: ``run_id`` (empty for a run trained by hand), identity,
+  ``finished`` (a ``final`` block and every planned epoch), final errors, cost, environment and
+  each hyper-parameter as ``hp.<name>`` (nested as ``hp.a.b``; lists and dicts as JSON text).
+* epochs: per (run, epoch); routing: per (run, epoch, component); class_routing: per (run, class,
+  component) of the last evaluation; bench: per benchmark file, ``input_size`` as "3x64x64".
 """
 
 from __future__ import annotations
@@ -172,11 +169,6 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
         runs[c] = pd.array([None if pd.isna(v) else int(v) for v in runs[c]], dtype="Int64")
     class_routing = _frame(class_rows, _ID_COLUMNS + _CLASS_ROUTING_FIELDS)
     return MetricsData(runs=runs, epochs=epochs, routing=routing, class_routing=class_routing)
-
-
-def load_runs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
-    """One row per training run."""
-    return load_metrics(sources).runs
 
 
 def select_epoch(routing: pd.DataFrame) -> pd.DataFrame:

@@ -62,11 +62,6 @@ def _side(runs: pd.DataFrame, row: Row) -> dict[str, str]:
     }
 
 
-def _context(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
-    """One value where both sides agree, 'left / right' where they differ (e.g. epochs)."""
-    return {k: a[k] if a[k] == b[k] else f"{a[k]} / {b[k]}" for k in _CONTEXT}
-
-
 def build_scorecard(experiments: Iterable[Experiment], runs: pd.DataFrame) -> pd.DataFrame:
     """One row per claim of every experiment, columns :data:`SCORECARD_COLUMNS`, Holm-adjusted;
     ``attrs["failed_seeds"]``: (experiment, row, seed, error) of the failed seeds of claimed rows
@@ -78,7 +73,8 @@ def build_scorecard(experiments: Iterable[Experiment], runs: pd.DataFrame) -> pd
         errors, classes, seeds = row_errors(runs, exp)
         results = evaluate_claims(exp.claims, errors, classes)
         for claim, rec in zip(exp.claims, results.to_dict("records")):
-            ctx = _context(_side(runs, exp.row(claim.better)), _side(runs, exp.row(claim.worse)))
+            a, b = _side(runs, exp.row(claim.better)), _side(runs, exp.row(claim.worse))
+            ctx = {k: a[k] if a[k] == b[k] else f"{a[k]} / {b[k]}" for k in _CONTEXT}  # 'left / right'
             out.append({"experiment": exp.name, "title": exp.title, **ctx, **rec})
         used = dict.fromkeys(label for c in exp.claims for label in (c.better, c.worse))
         for label in used:
@@ -98,10 +94,6 @@ def _interval(low: float, high: float) -> str:
     return f"[{low:+.2f}, {high:+.2f}]" if low == low else "—"
 
 
-def _failed_rows(df: pd.DataFrame) -> set[tuple[str, str]]:
-    return {(f["experiment"], f["row"]) for f in df.attrs.get("failed_seeds", ())}
-
-
 #: Header of the scorecard's cells: verdicts and claim first, then numbers, then the setting.
 SCORECARD_HEAD = tuple(
     "Verdict (Holm)|Verdict (unadjusted)|Claim|Difference [95% CI]|Holm interval|P(left better)|Ours|Seeds|"
@@ -111,7 +103,7 @@ _TEXT_COLUMNS = (0, 1, 2, 8)  # left-aligned
 
 
 def _cells(df: pd.DataFrame) -> list[list[str]]:
-    failed = _failed_rows(df)
+    failed = {(f["experiment"], f["row"]) for f in df.attrs.get("failed_seeds", ())}
     lines = []
     for _, r in df.iterrows():
         mark = {
@@ -188,16 +180,12 @@ def render_scorecard_markdown(df: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def _svg_inline(svg: bytes) -> str:
-    """An SVG file's ``<svg>`` element, scaled to the width of its container, for an HTML page."""
+def _svg_figure(svg: bytes) -> str:
+    """An SVG file's ``<svg>`` element in a ``<figure>``, scaled to the width of its container."""
     text = svg.decode("utf-8")
-    text = text[text.index("<svg") :]
-    return re.sub(
-        r'<svg ([^>]*?)width="[^"]*" height="[^"]*"',
-        r'<svg \1style="width:100%;height:auto;max-width:900px"',
-        text,
-        count=1,
-    )
+    scaled = r'<svg \1style="width:100%;height:auto;max-width:900px"'
+    text = re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', scaled, text[text.index("<svg") :], count=1)
+    return f'<figure id="gmsop-forest" style="margin:0 0 12px 0">{text}</figure>'
 
 
 #: Widens the report's 32rem landing column to the page (the workflow graph moves below it).
@@ -233,11 +221,7 @@ def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: by
         + "".join(rows)
         + "</tbody></table>"
     )
-    plot = (
-        f'<figure id="gmsop-forest" style="margin:0 0 12px 0">{_svg_inline(plot_svg)}</figure>'
-        if plot_svg
-        else ""
-    )
+    plot = _svg_figure(plot_svg) if plot_svg else ""
     notes = "".join(f'<p style="font-size:12px;color:#57606a">{html.escape(n)}</p>' for n in _notes(df))
     body = (
         f'<div class="gmsop-scorecard"><p>{html.escape(scorecard_summary(df))}</p>{plot}{table}{notes}'

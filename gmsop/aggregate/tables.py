@@ -1,13 +1,11 @@
 """Build one reproduction table (numbers; :mod:`writers` formats it) from a planned experiment.
 
-One row per planned row: finished runs averaged (``n``; ``n_unfinished``; non-finite counts per
-error column), ``learned`` (some seed at most 75% of chance error) and the failed seeds, our
-representation size and parameters beside the paper's (full width only), top-1/top-5 mean and
-sample std, the published error and Δ only where the row ran in the paper's setting in full
-(:meth:`Row.paper_setting_gaps`), ranks among the rows that learned with no failed seed (Kendall τ
-in ``attrs["rank_agreement"]``), and training speed (benchmark median, else the runs' mean) with
-its ratio to the baseline. A row without finished runs keeps NaN: nothing is filled in from the
-paper. The experiment's claims, tested on the same runs, are in ``attrs["claims"]``.
+One row per planned row: its finished runs' errors (mean, sample std, non-finite counts), whether
+it learned and its failed seeds, size and parameters beside the paper's (full width only), the
+published error and Δ only where it ran in the paper's setting in full (:meth:`Row.paper_setting_gaps`),
+ranks and Kendall τ (``attrs["rank_agreement"]``), training speed and its ratio to the baseline.
+A row without finished runs keeps NaN: nothing is filled in from the paper. The experiment's
+claims, tested on the same runs, are in ``attrs["claims"]``.
 """
 
 from __future__ import annotations
