@@ -1,13 +1,11 @@
 """The paper's claims (``"A < B"``: lower top-1 error on the left) tested on our runs.
 
-Seeds change initialisation and data order, so two rows' runs are independent samples. A claim
-reports ``diff`` = mean(A) - mean(B) (negative favours it), its 95% Welch t-interval (the rows need
-not share a spread), a percentile bootstrap interval and rliable's probability of improvement
-(both with three or more seeds a side), and the Welch p-value, se and dof. A seed *failed* when
-its error is non-finite or above :data:`CHANCE_FRACTION` of chance. Verdicts, in the order
-decided: missing, not learned (every seed of a row failed), unstable (some did), inconclusive
-(1 seed), inconclusive (no spread), then holds / reversed when the interval excludes zero, else
-inconclusive. :func:`adjust_holm` adds Holm's step-down verdicts over a family of claims.
+Two rows' runs are independent samples (seeds change initialisation and data order). A claim
+reports ``diff`` = mean(A) - mean(B) (negative favours it), its 95% Welch t-interval, with three or
+more seeds a side a percentile bootstrap interval and rliable's probability of improvement. A seed
+*failed* when its error is non-finite or above :data:`CHANCE_FRACTION` of chance. Verdicts, in the
+order decided: missing, not learned (every seed of a row failed), unstable (some did), inconclusive
+(1 seed / no spread), then holds / reversed when the interval excludes zero, else inconclusive.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from gmsop.aggregate.stats import finite
 from gmsop.claim_spec import Claim, parse_claim
 
 #: A row has learned when its error is at most this fraction of chance error: it closed at least a
@@ -247,6 +244,14 @@ def adjust_holm(claims: pd.DataFrame) -> pd.DataFrame:
         rejected = out.loc[i, "p_holm"] < alpha
         out.loc[i, "verdict_holm"] = ("holds" if diff < 0 else "reversed") if rejected else "inconclusive"
     return out
+
+
+def finite(x) -> bool:
+    """Whether ``x`` is a finite number (None, NA, NaN, inf and non-numbers are not)."""
+    try:
+        return x is not None and not pd.isna(x) and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
 
 
 def _finite(values: Mapping[str, float]) -> dict[str, float]:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gmsop import paper_values as pv
-from gmsop.aggregate.claims import VERDICTS, verdict_kind
-from gmsop.aggregate.stats import finite
+from gmsop.aggregate.claims import VERDICTS, finite, verdict_kind
 from gmsop.backbones import paper_name
 
 #: Marks a row none of whose seeds learned (error above 75% of chance; gmsop.aggregate.claims).

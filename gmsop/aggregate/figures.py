@@ -199,8 +199,7 @@ def plot_routing(experiment: Experiment, routing: pd.DataFrame) -> Figure:
             ax.bar(x, sub["count_mean"].to_numpy(float), yerr=yerr, label=label, **bar)
         balanced = float(data["count_mean"].mean())
         ax.axhline(balanced, color="0.3", linestyle="--", linewidth=1.0, label="perfectly balanced")
-        ax.set_xticks(ranks)
-        ax.set_xticklabels([str(r) for r in ranks])
+        ax.set_xticks(ranks, [str(r) for r in ranks])
         ax.set(
             xlabel="component, ranked by samples received (1 = most)",
             ylabel="samples routed in the last epoch",
@@ -282,8 +281,7 @@ def plot_alpha_sweep(experiment: Experiment, runs: pd.DataFrame) -> Figure:
         for x, y, label in _paper_alpha_points(rows):
             ax.scatter([x], [y], label=label, **_PAPER_STYLE)
         xlabel, batch = _alpha_axis(rows)
-        ax.set_xticks(xs)
-        ax.set_xticklabels([_fmt_num(x) + (f"\n({_fmt_eff(x / batch)})" if batch else "") for x in xs])
+        ax.set_xticks(xs, [_fmt_num(x) + (f"\n({_fmt_eff(x / batch)})" if batch else "") for x in xs])
         ax.set(
             xlabel=xlabel,
             ylabel="top-1 error (%)",
@@ -410,8 +408,7 @@ def plot_nk_grid(experiment: Experiment, runs: pd.DataFrame, bench: pd.DataFrame
         ns = sorted(set(data["N"]))
         for ax in (ax_e, ax_f):
             ax.set_xscale("log", base=2)
-            ax.set_xticks(ns)
-            ax.set_xticklabels([str(n) for n in ns])
+            ax.set_xticks(ns, [str(n) for n in ns])
             ax.set_xlabel("number of components N (log scale)")
             ax.legend(
                 fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False
@@ -482,7 +479,7 @@ def plot_training_curves(experiment: Experiment, epochs: pd.DataFrame, title: st
                 for ax, (m, w, y) in zip(axes[2:], _ROUTING_CURVES)
             ),
         ]
-        for ax, col, worst, ylabel, title in panels:
+        for ax, col, worst, ylabel, heading in panels:
             for color, name in zip(palette, order):
                 sub = data[data["label"] == name].sort_values("epoch")
                 sub = sub[np.isfinite(sub[f"{col}_mean"].to_numpy(float))]  # epochs not evaluated
@@ -498,7 +495,7 @@ def plot_training_curves(experiment: Experiment, epochs: pd.DataFrame, title: st
                 std = sub[f"{col}_std"].to_numpy(float)
                 if np.isfinite(std).any():
                     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-            ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+            ax.set(xlabel="epoch", ylabel=ylabel, title=heading)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_v.legend(title="row (seeds)", fontsize="small", title_fontsize="small")
         fig.suptitle(title or f"Training curves: {experiment.title}", fontweight="bold")

@@ -106,28 +106,15 @@ def _cells(df: pd.DataFrame) -> list[list[str]]:
     failed = {(f["experiment"], f["row"]) for f in df.attrs.get("failed_seeds", ())}
     lines = []
     for _, r in df.iterrows():
-        mark = {
-            side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else ""
-            for side in ("better", "worse")
-        }
+        mark = [FAILED_MARK.strip() if (r["experiment"], r[s]) in failed else "" for s in ("better", "worse")]
+        ours = f"{number(r['better_mean'], '.2f')}{mark[0]} vs {number(r['worse_mean'], '.2f')}{mark[1]}"
         setting = (
             f"{r['experiment']}: {r['dataset']}, classes {r['classes']}, training images "
             f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}, {r['step_size']}"
         )
-        lines.append(
-            [
-                r["verdict_holm"],
-                r["verdict"],
-                r["claim"],
-                diff_cell(r),
-                _interval(r["holm_low"], r["holm_high"]),
-                number(r["p_improvement"], ".2f"),
-                f"{number(r['better_mean'], '.2f')}{mark['better']} vs "
-                f"{number(r['worse_mean'], '.2f')}{mark['worse']}",
-                f"{r['n_better']} / {r['n_worse']}",
-                setting,
-            ]
-        )
+        tests = [diff_cell(r), _interval(r["holm_low"], r["holm_high"]), number(r["p_improvement"], ".2f")]
+        seeds = f"{r['n_better']} / {r['n_worse']}"
+        lines.append([r["verdict_holm"], r["verdict"], r["claim"], *tests, ours, seeds, setting])
     return lines
 
 

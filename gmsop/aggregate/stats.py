@@ -7,12 +7,10 @@ NaN and ``n_nonfinite`` counts it, where pandas' ``skipna`` would hide the faile
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -32,11 +30,3 @@ def summarize(values: Iterable[float]) -> Summary:
         return Summary(float("nan"), float("nan"), n, bad)
     std = float(arr.std(ddof=1)) if n > 1 else float("nan")
     return Summary(float(arr.mean()), std, n, 0)
-
-
-def finite(x) -> bool:
-    """Whether ``x`` is a finite number (None, NA, NaN, inf and non-numbers are not)."""
-    try:
-        return x is not None and not pd.isna(x) and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False

@@ -74,17 +74,13 @@ def _rank_agreement(df: pd.DataFrame) -> dict[str, Any]:
     learned with no failed seed; the rows with a published error left out, with why."""
     keep, left_out = [], []
     for _, r in df[np.isfinite(df["_paper_top1"].astype(float))].iterrows():
-        why = (
-            "no finished run"
-            if r["n"] == 0
-            else "diverged"
-            if r["top1_nonfinite"] == r["n"]
-            else "did not learn"
-            if not pd.isna(r["learned"]) and not r["learned"]
-            else f"{r['n_failed']} of {r['n']} seeds failed"
-            if r["n_failed"]
-            else ""
+        checks = (
+            (r["n"] == 0, "no finished run"),
+            (r["top1_nonfinite"] == r["n"], "diverged"),
+            (not pd.isna(r["learned"]) and not r["learned"], "did not learn"),
+            (r["n_failed"], f"{r['n_failed']} of {r['n']} seeds failed"),
         )
+        why = next((w for bad, w in checks if bad), "")
         (left_out.append((r["method"], why)) if why else keep.append(r))
     paper = {r["method"]: r["_paper_top1"] for r in keep}
     ours = {r["method"]: r["top1_mean"] for r in keep}

@@ -83,12 +83,9 @@ def render_markdown(df: pd.DataFrame) -> str:
         [f"**{v}**" if pos == best and c in _BOLD else v for c, v in row.items()]
         for pos, (_, row) in enumerate(cells.iterrows())
     ]
-    lines = [
-        f"### {table_title(df)}",
-        "",
-        *markdown_table(cells.columns, [c in _LEFT for c in cells.columns], rows),
-    ]
-    lines += ["", *(f"- {n}" for n in table_notes(df))]
+    left = [c in _LEFT for c in cells.columns]
+    lines = [f"### {table_title(df)}", "", *markdown_table(cells.columns, left, rows), ""]
+    lines += [f"- {n}" for n in table_notes(df)]
     claims = claim_cells(df.attrs.get("claims"))
     if claims:
         lines += ["", f"**{_CLAIM_NAME}** {_CLAIM_DETAIL}", ""]
