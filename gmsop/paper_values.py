@@ -16,13 +16,7 @@ from dataclasses import dataclass
 TABLES: tuple[str, ...] = ("table2", "table3", "table4", "fig2_right", "fig3")
 
 #: The dataset each table's numbers were measured on (a registered dataset name).
-TABLE_DATASETS: dict[str, str] = {
-    "table2": "imagenet64",
-    "table3": "imagenet64",
-    "table4": "places365",
-    "fig2_right": "imagenet64",
-    "fig3": "imagenet64",
-}
+TABLE_DATASETS: dict[str, str] = {t: "places365" if t == "table4" else "imagenet64" for t in TABLES}
 
 #: The paper's setting on each dataset, as a row's dataset options must read (defaults filled in):
 #: its input size (Places365: 100x100, 96x96 crops) and the complete release (``require_full``).
@@ -56,13 +50,7 @@ def paper_epochs(dataset: str, backbone: str, variant: str, family: str | None) 
 
 
 #: How reports name each table id.
-TABLE_NAMES: dict[str, str] = {
-    "table2": "Table 2",
-    "table3": "Table 3",
-    "table4": "Table 4",
-    "fig2_right": "Figure 2 (right)",
-    "fig3": "the text on Figure 3",
-}
+TABLE_NAMES = dict(zip(TABLES, ("Table 2", "Table 3", "Table 4", "Figure 2 (right)", "the text on Figure 3")))
 
 #: Tag of Table 3's starred rows (flip-doubled training set, 4-px pad + random crop).
 STAR = "star"
@@ -83,10 +71,6 @@ class PaperValue:
     train_fps: float | None = None
     label: str = ""  # the row as the paper prints it
     source: str = ""  # where in the paper, or which reference it copies
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.table, self.variant, self.backbone, self.tag)
 
 
 def _t2(variant: str, dim: int, top1: float) -> PaperValue:
@@ -152,7 +136,7 @@ PAPER_VALUES: tuple[PaperValue, ...] = (
     _f3("ResNet-18-512d", 49.08, 1470.0, "baseline with one CM", "'(49.08%, 1470Hz)'"),
 )
 
-#: Training speed quoted in the text (images/s, GTX 1080, ResNet-18, 64x64 inputs).
+#: Training speed quoted in the text (images/s, GTX 1080, ResNet-18, 64x64 inputs), with the quote.
 TRAIN_FPS: dict[tuple[str, str], tuple[float, str]] = {
     ("ResNet-18-512d", "resnet18"): (1470.0, "Sec. 3.2: 'baseline (49.08%, 1470Hz)'"),
     ("GM-GAP-16-8", "resnet18"): (800.0, "Sec. 3.2: 'N=16, K=8 (42.37%, 800Hz)'"),
@@ -172,24 +156,14 @@ PARAMS_NOTES: dict[tuple[str, str], str] = {
     ("GM-SOP-16-8", "wrn36_2"): "published 15.7M; the released configuration counts about 17.8M"
 }
 
-_INDEX = {v.key: v for v in PAPER_VALUES}
-
-
-def _check_table(table: str) -> None:
-    if table not in TABLES:
-        raise ValueError(f"unknown paper table {table!r}; choose one of {', '.join(TABLES)}")
+_INDEX = {(v.table, v.variant, v.backbone, v.tag): v for v in PAPER_VALUES}
 
 
 def paper_value(table: str, variant: str, backbone: str, tag: str = "") -> PaperValue | None:
     """The published row, or ``None``; an unknown ``table`` raises (a typo is not "no number")."""
-    _check_table(table)
+    if table not in TABLES:
+        raise ValueError(f"unknown paper table {table!r}; choose one of {', '.join(TABLES)}")
     return _INDEX.get((table, variant, backbone, tag or ""))
-
-
-def paper_rows(table: str) -> list[PaperValue]:
-    """All published rows of one table, in the paper's order (empty for ``fig2_right``)."""
-    _check_table(table)
-    return [v for v in PAPER_VALUES if v.table == table]
 
 
 def paper_params(variant: str, backbone: str) -> tuple[float, str] | None:
@@ -200,8 +174,3 @@ def paper_params(variant: str, backbone: str) -> tuple[float, str] | None:
         if v is not None and v.params_m is not None:
             return v.params_m, v.source
     return _RELEASED_PARAMS.get((variant, backbone))
-
-
-def paper_train_fps(variant: str, backbone: str = "resnet18") -> tuple[float, str] | None:
-    """Training speed (images/s on a GTX 1080) the text quotes, with the quote, or ``None``."""
-    return TRAIN_FPS.get((variant, backbone))

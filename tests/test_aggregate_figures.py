@@ -20,7 +20,6 @@ from result_files import make_run_bench, make_run_metrics, write_json
 from gmsop.aggregate.figures import (
     alpha_data,
     curves_data,
-    figure_paths,
     grid_data,
     plot_alpha_sweep,
     plot_nk_grid,
@@ -265,7 +264,7 @@ def _expected_ranked_counts(written, row):
 
 
 def _check_saved(fig, stem):
-    svg, png = save_figure(fig, figure_paths(stem))
+    svg, png = save_figure(fig, [stem.with_name(stem.name + x) for x in (".svg", ".png")])
     assert svg.suffix == ".svg" and png.suffix == ".png"
     assert ET.parse(svg).getroot().tag.endswith("svg")
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000

@@ -1,13 +1,11 @@
 """The paper's claims (``"A < B"``: lower top-1 error on the left) tested on our runs.
 
-Seeds change initialisation and data order, so two rows' runs are independent samples. A claim
-reports ``diff`` = mean(A) - mean(B) (negative favours it), its 95% Welch t-interval (the rows need
-not share a spread), a percentile bootstrap interval and rliable's probability of improvement
-(both with three or more seeds a side), and the Welch p-value, se and dof. A seed *failed* when
-its error is non-finite or above :data:`CHANCE_FRACTION` of chance. Verdicts, in the order
-decided: missing, not learned (every seed of a row failed), unstable (some did), inconclusive
-(1 seed), inconclusive (no spread), then holds / reversed when the interval excludes zero, else
-inconclusive. :func:`adjust_holm` adds Holm's step-down verdicts over a family of claims.
+Two rows' runs are independent samples (seeds change initialisation and data order). A claim
+reports ``diff`` = mean(A) - mean(B) (negative favours it), its 95% Welch t-interval, with three or
+more seeds a side a percentile bootstrap interval and rliable's probability of improvement. A seed
+*failed* when its error is non-finite or above :data:`CHANCE_FRACTION` of chance. Verdicts, in the
+order decided: missing, not learned (every seed of a row failed), unstable (some did), inconclusive
+(1 seed / no spread), then holds / reversed when the interval excludes zero, else inconclusive.
 """
 
 from __future__ import annotations
@@ -30,20 +28,18 @@ CHANCE_FRACTION = 0.75
 #: Confidence level of every interval, and 1 - the family-wise error of the Holm adjustment.
 LEVEL = 0.95
 
+#: The verdicts of a claim tested with an interval: the family the Holm adjustment counts.
+TESTED = ("holds", "reversed", "inconclusive")
+
 #: Every kind of verdict, strongest first; ``unstable`` is given as ``unstable (k of n seeds failed)``.
 VERDICTS = (
-    "holds",
-    "reversed",
-    "inconclusive",
+    *TESTED,
     "inconclusive (no spread)",
     "inconclusive (1 seed)",
     "unstable",
     "not learned",
     "missing",
 )
-
-#: The verdicts of a claim tested with an interval: the family the Holm adjustment counts.
-TESTED = ("holds", "reversed", "inconclusive")
 
 _UNSTABLE = re.compile(r"unstable \((\d+) of (\d+) seeds failed\)")
 _NAN = float("nan")
@@ -143,11 +139,6 @@ def _bootstrap_interval(
     return float(low), float(high)
 
 
-def _p_improvement(a: np.ndarray, b: np.ndarray) -> float:
-    """P(a run of ``a`` has lower error than a run of ``b``) over all pairs, ties counting one half."""
-    return float((np.less.outer(a, b).sum() + 0.5 * np.equal.outer(a, b).sum()) / (a.size * b.size))
-
-
 def evaluate_claim(
     claim: Claim,
     better_errors: Sequence[float],
@@ -163,8 +154,6 @@ def evaluate_claim(
     the row's number of classes (None: only non-finite errors fail). The bootstrap is seeded."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
     a = np.asarray(list(better_errors), dtype=float).ravel()
     b = np.asarray(list(worse_errors), dtype=float).ravel()
     ma, mb = _mean(a), _mean(b)
@@ -188,37 +177,24 @@ def evaluate_claim(
     low, high = _t_interval(ma - mb, se, dof, level)
     out.update(ci_low=low, ci_high=high, p_value=p, se=se, dof=dof)
     if a.size >= 3 and b.size >= 3:
-        boot_low, boot_high = _bootstrap_interval(a, b, level, n_boot, seed)
-        out.update(boot_low=boot_low, boot_high=boot_high, p_improvement=_p_improvement(a, b))
+        out["boot_low"], out["boot_high"] = _bootstrap_interval(a, b, level, n_boot, seed)
+        # P(a run of a has lower error than a run of b) over all pairs, ties counting one half
+        pairs = np.less.outer(a, b).sum() + 0.5 * np.equal.outer(a, b).sum()
+        out["p_improvement"] = float(pairs / (a.size * b.size))
     verdict = "holds" if high < 0 else "reversed" if low > 0 else "inconclusive"
     return ClaimResult(**out, verdict=verdict)
 
 
 def evaluate_claims(
-    claims: Iterable[Claim | str],
-    errors: Mapping[str, Sequence[float]],
-    classes: Mapping[str, int | None],
-    *,
-    level: float = LEVEL,
-    n_boot: int = 10000,
-    seed: int = 0,
+    claims: Iterable[Claim | str], errors: Mapping[str, Sequence[float]], classes: Mapping[str, int | None]
 ) -> pd.DataFrame:
     """One row per claim, columns :data:`CLAIM_COLUMNS`; ``errors`` and ``classes`` map a row label to
     its finished runs' top-1 errors (absent: "missing") and its classes (absent: no chance check)."""
     rows = []
     for c in claims:
         c = parse_claim(c) if isinstance(c, str) else c
-        r = evaluate_claim(
-            c,
-            errors.get(c.better, ()),
-            errors.get(c.worse, ()),
-            classes.get(c.better),
-            classes.get(c.worse),
-            level=level,
-            n_boot=n_boot,
-            seed=seed,
-        )
-        rows.append(r.to_dict())
+        pair = (c.better, c.worse)
+        rows.append(evaluate_claim(c, *(errors.get(x, ()) for x in pair), *map(classes.get, pair)).to_dict())
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
 
@@ -240,14 +216,12 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return out
 
 
-def adjust_holm(claims: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
+def adjust_holm(claims: pd.DataFrame) -> pd.DataFrame:
     """``claims`` with :data:`HOLM_COLUMNS` from Holm's step-down procedure over the claims with a
-    verdict in :data:`TESTED`, at family-wise error ``1 - level``: the adjusted p-value, its verdict,
+    verdict in :data:`TESTED`, at family-wise error ``1 - LEVEL``: the adjusted p-value, its verdict,
     and the Welch interval at the level Holm tests the claim at (it excludes 0 exactly when the
     adjusted verdict is a direction). Claims outside the family keep their verdict and NaN."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    alpha = 1.0 - level
+    alpha = 1.0 - LEVEL
     out = claims.copy()
     out["p_holm"], out["holm_low"], out["holm_high"] = _NAN, _NAN, _NAN
     out["verdict_holm"] = out["verdict"]
@@ -272,16 +246,16 @@ def adjust_holm(claims: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
     return out
 
 
+def finite(x) -> bool:
+    """Whether ``x`` is a finite number (None, NA, NaN, inf and non-numbers are not)."""
+    try:
+        return x is not None and not pd.isna(x) and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
 def _finite(values: Mapping[str, float]) -> dict[str, float]:
-    out = {}
-    for k, v in values.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out[k] = f
-    return out
+    return {k: float(v) for k, v in values.items() if finite(v)}
 
 
 def kendall_agreement(paper: Mapping[str, float], ours: Mapping[str, float]) -> tuple[float, int]:

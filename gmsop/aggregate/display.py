@@ -7,14 +7,13 @@ are left out.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from gmsop import paper_values as pv
-from gmsop.aggregate.claims import verdict_kind
+from gmsop.aggregate.claims import VERDICTS, finite, verdict_kind
 from gmsop.backbones import paper_name
 
 #: Marks a row none of whose seeds learned (error above 75% of chance; gmsop.aggregate.claims).
@@ -27,18 +26,11 @@ FAILED_NOTE = (
     "counted in the row's mean; every claim on such a row is unstable, with no interval"
 )
 
-#: Colour of each kind of verdict: green the paper's direction, red the opposite, amber no
-#: direction, purple failed seeds, grey no test.
-VERDICT_COLOURS = {
-    "holds": "#1a7f37",
-    "reversed": "#cf222e",
-    "inconclusive": "#9a6700",
-    "inconclusive (no spread)": "#9a6700",
-    "inconclusive (1 seed)": "#9a6700",
-    "unstable": "#8250df",
-    "not learned": "#57606a",
-    "missing": "#57606a",
-}
+#: Colour of each kind of verdict, in :data:`VERDICTS` order: green the paper's direction, red the
+#: opposite, amber no direction, purple failed seeds, grey no test.
+VERDICT_COLOURS = dict(
+    zip(VERDICTS, ("#1a7f37", "#cf222e", *["#9a6700"] * 3, "#8250df", "#57606a", "#57606a"))
+)
 
 
 def verdict_colour(verdict: str) -> str:
@@ -75,41 +67,34 @@ TEXT = Dialect(" ± ", "—", "×", "−", lambda s: s)
 LATEX = Dialect(r" $\pm$ ", "--", r"$\times$", "$-$", lambda s: s.translate(_LATEX))
 
 
-def _finite(x) -> bool:
-    try:
-        return x is not None and not pd.isna(x) and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
 def _err(mean, std, n, n_nonfinite, d: Dialect) -> str:
     """One error column's cell from that column's own statistics (its own non-finite count)."""
     if n == 0:
         return d.missing
     if n_nonfinite:
         return f"non-finite in {n_nonfinite} of {n} runs"
-    return f"{mean:.2f}" + (f"{d.pm}{std:.2f}" if _finite(std) else "")
+    return f"{mean:.2f}" + (f"{d.pm}{std:.2f}" if finite(std) else "")
 
 
 def _signed(x, d: Dialect) -> str:
-    return (d.minus if x < 0 else "+") + f"{abs(x):.2f}" if _finite(x) else d.missing
+    return (d.minus if x < 0 else "+") + f"{abs(x):.2f}" if finite(x) else d.missing
 
 
 def number(x, fmt: str, d: Dialect = TEXT) -> str:
-    return format(float(x), fmt) if _finite(x) else d.missing
+    return format(float(x), fmt) if finite(x) else d.missing
 
 
 def _fps(x, d: Dialect) -> str:
-    return (f"{x:.0f}" if x >= 100 else f"{x:.1f}") if _finite(x) else d.missing
+    return (f"{x:.0f}" if x >= 100 else f"{x:.1f}") if finite(x) else d.missing
 
 
 def _ratio(x, d: Dialect) -> str:
-    return f"{x:.2f}{d.times}" if _finite(x) else d.missing
+    return f"{x:.2f}{d.times}" if finite(x) else d.missing
 
 
 def diff_cell(claim: Mapping) -> str:
     """A tested claim's difference with its 95% interval, "+1.20 [-0.40, +2.80]" (no test: none)."""
-    ci = f" [{claim['ci_low']:+.2f}, {claim['ci_high']:+.2f}]" if _finite(claim["ci_low"]) else ""
+    ci = f" [{claim['ci_low']:+.2f}, {claim['ci_high']:+.2f}]" if finite(claim["ci_low"]) else ""
     return number(claim["diff"], "+.2f", TEXT) + ci
 
 
@@ -125,12 +110,12 @@ def markdown_table(head: Sequence[str], left: Sequence[bool], lines: Iterable[Se
 def best_row(df: pd.DataFrame) -> int | None:
     """Position of the row with the lowest finite mean top-1 error (the paper sets it in bold)."""
     ok = df["top1_mean"].where(df["n"] > 0)
-    ok = ok[ok.map(_finite)]
+    ok = ok[ok.map(finite)]
     return int(df.index.get_loc(ok.idxmin())) if not ok.empty else None
 
 
 def _has(df: pd.DataFrame, col: str) -> bool:
-    return bool(df[col].map(_finite).any())
+    return bool(df[col].map(finite).any())
 
 
 def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
@@ -140,14 +125,14 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
     cols["Method"] = [d.escape(str(m)) for m in df["method"]]
     cols["Backbone"] = [d.escape(paper_name(b)) for b in df["backbone"]]
     cols["Dim."] = [
-        (f"{int(ours)}" if _finite(ours) else d.missing)
-        + (f" (paper {int(paper)})" if _finite(paper) and not (_finite(ours) and paper == ours) else "")
+        (f"{int(ours)}" if finite(ours) else d.missing)
+        + (f" (paper {int(paper)})" if finite(paper) and not (finite(ours) and paper == ours) else "")
         for ours, paper in zip(df["dim"], df["dim_paper"])
     ]
     cols["Params (M)"] = [number(x, ".2f", d) for x in df["params_m"]]
     if _has(df, "params_paper_m"):
         marks = [
-            ("" if not _finite(x) or src.startswith("Table 3") else "†")
+            ("" if not finite(x) or src.startswith("Table 3") else "†")
             + ("‡" if (v, b) in pv.PARAMS_NOTES else "")
             for x, src, v, b in zip(
                 df["params_paper_m"], df["params_paper_source"], df["variant"], df["backbone"]
@@ -187,7 +172,7 @@ def display_table(df: pd.DataFrame, dialect: Dialect = TEXT) -> pd.DataFrame:
         cols["FPS rel."] = [_ratio(x, d) for x in df["fps_rel"]]
     if _has(df, "fps_paper"):
         cols["Paper FPS"] = [
-            _fps(x, d) + (f" ({_ratio(r, d)})" if _finite(r) else "") if _finite(x) else d.missing
+            _fps(x, d) + (f" ({_ratio(r, d)})" if finite(r) else "") if finite(x) else d.missing
             for x, r in zip(df["fps_paper"], df["fps_paper_rel"])
         ]
     out = pd.DataFrame(cols, index=df.index)
@@ -202,7 +187,7 @@ def failed_runs(df: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
         if text and not pd.isna(ok) and bool(ok):
             runs = [part.split(":", 1) for part in str(text).split(";")]
             out[m] = [
-                (int(seed), f"{float(err):.2f}" if _finite(float(err)) else "diverged") for seed, err in runs
+                (int(seed), f"{float(err):.2f}" if finite(float(err)) else "diverged") for seed, err in runs
             ]
     return out
 
@@ -273,7 +258,7 @@ def table_notes(df: pd.DataFrame) -> list[str]:
                 f"compared{why}."
             )
         tau, n, left = agreement["tau"], agreement["n"], agreement.get("left_out") or []
-        tau_text = f"Kendall τ = {tau:.2f}" if _finite(tau) else "Kendall τ undefined"
+        tau_text = f"Kendall τ = {tau:.2f}" if finite(tau) else "Kendall τ undefined"
         left_text = f"; {len(left)} row{_s(len(left))} left out: " + ", ".join(f"{m} ({w})" for m, w in left)
         notes.append(
             f"Rank: the row's place (1 = lowest top-1 error) among the rows {name} prints and our "
@@ -293,7 +278,7 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         )
     if _has(df, "params_paper_m"):
         if any(
-            _finite(x) and not s.startswith("Table 3")
+            finite(x) and not s.startswith("Table 3")
             for x, s in zip(df["params_paper_m"], df["params_paper_source"])
         ):
             notes.append("† not printed in the paper: the count of the authors' released code.")

@@ -1,12 +1,10 @@
 """The paper's figures from a planned experiment and its result files.
 
-Each figure takes an :class:`~gmsop.experiments.Experiment` and the frames of
-:mod:`gmsop.aggregate.load`; every coordinate comes from the planned row (``row.alpha``,
-``row.num_experts``, ``row.k``), and each ``plot_*`` draws exactly what its ``*_data`` returns.
-Figures are drawn on an Agg canvas (never pyplot: headless, no global state). Paper values are
-black stars, only beside rows run in the paper's setting. Means and stds follow
-:mod:`gmsop.aggregate.stats`. Component identity is arbitrary across seeds, so routing bars are
-ranked by load within each run before averaging.
+Every coordinate comes from the planned row (``row.alpha``, ``row.num_experts``, ``row.k``) and
+each ``plot_*`` draws exactly what its ``*_data`` returns, on an Agg canvas (never pyplot: no
+global state). Paper values are black stars, only beside rows run in the paper's setting.
+Component identity is arbitrary across seeds, so routing bars are ranked by load within each run
+before averaging.
 """
 
 from __future__ import annotations
@@ -127,21 +125,11 @@ def routing_data(experiment: Experiment, routing: pd.DataFrame) -> pd.DataFrame:
                 f"{list(row.seeds)}) has no routing counts (no runs yet, or {row.variant!r} is not a "
                 f"gated mixture)"
             )
-        last = select_epoch(sel, "last").copy()
+        last = select_epoch(sel).copy()
         last["rank"] = last.groupby("path")["count"].rank(method="first", ascending=False).astype(int)
         for rank, grp in last.groupby("rank", sort=True):
             s = summarize(grp["count"])
-            out.append(
-                {
-                    "label": row.label,
-                    "alpha": float(row.alpha),
-                    "rank": int(rank),
-                    "count_mean": s.mean,
-                    "count_std": s.std,
-                    "n": s.n,
-                    "seeds": _seeds(grp["seed"]),
-                }
-            )
+            out.append((row.label, float(row.alpha), int(rank), s.mean, s.std, s.n, _seeds(grp["seed"])))
     return pd.DataFrame(out, columns=["label", "alpha", "rank", "count_mean", "count_std", "n", "seeds"])
 
 
@@ -211,8 +199,7 @@ def plot_routing(experiment: Experiment, routing: pd.DataFrame) -> Figure:
             ax.bar(x, sub["count_mean"].to_numpy(float), yerr=yerr, label=label, **bar)
         balanced = float(data["count_mean"].mean())
         ax.axhline(balanced, color="0.3", linestyle="--", linewidth=1.0, label="perfectly balanced")
-        ax.set_xticks(ranks)
-        ax.set_xticklabels([str(r) for r in ranks])
+        ax.set_xticks(ranks, [str(r) for r in ranks])
         ax.set(
             xlabel="component, ranked by samples received (1 = most)",
             ylabel="samples routed in the last epoch",
@@ -243,20 +230,10 @@ def alpha_data(experiment: Experiment, runs: pd.DataFrame) -> pd.DataFrame:
             )
         fin = fin.sort_values("seed")
         s = summarize(fin["top1_err"])
-        out.append(
-            {
-                "label": row.label,
-                "alpha": float(row.alpha),
-                "n": s.n,
-                "seeds": _seeds(fin["seed"]),
-                "top1_err_mean": s.mean,
-                "top1_err_std": s.std,
-                "top1_errs": tuple(fin["top1_err"].astype(float)),
-            }
-        )
-    df = pd.DataFrame(
-        out, columns=["label", "alpha", "n", "seeds", "top1_err_mean", "top1_err_std", "top1_errs"]
-    )
+        errs = tuple(fin["top1_err"].astype(float))
+        out.append((row.label, float(row.alpha), s.n, _seeds(fin["seed"]), s.mean, s.std, errs))
+    cols = ["label", "alpha", "n", "seeds", "top1_err_mean", "top1_err_std", "top1_errs"]
+    df = pd.DataFrame(out, columns=cols)
     dup = df[df["alpha"].duplicated(keep=False)]
     if not dup.empty:
         raise ValueError(
@@ -304,8 +281,7 @@ def plot_alpha_sweep(experiment: Experiment, runs: pd.DataFrame) -> Figure:
         for x, y, label in _paper_alpha_points(rows):
             ax.scatter([x], [y], label=label, **_PAPER_STYLE)
         xlabel, batch = _alpha_axis(rows)
-        ax.set_xticks(xs)
-        ax.set_xticklabels([_fmt_num(x) + (f"\n({_fmt_eff(x / batch)})" if batch else "") for x in xs])
+        ax.set_xticks(xs, [_fmt_num(x) + (f"\n({_fmt_eff(x / batch)})" if batch else "") for x in xs])
         ax.set(
             xlabel=xlabel,
             ylabel="top-1 error (%)",
@@ -360,19 +336,11 @@ def grid_data(experiment: Experiment, runs: pd.DataFrame, bench: pd.DataFrame | 
     for r in grid:
         fin = fins[r.label]
         s = summarize(fin["top1_err"])
-        out.append(
-            {
-                "label": r.label,
-                "N": int(r.num_experts),
-                "K": int(r.k),
-                "n": s.n,
-                "seeds": _seeds(fin["seed"]) if not fin.empty else "",
-                "top1_err_mean": s.mean,
-                "top1_err_std": s.std,
-                "fps": _row_speed(r, fin, bench, use_bench),
-            }
-        )
-    df = pd.DataFrame(out).sort_values(["K", "N"], kind="stable").reset_index(drop=True)
+        seeds = _seeds(fin["seed"]) if not fin.empty else ""
+        fps = _row_speed(r, fin, bench, use_bench)
+        out.append((r.label, int(r.num_experts), int(r.k), s.n, seeds, s.mean, s.std, fps))
+    cols = ["label", "N", "K", "n", "seeds", "top1_err_mean", "top1_err_std", "fps"]
+    df = pd.DataFrame(out, columns=cols).sort_values(["K", "N"], kind="stable").reset_index(drop=True)
     base_err = base_fps = float("nan")
     if base is not None:
         base_err = summarize(fins[base.label]["top1_err"]).mean
@@ -440,8 +408,7 @@ def plot_nk_grid(experiment: Experiment, runs: pd.DataFrame, bench: pd.DataFrame
         ns = sorted(set(data["N"]))
         for ax in (ax_e, ax_f):
             ax.set_xscale("log", base=2)
-            ax.set_xticks(ns)
-            ax.set_xticklabels([str(n) for n in ns])
+            ax.set_xticks(ns, [str(n) for n in ns])
             ax.set_xlabel("number of components N (log scale)")
             ax.legend(
                 fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False
@@ -504,36 +471,32 @@ def plot_training_curves(experiment: Experiment, epochs: pd.DataFrame, title: st
     with _style():
         fig, axes = _figure(ncols=4 if routed else 2, width=5.6 if routed else 6.4)
         ax_v, ax_l = axes[:2]
-        for ax, (mean_col, worst_col, label) in zip(axes[2:], _ROUTING_CURVES):
-            for color, name in zip(palette, order):
-                sub = data[data["label"] == name].sort_values("epoch")
-                sub = sub[np.isfinite(sub[f"{mean_col}_mean"].to_numpy(float))]
-                if sub.empty:
-                    continue
-                x = sub["epoch"].to_numpy(float)
-                ax.plot(x, sub[f"{mean_col}_mean"].to_numpy(float), color=color, label=name)
-                ax.plot(x, sub[f"{worst_col}_mean"].to_numpy(float), color=color, linestyle=":")
-            ax.set(xlabel="epoch", ylabel=label, title=f"{label} (dotted: worst batch)")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        for ax, col, label in (
-            (ax_v, "val_top1_err", "validation top-1 error (%)"),
-            (ax_l, "train_loss", "training loss (cross-entropy + balance)"),
-        ):
+        panels = [
+            (ax_v, "val_top1_err", None, "validation top-1 error (%)", "validation top-1 error"),
+            (ax_l, "train_loss", None, "training loss (cross-entropy + balance)", "training loss"),
+            *(
+                (ax, m, w, y, f"{y} (dotted: worst batch)")
+                for ax, (m, w, y) in zip(axes[2:], _ROUTING_CURVES)
+            ),
+        ]
+        for ax, col, worst, ylabel, heading in panels:
             for color, name in zip(palette, order):
                 sub = data[data["label"] == name].sort_values("epoch")
                 sub = sub[np.isfinite(sub[f"{col}_mean"].to_numpy(float))]  # epochs not evaluated
-                x = sub["epoch"].to_numpy(float)
-                mean, std = sub[f"{col}_mean"].to_numpy(float), sub[f"{col}_std"].to_numpy(float)
+                x, mean = sub["epoch"].to_numpy(float), sub[f"{col}_mean"].to_numpy(float)
                 if not len(x):
+                    continue
+                if worst:  # a routing curve: its mean and its worst batch, dotted
+                    ax.plot(x, mean, color=color, label=name)
+                    ax.plot(x, sub[f"{worst}_mean"].to_numpy(float), color=color, linestyle=":")
                     continue
                 seeds = f"{name} (n={int(sub['runs'].iloc[0])})"
                 ax.plot(x, mean, color=color, marker="o" if len(x) <= 4 else None, label=seeds)
+                std = sub[f"{col}_std"].to_numpy(float)
                 if np.isfinite(std).any():
                     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-            ax.set(xlabel="epoch", ylabel=label)
+            ax.set(xlabel="epoch", ylabel=ylabel, title=heading)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_v.set_title("validation top-1 error")
-        ax_l.set_title("training loss")
         ax_v.legend(title="row (seeds)", fontsize="small", title_fontsize="small")
         fig.suptitle(title or f"Training curves: {experiment.title}", fontweight="bold")
         _absent_note(fig, data.attrs["absent"])
@@ -579,12 +542,6 @@ def plot_class_routing(experiment: Experiment, class_routing: pd.DataFrame) -> F
 
 
 # Saving.
-
-
-def figure_paths(stem: str | os.PathLike, formats: Sequence[str] = (".svg", ".png")) -> list[Path]:
-    """``stem`` + each suffix: ``figure_paths("results/fig3")`` -> [fig3.svg, fig3.png]."""
-    stem = Path(stem)
-    return [stem.with_name(stem.name + f) for f in formats]
 
 
 def render_figure(fig: Figure, fmt: str, dpi: int = 150) -> bytes:

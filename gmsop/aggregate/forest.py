@@ -53,15 +53,10 @@ def plot_forest(card: pd.DataFrame) -> Figure:
             return fig
         ax.axvline(0.0, color="0.3", linewidth=0.8, zorder=1)
         t = data[data["tested"]]
-        for low, high, kw in (
-            (
-                "holm_low",
-                "holm_high",
-                dict(linewidth=1.2, zorder=2, gid="holm", label="Holm-adjusted interval"),
-            ),
-            ("ci_low", "ci_high", dict(linewidth=4.0, alpha=0.8, zorder=3, gid="ci95", label="95% interval")),
-        ):
-            ax.hlines(t["y"], t[low], t[high], colors=t["colour"], **kw)
+        holm = dict(linewidth=1.2, zorder=2, gid="holm", label="Holm-adjusted interval")
+        ax.hlines(t["y"], t["holm_low"], t["holm_high"], colors=t["colour"], **holm)
+        ci = dict(linewidth=4.0, alpha=0.8, zorder=3, gid="ci95", label="95% interval")
+        ax.hlines(t["y"], t["ci_low"], t["ci_high"], colors=t["colour"], **ci)
         ax.scatter(t["diff"], t["y"], c=t["colour"], s=28, zorder=4, gid="diff", label="difference")
         u = data[~data["tested"] & np.isfinite(data["diff"])]
         untested = dict(s=28, zorder=4, gid="untested", label="difference, no test")

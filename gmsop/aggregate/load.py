@@ -1,13 +1,10 @@
 """Result files -> tidy DataFrames (layout and validation: :mod:`gmsop.formats`).
 
-* runs: one row per ``metrics.json``: ``run_id`` (from the file; empty for a run trained by
-  hand), identity, ``finished``, final errors, cost, environment, and every hyper-parameter as an
-  ``hp.<name>`` column (nested dicts as ``hp.a.b``; lists and dicts as canonical JSON text).
-  A run is ``finished`` when it has a ``final`` block and trained the epochs its schedule plans.
-* epochs: one row per (run, epoch); routing: one per (run, epoch, mixture component) with the
-  samples routed to it and its summed gate weight; class_routing: one per (run, class, component)
-  of the last evaluation.
-* bench: one row per benchmark file, ``input_size`` as "3x64x64".
+* runs: one row per ``metrics.json``: ``run_id`` (empty for a run trained by hand), identity,
+  ``finished`` (a ``final`` block and every planned epoch), final errors, cost, environment and
+  each hyper-parameter as ``hp.<name>`` (nested as ``hp.a.b``; lists and dicts as JSON text).
+* epochs: per (run, epoch); routing: per (run, epoch, component); class_routing: per (run, class,
+  component) of the last evaluation; bench: per benchmark file, ``input_size`` as "3x64x64".
 """
 
 from __future__ import annotations
@@ -29,17 +26,11 @@ PathLike = str | os.PathLike
 def find_result_files(sources: PathLike | Iterable[PathLike], filename: str) -> list[Path]:
     """``sources`` (files and folders) as a list of files: a folder gives every ``filename`` below
     it, sorted; a file is taken as given; a source that does not exist raises ``FileNotFoundError``."""
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
     found: list[Path] = []
-    for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            found.extend(sorted(p.rglob(filename)))
-        elif p.exists():
-            found.append(p)
-        else:
+    for p in map(Path, [sources] if isinstance(sources, (str, os.PathLike)) else sources):
+        if not p.exists():
             raise FileNotFoundError(f"result source does not exist: {p}")
+        found += sorted(p.rglob(filename)) if p.is_dir() else [p]
     return found
 
 
@@ -160,16 +151,10 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
                 continue
             total = float(sum(counts))
             for i, c in enumerate(counts):
-                routing_rows.append(
-                    {
-                        **ident,
-                        "epoch": ep["epoch"],
-                        "component": i,
-                        "count": float(c),
-                        "importance": float(imp[i]) if imp is not None else float("nan"),
-                        "share": float(c) / total if total > 0 else float("nan"),
-                    }
-                )
+                importance = float(imp[i]) if imp is not None else float("nan")
+                share = float(c) / total if total > 0 else float("nan")
+                values = (ep["epoch"], i, float(c), importance, share)
+                routing_rows.append({**ident, **dict(zip(_ROUTING_FIELDS, values))})
     runs = _frame(run_rows, RUN_COLUMNS)
     if runs.duplicated("path").any():
         dup = runs.loc[runs.duplicated("path"), "path"].iloc[0]
@@ -186,22 +171,12 @@ def load_metrics(sources: PathLike | Iterable[PathLike]) -> MetricsData:
     return MetricsData(runs=runs, epochs=epochs, routing=routing, class_routing=class_routing)
 
 
-def load_runs(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:
-    """One row per training run."""
-    return load_metrics(sources).runs
-
-
-def select_epoch(routing: pd.DataFrame, epoch: int | str = "last") -> pd.DataFrame:
-    """A routing (or epochs) frame at one epoch per run: "last" (each run's last epoch with routing
-    counts), "all" or a number."""
-    if epoch == "all" or routing.empty:
+def select_epoch(routing: pd.DataFrame) -> pd.DataFrame:
+    """A routing (or epochs) frame at each run's last epoch (with routing counts)."""
+    if routing.empty:
         return routing
-    if epoch == "last":
-        last = routing.groupby("path")["epoch"].transform("max")
-        return routing[routing["epoch"] == last].reset_index(drop=True)
-    if isinstance(epoch, int) and not isinstance(epoch, bool):
-        return routing[routing["epoch"] == epoch].reset_index(drop=True)
-    raise ValueError(f"epoch must be 'last', 'all' or an integer, got {epoch!r}")
+    last = routing.groupby("path")["epoch"].transform("max")
+    return routing[routing["epoch"] == last].reset_index(drop=True)
 
 
 def load_bench(sources: PathLike | Iterable[PathLike]) -> pd.DataFrame:

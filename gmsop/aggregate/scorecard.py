@@ -62,11 +62,6 @@ def _side(runs: pd.DataFrame, row: Row) -> dict[str, str]:
     }
 
 
-def _context(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
-    """One value where both sides agree, 'left / right' where they differ (e.g. epochs)."""
-    return {k: a[k] if a[k] == b[k] else f"{a[k]} / {b[k]}" for k in _CONTEXT}
-
-
 def build_scorecard(experiments: Iterable[Experiment], runs: pd.DataFrame) -> pd.DataFrame:
     """One row per claim of every experiment, columns :data:`SCORECARD_COLUMNS`, Holm-adjusted;
     ``attrs["failed_seeds"]``: (experiment, row, seed, error) of the failed seeds of claimed rows
@@ -78,7 +73,8 @@ def build_scorecard(experiments: Iterable[Experiment], runs: pd.DataFrame) -> pd
         errors, classes, seeds = row_errors(runs, exp)
         results = evaluate_claims(exp.claims, errors, classes)
         for claim, rec in zip(exp.claims, results.to_dict("records")):
-            ctx = _context(_side(runs, exp.row(claim.better)), _side(runs, exp.row(claim.worse)))
+            a, b = _side(runs, exp.row(claim.better)), _side(runs, exp.row(claim.worse))
+            ctx = {k: a[k] if a[k] == b[k] else f"{a[k]} / {b[k]}" for k in _CONTEXT}  # 'left / right'
             out.append({"experiment": exp.name, "title": exp.title, **ctx, **rec})
         used = dict.fromkeys(label for c in exp.claims for label in (c.better, c.worse))
         for label in used:
@@ -89,7 +85,7 @@ def build_scorecard(experiments: Iterable[Experiment], runs: pd.DataFrame) -> pd
                     for s, e, b in zip(seeds[label], errors[label], bad)
                     if b
                 ]
-    card = adjust_holm(pd.DataFrame(out, columns=list(SCORECARD_COLUMNS[: -len(HOLM_COLUMNS)])), LEVEL)
+    card = adjust_holm(pd.DataFrame(out, columns=list(SCORECARD_COLUMNS[: -len(HOLM_COLUMNS)])))
     card.attrs["failed_seeds"] = failed
     return card[list(SCORECARD_COLUMNS)]
 
@@ -98,51 +94,27 @@ def _interval(low: float, high: float) -> str:
     return f"[{low:+.2f}, {high:+.2f}]" if low == low else "—"
 
 
-def _failed_rows(df: pd.DataFrame) -> set[tuple[str, str]]:
-    return {(f["experiment"], f["row"]) for f in df.attrs.get("failed_seeds", ())}
-
-
 #: Header of the scorecard's cells: verdicts and claim first, then numbers, then the setting.
-SCORECARD_HEAD = (
-    "Verdict (Holm)",
-    "Verdict (unadjusted)",
-    "Claim",
-    "Difference [95% CI]",
-    "Holm interval",
-    "P(left better)",
-    "Ours",
-    "Seeds",
-    "Tested on",
+SCORECARD_HEAD = tuple(
+    "Verdict (Holm)|Verdict (unadjusted)|Claim|Difference [95% CI]|Holm interval|P(left better)|Ours|Seeds|"
+    "Tested on".split("|")
 )
 _TEXT_COLUMNS = (0, 1, 2, 8)  # left-aligned
 
 
 def _cells(df: pd.DataFrame) -> list[list[str]]:
-    failed = _failed_rows(df)
+    failed = {(f["experiment"], f["row"]) for f in df.attrs.get("failed_seeds", ())}
     lines = []
     for _, r in df.iterrows():
-        mark = {
-            side: FAILED_MARK.strip() if (r["experiment"], r[side]) in failed else ""
-            for side in ("better", "worse")
-        }
+        mark = [FAILED_MARK.strip() if (r["experiment"], r[s]) in failed else "" for s in ("better", "worse")]
+        ours = f"{number(r['better_mean'], '.2f')}{mark[0]} vs {number(r['worse_mean'], '.2f')}{mark[1]}"
         setting = (
             f"{r['experiment']}: {r['dataset']}, classes {r['classes']}, training images "
             f"{r['train_images']}, epochs {r['epochs']}, width {r['width']}, {r['step_size']}"
         )
-        lines.append(
-            [
-                r["verdict_holm"],
-                r["verdict"],
-                r["claim"],
-                diff_cell(r),
-                _interval(r["holm_low"], r["holm_high"]),
-                number(r["p_improvement"], ".2f"),
-                f"{number(r['better_mean'], '.2f')}{mark['better']} vs "
-                f"{number(r['worse_mean'], '.2f')}{mark['worse']}",
-                f"{r['n_better']} / {r['n_worse']}",
-                setting,
-            ]
-        )
+        tests = [diff_cell(r), _interval(r["holm_low"], r["holm_high"]), number(r["p_improvement"], ".2f")]
+        seeds = f"{r['n_better']} / {r['n_worse']}"
+        lines.append([r["verdict_holm"], r["verdict"], r["claim"], *tests, ours, seeds, setting])
     return lines
 
 
@@ -195,16 +167,12 @@ def render_scorecard_markdown(df: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def _svg_inline(svg: bytes) -> str:
-    """An SVG file's ``<svg>`` element, scaled to the width of its container, for an HTML page."""
+def _svg_figure(svg: bytes) -> str:
+    """An SVG file's ``<svg>`` element in a ``<figure>``, scaled to the width of its container."""
     text = svg.decode("utf-8")
-    text = text[text.index("<svg") :]
-    return re.sub(
-        r'<svg ([^>]*?)width="[^"]*" height="[^"]*"',
-        r'<svg \1style="width:100%;height:auto;max-width:900px"',
-        text,
-        count=1,
-    )
+    scaled = r'<svg \1style="width:100%;height:auto;max-width:900px"'
+    text = re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', scaled, text[text.index("<svg") :], count=1)
+    return f'<figure id="gmsop-forest" style="margin:0 0 12px 0">{text}</figure>'
 
 
 #: Widens the report's 32rem landing column to the page (the workflow graph moves below it).
@@ -240,11 +208,7 @@ def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: by
         + "".join(rows)
         + "</tbody></table>"
     )
-    plot = (
-        f'<figure id="gmsop-forest" style="margin:0 0 12px 0">{_svg_inline(plot_svg)}</figure>'
-        if plot_svg
-        else ""
-    )
+    plot = _svg_figure(plot_svg) if plot_svg else ""
     notes = "".join(f'<p style="font-size:12px;color:#57606a">{html.escape(n)}</p>' for n in _notes(df))
     body = (
         f'<div class="gmsop-scorecard"><p>{html.escape(scorecard_summary(df))}</p>{plot}{table}{notes}'
@@ -259,18 +223,17 @@ def render_scorecard_html(df: pd.DataFrame, fragment: bool = False, plot_svg: by
 
 
 def write_scorecard(
-    df: pd.DataFrame, stem: str | os.PathLike, landing: str | os.PathLike | None = None, plot: bool = True
+    df: pd.DataFrame, stem: str | os.PathLike, landing: str | os.PathLike | None = None
 ) -> list[Path]:
-    """``<stem>.csv``, ``.md``, ``.html``, the forest plot ``<stem>.svg`` and ``.png`` (with
-    ``plot``) and, with ``landing``, the report's landing fragment (the plot above the table)."""
+    """``<stem>.csv``, ``.md``, ``.html``, the forest plot ``<stem>.svg`` and ``.png`` and, with
+    ``landing``, the report's landing fragment (the plot above the table)."""
     stem = Path(stem)
-    texts: dict[Path, str | bytes] = {}
-    svg = None
-    if plot:
-        fig = plot_forest(df)
-        svg = render_figure(fig, "svg")
-        texts[stem.with_suffix(".svg")] = svg
-        texts[stem.with_suffix(".png")] = render_figure(fig, "png")
+    fig = plot_forest(df)
+    svg = render_figure(fig, "svg")
+    texts: dict[Path, str | bytes] = {
+        stem.with_suffix(".svg"): svg,
+        stem.with_suffix(".png"): render_figure(fig, "png"),
+    }
     texts[stem.with_suffix(".csv")] = df.to_csv(index=False, lineterminator="\n")
     texts[stem.with_suffix(".md")] = render_scorecard_markdown(df)
     texts[stem.with_suffix(".html")] = render_scorecard_html(df, plot_svg=svg)

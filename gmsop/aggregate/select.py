@@ -59,7 +59,6 @@ def step_size(fin: pd.DataFrame, row: Row) -> str | None:
     if batch is None or factor is None:
         return None
     if float(factor) != 1.0:
-        return (
-            f"batch {int(batch)}, lr x {float(factor):g} (linear scaling from batch {round(batch / factor)})"
-        )
+        source = f"linear scaling from batch {round(batch / factor)}"
+        return f"batch {int(batch)}, lr x {float(factor):g} ({source})"
     return f"batch {int(batch)}, the schedule's lr" + (" (lr_scaling none)" if scaling == "none" else "")

@@ -1,13 +1,11 @@
 """Build one reproduction table (numbers; :mod:`writers` formats it) from a planned experiment.
 
-One row per planned row: finished runs averaged (``n``; ``n_unfinished``; non-finite counts per
-error column), ``learned`` (some seed at most 75% of chance error) and the failed seeds, our
-representation size and parameters beside the paper's (full width only), top-1/top-5 mean and
-sample std, the published error and Δ only where the row ran in the paper's setting in full
-(:meth:`Row.paper_setting_gaps`), ranks among the rows that learned with no failed seed (Kendall τ
-in ``attrs["rank_agreement"]``), and training speed (benchmark median, else the runs' mean) with
-its ratio to the baseline. A row without finished runs keeps NaN: nothing is filled in from the
-paper. The experiment's claims, tested on the same runs, are in ``attrs["claims"]``.
+One row per planned row: its finished runs' errors (mean, sample std, non-finite counts), whether
+it learned and its failed seeds, size and parameters beside the paper's (full width only), the
+published error and Δ only where it ran in the paper's setting in full (:meth:`Row.paper_setting_gaps`),
+ranks and Kendall τ (``attrs["rank_agreement"]``), training speed and its ratio to the baseline.
+A row without finished runs keeps NaN: nothing is filled in from the paper. The experiment's
+claims, tested on the same runs, are in ``attrs["claims"]``.
 """
 
 from __future__ import annotations
@@ -76,17 +74,13 @@ def _rank_agreement(df: pd.DataFrame) -> dict[str, Any]:
     learned with no failed seed; the rows with a published error left out, with why."""
     keep, left_out = [], []
     for _, r in df[np.isfinite(df["_paper_top1"].astype(float))].iterrows():
-        why = (
-            "no finished run"
-            if r["n"] == 0
-            else "diverged"
-            if r["top1_nonfinite"] == r["n"]
-            else "did not learn"
-            if not pd.isna(r["learned"]) and not r["learned"]
-            else f"{r['n_failed']} of {r['n']} seeds failed"
-            if r["n_failed"]
-            else ""
+        checks = (
+            (r["n"] == 0, "no finished run"),
+            (r["top1_nonfinite"] == r["n"], "diverged"),
+            (not pd.isna(r["learned"]) and not r["learned"], "did not learn"),
+            (r["n_failed"], f"{r['n_failed']} of {r['n']} seeds failed"),
         )
+        why = next((w for bad, w in checks if bad), "")
         (left_out.append((r["method"], why)) if why else keep.append(r))
     paper = {r["method"]: r["_paper_top1"] for r in keep}
     ours = {r["method"]: r["top1_mean"] for r in keep}
@@ -135,11 +129,8 @@ def build_table(
         # parameters, dimension and speed describe the architecture: comparable at full width only
         same_net = bool(key) and row.width_mult is not None and float(row.width_mult) == 1.0
         p_params = pv.paper_params(key[0], row.backbone) if same_net else None
-        p_fps = (
-            pv.paper_train_fps(key[0], row.backbone)
-            if same_net and paper_table in _FPS_PAPER_TABLES
-            else None
-        )
+        fps_quoted = same_net and paper_table in _FPS_PAPER_TABLES
+        p_fps = pv.TRAIN_FPS.get((key[0], row.backbone)) if fps_quoted else None
         top1_paper = paper.top1_err if comparable and paper.top1_err is not None else np.nan
         top5_paper = paper.top5_err if comparable and paper.top5_err is not None else np.nan
         out.append(
@@ -147,11 +138,7 @@ def build_table(
                 "table": experiment.name,
                 "row": i,
                 "method": row.label,
-                "variant": row.variant,
-                "backbone": row.backbone,
-                "dataset": row.dataset,
-                "protocol": row.protocol,
-                "width_mult": row.width_mult,
+                **{k: getattr(row, k) for k in ("variant", "backbone", "dataset", "protocol", "width_mult")},
                 "n": top1.n,
                 "n_unfinished": int(len(sel) - len(fin)),
                 "top1_nonfinite": top1.n_nonfinite,
@@ -197,12 +184,8 @@ def build_table(
     for col in ("dim", "dim_paper", "classes"):
         df[col] = pd.array([None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64")
     df["learned"] = pd.array(df["learned"].tolist(), dtype="boolean")
-    float_cols = [
-        c
-        for c in TABLE_COLUMNS
-        if c not in ("dim_paper",)
-        and (c == "fps" or c.endswith(("_m", "_mean", "_std", "_paper", "_delta", "_rel")))
-    ]
+    ends = ("_m", "_mean", "_std", "_paper", "_delta", "_rel")
+    float_cols = [c for c in TABLE_COLUMNS if c != "dim_paper" and (c == "fps" or c.endswith(ends))]
     df[float_cols] = df[float_cols].astype(float)
     claims = evaluate_claims(experiment.claims, errors, class_of)
     df.attrs.update(

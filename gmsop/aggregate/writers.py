@@ -28,19 +28,11 @@ from gmsop.aggregate.display import (
 )
 from gmsop.atomic import atomic_write
 
-#: Format name -> file suffix, in the order :func:`write_table` writes them.
-FORMATS: dict[str, str] = {"csv": ".csv", "md": ".md", "html": ".html", "tex": ".tex"}
-
 _LEFT = {"Method", "Backbone"}  # text columns; every other column is right-aligned
 _BOLD = {"Method", "Top-1 err. (%)"}
 
-CLAIM_HEAD = (
-    "Claim (top-1 err., lower on the left)",
-    "Ours",
-    "Difference [95% CI]",
-    "n",
-    "P(left better)",
-    "Verdict",
+CLAIM_HEAD = tuple(
+    "Claim (top-1 err., lower on the left)|Ours|Difference [95% CI]|n|P(left better)|Verdict".split("|")
 )
 _CLAIM_ALIGN = ("l", "r", "r", "r", "r", "l")
 _CLAIM_NAME = "The paper's claims, on our runs"
@@ -91,12 +83,9 @@ def render_markdown(df: pd.DataFrame) -> str:
         [f"**{v}**" if pos == best and c in _BOLD else v for c, v in row.items()]
         for pos, (_, row) in enumerate(cells.iterrows())
     ]
-    lines = [
-        f"### {table_title(df)}",
-        "",
-        *markdown_table(cells.columns, [c in _LEFT for c in cells.columns], rows),
-    ]
-    lines += ["", *(f"- {n}" for n in table_notes(df))]
+    left = [c in _LEFT for c in cells.columns]
+    lines = [f"### {table_title(df)}", "", *markdown_table(cells.columns, left, rows), ""]
+    lines += [f"- {n}" for n in table_notes(df)]
     claims = claim_cells(df.attrs.get("claims"))
     if claims:
         lines += ["", f"**{_CLAIM_NAME}** {_CLAIM_DETAIL}", ""]
@@ -202,13 +191,14 @@ def render_latex(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, stem: str | os.PathLike, formats=tuple(FORMATS)) -> dict[str, Path]:
-    """Write ``<stem>.csv/.md/.html/.tex`` (or the ``formats`` asked for); returns format -> path.
-    Every output is rendered before the first is written, so an error leaves no partial set."""
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown table format(s) {unknown}; choose from {list(FORMATS)}")
+def write_table(df: pd.DataFrame, stem: str | os.PathLike) -> dict[str, Path]:
+    """Write ``<stem>.csv/.md/.html/.tex``; returns format -> path. Every output is rendered before
+    the first is written, so an error leaves no partial set."""
     stem = Path(stem)
-    render = {"csv": render_csv, "md": render_markdown, "html": render_html, "tex": render_latex}
-    texts = {f: render[f](df) for f in formats}
-    return {f: atomic_write(stem.with_name(stem.name + FORMATS[f]), texts[f]) for f in formats}
+    texts = {
+        "csv": render_csv(df),
+        "md": render_markdown(df),
+        "html": render_html(df),
+        "tex": render_latex(df),
+    }
+    return {f: atomic_write(stem.with_name(f"{stem.name}.{f}"), t) for f, t in texts.items()}
