@@ -74,9 +74,8 @@ def verdict(
 ) -> tuple[str, str]:
     """(verdict, reason) from per-step records (module docstring: the rules, in that order)."""
     ln_c = math.log(classes)
-    for i, loss in enumerate(losses, start=1):
-        if not math.isfinite(loss):
-            return "diverged", f"loss not finite at step {i}"
+    if bad := [i for i, v in enumerate(losses, start=1) if not math.isfinite(v)]:
+        return "diverged", f"loss not finite at step {bad[0]}"
     if live[-1] < DEAD_FRACTION:
         return "collapsed", f"{100 * live[-1]:.0f}% of the backbone's last-ReLU units alive at the end"
     if live[-1] < DYING_RATIO * live[0]:
@@ -130,14 +129,8 @@ def preflight_network(
     """Train one planned network (a run spec of gmsop.experiments) for ``steps`` SGD steps on
     generated data of ``classes`` classes at ``input_size`` px and judge it (:func:`verdict`)."""
     batch = int(spec["batch_size"])
-    options = {
-        "classes": int(classes),
-        "n_train": batch * int(steps),
-        "n_val": batch,
-        "size": int(input_size),
-        "seed": seed,
-        "textures": _textures(classes),
-    }
+    options = dict(classes=int(classes), n_train=batch * int(steps), n_val=batch, size=int(input_size))
+    options.update(seed=seed, textures=_textures(classes))
     cfg = train_config(
         spec, {"name": "synthetic", "options": options}, seed, out="-", ckpt_dir="-", device=device
     )

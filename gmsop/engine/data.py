@@ -1,10 +1,8 @@
 """The engine's view of a dataset: normalised float batches on the device, per epoch.
 
-Batch order (``gmsop.data.BatchLoader``) and augmentation (``epoch_generator``, drawn on the
-data's device, so CUDA and CPU runs augment differently) are pure functions of (seed, epoch):
-a resume needs no data-side state. Training drops the last incomplete batch (BatchNorm; the
-balance weight alpha/B assumes a constant B). ``input_norm``: "mean" subtracts the channel mean
-(released code), "mean_std" also divides by the std.
+Batch order and augmentation (drawn on the data's device) are functions of (seed, epoch): a resume
+needs no data-side state. Training drops the last incomplete batch (BatchNorm; alpha/B assumes a
+constant B). ``input_norm``: "mean" subtracts the channel mean, "mean_std" also divides by the std.
 """
 
 from __future__ import annotations
@@ -35,8 +33,6 @@ class DataPipeline:
         input_norm: str = "mean",
         resident: bool | str = "auto",
     ):
-        if input_norm not in ("mean", "mean_std"):
-            raise ValueError(f"input_norm must be 'mean' or 'mean_std', got {input_norm!r}")
         self.dataset, self.seed, self.device, self.input_norm = dataset, seed, device, input_norm
         aug = dataset.augment
         n_train = len(dataset.train) * (2 if aug.flip_double else 1)

@@ -1,9 +1,8 @@
 """One training epoch and one evaluation pass, each returning a dict of averaged metrics.
 
-A step: ``loss = cross_entropy(logits, y) + balance`` (balance already alpha-weighted), SGD.
-Metric sums stay on the device and are read once per epoch (``.item()`` waits for the GPU); the
-non-finite-loss check reads every ``check_every`` steps (every step on the CPU) and still names
-the first bad step in :class:`NonFiniteLossError`.
+A step: ``loss = cross_entropy(logits, y) + balance`` (balance already alpha-weighted), SGD. Metric
+sums stay on the device and are read once per epoch; the non-finite-loss check reads every
+``check_every`` steps (every step on the CPU) and still names the first bad step.
 """
 
 from __future__ import annotations
@@ -90,12 +89,9 @@ def train_one_epoch(
     num_experts: int | None = None,
     progress=None,
 ) -> dict:
-    """Train for one pass over ``batches`` ((x, y) on the device, x normalised float).
-
-    Returns sample-weighted means of CE, balance, loss and top-1 error (percent), samples, time and
-    img/s; for a gated mixture (``num_experts``) also per-component routing counts and importance
-    summed over the epoch, and the gate spreads (``gmsop.layers.GateSpread``; None if unreported).
-    """
+    """One pass over ``batches`` ((x, y) on the device): sample-weighted means of CE, balance, loss and
+    top-1 error (percent), samples, time, img/s; for a gated mixture (``num_experts``) also routing
+    counts and importance summed over the epoch, gate spreads and per-batch routing."""
     model.train()
     trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     dev = rt.device
@@ -119,7 +115,11 @@ def train_one_epoch(
             checked, pending = step, []
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        _zero_missing_grads(trainable)
+        # a zero gradient instead of none: SGD skips a parameter without one (no decay, no momentum), and
+        # an unrouted component has none on the CPU path but zeros on the grouped GPU path
+        for p in trainable:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         optimizer.step()
 
         n = y.shape[0]
@@ -169,14 +169,6 @@ def train_one_epoch(
         "idle_components_mean": idle / routed if routed else None,
         "idle_components_max": int(most) if routed else None,
     }
-
-
-def _zero_missing_grads(params: list[Tensor]) -> None:
-    """A zero gradient instead of none: SGD skips a parameter without one (no weight decay, no
-    momentum), and an unrouted component has none on the CPU path but zeros on the grouped GPU path."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
 
 
 def _check(pending: list[Tensor], checked: int, epoch: int, steps: int | None) -> None:

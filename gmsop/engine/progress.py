@@ -10,13 +10,6 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
-        return "?"
-    h, rem = divmod(int(round(seconds)), 3600)
-    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
-
-
 def _fmt(value: Any, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -32,11 +25,9 @@ class Progress:
         self._bar = None
 
     def message(self, text: str) -> None:
-        if self.mode == "none":
-            return
         if self._bar is not None:
             self._bar.write(text, file=self.stream)
-        else:
+        elif self.mode != "none":
             print(text, file=self.stream, flush=True)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, lr: float) -> None:
@@ -57,15 +48,16 @@ class Progress:
             if loss is not None:
                 self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
-    def end_epoch(self, record: dict[str, Any], epochs: int, eta_s: float | None) -> None:
+    def end_epoch(self, record: dict[str, Any], epochs: int, eta_s: float) -> None:
         self.close()
+        h, rem = divmod(round(eta_s), 3600)
         self.message(
             f"epoch {record['epoch']}/{epochs} lr {record['lr']:g} "
             f"loss {_fmt(record['train_loss'], '.4f')} (ce {_fmt(record['train_ce'], '.4f')} "
             f"bal {_fmt(record['train_balance'], '.4f')}) train top1 {_fmt(record['train_top1_err'])}% "
             f"val top1 {_fmt(record['val_top1_err'])}% top5 {_fmt(record['val_top5_err'])}% "
             f"| {_fmt(record['train_img_s'], '.1f')} img/s | {record['epoch_time_s']:.1f} s "
-            f"| ETA {format_duration(eta_s)}"
+            f"| ETA {h}:{rem // 60:02d}:{rem % 60:02d}"
         )
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from gmsop.engine.env import device_name, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from gmsop.engine.env import device_name, peak_memory_mb, resolve_device, synchronize
 from gmsop.engine.loop import Runtime, forward_loss
 from gmsop.flops import count_flops, count_params
 from gmsop.formats import BENCH_FORMAT
@@ -110,7 +110,8 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
         with torch.inference_mode(), rt.autocast():
             fwd(x)
 
-    reset_peak_memory(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model.train()
     train_times = _timed(train_step, device, cfg.warmup, cfg.steps)
     model.eval()

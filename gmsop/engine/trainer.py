@@ -1,11 +1,8 @@
 """The epoch loop: build data and model from a TrainConfig, train, checkpoint, resume, report.
 
-A resume restores model, optimiser, RNG states and epoch records from ``<ckpt_dir>/last.pt``
-(else a readable ``previous.pt``) after checking its fingerprint (config and the content hash of
-a file-backed dataset), and rewrites progress.jsonl from those records. Each epoch saves the
-checkpoint before appending its progress line, so a line always has a checkpoint behind it.
-metrics.json is written only after the last epoch; an earlier one is removed only once the data
-and checkpoint are accepted and epochs remain, so a typo never deletes a finished result.
+A resume restores model, optimiser, RNG states and epoch records from ``<ckpt_dir>/last.pt`` (else
+``previous.pt``) once its fingerprint (config, content hash of file-backed data) matches. Each epoch
+saves the checkpoint before its progress line; metrics.json is written only after the last epoch.
 """
 
 from __future__ import annotations
