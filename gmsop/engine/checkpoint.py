@@ -45,8 +45,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"checkpoint {path} has format {found!r}, this gmsop writes format {CHECKPOINT_FORMAT}"
         )
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    if missing:
+    if missing := [k for k in CHECKPOINT_KEYS if k not in ckpt]:
         raise ValueError(f"checkpoint {path} lacks {missing}")
     return ckpt
 

@@ -10,8 +10,6 @@ import os
 import platform
 import random
 import re
-import resource
-import sys
 from typing import Any
 
 import numpy as np
@@ -112,14 +110,6 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued kernels: a timing without this measures the launch rate, not the work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak device memory (CUDA: max_memory_allocated) or, elsewhere, the process's lifetime peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
 def env_info(device: torch.device, deterministic: bool, **extra: Any) -> dict[str, Any]:

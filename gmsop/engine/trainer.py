@@ -70,15 +70,12 @@ class Run:
     """Everything a training run holds in memory (what ``build_run`` assembles)."""
 
     config: TrainConfig
-    device: torch.device
     runtime: Runtime
     data: DataPipeline
     model: torch.nn.Module  # the uncompiled module: state_dict keys stay stable
     forward: torch.nn.Module  # what the loop calls (compiled or the same module)
     optimizer: torch.optim.SGD
     schedule: list[tuple[float, int]]
-    weight_decay: float
-    params: int
     num_experts: int | None
 
 
@@ -99,7 +96,6 @@ def build_run(cfg: TrainConfig) -> Run:
         dropout=cfg.dropout,
         **cfg.overrides,
     )
-    params = count_params(model)
     rt = Runtime.for_device(device, amp=cfg.amp)
     forward = rt.prepare(model, cfg.compile)
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else float(model.protocol.weight_decay)
@@ -110,7 +106,7 @@ def build_run(cfg: TrainConfig) -> Run:
     )
     head = getattr(model, "head", None)
     num_experts = int(head.num_experts) if getattr(head, "gate", None) is not None else None
-    return Run(cfg, device, rt, data, model, forward, optimizer, schedule, weight_decay, params, num_experts)
+    return Run(cfg, rt, data, model, forward, optimizer, schedule, num_experts)
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -155,9 +151,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if start < cfg.epochs:
         progress.message(
             f"training {run.model.info['variant']} on {run.model.info['backbone']} "
-            f"({run.params / 1e6:.2f}M params) |  {cfg.dataset}: {run.data.train_size} train / "
+            f"({count_params(run.model) / 1e6:.2f}M params) |  {cfg.dataset}: {run.data.train_size} train / "
             f"{run.data.val_size} val, {run.data.num_classes} classes, input {run.data.input_size} | "
-            f"{run.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
+            f"{run.runtime.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
         )
         progress.message(f"data: {run.data.placement}")
     try:
@@ -250,7 +246,7 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "lr_scaling": cfg.lr_scaling,
         "lr_factor": cfg.lr_factor(),
         "epochs": cfg.epochs,
-        "weight_decay": run.weight_decay,
+        "weight_decay": run.optimizer.param_groups[0]["weight_decay"],
         "momentum": cfg.momentum,
         "overrides": dict(cfg.overrides),
         "dataset_options": dict(cfg.dataset_options),
@@ -281,7 +277,7 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "dataset": cfg.dataset,
         "seed": cfg.seed,
         "tag": cfg.tag,
-        "params": run.params,
+        "params": count_params(run.model),
         "rep_dim": int(run.model.rep_dim),
         "flops_per_image": None,  # counted where shown: gmsop bench, gmsop models
         "hparams": hparams,
