@@ -41,12 +41,8 @@ from gmsop.pipeline import train_config
 from gmsop.plan import dataset_facts
 
 #: thresholds of the verdicts (module docstring)
-DIVERGE_FACTOR = 2.0
-DEAD_FRACTION = 0.10
-DYING_RATIO = 0.5
-VANISHED_RATIO = 1e-4
-ONE_CLASS_SHARE = 0.90
-MIN_DROP = 0.05
+DIVERGE_FACTOR, DEAD_FRACTION, DYING_RATIO = 2.0, 0.10, 0.5
+VANISHED_RATIO, ONE_CLASS_SHARE, MIN_DROP = 1e-4, 0.90, 0.05
 NETWORK_KEYS = ("variant", "backbone", "protocol", "batch_size", "lr_scaling", "width_mult", "overrides")
 
 
@@ -110,14 +106,6 @@ def verdict(
     )
 
 
-def _textures(classes: int) -> int:
-    """Enough textures that the generator has ``classes`` distinct mode sets (4 colours, 3 modes)."""
-    textures = 4
-    while math.comb(textures * 4, 3) < classes:
-        textures *= 2
-    return textures
-
-
 def preflight_network(
     spec: dict[str, Any],
     classes: int,
@@ -129,9 +117,11 @@ def preflight_network(
 ) -> PreflightResult:
     """Train one planned network (a run spec of gmsop.experiments) for ``steps`` SGD steps on
     generated data of ``classes`` classes at ``input_size`` px and judge it (:func:`verdict`)."""
-    batch = int(spec["batch_size"])
+    batch, textures = int(spec["batch_size"]), 4
+    while math.comb(textures * 4, 3) < classes:  # classes distinct mode sets (4 colours, 3 modes each)
+        textures *= 2
     options = dict(classes=int(classes), n_train=batch * int(steps), n_val=batch, size=int(input_size))
-    options.update(seed=seed, textures=_textures(classes))
+    options.update(seed=seed, textures=textures)
     cfg = train_config(
         spec, {"name": "synthetic", "options": options}, seed, out="-", ckpt_dir="-", device=device
     )

@@ -167,9 +167,8 @@ class TrainConfig:
 
     def resolved_schedule(self) -> list[tuple[float, int]]:
         """The schedule trained: the given one (else the released one) with ``lr_scaling`` applied."""
-        base = list(self.schedule) if self.schedule is not None else default_schedule(self.variant)
         factor = self.lr_factor()
-        return [(lr * factor, ep) for lr, ep in base] if factor != 1.0 else base
+        return [(lr * factor, ep) for lr, ep in self.schedule or default_schedule(self.variant)]
 
     def lr_factor(self) -> float:
         """Under ``linear``, batch / the batch the released schedules used (Goyal et al. 2017), else 1:

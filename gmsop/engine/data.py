@@ -51,8 +51,7 @@ class DataPipeline:
         divide = input_norm == "mean_std"
         self.train_tf = BatchTransform.for_dataset(dataset, train=True, divide_std=divide)
         self.val_tf = BatchTransform.for_dataset(dataset, train=False, divide_std=divide)
-        full = len(self.train_loader)
-        self.train_steps = min(full, max_train_batches) if max_train_batches else full
+        self.train_steps = min(len(self.train_loader), max_train_batches or len(self.train_loader))
         self.num_classes = int(dataset.num_classes)
         self.input_size = tuple(int(v) for v in dataset.input_size)
         self.train_size, self.val_size = len(dataset.train), len(dataset.val)

@@ -8,27 +8,22 @@ saves the checkpoint before its progress line; metrics.json is written only afte
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
+from tqdm import tqdm
 
 from gmsop.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
 from gmsop.data.content import content_fingerprint
+from gmsop.engine import env
 from gmsop.engine.checkpoint import check_fingerprint, resume_checkpoint, save_checkpoint
 from gmsop.engine.config import TrainConfig
 from gmsop.engine.data import DataPipeline
-from gmsop.engine.env import (
-    capture_rng_state,
-    configure_determinism,
-    resolve_device,
-    restore_rng_state,
-    seed_everything,
-)
 from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
-from gmsop.engine.progress import Progress
 from gmsop.flops import count_params
 from gmsop.formats import (
     CHECKPOINT_NAME,
@@ -39,6 +34,63 @@ from gmsop.formats import (
     check_metrics,
 )
 from gmsop.registry import build_model, parse_variant
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class Progress:
+    """A run's progress on stderr (``mode`` auto, bar, lines or none): a tqdm bar on a terminal, one line
+    per epoch in a log (a bar's carriage returns would fill a Snakemake or SLURM log)."""
+
+    def __init__(self, mode: str = "auto", stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "lines"
+        self.mode = mode
+        self._bar = None
+
+    def message(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        elif self.mode != "none":
+            print(text, file=self.stream, flush=True)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, lr: float) -> None:
+        if self.mode != "bar":
+            return
+        self._bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{epochs} lr {lr:g}",
+            unit="batch",
+            file=self.stream,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def step(self, loss: float | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            if loss is not None:
+                self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def end_epoch(self, record: dict[str, Any], epochs: int, eta_s: float) -> None:
+        self.close()
+        h, rem = divmod(round(eta_s), 3600)
+        self.message(
+            f"epoch {record['epoch']}/{epochs} lr {record['lr']:g} "
+            f"loss {_fmt(record['train_loss'], '.4f')} (ce {_fmt(record['train_ce'], '.4f')} "
+            f"bal {_fmt(record['train_balance'], '.4f')}) train top1 {_fmt(record['train_top1_err'])}% "
+            f"val top1 {_fmt(record['val_top1_err'])}% top5 {_fmt(record['val_top5_err'])}% "
+            f"| {_fmt(record['train_img_s'], '.1f')} img/s | {record['epoch_time_s']:.1f} s "
+            f"| ETA {h}:{rem // 60:02d}:{rem % 60:02d}"
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class UnwritableOutputError(OSError):
@@ -83,11 +135,11 @@ def build_run(cfg: TrainConfig) -> Run:
     """Device, determinism, data, then the seeded model and its optimiser; ValueError for a bad setting."""
     parse_variant(cfg.variant)  # an unknown variant fails before a large dataset is loaded
     schedule = cfg.resolved_schedule()
-    device = resolve_device(cfg.device)
-    configure_determinism(cfg.deterministic, device)
+    device = env.resolve_device(cfg.device)
+    env.configure_determinism(cfg.deterministic, device)
     data = DataPipeline.from_config(cfg, device)
 
-    seed_everything(cfg.seed)
+    env.seed_everything(cfg.seed)
     model = build_model(
         cfg.variant,
         backbone=cfg.backbone,
@@ -116,7 +168,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     out = Path(cfg.out) if cfg.out else None
     check_writable(out, ckpt_dir)  # before any work
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
-    fingerprint = cfg.fingerprint(resolve_device(cfg.device).type)
+    fingerprint = cfg.fingerprint(env.resolve_device(cfg.device).type)
     content = content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)
     if content is not None:  # the data a checkpoint was trained on, wherever its root is now
         fingerprint["data_content"] = content
@@ -134,7 +186,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if ckpt is not None:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng_state(ckpt["rng"])
+        env.restore_rng_state(ckpt["rng"])
         records, totals, start = list(ckpt["records"]), dict(ckpt["totals"]), int(ckpt["epoch"])
         del ckpt
         if note:
@@ -169,7 +221,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
                         "epoch": epoch,
                         "model": run.model.state_dict(),
                         "optimizer": run.optimizer.state_dict(),
-                        "rng": capture_rng_state(),
+                        "rng": env.capture_rng_state(),
                         "records": records,
                         "totals": totals,
                     },
