@@ -42,8 +42,6 @@ def device_name(device: torch.device) -> str:
     """The GPU's product name, or the CPU model with the number of threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    if device.type != "cpu":
-        return device.type
     model = platform.processor() or platform.machine() or "cpu"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
         model = next(

@@ -201,12 +201,10 @@ def evaluate(
     t0 = time.perf_counter()
     for x, y in batches:
         out, ce, _ = forward_loss(model, rt.place(x), y, rt)
-        logits = out.logits.float()
         if routing is not None and out.gate is not None and out.gate.selected is not None:
             routing.index_add_(0, y, selection_mask(out.gate.selected, num_experts))
         per_class.index_add_(0, y, torch.ones_like(y, dtype=per_class.dtype))
-        top = logits.topk(k, dim=1).indices  # (B, k)
-        hit = top == y[:, None]  # (B, k)
+        hit = out.logits.float().topk(k, dim=1).indices == y[:, None]  # (B, k)
         n = y.shape[0]
         samples += n
         sums += torch.stack([ce * n, hit[:, 0].sum(), hit.any(dim=1).sum()]).double()

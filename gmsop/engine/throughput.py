@@ -118,17 +118,15 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
-    train_times = _timed(train_step, device, cfg.warmup, cfg.steps)
+    train_ms, train_iqr = step_stats(_timed(train_step, device, cfg.warmup, cfg.steps))
     model.eval()
-    infer_times = _timed(infer_step, device, cfg.warmup, cfg.steps)
+    infer_ms, infer_iqr = step_stats(_timed(infer_step, device, cfg.warmup, cfg.steps))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:  # the process's lifetime peak RSS: bytes on macOS, KiB on Linux
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
-    train_ms, train_iqr = step_stats(train_times)
-    infer_ms, infer_iqr = step_stats(infer_times)
     train_img_s = cfg.batch_size / (train_ms / 1e3)
     infer_img_s = cfg.batch_size / (infer_ms / 1e3)
     return {

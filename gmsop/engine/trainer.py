@@ -169,8 +169,8 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     check_writable(out, ckpt_dir)  # before any work
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
     fingerprint = cfg.fingerprint(env.resolve_device(cfg.device).type)
-    content = content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)
-    if content is not None:  # the data a checkpoint was trained on, wherever its root is now
+    # the data a checkpoint was trained on, wherever its root is now
+    if (content := content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)) is not None:
         fingerprint["data_content"] = content
     ckpt, loaded, note = resume_checkpoint(ckpt_dir) if ckpt_dir is not None else (None, None, None)
     if ckpt is not None:
