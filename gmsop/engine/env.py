@@ -73,9 +73,7 @@ def capture_rng_state() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all()
-        if torch.cuda.is_available() and torch.cuda.is_initialized()
-        else [],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "numpy": {
             "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
