@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gmsop.data import BatchLoader, BatchTransform, epoch_generator, get_dataset
+from gmsop.data import BatchLoader, BatchTransform, epoch_generator
 
 TRAIN_STREAM, EVAL_STREAM = 1, 2  # epoch_generator streams (see gmsop.data.augment)
 
@@ -56,11 +56,6 @@ class DataPipeline:
         self.input_size = tuple(int(v) for v in dataset.input_size)
         self.train_size, self.val_size = len(dataset.train), len(dataset.val)
         self.augment_summary: dict[str, Any] = {**dataclasses.asdict(aug), "input_norm": input_norm}
-
-    @classmethod
-    def from_config(cls, cfg, device: torch.device) -> DataPipeline:
-        ds = get_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
-        return cls(ds, cfg.batch_size, cfg.seed, device, cfg.max_train_batches, cfg.input_norm)
 
     def train_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Augmented, normalised (x, y) of ``epoch`` on the device (at most ``train_steps``)."""

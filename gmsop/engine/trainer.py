@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from gmsop.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
+from gmsop.data import get_dataset
 from gmsop.data.content import content_fingerprint
 from gmsop.engine import env
 from gmsop.engine.checkpoint import check_fingerprint, resume_checkpoint, save_checkpoint
@@ -137,7 +138,8 @@ def build_run(cfg: TrainConfig) -> Run:
     schedule = cfg.resolved_schedule()
     device = env.resolve_device(cfg.device)
     env.configure_determinism(cfg.deterministic, device)
-    data = DataPipeline.from_config(cfg, device)
+    ds = get_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
+    data = DataPipeline(ds, cfg.batch_size, cfg.seed, device, cfg.max_train_batches, cfg.input_norm)
 
     env.seed_everything(cfg.seed)
     model = build_model(
@@ -278,7 +280,7 @@ def _run_epoch(
             num_experts=run.num_experts,
         )
     values = {**tr, **val, "epoch": epoch, "lr": lr, "epoch_time_s": time.perf_counter() - t0}
-    record = {k: values.get(k) for k in EPOCH_KEYS}
+    record = _epoch_line(values)
     if val and epoch == cfg.epochs:  # what each component learned: metrics.json's "final"
         record.update(val_routing=val["val_routing"], val_class_counts=val["val_class_counts"])
     return record, {"train_samples": tr["train_samples"], "train_seconds": tr["train_time_s"]}
