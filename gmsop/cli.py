@@ -12,7 +12,7 @@ from gmsop import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("gmsop.cli_models", "table of every variant x backbone: params, rep. dim, FLOPs"),
     "train": ("gmsop.engine.train_cli", "train one variant on one dataset (resumable)"),
-    "bench": ("gmsop.engine.bench_cli", "measure training/inference throughput (timm protocol)"),
+    "bench": ("gmsop.engine.throughput", "measure training/inference throughput (timm protocol)"),
     "data": ("gmsop.data.cli", "prepare, inspect or benchmark a dataset"),
     "check-device": (
         "gmsop.device_check",

@@ -15,18 +15,15 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_flops(
-    model: nn.Module, input_size=(3, 64, 64), batch_size: int = 2, device: str | torch.device = "cpu"
-) -> float:
-    """Forward FLOPs per image at ``input_size`` (C, H, W); the model's mode is restored."""
+def count_flops(model: nn.Module, input_size=(3, 64, 64)) -> float:
+    """Forward FLOPs per image at ``input_size`` (C, H, W) (a batch of 2); the model's mode is restored."""
     was_training = model.training
     model.eval()
     try:
         # a generator of its own: counting leaves the global random stream untouched
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        x = torch.randn(batch_size, *input_size, generator=gen).to(device)
+        x = torch.randn(2, *input_size, generator=torch.Generator(device="cpu").manual_seed(0))
         with FlopCounterMode(display=False) as counter:
             model(x)
-        return counter.get_total_flops() / batch_size
+        return counter.get_total_flops() / 2
     finally:
         model.train(was_training)

@@ -41,12 +41,9 @@ from gmsop.pipeline import train_config
 from gmsop.plan import dataset_facts
 
 #: thresholds of the verdicts (module docstring)
-DIVERGE_FACTOR = 2.0
-DEAD_FRACTION = 0.10
-DYING_RATIO = 0.5
-VANISHED_RATIO = 1e-4
-ONE_CLASS_SHARE = 0.90
-MIN_DROP = 0.05
+DIVERGE_FACTOR, DEAD_FRACTION, DYING_RATIO = 2.0, 0.10, 0.5
+VANISHED_RATIO, ONE_CLASS_SHARE, MIN_DROP = 1e-4, 0.90, 0.05
+NETWORK_KEYS = ("variant", "backbone", "protocol", "batch_size", "lr_scaling", "width_mult", "overrides")
 
 
 @dataclass
@@ -74,9 +71,8 @@ def verdict(
 ) -> tuple[str, str]:
     """(verdict, reason) from per-step records (module docstring: the rules, in that order)."""
     ln_c = math.log(classes)
-    for i, loss in enumerate(losses, start=1):
-        if not math.isfinite(loss):
-            return "diverged", f"loss not finite at step {i}"
+    if bad := [i for i, v in enumerate(losses, start=1) if not math.isfinite(v)]:
+        return "diverged", f"loss not finite at step {bad[0]}"
     if live[-1] < DEAD_FRACTION:
         return "collapsed", f"{100 * live[-1]:.0f}% of the backbone's last-ReLU units alive at the end"
     if live[-1] < DYING_RATIO * live[0]:
@@ -110,14 +106,6 @@ def verdict(
     )
 
 
-def _textures(classes: int) -> int:
-    """Enough textures that the generator has ``classes`` distinct mode sets (4 colours, 3 modes)."""
-    textures = 4
-    while math.comb(textures * 4, 3) < classes:
-        textures *= 2
-    return textures
-
-
 def preflight_network(
     spec: dict[str, Any],
     classes: int,
@@ -129,15 +117,11 @@ def preflight_network(
 ) -> PreflightResult:
     """Train one planned network (a run spec of gmsop.experiments) for ``steps`` SGD steps on
     generated data of ``classes`` classes at ``input_size`` px and judge it (:func:`verdict`)."""
-    batch = int(spec["batch_size"])
-    options = {
-        "classes": int(classes),
-        "n_train": batch * int(steps),
-        "n_val": batch,
-        "size": int(input_size),
-        "seed": seed,
-        "textures": _textures(classes),
-    }
+    batch, textures = int(spec["batch_size"]), 4
+    while math.comb(textures * 4, 3) < classes:  # classes distinct mode sets (4 colours, 3 modes each)
+        textures *= 2
+    options = dict(classes=int(classes), n_train=batch * int(steps), n_val=batch, size=int(input_size))
+    options.update(seed=seed, textures=textures)
     cfg = train_config(
         spec, {"name": "synthetic", "options": options}, seed, out="-", ckpt_dir="-", device=device
     )
@@ -179,14 +163,6 @@ def preflight_network(
     )
 
 
-def _network_key(spec: dict) -> str:
-    """What makes a network distinct for a preflight: everything but its dataset's content."""
-    keys = ("variant", "backbone", "protocol", "batch_size", "lr_scaling", "width_mult", "overrides")
-    return json.dumps(
-        {**{k: spec.get(k) for k in keys}, "lr": spec["schedule"][0][0]}, sort_keys=True, default=str
-    )
-
-
 def networks(config: dict) -> list[tuple[str, dict, int, int]]:
     """(label, run spec, classes, input size) per distinct network of a workflow ``config``
     (labels list every experiment row it stands for); a dataset whose class count or input size
@@ -194,27 +170,19 @@ def networks(config: dict) -> list[tuple[str, dict, int, int]]:
     plan = make_plan(config)
     found: dict[str, tuple[list[str], dict, int, int]] = {}
     for exp in plan.experiments.values():
-        for row in exp.rows:
-            if row.rule:
-                continue
+        for row in (r for r in exp.rows if not r.rule):
             spec = plan.runs[row.run]
             facts = dataset_facts(config["datasets"][spec["dataset"]], spec.get("augment"))
             if facts.num_classes is None or facts.input_size is None:
                 raise ValueError(
                     f"dataset {spec['dataset']!r}: {facts.note}; preflight needs its classes and input size"
                 )
-            key = json.dumps([_network_key(spec), facts.num_classes, facts.input_size])
+            # what makes a network distinct for a preflight: everything but its dataset's content
+            net = {k: spec.get(k) for k in NETWORK_KEYS} | {"lr": spec["schedule"][0][0]}
+            key = json.dumps([net, facts.num_classes, facts.input_size], sort_keys=True, default=str)
             entry = found.setdefault(key, ([], spec, int(facts.num_classes), int(facts.input_size[0])))
             entry[0].append(f"{exp.name}: {row.label}")
     return [(", ".join(labels), spec, c, s) for labels, spec, c, s in found.values()]
-
-
-def _load_config(path: str) -> dict:
-    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: a workflow config must be a mapping")
-    config.setdefault("defaults", {}).setdefault("width_mult", 1.0)
-    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 4:
         p.error(f"--steps must be >= 4, got {args.steps}")
     try:
-        todo = networks(_load_config(args.config))
+        config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"{args.config}: a workflow config must be a mapping")
+        config.setdefault("defaults", {}).setdefault("width_mult", 1.0)
+        todo = networks(config)
     except (OSError, ValueError) as err:
         print(f"gmsop preflight: {err}", file=sys.stderr)
         return 2

@@ -7,8 +7,8 @@ import torch
 
 from gmsop import build_model
 from gmsop.aggregate.load import read_bench
-from gmsop.engine.bench_cli import main as bench_main
 from gmsop.engine.throughput import BenchConfig, measure_throughput, step_stats
+from gmsop.engine.throughput import main as bench_main
 from gmsop.flops import count_params
 
 

@@ -103,7 +103,7 @@ def test_resolve_device_on_cuda():
 def test_progress_modes():
     import io
 
-    from gmsop.engine.progress import Progress
+    from gmsop.engine.trainer import Progress
 
     record = {
         "epoch": 1,

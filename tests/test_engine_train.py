@@ -14,9 +14,8 @@ import torch
 from gmsop.aggregate.load import read_metrics
 from gmsop.engine import NonFiniteLossError, TrainConfig, train
 from gmsop.engine.checkpoint import CheckpointMismatchError
-from gmsop.engine.progress import Progress
 from gmsop.engine.train_cli import main as train_main
-from gmsop.engine.trainer import build_run
+from gmsop.engine.trainer import Progress, build_run
 from gmsop.formats import EPOCH_KEYS
 
 DS = {"classes": 10, "n_train": 192, "n_val": 64, "size": 16}

@@ -14,7 +14,7 @@ import yaml
 
 from gmsop import plan as gp
 from gmsop.cli import main as gmsop_main
-from gmsop.engine.bench_cli import main as bench_main
+from gmsop.engine.throughput import main as bench_main
 from gmsop.experiments import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]

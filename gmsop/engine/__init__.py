@@ -4,20 +4,9 @@ metrics = train(TrainConfig(variant="GM-SOP-16-8", dataset="synthetic", schedule
 bench = measure_throughput(BenchConfig(variant="GM-GAP-16-8", input_size=(3, 64, 64), batch_size=32))
 """
 
-from gmsop.engine.config import TrainConfig, default_schedule, parse_schedule
-from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
+from gmsop.engine.config import TrainConfig
+from gmsop.engine.loop import NonFiniteLossError
 from gmsop.engine.throughput import BenchConfig, measure_throughput
 from gmsop.engine.trainer import train
 
-__all__ = [
-    "TrainConfig",
-    "parse_schedule",
-    "default_schedule",
-    "train",
-    "train_one_epoch",
-    "evaluate",
-    "Runtime",
-    "NonFiniteLossError",
-    "BenchConfig",
-    "measure_throughput",
-]
+__all__ = ["TrainConfig", "train", "NonFiniteLossError", "BenchConfig", "measure_throughput"]

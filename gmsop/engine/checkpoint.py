@@ -1,10 +1,6 @@
-"""The resume checkpoint: ``last.pt``, replaced atomically after every epoch.
-
-A new file is read back before it replaces ``last.pt``; the one replaced is kept as
-``previous.pt``, the fallback when ``last.pt`` is unreadable. Contents (``CHECKPOINT_KEYS``, all
-tensors or plain containers for ``weights_only=True``): format, config fingerprint, epochs done,
-model and optimizer state dicts, RNG states, per-epoch records and totals (samples, seconds).
-Only at epoch ends: data order and augmentation are functions of (seed, epoch).
+"""The resume checkpoint ``last.pt``, replaced atomically after every epoch (the one replaced is kept
+as ``previous.pt``, the fallback when ``last.pt`` is unreadable). Contents: ``CHECKPOINT_KEYS``, all
+tensors or plain containers for ``weights_only=True``; data order is a function of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -49,8 +45,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"checkpoint {path} has format {found!r}, this gmsop writes format {CHECKPOINT_FORMAT}"
         )
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    if missing:
+    if missing := [k for k in CHECKPOINT_KEYS if k not in ckpt]:
         raise ValueError(f"checkpoint {path} lacks {missing}")
     return ckpt
 

@@ -1,9 +1,6 @@
-"""The training configuration: one typed, validated dataclass with visible defaults.
-
-CLI, ``--config`` file and Python API all end in a ``TrainConfig``; ``__post_init__`` rejects a
-bad value (naming the field) before any data is loaded. Defaults follow the authors' released
-code (method-facts.md, "Training"). ``fingerprint()`` holds the fields that change the numbers;
-a resume refuses a checkpoint whose fingerprint differs.
+"""The training configuration: one typed dataclass that CLI, ``--config`` file and Python API all
+build; ``__post_init__`` rejects a bad value, naming the field, before any data is loaded. Defaults
+follow the released code (method-facts.md). ``fingerprint()``: the fields that change the numbers.
 """
 
 from __future__ import annotations
@@ -31,26 +28,6 @@ DEFAULT_SCHEDULES: dict[str, list[tuple[float, int]]] = {
     # the GM-SOP script, and the text (0.1, {40,10,5,5}): GM-SOP, Ave-SOP
     "gm_sop": [(0.1, 40), (0.01, 10), (0.001, 5), (0.0001, 5)],
 }
-
-#: The batch of the released schedules per canonical backbone: 150 for WRN-36-2
-#: (``cnn_init_WRN_GM.m``), 256 for every other.
-RELEASED_BATCH: dict[str, int] = {"wrn36_2": 150}
-
-#: ``linear``: every lr x batch / released batch (Goyal et al. 2017); ``none``: published rates.
-LR_SCALINGS = ("linear", "none")
-
-
-def released_batch(backbone: str) -> int:
-    """The batch the released schedules of ``backbone`` (a canonical key) were published with."""
-    return RELEASED_BATCH.get(backbone, 256)
-
-
-def lr_factor(lr_scaling: str, batch_size: int, backbone: str) -> float:
-    """The factor every learning rate of a schedule is multiplied by (1.0 at the released batch)."""
-    if lr_scaling not in LR_SCALINGS:
-        raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {lr_scaling!r}")
-    return int(batch_size) / released_batch(backbone) if lr_scaling == "linear" else 1.0
-
 
 #: Fields that do not change what a run computes (excluded from the resume fingerprint).
 _NOT_FINGERPRINTED = ("out", "ckpt_dir", "data_root", "compile", "progress", "tag", "run")
@@ -146,11 +123,9 @@ class TrainConfig:
     progress: str = "auto"  # auto: a tqdm bar on a terminal, one line per epoch otherwise; bar|lines|none
 
     def __post_init__(self) -> None:
-        for name in ("variant", "dataset", "protocol"):
-            setattr(self, name, _require_str(name, getattr(self, name)))
-        for name in ("backbone", "data_root", "out", "ckpt_dir", "tag"):
+        for name in ("variant", "dataset", "protocol", "backbone", "data_root", "out", "ckpt_dir", "tag"):
             value = getattr(self, name)
-            if value is not None:
+            if value is not None or name in ("variant", "dataset", "protocol"):
                 setattr(self, name, _require_str(name, str(value) if isinstance(value, Path) else value))
         for name in ("dataset_options", "overrides"):
             value = {} if getattr(self, name) is None else getattr(self, name)
@@ -162,18 +137,14 @@ class TrainConfig:
                 check_run_block(self.run)
             except ResultFileError as err:
                 raise ValueError(f"run must be an identity block (gmsop.formats.run_block): {err}") from None
-        self.batch_size = _require_int("batch_size", self.batch_size, 1)
-        self.seed = _require_int("seed", self.seed, 0)
-        self.eval_every = _require_int("eval_every", self.eval_every, 1)
-        if self.max_train_batches is not None:
-            self.max_train_batches = _require_int("max_train_batches", self.max_train_batches, 1)
+        for name, lo in (("batch_size", 1), ("seed", 0), ("eval_every", 1), ("max_train_batches", 1)):
+            if getattr(self, name) is not None or name != "max_train_batches":
+                setattr(self, name, _require_int(name, getattr(self, name), lo))
         if self.schedule is not None:
             self.schedule = parse_schedule(self.schedule)
-        self.momentum = _require_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
-        if self.weight_decay is not None:
-            self.weight_decay = _require_float("weight_decay", self.weight_decay, 0.0, math.inf)
-        if self.dropout is not None:
-            self.dropout = _require_float("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        for name, hi in (("momentum", 1.0), ("weight_decay", math.inf), ("dropout", 1.0)):
+            if getattr(self, name) is not None or name == "momentum":
+                setattr(self, name, _require_float(name, getattr(self, name), hi))
         for name in ("deterministic", "compile", "amp"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -181,7 +152,7 @@ class TrainConfig:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:<index>")
         for name, choices in (
-            ("lr_scaling", LR_SCALINGS),
+            ("lr_scaling", ("linear", "none")),
             ("input_norm", ("mean", "mean_std")),
             ("progress", ("auto", "bar", "lines", "none")),
         ):
@@ -196,14 +167,16 @@ class TrainConfig:
 
     def resolved_schedule(self) -> list[tuple[float, int]]:
         """The schedule trained: the given one (else the released one) with ``lr_scaling`` applied."""
-        base = list(self.schedule) if self.schedule is not None else default_schedule(self.variant)
         factor = self.lr_factor()
-        return [(lr * factor, ep) for lr, ep in base] if factor != 1.0 else base
+        return [(lr * factor, ep) for lr, ep in self.schedule or default_schedule(self.variant)]
 
     def lr_factor(self) -> float:
-        """batch / released batch under ``lr_scaling: linear`` (the backbone's released batch), else 1."""
+        """Under ``linear``, batch / the batch the released schedules used (Goyal et al. 2017), else 1:
+        150 for WRN-36-2 (``cnn_init_WRN_GM.m``), 256 for every other backbone."""
         backbone = resolve_variant(self.variant, self.backbone).backbone
-        return lr_factor(self.lr_scaling, self.batch_size, backbone)
+        return (
+            self.batch_size / (150 if backbone == "wrn36_2" else 256) if self.lr_scaling == "linear" else 1.0
+        )
 
     @property
     def epochs(self) -> int:
@@ -259,13 +232,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if is_json else yaml.safe_load(text)
     except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
         raise ValueError(f"config file {path} is not valid {'JSON' if is_json else 'YAML'}: {err}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if not isinstance(data, dict | None):
         raise ValueError(
             f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}"
         )
-    return data
+    return data or {}
 
 
 def _require_str(name: str, value: Any) -> str:
@@ -282,10 +253,9 @@ def _require_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _require_float(name: str, value: Any, lo: float, hi: float, hi_open: bool = False) -> float:
+def _require_float(name: str, value: Any, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    value = float(value)
-    if value < lo or value > hi or (hi_open and value >= hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}{')' if hi_open else ']'}, got {value!r}")
-    return value
+    if not 0 <= value < hi:
+        raise ValueError(f"{name} must be in [0.0, {hi}), got {float(value)!r}")
+    return float(value)

@@ -1,10 +1,8 @@
 """The engine's view of a dataset: normalised float batches on the device, per epoch.
 
-Batch order (``gmsop.data.BatchLoader``) and augmentation (``epoch_generator``, drawn on the
-data's device, so CUDA and CPU runs augment differently) are pure functions of (seed, epoch):
-a resume needs no data-side state. Training drops the last incomplete batch (BatchNorm; the
-balance weight alpha/B assumes a constant B). ``input_norm``: "mean" subtracts the channel mean
-(released code), "mean_std" also divides by the std.
+Batch order and augmentation (drawn on the data's device) are functions of (seed, epoch): a resume
+needs no data-side state. Training drops the last incomplete batch (BatchNorm; alpha/B assumes a
+constant B). ``input_norm``: "mean" subtracts the channel mean, "mean_std" also divides by the std.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gmsop.data import BatchLoader, BatchTransform, epoch_generator, get_dataset
+from gmsop.data import BatchLoader, BatchTransform, epoch_generator
 
 TRAIN_STREAM, EVAL_STREAM = 1, 2  # epoch_generator streams (see gmsop.data.augment)
 
@@ -35,8 +33,6 @@ class DataPipeline:
         input_norm: str = "mean",
         resident: bool | str = "auto",
     ):
-        if input_norm not in ("mean", "mean_std"):
-            raise ValueError(f"input_norm must be 'mean' or 'mean_std', got {input_norm!r}")
         self.dataset, self.seed, self.device, self.input_norm = dataset, seed, device, input_norm
         aug = dataset.augment
         n_train = len(dataset.train) * (2 if aug.flip_double else 1)
@@ -55,17 +51,11 @@ class DataPipeline:
         divide = input_norm == "mean_std"
         self.train_tf = BatchTransform.for_dataset(dataset, train=True, divide_std=divide)
         self.val_tf = BatchTransform.for_dataset(dataset, train=False, divide_std=divide)
-        full = len(self.train_loader)
-        self.train_steps = min(full, max_train_batches) if max_train_batches else full
+        self.train_steps = min(len(self.train_loader), max_train_batches or len(self.train_loader))
         self.num_classes = int(dataset.num_classes)
         self.input_size = tuple(int(v) for v in dataset.input_size)
         self.train_size, self.val_size = len(dataset.train), len(dataset.val)
         self.augment_summary: dict[str, Any] = {**dataclasses.asdict(aug), "input_norm": input_norm}
-
-    @classmethod
-    def from_config(cls, cfg, device: torch.device) -> DataPipeline:
-        ds = get_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
-        return cls(ds, cfg.batch_size, cfg.seed, device, cfg.max_train_batches, cfg.input_norm)
 
     def train_batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Augmented, normalised (x, y) of ``epoch`` on the device (at most ``train_steps``)."""

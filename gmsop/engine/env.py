@@ -1,9 +1,6 @@
 """Where a run executes and how reproducible it is: device, determinism, seeds, RNG states, env.
-
-Capture and restore of the random streams sit side by side so that a resume restores exactly
-what was saved: torch CPU and CUDA, numpy's and Python's global generators (the data pipeline's
-generators are functions of (seed, epoch) and need no saving).
-States are tensors and plain containers, so checkpoints load with ``weights_only=True``.
+RNG capture and restore (torch CPU and CUDA, numpy's and Python's global generators) sit side by
+side; states are tensors and plain containers, so checkpoints load with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -13,8 +10,6 @@ import os
 import platform
 import random
 import re
-import resource
-import sys
 from typing import Any
 
 import numpy as np
@@ -47,8 +42,6 @@ def device_name(device: torch.device) -> str:
     """The GPU's product name, or the CPU model with the number of threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    if device.type != "cpu":
-        return device.type
     model = platform.processor() or platform.machine() or "cpu"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
         model = next(
@@ -80,9 +73,7 @@ def capture_rng_state() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all()
-        if torch.cuda.is_available() and torch.cuda.is_initialized()
-        else [],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "numpy": {
             "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
             "pos": int(pos),
@@ -101,37 +92,20 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state`."""
     torch.set_rng_state(state["torch"])
-    if state.get("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError("the checkpoint holds CUDA random states but CUDA is not available")
-        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state, index)
+    # a CPU run saved none (its fingerprint, checked first, holds the device type)
+    for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(cuda_state, index)
     n, py = state["numpy"], state["python"]
     np.random.set_state(
         ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
     )
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
-    if state.get("generators"):
-        raise ValueError(f"checkpoint has random generators {sorted(state['generators'])}; this run has none")
 
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued kernels: a timing without this measures the launch rate, not the work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak device memory (CUDA: max_memory_allocated) or, elsewhere, the process's lifetime peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
 def env_info(device: torch.device, deterministic: bool, **extra: Any) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """One training epoch and one evaluation pass, each returning a dict of averaged metrics.
 
-A step: ``loss = cross_entropy(logits, y) + balance`` (balance already alpha-weighted), SGD.
-Metric sums stay on the device and are read once per epoch (``.item()`` waits for the GPU); the
-non-finite-loss check reads every ``check_every`` steps (every step on the CPU) and still names
-the first bad step in :class:`NonFiniteLossError`.
+A step: ``loss = cross_entropy(logits, y) + balance`` (balance already alpha-weighted), SGD. Metric
+sums stay on the device and are read once per epoch; the non-finite-loss check reads every
+``check_every`` steps (every step on the CPU) and still names the first bad step.
 """
 
 from __future__ import annotations
@@ -90,12 +89,9 @@ def train_one_epoch(
     num_experts: int | None = None,
     progress=None,
 ) -> dict:
-    """Train for one pass over ``batches`` ((x, y) on the device, x normalised float).
-
-    Returns sample-weighted means of CE, balance, loss and top-1 error (percent), samples, time and
-    img/s; for a gated mixture (``num_experts``) also per-component routing counts and importance
-    summed over the epoch, and the gate spreads (``gmsop.layers.GateSpread``; None if unreported).
-    """
+    """One pass over ``batches`` ((x, y) on the device): sample-weighted means of CE, balance, loss and
+    top-1 error (percent), samples, time, img/s; for a gated mixture (``num_experts``) also routing
+    counts and importance summed over the epoch, gate spreads and per-batch routing."""
     model.train()
     trainable = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     dev = rt.device
@@ -119,7 +115,11 @@ def train_one_epoch(
             checked, pending = step, []
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        _zero_missing_grads(trainable)
+        # a zero gradient instead of none: SGD skips a parameter without one (no decay, no momentum), and
+        # an unrouted component has none on the CPU path but zeros on the grouped GPU path
+        for p in trainable:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         optimizer.step()
 
         n = y.shape[0]
@@ -171,14 +171,6 @@ def train_one_epoch(
     }
 
 
-def _zero_missing_grads(params: list[Tensor]) -> None:
-    """A zero gradient instead of none: SGD skips a parameter without one (no weight decay, no
-    momentum), and an unrouted component has none on the CPU path but zeros on the grouped GPU path."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-
-
 def _check(pending: list[Tensor], checked: int, epoch: int, steps: int | None) -> None:
     """Raise on the first non-finite loss of ``pending`` (one device read)."""
     stacked = torch.stack(pending)
@@ -209,12 +201,10 @@ def evaluate(
     t0 = time.perf_counter()
     for x, y in batches:
         out, ce, _ = forward_loss(model, rt.place(x), y, rt)
-        logits = out.logits.float()
         if routing is not None and out.gate is not None and out.gate.selected is not None:
             routing.index_add_(0, y, selection_mask(out.gate.selected, num_experts))
         per_class.index_add_(0, y, torch.ones_like(y, dtype=per_class.dtype))
-        top = logits.topk(k, dim=1).indices  # (B, k)
-        hit = top == y[:, None]  # (B, k)
+        hit = out.logits.float().topk(k, dim=1).indices == y[:, None]  # (B, k)
         n = y.shape[0]
         samples += n
         sums += torch.stack([ce * n, hit[:, 0].sum(), hit.any(dim=1).sum()]).double()

@@ -1,4 +1,4 @@
-"""Training and inference throughput of one model, measured as timm's ``benchmark.py`` does.
+"""``gmsop bench``: training and inference throughput of one model, as timm's ``benchmark.py`` does.
 
 One fixed synthetic batch on the device; ``warmup`` untimed steps, then ``steps`` timed steps
 each ended by a device synchronisation. Reported: median step time and IQR, img/s, peak memory
@@ -8,14 +8,19 @@ each ended by a device synchronisation. Reported: median step time and IQR, img/
 
 from __future__ import annotations
 
+import argparse
+import resource
 import statistics
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 
-from gmsop.engine.env import device_name, peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from gmsop.atomic import atomic_write_json, to_json
+from gmsop.engine.config import parse_key_value
+from gmsop.engine.env import device_name, resolve_device, synchronize
 from gmsop.engine.loop import Runtime, forward_loss
 from gmsop.flops import count_flops, count_params
 from gmsop.formats import BENCH_FORMAT
@@ -110,15 +115,18 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
         with torch.inference_mode(), rt.autocast():
             fwd(x)
 
-    reset_peak_memory(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model.train()
-    train_times = _timed(train_step, device, cfg.warmup, cfg.steps)
+    train_ms, train_iqr = step_stats(_timed(train_step, device, cfg.warmup, cfg.steps))
     model.eval()
-    infer_times = _timed(infer_step, device, cfg.warmup, cfg.steps)
-    peak = peak_memory_mb(device)
+    infer_ms, infer_iqr = step_stats(_timed(infer_step, device, cfg.warmup, cfg.steps))
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # the process's lifetime peak RSS: bytes on macOS, KiB on Linux
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
-    train_ms, train_iqr = step_stats(train_times)
-    infer_ms, infer_iqr = step_stats(infer_times)
     train_img_s = cfg.batch_size / (train_ms / 1e3)
     infer_img_s = cfg.batch_size / (infer_ms / 1e3)
     return {
@@ -150,3 +158,76 @@ def measure_throughput(cfg: BenchConfig) -> dict[str, Any]:
         "overrides": dict(cfg.overrides),
         "env": rt.env(deterministic=False, compiled=fwd is not model),
     }
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """``"3,64,64"`` (or ``3x64x64``) -> (3, 64, 64)."""
+    try:
+        size = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+        if len(size) != 3 or min(size) < 1:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"input size {text!r} must be three positive integers C,H,W, e.g. 3,64,64"
+        ) from None
+    return size  # type: ignore[return-value]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gmsop bench",
+        description="Measure training (forward+backward+SGD step) and inference img/s of one model on a "
+        "fixed synthetic batch: warm-up steps, then timed steps each ended by a device synchronisation; "
+        "reports median and IQR step times, peak memory, parameters, FLOPs per image and achieved FLOP/s.",
+    )
+    add = p.add_argument
+    add("--variant", help="variant name, e.g. ResNet-18-512d, SR-SOP, GM-GAP-16-8 (default: %(default)s)")
+    add(
+        "--backbone", help="resnet18, resnet50 or wrn36_2 (default: the one the variant names, else resnet18)"
+    )
+    add(
+        "--input-size",
+        type=parse_input_size,
+        metavar="C,H,W",
+        help="shape of one input image (default: 3,64,64, downsampled ImageNet)",
+    )
+    add("--num-classes", type=int, help="classifier outputs (default: %(default)s)")
+    add("--batch-size", type=int, help="images per step (default: %(default)s)")
+    add("--warmup", type=int, help="untimed warm-up steps per phase (default: %(default)s; timm uses >= 10)")
+    add("--steps", type=int, help="timed steps per phase (default: %(default)s; timm uses >= 40)")
+    add("--device", help="auto (CUDA if available), cpu, cuda or cuda:N (default: %(default)s)")
+    add("--protocol", help="official (released code) or paper (default: %(default)s)")
+    add(
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="protocol switch or head option, value parsed as JSON when possible "
+        "(e.g. ns_iterations=5, num_experts=8, dims=[256,64]); repeatable",
+    )
+    add(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        help="run in float32 instead of bf16 autocast (used on CUDA and on a CPU with native bf16)",
+    )
+    add("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    add("--seed", type=int, help="seed of the model init and the synthetic batch (default: %(default)s)")
+    add("--out", metavar="bench.json", help="also write the JSON here (atomically)")
+    p.set_defaults(**asdict(BenchConfig()))  # the defaults, shown by %(default)s
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        args.overrides = dict(parse_key_value(o, "--override") for o in args.override or [])
+        result = measure_throughput(
+            BenchConfig(**{f.name: getattr(args, f.name) for f in fields(BenchConfig)})
+        )
+    except ValueError as err:
+        print(f"gmsop bench: error: {err}", file=sys.stderr)
+        return 2
+    if args.out:
+        atomic_write_json(args.out, result)
+    sys.stdout.write(to_json(result))
+    return 0

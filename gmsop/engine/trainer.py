@@ -1,37 +1,30 @@
 """The epoch loop: build data and model from a TrainConfig, train, checkpoint, resume, report.
 
-A resume restores model, optimiser, RNG states and epoch records from ``<ckpt_dir>/last.pt``
-(else a readable ``previous.pt``) after checking its fingerprint (config and the content hash of
-a file-backed dataset), and rewrites progress.jsonl from those records. Each epoch saves the
-checkpoint before appending its progress line, so a line always has a checkpoint behind it.
-metrics.json is written only after the last epoch; an earlier one is removed only once the data
-and checkpoint are accepted and epochs remain, so a typo never deletes a finished result.
+A resume restores model, optimiser, RNG states and epoch records from ``<ckpt_dir>/last.pt`` (else
+``previous.pt``) once its fingerprint (config, content hash of file-backed data) matches. Each epoch
+saves the checkpoint before its progress line; metrics.json is written only after the last epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
+from tqdm import tqdm
 
 from gmsop.atomic import append_json_line, atomic_write_bytes, atomic_write_json, remove_stale_temps, to_json
+from gmsop.data import get_dataset
 from gmsop.data.content import content_fingerprint
+from gmsop.engine import env
 from gmsop.engine.checkpoint import check_fingerprint, resume_checkpoint, save_checkpoint
 from gmsop.engine.config import TrainConfig
 from gmsop.engine.data import DataPipeline
-from gmsop.engine.env import (
-    capture_rng_state,
-    configure_determinism,
-    resolve_device,
-    restore_rng_state,
-    seed_everything,
-)
 from gmsop.engine.loop import NonFiniteLossError, Runtime, evaluate, train_one_epoch
-from gmsop.engine.progress import Progress
 from gmsop.flops import count_params
 from gmsop.formats import (
     CHECKPOINT_NAME,
@@ -42,6 +35,63 @@ from gmsop.formats import (
     check_metrics,
 )
 from gmsop.registry import build_model, parse_variant
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class Progress:
+    """A run's progress on stderr (``mode`` auto, bar, lines or none): a tqdm bar on a terminal, one line
+    per epoch in a log (a bar's carriage returns would fill a Snakemake or SLURM log)."""
+
+    def __init__(self, mode: str = "auto", stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "lines"
+        self.mode = mode
+        self._bar = None
+
+    def message(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        elif self.mode != "none":
+            print(text, file=self.stream, flush=True)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, lr: float) -> None:
+        if self.mode != "bar":
+            return
+        self._bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{epochs} lr {lr:g}",
+            unit="batch",
+            file=self.stream,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def step(self, loss: float | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            if loss is not None:
+                self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def end_epoch(self, record: dict[str, Any], epochs: int, eta_s: float) -> None:
+        self.close()
+        h, rem = divmod(round(eta_s), 3600)
+        self.message(
+            f"epoch {record['epoch']}/{epochs} lr {record['lr']:g} "
+            f"loss {_fmt(record['train_loss'], '.4f')} (ce {_fmt(record['train_ce'], '.4f')} "
+            f"bal {_fmt(record['train_balance'], '.4f')}) train top1 {_fmt(record['train_top1_err'])}% "
+            f"val top1 {_fmt(record['val_top1_err'])}% top5 {_fmt(record['val_top5_err'])}% "
+            f"| {_fmt(record['train_img_s'], '.1f')} img/s | {record['epoch_time_s']:.1f} s "
+            f"| ETA {h}:{rem // 60:02d}:{rem % 60:02d}"
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class UnwritableOutputError(OSError):
@@ -73,15 +123,12 @@ class Run:
     """Everything a training run holds in memory (what ``build_run`` assembles)."""
 
     config: TrainConfig
-    device: torch.device
     runtime: Runtime
     data: DataPipeline
     model: torch.nn.Module  # the uncompiled module: state_dict keys stay stable
     forward: torch.nn.Module  # what the loop calls (compiled or the same module)
     optimizer: torch.optim.SGD
     schedule: list[tuple[float, int]]
-    weight_decay: float
-    params: int
     num_experts: int | None
 
 
@@ -89,11 +136,12 @@ def build_run(cfg: TrainConfig) -> Run:
     """Device, determinism, data, then the seeded model and its optimiser; ValueError for a bad setting."""
     parse_variant(cfg.variant)  # an unknown variant fails before a large dataset is loaded
     schedule = cfg.resolved_schedule()
-    device = resolve_device(cfg.device)
-    configure_determinism(cfg.deterministic, device)
-    data = DataPipeline.from_config(cfg, device)
+    device = env.resolve_device(cfg.device)
+    env.configure_determinism(cfg.deterministic, device)
+    ds = get_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
+    data = DataPipeline(ds, cfg.batch_size, cfg.seed, device, cfg.max_train_batches, cfg.input_norm)
 
-    seed_everything(cfg.seed)
+    env.seed_everything(cfg.seed)
     model = build_model(
         cfg.variant,
         backbone=cfg.backbone,
@@ -102,7 +150,6 @@ def build_run(cfg: TrainConfig) -> Run:
         dropout=cfg.dropout,
         **cfg.overrides,
     )
-    params = count_params(model)
     rt = Runtime.for_device(device, amp=cfg.amp)
     forward = rt.prepare(model, cfg.compile)
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else float(model.protocol.weight_decay)
@@ -113,7 +160,7 @@ def build_run(cfg: TrainConfig) -> Run:
     )
     head = getattr(model, "head", None)
     num_experts = int(head.num_experts) if getattr(head, "gate", None) is not None else None
-    return Run(cfg, device, rt, data, model, forward, optimizer, schedule, weight_decay, params, num_experts)
+    return Run(cfg, rt, data, model, forward, optimizer, schedule, num_experts)
 
 
 def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -123,9 +170,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     out = Path(cfg.out) if cfg.out else None
     check_writable(out, ckpt_dir)  # before any work
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
-    fingerprint = cfg.fingerprint(resolve_device(cfg.device).type)
-    content = content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)
-    if content is not None:  # the data a checkpoint was trained on, wherever its root is now
+    fingerprint = cfg.fingerprint(env.resolve_device(cfg.device).type)
+    # the data a checkpoint was trained on, wherever its root is now
+    if (content := content_fingerprint(cfg.dataset, cfg.data_root, cfg.dataset_options)) is not None:
         fingerprint["data_content"] = content
     ckpt, loaded, note = resume_checkpoint(ckpt_dir) if ckpt_dir is not None else (None, None, None)
     if ckpt is not None:
@@ -141,7 +188,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if ckpt is not None:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng_state(ckpt["rng"])
+        env.restore_rng_state(ckpt["rng"])
         records, totals, start = list(ckpt["records"]), dict(ckpt["totals"]), int(ckpt["epoch"])
         del ckpt
         if note:
@@ -158,9 +205,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
     if start < cfg.epochs:
         progress.message(
             f"training {run.model.info['variant']} on {run.model.info['backbone']} "
-            f"({run.params / 1e6:.2f}M params) |  {cfg.dataset}: {run.data.train_size} train / "
+            f"({count_params(run.model) / 1e6:.2f}M params) |  {cfg.dataset}: {run.data.train_size} train / "
             f"{run.data.val_size} val, {run.data.num_classes} classes, input {run.data.input_size} | "
-            f"{run.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
+            f"{run.runtime.device} {cfg.epochs} epochs, batch {cfg.batch_size}"
         )
         progress.message(f"data: {run.data.placement}")
     try:
@@ -176,7 +223,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None) -> dict[str, Any]:
                         "epoch": epoch,
                         "model": run.model.state_dict(),
                         "optimizer": run.optimizer.state_dict(),
-                        "rng": capture_rng_state(),
+                        "rng": env.capture_rng_state(),
                         "records": records,
                         "totals": totals,
                     },
@@ -233,7 +280,7 @@ def _run_epoch(
             num_experts=run.num_experts,
         )
     values = {**tr, **val, "epoch": epoch, "lr": lr, "epoch_time_s": time.perf_counter() - t0}
-    record = {k: values.get(k) for k in EPOCH_KEYS}
+    record = _epoch_line(values)
     if val and epoch == cfg.epochs:  # what each component learned: metrics.json's "final"
         record.update(val_routing=val["val_routing"], val_class_counts=val["val_class_counts"])
     return record, {"train_samples": tr["train_samples"], "train_seconds": tr["train_time_s"]}
@@ -253,7 +300,7 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "lr_scaling": cfg.lr_scaling,
         "lr_factor": cfg.lr_factor(),
         "epochs": cfg.epochs,
-        "weight_decay": run.weight_decay,
+        "weight_decay": run.optimizer.param_groups[0]["weight_decay"],
         "momentum": cfg.momentum,
         "overrides": dict(cfg.overrides),
         "dataset_options": dict(cfg.dataset_options),
@@ -284,7 +331,7 @@ def _metrics(run: Run, records: list[dict[str, Any]], totals: dict[str, float]) 
         "dataset": cfg.dataset,
         "seed": cfg.seed,
         "tag": cfg.tag,
-        "params": run.params,
+        "params": count_params(run.model),
         "rep_dim": int(run.model.rep_dim),
         "flops_per_image": None,  # counted where shown: gmsop bench, gmsop models
         "hparams": hparams,
