@@ -1,11 +1,11 @@
-"""Second-order pooling as plain functions: covariance, Newton-Schulz square root, triangle.
+"""Second-order pooling: covariance, Newton-Schulz square root and triangle as one fused function.
 
 ``isqrt_cov(x, iterations=3)`` is iSQRT-COV (Li et al., CVPR 2018), the paper's SR-SOP (Eq. 5, 9):
 Sigma = biased channel covariance over M = H*W positions; A = Sigma / tr(Sigma); Newton-Schulz
 Y0 = A, Z0 = I, T = (3I - ZY)/2, Y <- YT, Z <- TZ; C = Y sqrt(tr(Sigma)); out = row-major upper
 triangle of C, d(d+1)/2 values. Runs in float32 (float64 if given) even under autocast (bfloat16
 Newton-Schulz diverges); tr(Sigma) is offset by ``EPS`` so a zero map gives C = 0, not NaN.
-Hand-written backwards (exact adjoints, gradcheck-tested) save memory and matmuls; see benchmarks/.
+A hand-written backward (the exact adjoint, gradcheck-tested) saves memory and matmuls; see benchmarks/.
 """
 
 from __future__ import annotations
@@ -34,20 +34,11 @@ def covariance(x: Tensor) -> Tensor:
         return torch.baddbmm(xc.new_zeros(()), xc, xc.transpose(1, 2), beta=0.0, alpha=1.0 / m)  # (B, C, C)
 
 
-def _trace(a: Tensor) -> Tensor:
-    return a.diagonal(dim1=-2, dim2=-1).sum(-1)  # (B, d, d) -> (B,)
-
-
 def _add_diag_(a: Tensor, value) -> Tensor:
     """a += value * I in place; ``value`` a number or a (B,) tensor."""
     diag = a.diagonal(dim1=-2, dim2=-1)
     diag.add_(value[:, None] if isinstance(value, Tensor) else value)
     return a
-
-
-def _mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
-    """alpha * a @ b with the scale applied inside the GEMM."""
-    return torch.baddbmm(a.new_zeros(()), a, b, beta=0.0, alpha=alpha)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -59,19 +50,19 @@ def _t0(a: Tensor) -> Tensor:
     return _add_diag_(a.mul(-0.5), 1.5)  # T0 = (3I - A)/2 = Z1; recomputed in the backward, not saved
 
 
-def _ns_forward(a: Tensor, iterations: int, keep_last_z: bool = True) -> tuple[Tensor, list[Tensor | None]]:
+def _ns_forward(a: Tensor, iterations: int) -> tuple[Tensor, list[Tensor | None]]:
     """Newton-Schulz on A (B, d, d) in 3J - 3 matmuls: Y_J and what the backward needs.
 
-    Saved: [A, Y1, None, T1, Y2, Z2, T2, ..., Y_{J-1}, Z_{J-1}, T_{J-1}]; Z1 = T0 is recomputed
-    from A, Z_{J-1} is None unless ``keep_last_z`` (the symmetric backward does not read it).
+    Saved: [A, Y1, None, T1, Y2, Z2, T2, ..., Y_{J-1}, None, T_{J-1}]; Z1 = T0 is recomputed from A,
+    Z_{J-1} is not needed.
     """
     t0 = _t0(a)
     y, z = torch.bmm(a, t0), t0  # Y1 = A T0, Z1 = T0
     saved: list[Tensor | None] = [a]
     for k in range(1, iterations):
-        t = _add_diag_(_mm(z, y, -0.5), 1.5)  # T_k = 1.5 I - 0.5 Z_k Y_k
+        t = _add_diag_(torch.baddbmm(z.new_zeros(()), z, y, beta=0.0, alpha=-0.5), 1.5)  # 1.5 I - 0.5 Z_k Y_k
         last = k + 1 == iterations
-        saved += [y, None if k == 1 or (last and not keep_last_z) else z, t]
+        saved += [y, None if k == 1 or last else z, t]
         if not last:
             y, z = torch.bmm(y, t), torch.bmm(t, z)
         else:  # the last step only needs Y
@@ -79,84 +70,32 @@ def _ns_forward(a: Tensor, iterations: int, keep_last_z: bool = True) -> tuple[T
     return y, saved
 
 
-def _ns_backward(gy: Tensor, saved: list[Tensor | None], iterations: int, symmetric: bool) -> Tensor:
-    """Reverse of ``_ns_forward``: cotangent of Y_J -> cotangent of A.
-
-    ``symmetric=False``: the exact adjoint for any input. ``symmetric=True``: for symmetric ``gy``
-    and A (every Y, Z, T then commute); only the symmetric part of the result is meaningful (the
-    caller symmetrises it), which saves one matmul in the first and last steps.
-    """
+def _ns_backward(gy: Tensor, saved: list[Tensor | None], iterations: int) -> Tensor:
+    """Reverse of ``_ns_forward`` for symmetric ``gy`` and A (every Y, Z, T then commute): cotangent
+    of Y_J -> cotangent of A, of which only the symmetric part is meaningful (the caller symmetrises
+    it; this saves one matmul in the first and last steps). ``gy`` is overwritten."""
     a = saved[0]
-    t0 = None
     gz = None
-    # Dead buffers are reused; ``gy`` is written to only when ``symmetric`` (the caller's temporary).
     for k in range(iterations - 1, 0, -1):
         y, z, t = saved[3 * k - 2 : 3 * k + 1]  # Y_k, Z_k, T_k ;  Y_{k+1} = Y_k T_k,  Z_{k+1} = T_k Z_k
         if k == 1:
-            z = t0 = _t0(a)
+            z = _t0(a)
         if gz is None:  # last step: Y_J = Y T only
             gt = torch.bmm(y.mT, gy)  # dL/dT = Y^T Gy
-            if symmetric:
-                q = torch.bmm(gy, t)
-                new_gy = gy.mul_(-1.5).add_(q).add_(q.mT)  # Gy T + T Gy - 1.5 Gy
-                new_gz = q.baddbmm_(gt, y.mT, beta=0.0, alpha=-0.5)  # -dT Y / 2
-            else:
-                new_gy = torch.bmm(gy, t.mT).baddbmm_(z.mT, gt, alpha=-0.5)  # Gy T^T - Z^T dT / 2
-                new_gz = _mm(gt, y.mT, -0.5)  # -dT Y^T / 2 (``gy`` may be the caller's gradient here)
+            q = torch.bmm(gy, t)
+            new_gy = gy.mul_(-1.5).add_(q).add_(q.mT)  # Gy T + T Gy - 1.5 Gy
+            new_gz = q.baddbmm_(gt, y.mT, beta=0.0, alpha=-0.5)  # -dT Y / 2
         else:
             gt = torch.bmm(y.mT, gy).baddbmm_(gz, z.mT)  # dL/dT = Y^T Gy + Gz Z^T
             new_gy = torch.bmm(gy, t.mT).baddbmm_(z.mT, gt, alpha=-0.5)  # Gy T^T - Z^T dT / 2
             new_gz = gy.baddbmm_(t.mT, gz, beta=0.0).baddbmm_(gt, y.mT, alpha=-0.5)  # T^T Gz - dT Y^T / 2
-        gy, gz = new_gy, new_gz
+        gy, gz = new_gy, new_gz  # dead buffers are reused
         del gt, new_gy, new_gz, y, z, t
-    # first step: Y1 = A T0, Z1 = T0 = 1.5 I - 0.5 A  (Z0 = I is constant)
-    if symmetric:  # sym(Gy T0 - A Gy / 2 - Gz / 2) = sym(1.5 Gy - Gy A - Gz / 2)
-        if gz is None:
-            return torch.baddbmm(gy, gy, a, beta=1.5, alpha=-1.0)
-        return gz.baddbmm_(gy, a, beta=-0.5, alpha=-1.0).add_(gy, alpha=1.5)
-    t0 = _t0(a) if t0 is None else t0
-    # Gy T0^T - (A^T Gy + Gz) / 2
+    # first step: Y1 = A T0, Z1 = T0 = 1.5 I - 0.5 A  (Z0 = I is constant):
+    # sym(Gy T0 - A Gy / 2 - Gz / 2) = sym(1.5 Gy - Gy A - Gz / 2)
     if gz is None:
-        return torch.bmm(gy, t0.mT).baddbmm_(a.mT, gy, alpha=-0.5)
-    return gz.baddbmm_(gy, t0.mT, beta=-0.5).baddbmm_(a.mT, gy, alpha=-0.5)
-
-
-class _NewtonSchulzSqrtm(torch.autograd.Function):
-    """Pre-normalise, iterate, post-compensate; the backward is exact for any input."""
-
-    @staticmethod
-    def forward(ctx, sigma: Tensor, iterations: int) -> Tensor:
-        norm = _trace(sigma) + EPS  # (B,)
-        a = sigma / norm[:, None, None]  # (B, d, d)
-        y, saved = _ns_forward(a, iterations)
-        out = y.mul_(norm.sqrt()[:, None, None])  # C = Y_J sqrt(n); Y_J itself is not saved
-        ctx.iterations = iterations
-        ctx.save_for_backward(norm, out, *saved)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        norm, out, *saved = ctx.saved_tensors
-        with torch.autocast(device_type=grad.device.type, enabled=False):
-            grad = grad.to(out.dtype)
-            root = norm.sqrt()
-            # C = Y_J sqrt(n): dL/dY_J = sqrt(n) grad (the factor is applied at the end)
-            g = _ns_backward(grad, saved, ctx.iterations, symmetric=False)  # dL/dA / sqrt(n)
-            # A = Sigma / n, n = tr(Sigma) + EPS:  dL/dSigma = dL/dA / n + (dL/dn) I  with
-            # dL/dn = <grad, Y_J> / (2 sqrt(n)) - <dL/dA, A> / n
-            c = _dot(grad, out) / (2.0 * root) - _dot(g, saved[0])  # sqrt(n) dL/dn
-            return _add_diag_(g, c).div_(root[:, None, None]), None
-
-
-def sqrtm_newton_schulz(sigma: Tensor, iterations: int = 3) -> Tensor:
-    """Approximate square root of SPD matrices (B, d, d) -> (B, d, d) (released code: 3 iterations,
-    paper: 5)."""
-    if sigma.dim() != 3 or sigma.shape[-1] != sigma.shape[-2]:
-        raise ValueError(f"sqrtm_newton_schulz expects (B, d, d), got shape {tuple(sigma.shape)}")
-    if int(iterations) < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations!r}")
-    with torch.autocast(device_type=sigma.device.type, enabled=False):
-        return _NewtonSchulzSqrtm.apply(sigma.to(_compute_dtype(sigma)), int(iterations))
+        return torch.baddbmm(gy, gy, a, beta=1.5, alpha=-1.0)
+    return gz.baddbmm_(gy, a, beta=-0.5, alpha=-1.0).add_(gy, alpha=1.5)
 
 
 def triu_dim(d: int) -> int:
@@ -164,41 +103,25 @@ def triu_dim(d: int) -> int:
     return d * (d + 1) // 2
 
 
-_TRIU_CACHE: dict[tuple, Tensor | tuple[Tensor, Tensor]] = {}
+_TRIU_CACHE: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
 
-def _cached(key: tuple, build):
-    """``build()`` cached by ``key`` in eager mode. Under ``torch.compile`` the cache is bypassed:
-    a Function's forward/backward may not mutate outside state, and ``triu_indices`` constant-folds."""
-    if torch.compiler.is_compiling():
-        return build()
-    if key not in _TRIU_CACHE:
-        _TRIU_CACHE[key] = build()
-    return _TRIU_CACHE[key]
-
-
-def _triu_flat_index(d: int, device: torch.device) -> Tensor:
-    """Row-major positions (in the flattened d x d matrix) of the upper triangle."""
-
-    def build():
-        r, c = torch.triu_indices(d, d, device=device)
-        return r * d + c  # (d(d+1)/2,)
-
-    return _cached(("index", d, device), build)
-
-
-def _triu_sym_gather(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(index (d*d,), weight (d(d+1)/2,)): ``(g * weight)[:, index]`` is sym(U) for the upper-triangular
-    U holding the triangle vector g (off-diagonal values halved)."""
-
-    def build():
-        r, c = torch.triu_indices(d, d, device=device)
-        pos = torch.empty(d, d, dtype=torch.long, device=device)
-        pos[r, c] = torch.arange(r.numel(), device=device)
-        pos[c, r] = pos[r, c]
-        return pos.flatten(), torch.where(r == c, 1.0, 0.5).to(dtype)
-
-    return _cached(("sym", d, device, dtype), build)
+def _triu_tables(d: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Row-major positions (d(d+1)/2,) of the upper triangle in the flattened d x d matrix, and the
+    (index (d*d,), weight (d(d+1)/2,)) with which ``(g * weight)[:, index]`` is sym(U) for the
+    upper-triangular U holding the triangle vector g. Cached in eager mode only: under ``torch.compile``
+    a Function may not mutate outside state, and ``triu_indices`` constant-folds."""
+    key = (d, device, dtype)
+    if key in _TRIU_CACHE and not torch.compiler.is_compiling():
+        return _TRIU_CACHE[key]
+    r, c = torch.triu_indices(d, d, device=device)
+    pos = torch.empty(d, d, dtype=torch.long, device=device)
+    pos[r, c] = torch.arange(r.numel(), device=device)
+    pos[c, r] = pos[r, c]
+    tables = (r * d + c, pos.flatten(), torch.where(r == c, 1.0, 0.5).to(dtype))
+    if not torch.compiler.is_compiling():
+        _TRIU_CACHE[key] = tables
+    return tables
 
 
 def triu_vector(c: Tensor) -> Tensor:
@@ -206,7 +129,7 @@ def triu_vector(c: Tensor) -> Tensor:
     if c.dim() != 3 or c.shape[-1] != c.shape[-2]:
         raise ValueError(f"triu_vector expects (B, d, d), got shape {tuple(c.shape)}")
     d = c.shape[-1]
-    return c.flatten(1).index_select(1, _triu_flat_index(d, c.device))  # (B, d*d) -> (B, d(d+1)/2)
+    return c.flatten(1).index_select(1, _triu_tables(d, c.device, c.dtype)[0])  # (B, d*d) -> (B, d(d+1)/2)
 
 
 #: On the CPU the batch is processed in chunks of about this many bytes of one (d, d) operand per
@@ -234,7 +157,7 @@ class _ISqrtCov(torch.autograd.Function):
 
     Saves the input and its channel means (the centred copy is rebuilt in the backward), the
     iteration's matrices, the trace and the output. The covariance is symmetric, so the backward
-    starts from the symmetrised triangle gradient and uses ``_ns_backward(symmetric=True)``.
+    starts from the symmetrised triangle gradient and runs the symmetric ``_ns_backward``.
     """
 
     @staticmethod
@@ -243,18 +166,19 @@ class _ISqrtCov(torch.autograd.Function):
         mean = x.mean(dim=-1, keepdim=True)  # (B, d, 1)
         norm = x.new_empty(b)
         out = x.new_empty(b, triu_dim(d))
-        index = _triu_flat_index(d, x.device)
+        index = _triu_tables(d, x.device, x.dtype)[0]
         chunks, saved = _chunks(x), []
         for start, end in chunks:
             xc = x[start:end] - mean[start:end]  # (b', d, M), centred once
             s = torch.bmm(xc, xc.mT)  # (b', d, d) = M Sigma
             del xc
-            n = torch.div(_trace(s), m, out=norm[start:end]).add_(EPS)  # tr(Sigma) + EPS
+            trace = s.diagonal(dim1=-2, dim2=-1).sum(-1)  # M tr(Sigma)
+            n = torch.div(trace, m, out=norm[start:end]).add_(EPS)  # tr(Sigma) + EPS
             a = s.mul_((1.0 / (m * n))[:, None, None])  # A = Sigma / n, in place
-            y, part = _ns_forward(a, iterations, keep_last_z=False)
+            y, part = _ns_forward(a, iterations)
             torch.index_select(y.flatten(1), 1, index, out=out[start:end]).mul_(n.sqrt()[:, None])
             saved += part
-            del y, a, s
+            del y, a, s, trace
         ctx.iterations, ctx.chunks, ctx.per_chunk = iterations, chunks, len(saved) // len(chunks)
         ctx.save_for_backward(x, mean, norm, out, *saved)
         return out
@@ -265,9 +189,10 @@ class _ISqrtCov(torch.autograd.Function):
         with torch.autocast(device_type=grad.device.type, enabled=False):
             grad = grad.to(out.dtype)
             b, d, m = x.shape
-            index, weight = _triu_sym_gather(d, grad.device, grad.dtype)
+            _, index, weight = _triu_tables(d, grad.device, grad.dtype)
             root = norm.sqrt()
-            # dL/dSigma = (sym(g) + c I) / sqrt(n), c = <dL/dC, Y_J>/2 - <g, A>  (cf. _NewtonSchulzSqrtm)
+            # A = Sigma / n, n = tr(Sigma) + EPS, C = Y_J sqrt(n), g = dL/dA / sqrt(n):
+            # dL/dSigma = (sym(g) + c I) / sqrt(n), c = sqrt(n) dL/dn = <dL/dC, Y_J>/2 - <g, A>
             half_dot = _dot(grad, out) / (2.0 * root)  # <dL/dC, Y_J> / 2
             scale = 1.0 / (m * root)
             d_x = torch.empty_like(x)  # the input's memory layout
@@ -275,7 +200,7 @@ class _ISqrtCov(torch.autograd.Function):
             for i, (start, end) in enumerate(ctx.chunks):
                 part = saved[i * ctx.per_chunk : (i + 1) * ctx.per_chunk]
                 g_c = (grad[start:end] * weight).index_select(1, index).view(-1, d, d)  # sym(dL/dC)
-                g = _ns_backward(g_c, part, ctx.iterations, symmetric=True)  # sym(g) = dL/dA / sqrt(n)
+                g = _ns_backward(g_c, part, ctx.iterations)  # sym(g) = dL/dA / sqrt(n)
                 del g_c
                 c = half_dot[start:end] - _dot(g, part[0])
                 # dL/dX = (2/M) dL/dSigma Xc = (g + g^T + 2c I) Xc / (M sqrt(n))
@@ -291,10 +216,7 @@ class _ISqrtCov(torch.autograd.Function):
 
 
 def isqrt_cov(x: Tensor, iterations: int = 3) -> Tensor:
-    """iSQRT-COV pooling: (B, d, H, W) or (B, d, M) -> (B, d(d+1)/2), float32 even under autocast.
-
-    Equals ``triu_vector(sqrtm_newton_schulz(covariance(x), iterations))`` to rounding, fused.
-    """
+    """iSQRT-COV pooling: (B, d, H, W) or (B, d, M) -> (B, d(d+1)/2), float32 even under autocast."""
     if x.dim() == 4:
         x = x.flatten(2)  # (B, d, H, W) -> (B, d, M)
     if x.dim() != 3:

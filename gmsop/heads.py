@@ -63,6 +63,12 @@ class HeadTraits:
             )
 
 
+def _n(num_experts) -> int:
+    if int(num_experts) < 1:
+        raise ValueError(f"number of components N must be >= 1, got {num_experts!r}")
+    return int(num_experts)
+
+
 def _psrsop(c: int, p: Protocol, dims=None, sop_dim=128) -> ParametricSRSOP:
     dims = dims if dims is not None else (2 * c, int(sop_dim))
     return ParametricSRSOP(
@@ -70,16 +76,8 @@ def _psrsop(c: int, p: Protocol, dims=None, sop_dim=128) -> ParametricSRSOP:
     )
 
 
-def _gap(c, p):
-    return GAP(c)
-
-
 def _pgap(c, p, width=512, conv_bn=False):
     return XdHead(c, width, conv_bn=bool(conv_bn), bn_momentum=p.bn_momentum)
-
-
-def _srsop(c, p):
-    return SRSOP(c, p.ns_iterations)
 
 
 def _ave_gap(c, p, num_experts=16, width=512):
@@ -113,52 +111,38 @@ def _sg_moe(c, p, num_experts=16, k=8, width=512, sop_dim=128, gate_dims=None):
     return _gated(c, p, num_experts, k, False, sop_dim, gate_dims, lambda: LinearExpert(c, width))
 
 
-def _netvlad(c, p, clusters=64):
-    return NetVLAD(c, clusters)
-
-
-def _n(num_experts) -> int:
-    if int(num_experts) < 1:
-        raise ValueError(f"number of components N must be >= 1, got {num_experts!r}")
-    return int(num_experts)
-
-
-_FIRST, _SECOND = HeadTraits(), HeadTraits(second_order=True, schedule_family="srsop")
+_SECOND = HeadTraits(second_order=True, schedule_family="srsop")
 #: family name -> (the factory the traits were declared for, its traits): a family replaced behind
 #: register_head's back (HEADS[name] = ...) is not described by stale traits.
 _TRAITS: dict[str, tuple[Callable[..., nn.Module], HeadTraits]] = {
-    "gap": (_gap, _FIRST),
+    "gap": (lambda c, p: GAP(c), HeadTraits()),
     "pgap": (_pgap, HeadTraits(mixture=True)),  # the paper's single-CM GM-GAP (Sec. 3.1, note 2)
-    "srsop": (_srsop, _SECOND),
+    "srsop": (lambda c, p: SRSOP(c, p.ns_iterations), _SECOND),
     "psrsop": (_psrsop, _SECOND),
     "ave_gap": (_ave_gap, HeadTraits(mixture=True)),
     "ave_sop": (_ave_sop, HeadTraits(second_order=True, mixture=True, schedule_family="srsop")),
     "gm_gap": (_gm_gap, HeadTraits(mixture=True, gated=True)),
     "gm_sop": (_gm_sop, HeadTraits(second_order=True, mixture=True, gated=True, schedule_family="gm_sop")),
     "sg_moe": (_sg_moe, HeadTraits(mixture=True, gated=True)),
-    "netvlad": (_netvlad, HeadTraits(schedule_family="srsop")),  # first-order, trained on SR-SOP's schedule
+    # first-order, trained on SR-SOP's schedule
+    "netvlad": (lambda c, p, clusters=64: NetVLAD(c, clusters), HeadTraits(schedule_family="srsop")),
 }
 #: family name -> factory(in_channels, protocol, **kwargs)
 HEADS: dict[str, Callable[..., nn.Module]] = {name: factory for name, (factory, _) in _TRAITS.items()}
 
 
-def _declared_flag(head: Callable[..., nn.Module], attr: str) -> bool:
-    """A class attribute ``attr`` of a head class, if it is a plain flag (not a property)."""
-    value = inspect.getattr_static(head, attr, False)
-    return bool(value) if isinstance(value, (bool, int)) else False
-
-
 def _traits_of(head: Callable[..., nn.Module], **given) -> HeadTraits:
-    """Traits from ``given`` (register_head's arguments), else the head class's attributes; the
-    schedule family defaults to "srsop" for a second-order head and "gap" otherwise."""
-    flags = {
-        attr: bool(given[attr]) if given.get(attr) is not None else _declared_flag(head, attr)
-        for attr in ("second_order", "mixture", "gated")
-    }
-    family = given.get("schedule_family")
+    """Traits from ``given`` (register_head's arguments), else the head class's plain attributes (not
+    properties); the schedule family defaults to "srsop" for a second-order head and "gap" otherwise."""
+
+    def found(attr: str, kind: type):
+        static = inspect.getattr_static(head, attr, None)
+        return given[attr] if given.get(attr) is not None else static if isinstance(static, kind) else None
+
+    flags = {attr: bool(found(attr, int)) for attr in ("second_order", "mixture", "gated")}
+    family = found("schedule_family", str)
     if family is None:
-        static = inspect.getattr_static(head, "schedule_family", None)
-        family = static if isinstance(static, str) else ("srsop" if flags["second_order"] else "gap")
+        family = "srsop" if flags["second_order"] else "gap"
     return HeadTraits(**flags, schedule_family=family)
 
 
@@ -211,15 +195,14 @@ def head_kwargs(name: str) -> list[str]:
 
 def create_head(name: str, in_channels: int, protocol: Protocol, **kwargs) -> nn.Module:
     """Instantiate head family ``name`` on ``in_channels``; unknown kwargs raise ValueError."""
-    factory = get_head(name)
-    valid = head_kwargs(name)
-    accepts_var_kw = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+    factory, valid = get_head(name), head_kwargs(name)
+    params = inspect.signature(factory).parameters
     bad = sorted(set(kwargs) - set(valid))
-    if bad and not accepts_var_kw:
+    if bad and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise ValueError(f"head {name!r} does not take {bad}; valid options: {valid or 'none'}")
     if factory in _BUILTIN:
         return factory(in_channels, protocol, **kwargs)
-    if "protocol" in inspect.signature(factory).parameters:
+    if "protocol" in params:
         kwargs["protocol"] = protocol
     head = factory(in_channels, **kwargs)
     if not hasattr(head, "out_features"):

@@ -84,11 +84,8 @@ class GMSOPNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.backbone(x)  # (B, 3, H, W) -> (B, C, h, w)
-
     def forward(self, x: Tensor) -> ModelOutput:
-        out = self.head(self.forward_features(x))  # (B, C, h, w) -> (B, D) [, GateStats]
+        out = self.head(self.backbone(x))  # (B, 3, H, W) -> (B, C, h, w) -> (B, D) [, GateStats]
         rep, gate = out if isinstance(out, tuple) else (out, None)
         logits = self.classifier(rep)  # (B, D) -> (B, classes)
         loss = gate.balance_loss if gate is not None else torch.zeros((), device=logits.device)

@@ -48,30 +48,9 @@ class Protocol:
         return self.alpha / batch_size if self.alpha_per_batch else self.alpha
 
 
-OFFICIAL = Protocol(
-    name="official",
-    ns_iterations=3,
-    weight_decay=1e-4,
-    sop_stage5_stride=1,
-    alpha=100.0,
-    alpha_per_batch=True,
-    cm_batchnorm=False,
-    gate_noise="per_image",
-    bn_momentum=0.3,
-)
-
-PAPER = Protocol(
-    name="paper",
-    ns_iterations=5,
-    weight_decay=5e-4,
-    sop_stage5_stride=2,
-    alpha=100.0,
-    alpha_per_batch=False,
-    cm_batchnorm=True,
-    gate_noise="per_logit",
-    bn_momentum=0.1,
-)
-
+#: The two readings, values in the order of the fields above.
+OFFICIAL = Protocol("official", 3, 1e-4, 1, 100.0, True, False, "per_image", 0.3)
+PAPER = Protocol("paper", 5, 5e-4, 2, 100.0, False, True, "per_logit", 0.1)
 PROTOCOLS = {p.name: p for p in (OFFICIAL, PAPER)}
 
 
@@ -82,11 +61,8 @@ def protocol_fields() -> list[str]:
 
 def get_protocol(protocol: str | Protocol = "official", **overrides) -> Protocol:
     """A named protocol, optionally with some switches changed (None values are ignored)."""
-    if isinstance(protocol, Protocol):
-        base = protocol
-    elif protocol in PROTOCOLS:
-        base = PROTOCOLS[protocol]
-    else:
+    base = protocol if isinstance(protocol, Protocol) else PROTOCOLS.get(protocol)
+    if base is None:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     bad = sorted(set(overrides) - set(protocol_fields()))

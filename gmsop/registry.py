@@ -29,7 +29,7 @@ from gmsop.backbones import (
     scaled,
 )
 from gmsop.functional import triu_dim
-from gmsop.heads import HEADS, SCHEDULE_FAMILIES, create_head, get_head, head_kwargs, head_traits
+from gmsop.heads import HEADS, HeadTraits, create_head, get_head, head_kwargs, head_traits
 from gmsop.model import GMSOPNet
 from gmsop.paper_values import paper_params
 from gmsop.protocol import Protocol, get_protocol, protocol_fields
@@ -45,19 +45,8 @@ class Variant:
 
 
 #: Every method row of Tables 2-4 (backbone-independent names); see ``list_variants``.
-PAPER_VARIANTS = [
-    "ResNet-18",
-    "ResNet-18-512d",
-    "Ave-GAP-16",
-    "GM-GAP-16-8",
-    "ResNet-18-8256d",
-    "SR-SOP",
-    "Ave-SOP-16",
-    "Parametric SR-SOP",
-    "GM-SOP-16-8",
-    "NetVLAD",
-    "SG-MoE",
-]
+PAPER_VARIANTS = ["ResNet-18", "ResNet-18-512d", "Ave-GAP-16", "GM-GAP-16-8", "ResNet-18-8256d", "SR-SOP"]
+PAPER_VARIANTS += ["Ave-SOP-16", "Parametric SR-SOP", "GM-SOP-16-8", "NetVLAD", "SG-MoE"]
 
 _CUSTOM: dict[str, Variant] = {}
 
@@ -109,11 +98,8 @@ def register_variant(
     bad = sorted(set(kwargs) - set(head_kwargs(head)))
     if bad:
         raise ValueError(f"head {head!r} does not take {bad}; valid options: {head_kwargs(head) or 'none'}")
-    if schedule_family is not None and schedule_family not in SCHEDULE_FAMILIES:
-        raise ValueError(
-            f"unknown schedule family {schedule_family!r} for variant {name!r}; "
-            f"valid: {', '.join(SCHEDULE_FAMILIES)}"
-        )
+    if schedule_family is not None:
+        HeadTraits(schedule_family=schedule_family)  # refuses an unknown family
     _CUSTOM[name] = Variant(name, head, dict(kwargs), schedule_family=schedule_family)
     return _CUSTOM[name]
 
@@ -129,8 +115,7 @@ def parse_variant(name: str) -> Variant:
     if text in _CUSTOM:
         return _CUSTOM[text]
     for pattern, make in _PATTERNS:
-        m = re.match(pattern, text, flags=re.IGNORECASE)
-        if m:
+        if m := re.match(pattern, text, flags=re.IGNORECASE):
             return make(_canon(m))
     raise ValueError(
         f"unknown variant {name!r}; valid: {', '.join(list_variants())} "
@@ -143,16 +128,6 @@ def _canon(m: re.Match) -> list:
     groups = [m[0]] + list(m.groups())
     fixes = {spec["paper_name"].lower(): spec["paper_name"] for spec in BACKBONES.values()}
     return [fixes.get(g.lower(), g) if isinstance(g, str) else g for g in groups]
-
-
-def _check_nk(name: str, kwargs: dict) -> None:
-    n, k = kwargs.get("num_experts"), kwargs.get("k")
-    if n is not None and int(n) < 1:
-        raise ValueError(f"variant {name!r}: number of components N must be >= 1, got N={n}")
-    if k is not None and not 1 <= int(k) <= int(n if n is not None else 16):
-        raise ValueError(
-            f"variant {name!r}: K must satisfy 1 <= K <= N, got N={n if n is not None else 16}, K={k}"
-        )
 
 
 def _scale_head_kwargs(head: str, kwargs: dict, width_mult: float) -> dict:
@@ -209,32 +184,16 @@ class ResolvedVariant:
 
     @property
     def paper_params(self) -> tuple[float, str] | None:
-        """The published parameter count (millions) and its source, or None.
-
-        None where the count would not describe this model: ``width_mult`` != 1 or head options
-        changed by overrides.
-        """
+        """The published parameter count (millions) and its source; None for a scaled net or changed head."""
         return paper_params(*self._paper_row) if self._paper_row is not None else None
 
     def info(self) -> dict:
         """The ``GMSOPNet.info`` record of a model built from this resolution (before its dims)."""
-        return {
-            "variant": self.display_name,
-            "head": self.head,
-            "head_kwargs": dict(self.head_kwargs),
-            "backbone": self.backbone,
-            "protocol": self.protocol.name,
-            "protocol_switches": {f: getattr(self.protocol, f) for f in protocol_fields()},
-            "last_stride": self.last_stride,
-            "width_mult": self.width_mult,
-            "dropout": self.dropout,
-            "second_order": self.second_order,
-            "mixture": self.mixture,
-            "classifier": self.classifier,
-            "num_experts": self.num_experts,
-            "k": self.k,
-            "schedule_family": self.schedule_family,
-        }
+        info = {"variant": self.display_name, "head": self.head, "head_kwargs": dict(self.head_kwargs)}
+        info |= {"backbone": self.backbone, "protocol": self.protocol.name}
+        info["protocol_switches"] = {f: getattr(self.protocol, f) for f in protocol_fields()}
+        keys = "last_stride width_mult dropout second_order mixture classifier num_experts k schedule_family"
+        return info | {key: getattr(self, key) for key in keys.split()}
 
 
 def resolve_variant(
@@ -263,11 +222,8 @@ def resolve_variant(
             f"unknown backbone {backbone!r} for variant {variant.name!r}; valid: {valid}"
         ) from None
     display = variant.name
-    if variant.backbone and variant.backbone != backbone:
-        # "ResNet-18-512d" names a head *and* a default backbone; an explicit backbone wins
-        # and the display name follows it ("ResNet-50-512d"), so paper names work on any trunk.
-        old, new = paper_name(variant.backbone), paper_name(backbone)
-        display = variant.name.replace(old, new, 1)
+    if variant.backbone and variant.backbone != backbone:  # an explicit backbone wins: "ResNet-50-512d"
+        display = variant.name.replace(paper_name(variant.backbone), paper_name(backbone), 1)
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     classifier = overrides.pop("classifier", None)
@@ -286,7 +242,12 @@ def resolve_variant(
         )
     proto = get_protocol(protocol, **proto_over)
     kwargs = {**variant.kwargs, **head_over}
-    _check_nk(display, kwargs)
+    n, k = kwargs.get("num_experts"), kwargs.get("k")
+    if n is not None and int(n) < 1:
+        raise ValueError(f"variant {display!r}: number of components N must be >= 1, got N={n}")
+    n = 16 if n is None else n
+    if k is not None and not 1 <= int(k) <= int(n):
+        raise ValueError(f"variant {display!r}: K must satisfy 1 <= K <= N, got N={n}, K={k}")
     if not width_mult > 0:
         raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
     if width_mult != 1.0:
@@ -305,7 +266,6 @@ def resolve_variant(
     if dropout is None:
         dropout = 0.4 if (backbone == "wrn36_2" and variant.head == "gm_sop") else 0.2
     bn_dropout = traits.mixture if classifier is None else CLASSIFIERS[classifier]
-    # A published count describes the paper's configuration: not a scaled net or changed head.
     paper_row = (display, backbone) if width_mult == 1.0 and not head_over else None
     return ResolvedVariant(
         display_name=display,

@@ -114,12 +114,12 @@ def test_forward_backward_every_variant(variant, backbone):
 class TestStage5Stride:
     def test_official_second_order_heads_keep_16x16(self):
         m = gmsop.build_model("SR-SOP", protocol="official", num_classes=10)
-        assert m.forward_features(torch.randn(1, 3, 64, 64)).shape[-2:] == (16, 16)
+        assert m.backbone(torch.randn(1, 3, 64, 64)).shape[-2:] == (16, 16)
 
     def test_paper_second_order_and_all_first_order_heads_go_to_8x8(self):
         for name, proto in [("SR-SOP", "paper"), ("ResNet-18-512d", "official"), ("GM-GAP-16-8", "official")]:
             m = gmsop.build_model(name, protocol=proto, num_classes=10)
-            assert m.forward_features(torch.randn(1, 3, 64, 64)).shape[-2:] == (8, 8), name
+            assert m.backbone(torch.randn(1, 3, 64, 64)).shape[-2:] == (8, 8), name
 
 
 class TestProtocols:

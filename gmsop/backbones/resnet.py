@@ -67,25 +67,22 @@ class ResNet(nn.Module):
             )
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-        self._norm = partial(nn.BatchNorm2d, momentum=bn_momentum)
-        self.stem = nn.Sequential(conv3x3(3, stem_width), self._norm(stem_width), nn.ReLU(inplace=True))
+        norm = partial(nn.BatchNorm2d, momentum=bn_momentum)
+        self.stem = nn.Sequential(conv3x3(3, stem_width), norm(stem_width), nn.ReLU(inplace=True))
         # stride 1 in the first stage, 2 in the middle ones; the last depends on the head
         strides = [1] + [2] * (len(widths) - 2) + [last_stride] if len(widths) > 1 else [last_stride]
         stages, c = [], stem_width
         for n, width, stride in zip(blocks, widths, strides):
-            stages.append(self._make_stage(c, width, n, stride))
+            shortcut = None
+            if stride != 1 or c != width:  # projection only where the shape changes
+                shortcut = nn.Sequential(conv1x1(c, width, stride), norm(width))
+            layers = [BasicBlock(c, width, stride, shortcut, norm_layer=norm)]
+            layers += [BasicBlock(width, width, norm_layer=norm) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layers))
             c = width
         self.stages = nn.Sequential(*stages)
         self.num_features = c
         self.init_weights()
-
-    def _make_stage(self, in_channels: int, width: int, n: int, stride: int) -> nn.Sequential:
-        shortcut = None
-        if stride != 1 or in_channels != width:  # projection only where the shape changes
-            shortcut = nn.Sequential(conv1x1(in_channels, width, stride), self._norm(width))
-        layers = [BasicBlock(in_channels, width, stride, shortcut, norm_layer=self._norm)]
-        layers += [BasicBlock(width, width, norm_layer=self._norm) for _ in range(n - 1)]
-        return nn.Sequential(*layers)
 
     def init_weights(self) -> None:
         for m in self.modules():

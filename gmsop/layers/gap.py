@@ -36,14 +36,11 @@ class GAP(TransformPool):
         return global_avg_pool(x)
 
 
-class ParametricGAP(TransformPool):
-    pool_key = ("gap",)
-
+class ParametricGAP(GAP):
     def __init__(self, in_channels: int, width: int = 512, conv_bn: bool = False, bn_momentum: float = 0.1):
-        super().__init__()
+        super().__init__(in_channels)
         if int(width) < 1:
             raise ValueError(f"width must be >= 1, got {width!r}")
-        self.in_channels = in_channels
         self.conv = nn.Conv2d(in_channels, int(width), kernel_size=1, bias=False)
         self.bn = nn.BatchNorm2d(int(width), momentum=bn_momentum) if conv_bn else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
@@ -58,9 +55,6 @@ class ParametricGAP(TransformPool):
 
     def transform(self, x: Tensor) -> Tensor:
         return self.relu(self.bn(self.conv(x)))  # (B, C, H, W) -> (B, X, H, W)
-
-    def pool(self, x: Tensor) -> Tensor:
-        return global_avg_pool(x)
 
 
 class XdHead(ParametricGAP):

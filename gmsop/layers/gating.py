@@ -92,15 +92,11 @@ class NoisyTopKGate(nn.Module):
             raise ValueError(f"noise must be one of {GATE_NOISES}, got {noise!r}")
         self.trunk, self.feat_dim = trunk, feat_dim
         self.num_experts, self.k, self.noise = num_experts, k, noise
-        self.w_gate = nn.Parameter(torch.empty(num_experts, feat_dim))
+        self.w_gate = nn.Parameter(torch.full((num_experts, feat_dim), 1.0 / feat_dim))
         # No noise, no noise weights: the ablation's parameter count is that of its model.
-        self.w_noise = nn.Parameter(torch.empty(num_experts, feat_dim)) if noise != "none" else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.constant_(self.w_gate, 1.0 / self.feat_dim)
-        if self.w_noise is not None:
-            nn.init.constant_(self.w_noise, 1.0 / self.feat_dim)
+        self.w_noise = (
+            nn.Parameter(torch.full((num_experts, feat_dim), 1.0 / feat_dim)) if noise != "none" else None
+        )
 
     def route(self, x: Tensor) -> tuple[Tensor, GateSpread]:
         """Noisy logits H (B, N), float32 at least (routing must not flip on bf16 rounding), and the

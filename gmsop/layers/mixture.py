@@ -21,15 +21,6 @@ from gmsop.layers.grouped import GroupedPlan
 _PATHS = ("auto", "grouped", "generic")
 
 
-def _check_components(components: Sequence[nn.Module]) -> int:
-    if len(components) < 1:
-        raise ValueError("a mixture needs at least one component")
-    dims = {int(c.out_features) for c in components}
-    if len(dims) != 1:
-        raise ValueError(f"all components must have the same out_features, got {sorted(dims)}")
-    return dims.pop()
-
-
 def _pool_key(c: nn.Module):
     return (type(c), getattr(c, "pool_key", None))
 
@@ -140,30 +131,43 @@ def _run_grouped(plans: list[GroupedPlan], x: Tensor, idx: Tensor) -> Tensor:
     return plan.post_pool(h) if plan.post_pool is not None else h.flatten(1)
 
 
-class AverageMixture(nn.Module):
-    """Ave-N: the plain average of N components (no gate, no balance loss)."""
+class _Mixture(nn.Module):
+    """N components with equal ``out_features`` over one backbone map."""
 
     mixture = True
 
     def __init__(self, components: Sequence[nn.Module]):
         super().__init__()
-        self.out_features = _check_components(components)
+        if len(components) < 1:
+            raise ValueError("a mixture needs at least one component")
+        dims = {int(c.out_features) for c in components}
+        if len(dims) != 1:
+            raise ValueError(f"all components must have the same out_features, got {sorted(dims)}")
+        self.out_features = dims.pop()
         self.components = nn.ModuleList(components)
         self.second_order = any(getattr(c, "second_order", False) for c in components)
 
-    def forward(self, x: Tensor) -> Tensor:
-        n, b = len(self.components), x.shape[0]
+    @property
+    def num_experts(self) -> int:
+        return len(self.components)
+
+    def _run(self, pairs: list[tuple[nn.Module, Tensor]]) -> Tensor:
+        """Each component on its input, outputs concatenated (pooled in one call where they share it)."""
         if _shared_pool(self.components):
-            z = torch.cat([c.transform(x) for c in self.components])  # (N*B, C', H, W)
-            pooled = self.components[0].pool(z)  # (N*B, D)
-            return pooled.view(n, b, -1).mean(dim=0)  # (B, D)
-        return torch.stack([c(x) for c in self.components]).mean(dim=0)  # (N, B, D) -> (B, D)
+            return self.components[0].pool(torch.cat([c.transform(h) for c, h in pairs]))
+        return torch.cat([c(h) for c, h in pairs])
 
 
-class GatedMixture(nn.Module):
+class AverageMixture(_Mixture):
+    """Ave-N: the plain average of N components (no gate, no balance loss)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self._run([(c, x) for c in self.components])  # (N*B, D)
+        return pooled.view(self.num_experts, x.shape[0], -1).mean(dim=0)  # (B, D)
+
+
+class GatedMixture(_Mixture):
     """GM-N-K: Top-K gated, sparsely executed mixture with the balance loss of Eq. 4."""
-
-    mixture = True
 
     def __init__(
         self,
@@ -173,25 +177,18 @@ class GatedMixture(nn.Module):
         alpha_per_batch: bool = True,
         execution: str = "auto",
     ):
-        super().__init__()
-        self.out_features = _check_components(components)
+        super().__init__(components)
         if gate.num_experts != len(components):
             raise ValueError(
                 f"gate has {gate.num_experts} outputs but there are {len(components)} components"
             )
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha!r}")
-        self.components = nn.ModuleList(components)
-        self.gate = gate
-        self.alpha, self.alpha_per_batch = float(alpha), bool(alpha_per_batch)
-        self.second_order = any(getattr(c, "second_order", False) for c in components)
         if execution not in _PATHS:
             raise ValueError(f"execution must be one of {_PATHS}, got {execution!r}")
+        self.gate = gate
+        self.alpha, self.alpha_per_batch = float(alpha), bool(alpha_per_batch)
         self.execution = execution
-
-    @property
-    def num_experts(self) -> int:
-        return len(self.components)
 
     @property
     def k(self) -> int:
@@ -209,25 +206,19 @@ class GatedMixture(nn.Module):
             pooled = _run_grouped(plans, x, flat_idx)  # (B*K, D), (sample, slot) order
             with torch.autocast(device_type=x.device.type, enabled=False):  # keep the pooled dtype
                 y = torch.bmm(top_w.to(pooled.dtype).view(b, 1, k), pooled.view(b, k, -1)).view(b, -1)
-        else:
-            pooled, order = self._forward_generic(x, flat_idx, counts)  # sorted by component
-            sample = order // k
+        else:  # each component on its own routed samples (one host sync for the block sizes)
+            order = torch.argsort(flat_idx, stable=True)  # slots grouped by component
+            sample = order // k  # (B*K,) sample index of each grouped slot
+            blocks = x.index_select(0, sample).split(counts.tolist())
+            pooled = self._run([(c, h) for c, h in zip(self.components, blocks) if h.shape[0] > 0])
             w = top_w.flatten().index_select(0, order).to(pooled.dtype)  # (B*K,)
             y = pooled.new_zeros(b, pooled.shape[1]).index_add_(0, sample, pooled * w[:, None])  # (B, D)
 
         importance = dense.sum(dim=0)  # (N,)
         cv2 = cv_squared(importance)
         alpha = self.alpha / b if self.alpha_per_batch else self.alpha
-        stats = GateStats(
-            alpha * cv2,
-            cv2.detach(),
-            counts.detach().float(),
-            importance.detach(),
-            spread.logit,
-            spread.noise,
-            top_idx.detach(),
-        )
-        return y, stats
+        stats = (alpha * cv2, cv2.detach(), counts.detach().float(), importance.detach(), *spread)
+        return y, GateStats(*stats, top_idx.detach())
 
     def execution_path(self, device: torch.device | str) -> str:
         """'grouped' or 'generic' (see the module docstring): the path a forward on ``device`` takes."""
@@ -240,17 +231,6 @@ class GatedMixture(nn.Module):
             return self.execution
         # On the CPU a component's block is a large GEMM and nothing needs syncing: generic is faster.
         return "generic" if device.type == "cpu" else "grouped"
-
-    def _forward_generic(self, x: Tensor, flat_idx: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-        """Each component called on its own routed samples (one host sync for the block sizes)."""
-        order = torch.argsort(flat_idx, stable=True)  # slots grouped by component
-        sample = order // self.gate.k  # (B*K,) sample index of each grouped slot
-        blocks = x.index_select(0, sample).split(counts.tolist())  # one gather, one host sync
-        active = [(c, blk) for c, blk in zip(self.components, blocks) if blk.shape[0] > 0]
-        if _shared_pool(self.components):
-            z = torch.cat([c.transform(blk) for c, blk in active])  # (B*K, C', H, W)
-            return self.components[0].pool(z), order  # (B*K, D)
-        return torch.cat([c(blk) for c, blk in active]), order  # (B*K, D)
 
     def extra_repr(self) -> str:
         return (

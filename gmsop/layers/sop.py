@@ -25,10 +25,7 @@ class SRSOP(TransformPool):
         self.in_channels = in_channels
         self.iterations = int(iterations)
         self.out_features = triu_dim(in_channels)
-
-    @property
-    def pool_key(self) -> tuple:
-        return ("srsop", self.iterations)
+        self.pool_key = ("srsop", self.iterations)
 
     def pool(self, x: Tensor) -> Tensor:
         return isqrt_cov(x, self.iterations)  # (B, d, H, W) -> (B, d(d+1)/2), float32
@@ -60,11 +57,7 @@ class ParametricSRSOP(TransformPool):
         self.dims = dims
         self.convs = conv_stack(in_channels, dims, batchnorm, bn_momentum)
         self.sop = SRSOP(dims[-1], iterations)
-        self.out_features = self.sop.out_features
-
-    @property
-    def pool_key(self) -> tuple:
-        return self.sop.pool_key
+        self.out_features, self.pool_key = self.sop.out_features, self.sop.pool_key
 
     def grouped_plan(self) -> GroupedPlan | None:
         """The convs as (out, in) matrices + ReLU, then SR-SOP; None with BatchNorm (per-CM statistics)."""
