@@ -1,10 +1,6 @@
-"""Atomic writes for every file gmsop puts on disk (checkpoints, progress, metrics, caches,
-tables, figures).
-
-A job can be killed at any instant and a reader may open a file while it is written, so each
-file goes to a hidden temporary file beside the target, is fsync'ed and renamed over it with
-``os.replace`` (atomic on POSIX), then the folder is fsync'ed: a reader sees the old file or the
-new one, never half of either.
+"""Atomic writes for every file gmsop puts on disk: each goes to a hidden temporary file beside
+the target, is fsync'ed and renamed over it (``os.replace``), then the folder is fsync'ed, so a
+killed job or a concurrent reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -26,42 +22,37 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def _fsync(path: str | os.PathLike) -> None:
+def _fsync(path: str | os.PathLike, folder: bool = False) -> None:
+    """fsync a file; for a folder, an error is ignored (some file systems refuse to open one)."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some file systems refuse to open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not folder:
+            raise
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (parent folders created), moved over ``path`` when
-    the block ends without an exception and removed on any exception. For writers that need a
-    file name (a numpy memory map); :func:`atomic_write` covers the rest."""
+    """Yield a temporary path beside ``path`` (parent folders created), moved over ``path`` when the
+    block ends without an exception, else removed; for writers that need a file name (a memory map)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(tmp)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync(path.parent)
+    _fsync(path.parent, folder=True)
 
 
 def atomic_write(
@@ -82,13 +73,11 @@ atomic_write_bytes = atomic_write
 
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of ``path`` a killed writer left behind; returns them."""
-    path = Path(path)
-    removed = []
-    if path.parent.is_dir():
-        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-                removed.append(tmp)
+    path, removed = Path(path), []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp") if path.parent.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
     return removed
 
 
