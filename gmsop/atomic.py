@@ -15,13 +15,6 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def _default_mode() -> int:
-    """0666 minus the umask: ``mkstemp`` would leave 0600, unreadable to the rest of a group."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _fsync(path: str | os.PathLike, folder: bool = False) -> None:
     """fsync a file; for a folder, an error is ignored (some file systems refuse to open one)."""
     try:
@@ -46,7 +39,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         _fsync(tmp)
-        os.chmod(tmp, _default_mode())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp leaves 0600, unreadable to the rest of a group
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -58,8 +53,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write(
     path: str | os.PathLike, data: str | bytes | Callable[[IO[bytes]], Any], encoding: str = "utf-8"
 ) -> Path:
-    """Write ``data`` (text, bytes, or a callable ``write(fh)`` on a binary file) to ``path``
-    atomically; returns the path."""
+    """Write ``data`` (text, bytes, or a callable ``write(fh)`` on a binary file) to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         if isinstance(data, (str, bytes, bytearray)):
             fh.write(data.encode(encoding) if isinstance(data, str) else bytes(data))
@@ -86,15 +80,12 @@ def to_json(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
     return json.dumps(obj, indent=indent, allow_nan=False, sort_keys=sort_keys) + "\n"
 
 
-def atomic_write_json(
-    path: str | os.PathLike, obj: Any, indent: int | None = 2, sort_keys: bool = False
-) -> Path:
-    return atomic_write(path, to_json(obj, indent, sort_keys))
+def atomic_write_json(path: str | os.PathLike, obj: Any, **options) -> Path:
+    return atomic_write(path, to_json(obj, **options))  # options: to_json's indent, sort_keys
 
 
 def append_json_line(path: str | os.PathLike, obj: Any) -> Path:
-    """Append one JSON line to ``path`` by rewriting the whole file atomically (a progress file is
-    small), so a kill never leaves a torn last line."""
+    """Append one JSON line to ``path`` by rewriting the (small) file atomically: no torn last line."""
     path = Path(path)
     old = path.read_bytes() if path.exists() else b""
     if old and not old.endswith(b"\n"):

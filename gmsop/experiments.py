@@ -1,8 +1,6 @@
-"""From the workflow config to a plan: the runs to train and benchmark, and what each table and
-figure shows. Each experiment row is resolved against ``defaults`` into a run spec (dataset
-fingerprint and file content hash included, seeds not); its run id is a readable slug plus a hash
-of the spec, so tables that need the same training share one run.
-"""
+"""From the workflow config to a plan: the runs to train and benchmark, what each table and figure
+shows. Each row resolves against ``defaults`` into a run spec (data fingerprint and content hash in,
+seeds out) whose run id, a slug plus the spec's hash, lets tables that need one training share it."""
 
 from __future__ import annotations
 
@@ -41,9 +39,8 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 @dataclass(frozen=True)
 class Row:
-    """One line of a table or point of a figure. ``settings`` is what the run id hashes; a ``rule``
-    row is trained by a user's own Snakemake rule (run id ``rule:<rule>``, no benchmark, no width).
-    """
+    """One line of a table or point of a figure; a ``rule`` row is trained by a user's own Snakemake
+    rule (run id ``rule:<rule>``, no benchmark, no width)."""
 
     experiment: str
     index: int
@@ -158,11 +155,8 @@ class Plan:
 
     def planned_for(self, run: str, bench: bool = False) -> list[dict[str, str]]:
         """The (experiment, row label) pairs that ask for training run (or benchmark) ``run``."""
-        return [
-            {"experiment": r.experiment, "row": r.label}
-            for r in self._rows()
-            if (r.bench if bench else r.run) == run
-        ]
+        rows = (r for r in self._rows() if (r.bench if bench else r.run) == run)
+        return [{"experiment": r.experiment, "row": r.label} for r in rows]
 
     def training_cost(self, run: str) -> float:
         """Rough relative cost of training run ``run`` once (see ``training_cost``)."""
@@ -179,10 +173,8 @@ def _digest(obj) -> str:
 
 
 def run_id(spec: dict, overrides: dict | None = None) -> str:
-    """``<variant>_<backbone>_<dataset>_<protocol>_<hash>``: a slug and a hash of the spec with its
-    overrides canonical (``_canonical_overrides``, or ``overrides`` if given), so an override equal
-    to what the variant resolves to anyway (``{num_experts: 16}`` on GM-GAP-16-4) trains no second run.
-    """
+    """``<variant>_<backbone>_<dataset>_<protocol>_<hash>``, the spec hashed with its overrides
+    canonical (``_canonical_overrides``, or ``overrides`` if given): a redundant one moves no id."""
     if "overrides" in spec:
         spec = {**spec, "overrides": _canonical_overrides(spec) if overrides is None else overrides}
     name = f"{slug(spec['variant'])}_{spec['backbone']}_{slug(spec['dataset'])}_{spec['protocol']}"
@@ -212,23 +204,17 @@ def _canonical_overrides(spec: dict) -> dict:
         )
     except (ValueError, KeyError):
         return overrides
-    switches = set(protocol_fields())
+    known = {"classifier": base.classifier} | {k: getattr(base.protocol, k) for k in protocol_fields()}
     out = {}
     for key, value in overrides.items():
-        if key in switches:
-            default = getattr(base.protocol, key)
-        elif key == "classifier":
-            default = base.classifier
-        else:
-            default = base.head_kwargs.get(key, head_default(base.head, key))
+        default = known[key] if key in known else base.head_kwargs.get(key, head_default(base.head, key))
         if canonical_value(default) != value or isinstance(default, bool) != isinstance(value, bool):
             out[key] = value
     return out
 
 
 def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
-    """A schedule as [lr, epochs] pairs: a name resolves in ``schedules`` (the config's), then in
-    ``DEFAULT_SCHEDULES`` (the released ones); validated by ``parse_schedule``."""
+    """A schedule as validated [lr, epochs] pairs; a name resolves in ``schedules``, else the released."""
     if isinstance(value, str):
         known = {**DEFAULT_SCHEDULES, **schedules}
         if value not in known:
@@ -329,13 +315,11 @@ def _variant_or_error(spec: dict, where: str) -> ResolvedVariant:
 #: Per-image training cost relative to ResNet-18 with a first-order, single head at equal width,
 #: measured on the embedded default (2-core CPU); used only to order jobs (``training_cost``).
 BACKBONE_COST = {"resnet50": 2.5, "wrn36_2": 2.0}
-SECOND_ORDER_COST = 1.5
-MIXTURE_COST = 1.5
+SECOND_ORDER_COST = MIXTURE_COST = 1.5
 
 
 def _flip_doubled(spec: dict) -> bool:
-    """Whether a run spec's training set is flip-doubled (the row's ``augment`` replacing the
-    dataset's, as ``pipeline.train_config`` does)."""
+    """Whether a run spec's training set is flip-doubled (row ``augment`` over the dataset's)."""
     options = dict((spec.get("data") or {}).get("options") or {})
     if spec.get("augment"):
         options["augment"] = dict(spec["augment"])
@@ -390,9 +374,8 @@ def _grid_points(exp: dict) -> tuple[list[tuple[int, int]], str]:
     return [p for p in pairs if p[1] <= p[0]], ", ".join(f"N={n} K={k}" for n, k in pairs if k > n)
 
 
-def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds, plan: Plan) -> Row:
-    """A row whose metrics.json files a user's own rule writes (README "Add a variant")."""
-    where = f"experiments.{name}.rows[{index}]"
+def _rule_row(where: str, raw: dict, exp: dict, config: dict, plan: Plan) -> dict:
+    """The Row fields of a row whose metrics.json files a user's own rule writes (README "Add a variant")."""
     if unknown := sorted(set(raw) - set(RULE_ROW_KEYS)):
         raise ValueError(
             f"{where}: a rule row takes only {', '.join(RULE_ROW_KEYS)}; got {unknown} (the rule itself "
@@ -406,19 +389,15 @@ def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds, 
     dataset = raw.get("dataset", exp.get("dataset", config.get("defaults", {}).get("dataset")))
     _check_dataset_key(dataset, config, where)
     label = raw.get("label") or rule
-    return Row(
-        experiment=name,
-        index=index,
+    return dict(
         label=label,
         run=rule_run_id(rule),
         bench="",
-        seeds=seeds,
         variant=label,
         display=label,
         backbone="",
         protocol="",
         dataset=dataset,
-        dataset_name=str(config["datasets"][dataset]["name"]),
         width_mult=None,
         settings={"rule": rule},
         paper=raw.get("paper"),
@@ -426,9 +405,8 @@ def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds, 
     )
 
 
-def _planned_row(name: str, i: int, raw: dict, exp: dict, config: dict, seeds, plan: Plan) -> Row:
-    """A row trained by gmsop: its spec and benchmark spec added to ``plan``, its variant resolved once."""
-    where = f"experiments.{name}.rows[{i}]"
+def _planned_row(where: str, raw: dict, exp: dict, config: dict, plan: Plan) -> dict:
+    """The Row fields of a row trained by gmsop, its spec and benchmark spec added to ``plan``."""
     if unknown := sorted(set(raw) - set(ROW_KEYS)):
         raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(ROW_KEYS)}")
     spec, facts = _resolve(raw, exp, config, where)
@@ -444,19 +422,15 @@ def _planned_row(name: str, i: int, raw: dict, exp: dict, config: dict, seeds, p
     bspec["batch_size"] = int(batch if batch is not None else spec["batch_size"])
     bid = run_id(bspec | {"schedule": None}, {k: v for k, v in overrides.items() if k not in SPEED_NEUTRAL})
     plan.benches[bid] = bspec
-    return Row(
-        experiment=name,
-        index=i,
+    return dict(
         label=raw.get("label") or spec["variant"],
         run=rid,
         bench=bid,
-        seeds=seeds,
         variant=spec["variant"],
         display=facts.display_name,
         backbone=spec["backbone"],
         protocol=spec["protocol"],
         dataset=spec["dataset"],
-        dataset_name=str(config["datasets"][spec["dataset"]]["name"]),
         width_mult=float(spec["width_mult"] or 1.0),
         settings=spec,
         paper=raw.get("paper", spec["variant"]),
@@ -490,10 +464,12 @@ def make_plan(config: dict) -> Plan:
         if not exp.get("enabled", True):
             continue
         seeds = tuple(int(s) for s in exp.get("seeds", config.get("defaults", {}).get("seeds", [0])))
-        rows = [
-            (_rule_row if "rule" in raw else _planned_row)(name, i, raw, exp, config, seeds, plan)
-            for i, raw in enumerate(_rows_of(name, exp))
-        ]
+        rows = []
+        for i, raw in enumerate(_rows_of(name, exp)):
+            fields = _rule_row if "rule" in raw else _planned_row
+            row = fields(f"experiments.{name}.rows[{i}]", raw, exp, config, plan)
+            name_of = str(config["datasets"][row["dataset"]]["name"])
+            rows.append(Row(experiment=name, index=i, seeds=seeds, dataset_name=name_of, **row))
         if not rows:
             raise ValueError(
                 f"experiments.{name}: plans no run (no rows); give it rows or set enabled: false"
@@ -520,14 +496,12 @@ def make_plan(config: dict) -> Plan:
 
 
 def check_data(plan: Plan) -> tuple[list[str], list[str]]:
-    """What a job would stumble on in the planned runs' data, found without building a dataset:
-    ``(missing_roots, errors)``, errors being unreadable files and rows whose batch is larger than
-    the training set where its size is cheap to know (``gmsop.data.train_size``)."""
+    """``(missing_roots, errors)`` in the planned runs' data, found without building a dataset:
+    unreadable files, and batches larger than the training set where its size is cheap to know."""
     missing, errors, sizes = [], [], {}
     for key in sorted({spec["dataset"] for spec in plan.runs.values()}):
         entry = plan.datasets[key]
         root = entry.get("root")
-        sizes[key] = None
         if root is not None and not Path(root).expanduser().exists():
             missing.append(
                 f"datasets.{key}.root: {root} does not exist (resolved: {Path(root).expanduser().absolute()})"
@@ -542,10 +516,8 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
         spec = plan.runs.get(row.run)
         n = None if spec is None else sizes.get(spec["dataset"])
         if n is not None and int(spec["batch_size"]) > n * (2 if _flip_doubled(spec) else 1):
-            key = (spec["dataset"], int(spec["batch_size"]), n)
-            too_large.setdefault(key, []).append(
-                f"experiments.{row.experiment}.rows[{row.index}] ({row.label})"
-            )
+            where = f"experiments.{row.experiment}.rows[{row.index}] ({row.label})"
+            too_large.setdefault((spec["dataset"], int(spec["batch_size"]), n), []).append(where)
     for (dataset, batch, n), rows in too_large.items():
         more = f" and {len(rows) - 3} more rows" if len(rows) > 3 else ""
         errors.append(
@@ -558,9 +530,11 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
 def describe_schema_error(err, schema: dict | None = None) -> str:
     """A config schema error (``jsonschema.ValidationError``) as one line: the location and the
     offending key or value; ``schema`` (the whole schema) lets an unknown key list those allowed."""
-    where = _location(err)
-    branch = _matching_branch(err) if err.validator in ("oneOf", "anyOf") else None
-    if branch is not None:  # name the rule broken in the branch the value was meant for
+    # Of a oneOf/anyOf error, name the deepest error in the alternatives whose type the value has
+    # (a schedule given as a list broke the list's rules, not the name's) and the rule it broke.
+    inside = [e for e in err.context if not (e.validator == "type" and len(e.relative_path) == 0)]
+    if inside and err.validator in ("oneOf", "anyOf"):
+        branch = max(inside, key=lambda e: len(e.absolute_path))
         rule = f" ({err.schema['description']})" if err.schema.get("description") else ""
         return f"{_location(branch)}: {branch.message}{rule}"
     if err.validator in ("additionalProperties", "unevaluatedProperties"):
@@ -568,8 +542,8 @@ def describe_schema_error(err, schema: dict | None = None) -> str:
         allowed = sorted(_schema_keys(err.schema, schema or {}))
         keys = ", ".join(repr(k) for k in found) or err.message
         hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
-        return f"{where}: unknown key {keys}{hint}"
-    return f"{where}: {err.message}"
+        return f"{_location(err)}: unknown key {keys}{hint}"
+    return f"{_location(err)}: {err.message}"
 
 
 def _location(err) -> str:
@@ -578,13 +552,6 @@ def _location(err) -> str:
     for part in err.absolute_path:
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     return where or "(top level)"
-
-
-def _matching_branch(err):
-    """Of a oneOf/anyOf error, the deepest error inside the alternatives whose type the value
-    has (a schedule given as a list broke the list's rules, not the name's), else None."""
-    inside = [e for e in err.context if not (e.validator == "type" and len(e.relative_path) == 0)]
-    return max(inside, key=lambda e: len(e.absolute_path), default=None)
 
 
 def _schema_keys(sub: dict, root: dict, depth: int = 0) -> set[str]:

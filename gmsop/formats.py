@@ -1,9 +1,8 @@
 """Every file the engine writes and aggregation reads, declared once, with its format version.
 
-A workflow job writes a ``run`` block (:func:`run_block`: id, rows it was planned for, settings)
-into its metrics.json or bench.json, so tables select files by run id; a run trained by hand has
-``"run": null``, a user's rule ``rule:<name>``. Readers raise :class:`ResultFileError` naming the
-file and the dotted key that is wrong.
+A workflow job writes a ``run`` block (:func:`run_block`) into its metrics.json or bench.json, so
+tables select files by run id (``null``: trained by hand). Readers raise :class:`ResultFileError`
+naming the file and the dotted key that is wrong.
 """
 
 from __future__ import annotations
@@ -45,8 +44,7 @@ PathLike = str | os.PathLike
 
 
 class ResultFileError(ValueError):
-    """A result file is unreadable, of another format version, lacks a key, or holds a value of
-    the wrong type."""
+    """A result file is unreadable, of another format version, or lacks or mistypes a key."""
 
     def __init__(self, path: PathLike, message: str):
         super().__init__(f"{path}: {message}")
@@ -230,8 +228,7 @@ def read_bench(path: PathLike) -> dict:
 
 
 def bench_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
-    """bench.json files: each path a file, or a folder searched with its subfolders (the
-    workflow writes ``results/bench/{experiment}/{bench}.json``), in name order."""
+    """bench.json files: each path a file, or a folder searched with its subfolders, in name order."""
     files: list[Path] = []
     for p in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
         files += sorted(p.rglob(f"*{BENCH_SUFFIX}")) if p.is_dir() else [p]
@@ -315,8 +312,7 @@ def rule_metrics(
 
 
 def read_rule_metrics(path: PathLike, rule: str, seed: int) -> dict:
-    """Read and validate the ``metrics.json`` a user's rule wrote for ``seed``: its format, the run
-    id ``rule:<rule>`` and the seed of its path."""
+    """Read and validate the ``metrics.json`` a user's rule wrote for ``seed``: format, id, seed."""
     m = read_metrics(path)
     found = (m.get("run") or {}).get("id")
     if found != rule_run_id(rule):

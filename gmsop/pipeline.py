@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -27,8 +28,7 @@ from gmsop.plugins import load_plugins
 
 def start_job(device: str, gpus: int, plugins: list[str]) -> str:
     """What a training or benchmark job does first: take a free GPU (Snakemake never says which)
-    before CUDA starts, load the config's plugins; returns the device to use
-    (``gmsop.gpu_slots.job_device``: "auto" on the CPU for a job that reserved no GPU)."""
+    before CUDA starts and load the plugins; returns the device (``gmsop.gpu_slots.job_device``)."""
     claim_gpus(int(gpus))
     device, note = job_device(device, int(gpus))
     if note:
@@ -46,10 +46,8 @@ def prepare_dataset(ds: dict, out: str | Path) -> dict:
 
 
 def _model_overrides(spec: dict) -> dict:
-    overrides = dict(spec.get("overrides", {}))
-    if float(spec.get("width_mult", 1.0)) != 1.0:
-        overrides["width_mult"] = float(spec["width_mult"])
-    return overrides
+    width = float(spec.get("width_mult", 1.0))
+    return {**spec.get("overrides", {}), **({"width_mult": width} if width != 1.0 else {})}
 
 
 def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, **fields) -> TrainConfig:
@@ -122,19 +120,16 @@ def write_identities(plan, config: dict) -> Path:
     }
     blocks = json.loads(json.dumps(blocks, default=str))
     path = _identities_path(config)
-    try:
+    with contextlib.suppress(OSError, ValueError):
         if json.loads(path.read_text(encoding="utf-8")) == blocks:
             return path
-    except (OSError, ValueError):
-        pass
     atomic_write_json(path, blocks)
     return path
 
 
 def identity(config: dict, run: str, kind: str = "train") -> dict:
-    """The identity block of training run (or ``kind="bench"`` benchmark) ``run``, read from the file
-    written when the workflow planned: a job never replans, and as no rule parameter, a table that
-    reuses a run makes Snakemake retrain nothing."""
+    """The identity block of training run (or ``kind="bench"`` benchmark) ``run``, from the file the
+    workflow wrote when it planned (no rule parameter: a table reusing a run then retrains nothing)."""
     path = _identities_path(config)
     try:
         return json.loads(path.read_text(encoding="utf-8"))[kind][run]
@@ -167,8 +162,7 @@ def make_table(experiment, runs: list[str], benches: list[str], stem: str | Path
 
 
 def make_scorecard(experiments, runs: list[str], stem: str | Path, landing: str | Path | None = None):
-    """Write ``stem``.{csv,md,html,svg,png} (and the report's landing fragment): every claim of every
-    experiment, Holm-adjusted over the claims tested."""
+    """Write ``stem``.{csv,md,html,svg,png} (and the landing fragment): every claim, Holm-adjusted."""
     card = build_scorecard(experiments, load_results(runs)[0].runs)
     write_scorecard(card, stem, landing)
     return card

@@ -1,9 +1,6 @@
-"""Load user modules that register their own heads/variants (``plugins:`` in the config).
-
-An entry is a dotted module name (importable from the working directory or the environment) or a
-path to a ``.py`` file relative to the working directory; importing it runs its
-``gmsop.register_head`` / ``register_variant`` calls. Training and benchmark jobs load the same list.
-"""
+"""Load user modules that register their own heads/variants (``plugins:`` in the config), in the
+training and benchmark jobs alike: an entry is a dotted module name (importable from the working
+directory or the environment) or a path to a ``.py`` file relative to the working directory."""
 
 from __future__ import annotations
 
