@@ -1,6 +1,6 @@
 """From the workflow config to a plan: the runs to train and benchmark, what each table and figure
-shows. Each row resolves against ``defaults`` into a run spec (data fingerprint and content hash in,
-seeds out) whose run id, a slug plus the spec's hash, lets tables that need one training share it."""
+shows. Each row resolves against ``defaults`` into a run spec (data fingerprint and content hash
+included, seeds not); its run id is a slug plus the spec's hash, so tables share equal runs."""
 
 from __future__ import annotations
 
