@@ -1,11 +1,6 @@
-"""From the workflow config to a plan: which runs to train, which to benchmark, what each
-table and figure shows.
-
-Each row of an experiment (``table``, ``alpha``, ``grid``, ``protocols``) is resolved against
-``defaults`` into a run spec. A run id is a readable slug plus a hash of the spec, so tables that
-need the same training share one run. The spec holds the dataset's fingerprint and, for files,
-their content hash (``gmsop.data.content``); seeds are not part of it (one run per seed).
-"""
+"""From the workflow config to a plan: the runs to train and benchmark, what each table and figure
+shows. Each row resolves against ``defaults`` into a run spec (data fingerprint and content hash
+included, seeds not); its run id is a slug plus the spec's hash, so tables share equal runs."""
 
 from __future__ import annotations
 
@@ -14,6 +9,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 
 from gmsop import paper_values as pv
@@ -43,13 +39,8 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 @dataclass(frozen=True)
 class Row:
-    """One line of a table or one point of a figure, as tables, claims, figures and the report read it.
-
-    ``run``/``bench`` are the ids of its training and throughput jobs (result files carry them);
-    ``settings`` what the run id hashes; the variant facts come from the one ``resolve_variant``
-    of planning, carried in ``resolved``. A ``rule`` row is trained by a user's own Snakemake rule
-    (run id ``rule:<rule>``, no benchmark, no width).
-    """
+    """One line of a table or point of a figure; a ``rule`` row is trained by a user's own Snakemake
+    rule (run id ``rule:<rule>``, no benchmark, no width)."""
 
     experiment: str
     index: int
@@ -75,13 +66,11 @@ class Row:
 
     def result_path(self, seed: int) -> str:
         """Where the metrics.json of one seed is written."""
-        if self.rule:
-            return RULE_METRICS_PATH.format(rulename=self.rule, seed=int(seed))
-        return RUN_METRICS_PATH.format(run=self.run, seed=int(seed))
+        path = RULE_METRICS_PATH if self.rule else RUN_METRICS_PATH
+        return path.format(rulename=self.rule, run=self.run, seed=int(seed))
 
     def read_path(self, seed: int) -> str:
-        """Where the metrics.json of one seed is read: for a rule row, the copy made once the
-        workflow's check of it passed (rule ``check_rule_metrics``)."""
+        """Where the metrics.json of one seed is read: a rule row's checked copy."""
         if self.rule:
             return CHECKED_METRICS_PATH.format(rulename=self.rule, seed=int(seed))
         return self.result_path(seed)
@@ -94,18 +83,18 @@ class Row:
         return (self.paper[:-1], "star") if self.paper.endswith("*") else (self.paper, "")
 
     def paper_setting_gaps(self, paper_dataset: str) -> tuple[str, ...]:
-        """How this row's setting differs from the paper's on ``paper_dataset`` (empty: comparable
-        with a published number): dataset, its ``gmsop.paper_values.PAPER_DATA_OPTIONS``, full width, and a
-        schedule at least as long as the paper's."""
+        """How this row's setting differs from the paper's on ``paper_dataset`` (empty: comparable):
+        dataset, its ``PAPER_DATA_OPTIONS``, full width, a schedule at least as long as the paper's."""
         if self.rule:
             return (f"trained by rule {self.rule!r}, whose setting the plan does not know",)
         if self.dataset_name != paper_dataset:
             return (f"dataset {self.dataset_name}, not {paper_dataset}",)
-        gaps = []
         options = (self.settings.get("data") or {}).get("options") or {}
-        for key, want in pv.PAPER_DATA_OPTIONS.get(paper_dataset, {}).items():
-            if options.get(key) != want:
-                gaps.append(f"{key} {options.get(key)!r}, not {want!r}")
+        gaps = [
+            f"{key} {options.get(key)!r}, not {want!r}"
+            for key, want in pv.PAPER_DATA_OPTIONS.get(paper_dataset, {}).items()
+            if options.get(key) != want
+        ]
         if self.width_mult is None or float(self.width_mult) != 1.0:
             gaps.append(f"width {self.width_mult:g}, not 1")
         epochs = sum(int(e) for _, e in self.settings.get("schedule") or ())
@@ -166,11 +155,8 @@ class Plan:
 
     def planned_for(self, run: str, bench: bool = False) -> list[dict[str, str]]:
         """The (experiment, row label) pairs that ask for training run (or benchmark) ``run``."""
-        return [
-            {"experiment": r.experiment, "row": r.label}
-            for r in self._rows()
-            if (r.bench if bench else r.run) == run
-        ]
+        rows = (r for r in self._rows() if (r.bench if bench else r.run) == run)
+        return [{"experiment": r.experiment, "row": r.label} for r in rows]
 
     def training_cost(self, run: str) -> float:
         """Rough relative cost of training run ``run`` once (see ``training_cost``)."""
@@ -187,15 +173,8 @@ def _digest(obj) -> str:
 
 
 def run_id(spec: dict, overrides: dict | None = None) -> str:
-    """``<variant>_<backbone>_<dataset>_<protocol>_<hash>``: a readable slug and a hash of the spec
-    with its overrides in canonical form (``_canonical_overrides``, or ``overrides`` if given).
-
-    An override equal to what the variant resolves to without it is dropped and numbers are
-    hashed by value (100 and 100.0), so ``{alpha: 100}`` under ``official`` (its own alpha) or
-    ``{num_experts: 16}`` on GM-GAP-16-4 trains no second run. A spec without redundant overrides
-    hashes as it is, and a new head option with a default moves no id. Not unified: a protocol
-    overridden to another's values, and a head option spelt as the value a None default computes.
-    """
+    """``<variant>_<backbone>_<dataset>_<protocol>_<hash>``, the spec hashed with its overrides
+    canonical (``_canonical_overrides``, or ``overrides`` if given): a redundant one moves no id."""
     if "overrides" in spec:
         spec = {**spec, "overrides": _canonical_overrides(spec) if overrides is None else overrides}
     name = f"{slug(spec['variant'])}_{spec['backbone']}_{slug(spec['dataset'])}_{spec['protocol']}"
@@ -204,9 +183,7 @@ def run_id(spec: dict, overrides: dict | None = None) -> str:
 
 def canonical_value(value):
     """A setting in one form: a whole float as an int (100.0 -> 100), tuples as lists, bools kept."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return int(value) if float(value).is_integer() else float(value)
     if isinstance(value, (list, tuple)):
         return [canonical_value(v) for v in value]
@@ -216,9 +193,8 @@ def canonical_value(value):
 
 
 def _canonical_overrides(spec: dict) -> dict:
-    """``spec["overrides"]`` in canonical form, without None values and without those equal to
-    what the variant resolves to without overrides at width 1 (a protocol switch, the name's N,
-    K, X, the registry's value on this backbone, the head's default). Kept all if unresolvable."""
+    """``spec["overrides"]`` canonical, less None values and those equal to what the variant resolves
+    to without overrides at width 1 (protocol switch, N/K/X, registry value, head default)."""
     overrides = {k: canonical_value(v) for k, v in (spec.get("overrides") or {}).items() if v is not None}
     if not overrides:
         return overrides
@@ -228,23 +204,17 @@ def _canonical_overrides(spec: dict) -> dict:
         )
     except (ValueError, KeyError):
         return overrides
-    switches = set(protocol_fields())
+    known = {"classifier": base.classifier} | {k: getattr(base.protocol, k) for k in protocol_fields()}
     out = {}
     for key, value in overrides.items():
-        if key in switches:
-            default = getattr(base.protocol, key)
-        elif key == "classifier":
-            default = base.classifier
-        else:
-            default = base.head_kwargs.get(key, head_default(base.head, key))
+        default = known[key] if key in known else base.head_kwargs.get(key, head_default(base.head, key))
         if canonical_value(default) != value or isinstance(default, bool) != isinstance(value, bool):
             out[key] = value
     return out
 
 
 def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
-    """A schedule as [lr, epochs] pairs: a name resolves in ``schedules`` (the config's), then in
-    ``DEFAULT_SCHEDULES`` (the released ones); validated by ``parse_schedule``."""
+    """A schedule as validated [lr, epochs] pairs; a name resolves in ``schedules``, else the released."""
     if isinstance(value, str):
         known = {**DEFAULT_SCHEDULES, **schedules}
         if value not in known:
@@ -258,7 +228,7 @@ def _schedule(value, schedules: dict, where: str) -> list[list[float]]:
 
 def _check_config(config: dict) -> None:
     """Experiment and dataset keys must be plain names (they become file names), seeds distinct
-    (two equal seeds would count as one run), and every named schedule valid."""
+    (one run each), and every named schedule valid."""
     for section in ("experiments", "datasets"):
         for key in config.get(section) or {}:
             if not isinstance(key, str) or not _PLAIN_NAME.match(key):
@@ -272,8 +242,7 @@ def _check_config(config: dict) -> None:
     for where, seeds in [("defaults.seeds", (config.get("defaults") or {}).get("seeds"))] + [
         (f"{w}seeds", e.get("seeds")) for w, e in exps
     ]:
-        dup = sorted({s for s in seeds if list(seeds).count(s) > 1}) if seeds is not None else []
-        if dup:
+        if dup := sorted({s for s in seeds if list(seeds).count(s) > 1}) if seeds is not None else []:
             raise ValueError(
                 f"{where}: seed(s) {dup} given more than once in {list(seeds)}; each seed is one run, "
                 f"so give distinct seeds"
@@ -294,7 +263,7 @@ def _check_dataset_key(dataset: str, config: dict, where: str) -> None:
 
 def _resolve(row: dict, exp: dict, config: dict, where: str) -> tuple[dict, ResolvedVariant | None]:
     """Row settings, else the experiment's, else ``defaults`` (dicts merged key by key), and the
-    variant's resolution when a schedule given nowhere had to be its family (gmsop.registry)."""
+    variant's resolution if its schedule family had to be looked up."""
     defaults = config.get("defaults", {})
     spec = {key: row.get(key, exp.get(key, defaults.get(key))) for key in INHERITED_KEYS}
     if spec["lr_scaling"] is None:
@@ -320,8 +289,8 @@ def _resolve(row: dict, exp: dict, config: dict, where: str) -> tuple[dict, Reso
 
 
 def _with_content(data: dict, key: str, config: dict, contents: dict[str, str | None]) -> dict:
-    """A run's data fingerprint plus the content hash of dataset ``key``'s files, computed once
-    per plan (``contents``); unchanged for generated data and for a root that does not exist yet."""
+    """A run's data fingerprint plus the content hash of dataset ``key``'s files (once per plan, in
+    ``contents``); unchanged for generated data and a root that does not exist yet."""
     if key not in contents:
         entry = config["datasets"][key]
         root = entry.get("root")
@@ -335,8 +304,7 @@ def _with_content(data: dict, key: str, config: dict, contents: dict[str, str | 
 
 
 def _variant_or_error(spec: dict, where: str) -> ResolvedVariant:
-    """The registry's resolution of a row's variant (builds nothing); a refused name or option
-    fails at plan time, naming the row."""
+    """The registry's resolution of a row's variant (builds nothing); errors name the row."""
     try:
         width = float(spec.get("width_mult") or 1.0)
         return resolve_variant(spec["variant"], spec["backbone"], spec["protocol"], spec["overrides"], width)
@@ -347,13 +315,11 @@ def _variant_or_error(spec: dict, where: str) -> ResolvedVariant:
 #: Per-image training cost relative to ResNet-18 with a first-order, single head at equal width,
 #: measured on the embedded default (2-core CPU); used only to order jobs (``training_cost``).
 BACKBONE_COST = {"resnet50": 2.5, "wrn36_2": 2.0}
-SECOND_ORDER_COST = 1.5
-MIXTURE_COST = 1.5
+SECOND_ORDER_COST = MIXTURE_COST = 1.5
 
 
 def _flip_doubled(spec: dict) -> bool:
-    """Whether a run spec's training set is flip-doubled: its dataset's options (defaults filled
-    in) with the row's ``augment`` in place of the dataset's own, as ``pipeline.train_config``."""
+    """Whether a run spec's training set is flip-doubled (row ``augment`` over the dataset's)."""
     options = dict((spec.get("data") or {}).get("options") or {})
     if spec.get("augment"):
         options["augment"] = dict(spec["augment"])
@@ -361,20 +327,15 @@ def _flip_doubled(spec: dict) -> bool:
 
 
 def training_cost(spec: dict, resolved: ResolvedVariant | None = None) -> float:
-    """Rough relative cost of training a run spec once (``resolved``: its variant's resolution):
-    epochs x training images (x2 when flip-doubled; 1 when unknown) x the factors above. The
-    workflow's job priority, so the longest runs start first."""
+    """Rough relative cost of training a run spec once: epochs x training images (x2 flip-doubled,
+    1 if unknown) x the factors above; the workflow's job priority, so the longest runs start first."""
     resolved = resolved or _variant_or_error(spec, f"run {spec.get('variant')!r}")
     epochs = sum(int(e) for _, e in spec["schedule"])
     images = ((spec.get("data") or {}).get("options") or {}).get("n_train") or 1
-    if _flip_doubled(spec):  # the mirrored copy doubles an epoch
-        images *= 2
+    images *= 2 if _flip_doubled(spec) else 1  # the mirrored copy doubles an epoch
     cost = epochs * float(images) * BACKBONE_COST.get(resolved.backbone, 1.0)
-    if resolved.second_order:
-        cost *= SECOND_ORDER_COST
-    if resolved.num_experts is not None:  # several components (not the single-CM Xd head)
-        cost *= MIXTURE_COST
-    return cost
+    cost *= SECOND_ORDER_COST if resolved.second_order else 1
+    return cost * (MIXTURE_COST if resolved.num_experts is not None else 1)  # not the single-CM Xd head
 
 
 def _rows_of(name: str, exp: dict) -> list[dict]:
@@ -392,7 +353,7 @@ def _rows_of(name: str, exp: dict) -> list[dict]:
         points, skipped = _grid_points(exp)
         if not points:
             raise ValueError(
-                f"experiments.{name}: every grid point has K > N ({_points_text(skipped)}), "
+                f"experiments.{name}: every grid point has K > N ({skipped}), "
                 f"so it plans no run; give n values at least as large as some k"
             )
         rows = [{"variant": f"{fam}-{n}-{k}", "label": f"N={n}, K={k}"} for n, k in points]
@@ -407,25 +368,15 @@ def _rows_of(name: str, exp: dict) -> list[dict]:
     raise ValueError(f"experiments.{name}: unknown kind {kind!r}; valid: table, alpha, grid, protocols")
 
 
-def _grid_points(exp: dict) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """A grid experiment's (N, K) points in order, and those skipped because K > N (impossible)."""
+def _grid_points(exp: dict) -> tuple[list[tuple[int, int]], str]:
+    """A grid experiment's (N, K) points in order, and those skipped because K > N, as text."""
     pairs = [(int(n), int(k)) for n in exp["n"] for k in exp["k"]]
-    return [p for p in pairs if p[1] <= p[0]], [p for p in pairs if p[1] > p[0]]
+    return [p for p in pairs if p[1] <= p[0]], ", ".join(f"N={n} K={k}" for n, k in pairs if k > n)
 
 
-def _points_text(points: list[tuple[int, int]]) -> str:
-    return ", ".join(f"N={n} K={k}" for n, k in points)
-
-
-def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds, plan: Plan) -> Row:
-    """A row whose metrics.json files a user's own rule writes (README "Add a variant")."""
-    where = f"experiments.{name}.rows[{index}]"
-    if exp.get("kind", "table") != "table":
-        raise ValueError(
-            f"{where}: a 'rule' row belongs in a table experiment, not in kind {exp.get('kind')!r}"
-        )
-    unknown = sorted(set(raw) - set(RULE_ROW_KEYS))
-    if unknown:
+def _rule_row(where: str, raw: dict, exp: dict, config: dict, plan: Plan) -> dict:
+    """The Row fields of a row whose metrics.json files a user's own rule writes (README "Add a variant")."""
+    if unknown := sorted(set(raw) - set(RULE_ROW_KEYS)):
         raise ValueError(
             f"{where}: a rule row takes only {', '.join(RULE_ROW_KEYS)}; got {unknown} (the rule itself "
             "decides how its method trains)"
@@ -438,19 +389,15 @@ def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds, 
     dataset = raw.get("dataset", exp.get("dataset", config.get("defaults", {}).get("dataset")))
     _check_dataset_key(dataset, config, where)
     label = raw.get("label") or rule
-    return Row(
-        experiment=name,
-        index=index,
+    return dict(
         label=label,
         run=rule_run_id(rule),
         bench="",
-        seeds=seeds,
         variant=label,
         display=label,
         backbone="",
         protocol="",
         dataset=dataset,
-        dataset_name=str(config["datasets"][dataset]["name"]),
         width_mult=None,
         settings={"rule": rule},
         paper=raw.get("paper"),
@@ -458,11 +405,9 @@ def _rule_row(name: str, index: int, raw: dict, exp: dict, config: dict, seeds, 
     )
 
 
-def _planned_row(name: str, i: int, raw: dict, exp: dict, config: dict, seeds, plan: Plan) -> Row:
-    """A row trained by gmsop: its spec and benchmark spec added to ``plan``, its variant resolved once."""
-    where = f"experiments.{name}.rows[{i}]"
-    unknown = sorted(set(raw) - set(ROW_KEYS))
-    if unknown:
+def _planned_row(where: str, raw: dict, exp: dict, config: dict, plan: Plan) -> dict:
+    """The Row fields of a row trained by gmsop, its spec and benchmark spec added to ``plan``."""
+    if unknown := sorted(set(raw) - set(ROW_KEYS)):
         raise ValueError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(ROW_KEYS)}")
     spec, facts = _resolve(raw, exp, config, where)
     spec["data"] = _with_content(spec["data"], spec["dataset"], config, plan.contents)
@@ -477,19 +422,15 @@ def _planned_row(name: str, i: int, raw: dict, exp: dict, config: dict, seeds, p
     bspec["batch_size"] = int(batch if batch is not None else spec["batch_size"])
     bid = run_id(bspec | {"schedule": None}, {k: v for k, v in overrides.items() if k not in SPEED_NEUTRAL})
     plan.benches[bid] = bspec
-    return Row(
-        experiment=name,
-        index=i,
+    return dict(
         label=raw.get("label") or spec["variant"],
         run=rid,
         bench=bid,
-        seeds=seeds,
         variant=spec["variant"],
         display=facts.display_name,
         backbone=spec["backbone"],
         protocol=spec["protocol"],
         dataset=spec["dataset"],
-        dataset_name=str(config["datasets"][spec["dataset"]]["name"]),
         width_mult=float(spec["width_mult"] or 1.0),
         settings=spec,
         paper=raw.get("paper", spec["variant"]),
@@ -523,22 +464,20 @@ def make_plan(config: dict) -> Plan:
         if not exp.get("enabled", True):
             continue
         seeds = tuple(int(s) for s in exp.get("seeds", config.get("defaults", {}).get("seeds", [0])))
-        rows = [
-            (_rule_row if "rule" in raw else _planned_row)(name, i, raw, exp, config, seeds, plan)
-            for i, raw in enumerate(_rows_of(name, exp))
-        ]
+        rows = []
+        for i, raw in enumerate(_rows_of(name, exp)):
+            fields = _rule_row if "rule" in raw else _planned_row
+            row = fields(f"experiments.{name}.rows[{i}]", raw, exp, config, plan)
+            name_of = str(config["datasets"][row["dataset"]]["name"])
+            rows.append(Row(experiment=name, index=i, seeds=seeds, dataset_name=name_of, **row))
         if not rows:
             raise ValueError(
                 f"experiments.{name}: plans no run (no rows); give it rows or set enabled: false"
             )
-        skipped = _grid_points(exp)[1] if exp.get("kind") == "grid" else []
-        if skipped:
-            plan.notes.append(
-                f"experiments.{name}: grid points skipped because K > N: {_points_text(skipped)}"
-            )
+        if skipped := _grid_points(exp)[1] if exp.get("kind") == "grid" else "":
+            plan.notes.append(f"experiments.{name}: grid points skipped because K > N: {skipped}")
         labels = [r.label for r in rows]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
+        if dup := sorted({x for x in labels if labels.count(x) > 1}):
             raise ValueError(
                 f"experiments.{name}: duplicate row label(s) {dup}; give each row a distinct 'label'"
             )
@@ -557,15 +496,12 @@ def make_plan(config: dict) -> Plan:
 
 
 def check_data(plan: Plan) -> tuple[list[str], list[str]]:
-    """What a job would stumble on in the planned runs' data, found without building a dataset:
-    ``(missing_roots, errors)``, errors being unreadable files and rows whose batch is larger than
-    the training set where its size is cheap to know (``gmsop.data.train_size``). The workflow
-    stops on both before any job runs (a dry-run only warns about missing roots)."""
+    """``(missing_roots, errors)`` in the planned runs' data, found without building a dataset:
+    unreadable files, and batches larger than the training set where its size is cheap to know."""
     missing, errors, sizes = [], [], {}
     for key in sorted({spec["dataset"] for spec in plan.runs.values()}):
         entry = plan.datasets[key]
         root = entry.get("root")
-        sizes[key] = None
         if root is not None and not Path(root).expanduser().exists():
             missing.append(
                 f"datasets.{key}.root: {root} does not exist (resolved: {Path(root).expanduser().absolute()})"
@@ -580,10 +516,8 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
         spec = plan.runs.get(row.run)
         n = None if spec is None else sizes.get(spec["dataset"])
         if n is not None and int(spec["batch_size"]) > n * (2 if _flip_doubled(spec) else 1):
-            key = (spec["dataset"], int(spec["batch_size"]), n)
-            too_large.setdefault(key, []).append(
-                f"experiments.{row.experiment}.rows[{row.index}] ({row.label})"
-            )
+            where = f"experiments.{row.experiment}.rows[{row.index}] ({row.label})"
+            too_large.setdefault((spec["dataset"], int(spec["batch_size"]), n), []).append(where)
     for (dataset, batch, n), rows in too_large.items():
         more = f" and {len(rows) - 3} more rows" if len(rows) > 3 else ""
         errors.append(
@@ -594,12 +528,13 @@ def check_data(plan: Plan) -> tuple[list[str], list[str]]:
 
 
 def describe_schema_error(err, schema: dict | None = None) -> str:
-    """A config schema error (``jsonschema.ValidationError``) as one short line: the location
-    (``experiments.table2.rows[3]``) and the offending key or value; ``schema`` (the whole schema)
-    lets an unknown key list the keys allowed there."""
-    where = _location(err)
-    branch = _matching_branch(err) if err.validator in ("oneOf", "anyOf") else None
-    if branch is not None:  # name the rule broken in the branch the value was meant for
+    """A config schema error (``jsonschema.ValidationError``) as one line: the location and the
+    offending key or value; ``schema`` (the whole schema) lets an unknown key list those allowed."""
+    # Of a oneOf/anyOf error, name the deepest error in the alternatives whose type the value has
+    # (a schedule given as a list broke the list's rules, not the name's) and the rule it broke.
+    inside = [e for e in err.context if not (e.validator == "type" and len(e.relative_path) == 0)]
+    if inside and err.validator in ("oneOf", "anyOf"):
+        branch = max(inside, key=lambda e: len(e.absolute_path))
         rule = f" ({err.schema['description']})" if err.schema.get("description") else ""
         return f"{_location(branch)}: {branch.message}{rule}"
     if err.validator in ("additionalProperties", "unevaluatedProperties"):
@@ -607,8 +542,8 @@ def describe_schema_error(err, schema: dict | None = None) -> str:
         allowed = sorted(_schema_keys(err.schema, schema or {}))
         keys = ", ".join(repr(k) for k in found) or err.message
         hint = f"; allowed here: {', '.join(allowed)}" if allowed else ""
-        return f"{where}: unknown key {keys}{hint}"
-    return f"{where}: {err.message}"
+        return f"{_location(err)}: unknown key {keys}{hint}"
+    return f"{_location(err)}: {err.message}"
 
 
 def _location(err) -> str:
@@ -617,13 +552,6 @@ def _location(err) -> str:
     for part in err.absolute_path:
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
     return where or "(top level)"
-
-
-def _matching_branch(err):
-    """Of a oneOf/anyOf error, the deepest error inside the alternatives whose type the value
-    has (a schedule given as a list broke the list's rules, not the name's), else None."""
-    inside = [e for e in err.context if not (e.validator == "type" and len(e.relative_path) == 0)]
-    return max(inside, key=lambda e: len(e.absolute_path), default=None)
 
 
 def _schema_keys(sub: dict, root: dict, depth: int = 0) -> set[str]:
@@ -635,8 +563,6 @@ def _schema_keys(sub: dict, root: dict, depth: int = 0) -> set[str]:
         keys |= _schema_keys(part, root, depth + 1)
     ref = sub.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/"):
-        node = root
-        for name in ref[2:].split("/"):
-            node = node.get(name, {}) if isinstance(node, dict) else {}
+        node = reduce(lambda n, k: n.get(k, {}) if isinstance(n, dict) else {}, ref[2:].split("/"), root)
         keys |= _schema_keys(node, root, depth + 1)
     return keys

@@ -1,11 +1,8 @@
 """Every file the engine writes and aggregation reads, declared once, with its format version.
 
-``metrics.json`` (one finished run: identity, settings, final errors, one record per epoch),
-``bench.json`` (one throughput benchmark), ``progress.jsonl`` (epoch records beside the
-checkpoint), ``last.pt``/``previous.pt`` (resume checkpoints) and ``config.json``. A workflow job
-writes a ``run`` block (:func:`run_block`: id, the rows it was planned for, settings), so tables
-select files by run id; a run trained by hand has ``"run": null``, a user's rule ``rule:<name>``.
-Readers raise :class:`ResultFileError` naming the file and the dotted key that is wrong.
+A workflow job writes a ``run`` block (:func:`run_block`) into its metrics.json or bench.json, so
+tables select files by run id (``null``: trained by hand). Readers raise :class:`ResultFileError`
+naming the file and the dotted key that is wrong.
 """
 
 from __future__ import annotations
@@ -18,10 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-#: Version of metrics.json. 2: the ``run`` identity block and ``format_version`` itself.
-METRICS_FORMAT = 2
-#: Version of bench.json. 2: the ``run`` identity block and ``format_version`` itself.
-BENCH_FORMAT = 2
+#: Versions of metrics.json and bench.json. 2: the ``run`` identity block and ``format_version`` itself.
+METRICS_FORMAT = BENCH_FORMAT = 2
 #: Version of the checkpoint ``last.pt``; a different value is refused on resume.
 CHECKPOINT_FORMAT = 1
 
@@ -45,19 +40,11 @@ IDENTITIES_PATH = "results/plan/identities-{config}.json"  # every job's run blo
 #: Keys every checkpoint holds besides ``format`` (gmsop.engine.checkpoint says what each is).
 CHECKPOINT_KEYS = ("fingerprint", "epoch", "model", "optimizer", "rng", "records", "totals")
 
-#: Keys of one epoch record, in the order metrics.json and progress.jsonl show them.
-EPOCH_KEYS = tuple(
-    "epoch lr train_ce train_balance train_loss train_top1_err val_top1_err val_top5_err epoch_time_s "
-    "train_img_s routing_counts importance gate_logit_spread gate_noise_spread distinct_topk_mean "
-    "distinct_topk_min idle_components_mean idle_components_max".split()
-)
-
 PathLike = str | os.PathLike
 
 
 class ResultFileError(ValueError):
-    """A result file is unreadable, of another format version, lacks a key, or holds a value of
-    the wrong type."""
+    """A result file is unreadable, of another format version, or lacks or mistypes a key."""
 
     def __init__(self, path: PathLike, message: str):
         super().__init__(f"{path}: {message}")
@@ -111,14 +98,17 @@ _HPARAMS_OPTIONAL = _keys("batch_size:int? schedule:list? width_mult:num? protoc
 # val_routing: a gated mixture's last evaluation, images of class c that select component i
 _FINAL_REQUIRED = _keys("top1_err:num top5_err:num? epochs:int")
 _FINAL_OPTIONAL = _keys("train_time_s:num? train_img_s:num? val_routing:list? val_class_counts:int_list?")
-# distinct_topk_*, idle_components_*: per training batch of a gated mixture, mean and worst
-_EPOCH_REQUIRED = _keys("epoch:int train_loss:num? val_top1_err:num?")
-_EPOCH_OPTIONAL = _keys(
-    "lr:num? train_ce:num? train_balance:num? train_top1_err:num? val_top5_err:num? epoch_time_s:num? "
-    "train_img_s:num? routing_counts:num_list? importance:num_list? gate_logit_spread:num? "
-    "gate_noise_spread:num? distinct_topk_mean:num? distinct_topk_min:int? idle_components_mean:num? "
-    "idle_components_max:int?"
+# One epoch record, in the order metrics.json and progress.jsonl show it. distinct_topk_*,
+# idle_components_*: per training batch of a gated mixture, mean and worst.
+_EPOCH = _keys(
+    "epoch:int lr:num? train_ce:num? train_balance:num? train_loss:num? train_top1_err:num? "
+    "val_top1_err:num? val_top5_err:num? epoch_time_s:num? train_img_s:num? routing_counts:num_list? "
+    "importance:num_list? gate_logit_spread:num? gate_noise_spread:num? distinct_topk_mean:num? "
+    "distinct_topk_min:int? idle_components_mean:num? idle_components_max:int?"
 )
+EPOCH_KEYS = tuple(k for k, _, _ in _EPOCH)
+_EPOCH_REQUIRED = [e for e in _EPOCH if e[0] in ("epoch", "train_loss", "val_top1_err")]
+_EPOCH_OPTIONAL = [e for e in _EPOCH if e not in _EPOCH_REQUIRED]
 _BENCH_REQUIRED = _keys(
     "format_version:int run:dict? variant:str backbone:str input_size:int_list batch_size:int device:str "
     "train_img_s:num params:int"
@@ -127,7 +117,6 @@ _BENCH_OPTIONAL = _keys(
     "num_classes:int? device_name:str? train_step_ms_median:num? train_step_ms_iqr:num? infer_img_s:num? "
     "peak_mem_mb:num? flops_per_image:num? achieved_tflops:num? env:dict? tag:str?"
 )
-assert {k for k, _, _ in _EPOCH_REQUIRED + _EPOCH_OPTIONAL} == set(EPOCH_KEYS)
 
 #: Numeric epoch fields (what an epochs frame has one column each for).
 EPOCH_NUMBERS = tuple(k for k in EPOCH_KEYS if k not in ("epoch", "routing_counts", "importance"))
@@ -144,18 +133,12 @@ def run_block(run_id: str, planned_for: Sequence[Mapping[str, str]], settings: M
 
 def _check(path: PathLike, obj: Mapping, prefix: str, required, optional=()) -> None:
     for key, kind, nullable in list(required) + list(optional):
-        name = f"{prefix}{key}"
-        if key not in obj:
-            if (key, kind, nullable) in required:
-                raise ResultFileError(path, f"missing required key {name!r}")
-            continue
-        value = obj[key]
-        what, check, _ = _KINDS[kind]
-        if value is None:
-            if not nullable:
-                raise ResultFileError(path, f"key {name!r} must be {what}, got null")
-            continue
-        if not check(value):
+        name, value, (what, check, _) = f"{prefix}{key}", obj.get(key), _KINDS[kind]
+        if key not in obj and (key, kind, nullable) in required:
+            raise ResultFileError(path, f"missing required key {name!r}")
+        if value is None and key in obj and not nullable:
+            raise ResultFileError(path, f"key {name!r} must be {what}, got null")
+        if value is not None and not check(value):
             raise ResultFileError(
                 path, f"key {name!r} must be {what}, got {value!r} ({type(value).__name__})"
             )
@@ -182,8 +165,7 @@ def _check_record(path: PathLike, obj: Any, version: int, what: str, required, o
             f"missing required key 'format_version': a {what} written before format "
             f"{version} (retrain it: snakemake --forcerun train bench)",
         )
-    found = obj["format_version"]
-    if found != version:
+    if (found := obj["format_version"]) != version:
         raise ResultFileError(
             path, f"key 'format_version' is {found!r}; this gmsop reads {what} format {version} only"
         )
@@ -208,13 +190,12 @@ def check_metrics(obj: Any, path: PathLike = "metrics.json") -> dict:
             raise ResultFileError(
                 path, f"{where}routing_counts has {len(counts)} entries but {where}importance has {len(imp)}"
             )
-        if counts is not None:
-            if n_components is not None and len(counts) != n_components:
-                raise ResultFileError(
-                    path,
-                    f"{where}routing_counts has {len(counts)} components, earlier epochs have {n_components}",
-                )
-            n_components = len(counts)
+        if counts is not None and n_components not in (None, len(counts)):
+            raise ResultFileError(
+                path,
+                f"{where}routing_counts has {len(counts)} components, earlier epochs have {n_components}",
+            )
+        n_components = n_components if counts is None else len(counts)
     return obj
 
 
@@ -247,8 +228,7 @@ def read_bench(path: PathLike) -> dict:
 
 
 def bench_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
-    """bench.json files: each path a file, or a folder searched with its subfolders (the
-    workflow writes ``results/bench/{experiment}/{bench}.json``), in name order."""
+    """bench.json files: each path a file, or a folder searched with its subfolders, in name order."""
     files: list[Path] = []
     for p in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
         files += sorted(p.rglob(f"*{BENCH_SUFFIX}")) if p.is_dir() else [p]
@@ -332,8 +312,7 @@ def rule_metrics(
 
 
 def read_rule_metrics(path: PathLike, rule: str, seed: int) -> dict:
-    """Read and validate the ``metrics.json`` a user's rule wrote for ``seed``: its format, the run
-    id ``rule:<rule>`` and the seed of its path."""
+    """Read and validate the ``metrics.json`` a user's rule wrote for ``seed``: format, id, seed."""
     m = read_metrics(path)
     found = (m.get("run") or {}).get("id")
     if found != rule_run_id(rule):

@@ -1,11 +1,10 @@
-"""What each workflow step does, as plain functions (the Snakemake scripts only call these).
-
-A step receives the plan's resolved specs (see gmsop.experiments) and file paths; it never
-imports Snakemake, so every step is testable and usable from another workflow manager.
+"""What each workflow step does, as plain functions of the plan's resolved specs and file paths
+(the Snakemake scripts only call these; nothing here imports Snakemake).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -28,11 +27,8 @@ from gmsop.plugins import load_plugins
 
 
 def start_job(device: str, gpus: int, plugins: list[str]) -> str:
-    """What a training or benchmark job does first; returns the device to use.
-
-    Snakemake limits how many GPU jobs run at once but never says which GPU: take a free one
-    (CUDA_VISIBLE_DEVICES) before CUDA starts; a job that reserved no GPU runs "auto" on the CPU
-    (``gmsop.gpu_slots.job_device``). Then the config's plugins are loaded."""
+    """What a training or benchmark job does first: take a free GPU (Snakemake never says which)
+    before CUDA starts and load the plugins; returns the device (``gmsop.gpu_slots.job_device``)."""
     claim_gpus(int(gpus))
     device, note = job_device(device, int(gpus))
     if note:
@@ -50,16 +46,13 @@ def prepare_dataset(ds: dict, out: str | Path) -> dict:
 
 
 def _model_overrides(spec: dict) -> dict:
-    overrides = dict(spec.get("overrides", {}))
-    if float(spec.get("width_mult", 1.0)) != 1.0:
-        overrides["width_mult"] = float(spec["width_mult"])
-    return overrides
+    width = float(spec.get("width_mult", 1.0))
+    return {**spec.get("overrides", {}), **({"width_mult": width} if width != 1.0 else {})}
 
 
 def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, **fields) -> TrainConfig:
-    """The TrainConfig of one planned run (spec from gmsop.experiments.make_plan) and seed; ``fields``
-    are further TrainConfig fields: ``device``, ``run`` (the identity block written into
-    metrics.json), ``eval_every`` (how often it evaluates; the training is unchanged)."""
+    """The TrainConfig of one planned run and seed; ``fields`` are further TrainConfig fields
+    (``device``, ``run``: the identity block, ``eval_every``)."""
     options = dict(ds.get("options", {}))
     if spec.get("augment"):
         options["augment"] = dict(spec["augment"])
@@ -84,24 +77,15 @@ def train_config(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, **fie
 
 
 def run_training(spec: dict, ds: dict, seed: int, out: str, ckpt_dir: str, threads=None, **fields) -> dict:
-    """Train (or resume) one run (``fields`` as :func:`train_config`'s); returns the metrics
-    written to ``out``."""
+    """Train (or resume) one run (``fields`` as :func:`train_config`'s); returns its metrics."""
     if threads:
         torch.set_num_threads(int(threads))
     return train(train_config(spec, ds, seed, out, ckpt_dir, **fields))
 
 
-def run_bench(
-    spec: dict,
-    bench: dict,
-    dataset_info: str | Path,
-    out: str | Path,
-    device: str = "auto",
-    threads: int | None = None,
-    run: dict | None = None,
-) -> dict:
-    """Measure one variant's throughput at its dataset's input shape; writes ``out`` with the
-    identity block ``run``."""
+def run_bench(spec: dict, bench: dict, dataset_info, out, device="auto", threads=None, run=None) -> dict:
+    """Measure one variant's throughput at its dataset's input shape (``dataset_info``: the prepared
+    dataset's JSON); writes ``out`` with the identity block ``run``."""
     if threads:
         torch.set_num_threads(int(threads))
     info = json.loads(Path(dataset_info).read_text())
@@ -129,28 +113,23 @@ def _identities_path(config: dict) -> Path:
 
 
 def write_identities(plan, config: dict) -> Path:
-    """Write every job's identity block (see ``identity``) when the workflow plans; the file is
-    rewritten only when its content changes."""
+    """Write every job's identity block (see ``identity``) when the workflow plans, if changed."""
     blocks = {
         kind: {r: run_block(r, plan.planned_for(r, bench=kind == "bench"), s) for r, s in specs.items()}
         for kind, specs in (("train", plan.runs), ("bench", plan.benches))
     }
     blocks = json.loads(json.dumps(blocks, default=str))
     path = _identities_path(config)
-    try:
+    with contextlib.suppress(OSError, ValueError):
         if json.loads(path.read_text(encoding="utf-8")) == blocks:
             return path
-    except (OSError, ValueError):
-        pass
     atomic_write_json(path, blocks)
     return path
 
 
 def identity(config: dict, run: str, kind: str = "train") -> dict:
-    """The identity block of training run (or ``kind="bench"`` benchmark) ``run``: its id, the rows
-    it was planned for, its settings. Read from the file the workflow wrote when it planned, so a
-    job never replans; not a rule parameter, since a table that reuses a run changes its rows and
-    a changed parameter makes Snakemake retrain."""
+    """The identity block of training run (or ``kind="bench"`` benchmark) ``run``, from the file the
+    workflow wrote when it planned (no rule parameter: a table reusing a run then retrains nothing)."""
     path = _identities_path(config)
     try:
         return json.loads(path.read_text(encoding="utf-8"))[kind][run]
@@ -162,8 +141,7 @@ def identity(config: dict, run: str, kind: str = "train") -> dict:
 
 
 def check_rule_result(path: str | Path, rule: str, seed: int, out: str | Path) -> dict:
-    """Check the metrics.json a user's rule wrote (gmsop.formats.read_rule_metrics) and copy its
-    bytes to ``out``, where the tables read it."""
+    """Check the metrics.json a user's rule wrote and copy its bytes to ``out`` for the tables."""
     metrics = read_rule_metrics(path, rule, seed)
     atomic_write(out, Path(path).read_bytes())
     return metrics
@@ -184,8 +162,7 @@ def make_table(experiment, runs: list[str], benches: list[str], stem: str | Path
 
 
 def make_scorecard(experiments, runs: list[str], stem: str | Path, landing: str | Path | None = None):
-    """Write ``stem``.{csv,md,html}, its forest plot ``stem``.{svg,png} (and the report's landing
-    fragment): every claim of every experiment, Holm-adjusted over the claims tested."""
+    """Write ``stem``.{csv,md,html,svg,png} (and the landing fragment): every claim, Holm-adjusted."""
     card = build_scorecard(experiments, load_results(runs)[0].runs)
     write_scorecard(card, stem, landing)
     return card
