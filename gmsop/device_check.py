@@ -247,13 +247,10 @@ def compile_graphs(ctx: Context, figures: dict, fail: Callable[[str], None]) -> 
         model = _model(variant, ctx)
         if path:
             model.head.execution = path
-        x = _input(ctx, device=ctx.device)
-        rows.append({"variant": variant, "path": path, **compile_graph_count(model, x, max_reasons=5)})
-        if path != "generic" and rows[-1]["graph_break_count"]:
-            fail(
-                f"{variant} {path or ''}: {rows[-1]['graph_break_count']} graph break(s): "
-                f"{rows[-1]['break_reasons'][:1]}"
-            )
+        r = compile_graph_count(model, _input(ctx, device=ctx.device), max_reasons=5)
+        rows.append({"variant": variant, "path": path, **r})
+        if path != "generic" and r["graph_break_count"]:
+            fail(f"{variant} {path or ''}: {r['graph_break_count']} graph break(s): {r['break_reasons'][:1]}")
     return "; ".join(
         f"{r['variant']}{' ' + r['path'] if r['path'] else ''} {r['graph_count']} graph(s) / "
         f"{r['graph_break_count']} break(s)"
@@ -261,15 +258,11 @@ def compile_graphs(ctx: Context, figures: dict, fail: Callable[[str], None]) -> 
     )
 
 
-def write_imagenet_release(
-    root: Path, size: int, n_train: int, n_val: int, num_classes: int, seed: int = 0
-) -> dict[str, Any]:
+def write_imagenet_release(root: Path, size: int, n_train: int, n_val: int, num_classes: int) -> dict:
     """Generated images in the downsampled-ImageNet release layout that ``imagenet64`` reads. A
     class is a random 4x4 colour pattern blown up to the image size under noise (sd 40 of 255):
     learnable in a few dozen steps, while no single pixel gives it away."""
-    if size < 4:
-        raise ValueError(f"image size must be >= 4 pixels, got {size}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     protos = rng.integers(0, 256, (num_classes, 3, 4, 4)).astype(np.float32)
     idx = (np.arange(size) * 4) // size  # pixel -> pattern cell
     for folder, name, n in (
@@ -339,13 +332,13 @@ def _each_variant(fn: Callable[[str], dict], figures: dict, fail: Callable[[str]
     return rows
 
 
-def matmul_tflops(device, dtype, n: int, seconds: float = 1.0) -> float:
-    """TFLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` (2 n^3 FLOPs), timed for >= ``seconds``."""
+def matmul_tflops(device, dtype, n: int) -> float:
+    """TFLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` (2 n^3 FLOPs), timed for >= 1 s."""
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
     synchronize(device)
     reps, t0 = 0, time.perf_counter()
-    while reps < 4 or time.perf_counter() - t0 < seconds:
+    while reps < 4 or time.perf_counter() - t0 < 1.0:
         a @ b
         reps += 1
         synchronize(device)

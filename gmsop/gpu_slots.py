@@ -18,7 +18,6 @@ import fcntl
 import itertools
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -55,9 +54,8 @@ def visible_gpus() -> list[str]:
     if pool is not None:
         return pool
     listing = ""
-    if exe := shutil.which("nvidia-smi"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            listing = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30).stdout
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # no nvidia-smi: no GPU
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
     return [str(i) for i in range(len(re.findall(r"(?m)^GPU \d+:", listing)))]
 
 
