@@ -60,9 +60,8 @@ def _format_text(rows: list[dict], markdown: bool) -> str:
         padded = [v.ljust(w) for v, w in zip(values, widths)]
         return "| " + " | ".join(padded) + " |" if markdown else "  ".join(padded)
 
-    rule = (
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|" if markdown else line(["-" * w for w in widths])
-    )
+    dashes = ["-" * w for w in widths]
+    rule = "|" + "|".join(f"-{d}-" for d in dashes) + "|" if markdown else line(dashes)
     return "\n".join([line(cols), rule, *map(line, cells)])
 
 

@@ -27,9 +27,8 @@ def compile_graph_count(model: torch.nn.Module, x: torch.Tensor, max_reasons: in
     finally:
         torch._dynamo.reset()
         with torch.no_grad():
-            for name, b in model.named_buffers():
-                if name in saved:  # a buffer made during the forward has nothing to restore
-                    b.copy_(saved[name])
+            for name, b in model.named_buffers():  # one made during the forward keeps its value
+                b.copy_(saved.get(name, b))
     reasons = []
     for r in explained.break_reasons[:max_reasons]:
         frame = r.user_stack[-1] if r.user_stack else None

@@ -1,12 +1,9 @@
 """``gmsop check-device``: what CPU-only CI cannot settle, checked in one command on a GPU.
 
-    gmsop check-device --out results/device-check                 # CUDA if present, full sizes
-    gmsop check-device --device cpu --tiny --out /tmp/dc          # every part on a CPU, < 1 min
-
 The parts (:data:`PARTS`, ``--parts`` picks some) print PASSED / FAILED / SKIPPED as each ends;
 ``DIR/device_check.json`` is rewritten after every part (the rest ``pending``) and
 ``DIR/device_check.md`` written at the end. Full sizes follow the paper (width 1, 64x64, batch
-256); ``--tiny`` sizes prove the code paths on a CPU, not the numbers.
+256); ``--tiny`` sizes prove the code paths on a CPU (``--device cpu --tiny``), not the numbers.
 """
 
 from __future__ import annotations
@@ -91,10 +88,6 @@ class Context:
     out_dir: Path  # the report folder: subprocess logs go here
     work_dir: Path  # scratch (generated data, caches, the Snakemake project)
 
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
-
 
 def _overrides(s: Sizes) -> dict[str, Any]:
     return {"width_mult": s.width_mult} if s.width_mult != 1.0 else {}
@@ -149,7 +142,7 @@ def cuda_tests(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
     figures.update(returncode=res.returncode, log=str(log), summary=summary, **counts)
     if res.returncode != 0:
         fail(f"pytest -m cuda exited {res.returncode}: {_tail(res.stdout + res.stderr, 3)}")
-    elif not counts.get("passed") and ctx.cuda:
+    elif not counts.get("passed") and ctx.device.type == "cuda":
         fail(f"CUDA is here, yet no CUDA test passed: {summary}")
     elif not counts.get("passed"):
         raise Skipped(f"no CUDA here, so the CUDA tests skip: {summary}")
@@ -224,18 +217,18 @@ def forward_sync(variant: str, ctx: Context) -> str | None:
 
 
 def mixture_paths(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
-    rows = figures.setdefault("comparisons", [])
+    rows, cuda = figures.setdefault("comparisons", []), ctx.device.type == "cuda"
     for variant in ("GM-SOP-16-8", "GM-GAP-16-8"):
         for dtype in ("bfloat16", "float32"):
             rows.append(compare_paths(variant, ctx, dtype))
             for problem in rows[-1]["problems"]:
                 fail(f"{variant} {dtype}: {problem}")
-        if ctx.cuda:
+        if cuda:
             sync = figures.setdefault("forward_sync", {})[variant] = forward_sync(variant, ctx)
             if sync:
                 fail(f"{variant}: the forward synchronised host and device: {sync}")
     agree = sum(not r["problems"] for r in rows)
-    sync = "no host sync in the forward" if ctx.cuda else "sync check skipped (no CUDA)"
+    sync = "no host sync in the forward" if cuda else "sync check skipped (no CUDA)"
     return f"{agree}/{len(rows)} grouped-vs-generic comparisons (bf16, fp32) agree; {sync}"
 
 
@@ -374,12 +367,9 @@ def throughput(ctx: Context, figures: dict, fail: Callable[[str], None]) -> str:
                 amp=True,
             )
         )
-        row = {k: b[k] for k in keys}
-        row["mfu"] = b["achieved_tflops"] / peaks[peak]
-        mfu = 100 * row["mfu"]
-        print(
-            f"  ... throughput: {variant:<18} train {b['train_img_s']:.0f} img/s, MFU {mfu:.1f}%", flush=True
-        )
+        row = {**{k: b[k] for k in keys}, "mfu": b["achieved_tflops"] / peaks[peak]}
+        img_s, mfu = b["train_img_s"], 100 * row["mfu"]
+        print(f"  ... throughput: {variant:<18} train {img_s:.0f} img/s, MFU {mfu:.1f}%", flush=True)
         return row
 
     rows = _each_variant(one, figures, fail)
@@ -516,7 +506,7 @@ def run_parts(parts: dict[str, Callable], ctx: Context, header: dict[str, Any]) 
         atomic_write_json(ctx.out_dir / JSON_NAME, document(header, records, complete=False))
         records[i] = run_part(name, fn, ctx)
         print(_line(records[i]), flush=True)
-        if ctx.cuda:  # what a part left cached would count against the next one's memory
+        if torch.cuda.is_initialized():  # what a part left cached would count against the next one's memory
             torch.cuda.empty_cache()
     doc = document(header, records, complete=True)
     atomic_write_json(ctx.out_dir / JSON_NAME, doc)
