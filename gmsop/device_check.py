@@ -443,9 +443,7 @@ def _record(*values) -> dict[str, Any]:
 
 def run_part(name: str, fn: Callable, ctx: Context) -> dict[str, Any]:
     """One part's record: passed, failed (its problems, or the end of the traceback) or skipped."""
-    figures: dict[str, Any] = {}
-    problems: list[str] = []
-    t0 = time.monotonic()
+    figures, problems, t0 = {}, [], time.monotonic()
     status, summary, reason = "passed", "", ""
     try:
         summary = fn(ctx, figures, problems.append)
@@ -482,16 +480,12 @@ def _line(r: dict[str, Any]) -> str:
 
 def write_markdown(path: Path, doc: dict[str, Any]) -> None:
     env = doc["env"]
-    lines = [
-        f"# gmsop check-device: {doc['verdict'].upper()}",
-        "",
-        f"{env.get('device_name')} ({env.get('device')}), torch {env.get('torch_build')}, started "
-        f"{doc['started']}, options {json.dumps(doc['options'])}",
-        "",
-        "```",
-        *map(_line, doc["parts"]),
-        "```",
-    ]
+    head = (
+        f"# gmsop check-device: {doc['verdict'].upper()}\n\n{env.get('device_name')} ({env.get('device')}), "
+        f"torch {env.get('torch_build')}, started {doc['started']}, "
+        f"options {json.dumps(doc['options'])}\n\n```"
+    )
+    lines = [head, *map(_line, doc["parts"]), "```"]
     for r in doc["parts"]:
         body, figures = r["reason"] or r["summary"], json.dumps(r["figures"], indent=1)
         lines.append(f"\n## {r['name']}: {r['status']}\n\n{body}\n\n```json\n{figures}\n```")
@@ -527,11 +521,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, metavar="DIR", help="folder for device_check.json/.md and logs (created)"
     )
+    devices = ("auto", "cuda", "cpu")
     p.add_argument(
-        "--device",
-        choices=("auto", "cuda", "cpu"),
-        default="auto",
-        help="auto (default): CUDA if available, else CPU",
+        "--device", choices=devices, default="auto", help="auto (default): CUDA if available, else CPU"
     )
     p.add_argument(
         "--tiny",

@@ -335,8 +335,7 @@ def _estimate_row(config: str, plan, experiment: str, row, new_jobs: int, measur
         return est
     overrides = _speed_overrides(plan.benches[row.bench]["overrides"])
     model = _model(spec["variant"], row.backbone, spec["protocol"], overrides, f"{config}: row {row.label!r}")
-    classes = int(facts.num_classes or 1000)
-    img_s, est.speed, est.speed_from, ref = _speed_for(model, width, size, classes, measurements)
+    img_s, est.speed, est.speed_from, ref = _speed_for(model, width, size, facts.num_classes, measurements)
     if img_s:
         est.train_img_s, est.device_name, est.gpu = img_s, ref.device_name, ref.gpu
         est.hours_per_job = epochs * per_epoch / img_s / 3600
