@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 
@@ -50,35 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_rows(
-    variants, backbones, input_size=64, num_classes=1000, protocol="official", flops=True, width_mult=1.0
-) -> list[dict]:
-    """One dict per (variant, backbone): name, schedule family, classifier, params, paper params, rep dim,
-    GFLOPs/image (at ``width_mult``: the 8256d rows keep SR-SOP's dimension at every width)."""
-    rows = []
-    for backbone in backbones:
-        for variant in variants:
-            resolved = resolve_variant(variant, backbone=backbone, protocol=protocol, width_mult=width_mult)
-            model = build_model(
-                variant, backbone=backbone, num_classes=num_classes, protocol=protocol, width_mult=width_mult
-            )
-            paper = resolved.paper_params if num_classes == 1000 else None  # published at 1000 classes
-            gflops = round(count_flops(model, (3, input_size, input_size)) / 1e9, 4) if flops else None
-            rows.append(
-                {
-                    "variant": resolved.display_name,
-                    "backbone": resolved.backbone,
-                    "schedule_family": resolved.schedule_family,
-                    "classifier": resolved.classifier,
-                    "params_M": round(count_params(model) / 1e6, 3),
-                    "paper_params_M": paper[0] if paper is not None else None,
-                    "rep_dim": model.rep_dim,
-                    "gflops_per_image": gflops,
-                }
-            )
-    return rows
-
-
 def _format_text(rows: list[dict], markdown: bool) -> str:
     cols = list(rows[0])
     cells = [[("—" if r[c] is None else str(r[c])) for c in cols] for r in rows]
@@ -88,19 +60,33 @@ def _format_text(rows: list[dict], markdown: bool) -> str:
         padded = [v.ljust(w) for v, w in zip(values, widths)]
         return "| " + " | ".join(padded) + " |" if markdown else "  ".join(padded)
 
-    rule = (
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|" if markdown else line(["-" * w for w in widths])
-    )
+    dashes = ["-" * w for w in widths]
+    rule = "|" + "|".join(f"-{d}-" for d in dashes) + "|" if markdown else line(dashes)
     return "\n".join([line(cols), rule, *map(line, cells)])
 
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
+    rows = []
     try:
-        variants = a.variants or list_variants()
-        rows = model_rows(
-            variants, a.backbones, a.input_size, a.num_classes, a.protocol, not a.no_flops, a.width_mult
-        )
+        for backbone, variant in itertools.product(a.backbones, a.variants or list_variants()):
+            kw = {"backbone": backbone, "protocol": a.protocol, "width_mult": a.width_mult}
+            resolved = resolve_variant(variant, **kw)
+            model = build_model(variant, num_classes=a.num_classes, **kw)
+            paper = resolved.paper_params if a.num_classes == 1000 else None  # published at 1000 classes
+            size = (3, a.input_size, a.input_size)
+            rows.append(
+                {
+                    "variant": resolved.display_name,
+                    "backbone": resolved.backbone,
+                    "schedule_family": resolved.schedule_family,
+                    "classifier": resolved.classifier,
+                    "params_M": round(count_params(model) / 1e6, 3),
+                    "paper_params_M": paper[0] if paper is not None else None,
+                    "rep_dim": model.rep_dim,
+                    "gflops_per_image": None if a.no_flops else round(count_flops(model, size) / 1e9, 4),
+                }
+            )
     except ValueError as err:
         print(f"gmsop models: error: {err}", file=sys.stderr)
         return 2

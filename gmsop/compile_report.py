@@ -12,10 +12,8 @@ from typing import Any
 import torch
 
 
-def compile_graph_count(
-    model: torch.nn.Module, *inputs: Any, max_reasons: int = 20, **kwargs: Any
-) -> dict[str, Any]:
-    """``{"graph_count", "graph_break_count", "break_reasons"}`` of ``model(*inputs, **kwargs)``, each
+def compile_graph_count(model: torch.nn.Module, x: torch.Tensor, max_reasons: int = 20) -> dict[str, Any]:
+    """``{"graph_count", "graph_break_count", "break_reasons"}`` of ``model(x)``, each
     reason as "file:line function: first line of the reason". Dynamo's caches are reset before and
     after (earlier compilations would hide breaks); the forward runs with gradients enabled (so
     custom autograd Functions are traced too) and the model's buffers are restored afterwards."""
@@ -25,13 +23,12 @@ def compile_graph_count(
     torch._dynamo.reset()
     try:
         with torch.enable_grad():
-            explained = torch._dynamo.explain(model)(*inputs, **kwargs)
+            explained = torch._dynamo.explain(model)(x)
     finally:
         torch._dynamo.reset()
         with torch.no_grad():
-            for name, b in model.named_buffers():
-                if name in saved:  # a buffer made during the forward has nothing to restore
-                    b.copy_(saved[name])
+            for name, b in model.named_buffers():  # one made during the forward keeps its value
+                b.copy_(saved.get(name, b))
     reasons = []
     for r in explained.break_reasons[:max_reasons]:
         frame = r.user_stack[-1] if r.user_stack else None

@@ -18,7 +18,6 @@ import fcntl
 import itertools
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -55,9 +54,8 @@ def visible_gpus() -> list[str]:
     if pool is not None:
         return pool
     listing = ""
-    if exe := shutil.which("nvidia-smi"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            listing = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30).stdout
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # no nvidia-smi: no GPU
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
     return [str(i) for i in range(len(re.findall(r"(?m)^GPU \d+:", listing)))]
 
 
@@ -107,9 +105,8 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
         with contextlib.suppress(OSError):
             os.chmod(directory, 0o1777)  # shared by users, like /tmp
     host = socket.gethostname().split(".")[0] or "localhost"
-    start, said = time.monotonic(), False
-    offset = os.getpid() % len(pool)  # simultaneous starters rarely probe the same file first
-    while True:
+    start, offset = time.monotonic(), os.getpid() % len(pool)  # simultaneous starters: other first files
+    for attempt in itertools.count():
         got: dict[str, int] = {}
         for dev in pool[offset:] + pool[:offset]:
             path = os.path.join(directory, re.sub(r"[^\w.-]", "_", f"{host}-gpu{dev}.lock"))
@@ -121,11 +118,10 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
             os.close(fd)
         if timeout is not None and time.monotonic() - start >= timeout:
             raise TimeoutError(f"no {n} free GPU slot(s) of {pool} in {directory} after {timeout:g} s")
-        if not said:
+        if not attempt:
             print(
                 f"gmsop.gpu_slots: all {len(pool)} GPU slot(s) in {directory} busy; waiting", file=sys.stderr
             )
-            said = True
         time.sleep(0.2)
     devices = sorted(got, key=pool.index)
     for fd in got.values():  # who holds it, for people looking at the lock dir
@@ -133,10 +129,8 @@ def claim_gpus(n: int = 1, *, timeout: float | None = None) -> list[str]:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid={os.getpid()} host={host} since={time.time():.0f}\n".encode(), 0)
     _held = devices, list(got.values())
-    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-    print(
-        f"gmsop.gpu_slots: CUDA_VISIBLE_DEVICES={','.join(devices)} (locks in {directory})", file=sys.stderr
-    )
+    os.environ["CUDA_VISIBLE_DEVICES"] = cvd = ",".join(devices)
+    print(f"gmsop.gpu_slots: CUDA_VISIBLE_DEVICES={cvd} (locks in {directory})", file=sys.stderr)
     return devices
 
 

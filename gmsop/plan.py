@@ -3,9 +3,9 @@
 A row costs new jobs x epochs x images per epoch / training img/s (training steps only); a run
 several rows share counts once. Each speed says where it comes from: ``measured`` (a bench file or
 a ``gmsop check-device`` record of the row's model at its input size), ``published`` (the paper's
-Sec. 3.2 speed, ``--assume-from-paper``), ``extrapolated`` (ref img/s x ref FLOPs / row FLOPs,
-from the same model at another input size, else the model nearest in FLOPs, at the row's width;
-your measurements first, else the paper's) or ``no measurement`` (left out of the total, counted).
+Sec. 3.2 speed, ``--assume-from-paper``), ``extrapolated`` (ref img/s x ref FLOPs / row FLOPs, the
+ref at the row's width: the same model first, else the one nearest in FLOPs; your measurements
+first, else the paper's) or ``no measurement`` (left out of the total, counted).
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ class Measurement:
     device_name: str
     gpu: bool
     paper: bool = False
-    flops_per_image: float | None = None  # at input_size, when the file says
+
+    def flops(self) -> float:
+        return _flops(self.model, self.width_mult, self.input_size, self.num_classes)
 
     def where(self) -> str:
         return (
@@ -127,9 +129,6 @@ def _read(path: Path, option: str, parse, errors: tuple) -> Any:
 
 def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
     """Measurements from bench.json files and folders of them."""
-    for p in map(Path, paths):
-        if not p.exists():
-            raise PlanError(f"--bench {p}: no such file or folder")
     out = []
     for f in bench_files(paths):
         try:
@@ -138,22 +137,13 @@ def read_bench_files(paths: list[str | Path]) -> list[Measurement]:
             raise PlanError(f"--bench: {err}") from None
         overrides = dict(b.get("overrides") or {})
         settings = (b.get("run") or {}).get("settings") or {}
-        protocol = str(b.get("protocol") or "official")
-        where = f"{f}: key 'variant'"
-        out.append(
-            Measurement(
-                model=_model(b["variant"], b["backbone"], protocol, _speed_overrides(overrides), where),
-                width_mult=float(overrides.get("width_mult", settings.get("width_mult") or 1.0)),
-                input_size=tuple(int(v) for v in b["input_size"]),
-                num_classes=int(b.get("num_classes") or 1000),
-                batch_size=int(b["batch_size"]),
-                train_img_s=_positive(b["train_img_s"], f"{f}: key 'train_img_s'"),
-                source=str(f),
-                device_name=str(b.get("device_name") or b["device"]),
-                gpu=b["device"] == "cuda",
-                flops_per_image=b.get("flops_per_image"),
-            )
-        )
+        protocol, speed_overrides = str(b.get("protocol") or "official"), _speed_overrides(overrides)
+        model = _model(b["variant"], b["backbone"], protocol, speed_overrides, f"{f}: key 'variant'")
+        width = float(overrides.get("width_mult", settings.get("width_mult") or 1.0))
+        size, classes = tuple(int(v) for v in b["input_size"]), int(b.get("num_classes") or 1000)
+        img_s = _positive(b["train_img_s"], f"{f}: key 'train_img_s'")
+        name, gpu = str(b.get("device_name") or b["device"]), b["device"] == "cuda"
+        out.append(Measurement(model, width, size, classes, int(b["batch_size"]), img_s, str(f), name, gpu))
     return out
 
 
@@ -179,7 +169,7 @@ def read_device_check(path: str | Path) -> list[Measurement]:
         raise PlanError(f"{where}: no 'throughput' part in 'parts' (run check-device with it)") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise PlanError(f"{where}: missing or bad key {err} (sizes, env, parts[].figures.variants)") from None
-    name = str(env.get("device_name") or env.get("device"))
+    name, gpu = str(env.get("device_name") or env.get("device")), env.get("device") == "cuda"
     if (doc.get("options") or {}).get("tiny"):
         name += " (check-device --tiny: sizes that prove code paths, not speeds)"
     out = []
@@ -189,41 +179,19 @@ def read_device_check(path: str | Path) -> list[Measurement]:
             raise PlanError(f"{at}' must be a mapping, got {rec!r}")
         if rec.get("train_img_s") is None:  # the check could not run this variant ("error" says why)
             continue
-        flops = rec.get("flops_per_image")
-        out.append(
-            Measurement(
-                model=_model(str(rec.get("variant")), None, "official", (), f"{at}.variant'"),
-                width_mult=width,
-                input_size=(3, side, side),
-                num_classes=classes,
-                batch_size=batch,
-                train_img_s=_positive(rec["train_img_s"], f"{at}.train_img_s'"),
-                source=str(path),
-                device_name=name,
-                gpu=env.get("device") == "cuda",
-                flops_per_image=_positive(flops, f"{at}.flops_per_image'") if flops is not None else None,
-            )
-        )
+        model = _model(str(rec.get("variant")), None, "official", (), f"{at}.variant'")
+        img_s = _positive(rec["train_img_s"], f"{at}.train_img_s'")
+        out.append(Measurement(model, width, (3, side, side), classes, batch, img_s, str(path), name, gpu))
     return out
 
 
 def paper_measurements() -> list[Measurement]:
     """The paper's published training speeds (Sec. 3.2: GTX 1080, 64x64, batch 256, ResNet-18)."""
-    return [
-        Measurement(
-            model=_model(v, b, "official", (), "TRAIN_FPS"),
-            width_mult=1.0,
-            input_size=(3, 64, 64),
-            num_classes=1000,
-            batch_size=256,
-            train_img_s=float(fps),
-            source=f"the paper, {quote}",
-            device_name=PAPER_DEVICE,
-            gpu=True,
-            paper=True,
-        )
-        for (v, b), (fps, quote) in TRAIN_FPS.items()
-    ]
+    out = []
+    for (v, b), (fps, quote) in TRAIN_FPS.items():
+        model, source = _model(v, b, "official", (), "TRAIN_FPS"), f"the paper, {quote}"
+        out.append(Measurement(model, 1.0, (3, 64, 64), 1000, 256, fps, source, PAPER_DEVICE, True, True))
+    return out
 
 
 @dataclass(frozen=True)
@@ -270,16 +238,12 @@ def _flops(model: tuple, width: float, input_size: tuple[int, int, int], num_cla
         return float(count_flops(net, input_size=input_size))
 
 
-def _ref_flops(m: Measurement) -> float:
-    return float(m.flops_per_image or _flops(m.model, m.width_mult, m.input_size, m.num_classes))
-
-
 def _fmt_size(size) -> str:
     return "x".join(str(int(v)) for v in size)
 
 
 def _speed_for(
-    model: tuple, width: float, input_size: tuple, classes: int, batch: int, measurements: list[Measurement]
+    model: tuple, width: float, input_size: tuple, classes: int, measurements: list[Measurement]
 ) -> tuple[float | None, str, str, Measurement | None]:
     """(img/s, label, where from, reference) of one row (the rule is in the module docstring)."""
     at_width = [m for m in measurements if math.isclose(m.width_mult, width, rel_tol=1e-9)]
@@ -288,25 +252,18 @@ def _speed_for(
         widths = ", ".join(sorted({f"{m.width_mult:g}" for m in measurements}))
         also = f" (measurements exist at width {widths})" if widths else ""
         return None, "no measurement", f"nothing measured at width {width:g}{also}", None
-    same = [m for m in refs if m.model == model]
-    exact = sorted((m for m in same if m.input_size == input_size), key=lambda m: m.batch_size != batch)
-    if exact:
-        m = exact[0]
-        note = "" if m.batch_size == batch else f"; the row trains at batch {batch}"
-        return m.train_img_s, "published" if m.paper else "measured", m.where() + note, m
-    row_flops = _flops(model, width, input_size, classes)
-    if same:
-        m, how = same[0], "the same model at another input size"
-    else:
-        m = min(refs, key=lambda x: (abs(math.log(_ref_flops(x) / row_flops)), x.model))
-        how = "the model nearest in FLOPs"
-    ref = _ref_flops(m)
+    for m in refs:
+        if m.model == model and m.input_size == input_size:
+            return m.train_img_s, "published" if m.paper else "measured", m.where(), m
+    row = _flops(model, width, input_size, classes)
+    m = min(refs, key=lambda x: (x.model != model, abs(math.log(x.flops() / row)), x.model))
+    how = "the same model at another input size" if m.model == model else "the model nearest in FLOPs"
     text = (
         f"{m.model[0]} ({m.model[1]}) at {m.train_img_s:,.0f} img/s, {how}: {m.where()}; x FLOPs ratio "
-        f"{ref / 1e9:.3g}/{row_flops / 1e9:.3g} GFLOPs (input {_fmt_size(m.input_size)} -> "
+        f"{m.flops() / 1e9:.3g}/{row / 1e9:.3g} GFLOPs (input {_fmt_size(m.input_size)} -> "
         f"{_fmt_size(input_size)})"
     )
-    return m.train_img_s * ref / row_flops, "extrapolated", text, m
+    return m.train_img_s * m.flops() / row, "extrapolated", text, m
 
 
 def load_config(path: str | Path) -> dict:
@@ -378,8 +335,7 @@ def _estimate_row(config: str, plan, experiment: str, row, new_jobs: int, measur
         return est
     overrides = _speed_overrides(plan.benches[row.bench]["overrides"])
     model = _model(spec["variant"], row.backbone, spec["protocol"], overrides, f"{config}: row {row.label!r}")
-    classes = int(facts.num_classes or 1000)
-    img_s, est.speed, est.speed_from, ref = _speed_for(model, width, size, classes, batch, measurements)
+    img_s, est.speed, est.speed_from, ref = _speed_for(model, width, size, facts.num_classes, measurements)
     if img_s:
         est.train_img_s, est.device_name, est.gpu = img_s, ref.device_name, ref.gpu
         est.hours_per_job = epochs * per_epoch / img_s / 3600
@@ -497,7 +453,7 @@ def format_text(rows: list[RowEstimate], configs: list[str]) -> str:
     )
 
 
-def format_csv(rows: list[RowEstimate]) -> str:
+def format_csv(rows: list[RowEstimate], configs: list[str]) -> str:
     per_exp, total = summarize(rows)
     recs = [{"level": "row", **asdict(r)} for r in rows]
     recs += [{"level": "experiment", **e, "devices": "; ".join(e["devices"])} for e in per_exp]
@@ -572,10 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     except PlanError as err:
         print(f"gmsop plan: error: {err}", file=sys.stderr)
         return 2
-    if args.format == "csv":
-        sys.stdout.write(format_csv(rows))
-    else:
-        sys.stdout.write(format_json(rows, paths) if args.format == "json" else format_text(rows, paths))
+    sys.stdout.write({"text": format_text, "csv": format_csv, "json": format_json}[args.format](rows, paths))
     return 0
 
 
