@@ -23,24 +23,3 @@ from gmsop.registry import (
     register_variant,
     resolve_variant,
 )
-
-__all__ = [
-    "__version__",
-    "functional",
-    "create_backbone",
-    "list_backbones",
-    "create_head",
-    "register_head",
-    "GMSOPNet",
-    "ModelOutput",
-    "OFFICIAL",
-    "PAPER",
-    "Protocol",
-    "get_protocol",
-    "ResolvedVariant",
-    "build_model",
-    "list_variants",
-    "parse_variant",
-    "register_variant",
-    "resolve_variant",
-]

@@ -14,18 +14,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("gmsop.engine.train_cli", "train one variant on one dataset (resumable)"),
     "bench": ("gmsop.engine.throughput", "measure training/inference throughput (timm protocol)"),
     "data": ("gmsop.data.cli", "prepare, inspect or benchmark a dataset"),
-    "check-device": (
-        "gmsop.device_check",
-        "settle the CUDA path: CUDA tests, mixture paths, training, throughput, GPU slots",
-    ),
-    "preflight": (
-        "gmsop.preflight",
-        "a few dozen steps of every network of a config: ok, collapsed, diverged, too slow",
-    ),
-    "plan": (
-        "gmsop.plan",
-        "a workflow config in training jobs, images and GPU-hours (measured or extrapolated)",
-    ),
+    "check-device": ("gmsop.device_check", "the CUDA path: tests, mixtures, training, speed, GPU slots"),
+    "preflight": ("gmsop.preflight", "a few dozen steps of every network of a config: does it train?"),
+    "plan": ("gmsop.plan", "a workflow config in training jobs, images and GPU-hours"),
 }
 
 

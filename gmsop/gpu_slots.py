@@ -1,13 +1,10 @@
 """One GPU per job when several jobs share one machine: a per-GPU lock taken before CUDA starts.
 
-Snakemake's ``--resources gpu=N`` limits how many GPU jobs run at once but never says *which* GPU.
-``claim_gpus(n)`` takes an exclusive ``fcntl.flock`` on ``<lock dir>/<host>-gpu<id>.lock`` for
-``n`` free GPUs (waiting while none is free), points ``CUDA_VISIBLE_DEVICES`` at them and holds
-them until the process exits (the kernel drops the lock however it exits). Lock dir:
-``$GMSOP_GPU_LOCK_DIR``, else ``/tmp/gmsop-gpu-locks``. GPUs: ``$CUDA_VISIBLE_DEVICES``, else
-``nvidia-smi -L``; ``$GMSOP_NUM_GPUS`` forces a count. Nothing is claimed for ``n == 0``, without
-GPUs, with ``GMSOP_GPU_SLOTS=off``, or in a SLURM job given no more GPUs than asked for. Around any
-command: ``python -m gmsop.gpu_slots -n 1 -- CMD ...``.
+``claim_gpus(n)`` takes an exclusive ``fcntl.flock`` on ``<lock dir>/<host>-gpu<id>.lock`` for ``n``
+free GPUs (waiting while none is free), sets ``CUDA_VISIBLE_DEVICES`` and holds them until the process
+exits. Lock dir ``$GMSOP_GPU_LOCK_DIR`` (default ``/tmp/gmsop-gpu-locks``); GPUs from
+``$CUDA_VISIBLE_DEVICES``, else ``nvidia-smi -L`` (``$GMSOP_NUM_GPUS`` forces a count); off with
+``GMSOP_GPU_SLOTS=off`` and inside SLURM jobs. README "Several GPUs on one machine" has the rest.
 """
 
 from __future__ import annotations

@@ -1,21 +1,14 @@
 """``gmsop preflight``: train every distinct network of a workflow config for a few dozen steps
-and say, per network, whether it trains: ``ok``, ``collapsed``, ``diverged`` or ``too slow to
-tell``, with the reason. Minutes on a CPU instead of finding a dead row after its GPU-hours.
+and say whether it trains, with the reason; minutes on a CPU instead of a dead row's GPU-hours.
 
 Each network runs at its config's width, batch, first learning rate (``lr_scaling`` applied),
-protocol and input size, on generated data of its dataset's class count (``synthetic``; the
-real data is never read). Loss alone cannot tell a dead row from a slow start in 20 steps, so
-the verdict also reads the gradient norm and the fraction of live units after the backbone's
-last ReLU (channels positive somewhere in the batch):
-
-    diverged          a non-finite loss
-    collapsed         under 10% of the backbone's units alive at the end (or under half of those
-                      alive at the start), or the gradients vanished (end norm < 1e-4 x start)
-    diverged          a loss above 2 ln(classes) at any step
-    collapsed         one class predicted for >= 90% of a batch while the loss sits at ln(classes)
-    ok                the loss fell by at least 5% of ln(classes) (mean of the first 2 steps
-                      against the mean of the last quarter)
-    too slow to tell  none of the above: alive, finite, not yet lower
+protocol and input size, on ``synthetic`` data of its dataset's class count. Loss alone cannot
+tell a dead row from a slow start, so the verdict (the first rule that applies) also reads the
+gradient norm and the share of live units after the backbone's last ReLU:
+diverged: a non-finite loss; collapsed: under 10% of units alive at the end (or under half of
+those alive at the start), or end gradient norm < 1e-4 x start; diverged: a loss above
+2 ln(classes); collapsed: one class for >= 90% of a batch at a loss of ln(classes); ok: the loss
+fell by 5% of ln(classes) (first 2 steps against the last quarter); else too slow to tell.
 """
 
 from __future__ import annotations

@@ -18,13 +18,8 @@ from gmsop.data.registry import (
 )
 
 # importing the dataset modules registers them
-from gmsop.data import digits, folder, imagenet64, npz, places365, synthetic  # noqa: E402,F401  isort: skip
+from gmsop.data import digits, folder, imagenet64, npz, places365, synthetic  # noqa: E402  isort: skip
 from gmsop.data.augment import BatchTransform, epoch_generator
-from gmsop.data.content import content_fingerprint  # noqa: E402
+from gmsop.data.content import content_fingerprint
 from gmsop.data.imagenet64 import SubsetWarning
 from gmsop.data.loader import BatchLoader
-
-__all__ = ["AugmentSpec", "Dataset", "Split", "resolve_augment", "content_fingerprint", "SubsetWarning"]
-__all__ += ["augment_spec", "dataset_fingerprint", "dataset_options", "flip_doubled", "get_dataset"]
-__all__ += ["list_datasets", "register_dataset", "train_size", "BatchTransform", "epoch_generator"]
-__all__ += ["BatchLoader"]

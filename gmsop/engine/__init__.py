@@ -8,5 +8,3 @@ from gmsop.engine.config import TrainConfig
 from gmsop.engine.loop import NonFiniteLossError
 from gmsop.engine.throughput import BenchConfig, measure_throughput
 from gmsop.engine.trainer import train
-
-__all__ = ["TrainConfig", "train", "NonFiniteLossError", "BenchConfig", "measure_throughput"]

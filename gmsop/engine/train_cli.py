@@ -61,12 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="variant name: ResNet-18, ResNet-18-512d, SR-SOP, GM-GAP-16-8, GM-SOP-16-8, ... "
         f"(default: {d.variant})",
     )
-    add(
-        "--backbone", help="resnet18, resnet50 or wrn36_2 (default: the one the variant names, else resnet18)"
-    )
-    add(
-        "--protocol", help=f"'official' (released code) or 'paper' (the paper's text) (default: {d.protocol})"
-    )
+    add("--backbone", help="resnet18, resnet50 or wrn36_2 (default: the variant's, else resnet18)")
+    add("--protocol", help=f"'official' (released code) or 'paper' (its text) (default: {d.protocol})")
     add(
         "--override",
         action="append",
@@ -76,11 +72,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "(num_experts, k, width, dims, ...) or width_mult (CPU-sized nets: backbone and head widths "
         "scaled); VALUE is parsed as JSON when possible; repeatable",
     )
-    add(
-        "--dropout",
-        type=float,
-        help="dropout before the classifier of a mixture (default: 0.2; 0.4 for GM-SOP on WRN-36-2)",
-    )
+    add("--dropout", type=float, help="dropout before a mixture's classifier (default: 0.2; WRN GM-SOP 0.4)")
     add = p.add_argument_group("data").add_argument
     add("--dataset", help=f"dataset name, e.g. synthetic, imagenet64, places365 (default: {d.dataset})")
     add("--data-root", help="folder holding a file-backed dataset (not needed for synthetic)")
@@ -115,16 +107,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         f"(default: {d.lr_scaling})",
     )
     add("--momentum", type=float, help=f"SGD momentum (default: {d.momentum})")
-    add(
-        "--weight-decay",
-        type=float,
-        help="SGD weight decay (default: the protocol's, 1e-4 official, 5e-4 paper)",
-    )
-    add(
-        "--seed",
-        type=int,
-        help=f"seed of model init, augmentation, gate noise, dropout and batch order (default: {d.seed})",
-    )
+    add("--weight-decay", type=float, help="SGD weight decay (default: the protocol's, 1e-4 or 5e-4)")
+    add("--seed", type=int, help=f"seed of init, augmentation, noise, dropout, order (default: {d.seed})")
     add(
         "--deterministic",
         action=BooleanOptionalAction,
@@ -140,31 +124,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="bf16 autocast of the forward on CUDA and on a CPU with native bf16, "
         "AVX512-BF16 or AMX (default: on; the second-order pooling stays float32)",
     )
-    add(
-        "--eval-every",
-        type=int,
-        help="evaluate every N epochs; the last epoch is always evaluated (default: 1)",
-    )
-    add(
-        "--max-train-batches",
-        type=int,
-        help="stop each epoch after this many batches (smoke tests; default: all)",
-    )
+    add("--eval-every", type=int, help="evaluate every N epochs and after the last (default: 1)")
+    add("--max-train-batches", type=int, help="stop each epoch after this many batches (default: all)")
     add(
         "--progress",
         choices=["auto", "bar", "lines", "none"],
         help="stderr progress: a tqdm bar (auto on a terminal) or one line per epoch (default: auto)",
     )
     add = p.add_argument_group("output").add_argument
-    add(
-        "--out",
-        metavar="metrics.json",
-        help="final metrics file, written atomically at the very end (default: none)",
-    )
-    add(
-        "--ckpt-dir",
-        help="checkpoint + progress folder; rerunning resumes from it (default: <dir of --out>/ckpt)",
-    )
+    add("--out", metavar="metrics.json", help="final metrics file, written at the very end (default: none)")
+    add("--ckpt-dir", help="checkpoints; a rerun resumes from them (default: <dir of --out>/ckpt)")
     add("--tag", help="free label stored in metrics.json (e.g. an ablation name)")
     return p
 

@@ -6,22 +6,3 @@ from gmsop.layers.grouped import GroupedPlan
 from gmsop.layers.mixture import AverageMixture, GatedMixture
 from gmsop.layers.netvlad import NetVLAD
 from gmsop.layers.sop import SRSOP, ParametricSRSOP
-
-__all__ = [
-    "GAP",
-    "ParametricGAP",
-    "XdHead",
-    "LinearExpert",
-    "global_avg_pool",
-    "SRSOP",
-    "ParametricSRSOP",
-    "GateSpread",
-    "GateStats",
-    "NoisyTopKGate",
-    "cv_squared",
-    "gating_trunk",
-    "AverageMixture",
-    "GatedMixture",
-    "GroupedPlan",
-    "NetVLAD",
-]
