@@ -7,7 +7,8 @@ Snakemake starts each job, side by side in alternating rounds:
 * ``train, nothing cached``: the embedded default's first Table-2 run generating its data in the
   job (``$GMSOP_CACHE_DIR`` unset);
 * ``train, as most jobs run``: data mapped from the cache ``prepare_data`` wrote;
-* ``aggregation``: the imports of a table/figure/scorecard job (no torch).
+* ``aggregation``: the imports of a table/figure/scorecard job (torch included, through the plan's
+  rows).
 
 Each line says whether the job loaded torch._dynamo (torch.optim and
 ``torch.use_deterministic_algorithms`` load it: about 1.3 s of a job on the CPU).
