@@ -1,5 +1,7 @@
-"""What each workflow step does, as plain functions of the plan's resolved specs and file paths
-(the Snakemake scripts only call these; nothing here imports Snakemake).
+"""What each workflow job before the results does (data, training, benchmarks, identities), as
+plain functions of the plan's resolved specs and file paths; the Snakemake scripts only call these.
+The table, figure and scorecard jobs are in :mod:`gmsop.aggregate.jobs`, so a training job never
+imports pandas or matplotlib (about 2 s of each job's start-up on a CPU).
 """
 
 from __future__ import annotations
@@ -11,17 +13,12 @@ from pathlib import Path
 
 import torch
 
-from gmsop.aggregate import figures
-from gmsop.aggregate.load import load_bench, load_metrics
-from gmsop.aggregate.scorecard import build_scorecard, write_scorecard
-from gmsop.aggregate.tables import build_table
-from gmsop.aggregate.writers import write_table
 from gmsop.atomic import atomic_write, atomic_write_json
 from gmsop.data import get_dataset
 from gmsop.engine.config import TrainConfig
 from gmsop.engine.throughput import BenchConfig, measure_throughput
 from gmsop.engine.trainer import train
-from gmsop.formats import IDENTITIES_PATH, bench_files, check_bench, read_rule_metrics, run_block
+from gmsop.formats import IDENTITIES_PATH, check_bench, read_rule_metrics, run_block
 from gmsop.gpu_slots import claim_gpus, job_device
 from gmsop.plugins import load_plugins
 
@@ -145,41 +142,3 @@ def check_rule_result(path: str | Path, rule: str, seed: int, out: str | Path) -
     metrics = read_rule_metrics(path, rule, seed)
     atomic_write(out, Path(path).read_bytes())
     return metrics
-
-
-def load_results(runs: list[str], benches: list[str] | None = None):
-    """The frames of ``runs`` (metrics.json paths) and ``benches`` (bench.json files or folders)."""
-    files = bench_files(benches or [])
-    return load_metrics([Path(p) for p in runs]), load_bench(files) if files else None
-
-
-def make_table(experiment, runs: list[str], benches: list[str], stem: str | Path):
-    """Write ``stem``.{csv,md,html,tex} for one planned experiment (gmsop.experiments.Experiment)."""
-    data, bench = load_results(runs, benches)
-    table = build_table(experiment, data.runs, bench)
-    write_table(table, str(stem))
-    return table
-
-
-def make_scorecard(experiments, runs: list[str], stem: str | Path, landing: str | Path | None = None):
-    """Write ``stem``.{csv,md,html,svg,png} (and the landing fragment): every claim, Holm-adjusted."""
-    card = build_scorecard(experiments, load_results(runs)[0].runs)
-    write_scorecard(card, stem, landing)
-    return card
-
-
-FIGURES = {
-    "curves": lambda e, d, b: figures.plot_training_curves(e, d.epochs, title=f"Training curves: {e.title}"),
-    "alpha_counts": lambda e, d, b: figures.plot_routing(e, d.routing),
-    "alpha_error": lambda e, d, b: figures.plot_alpha_sweep(e, d.runs),
-    "grid": lambda e, d, b: figures.plot_nk_grid(e, d.runs, b),
-    "class_routing": lambda e, d, b: figures.plot_class_routing(e, d.class_routing),
-}
-
-
-def make_figure(kind: str, experiment, runs: list[str], benches: list[str] | None, paths: list[str]) -> None:
-    """One figure of a planned experiment (a kind of ``FIGURES``), as SVG + PNG."""
-    if kind not in FIGURES:
-        raise ValueError(f"unknown figure kind {kind!r}; valid: {', '.join(FIGURES)}")
-    data, bench = load_results(runs, benches)
-    figures.save_figure(FIGURES[kind](experiment, data, bench), [Path(p) for p in paths])

@@ -4,7 +4,7 @@ from _log import to_log
 
 to_log(snakemake)  # noqa: F821 (injected by Snakemake)
 
-from gmsop.pipeline import make_figure  # noqa: E402
+from gmsop.aggregate.jobs import make_figure  # noqa: E402
 
 inputs = snakemake.input  # noqa: F821
 make_figure(

@@ -7,7 +7,7 @@ to_log(snakemake)  # noqa: F821 (injected by Snakemake)
 
 from pathlib import Path  # noqa: E402
 
-from gmsop.pipeline import make_scorecard  # noqa: E402
+from gmsop.aggregate.jobs import make_scorecard  # noqa: E402
 
 make_scorecard(
     snakemake.params.experiments,  # noqa: F821
